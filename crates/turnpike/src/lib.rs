@@ -1,0 +1,14 @@
+//! The Turnpike server binary's library half: everything between the sans-IO
+//! core (`turnpike-core`) and the operating system.
+//!
+//! - [`cli`]: command-line parsing (clap) and subcommand dispatch.
+//! - [`config`]: the TOML configuration, its defaults and overrides.
+//! - [`logging`]: tracing subscriber set-up (text or JSON).
+//! - [`net`]: sockets: batched UDP I/O and TCP stream framing.
+//! - [`runtime`]: worker threads that own sockets and a core shard each.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod net;
+pub mod runtime;
