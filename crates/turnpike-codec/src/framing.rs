@@ -31,9 +31,18 @@ pub fn classify(packet: &[u8]) -> PacketKind {
     }
 }
 
-/// The largest frame [`next_frame`] can return: a STUN message with a
-/// 65532-byte body, or padded ChannelData with 65535 bytes of data.
-pub const MAX_FRAME_LEN: usize = 4 + 65535 + 3;
+/// The largest frame [`next_frame`] can return (or ask for): the larger of a
+/// STUN message with a 65532-byte body (65552 bytes) and padded ChannelData
+/// with 65535 bytes of data (65540 bytes).
+pub const MAX_FRAME_LEN: usize = {
+    let stun = HEADER_LEN + 0xFFFC;
+    let channel_data = (channel_data::HEADER_LEN + 0xFFFF + 3) & !3;
+    if stun > channel_data {
+        stun
+    } else {
+        channel_data
+    }
+};
 
 /// The result of looking for a message at the start of a stream buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

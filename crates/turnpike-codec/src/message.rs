@@ -194,10 +194,12 @@ impl<'a> Message<'a> {
     /// Checks MESSAGE-INTEGRITY (HMAC-SHA1) in constant time.
     pub fn verify_integrity(&self, key: &Sha1Key) -> Result<(), IntegrityError> {
         let at = self.integrity.ok_or(IntegrityError::Missing)?;
-        let received = &self.buf[at + 4..at + 24];
+        // Length first: `parse` only checked the attribute's own length, so a
+        // shorter MESSAGE-INTEGRITY near the end has no 20 bytes to slice.
         if read_u16(self.buf, at + 2) != 20 {
             return Err(IntegrityError::Mismatch);
         }
+        let received = &self.buf[at + 4..at + 24];
         let computed = key.mac(&self.header_until(at + 24), &self.buf[HEADER_LEN..at]);
         if integrity::mac_matches(received, &computed) {
             Ok(())
@@ -225,10 +227,11 @@ impl<'a> Message<'a> {
     /// `None` without a FINGERPRINT, else whether it matches.
     pub fn fingerprint_matches(&self) -> Option<bool> {
         let at = self.fingerprint?;
-        let value = self.buf.get(at + 4..at + 8)?;
+        // A FINGERPRINT of the wrong length is present but does not match.
         if read_u16(self.buf, at + 2) != 4 {
             return Some(false);
         }
+        let value = self.buf.get(at + 4..at + 8)?;
         let expected = u32::from_be_bytes([value[0], value[1], value[2], value[3]]);
         Some(
             integrity::fingerprint(&self.header_until(at + 8), &self.buf[HEADER_LEN..at])
