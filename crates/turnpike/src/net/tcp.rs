@@ -1,0 +1,154 @@
+//! TCP listeners and per-connection message framing.
+//!
+//! Every worker binds its own `SO_REUSEPORT` listener for each address, so
+//! the kernel spreads accepted connections across workers and no accept lock
+//! is shared. A connection's bytes are cut into STUN and ChannelData messages
+//! by [`turnpike_codec::framing`]; the receive buffer grows only as far as the
+//! message being assembled needs, up to the largest possible frame.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use turnpike_codec::framing::{self, Frame, MAX_FRAME_LEN};
+
+/// Pending connections the kernel may queue per listener.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds a nonblocking TCP listener. Must be called inside a tokio runtime.
+///
+/// `SO_REUSEADDR` lets a restarted server bind while old connections linger
+/// in `TIME_WAIT` (on Linux it does not allow two live listeners);
+/// `SO_REUSEPORT` lets each worker have its own listener on the same address.
+pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accumulates a byte stream and yields whole messages.
+#[derive(Debug)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// What [`FrameBuffer::next_frame`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NextFrame<'a> {
+    /// A whole message (without ChannelData padding).
+    Frame(&'a [u8]),
+    /// More bytes are needed: call [`FrameBuffer::read_slot`] and read.
+    NeedMore,
+    /// The stream is not STUN/ChannelData: close the connection.
+    Invalid,
+}
+
+impl FrameBuffer {
+    /// Starts with `initial` bytes of room; grows to at most [`MAX_FRAME_LEN`].
+    pub fn new(initial: usize) -> Self {
+        FrameBuffer {
+            buf: vec![0; initial.clamp(64, MAX_FRAME_LEN)],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Cuts the next message off the front of the buffer.
+    pub fn next_frame(&mut self) -> NextFrame<'_> {
+        match framing::next_frame(&self.buf[self.start..self.end]) {
+            Frame::Complete { len, consumed, .. } => {
+                let frame_start = self.start;
+                self.start += consumed;
+                NextFrame::Frame(&self.buf[frame_start..frame_start + len])
+            }
+            Frame::Incomplete { needed } => {
+                self.make_room(needed);
+                NextFrame::NeedMore
+            }
+            Frame::Invalid => NextFrame::Invalid,
+        }
+    }
+
+    /// Ensures a whole frame of `needed` bytes fits from the buffer's start.
+    fn make_room(&mut self, needed: usize) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if needed > self.buf.len() {
+            // `needed` is at most MAX_FRAME_LEN, which bounds the growth.
+            self.buf.resize(needed.min(MAX_FRAME_LEN), 0);
+        }
+    }
+
+    /// Free space to read into; call [`filled`](Self::filled) after reading.
+    pub fn read_slot(&mut self) -> &mut [u8] {
+        if self.end == self.buf.len() {
+            self.make_room(self.buf.len());
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records `n` bytes read into [`read_slot`](Self::read_slot).
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_across_reads() {
+        let mut stream = vec![0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xA4, 0x42];
+        stream.extend_from_slice(&[7; 12]);
+        stream.extend_from_slice(&[0x80, 0x22, 0x00, 0x00]); // empty SOFTWARE
+        stream.extend_from_slice(&[0x40, 0x00, 0x00, 0x01, 0xAB, 0, 0, 0]);
+        let mut fb = FrameBuffer::new(64);
+        let mut frames = Vec::new();
+        for chunk in stream.chunks(3) {
+            let slot = fb.read_slot();
+            slot[..chunk.len()].copy_from_slice(chunk);
+            fb.filled(chunk.len());
+            while let NextFrame::Frame(f) = fb.next_frame() {
+                frames.push(f.to_vec());
+            }
+        }
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].len(), 24);
+        assert_eq!(frames[1], vec![0x40, 0x00, 0x00, 0x01, 0xAB]);
+    }
+
+    #[test]
+    fn grows_for_a_large_frame_and_rejects_garbage() {
+        let mut fb = FrameBuffer::new(64);
+        let head = [0x00, 0x01, 0x03, 0xE8]; // a 1000-byte body
+        fb.read_slot()[..4].copy_from_slice(&head);
+        fb.filled(4);
+        assert_eq!(fb.next_frame(), NextFrame::NeedMore);
+        assert!(fb.read_slot().len() >= 1016);
+
+        let mut bad = FrameBuffer::new(64);
+        bad.read_slot()[..4].copy_from_slice(&[0xFF; 4]);
+        bad.filled(4);
+        assert_eq!(bad.next_frame(), NextFrame::Invalid);
+    }
+}
