@@ -1,1 +1,553 @@
-//! Command-line interface.
+//! Command-line interface: `turnpike [FLAGS] [serve|check-config|version]`.
+//!
+//! Every configuration key has a flag and a `TURNPIKE_*` environment
+//! variable (clap's `env` feature; a flag beats its variable). They are
+//! collected into [`Overrides`] and laid over the config file by
+//! [`Config::resolve`](crate::config::Config::resolve), giving
+//! built-in defaults < config file < environment < flags.
+//!
+//! The flags are `global`, so `turnpike --workers 2 check-config` and
+//! `turnpike check-config --workers 2` mean the same thing.
+//!
+//! Boolean keys take `--tcp` / `--no-tcp` (last one wins) and
+//! `TURNPIKE_TCP=true|false` (also yes/no, on/off, 1/0). `--tcp=false` works
+//! too, which is what makes the environment variable able to say "false".
+//!
+//! Usage errors are reduced to one line (see [`CliError`]) because clap's own
+//! multi-line, usage-dumping messages are hard to read in service logs.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::builder::{BoolishValueParser, TypedValueParser};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{LogFormat, Overrides, parse_ip, parse_socket_addr};
+
+/// Top-level command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "turnpike",
+    version,
+    about = "Turnpike STUN/TURN server",
+    long_about = "Turnpike STUN/TURN server.\n\nSettings come from built-in defaults, then the config file (--config), \
+                  then TURNPIKE_* environment variables, then flags; later sources win.",
+    after_help = "With no subcommand, `serve` runs."
+)]
+pub struct Cli {
+    /// Configuration flags, valid before or after the subcommand.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// What to do; `None` means `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Load and validate the configuration without binding any socket, print
+    /// a one-line summary and exit 0 (or print the error and exit 2).
+    CheckConfig,
+    /// Print `turnpike <version>`.
+    Version,
+}
+
+/// One flag per configuration key. `Option`s are `None` when neither the
+/// flag nor its environment variable is given, so the file value stands.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Settings {
+    /// Configuration file (TOML). Without it the built-in defaults are used.
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        env = "TURNPIKE_CONFIG",
+        value_name = "PATH",
+        help_heading = "Configuration"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// server.workers: worker threads, 0 = one per CPU [default: 0]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_WORKERS",
+        value_name = "N",
+        help_heading = "Server"
+    )]
+    pub workers: Option<usize>,
+
+    /// server.software: SOFTWARE attribute value [default: Turnpike]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_SOFTWARE",
+        value_name = "STR",
+        help_heading = "Server"
+    )]
+    pub software: Option<String>,
+
+    /// Do not send the SOFTWARE attribute (software = "")
+    #[arg(
+        long,
+        global = true,
+        overrides_with = "software",
+        help_heading = "Server"
+    )]
+    pub no_software: bool,
+
+    /// log.level: tracing filter directives; RUST_LOG wins if set [default: info]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_LOG_LEVEL",
+        value_name = "FILTER",
+        help_heading = "Logging"
+    )]
+    pub log_level: Option<String>,
+
+    /// log.format [default: text]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_LOG_FORMAT",
+        value_name = "FORMAT",
+        help_heading = "Logging"
+    )]
+    pub log_format: Option<LogFormat>,
+
+    /// stun.listen: IP:PORT to serve; repeat the flag or separate with commas.
+    /// Replaces the file's list. [default: 0.0.0.0:3478,[::]:3478]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ',',
+        value_parser = parse_socket_addr,
+        help_heading = "STUN"
+    )]
+    pub listen: Option<Vec<SocketAddr>>,
+
+    /// stun.udp: serve over UDP [default: true]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_UDP",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        overrides_with = "no_udp",
+        help_heading = "STUN"
+    )]
+    pub udp: Option<bool>,
+
+    /// Do not serve over UDP (udp = false)
+    #[arg(long, global = true, overrides_with = "udp", help_heading = "STUN")]
+    pub no_udp: bool,
+
+    /// stun.tcp: serve over TCP [default: true]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_TCP",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        overrides_with = "no_tcp",
+        help_heading = "STUN"
+    )]
+    pub tcp: Option<bool>,
+
+    /// Do not serve over TCP (tcp = false)
+    #[arg(long, global = true, overrides_with = "tcp", help_heading = "STUN")]
+    pub no_tcp: bool,
+
+    /// stun.alternate_ip: second IP of this host; enables CHANGE-REQUEST and
+    /// RFC 5780 NAT discovery [default: unset]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_ALTERNATE_IP",
+        value_name = "IP",
+        value_parser = parse_ip,
+        help_heading = "STUN"
+    )]
+    pub alternate_ip: Option<IpAddr>,
+
+    /// stun.alternate_port [default: each listen port + 1]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_ALTERNATE_PORT",
+        value_name = "PORT",
+        help_heading = "STUN"
+    )]
+    pub alternate_port: Option<u16>,
+
+    /// stun.response_port: honour RFC 5780 RESPONSE-PORT [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_RESPONSE_PORT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        overrides_with = "no_response_port",
+        help_heading = "STUN"
+    )]
+    pub response_port: Option<bool>,
+
+    /// Ignore RESPONSE-PORT (response_port = false)
+    #[arg(
+        long,
+        global = true,
+        overrides_with = "response_port",
+        help_heading = "STUN"
+    )]
+    pub no_response_port: bool,
+
+    /// stun.padding: honour RFC 5780 PADDING [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_PADDING",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        overrides_with = "no_padding",
+        help_heading = "STUN"
+    )]
+    pub padding: Option<bool>,
+
+    /// Ignore PADDING (padding = false)
+    #[arg(long, global = true, overrides_with = "padding", help_heading = "STUN")]
+    pub no_padding: bool,
+}
+
+/// `--no-X` can only come from the command line (it has no environment
+/// variable), so when it is set it beats an environment `TURNPIKE_X`; when
+/// both `--X` and `--no-X` are given, clap's `overrides_with` has already
+/// kept only the last one.
+fn tri_state(value: Option<bool>, negated: bool) -> Option<bool> {
+    if negated { Some(false) } else { value }
+}
+
+impl Settings {
+    /// The overrides to lay over the config file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            workers: self.workers,
+            software: if self.no_software {
+                Some(String::new())
+            } else {
+                self.software.clone()
+            },
+            log_level: self.log_level.clone(),
+            log_format: self.log_format,
+            listen: self.listen.clone(),
+            udp: tri_state(self.udp, self.no_udp),
+            tcp: tri_state(self.tcp, self.no_tcp),
+            alternate_ip: self.alternate_ip,
+            alternate_port: self.alternate_port,
+            response_port: tri_state(self.response_port, self.no_response_port),
+            padding: tri_state(self.padding, self.no_padding),
+        }
+    }
+}
+
+/// A command line that does not lead to running a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// `--help` or `--version`: not a failure. Print with
+    /// [`clap::Error::exit`], which writes to stdout and exits 0.
+    #[error("{0}")]
+    Info(clap::Error),
+    /// A usage error, already flattened to one line; exit 2.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Cli {
+    /// Parses the process's arguments (see [`Cli::parse_from_args`]).
+    pub fn parse_args() -> Result<Cli, CliError> {
+        Cli::parse_from_args(std::env::args_os())
+    }
+
+    /// Parses `args` (first item is the program name) and the `TURNPIKE_*`
+    /// environment.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Cli, CliError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let result = Cli::command()
+            .try_get_matches_from(&args)
+            .and_then(|matches| Cli::from_arg_matches(&matches));
+        result.map_err(|err| match err.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => CliError::Info(err),
+            _ => CliError::Usage(one_line(&err, &args)),
+        })
+    }
+
+    /// The subcommand, defaulting to `serve`.
+    pub fn subcommand(&self) -> Command {
+        self.command.unwrap_or(Command::Serve)
+    }
+
+    /// `--config` / `TURNPIKE_CONFIG`, if given.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.settings.config.as_deref()
+    }
+
+    /// Environment and flag values to lay over the config file.
+    pub fn overrides(&self) -> Overrides {
+        self.settings.overrides()
+    }
+}
+
+/// Reduces a clap error to one line: clap's headline, any "tip:", the
+/// environment variable when the bad value came from one (clap names only
+/// the flag, which would send the operator looking in the wrong place), and
+/// a pointer to `--help`.
+fn one_line(err: &clap::Error, args: &[OsString]) -> String {
+    let rendered = err.render().to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let headline = lines.next().unwrap_or("invalid command line");
+    let mut message = headline
+        .strip_prefix("error: ")
+        .unwrap_or(headline)
+        .to_owned();
+    if let Some(env) = env_source(err, args) {
+        message.push_str(&format!(" (from environment variable {env})"));
+    }
+    for tip in lines.filter(|l| l.starts_with("tip:")) {
+        message.push_str("; ");
+        message.push_str(tip);
+    }
+    // `--udp false` parses as `--udp` followed by a subcommand `false`,
+    // because boolean flags take their optional value only after `=`.
+    if let Some(ContextValue::String(word)) = err.get(ContextKind::InvalidSubcommand) {
+        if BoolishValueParser::new()
+            .parse_ref(&Cli::command(), None, std::ffi::OsStr::new(word))
+            .is_ok()
+        {
+            message.push_str(&format!(
+                "; boolean flags take a value only after `=`, e.g. --udp={word} (or use --no-udp)"
+            ));
+        }
+    }
+    message.push_str(" (see turnpike --help)");
+    message
+}
+
+/// The environment variable that supplied the rejected value, if the
+/// offending argument has one and was not on the command line.
+fn env_source(err: &clap::Error, args: &[OsString]) -> Option<String> {
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // clap renders the argument as "--workers <N>" or "--udp[=<BOOL>]".
+    let long = arg.split([' ', '[', '=']).next()?.strip_prefix("--")?;
+    let cmd = Cli::command();
+    let def = cmd.get_arguments().find(|a| a.get_long() == Some(long))?;
+    let env = def.get_env()?.to_string_lossy().into_owned();
+    std::env::var_os(&env)?;
+    let short = def.get_short().map(|c| format!("-{c}"));
+    let on_command_line = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == format!("--{long}")
+            || a.starts_with(&format!("--{long}="))
+            || short.as_deref().is_some_and(|s| a.starts_with(s))
+    });
+    (!on_command_line).then_some(env)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Parsing tests. They read the real environment (clap's `env`), so
+    //! they assume no `TURNPIKE_*` variables are set; the environment paths
+    //! are covered by the integration tests, which control it per process.
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut full = vec!["turnpike"];
+        full.extend_from_slice(args);
+        match Cli::parse_from_args(full) {
+            Ok(cli) => cli,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        let mut full = vec!["turnpike"];
+        full.extend_from_slice(args);
+        match Cli::parse_from_args(full) {
+            Err(CliError::Usage(message)) => message,
+            other => panic!("{args:?}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_command_is_serve() {
+        assert_eq!(parse(&[]).subcommand(), Command::Serve);
+        assert_eq!(parse(&["serve"]).subcommand(), Command::Serve);
+        assert_eq!(parse(&["check-config"]).subcommand(), Command::CheckConfig);
+        assert_eq!(parse(&["version"]).subcommand(), Command::Version);
+    }
+
+    #[test]
+    fn no_flags_means_no_overrides() {
+        let cli = parse(&[]);
+        assert_eq!(cli.overrides(), Overrides::default());
+        assert_eq!(cli.config_path(), None);
+    }
+
+    #[test]
+    fn flags_before_or_after_the_subcommand() {
+        for args in [
+            &["-c", "/x.toml", "--workers", "3", "check-config"][..],
+            &["check-config", "--config", "/x.toml", "--workers=3"][..],
+        ] {
+            let cli = parse(args);
+            assert_eq!(cli.subcommand(), Command::CheckConfig);
+            assert_eq!(cli.config_path(), Some(Path::new("/x.toml")));
+            assert_eq!(cli.overrides().workers, Some(3));
+        }
+    }
+
+    #[test]
+    fn every_key_has_a_flag() {
+        let o = parse(&[
+            "--workers=4",
+            "--software=S",
+            "--log-level=debug",
+            "--log-format=json",
+            "--listen=127.0.0.1:1,[::1]:2",
+            "--listen=127.0.0.1:3",
+            "--no-udp",
+            "--tcp",
+            "--alternate-ip=192.0.2.2",
+            "--alternate-port=4000",
+            "--response-port",
+            "--padding=false",
+        ])
+        .overrides();
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            o,
+            Overrides {
+                workers: Some(4),
+                software: Some("S".into()),
+                log_level: Some("debug".into()),
+                log_format: Some(LogFormat::Json),
+                listen: Some(vec![
+                    addr("127.0.0.1:1"),
+                    addr("[::1]:2"),
+                    addr("127.0.0.1:3")
+                ]),
+                udp: Some(false),
+                tcp: Some(true),
+                alternate_ip: Some("192.0.2.2".parse().unwrap()),
+                alternate_port: Some(4000),
+                response_port: Some(true),
+                padding: Some(false),
+            }
+        );
+    }
+
+    #[test]
+    fn last_of_flag_and_negation_wins() {
+        assert_eq!(parse(&["--tcp", "--no-tcp"]).overrides().tcp, Some(false));
+        assert_eq!(parse(&["--no-tcp", "--tcp"]).overrides().tcp, Some(true));
+        assert_eq!(
+            parse(&["--software=x", "--no-software"])
+                .overrides()
+                .software,
+            Some(String::new())
+        );
+        assert_eq!(
+            parse(&["--no-software", "--software=x"])
+                .overrides()
+                .software,
+            Some("x".into())
+        );
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--workers", "many"], "--workers"),
+            (&["--listen", "localhost:3478"], "not an IP:PORT"),
+            (&["--alternate-ip", "x"], "not an IP address"),
+            (&["--alternate-port", "70000"], "--alternate-port"),
+            (&["--log-format", "xml"], "xml"),
+            (&["--lisen", "1.2.3.4:5"], "--lisen"),
+            (&["frobnicate"], "frobnicate"),
+            (&["--udp=maybe"], "maybe"),
+            (&["--udp", "false"], "--udp=false"),
+        ];
+        for (args, needle) in cases {
+            let message = usage_error(args);
+            assert!(!message.contains('\n'), "{args:?}: {message}");
+            assert!(message.contains(needle), "{args:?}: {message}");
+            assert!(message.ends_with("(see turnpike --help)"), "{message}");
+            assert!(!message.starts_with("error:"), "{message}");
+        }
+        assert!(usage_error(&["--lisen", "x"]).contains("tip:"));
+    }
+
+    #[test]
+    fn help_and_version_are_not_errors() {
+        for flag in ["--help", "--version", "-V"] {
+            assert!(matches!(
+                Cli::parse_from_args(["turnpike", flag]),
+                Err(CliError::Info(_))
+            ));
+        }
+    }
+
+    /// Every environment variable is documented in the example config.
+    #[test]
+    fn example_file_mentions_every_env_var_and_flag() {
+        let example = include_str!("../../../turnpike.example.toml");
+        for arg in Cli::command().get_arguments() {
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                if env != "TURNPIKE_CONFIG" {
+                    assert!(example.contains(&*env), "{env} missing from example");
+                }
+            }
+            if let Some(long) = arg.get_long() {
+                if !matches!(long, "help" | "version" | "config") {
+                    assert!(
+                        example.contains(&format!("--{long}")),
+                        "--{long} missing from example"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,1420 @@
-//! Configuration.
+//! The TOML configuration: its schema and defaults, overrides from the
+//! environment and the command line, validation, and the resolved forms
+//! ([`Listener`], [`NatDiscovery`]) the runtime consumes.
+//!
+//! Loading is split into pure steps so each is unit-testable without files or
+//! processes: parse ([`Config::parse_toml`]), overlay ([`Config::apply`]),
+//! validate ([`Config::validate`]). [`Config::resolve`] chains them in the
+//! order that gives the documented precedence:
+//! built-in defaults < config file < environment < command-line flags.
+//! (clap already merges environment and flags into one [`Overrides`] with
+//! flags winning, so this module only sees "file" and "overrides".)
+//!
+//! Every error is a single line that names the file, line and key where it
+//! can, because operators read these in `journalctl` and container logs, where
+//! toml's multi-line snippets with carets come out mangled.
+//!
+//! The schema is a struct per `[section]`, each `deny_unknown_fields`, so a
+//! misspelt key is an error rather than a silently ignored setting. New
+//! sections (TURN, credentials, TLS, metrics) slot in as new fields of
+//! [`Config`] plus an entry in `SECTIONS`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+/// Upper bound on `server.workers`. Far above any real core count; it exists
+/// so a typo like `workers = 80000` fails at start-up instead of trying to
+/// spawn tens of thousands of threads.
+pub const MAX_WORKERS: usize = 1024;
+
+/// RFC 8489 §14.14: SOFTWARE "MUST be a UTF-8 encoded sequence of fewer than
+/// 128 characters".
+pub const MAX_SOFTWARE_CHARS: usize = 127;
+
+/// The whole configuration file. Field names are the TOML section names.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: process-wide settings.
+    pub server: ServerConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+    /// `[stun]`: STUN listeners and RFC 5780 behaviour.
+    pub stun: StunConfig,
+}
+
+/// `[server]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [server] table")]
+pub struct ServerConfig {
+    /// Worker threads; 0 means one per CPU. See [`Config::worker_threads`].
+    pub workers: usize,
+    /// SOFTWARE attribute value; empty disables it. See [`Config::software`].
+    pub software: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            // Deliberately without the version: advertising exact versions
+            // to every client helps attackers pick exploits.
+            software: "Turnpike".to_owned(),
+        }
+    }
+}
+
+/// `[log]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [log] table")]
+pub struct LogConfig {
+    /// `tracing` EnvFilter directives, e.g. `info,turnpike_core=debug`.
+    /// `RUST_LOG`, when set, replaces this (see [`crate::logging`]).
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// `[stun]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [stun] table")]
+pub struct StunConfig {
+    /// Addresses served on UDP and/or TCP (see `udp`, `tcp`).
+    #[serde(deserialize_with = "de_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Serve STUN over UDP.
+    pub udp: bool,
+    /// Serve STUN over TCP.
+    pub tcp: bool,
+    /// Second IP address of this host. Enables RFC 3489 CHANGE-REQUEST and
+    /// RFC 5780 NAT behaviour discovery.
+    #[serde(deserialize_with = "de_opt_ip")]
+    pub alternate_ip: Option<IpAddr>,
+    /// Alternate port; when unset and `alternate_ip` is set, each listen port
+    /// P uses P + 1.
+    pub alternate_port: Option<u16>,
+    /// Honour RFC 5780 RESPONSE-PORT. Off by default because it lets a
+    /// client aim our answers at another port of its address.
+    pub response_port: bool,
+    /// Honour RFC 5780 PADDING. Off by default because it turns a small
+    /// request into a large response (amplification).
+    pub padding: bool,
+}
+
+impl Default for StunConfig {
+    fn default() -> Self {
+        Self {
+            // Both families by default; the runtime sets IPV6_V6ONLY on the
+            // [::] socket so the two do not collide.
+            listen: vec![
+                SocketAddr::from(([0, 0, 0, 0], 3478)),
+                SocketAddr::from(([0u16; 8], 3478)),
+            ],
+            udp: true,
+            tcp: true,
+            alternate_ip: None,
+            alternate_port: None,
+            response_port: false,
+            padding: false,
+        }
+    }
+}
+
+/// Values from the environment and command line, overlaid on the file by
+/// [`Config::apply`]. `None` means "not given: keep the file's value".
+///
+/// This is plain data so that this module does not depend on clap; the CLI
+/// fills it (see `crate::cli`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `server.workers`.
+    pub workers: Option<usize>,
+    /// `server.software` (`Some("")` disables the attribute).
+    pub software: Option<String>,
+    /// `log.level`.
+    pub log_level: Option<String>,
+    /// `log.format`.
+    pub log_format: Option<LogFormat>,
+    /// `stun.listen`: replaces the file's list, it does not extend it, so an
+    /// override can also remove an address.
+    pub listen: Option<Vec<SocketAddr>>,
+    /// `stun.udp`.
+    pub udp: Option<bool>,
+    /// `stun.tcp`.
+    pub tcp: Option<bool>,
+    /// `stun.alternate_ip`.
+    pub alternate_ip: Option<IpAddr>,
+    /// `stun.alternate_port`.
+    pub alternate_port: Option<u16>,
+    /// `stun.response_port`.
+    pub response_port: Option<bool>,
+    /// `stun.padding`.
+    pub padding: Option<bool>,
+}
+
+/// Which of the two IP addresses, or which of the two ports, an address uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    /// The configured (`listen`) IP or port.
+    Primary,
+    /// `alternate_ip`, or the alternate port.
+    Alternate,
+}
+
+/// The RFC 5780 role of a local address: which IP and which port it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AddressRole {
+    /// Primary or alternate IP.
+    pub ip: Slot,
+    /// Primary or alternate port.
+    pub port: Slot,
+}
+
+impl AddressRole {
+    /// A plain listen address (also the role of every listener when NAT
+    /// discovery is off).
+    pub const PRIMARY: AddressRole = AddressRole {
+        ip: Slot::Primary,
+        port: Slot::Primary,
+    };
+}
+
+/// One address the runtime must bind (on UDP and/or TCP according to
+/// `stun.udp` / `stun.tcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Listener {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// Which IP and port of the RFC 5780 quartet this is.
+    pub role: AddressRole,
+    /// The `stun.listen` entry this listener was derived from (equal to
+    /// `addr` for the primary role). Lets the runtime group the quartet.
+    pub configured: SocketAddr,
+}
+
+/// A listen port and the alternate port paired with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortPair {
+    /// Port from `stun.listen`.
+    pub primary: u16,
+    /// `stun.alternate_port`, or `primary + 1`.
+    pub alternate: u16,
+}
+
+/// The address sets for RFC 3489 CHANGE-REQUEST / RFC 5780 NAT behaviour
+/// discovery, present when `stun.alternate_ip` is set. Only addresses of
+/// `primary_ip`'s family take part; listeners of the other family serve
+/// plain STUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatDiscovery {
+    /// The single IP all same-family listen addresses use.
+    pub primary_ip: IpAddr,
+    /// `stun.alternate_ip`.
+    pub alternate_ip: IpAddr,
+    /// One pair per distinct same-family listen port.
+    pub ports: Vec<PortPair>,
+}
+
+/// Why a configuration could not be loaded. `Display` is always one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read. (The `io::Error` is part of the message
+    /// rather than `source()`, so that `{:#}` chains do not print it twice.)
+    #[error(
+        "cannot read config file {}: {} ({})",
+        path.display(),
+        io_message(error),
+        read_hint(error)
+    )]
+    Read {
+        /// The path as given.
+        path: PathBuf,
+        /// The underlying error.
+        error: io::Error,
+    },
+    /// TOML syntax error, unknown key, or a value of the wrong type.
+    #[error("{}{message}", Location { origin: origin.as_deref(), line: *line })]
+    Parse {
+        /// The file, when loaded from one.
+        origin: Option<PathBuf>,
+        /// 1-based line of the error, when toml reported a position.
+        line: Option<usize>,
+        /// Flattened, single-line description.
+        message: String,
+    },
+    /// Every value parsed but the combination is not usable.
+    #[error("invalid configuration: {message}")]
+    Invalid {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            message: message.into(),
+        }
+    }
+}
+
+/// `"<path> line N: "` prefix for parse errors.
+struct Location<'a> {
+    origin: Option<&'a Path>,
+    line: Option<usize>,
+}
+
+impl fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.origin, self.line) {
+            (Some(path), Some(line)) => write!(f, "{} line {line}: ", path.display()),
+            (Some(path), None) => write!(f, "{}: ", path.display()),
+            (None, Some(line)) => write!(f, "config line {line}: "),
+            (None, None) => f.write_str("config: "),
+        }
+    }
+}
+
+/// How to fix a config file read error.
+fn read_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied => "make the file readable by the user turnpike runs as",
+        io::ErrorKind::InvalidData => "the config file must be UTF-8 text",
+        _ => "pass an existing file with --config or omit it to run with defaults",
+    }
+}
+
+/// `io::Error` text without the `(os error N)` suffix, which means nothing
+/// to an operator.
+fn io_message(error: &io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error ") {
+        Some(cut) if text.ends_with(')') => text[..cut].to_owned(),
+        _ => text,
+    }
+}
+
+/// Known keys per section, used to name the section in unknown-key errors
+/// (serde reports only the offending key and the expected list; matching the
+/// list tells us which table it came from, even for dotted keys or inline
+/// tables). The empty name is the top level. A unit test keeps this in sync
+/// with the structs.
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("", &["server", "log", "stun"]),
+    ("server", &["workers", "software"]),
+    ("log", &["level", "format"]),
+    (
+        "stun",
+        &[
+            "listen",
+            "udp",
+            "tcp",
+            "alternate_ip",
+            "alternate_port",
+            "response_port",
+            "padding",
+        ],
+    ),
+];
+
+impl Config {
+    /// Parses and validates a TOML document (no file, no overrides).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config = Config::parse_toml(text, None)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file (no overrides).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::resolve(Some(path), &Overrides::default())
+    }
+
+    /// What the binary does: the file if one is given (else the built-in
+    /// defaults), then the overrides, then validation. Validation runs last
+    /// so that an override can repair a file (or break it) and the check
+    /// sees the values that will actually be used.
+    pub fn resolve(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                    path: path.to_owned(),
+                    error,
+                })?;
+                Config::parse_toml(&text, Some(path))?
+            }
+            None => Config::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML without validating. Missing keys and sections take their
+    /// defaults. `origin` is only used in error messages.
+    pub fn parse_toml(text: &str, origin: Option<&Path>) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|err| ConfigError::Parse {
+            origin: origin.map(Path::to_owned),
+            line: err.span().map(|span| line_of(text, span.start)),
+            message: describe_toml_error(text, &err),
+        })
+    }
+
+    /// Overlays environment / command-line values onto this configuration.
+    pub fn apply(&mut self, overrides: &Overrides) {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        let o = overrides.clone();
+        set(&mut self.server.workers, o.workers);
+        set(&mut self.server.software, o.software);
+        set(&mut self.log.level, o.log_level);
+        set(&mut self.log.format, o.log_format);
+        set(&mut self.stun.listen, o.listen);
+        set(&mut self.stun.udp, o.udp);
+        set(&mut self.stun.tcp, o.tcp);
+        set(&mut self.stun.response_port, o.response_port);
+        set(&mut self.stun.padding, o.padding);
+        if o.alternate_ip.is_some() {
+            self.stun.alternate_ip = o.alternate_ip;
+        }
+        if o.alternate_port.is_some() {
+            self.stun.alternate_port = o.alternate_port;
+        }
+    }
+
+    /// Checks everything that can be checked without binding sockets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.workers > MAX_WORKERS {
+            return Err(ConfigError::invalid(format!(
+                "server.workers = {} is more than the maximum {MAX_WORKERS}; use 0 for one worker per CPU",
+                self.server.workers
+            )));
+        }
+        let software_chars = self.server.software.chars().count();
+        if software_chars > MAX_SOFTWARE_CHARS {
+            return Err(ConfigError::invalid(format!(
+                "server.software is {software_chars} characters long; STUN allows at most {MAX_SOFTWARE_CHARS} (RFC 8489 section 14.14)"
+            )));
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "log.level is empty; use a level such as \"info\" or directives such as \"info,turnpike_core=debug\"",
+            ));
+        }
+        if let Err(err) = crate::logging::parse_filter(&self.log.level) {
+            return Err(ConfigError::invalid(format!(
+                "log.level {:?} is not a valid filter: {err}; use a level (error, warn, info, debug, trace) or directives such as \"info,turnpike_core=debug\"",
+                self.log.level
+            )));
+        }
+        if !self.stun.udp && !self.stun.tcp {
+            return Err(ConfigError::invalid(
+                "stun.udp and stun.tcp are both false, so nothing would be served; enable at least one",
+            ));
+        }
+        self.plan().map(drop)
+    }
+
+    /// Every address the runtime must bind, in `stun.listen` order; with
+    /// `stun.alternate_ip` set, each same-family listen address `A:P` is
+    /// followed by `A:P2`, `ALT:P` and `ALT:P2`.
+    ///
+    /// Meant for a validated configuration. On an invalid one it does not
+    /// panic but returns just the listen addresses.
+    pub fn listeners(&self) -> Vec<Listener> {
+        match self.plan() {
+            Ok(plan) => plan.listeners,
+            Err(_) => self
+                .stun
+                .listen
+                .iter()
+                .map(|&addr| Listener {
+                    addr,
+                    role: AddressRole::PRIMARY,
+                    configured: addr,
+                })
+                .collect(),
+        }
+    }
+
+    /// The RFC 5780 address sets, or `None` when `stun.alternate_ip` is unset
+    /// (or the configuration is invalid).
+    pub fn nat_discovery(&self) -> Option<NatDiscovery> {
+        self.plan().ok().and_then(|plan| plan.nat)
+    }
+
+    /// Number of worker threads to start: `server.workers`, or the CPU count
+    /// when it is 0 (1 if the CPU count cannot be determined).
+    pub fn worker_threads(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The SOFTWARE attribute value to send, `None` when disabled.
+    pub fn software(&self) -> Option<&str> {
+        Some(self.server.software.as_str()).filter(|s| !s.is_empty())
+    }
+
+    /// The sans-IO core's view of this configuration: one NAT discovery set
+    /// (two IPs, two ports) per listen port of the alternate IP's family.
+    pub fn core(&self) -> turnpike_core::Config {
+        let nat_discovery = self
+            .nat_discovery()
+            .map(|nd| {
+                nd.ports
+                    .iter()
+                    .map(|pair| turnpike_core::NatDiscovery {
+                        ips: [nd.primary_ip, nd.alternate_ip],
+                        ports: [pair.primary, pair.alternate],
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        turnpike_core::Config {
+            software: self.software().map(str::to_owned),
+            nat_discovery,
+            allow_response_port: self.stun.response_port,
+            allow_padding: self.stun.padding,
+        }
+    }
+
+    /// One-line human summary, printed by `check-config`.
+    pub fn summary(&self) -> String {
+        let listen = self
+            .stun
+            .listen
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let transports = match (self.stun.udp, self.stun.tcp) {
+            (true, true) => "udp+tcp",
+            (true, false) => "udp",
+            _ => "tcp",
+        };
+        let workers = match self.server.workers {
+            0 => format!("{} (one per CPU)", self.worker_threads()),
+            n => n.to_string(),
+        };
+        let software = match self.software() {
+            Some(s) => format!("{s:?}"),
+            None => "off".to_owned(),
+        };
+        let nat = match self.nat_discovery() {
+            Some(nat) => format!(
+                "{} and {} ports {}",
+                nat.primary_ip,
+                nat.alternate_ip,
+                nat.ports
+                    .iter()
+                    .map(|p| format!("{}/{}", p.primary, p.alternate))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => "off".to_owned(),
+        };
+        let on_off = |b: bool| if b { "on" } else { "off" };
+        format!(
+            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}",
+            self.listeners().len(),
+            self.log.format,
+            self.log.level,
+            on_off(self.stun.response_port),
+            on_off(self.stun.padding),
+        )
+    }
+
+    /// Validates the listen / alternate-address rules and expands the
+    /// listeners. Shared by `validate`, `listeners` and `nat_discovery` so
+    /// the checked rules and the produced addresses cannot diverge.
+    fn plan(&self) -> Result<Plan, ConfigError> {
+        let stun = &self.stun;
+        if stun.listen.is_empty() {
+            return Err(ConfigError::invalid(
+                "stun.listen is empty; give at least one address such as \"0.0.0.0:3478\"",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for addr in &stun.listen {
+            if !seen.insert(*addr) {
+                return Err(ConfigError::invalid(format!(
+                    "stun.listen contains {addr} twice; remove the duplicate"
+                )));
+            }
+            if addr.ip().is_multicast() {
+                return Err(ConfigError::invalid(format!(
+                    "stun.listen address {addr} is a multicast address; use a unicast address of this host or a wildcard (0.0.0.0 / [::])"
+                )));
+            }
+        }
+
+        let Some(alt_ip) = stun.alternate_ip else {
+            if let Some(port) = stun.alternate_port {
+                return Err(ConfigError::invalid(format!(
+                    "stun.alternate_port = {port} has no effect without stun.alternate_ip; set alternate_ip too or remove alternate_port"
+                )));
+            }
+            return Ok(Plan {
+                listeners: stun
+                    .listen
+                    .iter()
+                    .map(|&addr| Listener {
+                        addr,
+                        role: AddressRole::PRIMARY,
+                        configured: addr,
+                    })
+                    .collect(),
+                nat: None,
+            });
+        };
+
+        let family = if alt_ip.is_ipv4() { "IPv4" } else { "IPv6" };
+        if alt_ip.is_unspecified() || alt_ip.is_multicast() {
+            return Err(ConfigError::invalid(format!(
+                "stun.alternate_ip = {alt_ip} is not a specific unicast address; it must be a second IP address of this host"
+            )));
+        }
+        let same_family: Vec<SocketAddr> = stun
+            .listen
+            .iter()
+            .copied()
+            .filter(|a| a.is_ipv4() == alt_ip.is_ipv4())
+            .collect();
+        if same_family.is_empty() {
+            return Err(ConfigError::invalid(format!(
+                "stun.alternate_ip = {alt_ip} is {family} but stun.listen has no {family} address; add the primary {family} address to listen"
+            )));
+        }
+        // RFC 5780 responses must leave from a known IP (and OTHER-ADDRESS
+        // must name one), which a wildcard socket cannot guarantee.
+        if let Some(wild) = same_family.iter().find(|a| a.ip().is_unspecified()) {
+            return Err(ConfigError::invalid(format!(
+                "stun.listen address {wild} is a wildcard, but with stun.alternate_ip set every {family} listen address must be a specific IP of this host (e.g. \"192.0.2.1:3478\"), so responses leave from a known address"
+            )));
+        }
+        let primary_ip = same_family[0].ip();
+        if let Some(other) = same_family.iter().find(|a| a.ip() != primary_ip) {
+            return Err(ConfigError::invalid(format!(
+                "stun.listen has two {family} IPs ({primary_ip} and {}) but stun.alternate_ip pairs with exactly one primary IP; listen on one {family} IP",
+                other.ip()
+            )));
+        }
+        if alt_ip == primary_ip {
+            return Err(ConfigError::invalid(format!(
+                "stun.alternate_ip = {alt_ip} is also the listen IP; it must be a different (second) IP address of this host"
+            )));
+        }
+
+        let mut primary_ports: Vec<u16> = Vec::new();
+        for addr in &same_family {
+            if !primary_ports.contains(&addr.port()) {
+                primary_ports.push(addr.port());
+            }
+        }
+        if primary_ports.contains(&0) {
+            return Err(ConfigError::invalid(
+                "stun.listen uses port 0 (any free port), which cannot be combined with stun.alternate_ip; use fixed ports",
+            ));
+        }
+        let ports: Vec<PortPair> = match stun.alternate_port {
+            Some(alt_port) => {
+                if alt_port == 0 {
+                    return Err(ConfigError::invalid(
+                        "stun.alternate_port = 0 is not a usable port; use a fixed port or leave it unset for listen port + 1",
+                    ));
+                }
+                if primary_ports.contains(&alt_port) {
+                    return Err(ConfigError::invalid(format!(
+                        "stun.alternate_port = {alt_port} is also a listen port; choose a different port or leave it unset for listen port + 1"
+                    )));
+                }
+                if primary_ports.len() > 1 {
+                    return Err(ConfigError::invalid(format!(
+                        "stun.alternate_port can pair with only one listen port, but stun.listen has {} {family} ports ({}); leave alternate_port unset to use each port + 1",
+                        primary_ports.len(),
+                        join(&primary_ports)
+                    )));
+                }
+                vec![PortPair {
+                    primary: primary_ports[0],
+                    alternate: alt_port,
+                }]
+            }
+            None => {
+                let mut pairs = Vec::with_capacity(primary_ports.len());
+                for &port in &primary_ports {
+                    let Some(alternate) = port.checked_add(1) else {
+                        return Err(ConfigError::invalid(format!(
+                            "stun.listen port {port} has no port + 1 to use as the alternate port; set stun.alternate_port"
+                        )));
+                    };
+                    if primary_ports.contains(&alternate) {
+                        return Err(ConfigError::invalid(format!(
+                            "stun.listen ports {port} and {alternate} collide: with stun.alternate_ip set, each listen port P also uses P + 1 as its alternate port; drop one of them or space them further apart"
+                        )));
+                    }
+                    pairs.push(PortPair {
+                        primary: port,
+                        alternate,
+                    });
+                }
+                pairs
+            }
+        };
+
+        let mut listeners = Vec::with_capacity(stun.listen.len() * 4);
+        for &addr in &stun.listen {
+            listeners.push(Listener {
+                addr,
+                role: AddressRole::PRIMARY,
+                configured: addr,
+            });
+            if addr.is_ipv4() != alt_ip.is_ipv4() {
+                continue;
+            }
+            let alt_port = ports
+                .iter()
+                .find(|p| p.primary == addr.port())
+                .map(|p| p.alternate)
+                .expect("every same-family listen port has a pair");
+            for (ip, ip_slot) in [(addr.ip(), Slot::Primary), (alt_ip, Slot::Alternate)] {
+                for (port, port_slot) in [(addr.port(), Slot::Primary), (alt_port, Slot::Alternate)]
+                {
+                    let role = AddressRole {
+                        ip: ip_slot,
+                        port: port_slot,
+                    };
+                    if role != AddressRole::PRIMARY {
+                        listeners.push(Listener {
+                            addr: SocketAddr::new(ip, port),
+                            role,
+                            configured: addr,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Plan {
+            listeners,
+            nat: Some(NatDiscovery {
+                primary_ip,
+                alternate_ip: alt_ip,
+                ports,
+            }),
+        })
+    }
+}
+
+/// Result of [`Config::plan`].
+struct Plan {
+    listeners: Vec<Listener>,
+    nat: Option<NatDiscovery>,
+}
+
+fn join(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Parses `IP:PORT` with a message that says what is expected. Hostnames are
+/// refused on purpose: a server binds addresses, and resolving a name at
+/// start-up would make the bound set depend on DNS.
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "`{text}` is not an IP:PORT address (examples: 0.0.0.0:3478, 192.0.2.1:3478, [::]:3478)"
+        )
+    })
+}
+
+/// Parses an IP address with a message that says what is expected.
+pub fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IP address (examples: 192.0.2.2, 2001:db8::2)"))
+}
+
+fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    /// One element, parsed inside its visitor: toml attaches its position
+    /// to errors raised while the element is being deserialized, so this
+    /// reports the element's own line rather than the array's first line.
+    struct Element(SocketAddr);
+    impl<'de> Deserialize<'de> for Element {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = Element;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an \"IP:PORT\" string")
+                }
+                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Element, E> {
+                    parse_socket_addr(text).map(Element).map_err(E::custom)
+                }
+            }
+            d.deserialize_str(Visitor)
+        }
+    }
+    Ok(Vec::<Element>::deserialize(d)?
+        .into_iter()
+        .map(|e| e.0)
+        .collect())
+}
+
+fn de_opt_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_ip(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// 1-based line number of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Turns a toml error into one line: unknown keys get the section and the
+/// valid keys spelt out; value errors get the key name when it is on the
+/// same line; Rust type names become words.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let raw = err.message().trim();
+    let message = if let Some(rest) = raw.strip_prefix("unknown field ") {
+        describe_unknown_key(rest).unwrap_or_else(|| raw.to_owned())
+    } else {
+        let mut message = raw
+            .replace("expected usize", "expected a non-negative integer")
+            .replace("expected u16", "expected an integer from 0 to 65535");
+        if let Some(key) = err.span().and_then(|span| key_before(text, span.start)) {
+            message = format!("bad value for `{key}`: {message}");
+        }
+        message
+    };
+    flatten(&message)
+}
+
+/// `rest` is serde's "`x`, expected one of `a`, `b`" (after "unknown field ").
+fn describe_unknown_key(rest: &str) -> Option<String> {
+    let mut quoted = rest.split('`').skip(1).step_by(2);
+    let key = quoted.next()?;
+    let expected: Vec<&str> = quoted.collect();
+    let section = SECTIONS.iter().find(|(_, keys)| {
+        keys.len() == expected.len() && keys.iter().all(|k| expected.contains(k))
+    });
+    let home = SECTIONS
+        .iter()
+        .find(|(name, keys)| !name.is_empty() && keys.contains(&key))
+        .map(|(name, _)| *name);
+    Some(match section {
+        Some(("", _)) => {
+            let sections = expected
+                .iter()
+                .map(|s| format!("[{s}]"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let hint = home
+                .map(|h| format!(" (`{key}` belongs in [{h}])"))
+                .unwrap_or_default();
+            format!("unknown section or top-level key `{key}`; expected one of {sections}{hint}")
+        }
+        Some((name, _)) => {
+            let hint = home
+                .filter(|h| h != name)
+                .map(|h| format!(" (`{key}` belongs in [{h}])"))
+                .unwrap_or_default();
+            format!(
+                "unknown key `{key}` in [{name}]; expected one of {}{hint}",
+                expected.join(", ")
+            )
+        }
+        None => format!(
+            "unknown key `{key}`; expected one of {}",
+            expected.join(", ")
+        ),
+    })
+}
+
+/// The key of a `key = value` line when `offset` points into the value.
+fn key_before(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let before = &text[line_start..offset];
+    let (key, _) = before.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    let valid = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    valid.then(|| key.to_owned())
+}
+
+/// Collapses all whitespace runs (including newlines) into single spaces.
+fn flatten(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn invalid(text: &str) -> String {
+        match Config::from_toml_str(text) {
+            Err(ConfigError::Invalid { message }) => message,
+            other => panic!("expected a validation error for {text:?}, got {other:?}"),
+        }
+    }
+
+    fn parse_error(text: &str) -> (Option<usize>, String) {
+        match Config::from_toml_str(text) {
+            Err(ConfigError::Parse { line, message, .. }) => (line, message),
+            other => panic!("expected a parse error for {text:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.server.workers, 0);
+        assert_eq!(c.server.software, "Turnpike");
+        assert_eq!(c.log.level, "info");
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.stun.listen, vec![sa("0.0.0.0:3478"), sa("[::]:3478")]);
+        assert!(c.stun.udp && c.stun.tcp);
+        assert_eq!(c.stun.alternate_ip, None);
+        assert_eq!(c.stun.alternate_port, None);
+        assert!(!c.stun.response_port && !c.stun.padding);
+        c.validate().unwrap();
+        assert_eq!(c.software(), Some("Turnpike"));
+        assert!(c.worker_threads() >= 1);
+        assert_eq!(c.nat_discovery(), None);
+    }
+
+    #[test]
+    fn empty_file_and_empty_sections_are_defaults() {
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+        assert_eq!(
+            Config::from_toml_str("[server]\n[log]\n[stun]\n").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn file_values_are_read() {
+        let c = Config::from_toml_str(
+            r#"
+            [server]
+            workers = 3
+            software = ""
+            [log]
+            level = "warn,turnpike_core=debug"
+            format = "json"
+            [stun]
+            listen = ["127.0.0.1:3478"]
+            udp = true
+            tcp = false
+            response_port = true
+            padding = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.workers, 3);
+        assert_eq!(c.worker_threads(), 3);
+        assert_eq!(c.software(), None);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.stun.listen, vec![sa("127.0.0.1:3478")]);
+        assert!(!c.stun.tcp && c.stun.response_port && c.stun.padding);
+    }
+
+    #[test]
+    fn overrides_win_over_file_and_unset_ones_keep_it() {
+        let mut c = Config::parse_toml(
+            "[server]\nworkers = 2\nsoftware = \"X\"\n[stun]\nlisten = [\"127.0.0.1:1000\", \"127.0.0.1:2000\"]\ntcp = false\n",
+            None,
+        )
+        .unwrap();
+        c.apply(&Overrides {
+            workers: Some(5),
+            listen: Some(vec![sa("127.0.0.2:3000")]),
+            tcp: Some(true),
+            udp: Some(false),
+            log_format: Some(LogFormat::Json),
+            ..Overrides::default()
+        });
+        c.validate().unwrap();
+        assert_eq!(c.server.workers, 5);
+        assert_eq!(c.server.software, "X", "not overridden: file value kept");
+        // listen is replaced, not appended to.
+        assert_eq!(c.stun.listen, vec![sa("127.0.0.2:3000")]);
+        assert!(c.stun.tcp && !c.stun.udp);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "info", "default kept");
+    }
+
+    #[test]
+    fn resolve_applies_overrides_before_validating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        // Invalid on its own (alternate IP with a wildcard listen address)...
+        std::fs::write(&path, "[stun]\nalternate_ip = \"192.0.2.2\"\n").unwrap();
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::Invalid { .. })
+        ));
+        // ...but fixed by an override of listen.
+        let c = Config::resolve(
+            Some(&path),
+            &Overrides {
+                listen: Some(vec![sa("192.0.2.1:3478")]),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listeners().len(), 4);
+        // No file at all: defaults plus overrides.
+        let c = Config::resolve(
+            None,
+            &Overrides {
+                software: Some(String::new()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.software(), None);
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error_with_a_hint() {
+        let err = Config::load(Path::new("/nonexistent/turnpike.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert_eq!(
+            text,
+            "cannot read config file /nonexistent/turnpike.toml: No such file or directory (pass an existing file with --config or omit it to run with defaults)"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_section_and_valid_keys() {
+        let (line, message) = parse_error("[server]\nworkers = 1\n\n[stun]\nlisen = []\n");
+        assert_eq!(line, Some(5));
+        assert_eq!(
+            message,
+            "unknown key `lisen` in [stun]; expected one of listen, udp, tcp, alternate_ip, alternate_port, response_port, padding"
+        );
+        let err = Config::parse_toml("[stun]\nlisen = []\n", Some(Path::new("/etc/t.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/t.toml line 2: unknown key `lisen` in [stun];"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_key_in_dotted_and_inline_form_still_names_the_section() {
+        let (line, message) = parse_error("stun.lisen = 1\n");
+        assert_eq!(line, Some(1));
+        assert!(message.contains("in [stun]"), "{message}");
+        let (_, message) = parse_error("log = { levle = \"x\" }\n");
+        assert!(
+            message.contains("unknown key `levle` in [log]"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn key_in_the_wrong_section_gets_a_hint() {
+        let (line, message) = parse_error("workers = 4\n");
+        assert_eq!(line, Some(1));
+        assert!(
+            message.contains("`workers` belongs in [server]"),
+            "{message}"
+        );
+        let (_, message) = parse_error("[stun]\nlevel = \"debug\"\n");
+        assert!(message.contains("`level` belongs in [log]"), "{message}");
+        let (line, message) = parse_error("\n[stunn]\n");
+        assert_eq!(line, Some(2));
+        assert!(message.contains("`stunn`"), "{message}");
+        assert!(message.contains("[server], [log], [stun]"), "{message}");
+    }
+
+    /// Keeps `SECTIONS` in sync with the structs: an unknown key in each
+    /// section must be attributed to that section with exactly its keys.
+    #[test]
+    fn sections_table_matches_the_structs() {
+        for (name, keys) in SECTIONS {
+            let doc = if name.is_empty() {
+                "bogus_key = 1\n".to_owned()
+            } else {
+                format!("[{name}]\nbogus_key = 1\n")
+            };
+            let (_, message) = parse_error(&doc);
+            let want = if name.is_empty() {
+                keys.iter()
+                    .map(|k| format!("[{k}]"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                format!("in [{name}]; expected one of {}", keys.join(", "))
+            };
+            assert!(message.contains(&want), "{name}: {message}");
+        }
+    }
+
+    #[test]
+    fn syntax_and_type_errors_are_one_line_with_a_line_number() {
+        let cases = [
+            ("[server]\nworkers = \"four\"\n", 2, "`workers`"),
+            ("[server]\nworkers = -1\n", 2, "`workers`"),
+            ("[stun]\nalternate_port = 70000\n", 2, "0 to 65535"),
+            ("[stun]\nudp = \"yes\"\n", 2, "`udp`"),
+            ("[log]\nformat = \"xml\"\n", 2, "`xml`"),
+            ("[stun]\nlisten = [\"nope\"]\n", 2, "not an IP:PORT"),
+            (
+                "[stun]\nlisten = [\"localhost:3478\"]\n",
+                2,
+                "not an IP:PORT",
+            ),
+            (
+                "[stun]\nalternate_ip = \"192.0.2\"\n",
+                2,
+                "not an IP address",
+            ),
+            (
+                "[stun]\nlisten = [\n  \"0.0.0.0:3478\",\n  \"x\",\n]\n",
+                4,
+                "`x`",
+            ),
+            ("[server\nworkers = 1\n", 1, ""),
+            ("[server]\nworkers = = 1\n", 2, ""),
+            ("[server]\nworkers = 1\nworkers = 2\n", 3, ""),
+            ("stun = 5\n", 1, "[stun] table"),
+        ];
+        for (doc, want_line, needle) in cases {
+            let (line, message) = parse_error(doc);
+            assert_eq!(line, Some(want_line), "{doc:?}: {message}");
+            assert!(message.contains(needle), "{doc:?}: {message}");
+            assert!(!message.contains('\n'), "{doc:?}: {message}");
+            assert!(!message.is_empty());
+        }
+    }
+
+    #[test]
+    fn validation_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("[server]\nworkers = 1025\n", "more than the maximum 1024"),
+            (
+                &format!("[server]\nsoftware = \"{}\"\n", "x".repeat(128)),
+                "at most 127",
+            ),
+            ("[log]\nlevel = \"\"\n", "log.level is empty"),
+            (
+                "[log]\nlevel = \"info,foo=notalevel\"\n",
+                "not a valid filter",
+            ),
+            ("[stun]\nudp = false\ntcp = false\n", "enable at least one"),
+            ("[stun]\nlisten = []\n", "stun.listen is empty"),
+            (
+                "[stun]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+                "twice",
+            ),
+            ("[stun]\nlisten = [\"224.0.0.1:3478\"]\n", "multicast"),
+            (
+                "[stun]\nalternate_port = 3479\n",
+                "no effect without stun.alternate_ip",
+            ),
+            (
+                "[stun]\nalternate_ip = \"192.0.2.2\"\n",
+                "0.0.0.0:3478 is a wildcard",
+            ),
+            (
+                "[stun]\nlisten = [\"192.0.2.1:3478\"]\nalternate_ip = \"0.0.0.0\"\n",
+                "not a specific unicast address",
+            ),
+            (
+                "[stun]\nlisten = [\"[2001:db8::1]:3478\"]\nalternate_ip = \"192.0.2.2\"\n",
+                "has no IPv4 address",
+            ),
+            (
+                "[stun]\nlisten = [\"192.0.2.1:3478\"]\nalternate_ip = \"192.0.2.1\"\n",
+                "is also the listen IP",
+            ),
+            (
+                "[stun]\nlisten = [\"192.0.2.1:3478\", \"192.0.2.5:3478\"]\nalternate_ip = \"192.0.2.2\"\n",
+                "two IPv4 IPs",
+            ),
+            (
+                "[stun]\nlisten = [\"192.0.2.1:3478\"]\nalternate_ip = \"192.0.2.2\"\nalternate_port = 3478\n",
+                "is also a listen port",
+            ),
+            (
+                "[stun]\nlisten = [\"192.0.2.1:3478\", \"192.0.2.1:5000\"]\nalternate_ip = \"192.0.2.2\"\nalternate_port = 3479\n",
+                "only one listen port",
+            ),
+            (
+                "[stun]\nlisten = [\"192.0.2.1:3478\"]\nalternate_ip = \"192.0.2.2\"\nalternate_port = 0\n",
+                "alternate_port = 0",
+            ),
+            (
+                "[stun]\nlisten = [\"192.0.2.1:3478\", \"192.0.2.1:3479\"]\nalternate_ip = \"192.0.2.2\"\n",
+                "3478 and 3479 collide",
+            ),
+            (
+                "[stun]\nlisten = [\"192.0.2.1:65535\"]\nalternate_ip = \"192.0.2.2\"\n",
+                "no port + 1",
+            ),
+            (
+                "[stun]\nlisten = [\"192.0.2.1:0\"]\nalternate_ip = \"192.0.2.2\"\n",
+                "port 0",
+            ),
+        ];
+        for (doc, needle) in cases {
+            let message = invalid(doc);
+            assert!(message.contains(needle), "{doc:?}: {message}");
+            assert!(!message.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn wildcard_of_the_other_family_is_fine_with_an_alternate_ip() {
+        let c = Config::from_toml_str(
+            "[stun]\nlisten = [\"192.0.2.1:3478\", \"[::]:3478\"]\nalternate_ip = \"192.0.2.2\"\n",
+        )
+        .unwrap();
+        let addrs: Vec<_> = c.listeners().iter().map(|l| l.addr).collect();
+        assert_eq!(
+            addrs,
+            vec![
+                sa("192.0.2.1:3478"),
+                sa("192.0.2.1:3479"),
+                sa("192.0.2.2:3478"),
+                sa("192.0.2.2:3479"),
+                sa("[::]:3478"),
+            ]
+        );
+        assert_eq!(c.listeners()[4].role, AddressRole::PRIMARY);
+    }
+
+    #[test]
+    fn listeners_without_alternate_are_the_listen_addresses() {
+        let c = Config::default();
+        let l = c.listeners();
+        assert_eq!(l.len(), 2);
+        assert!(
+            l.iter()
+                .all(|l| l.role == AddressRole::PRIMARY && l.configured == l.addr)
+        );
+    }
+
+    #[test]
+    fn listeners_expand_to_the_rfc5780_quartet() {
+        use Slot::*;
+        let c = Config::from_toml_str(
+            "[stun]\nlisten = [\"192.0.2.1:3478\", \"192.0.2.1:5000\"]\nalternate_ip = \"192.0.2.2\"\n",
+        )
+        .unwrap();
+        let got: Vec<_> = c
+            .listeners()
+            .into_iter()
+            .map(|l| (l.addr, l.role.ip, l.role.port, l.configured))
+            .collect();
+        let p1 = sa("192.0.2.1:3478");
+        let p2 = sa("192.0.2.1:5000");
+        assert_eq!(
+            got,
+            vec![
+                (p1, Primary, Primary, p1),
+                (sa("192.0.2.1:3479"), Primary, Alternate, p1),
+                (sa("192.0.2.2:3478"), Alternate, Primary, p1),
+                (sa("192.0.2.2:3479"), Alternate, Alternate, p1),
+                (p2, Primary, Primary, p2),
+                (sa("192.0.2.1:5001"), Primary, Alternate, p2),
+                (sa("192.0.2.2:5000"), Alternate, Primary, p2),
+                (sa("192.0.2.2:5001"), Alternate, Alternate, p2),
+            ]
+        );
+        let nat = c.nat_discovery().unwrap();
+        assert_eq!(nat.primary_ip, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(nat.alternate_ip, "192.0.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            nat.ports,
+            vec![
+                PortPair {
+                    primary: 3478,
+                    alternate: 3479
+                },
+                PortPair {
+                    primary: 5000,
+                    alternate: 5001
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn explicit_alternate_port_and_ipv6() {
+        let c = Config::from_toml_str(
+            "[stun]\nlisten = [\"[2001:db8::1]:3478\"]\nalternate_ip = \"2001:db8::2\"\nalternate_port = 3490\n",
+        )
+        .unwrap();
+        let addrs: Vec<_> = c.listeners().iter().map(|l| l.addr).collect();
+        assert_eq!(
+            addrs,
+            vec![
+                sa("[2001:db8::1]:3478"),
+                sa("[2001:db8::1]:3490"),
+                sa("[2001:db8::2]:3478"),
+                sa("[2001:db8::2]:3490"),
+            ]
+        );
+    }
+
+    #[test]
+    fn core_config_carries_one_nat_discovery_set_per_port_pair() {
+        let c = Config::from_toml_str(
+            "[server]\nsoftware = \"\"\n[stun]\nlisten = [\"192.0.2.1:3478\", \"[::1]:3478\"]\nalternate_ip = \"192.0.2.2\"\nresponse_port = true\n",
+        )
+        .unwrap();
+        let core = c.core();
+        assert_eq!(core.software, None);
+        assert!(core.allow_response_port && !core.allow_padding);
+        assert_eq!(
+            core.nat_discovery,
+            vec![turnpike_core::NatDiscovery {
+                ips: ["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()],
+                ports: [3478, 3479],
+            }]
+        );
+        assert!(Config::default().core().nat_discovery.is_empty());
+        assert_eq!(
+            Config::default().core().software.as_deref(),
+            Some("Turnpike")
+        );
+    }
+
+    #[test]
+    fn summary_is_one_line() {
+        let s = Config::default().summary();
+        assert!(!s.contains('\n'));
+        assert!(s.contains("listen 0.0.0.0:3478 [::]:3478"), "{s}");
+        assert!(s.contains("nat discovery off"), "{s}");
+    }
+
+    #[test]
+    fn non_utf8_file_gets_its_own_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latin1.toml");
+        std::fs::write(&path, b"software = \"caf\xe9\"\n").unwrap();
+        let text = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            text.ends_with("(the config file must be UTF-8 text)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn io_message_drops_the_os_error_code() {
+        let e = io::Error::from_raw_os_error(2);
+        assert_eq!(io_message(&e), "No such file or directory");
+        let e = io::Error::other("plain");
+        assert_eq!(io_message(&e), "plain");
+    }
+
+    const EXAMPLE: &str = include_str!("../../../turnpike.example.toml");
+
+    /// The example file documents the defaults: parsed as-is it must equal
+    /// `Config::default()`, so it cannot drift from the code.
+    #[test]
+    fn example_file_is_the_defaults() {
+        assert_eq!(Config::from_toml_str(EXAMPLE).unwrap(), Config::default());
+    }
+
+    /// Settings shown commented out (`#key = value`, no space after `#`)
+    /// must be real keys with well-typed values once uncommented.
+    #[test]
+    fn example_file_commented_settings_parse() {
+        let mut uncommented = 0;
+        let doc: String = EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => {
+                    uncommented += 1;
+                    format!("{rest}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        assert!(uncommented >= 2, "expected commented-out settings");
+        let c = Config::parse_toml(&doc, None).unwrap();
+        assert!(c.stun.alternate_ip.is_some());
+        assert!(c.stun.alternate_port.is_some());
+    }
+
+    /// Every key appears in the example, in its section.
+    #[test]
+    fn example_file_mentions_every_key() {
+        for (name, keys) in SECTIONS.iter().filter(|(n, _)| !n.is_empty()) {
+            let start = EXAMPLE
+                .find(&format!("\n[{name}]\n"))
+                .unwrap_or_else(|| panic!("[{name}] missing from example"));
+            let body = &EXAMPLE[start + 1..];
+            let end = body[1..].find("\n[").map_or(body.len(), |i| i + 1);
+            let body = &body[..end];
+            for key in *keys {
+                let present = body
+                    .lines()
+                    .any(|l| l.trim_start_matches('#').starts_with(&format!("{key} = ")));
+                assert!(present, "{name}.{key} missing from example");
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The Turnpike server binary's library half: everything between the sans-IO
 //! core (`turnpike-core`) and the operating system.
 //!
-//! - [`cli`]: command-line parsing (clap) and subcommand dispatch.
+//! - [`cli`]: command-line parsing (clap); `main.rs` dispatches the subcommands.
 //! - [`config`]: the TOML configuration, its defaults and overrides.
 //! - [`logging`]: tracing subscriber set-up (text or JSON).
 //! - [`net`]: sockets: batched UDP I/O and TCP stream framing.

@@ -1,3 +1,107 @@
-fn main() {
-    println!("turnpike");
+//! The `turnpike` executable: parse the command line, load the
+//! configuration, set up logging and run the subcommand.
+//!
+//! Every failure ends here as exactly one line on stderr,
+//! `turnpike: error: <what is wrong and how to fix it>`, and an exit status
+//! that lets scripts and service managers tell the cases apart:
+//! 2 for usage and configuration errors (fix the input, retrying will not
+//! help), 1 for runtime errors (e.g. an address already in use).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use turnpike::cli::{Cli, CliError, Command};
+use turnpike::config::Config;
+
+/// Exit status for command-line and configuration errors (clap's own
+/// convention for usage errors, so both kinds agree).
+const EXIT_CONFIG: u8 = 2;
+/// Exit status for errors while running.
+const EXIT_RUNTIME: u8 = 1;
+
+/// A failure with its exit status and one-line message.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+impl Failure {
+    fn config(err: impl std::fmt::Display) -> Self {
+        Failure {
+            status: EXIT_CONFIG,
+            message: err.to_string(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            // Flatten defensively: an error from anywhere below (a source
+            // chain, an OS message) must still come out as one line.
+            let message = failure
+                .message
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("turnpike: error: {message}");
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+fn run() -> Result<(), Failure> {
+    let cli = match Cli::parse_args() {
+        Ok(cli) => cli,
+        // --help / --version: clap prints to stdout and exits 0.
+        Err(CliError::Info(info)) => info.exit(),
+        Err(err @ CliError::Usage(_)) => return Err(Failure::config(err)),
+    };
+
+    let serve = match cli.subcommand() {
+        // `version` must work even with a broken config or environment, so
+        // it returns before anything is loaded.
+        Command::Version => {
+            print_line(&format!("turnpike {}", env!("CARGO_PKG_VERSION")));
+            return Ok(());
+        }
+        Command::CheckConfig => false,
+        Command::Serve => true,
+    };
+
+    let config = Config::resolve(cli.config_path(), &cli.overrides()).map_err(Failure::config)?;
+    // Logging comes after the config (it is configured by it), so config
+    // errors above are printed directly rather than logged. An invalid
+    // RUST_LOG is a configuration error too.
+    turnpike::logging::init(&config.log).map_err(Failure::config)?;
+
+    let origin = match cli.config_path() {
+        Some(path) => path.display().to_string(),
+        None => "built-in defaults".to_owned(),
+    };
+    if !serve {
+        print_line(&format!(
+            "turnpike: configuration OK ({origin}): {}",
+            config.summary()
+        ));
+        return Ok(());
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %origin,
+        "starting turnpike"
+    );
+    turnpike::runtime::serve(config).map_err(|err| Failure {
+        status: EXIT_RUNTIME,
+        // `{:#}` prints the anyhow context chain as "a: b: c".
+        message: format!("{err:#}"),
+    })
+}
+
+/// Prints a line to stdout, ignoring write errors: `println!` would panic on
+/// a closed pipe (`turnpike version | true`), and the exit status already
+/// carries the result.
+fn print_line(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }

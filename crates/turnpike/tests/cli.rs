@@ -1,0 +1,300 @@
+//! End-to-end tests of the `turnpike` binary's command line: exit statuses,
+//! stdout/stderr contents, and environment-variable overrides.
+//!
+//! Each run gets a cleared environment (so a developer's `RUST_LOG` or
+//! `TURNPIKE_*` cannot change the outcome) and a time limit. None of these
+//! commands binds a socket: `serve` is only run with configurations that
+//! fail validation first.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Upper bound for one run; these commands finish in milliseconds, so
+/// hitting it means a hang (e.g. `serve` unexpectedly starting).
+const TIME_LIMIT: Duration = Duration::from_secs(30);
+
+struct Output {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with `args` and exactly the environment `env`.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnpike"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn turnpike");
+    // Outputs are tiny (well under a pipe buffer), so waiting before reading
+    // cannot deadlock.
+    let deadline = Instant::now() + TIME_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("turnpike {args:?} did not exit within {TIME_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Output {
+        status: status.code().expect("exited normally, not by a signal"),
+        stdout,
+        stderr,
+    }
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("turnpike.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Asserts stderr is exactly one `turnpike: error: ...` line and returns it.
+fn single_error_line(out: &Output) -> &str {
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stderr should be one line: {:?}",
+        out.stderr
+    );
+    assert!(
+        lines[0].starts_with("turnpike: error: "),
+        "{:?}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{:?}", out.stderr);
+    lines[0]
+}
+
+#[test]
+fn version_subcommand_prints_the_crate_version() {
+    let out = run(&["version"], &[]);
+    assert_eq!(out.status, 0);
+    assert_eq!(
+        out.stdout,
+        format!("turnpike {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn version_works_even_with_a_broken_config() {
+    let out = run(
+        &["version"],
+        &[("TURNPIKE_CONFIG", "/nonexistent/turnpike.toml")],
+    );
+    assert_eq!(out.status, 0);
+    assert!(out.stdout.starts_with("turnpike "));
+}
+
+#[test]
+fn check_config_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[server]\nworkers = 2\n[stun]\nlisten = [\"127.0.0.1:3478\"]\n",
+    );
+    let out = run(&["--config", &path, "check-config"], &[]);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{:?}", out.stdout);
+    assert!(
+        lines[0].starts_with("turnpike: configuration OK ("),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains(&path));
+    assert!(lines[0].contains("listen 127.0.0.1:3478"), "{}", lines[0]);
+    assert!(lines[0].contains("workers 2"), "{}", lines[0]);
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn check_config_accepts_the_example_file() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../turnpike.example.toml");
+    let out = run(&["check-config", "-c", example], &[]);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+}
+
+#[test]
+fn check_config_without_a_file_uses_defaults() {
+    let out = run(&["check-config"], &[]);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert!(out.stdout.contains("(built-in defaults)"), "{}", out.stdout);
+    assert!(out.stdout.contains("listen 0.0.0.0:3478 [::]:3478"));
+}
+
+#[test]
+fn unknown_key_is_one_line_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[server]\nworkers = 1\n[stun]\nlisen = []\n");
+    let out = run(&["check-config", "--config", &path], &[]);
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(
+        line.contains(&format!("{path} line 4: unknown key `lisen` in [stun]")),
+        "{line}"
+    );
+    assert!(line.contains("listen"), "{line}");
+    assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn missing_file_is_one_line() {
+    let out = run(
+        &["check-config", "--config", "/nonexistent/turnpike.toml"],
+        &[],
+    );
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert_eq!(
+        line,
+        "turnpike: error: cannot read config file /nonexistent/turnpike.toml: No such file or directory (pass an existing file with --config or omit it to run with defaults)"
+    );
+}
+
+#[test]
+fn config_path_from_environment() {
+    let out = run(
+        &["check-config"],
+        &[("TURNPIKE_CONFIG", "/nonexistent/from-env.toml")],
+    );
+    assert_eq!(out.status, 2);
+    assert!(single_error_line(&out).contains("/nonexistent/from-env.toml"));
+}
+
+#[test]
+fn environment_overrides_the_file_and_flags_override_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[server]\nworkers = 2\nsoftware = \"from-file\"\n[stun]\nlisten = [\"127.0.0.1:3478\"]\n",
+    );
+    let env = [
+        ("TURNPIKE_WORKERS", "7"),
+        ("TURNPIKE_LISTEN", "127.0.0.1:4000,127.0.0.2:4000"),
+        ("TURNPIKE_TCP", "false"),
+    ];
+    let out = run(&["check-config", "-c", &path], &env);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let s = out.stdout;
+    assert!(s.contains("workers 7"), "{s}");
+    assert!(
+        s.contains("listen 127.0.0.1:4000 127.0.0.2:4000 (udp,"),
+        "{s}"
+    );
+    assert!(s.contains("software \"from-file\""), "{s}");
+
+    // A flag beats its environment variable, including --tcp over
+    // TURNPIKE_TCP=false and --no-software over the file.
+    let out = run(
+        &[
+            "check-config",
+            "-c",
+            &path,
+            "--workers",
+            "3",
+            "--tcp",
+            "--no-software",
+        ],
+        &env,
+    );
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let s = out.stdout;
+    assert!(s.contains("workers 3"), "{s}");
+    assert!(s.contains("(udp+tcp,"), "{s}");
+    assert!(s.contains("software off"), "{s}");
+}
+
+#[test]
+fn bad_environment_value_names_the_variable() {
+    let out = run(&["check-config"], &[("TURNPIKE_WORKERS", "lots")]);
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(line.contains("TURNPIKE_WORKERS"), "{line}");
+    assert!(line.contains("lots"), "{line}");
+}
+
+#[test]
+fn bad_flag_value_is_one_line() {
+    let out = run(&["check-config", "--listen", "localhost:3478"], &[]);
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(line.contains("not an IP:PORT"), "{line}");
+    assert!(!line.contains("environment"), "{line}");
+}
+
+#[test]
+fn unknown_flag_is_one_line_with_a_tip() {
+    let out = run(&["--lisen", "127.0.0.1:3478"], &[]);
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(line.contains("--lisen"), "{line}");
+    assert!(line.contains("--listen"), "{line}");
+}
+
+#[test]
+fn validation_error_is_one_line() {
+    let out = run(&["check-config", "--alternate-ip", "192.0.2.2"], &[]);
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(line.contains("wildcard"), "{line}");
+}
+
+#[test]
+fn invalid_rust_log_is_a_config_error() {
+    let out = run(&["check-config"], &[("RUST_LOG", "info,turnpike=loud")]);
+    assert_eq!(out.status, 2);
+    assert!(single_error_line(&out).contains("RUST_LOG"));
+}
+
+/// `serve` (the default command) must stop at a bad configuration before
+/// binding anything.
+#[test]
+fn serve_with_a_bad_config_exits_2_without_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[server]\nworkers = \"four\"\n");
+    for args in [
+        &["-c", path.as_str()][..],
+        &["serve", "-c", path.as_str()][..],
+    ] {
+        let out = run(args, &[]);
+        assert_eq!(out.status, 2, "{args:?}");
+        let line = single_error_line(&out);
+        assert!(line.contains("line 2"), "{line}");
+        assert!(line.contains("`workers`"), "{line}");
+    }
+}
+
+#[test]
+fn help_goes_to_stdout_and_exits_0() {
+    let out = run(&["--help"], &[]);
+    assert_eq!(out.status, 0);
+    assert!(out.stdout.contains("check-config"));
+    assert!(out.stdout.contains("TURNPIKE_LISTEN"));
+}
