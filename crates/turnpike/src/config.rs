@@ -321,7 +321,7 @@ fn read_hint(error: &io::Error) -> &'static str {
 
 /// `io::Error` text without the `(os error N)` suffix, which means nothing
 /// to an operator.
-fn io_message(error: &io::Error) -> String {
+pub(crate) fn io_message(error: &io::Error) -> String {
     let text = error.to_string();
     match text.rfind(" (os error ") {
         Some(cut) if text.ends_with(')') => text[..cut].to_owned(),

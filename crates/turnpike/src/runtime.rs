@@ -153,7 +153,8 @@ fn bind_error(transport: &str, addr: SocketAddr, err: &io::Error) -> anyhow::Err
         }
         _ => "check stun.listen",
     };
-    anyhow!("cannot listen on {transport} {addr}: {err} ({hint})")
+    let reason = crate::config::io_message(err).to_lowercase();
+    anyhow!("cannot listen on {transport} {addr}: {reason}; {hint}")
 }
 
 /// Waits for SIGTERM/SIGINT, or for a worker to fail.
