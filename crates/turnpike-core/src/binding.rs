@@ -57,12 +57,7 @@ pub(crate) fn handle_request(
                 fingerprint,
             };
             let len = response::write_error(out, method, tid, code, details)?;
-            Ok(Outcome::Error(reply_to(
-                packet,
-                packet.local,
-                packet.remote,
-                len,
-            )))
+            Ok(Outcome::Error(Transmit::reply(packet, len)))
         };
 
     let mut unknown = [0u16; MAX_ATTRIBUTES];
@@ -150,19 +145,9 @@ pub(crate) fn handle_request(
         msg.add_fingerprint()?;
     }
     let len = msg.finish();
-    Ok(Outcome::Success(reply_to(packet, source, destination, len)))
-}
-
-fn reply_to(
-    packet: &Packet<'_>,
-    source: SocketAddr,
-    destination: SocketAddr,
-    len: usize,
-) -> Transmit {
-    Transmit {
-        transport: packet.transport,
+    Ok(Outcome::Success(Transmit {
         source,
         destination,
-        len,
-    }
+        ..Transmit::reply(packet, len)
+    }))
 }

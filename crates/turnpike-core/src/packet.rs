@@ -57,3 +57,15 @@ pub struct Transmit {
     /// How many bytes of the output buffer to send.
     pub len: usize,
 }
+
+impl Transmit {
+    /// An answer of `len` bytes to `packet`, from the address it arrived on.
+    pub fn reply(packet: &Packet<'_>, len: usize) -> Transmit {
+        Transmit {
+            transport: packet.transport,
+            source: packet.local,
+            destination: packet.remote,
+            len,
+        }
+    }
+}

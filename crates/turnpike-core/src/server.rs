@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use turnpike_codec::framing::{self, PacketKind};
-use turnpike_codec::{Class, DecodeError, Header, Message, Method};
+use turnpike_codec::{Class, DecodeError, Header, Message, Method, TransactionId};
 
 use crate::binding::{self, Outcome};
 use crate::config::Config;
@@ -96,7 +96,13 @@ impl Server {
             // A classic RFC 3489 header is too weak a signature to answer
             // anything but Binding: 20 zero bytes would otherwise get a reply.
             _ if message.is_rfc3489() => self.drop_packet(),
-            method => self.reply_error(packet, method, &message, 400, out),
+            method => {
+                let details = ErrorDetails {
+                    unknown_attributes: &[],
+                    fingerprint: message.has_fingerprint(),
+                };
+                self.reply_error(packet, method, message.transaction_id(), 400, details, out)
+            }
         }
     }
 
@@ -123,44 +129,28 @@ impl Server {
         if !answerable {
             return self.drop_packet();
         }
-        let len = response::write_error(
-            out,
+        self.reply_error(
+            packet,
             header.message_type.method,
             header.transaction_id,
             400,
             ErrorDetails::default(),
+            out,
         )
-        .ok()?;
-        self.stats.error_responses += 1;
-        Some(Transmit {
-            transport: packet.transport,
-            source: packet.local,
-            destination: packet.remote,
-            len,
-        })
     }
 
     fn reply_error(
         &mut self,
         packet: &Packet<'_>,
         method: Method,
-        request: &Message<'_>,
+        transaction_id: TransactionId,
         code: u16,
+        details: ErrorDetails<'_>,
         out: &mut [u8],
     ) -> Option<Transmit> {
-        let details = ErrorDetails {
-            unknown_attributes: &[],
-            fingerprint: request.has_fingerprint(),
-        };
-        let len =
-            response::write_error(out, method, request.transaction_id(), code, details).ok()?;
+        let len = response::write_error(out, method, transaction_id, code, details).ok()?;
         self.stats.error_responses += 1;
-        Some(Transmit {
-            transport: packet.transport,
-            source: packet.local,
-            destination: packet.remote,
-            len,
-        })
+        Some(Transmit::reply(packet, len))
     }
 
     fn drop_packet(&mut self) -> Option<Transmit> {
