@@ -130,8 +130,8 @@ pub struct StunConfig {
     /// Honour RFC 5780 RESPONSE-PORT. Off by default because it lets a
     /// client aim our answers at another port of its address.
     pub response_port: bool,
-    /// Honour RFC 5780 PADDING. Off by default because it turns a small
-    /// request into a large response (amplification).
+    /// Honour RFC 5780 PADDING. Off by default; even when on, an answer is
+    /// never padded beyond the request's own PADDING (no amplification).
     pub padding: bool,
 }
 

@@ -35,8 +35,9 @@ const BATCH: usize = 32;
 /// Receive slot: a full Ethernet-MTU datagram and then some. Larger datagrams
 /// are truncated by the kernel and dropped.
 const RECV_SLOT: usize = 2048;
-/// Send slot: the largest answer the core writes.
-const SEND_SLOT: usize = 2048;
+/// Send slot: the largest answer the core writes. A padded RFC 5780 answer
+/// is at most its request plus a few address and SOFTWARE attributes.
+const SEND_SLOT: usize = RECV_SLOT + 256;
 /// A TCP connection that sends nothing for this long is closed.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -275,7 +276,6 @@ async fn udp_loop(
     } else {
         Vec::new()
     };
-    let mut out = vec![0u8; SEND_SLOT].into_boxed_slice();
     loop {
         if let Err(err) = socket.recv_batch(&mut rx).await {
             tracing::debug!(address = %bound, %err, "udp receive failed");
@@ -298,17 +298,22 @@ async fn udp_loop(
                     remote: meta.source,
                     data,
                 };
-                let Some(t) = server.handle_packet(now, packet, &mut out) else {
-                    continue;
-                };
-                let payload = &out[..t.len];
-                if t.source == local {
-                    tx.push(t.destination, wildcard.then_some(t.source.ip()), payload);
-                } else if let Some(j) = sockets.iter().position(|s| s.local_addr() == t.source) {
-                    if let Some(batch) = redirect.get_mut(j) {
-                        batch.push(t.destination, None, payload);
+                // The core writes its answer straight into the send slot. `tx`
+                // holds as many slots as `rx`, and is flushed after every
+                // receive, so it always has room.
+                tx.push_in_place(|slot| {
+                    let t = server.handle_packet(now, packet, slot)?;
+                    if t.source == local {
+                        return Some((t.len, t.destination, wildcard.then_some(t.source.ip())));
                     }
-                }
+                    // RFC 5780 CHANGE-REQUEST: the answer leaves from another
+                    // of this worker's sockets.
+                    let j = sockets.iter().position(|s| s.local_addr() == t.source)?;
+                    redirect
+                        .get_mut(j)?
+                        .push(t.destination, None, &slot[..t.len]);
+                    None
+                });
             }
         }
         if !tx.is_empty() {

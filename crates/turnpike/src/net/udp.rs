@@ -649,6 +649,30 @@ impl SendBatch {
         true
     }
 
+    /// Queues a datagram written in place whose addresses are known only
+    /// once it is written, as when the sans-IO core writes an answer straight
+    /// into the slot. `fill` returns the length, destination and source IP,
+    /// or `None` to queue nothing (the slot is then reused).
+    ///
+    /// Returns `false`, without calling `fill`, if the batch is full.
+    pub fn push_in_place(
+        &mut self,
+        fill: impl FnOnce(&mut [u8]) -> Option<(usize, SocketAddr, Option<IpAddr>)>,
+    ) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        let start = self.len * self.slot_size;
+        if let Some((written, destination, source_ip)) =
+            fill(&mut self.buf[start..start + self.slot_size])
+        {
+            if written > 0 {
+                self.enqueue(destination, source_ip, written.min(self.slot_size));
+            }
+        }
+        true
+    }
+
     /// Records the datagram just written into slot `self.len`.
     fn enqueue(&mut self, destination: SocketAddr, source_ip: Option<IpAddr>, len: usize) {
         let i = self.len;
@@ -1340,6 +1364,27 @@ mod tests {
         let socket = bind("127.0.0.1:0");
         let mut empty = SendBatch::new(1, 1);
         assert_eq!(within(socket.send_batch(&mut empty)).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn push_in_place_sends_what_fill_wrote_to_where_it_said() {
+        let receiver = bind("127.0.0.1:0");
+        let to = receiver.local_addr();
+        let mut send = SendBatch::new(2, 16);
+        assert!(send.push_in_place(|_| None));
+        assert!(send.is_empty(), "None queues nothing");
+        assert!(send.push_in_place(|slot| {
+            slot[..5].copy_from_slice(b"hello");
+            Some((5, to, None))
+        }));
+        assert_eq!(send.len(), 1);
+        let socket = bind("127.0.0.1:0");
+        assert_eq!(within(socket.send_batch(&mut send)).await.unwrap(), 1);
+        let mut recv = RecvBatch::new(4, 64);
+        assert_eq!(within(receiver.recv_batch(&mut recv)).await.unwrap(), 1);
+        let (data, meta) = recv.get(0);
+        assert_eq!(data, b"hello");
+        assert_eq!(meta.source, socket.local_addr());
     }
 
     #[tokio::test]
