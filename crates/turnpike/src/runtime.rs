@@ -38,6 +38,8 @@ const RECV_SLOT: usize = 2048;
 /// Send slot: the largest answer the core writes. A padded RFC 5780 answer
 /// is at most its request plus a few address and SOFTWARE attributes.
 const SEND_SLOT: usize = RECV_SLOT + 256;
+/// Pause after a receive error that is not transient.
+const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// A TCP connection that sends nothing for this long is closed.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -278,7 +280,11 @@ async fn udp_loop(
     };
     loop {
         if let Err(err) = socket.recv_batch(&mut rx).await {
-            tracing::debug!(address = %bound, %err, "udp receive failed");
+            // Transient errors (EAGAIN, stale ICMP) never get here; what does
+            // (ENOMEM, ENOBUFS) would recur at once, so back off instead of
+            // spinning the worker.
+            tracing::warn!(address = %bound, %err, "udp receive failed");
+            tokio::time::sleep(RECV_ERROR_BACKOFF).await;
             continue;
         }
         let now = Instant::now();
