@@ -15,7 +15,6 @@
 
 use std::net::SocketAddr;
 
-use turnpike_codec::message::MAX_ATTRIBUTES;
 use turnpike_codec::{AttrType, Attribute, EncodeError, Message, MessageBuilder};
 
 use crate::config::Config;
@@ -60,17 +59,9 @@ pub(crate) fn handle_request(
             Ok(Outcome::Error(Transmit::reply(packet, len)))
         };
 
-    let mut unknown = [0u16; MAX_ATTRIBUTES];
-    let mut unknown_len = 0;
-    for attr_type in request.unknown_comprehension_required() {
-        // A message has at most MAX_ATTRIBUTES attributes, so this never overflows.
-        if unknown_len < unknown.len() {
-            unknown[unknown_len] = attr_type.0;
-            unknown_len += 1;
-        }
-    }
-    if unknown_len > 0 {
-        return reply_error(out, 420, &unknown[..unknown_len]);
+    let unknown = response::UnknownAttributes::of(request);
+    if !unknown.is_empty() {
+        return reply_error(out, 420, unknown.as_slice());
     }
 
     let mut options = Options::default();

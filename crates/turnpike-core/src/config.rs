@@ -2,6 +2,12 @@
 //! operator's configuration file into this.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::allocation::Quotas;
+use crate::nonce::NonceKey;
+use crate::peer_policy::PeerPolicy;
 
 /// Core configuration, shared read-only by every worker's [`Server`](crate::Server).
 #[derive(Clone, Debug, Default)]
@@ -18,6 +24,82 @@ pub struct Config {
     /// Honour RFC 5780 PADDING. Even when on, a response is never padded
     /// beyond the padding its request carried, so it cannot amplify.
     pub allow_padding: bool,
+    /// TURN; `None` serves STUN only.
+    pub turn: Option<TurnConfig>,
+}
+
+/// TURN settings (RFC 8656).
+#[derive(Clone, Debug)]
+pub struct TurnConfig {
+    /// REALM of the long-term credential mechanism.
+    pub realm: String,
+    /// Mints and checks nonces; shared by all shards.
+    pub nonces: NonceKey,
+    /// Relay IPs (several per family allowed). Empty: relay on the IP the
+    /// client's request arrived on.
+    pub relay_ips: Vec<IpAddr>,
+    /// Relay IP → address advertised in XOR-RELAYED-ADDRESS (servers behind
+    /// 1:1 NAT; coturn's `external-ip`).
+    pub advertised: Vec<(IpAddr, IpAddr)>,
+    /// Lowest relay port.
+    pub min_port: u16,
+    /// Highest relay port.
+    pub max_port: u16,
+    /// Allocation lifetime when the client asks for less (RFC 8656: 600 s).
+    pub default_lifetime: Duration,
+    /// Longest allocation lifetime granted.
+    pub max_lifetime: Duration,
+    /// Permission lifetime (RFC 8656: 300 s).
+    pub permission_lifetime: Duration,
+    /// Channel binding lifetime (RFC 8656: 600 s).
+    pub channel_lifetime: Duration,
+    /// Allocations per user, 0 = unlimited (486 beyond).
+    pub user_quota: u32,
+    /// Allocations server-wide, 0 = unlimited (508 beyond).
+    pub total_quota: usize,
+    /// Permissions per allocation (508 beyond).
+    pub max_permissions: usize,
+    /// Channels per allocation (508 beyond).
+    pub max_channels: usize,
+    /// Which peers may be relayed to.
+    pub peer_policy: PeerPolicy,
+    /// Counts shared by all shards for the quotas.
+    pub quotas: Arc<Quotas>,
+    /// Unauthenticated error answers (401/438) per source address and second.
+    pub challenges_per_second: u16,
+}
+
+impl TurnConfig {
+    /// RFC 8656 defaults around the given realm, nonce key and peer policy.
+    pub fn new(realm: impl Into<String>, nonces: NonceKey, peer_policy: PeerPolicy) -> Self {
+        TurnConfig {
+            realm: realm.into(),
+            nonces,
+            relay_ips: Vec::new(),
+            advertised: Vec::new(),
+            min_port: 49152,
+            max_port: 65535,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            user_quota: 0,
+            total_quota: 0,
+            max_permissions: 64,
+            max_channels: 64,
+            peer_policy,
+            quotas: Arc::default(),
+            challenges_per_second: 20,
+        }
+    }
+
+    /// The address to advertise for a relayed address.
+    pub(crate) fn advertise(&self, relay: SocketAddr) -> SocketAddr {
+        match self.advertised.iter().find(|(ip, _)| *ip == relay.ip()) {
+            Some((_, public)) => SocketAddr::new(*public, relay.port()),
+            None => relay,
+        }
+    }
 }
 
 /// Two IP addresses and two ports of this server: answering from the other

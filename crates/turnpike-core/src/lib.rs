@@ -7,16 +7,33 @@
 //!
 //! - [`server`]: [`Server`], the entry point: demultiplexing and method dispatch.
 //! - [`binding`]: where a Binding request is answered (RFC 8489, RFC 3489, RFC 5780).
+//! - [`turn`]: TURN methods, one file each (`turn/allocate.rs`, `turn/refresh.rs`, ...).
+//! - [`auth`], [`nonce`], [`credentials`]: the long-term credential mechanism.
+//! - [`allocation`]: allocations, permissions, channels, quotas.
+//! - [`peer_policy`]: which peers may be relayed to (anti-SSRF).
+//! - [`relay`]: relay ports: what the shell binds for the core.
 //! - [`response`]: building responses and error responses.
 //! - [`config`]: what the core needs to know about its deployment.
 //! - [`packet`]: the input and output types crossing the I/O boundary.
 
+pub mod allocation;
+pub mod auth;
 pub mod binding;
 pub mod config;
+pub mod credentials;
+pub mod nonce;
 pub mod packet;
+pub mod peer_policy;
+pub mod relay;
 pub mod response;
 pub mod server;
+pub(crate) mod turn;
 
-pub use config::{Config, NatDiscovery};
+pub use allocation::{FiveTuple, Quotas};
+pub use config::{Config, NatDiscovery, TurnConfig};
+pub use credentials::UserKeys;
+pub use nonce::NonceKey;
 pub use packet::{Packet, Transmit, Transport};
-pub use server::{Server, Stats};
+pub use peer_policy::PeerPolicy;
+pub use relay::{NoRelays, RelayOptions, RelayPorts};
+pub use server::{Event, Server, Shard, Stats};

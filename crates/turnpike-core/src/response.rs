@@ -4,7 +4,9 @@
 //! nothing the client did not ask for. Every unauthenticated answer is a
 //! potential reflection payload, so its size is kept close to the request's.
 
+use turnpike_codec::Message;
 use turnpike_codec::attr::U16List;
+use turnpike_codec::message::MAX_ATTRIBUTES;
 use turnpike_codec::{
     Attribute, EncodeError, ErrorCode, MessageBuilder, MessageType, Method, TransactionId,
 };
@@ -66,4 +68,38 @@ pub fn write_error(
         msg.add_fingerprint()?;
     }
     Ok(msg.finish())
+}
+
+/// The comprehension-required attributes of a request that this server does
+/// not understand (RFC 8489 §6.3.1: answered with 420 listing them), held on
+/// the stack.
+#[derive(Debug)]
+pub(crate) struct UnknownAttributes {
+    types: [u16; MAX_ATTRIBUTES],
+    len: usize,
+}
+
+impl UnknownAttributes {
+    pub(crate) fn of(message: &Message<'_>) -> Self {
+        let mut unknown = UnknownAttributes {
+            types: [0; MAX_ATTRIBUTES],
+            len: 0,
+        };
+        for attr_type in message.unknown_comprehension_required() {
+            // A message has at most MAX_ATTRIBUTES attributes.
+            if unknown.len < unknown.types.len() {
+                unknown.types[unknown.len] = attr_type.0;
+                unknown.len += 1;
+            }
+        }
+        unknown
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u16] {
+        &self.types[..self.len]
+    }
 }

@@ -1,21 +1,38 @@
 //! [`Server`]: one shard of the STUN/TURN server.
 //!
-//! Each worker thread owns one `Server`. Packets enter through
-//! [`Server::handle_packet`], which demultiplexes by first byte (RFC 7983),
-//! parses, and dispatches on the method; answers are written into the
-//! caller's buffer and described by a [`Transmit`]. There is no shared state
-//! between shards and no allocation per packet.
+//! Each worker thread owns one `Server`. Client packets enter through
+//! [`Server::handle_packet`], peer datagrams through
+//! [`Server::handle_peer_packet`]; both write any answer into the caller's
+//! buffer and describe it with a [`Transmit`]. Time moves only through the
+//! `now` arguments and [`Server::handle_timeout`]. Shards share nothing on
+//! the packet path; quotas are shared but touched only by Allocate and
+//! deletion.
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 use turnpike_codec::framing::{self, PacketKind};
 use turnpike_codec::{Class, DecodeError, Header, Message, Method, TransactionId};
 
+use crate::allocation::{Allocations, FiveTuple};
+use crate::auth::{self, Auth};
 use crate::binding::{self, Outcome};
-use crate::config::Config;
+use crate::config::{Config, TurnConfig};
+use crate::credentials::{Credentials, UserKeys};
 use crate::packet::{Packet, Transmit};
+use crate::relay::{NoRelays, PortPicker, RelayPorts};
 use crate::response::{self, ErrorDetails};
+use crate::turn::{self, Request, Turn};
+
+/// How often expired allocations, permissions and channels are swept.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An unauthenticated answer may be at most this many times its request.
+const AMPLIFICATION_LIMIT: usize = 3;
 
 /// Per-shard counters. Plain integers: each shard owns its own, and the
 /// metrics endpoint sums them, so the packet path never touches shared memory.
@@ -27,6 +44,56 @@ pub struct Stats {
     pub error_responses: u64,
     /// Packets dropped without an answer (garbage, wrong class, bad fingerprint).
     pub dropped: u64,
+    /// Allocations created.
+    pub allocations_created: u64,
+    /// Requests whose credentials were refused (401 after an integrity
+    /// check, or an unknown user).
+    pub auth_failures: u64,
+    /// Challenges not sent because of the per-source rate limit or the
+    /// amplification budget.
+    pub challenges_suppressed: u64,
+    /// Datagrams relayed client → peer, and their payload bytes.
+    pub to_peer_packets: u64,
+    /// Payload bytes relayed client → peer.
+    pub to_peer_bytes: u64,
+    /// Datagrams relayed peer → client.
+    pub to_client_packets: u64,
+    /// Payload bytes relayed peer → client.
+    pub to_client_bytes: u64,
+}
+
+/// Something the shell must act on, drained with [`Server::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A request named a user this shard has no keys for: look it up
+    /// (asynchronously) and call [`Server::insert_credentials`]. The client
+    /// retransmits its request meanwhile.
+    NeedCredentials {
+        /// The USERNAME.
+        username: Box<str>,
+    },
+}
+
+/// Identifies a shard among the server's workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard's number, `0..count`.
+    pub index: usize,
+    /// How many shards there are.
+    pub count: usize,
+    /// Seed of the shard's random numbers (ports, tokens, transaction IDs):
+    /// from the OS in production, fixed in tests for determinism.
+    pub seed: u64,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            index: 0,
+            count: 1,
+            seed: 0,
+        }
+    }
 }
 
 /// One shard of the server.
@@ -34,14 +101,39 @@ pub struct Stats {
 pub struct Server {
     config: Arc<Config>,
     stats: Stats,
+    turn: Option<Turn>,
+    limiter: ChallengeLimiter,
+    events: VecDeque<Event>,
+    next_sweep: Option<Instant>,
 }
 
 impl Server {
-    /// A shard with the given (shared, read-only) configuration.
+    /// A single STUN-only shard (TURN requests, if configured, fail to bind
+    /// relays). For tests and tools; the runtime uses [`Server::with_relays`].
     pub fn new(config: Arc<Config>) -> Self {
+        Server::with_relays(config, Shard::default(), Box::new(NoRelays))
+    }
+
+    /// A shard that binds relay sockets through `relays`.
+    pub fn with_relays(
+        config: Arc<Config>,
+        shard: Shard,
+        relays: Box<dyn RelayPorts + Send>,
+    ) -> Self {
+        let turn = config.turn.as_ref().map(|t| Turn {
+            allocations: Allocations::default(),
+            users: Credentials::default(),
+            ports: PortPicker::new(t.min_port, t.max_port, shard.index, shard.count),
+            rng: SmallRng::seed_from_u64(shard.seed),
+            relays,
+        });
         Server {
             config,
             stats: Stats::default(),
+            turn,
+            limiter: ChallengeLimiter::default(),
+            events: VecDeque::new(),
+            next_sweep: None,
         }
     }
 
@@ -50,24 +142,113 @@ impl Server {
         &self.stats
     }
 
-    /// Handles one datagram, or one message framed from a stream. If an
-    /// answer is due, it is written to the start of `out` and described by
-    /// the returned [`Transmit`]. `out` should hold at least 1500 bytes.
+    /// Live allocations on this shard.
+    pub fn allocation_count(&self) -> usize {
+        self.turn.as_ref().map_or(0, |t| t.allocations.len())
+    }
+
+    /// Teaches this shard a user's keys.
+    pub fn insert_credentials(&mut self, username: &str, keys: UserKeys) {
+        if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {
+            turn.users.insert(username, &config.realm, keys);
+        }
+    }
+
+    /// Forgets a user (allocations already made stay until they expire).
+    pub fn remove_credentials(&mut self, username: &str) {
+        if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {
+            turn.users.remove(username, &config.realm);
+        }
+    }
+
+    /// The next event for the shell.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Expires allocations (closing their relays), permissions and channels.
+    /// One sweep per [`SWEEP_INTERVAL`] over the shard's allocations: cheaper
+    /// than a timer per object, and exact to the second.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) else {
+            return;
+        };
+        if self.next_sweep.is_some_and(|t| t > now) {
+            return;
+        }
+        for id in turn.allocations.expired(now) {
+            turn.delete(config, id);
+        }
+        turn.allocations.sweep(now);
+        self.next_sweep = (turn.allocations.len() > 0).then(|| now + SWEEP_INTERVAL);
+    }
+
+    /// Handles one datagram, or one message framed from a stream, from a
+    /// client. If an answer or a relayed datagram is due, it is written to
+    /// the start of `out` and described by the returned [`Transmit`]. `out`
+    /// should hold at least as many bytes as the largest datagram relayed
+    /// plus 64.
     pub fn handle_packet(
         &mut self,
-        _now: Instant,
+        now: Instant,
         packet: Packet<'_>,
         out: &mut [u8],
     ) -> Option<Transmit> {
         match framing::classify(packet.data) {
-            PacketKind::Stun => self.handle_stun(&packet, out),
-            // ChannelData and DTLS are handled once TURN and DTLS exist; until
-            // then they are foreign traffic.
-            PacketKind::ChannelData | PacketKind::Dtls | PacketKind::Other => self.drop_packet(),
+            PacketKind::Stun => self.handle_stun(now, &packet, out),
+            PacketKind::ChannelData => {
+                let transmit = self.turn.as_ref().and_then(|turn| {
+                    let five_tuple = five_tuple(&packet);
+                    turn::send::channel_data(turn, now, &five_tuple, packet.data, out)
+                });
+                self.count_to_peer(transmit)
+            }
+            PacketKind::Dtls | PacketKind::Other => self.drop_packet(),
         }
     }
 
-    fn handle_stun(&mut self, packet: &Packet<'_>, out: &mut [u8]) -> Option<Transmit> {
+    /// Handles a datagram a peer sent to the relayed address `relay`.
+    pub fn handle_peer_packet(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Option<Transmit> {
+        let transmit = turn::data::from_peer(self.turn.as_mut()?, now, relay, peer, data, out);
+        match transmit {
+            Some(t) => {
+                self.stats.to_client_packets += 1;
+                self.stats.to_client_bytes += data.len() as u64;
+                Some(t)
+            }
+            None => self.drop_packet(),
+        }
+    }
+
+    fn count_to_peer(&mut self, transmit: Option<Transmit>) -> Option<Transmit> {
+        match transmit {
+            Some(t) => {
+                self.stats.to_peer_packets += 1;
+                self.stats.to_peer_bytes += t.len as u64;
+                Some(t)
+            }
+            None => self.drop_packet(),
+        }
+    }
+
+    fn handle_stun(
+        &mut self,
+        now: Instant,
+        packet: &Packet<'_>,
+        out: &mut [u8],
+    ) -> Option<Transmit> {
         let message = match Message::parse(packet.data) {
             Ok(message) => message,
             Err(error) => return self.handle_malformed(packet, error, out),
@@ -77,11 +258,30 @@ impl Server {
         if message.fingerprint_matches() == Some(false) {
             return self.drop_packet();
         }
-        if message.message_type().class != Class::Request {
+        let method = message.message_type().method;
+        match message.message_type().class {
+            Class::Request => {}
+            Class::Indication if method == Method::SEND && !message.is_rfc3489() => {
+                let transmit =
+                    self.turn
+                        .as_ref()
+                        .zip(self.config.turn.as_ref())
+                        .and_then(|(turn, config)| {
+                            turn::send::indication(
+                                turn,
+                                config,
+                                now,
+                                &five_tuple(packet),
+                                &message,
+                                out,
+                            )
+                        });
+                return self.count_to_peer(transmit);
+            }
             // Binding indications are keepalives; responses are not ours.
-            return self.drop_packet();
+            _ => return self.drop_packet(),
         }
-        match message.message_type().method {
+        match method {
             Method::BINDING => match binding::handle_request(&self.config, &message, packet, out) {
                 Ok(Outcome::Success(transmit)) => {
                     self.stats.binding_success += 1;
@@ -96,12 +296,151 @@ impl Server {
             // A classic RFC 3489 header is too weak a signature to answer
             // anything but Binding: 20 zero bytes would otherwise get a reply.
             _ if message.is_rfc3489() => self.drop_packet(),
+            Method::ALLOCATE
+            | Method::REFRESH
+            | Method::CREATE_PERMISSION
+            | Method::CHANNEL_BIND
+                if self.turn.is_some() =>
+            {
+                self.handle_turn_request(now, packet, &message, out)
+            }
             method => {
                 let details = ErrorDetails {
                     unknown_attributes: &[],
                     fingerprint: message.has_fingerprint(),
                 };
                 self.reply_error(packet, method, message.transaction_id(), 400, details, out)
+            }
+        }
+    }
+
+    fn handle_turn_request(
+        &mut self,
+        now: Instant,
+        packet: &Packet<'_>,
+        message: &Message<'_>,
+        out: &mut [u8],
+    ) -> Option<Transmit> {
+        let config = Arc::clone(&self.config);
+        let turn_config = config.turn.as_ref()?;
+        let method = message.message_type().method;
+        let tid = message.transaction_id();
+        let fingerprint = message.has_fingerprint();
+
+        let unknown = response::UnknownAttributes::of(message);
+        if !unknown.is_empty() {
+            let details = ErrorDetails {
+                unknown_attributes: unknown.as_slice(),
+                fingerprint,
+            };
+            return self.reply_error(packet, method, tid, 420, details, out);
+        }
+
+        let turn = self.turn.as_mut()?;
+        let (user, integrity) = match auth::authenticate(
+            message,
+            packet.remote,
+            now,
+            &turn_config.realm,
+            &turn_config.nonces,
+            &turn.users,
+        ) {
+            Auth::Ok { user, integrity } => (user, integrity),
+            Auth::Challenge { code } => {
+                if code == 401 && message.has_integrity() {
+                    self.stats.auth_failures += 1;
+                }
+                return self.challenge(now, packet, message, code, turn_config, out);
+            }
+            Auth::BadRequest => {
+                let details = ErrorDetails {
+                    unknown_attributes: &[],
+                    fingerprint,
+                };
+                return self.reply_error(packet, method, tid, 400, details, out);
+            }
+            Auth::Unknown { username } => {
+                self.stats.auth_failures += 1;
+                if self.events.len() < MAX_PENDING_EVENTS
+                    && !self.events.iter().any(
+                        |e| matches!(e, Event::NeedCredentials { username: u } if *u == username),
+                    )
+                {
+                    self.events.push_back(Event::NeedCredentials { username });
+                }
+                return self.challenge(now, packet, message, 401, turn_config, out);
+            }
+        };
+        let request = Request {
+            now,
+            packet,
+            message,
+            config: turn_config,
+            software: config.software.as_deref(),
+            user,
+            integrity,
+        };
+        let allocations_before = turn.allocations.len();
+        let len = match method {
+            Method::ALLOCATE => turn::allocate::handle(&request, turn, out),
+            Method::REFRESH => turn::refresh::handle(&request, turn, out),
+            Method::CREATE_PERMISSION => turn::create_permission::handle(&request, turn, out),
+            Method::CHANNEL_BIND => turn::channel_bind::handle(&request, turn, out),
+            _ => None,
+        };
+        if turn.allocations.len() > allocations_before {
+            self.stats.allocations_created += 1;
+            self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
+        }
+        match len {
+            Some(len) => Some(Transmit::reply(packet, len)),
+            None => self.drop_packet(),
+        }
+    }
+
+    /// A 401/438 answer, within the amplification budget and the per-source
+    /// rate limit; otherwise nothing.
+    fn challenge(
+        &mut self,
+        now: Instant,
+        packet: &Packet<'_>,
+        message: &Message<'_>,
+        code: u16,
+        config: &TurnConfig,
+        out: &mut [u8],
+    ) -> Option<Transmit> {
+        let budget = packet
+            .data
+            .len()
+            .saturating_mul(AMPLIFICATION_LIMIT)
+            .min(out.len());
+        let allowed = self
+            .limiter
+            .allow(packet.remote, now, config.challenges_per_second);
+        let len = allowed
+            .then(|| {
+                auth::write_challenge(
+                    out,
+                    message.message_type().method,
+                    message.transaction_id(),
+                    code,
+                    &config.realm,
+                    &config.nonces,
+                    now,
+                    packet.remote,
+                    message.has_fingerprint(),
+                    budget,
+                )
+            })
+            .flatten();
+        match len {
+            Some(len) => {
+                self.stats.error_responses += 1;
+                Some(Transmit::reply(packet, len))
+            }
+            None => {
+                self.stats.challenges_suppressed += 1;
+                self.drop_packet()
             }
         }
     }
@@ -156,5 +495,57 @@ impl Server {
     fn drop_packet(&mut self) -> Option<Transmit> {
         self.stats.dropped += 1;
         None
+    }
+}
+
+/// Credential lookups queued for the shell at most at once.
+const MAX_PENDING_EVENTS: usize = 64;
+
+fn five_tuple(packet: &Packet<'_>) -> FiveTuple {
+    FiveTuple {
+        transport: packet.transport,
+        client: packet.remote,
+        server: packet.local,
+    }
+}
+
+/// Limits 401/438 answers per source address: a fixed table of buckets
+/// indexed by a keyed hash of the address, so memory stays constant however
+/// many (spoofed) sources there are; colliding sources share a bucket.
+#[derive(Debug)]
+struct ChallengeLimiter {
+    buckets: Box<[(u64, u16)]>,
+    hasher: std::hash::RandomState,
+    origin: Option<Instant>,
+}
+
+const LIMITER_BUCKETS: usize = 4096;
+
+impl Default for ChallengeLimiter {
+    fn default() -> Self {
+        ChallengeLimiter {
+            buckets: vec![(0, 0); LIMITER_BUCKETS].into_boxed_slice(),
+            hasher: std::hash::RandomState::new(),
+            origin: None,
+        }
+    }
+}
+
+impl ChallengeLimiter {
+    fn allow(&mut self, source: SocketAddr, now: Instant, per_second: u16) -> bool {
+        use std::hash::BuildHasher;
+        let origin = *self.origin.get_or_insert(now);
+        let second = now.saturating_duration_since(origin).as_secs() + 1;
+        // The modulo keeps the index in range whatever the hash.
+        let bucket = (self.hasher.hash_one(source.ip()) % LIMITER_BUCKETS as u64) as usize;
+        let entry = &mut self.buckets[bucket];
+        if entry.0 != second {
+            *entry = (second, 0);
+        }
+        if entry.1 >= per_second {
+            return false;
+        }
+        entry.1 += 1;
+        true
     }
 }

@@ -515,6 +515,7 @@ impl Config {
             nat_discovery,
             allow_response_port: self.stun.response_port,
             allow_padding: self.stun.padding,
+            turn: None,
         }
     }
 

@@ -1,0 +1,300 @@
+//! Allocations (RFC 8656 §5), their permissions (§9) and channel bindings
+//! (§12), and the per-shard table that finds them by 5-tuple and by relayed
+//! address.
+//!
+//! Permissions and channels live in small vectors inside their allocation:
+//! a WebRTC allocation has a handful, a linear scan of a few entries beats
+//! hashing, and the per-allocation bounds cap what one client can make us
+//! store. Expired entries are ignored on lookup and removed by the sweep.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use turnpike_codec::TransactionId;
+
+use crate::credentials::User;
+use crate::packet::Transport;
+
+/// How long a channel number and its peer stay reserved after the binding
+/// expires (RFC 8656 §12: no rebinding to something else for 5 minutes).
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// The client side of an allocation: transport, client address, and the
+/// server address the client talks to (RFC 8656 §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    /// Client-to-server transport.
+    pub transport: Transport,
+    /// The client's (server-reflexive) address.
+    pub client: SocketAddr,
+    /// The server address the client sends to.
+    pub server: SocketAddr,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Permission {
+    pub(crate) ip: IpAddr,
+    pub(crate) expires: Instant,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Channel {
+    pub(crate) number: u16,
+    pub(crate) peer: SocketAddr,
+    pub(crate) expires: Instant,
+}
+
+/// Why a channel could not be bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BindError {
+    /// The number is bound to another peer, or the peer to another number.
+    Conflict,
+    /// The allocation has as many channels as it may.
+    Full,
+}
+
+/// One allocation.
+#[derive(Debug)]
+pub(crate) struct Allocation {
+    pub(crate) five_tuple: FiveTuple,
+    pub(crate) user: Arc<User>,
+    /// Relayed addresses as bound (index 0 IPv4, 1 IPv6).
+    pub(crate) relays: [Option<SocketAddr>; 2],
+    pub(crate) expires: Instant,
+    pub(crate) permissions: Vec<Permission>,
+    pub(crate) channels: Vec<Channel>,
+    /// The Allocate that created it, so a retransmission gets the same answer
+    /// instead of 437 (RFC 8656 §7.2).
+    pub(crate) created_by: TransactionId,
+}
+
+pub(crate) const fn family_index(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => 0,
+        IpAddr::V6(_) => 1,
+    }
+}
+
+impl Allocation {
+    /// The relayed address of `peer`'s family, if the allocation has one.
+    pub(crate) fn relay_for(&self, peer: IpAddr) -> Option<SocketAddr> {
+        self.relays[family_index(peer)]
+    }
+
+    pub(crate) fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions
+            .iter()
+            .any(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// Installs or refreshes a permission. `false` if the table is full.
+    pub(crate) fn permit(
+        &mut self,
+        ip: IpAddr,
+        expires: Instant,
+        now: Instant,
+        max: usize,
+    ) -> bool {
+        if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {
+            p.expires = expires;
+            return true;
+        }
+        self.permissions.retain(|p| p.expires > now);
+        if self.permissions.len() >= max {
+            return false;
+        }
+        self.permissions.push(Permission { ip, expires });
+        true
+    }
+
+    /// The peer of a live channel.
+    pub(crate) fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
+        self.channels
+            .iter()
+            .find(|c| c.number == number && c.expires > now)
+            .map(|c| c.peer)
+    }
+
+    /// The live channel bound to `peer`.
+    pub(crate) fn channel_for_peer(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
+            .map(|c| c.number)
+    }
+
+    /// Binds or refreshes a channel, enforcing RFC 8656 §12's rules: a number
+    /// stays with its peer and a peer with its number, including for
+    /// [`CHANNEL_COOLDOWN`] after expiry.
+    pub(crate) fn bind_channel(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        expires: Instant,
+        now: Instant,
+        max: usize,
+    ) -> Result<(), BindError> {
+        self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+        for c in &mut self.channels {
+            match (c.number == number, c.peer == peer) {
+                (true, true) => {
+                    c.expires = expires;
+                    return Ok(());
+                }
+                (true, false) | (false, true) => return Err(BindError::Conflict),
+                (false, false) => {}
+            }
+        }
+        if self.channels.len() >= max {
+            return Err(BindError::Full);
+        }
+        self.channels.push(Channel {
+            number,
+            peer,
+            expires,
+        });
+        Ok(())
+    }
+
+    /// Drops expired permissions and channels past their cool-down.
+    pub(crate) fn sweep(&mut self, now: Instant) {
+        self.permissions.retain(|p| p.expires > now);
+        self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+    }
+}
+
+/// Identifies an allocation within its shard.
+pub(crate) type AllocationId = u32;
+
+/// A shard's allocations with their indexes.
+#[derive(Debug, Default)]
+pub(crate) struct Allocations {
+    slots: Vec<Option<Allocation>>,
+    free: Vec<AllocationId>,
+    by_five_tuple: FxHashMap<FiveTuple, AllocationId>,
+    by_relay: FxHashMap<SocketAddr, AllocationId>,
+}
+
+impl Allocations {
+    pub(crate) fn len(&self) -> usize {
+        self.by_five_tuple.len()
+    }
+
+    pub(crate) fn insert(&mut self, allocation: Allocation) -> AllocationId {
+        let five_tuple = allocation.five_tuple;
+        let relays = allocation.relays;
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(allocation);
+                id
+            }
+            None => {
+                // Shards hold far fewer than 2^32 allocations (quotas and
+                // the port range bound them).
+                let id = AllocationId::try_from(self.slots.len()).unwrap_or(AllocationId::MAX);
+                self.slots.push(Some(allocation));
+                id
+            }
+        };
+        self.by_five_tuple.insert(five_tuple, id);
+        for relay in relays.into_iter().flatten() {
+            self.by_relay.insert(relay, id);
+        }
+        id
+    }
+
+    pub(crate) fn remove(&mut self, id: AllocationId) -> Option<Allocation> {
+        let allocation = self.slots.get_mut(id as usize)?.take()?;
+        self.by_five_tuple.remove(&allocation.five_tuple);
+        for relay in allocation.relays.iter().flatten() {
+            self.by_relay.remove(relay);
+        }
+        self.free.push(id);
+        Some(allocation)
+    }
+
+    pub(crate) fn id_by_five_tuple(&self, five_tuple: &FiveTuple) -> Option<AllocationId> {
+        self.by_five_tuple.get(five_tuple).copied()
+    }
+
+    pub(crate) fn id_by_relay(&self, relay: SocketAddr) -> Option<AllocationId> {
+        self.by_relay.get(&relay).copied()
+    }
+
+    pub(crate) fn get(&self, id: AllocationId) -> Option<&Allocation> {
+        self.slots.get(id as usize)?.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, id: AllocationId) -> Option<&mut Allocation> {
+        self.slots.get_mut(id as usize)?.as_mut()
+    }
+
+    pub(crate) fn is_relay(&self, addr: SocketAddr) -> bool {
+        self.by_relay.contains_key(&addr)
+    }
+
+    /// Ids of allocations whose lifetime is over.
+    pub(crate) fn expired(&self, now: Instant) -> Vec<AllocationId> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                Some(a) if a.expires <= now => AllocationId::try_from(i).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn sweep(&mut self, now: Instant) {
+        for allocation in self.slots.iter_mut().flatten() {
+            allocation.sweep(now);
+        }
+    }
+}
+
+/// Allocation counts shared by all shards, for the per-user (486) and
+/// server-wide (508) quotas. Touched only when an allocation is created or
+/// deleted, never per packet.
+#[derive(Debug, Default)]
+pub struct Quotas {
+    counts: Mutex<(usize, FxHashMap<Arc<str>, u32>)>,
+}
+
+impl Quotas {
+    /// Takes one allocation for `user` if both limits allow (0 = unlimited).
+    /// `Err(486)` or `Err(508)` otherwise.
+    pub(crate) fn acquire(&self, user: &Arc<str>, per_user: u32, total: usize) -> Result<(), u16> {
+        let Ok(mut counts) = self.counts.lock() else {
+            return Err(508);
+        };
+        let (all, by_user) = &mut *counts;
+        // The user's own limit first: it tells the client something it can act on.
+        let mine = by_user.get(user).copied().unwrap_or(0);
+        if per_user != 0 && mine >= per_user {
+            return Err(486);
+        }
+        if total != 0 && *all >= total {
+            return Err(508);
+        }
+        *by_user.entry(Arc::clone(user)).or_insert(0) += 1;
+        *all += 1;
+        Ok(())
+    }
+
+    pub(crate) fn release(&self, user: &Arc<str>) {
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        let (all, by_user) = &mut *counts;
+        *all = all.saturating_sub(1);
+        if let Some(n) = by_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                by_user.remove(user);
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The long-term credential mechanism (RFC 8489 §9.2.4) as a pure decision:
+//! given a request, the client's address and the clock, either an
+//! authenticated user and the key to sign the answer with, or the error to
+//! answer with.
+//!
+//! SHA-256 (RFC 8489) is offered through the nonce cookie and
+//! PASSWORD-ALGORITHMS; clients that ignore it keep using MD5 keys and
+//! HMAC-SHA1. USERHASH is accepted once SHA-256 was offered. Challenges are
+//! built to fit an amplification budget (see [`write_challenge`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use turnpike_codec::attr::{PasswordAlgorithm, PasswordAlgorithms, password_algorithm};
+use turnpike_codec::{
+    Attribute, Class, EncodeError, ErrorCode, Message, MessageBuilder, MessageType, Method,
+    Sha1Key, Sha256Key, TransactionId,
+};
+
+use crate::credentials::{Credentials, User};
+use crate::nonce::{self, NonceCheck, NonceKey};
+
+/// The algorithms we offer, in preference order.
+const OFFERED: [PasswordAlgorithm<'static>; 2] = [
+    PasswordAlgorithm {
+        algorithm: password_algorithm::SHA256,
+        params: &[],
+    },
+    PasswordAlgorithm {
+        algorithm: password_algorithm::MD5,
+        params: &[],
+    },
+];
+
+/// How an authenticated answer must be signed: the way the request was.
+#[derive(Clone, Debug)]
+pub enum Integrity {
+    /// MESSAGE-INTEGRITY with the MD5 long-term key.
+    Sha1(Sha1Key),
+    /// MESSAGE-INTEGRITY-SHA256 with the SHA-256 long-term key.
+    Sha256(Sha256Key),
+}
+
+impl Integrity {
+    /// Appends the matching integrity attribute.
+    pub fn sign(&self, msg: &mut MessageBuilder<'_>) -> Result<(), EncodeError> {
+        match self {
+            Integrity::Sha1(key) => msg.add_message_integrity(key),
+            Integrity::Sha256(key) => msg.add_message_integrity_sha256(key),
+        }
+    }
+}
+
+/// The outcome of authenticating a request.
+#[derive(Debug)]
+pub(crate) enum Auth {
+    /// The request is authentic.
+    Ok {
+        user: Arc<User>,
+        integrity: Integrity,
+    },
+    /// 401 or 438 with REALM and a fresh NONCE.
+    Challenge { code: u16 },
+    /// 400: the request is malformed for the mechanism.
+    BadRequest,
+    /// The user is not in this shard's cache; the shell may know it.
+    Unknown { username: Box<str> },
+}
+
+/// Authenticates `request` from `client`.
+pub(crate) fn authenticate(
+    request: &Message<'_>,
+    client: SocketAddr,
+    now: Instant,
+    realm: &str,
+    nonces: &NonceKey,
+    users: &Credentials,
+) -> Auth {
+    if !request.has_integrity() && !request.has_integrity_sha256() {
+        return Auth::Challenge { code: 401 };
+    }
+    let mut username = None;
+    let mut userhash = None;
+    let mut req_realm = None;
+    let mut req_nonce = None;
+    let mut algorithms = None;
+    let mut algorithm = None;
+    for attr in request.decoded() {
+        match attr {
+            Ok(Attribute::Username(u)) => username = username.or(Some(u)),
+            Ok(Attribute::Userhash(h)) => userhash = userhash.or(Some(h)),
+            Ok(Attribute::Realm(r)) => req_realm = req_realm.or(Some(r)),
+            Ok(Attribute::Nonce(n)) => req_nonce = req_nonce.or(Some(n)),
+            Ok(Attribute::PasswordAlgorithms(list)) => algorithms = algorithms.or(Some(list)),
+            Ok(Attribute::PasswordAlgorithm(a)) => algorithm = algorithm.or(Some(a)),
+            Ok(_) => {}
+            Err(_) => return Auth::BadRequest,
+        }
+    }
+    let (Some(req_realm), Some(req_nonce)) = (req_realm, req_nonce) else {
+        return Auth::BadRequest;
+    };
+    if username.is_none() && userhash.is_none() {
+        return Auth::BadRequest;
+    }
+    let sha256_offered = match nonces.check(req_nonce, now, client) {
+        NonceCheck::Valid { sha256 } => sha256,
+        NonceCheck::Stale | NonceCheck::Invalid => return Auth::Challenge { code: 438 },
+    };
+    if req_realm != realm {
+        return Auth::Challenge { code: 401 };
+    }
+
+    // RFC 8489 §9.2.4 bid-down protection: once SHA-256 was offered, the
+    // client must echo our list and pick from it.
+    let use_sha256 = if sha256_offered && (algorithms.is_some() || algorithm.is_some()) {
+        let echoed = algorithms.is_some_and(|list| list == PasswordAlgorithms::Values(&OFFERED));
+        let picked = algorithm.map(|a| a.algorithm);
+        if !echoed
+            || !matches!(
+                picked,
+                Some(password_algorithm::SHA256 | password_algorithm::MD5)
+            )
+        {
+            return Auth::BadRequest;
+        }
+        picked == Some(password_algorithm::SHA256)
+    } else {
+        false
+    };
+    // Keys and MACs pair up: SHA-256 key with MESSAGE-INTEGRITY-SHA256, MD5
+    // key with MESSAGE-INTEGRITY. Anything else is a client error.
+    if use_sha256 != request.has_integrity_sha256() || (!use_sha256 && !request.has_integrity()) {
+        return Auth::BadRequest;
+    }
+
+    let user = match (username, userhash) {
+        (Some(name), _) => users.by_name(name),
+        (None, Some(hash)) if sha256_offered => users.by_userhash(hash),
+        (None, _) => return Auth::BadRequest,
+    };
+    let Some(user) = user else {
+        return match username {
+            Some(name) => Auth::Unknown {
+                username: name.into(),
+            },
+            // A USERHASH cannot be looked up by name elsewhere.
+            None => Auth::Challenge { code: 401 },
+        };
+    };
+    let verified = if use_sha256 {
+        request.verify_integrity_sha256(&user.keys.sha256).is_ok()
+    } else {
+        request.verify_integrity(&user.keys.sha1).is_ok()
+    };
+    if !verified {
+        return Auth::Challenge { code: 401 };
+    }
+    let integrity = if use_sha256 {
+        Integrity::Sha256(user.keys.sha256.clone())
+    } else {
+        Integrity::Sha1(user.keys.sha1.clone())
+    };
+    Auth::Ok {
+        user: Arc::clone(user),
+        integrity,
+    }
+}
+
+/// Bytes an attribute with a `len`-byte value takes.
+const fn attr_len(len: usize) -> usize {
+    4 + ((len + 3) & !3)
+}
+
+/// Writes a 401/438 challenge — ERROR-CODE with no reason phrase, REALM,
+/// NONCE, and PASSWORD-ALGORITHMS when SHA-256 can be offered — into `out`,
+/// but only if it fits in `budget` bytes (three times the request: an
+/// unauthenticated answer must not amplify). Offers SHA-256 only when its
+/// longer nonce and list fit; returns `None` when not even the plain
+/// challenge does, and the request is then dropped.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_challenge(
+    out: &mut [u8],
+    method: Method,
+    transaction_id: TransactionId,
+    code: u16,
+    realm: &str,
+    nonces: &NonceKey,
+    now: Instant,
+    client: SocketAddr,
+    fingerprint: bool,
+    budget: usize,
+) -> Option<usize> {
+    let base = turnpike_codec::HEADER_LEN
+        + attr_len(4)
+        + attr_len(realm.len())
+        + if fingerprint { 8 } else { 0 };
+    let with_sha256 = base + attr_len(nonce::COOKIE_LEN) + attr_len(4 * OFFERED.len());
+    let plain = base + attr_len(nonce::PLAIN_LEN);
+    let offer_sha256 = if with_sha256 <= budget {
+        true
+    } else if plain <= budget {
+        false
+    } else {
+        return None;
+    };
+    let nonce = nonces.mint(now, client, offer_sha256);
+    let mut build = || -> Result<usize, EncodeError> {
+        let mut msg =
+            MessageBuilder::new(out, MessageType::new(method, Class::Error), transaction_id)?;
+        msg.add(&Attribute::ErrorCode(ErrorCode { code, reason: "" }))?;
+        msg.add(&Attribute::Realm(realm))?;
+        msg.add(&Attribute::Nonce(nonce.as_str()))?;
+        if offer_sha256 {
+            msg.add(&Attribute::PasswordAlgorithms(PasswordAlgorithms::Values(
+                &OFFERED,
+            )))?;
+        }
+        if fingerprint {
+            msg.add_fingerprint()?;
+        }
+        Ok(msg.finish())
+    };
+    build().ok()
+}

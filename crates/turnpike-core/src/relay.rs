@@ -1,0 +1,158 @@
+//! Relayed transport addresses: the shell's side ([`RelayPorts`], which
+//! binds sockets) and the core's side (choosing ports).
+//!
+//! Binding is the one place the core needs an answer from the operating
+//! system before it can reply (the port may be taken by another program),
+//! so it calls the shell synchronously through this trait; tests supply a
+//! fake. Everything else the shell learns by reading `Transmit`s.
+//!
+//! Each shard chooses only from its own share of the port range (port pairs
+//! whose index is congruent to the shard number), so shards never race for a
+//! port and an even port always comes with its odd neighbour for EVEN-PORT.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::Rng;
+use rand::rngs::SmallRng;
+
+/// Socket options a relayed address is bound with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayOptions {
+    /// Set the IP Don't Fragment bit on datagrams to peers (DONT-FRAGMENT).
+    pub dont_fragment: bool,
+}
+
+/// What the shell does for the core with relay sockets.
+pub trait RelayPorts {
+    /// Binds a UDP socket to `addr` and starts delivering its datagrams to
+    /// [`Server::handle_peer_packet`](crate::Server::handle_peer_packet).
+    fn bind(&mut self, addr: SocketAddr, options: RelayOptions) -> io::Result<()>;
+    /// Closes the socket bound to `addr`.
+    fn release(&mut self, addr: SocketAddr);
+    /// Keeps the socket bound to `addr` aside under `token` until `until`
+    /// (EVEN-PORT with the R bit). Any shard may redeem it: the client's
+    /// second Allocate may land on another worker.
+    fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], until: Instant);
+    /// Takes over a reserved socket; `None` if the token is unknown or expired.
+    fn redeem(&mut self, token: [u8; 8], now: Instant) -> Option<SocketAddr>;
+}
+
+/// A [`RelayPorts`] that cannot bind anything: for a STUN-only server.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoRelays;
+
+impl RelayPorts for NoRelays {
+    fn bind(&mut self, _: SocketAddr, _: RelayOptions) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "TURN is disabled",
+        ))
+    }
+    fn release(&mut self, _: SocketAddr) {}
+    fn reserve(&mut self, _: SocketAddr, _: [u8; 8], _: Instant) {}
+    fn redeem(&mut self, _: [u8; 8], _: Instant) -> Option<SocketAddr> {
+        None
+    }
+}
+
+/// Chooses ports from a shard's share of the relay port range.
+#[derive(Debug)]
+pub(crate) struct PortPicker {
+    /// First and last port pair index (port / 2) owned by this shard.
+    first_pair: u32,
+    pairs: u32,
+    stride: u32,
+    min: u16,
+    max: u16,
+}
+
+impl PortPicker {
+    pub(crate) fn new(min: u16, max: u16, shard: usize, shards: usize) -> Self {
+        let stride = u32::try_from(shards.max(1)).unwrap_or(1);
+        let shard = u32::try_from(shard).unwrap_or(0) % stride;
+        let lo = u32::from(min) / 2;
+        let hi = u32::from(max) / 2;
+        // First pair index >= lo that belongs to this shard.
+        let first_pair = lo + (shard + stride - lo % stride) % stride;
+        let pairs = if first_pair > hi {
+            0
+        } else {
+            (hi - first_pair) / stride + 1
+        };
+        PortPicker {
+            first_pair,
+            pairs,
+            stride,
+            min,
+            max,
+        }
+    }
+
+    /// A random port of this shard's share; even if `even`. `None` if the
+    /// share is empty.
+    pub(crate) fn pick(&self, rng: &mut SmallRng, even: bool) -> Option<u16> {
+        for _ in 0..8 {
+            if self.pairs == 0 {
+                return None;
+            }
+            let pair = self.first_pair + rng.random_range(0..self.pairs) * self.stride;
+            let odd = if even { 0 } else { rng.random_range(0..2) };
+            let Ok(port) = u16::try_from(pair * 2 + odd) else {
+                continue;
+            };
+            // The range ends may cut a pair in half.
+            let needs = if even {
+                port.checked_add(1)
+            } else {
+                Some(port)
+            };
+            if port >= self.min && needs.is_some_and(|p| p <= self.max) {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn shards_split_the_range_without_overlap() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let pickers: Vec<_> = (0..3)
+            .map(|s| PortPicker::new(50000, 50099, s, 3))
+            .collect();
+        let mut owner = std::collections::HashMap::new();
+        for (s, p) in pickers.iter().enumerate() {
+            for _ in 0..2000 {
+                let port = p.pick(&mut rng, false).unwrap();
+                assert!((50000..=50099).contains(&port));
+                assert_eq!(
+                    *owner.entry(port / 2).or_insert(s),
+                    s,
+                    "pair {} shared",
+                    port / 2
+                );
+                let even = p.pick(&mut rng, true).unwrap();
+                assert_eq!(even % 2, 0);
+                assert!(even < 50099);
+            }
+        }
+        assert_eq!(owner.len(), 50, "every pair is used by some shard");
+    }
+
+    #[test]
+    fn tiny_and_empty_ranges() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        let p = PortPicker::new(61001, 61001, 0, 1);
+        assert_eq!(p.pick(&mut rng, false), Some(61001));
+        assert_eq!(p.pick(&mut rng, true), None);
+        let p = PortPicker::new(61000, 61001, 1, 2);
+        assert_eq!(p.pick(&mut rng, false), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! Allocate (RFC 8656 §7.2, RFC 6156 §4.2, RFC 8656 §7 for dual stack).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use rand::{Rng, RngCore};
+use turnpike_codec::attr::protocol;
+use turnpike_codec::{AddressFamily, Attribute, ErrorCode};
+
+use super::{Request, Turn, granted_lifetime, lifetime_secs};
+use crate::allocation::Allocation;
+use crate::config::TurnConfig;
+use crate::relay::RelayOptions;
+use crate::response::reason_phrase;
+
+/// How long a port reserved by EVEN-PORT's R bit waits for its allocation.
+const RESERVATION_TIME: Duration = Duration::from_secs(30);
+/// Ports tried before answering 508.
+const BIND_ATTEMPTS: usize = 16;
+
+/// What the request asked for.
+#[derive(Default)]
+struct Asked {
+    transport: Option<u8>,
+    dont_fragment: bool,
+    even_port: Option<bool>,
+    token: Option<[u8; 8]>,
+    family: Option<AddressFamily>,
+    additional: Option<AddressFamily>,
+    lifetime: Option<u32>,
+}
+
+pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
+    let five_tuple = req.five_tuple();
+    if let Some(id) = turn.allocations.id_by_five_tuple(&five_tuple) {
+        let existing = turn.allocations.get(id)?;
+        if existing.created_by == req.message.transaction_id()
+            && existing.user.name == req.user.name
+        {
+            // A retransmitted Allocate: answer it again (RFC 8656 §7.2).
+            let remaining = existing.expires.saturating_duration_since(req.now);
+            let relays = existing.relays;
+            return success(req, out, relays, remaining, None, None);
+        }
+        return req.error(out, 437);
+    }
+
+    let mut asked = Asked::default();
+    for attr in req.message.decoded() {
+        match attr {
+            Ok(Attribute::RequestedTransport(p)) => asked.transport = asked.transport.or(Some(p)),
+            Ok(Attribute::DontFragment) => asked.dont_fragment = true,
+            Ok(Attribute::EvenPort(r)) => asked.even_port = asked.even_port.or(Some(r)),
+            Ok(Attribute::ReservationToken(t)) => asked.token = asked.token.or(Some(*t)),
+            Ok(Attribute::RequestedAddressFamily(f)) => asked.family = asked.family.or(Some(f)),
+            Ok(Attribute::AdditionalAddressFamily(f)) => {
+                asked.additional = asked.additional.or(Some(f))
+            }
+            Ok(Attribute::Lifetime(s)) => asked.lifetime = asked.lifetime.or(Some(s)),
+            Ok(_) => {}
+            Err(_) => return req.error(out, 400),
+        }
+    }
+    let Some(transport) = asked.transport else {
+        return req.error(out, 400);
+    };
+    if transport != protocol::UDP {
+        // TCP relays (RFC 6062) are not served yet.
+        return req.error(out, 442);
+    }
+    // RFC 8656 §7.2: a token excludes EVEN-PORT and the family attributes,
+    // the two family attributes exclude each other, and only IPv6 may be
+    // the additional family.
+    if (asked.token.is_some()
+        && (asked.even_port.is_some() || asked.family.is_some() || asked.additional.is_some()))
+        || (asked.family.is_some() && asked.additional.is_some())
+        || asked.additional == Some(AddressFamily::V4)
+    {
+        return req.error(out, 400);
+    }
+
+    let config = req.config;
+    if let Err(code) = config
+        .quotas
+        .acquire(&req.user.name, config.user_quota, config.total_quota)
+    {
+        return req.error(out, code);
+    }
+    let options = RelayOptions {
+        dont_fragment: asked.dont_fragment,
+    };
+    let primary = asked.family.unwrap_or(AddressFamily::V4);
+    let mut relays = [None, None];
+    let mut reservation = None;
+    let bound = match asked.token {
+        Some(token) => turn.relays.redeem(token, req.now).ok_or(508),
+        None => bind_relay(req, turn, primary, asked.even_port.is_some(), options),
+    };
+    let first = match bound {
+        Ok(addr) => addr,
+        Err(code) => {
+            config.quotas.release(&req.user.name);
+            return req.error(out, code);
+        }
+    };
+    relays[crate::allocation::family_index(first.ip())] = Some(first);
+    if asked.even_port == Some(true) {
+        // The R bit: keep port + 1 for the client's next (RTCP) allocation.
+        // `bind_relay` chose an even port whose pair is this shard's.
+        let next = SocketAddr::new(first.ip(), first.port() + 1);
+        if turn.relays.bind(next, options).is_ok() {
+            let mut token = [0u8; 8];
+            turn.rng.fill_bytes(&mut token);
+            turn.relays.reserve(next, token, req.now + RESERVATION_TIME);
+            reservation = Some(token);
+        } else {
+            turn.relays.release(first);
+            config.quotas.release(&req.user.name);
+            return req.error(out, 508);
+        }
+    }
+    let mut address_error = None;
+    if asked.additional == Some(AddressFamily::V6) {
+        match bind_relay(req, turn, AddressFamily::V6, false, options) {
+            Ok(addr) => relays[1] = Some(addr),
+            Err(code) => address_error = Some(code),
+        }
+    }
+
+    let lifetime = granted_lifetime(config, asked.lifetime);
+    turn.allocations.insert(Allocation {
+        five_tuple,
+        user: std::sync::Arc::clone(&req.user),
+        relays,
+        expires: req.now + lifetime,
+        permissions: Vec::new(),
+        channels: Vec::new(),
+        created_by: req.message.transaction_id(),
+    });
+    success(req, out, relays, lifetime, reservation, address_error)
+}
+
+fn success(
+    req: &Request<'_, '_>,
+    out: &mut [u8],
+    relays: [Option<SocketAddr>; 2],
+    lifetime: Duration,
+    reservation: Option<[u8; 8]>,
+    address_error: Option<u16>,
+) -> Option<usize> {
+    let config = req.config;
+    req.success(out, |msg| {
+        for relay in relays.into_iter().flatten() {
+            msg.add(&Attribute::XorRelayedAddress(config.advertise(relay)))?;
+        }
+        if let Some(code) = address_error {
+            msg.add(&Attribute::AddressErrorCode {
+                family: AddressFamily::V6,
+                error: ErrorCode {
+                    code,
+                    reason: reason_phrase(code),
+                },
+            })?;
+        }
+        msg.add(&Attribute::Lifetime(lifetime_secs(lifetime)))?;
+        if let Some(token) = &reservation {
+            msg.add(&Attribute::ReservationToken(token))?;
+        }
+        msg.add(&Attribute::XorMappedAddress(req.packet.remote))
+    })
+}
+
+/// The relay IPs of a family: configured ones, or the IP the request came in on.
+fn relay_ips(config: &TurnConfig, family: AddressFamily, arrived_on: IpAddr) -> Vec<IpAddr> {
+    let configured: Vec<IpAddr> = config
+        .relay_ips
+        .iter()
+        .copied()
+        .filter(|ip| AddressFamily::of(*ip) == family)
+        .collect();
+    if !configured.is_empty() || !config.relay_ips.is_empty() {
+        return configured;
+    }
+    if AddressFamily::of(arrived_on) == family && !arrived_on.is_unspecified() {
+        vec![arrived_on]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Binds a relayed address of `family`: 440 if the server has no relay IP
+/// of that family, 508 if no port could be bound.
+fn bind_relay(
+    req: &Request<'_, '_>,
+    turn: &mut Turn,
+    family: AddressFamily,
+    even: bool,
+    options: RelayOptions,
+) -> Result<SocketAddr, u16> {
+    let ips = relay_ips(req.config, family, req.packet.local.ip());
+    if ips.is_empty() {
+        return Err(440);
+    }
+    for _ in 0..BIND_ATTEMPTS {
+        let ip = ips[turn.rng.random_range(0..ips.len())];
+        let Some(port) = turn.ports.pick(&mut turn.rng, even) else {
+            return Err(508);
+        };
+        let addr = SocketAddr::new(ip, port);
+        if turn.allocations.is_relay(addr) {
+            continue;
+        }
+        match turn.relays.bind(addr, options) {
+            Ok(()) => return Ok(addr),
+            // Taken by another program or a reservation: try another port.
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(_) => return Err(508),
+        }
+    }
+    Err(508)
+}

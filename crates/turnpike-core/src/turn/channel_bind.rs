@@ -1,0 +1,60 @@
+//! ChannelBind (RFC 8656 §12.2): binds a channel number to a peer and
+//! installs or refreshes the peer's permission.
+
+use turnpike_codec::Attribute;
+use turnpike_codec::channel_data::is_channel_number;
+
+use super::{Request, Turn, same_family};
+use crate::allocation::BindError;
+
+pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
+    let id = match req.own_allocation(&turn.allocations) {
+        Ok(id) => id,
+        Err(code) => return req.error(out, code),
+    };
+    let mut number = None;
+    let mut peer = None;
+    for attr in req.message.decoded() {
+        match attr {
+            Ok(Attribute::ChannelNumber(n)) => number = number.or(Some(n)),
+            Ok(Attribute::XorPeerAddress(p)) => peer = peer.or(Some(p)),
+            Ok(_) => {}
+            Err(_) => return req.error(out, 400),
+        }
+    }
+    let (Some(number), Some(peer)) = (number, peer) else {
+        return req.error(out, 400);
+    };
+    if !is_channel_number(number) {
+        return req.error(out, 400);
+    }
+    let config = req.config;
+    let allocation = turn.allocations.get_mut(id)?;
+    if !same_family(&allocation.relays, peer.ip()) {
+        return req.error(out, 443);
+    }
+    if config.peer_policy.check(peer).is_err() {
+        return req.error(out, 403);
+    }
+    let now = req.now;
+    match allocation.bind_channel(
+        number,
+        peer,
+        now + config.channel_lifetime,
+        now,
+        config.max_channels,
+    ) {
+        Ok(()) => {}
+        Err(BindError::Conflict) => return req.error(out, 400),
+        Err(BindError::Full) => return req.error(out, 508),
+    }
+    if !allocation.permit(
+        peer.ip(),
+        now + config.permission_lifetime,
+        now,
+        config.max_permissions,
+    ) {
+        return req.error(out, 508);
+    }
+    req.success(out, |_| Ok(()))
+}

@@ -1,0 +1,44 @@
+//! CreatePermission (RFC 8656 §9.2). Every XOR-PEER-ADDRESS is checked
+//! against the peer policy before any permission is installed, so a request
+//! naming one forbidden peer installs nothing.
+
+use turnpike_codec::Attribute;
+
+use super::{Request, Turn, same_family};
+
+pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
+    let id = match req.own_allocation(&turn.allocations) {
+        Ok(id) => id,
+        Err(code) => return req.error(out, code),
+    };
+    let relays = turn.allocations.get(id)?.relays;
+    let mut peers = 0;
+    for attr in req.message.decoded() {
+        match attr {
+            Ok(Attribute::XorPeerAddress(peer)) => {
+                peers += 1;
+                if !same_family(&relays, peer.ip()) {
+                    return req.error(out, 443);
+                }
+                if req.config.peer_policy.check_ip(peer.ip()).is_err() {
+                    return req.error(out, 403);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return req.error(out, 400),
+        }
+    }
+    if peers == 0 {
+        return req.error(out, 400);
+    }
+    let expires = req.now + req.config.permission_lifetime;
+    let allocation = turn.allocations.get_mut(id)?;
+    for attr in req.message.decoded() {
+        if let Ok(Attribute::XorPeerAddress(peer)) = attr {
+            if !allocation.permit(peer.ip(), expires, req.now, req.config.max_permissions) {
+                return req.error(out, 508);
+            }
+        }
+    }
+    req.success(out, |_| Ok(()))
+}

@@ -1,0 +1,163 @@
+//! TURN (RFC 8656, RFC 5766, RFC 6156): one file per method.
+//!
+//! - [`allocate`] — Allocate — relayed addresses, EVEN-PORT, RESERVATION-TOKEN,
+//!   dual-stack (ADDITIONAL-ADDRESS-FAMILY), quotas.
+//! - [`refresh`] — Refresh — lifetimes, deletion.
+//! - [`create_permission`] — CreatePermission.
+//! - [`channel_bind`] — ChannelBind.
+//! - [`send`] — client → peer: Send indications and ChannelData.
+//! - [`data`] — peer → client: Data indications and ChannelData.
+//!
+//! Authenticated requests arrive here as a [`Request`] after
+//! [`crate::auth`] has accepted them; answers are signed the way the request was.
+
+pub(crate) mod allocate;
+pub(crate) mod channel_bind;
+pub(crate) mod create_permission;
+pub(crate) mod data;
+pub(crate) mod refresh;
+pub(crate) mod send;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use turnpike_codec::{Attribute, EncodeError, ErrorCode, Message, MessageBuilder};
+
+use crate::allocation::{AllocationId, Allocations, FiveTuple};
+use crate::auth::Integrity;
+use crate::config::TurnConfig;
+use crate::credentials::{Credentials, User};
+use crate::packet::Packet;
+use crate::relay::{PortPicker, RelayPorts};
+use crate::response::reason_phrase;
+
+/// A shard's TURN state.
+pub(crate) struct Turn {
+    pub(crate) allocations: Allocations,
+    pub(crate) users: Credentials,
+    pub(crate) ports: PortPicker,
+    pub(crate) rng: SmallRng,
+    pub(crate) relays: Box<dyn RelayPorts + Send>,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("allocations", &self.allocations.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Turn {
+    /// Deletes an allocation: closes its sockets and returns its quota.
+    pub(crate) fn delete(&mut self, config: &TurnConfig, id: AllocationId) {
+        if let Some(allocation) = self.allocations.remove(id) {
+            for relay in allocation.relays.into_iter().flatten() {
+                self.relays.release(relay);
+            }
+            config.quotas.release(&allocation.user.name);
+        }
+    }
+}
+
+/// An authenticated TURN request and everything needed to answer it.
+pub(crate) struct Request<'a, 'm> {
+    pub(crate) now: Instant,
+    pub(crate) packet: &'a Packet<'m>,
+    pub(crate) message: &'a Message<'m>,
+    pub(crate) config: &'a TurnConfig,
+    pub(crate) software: Option<&'a str>,
+    pub(crate) user: Arc<User>,
+    pub(crate) integrity: Integrity,
+}
+
+impl Request<'_, '_> {
+    pub(crate) fn five_tuple(&self) -> FiveTuple {
+        FiveTuple {
+            transport: self.packet.transport,
+            client: self.packet.remote,
+            server: self.packet.local,
+        }
+    }
+
+    /// Writes a signed success response with the attributes `fill` adds.
+    pub(crate) fn success(
+        &self,
+        out: &mut [u8],
+        fill: impl FnOnce(&mut MessageBuilder<'_>) -> Result<(), EncodeError>,
+    ) -> Option<usize> {
+        let mut msg = MessageBuilder::new(
+            out,
+            self.message.message_type().success(),
+            self.message.transaction_id(),
+        )
+        .ok()?;
+        fill(&mut msg).ok()?;
+        self.finish(msg)
+    }
+
+    /// Writes a signed error response (RFC 8656 signs errors to
+    /// authenticated requests, so the client can trust them).
+    pub(crate) fn error(&self, out: &mut [u8], code: u16) -> Option<usize> {
+        let mut msg = MessageBuilder::new(
+            out,
+            self.message.message_type().error(),
+            self.message.transaction_id(),
+        )
+        .ok()?;
+        msg.add(&Attribute::ErrorCode(ErrorCode {
+            code,
+            reason: reason_phrase(code),
+        }))
+        .ok()?;
+        self.finish(msg)
+    }
+
+    fn finish(&self, mut msg: MessageBuilder<'_>) -> Option<usize> {
+        if let Some(software) = self.software {
+            msg.add(&Attribute::Software(software)).ok()?;
+        }
+        self.integrity.sign(&mut msg).ok()?;
+        if self.message.has_fingerprint() {
+            msg.add_fingerprint().ok()?;
+        }
+        Some(msg.finish())
+    }
+
+    /// The allocation of this request's 5-tuple, if it belongs to the same
+    /// user: `Err(437)` without one, `Err(441)` for another user's (RFC 8656
+    /// §5: the 5-tuple and the credentials must both match).
+    pub(crate) fn own_allocation(&self, allocations: &Allocations) -> Result<AllocationId, u16> {
+        let id = allocations
+            .id_by_five_tuple(&self.five_tuple())
+            .ok_or(437u16)?;
+        match allocations.get(id) {
+            Some(a) if a.user.name == self.user.name => Ok(id),
+            Some(_) => Err(441),
+            None => Err(437),
+        }
+    }
+}
+
+/// Lifetime granted for a requested one (RFC 8656 §7.2 and §8.2): the
+/// default when none or less is asked for, capped at the maximum.
+pub(crate) fn granted_lifetime(config: &TurnConfig, requested: Option<u32>) -> Duration {
+    let requested = requested.map_or(config.default_lifetime, |s| {
+        Duration::from_secs(u64::from(s))
+    });
+    requested
+        .max(config.default_lifetime)
+        .min(config.max_lifetime)
+}
+
+/// Lifetime in whole seconds for the LIFETIME attribute.
+pub(crate) fn lifetime_secs(lifetime: Duration) -> u32 {
+    u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// Whether `peer` can be relayed from an allocation with these relays.
+pub(crate) fn same_family(relays: &[Option<SocketAddr>; 2], peer: IpAddr) -> bool {
+    relays[crate::allocation::family_index(peer)].is_some()
+}

@@ -1,0 +1,1079 @@
+//! TURN through the sans-IO `Server` with a simulated clock and a fake relay
+//! binder: authentication, lifetimes, permissions, channels, relaying both
+//! ways, quotas, reservations, dual stack, and the unauthenticated surface
+//! (amplification, rate limits, no state).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use turnpike_codec::attr::{PasswordAlgorithm, PasswordAlgorithms, password_algorithm, protocol};
+use turnpike_codec::integrity::{long_term_key_md5, long_term_key_sha256, userhash};
+use turnpike_codec::{
+    AddressFamily, AttrType, Attribute, ChannelData, Class, Message, MessageBuilder, MessageType,
+    Method, Sha1Key, Sha256Key, TransactionId,
+};
+use turnpike_core::{
+    Config, Event, NonceKey, Packet, PeerPolicy, RelayOptions, RelayPorts, Server, Shard, Transmit,
+    Transport, TurnConfig, UserKeys,
+};
+
+const REALM: &str = "turnpike.test"; // 13 characters
+const USER: &str = "alice";
+const PASS: &str = "wonderland";
+const SERVER: &str = "192.0.2.10:3478";
+const CLIENT: &str = "198.51.100.20:40000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+/// What the fake shell has bound and reserved.
+#[derive(Default, Debug)]
+struct Sockets {
+    bound: HashSet<SocketAddr>,
+    reserved: HashMap<[u8; 8], SocketAddr>,
+    refuse_all: bool,
+    released: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Default)]
+struct FakeRelays(Arc<Mutex<Sockets>>);
+
+impl RelayPorts for FakeRelays {
+    fn bind(&mut self, addr: SocketAddr, _: RelayOptions) -> io::Result<()> {
+        let mut s = self.0.lock().unwrap();
+        if s.refuse_all || !s.bound.insert(addr) {
+            return Err(io::ErrorKind::AddrInUse.into());
+        }
+        Ok(())
+    }
+    fn release(&mut self, addr: SocketAddr) {
+        let mut s = self.0.lock().unwrap();
+        s.bound.remove(&addr);
+        s.released.push(addr);
+    }
+    fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], _: Instant) {
+        self.0.lock().unwrap().reserved.insert(token, addr);
+    }
+    fn redeem(&mut self, token: [u8; 8], _: Instant) -> Option<SocketAddr> {
+        self.0.lock().unwrap().reserved.remove(&token)
+    }
+}
+
+struct Harness {
+    server: Server,
+    relays: FakeRelays,
+    now: Instant,
+    next_tid: u8,
+}
+
+fn turn_config(epoch: Instant, tweak: impl FnOnce(&mut TurnConfig)) -> Config {
+    let nonces = NonceKey::new(&[9; 32], epoch, Duration::from_secs(600));
+    let policy = PeerPolicy::new(vec![], vec![], vec![addr(SERVER)], vec![]);
+    let mut turn = TurnConfig::new(REALM, nonces, policy);
+    turn.relay_ips = vec![
+        "192.0.2.10".parse().unwrap(),
+        "2001:db8::10".parse().unwrap(),
+    ];
+    turn.min_port = 50000;
+    turn.max_port = 50999;
+    tweak(&mut turn);
+    Config {
+        turn: Some(turn),
+        ..Config::default()
+    }
+}
+
+/// An authenticated request's credentials.
+#[derive(Clone)]
+struct Creds {
+    user: &'static str,
+    pass: &'static str,
+    nonce: String,
+}
+
+struct Answer {
+    transmit: Transmit,
+    bytes: Vec<u8>,
+}
+
+impl Answer {
+    fn message(&self) -> Message<'_> {
+        Message::parse(&self.bytes).expect("server output parses")
+    }
+    fn attr(&self, t: AttrType) -> Option<Attribute<'_>> {
+        self.message().get(t).map(|r| r.expect("decodes"))
+    }
+    fn attrs(&self, t: AttrType) -> Vec<Attribute<'_>> {
+        self.message()
+            .decoded()
+            .map(|a| a.expect("decodes"))
+            .filter(|a| a.attr_type() == t)
+            .collect()
+    }
+    fn class(&self) -> Class {
+        self.message().message_type().class
+    }
+    fn code(&self) -> Option<u16> {
+        match self.attr(AttrType::ERROR_CODE) {
+            Some(Attribute::ErrorCode(e)) => Some(e.code),
+            _ => None,
+        }
+    }
+    fn nonce(&self) -> String {
+        match self.attr(AttrType::NONCE) {
+            Some(Attribute::Nonce(n)) => n.to_owned(),
+            other => panic!("no NONCE: {other:?}"),
+        }
+    }
+    fn relayed(&self) -> Vec<SocketAddr> {
+        self.attrs(AttrType::XOR_RELAYED_ADDRESS)
+            .into_iter()
+            .map(|a| match a {
+                Attribute::XorRelayedAddress(r) => r,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+    fn lifetime(&self) -> Option<u32> {
+        match self.attr(AttrType::LIFETIME) {
+            Some(Attribute::Lifetime(l)) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+impl Harness {
+    fn new(tweak: impl FnOnce(&mut TurnConfig)) -> Harness {
+        let now = Instant::now();
+        let relays = FakeRelays::default();
+        let config = Arc::new(turn_config(now, tweak));
+        let mut server = Server::with_relays(config, Shard::default(), Box::new(relays.clone()));
+        server.insert_credentials(USER, UserKeys::from_password(USER, REALM, PASS));
+        server.insert_credentials("bob", UserKeys::from_password("bob", REALM, "builder"));
+        Harness {
+            server,
+            relays,
+            now,
+            next_tid: 0,
+        }
+    }
+
+    fn tid(&mut self) -> TransactionId {
+        self.next_tid = self.next_tid.wrapping_add(1);
+        TransactionId::Rfc5389([self.next_tid; 12])
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.server.handle_timeout(self.now);
+    }
+
+    fn request(
+        &mut self,
+        method: Method,
+        tid: TransactionId,
+        attrs: &[Attribute<'_>],
+        creds: Option<&Creds>,
+    ) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let mut msg =
+            MessageBuilder::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
+        for a in attrs {
+            msg.add(a).unwrap();
+        }
+        if let Some(c) = creds {
+            msg.add(&Attribute::Username(c.user)).unwrap();
+            msg.add(&Attribute::Realm(REALM)).unwrap();
+            msg.add(&Attribute::Nonce(&c.nonce)).unwrap();
+            msg.add_message_integrity(&Sha1Key::new(&long_term_key_md5(c.user, REALM, c.pass)))
+                .unwrap();
+        }
+        let len = msg.finish();
+        buf.truncate(len);
+        buf
+    }
+
+    fn send_from(&mut self, client: &str, data: &[u8]) -> Option<Answer> {
+        let mut out = [0u8; 2048];
+        let packet = Packet {
+            transport: Transport::Udp,
+            local: addr(SERVER),
+            remote: addr(client),
+            data,
+        };
+        let transmit = self.server.handle_packet(self.now, packet, &mut out)?;
+        Some(Answer {
+            transmit,
+            bytes: out[..transmit.len].to_vec(),
+        })
+    }
+
+    fn send(&mut self, data: &[u8]) -> Option<Answer> {
+        self.send_from(CLIENT, data)
+    }
+
+    fn peer_sends(&mut self, relay: SocketAddr, peer: &str, data: &[u8]) -> Option<Answer> {
+        let mut out = [0u8; 2048];
+        let transmit =
+            self.server
+                .handle_peer_packet(self.now, relay, addr(peer), data, &mut out)?;
+        Some(Answer {
+            transmit,
+            bytes: out[..transmit.len].to_vec(),
+        })
+    }
+
+    /// Gets a nonce the way a client does: an unauthenticated Allocate.
+    fn creds_for(&mut self, client: &str, user: &'static str, pass: &'static str) -> Creds {
+        let tid = self.tid();
+        let req = self.request(
+            Method::ALLOCATE,
+            tid,
+            &[Attribute::RequestedTransport(protocol::UDP)],
+            None,
+        );
+        let answer = self.send_from(client, &req).expect("401");
+        assert_eq!(answer.code(), Some(401));
+        Creds {
+            user,
+            pass,
+            nonce: answer.nonce(),
+        }
+    }
+
+    fn creds(&mut self) -> Creds {
+        self.creds_for(CLIENT, USER, PASS)
+    }
+
+    fn authed(&mut self, method: Method, attrs: &[Attribute<'_>], creds: &Creds) -> Answer {
+        self.authed_from(CLIENT, method, attrs, creds)
+    }
+
+    fn authed_from(
+        &mut self,
+        client: &str,
+        method: Method,
+        attrs: &[Attribute<'_>],
+        creds: &Creds,
+    ) -> Answer {
+        let tid = self.tid();
+        let req = self.request(method, tid, attrs, Some(creds));
+        self.send_from(client, &req).expect("an answer")
+    }
+
+    fn allocate(&mut self, creds: &Creds) -> SocketAddr {
+        let a = self.authed(
+            Method::ALLOCATE,
+            &[Attribute::RequestedTransport(protocol::UDP)],
+            creds,
+        );
+        assert_eq!(a.class(), Class::Success, "allocate failed: {:?}", a.code());
+        a.relayed()[0]
+    }
+
+    fn bound(&self) -> HashSet<SocketAddr> {
+        self.relays.0.lock().unwrap().bound.clone()
+    }
+}
+
+fn verify_md5(answer: &Answer, user: &str, pass: &str) {
+    let key = Sha1Key::new(&long_term_key_md5(user, REALM, pass));
+    answer
+        .message()
+        .verify_integrity(&key)
+        .expect("answer signed with the user's key");
+}
+
+const PEER: &str = "93.184.216.34:6000";
+
+#[test]
+fn allocate_needs_credentials_and_answers_lean() {
+    let mut h = Harness::new(|_| {});
+    let tid = h.tid();
+    let req = h.request(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        None,
+    );
+    assert_eq!(req.len(), 28);
+    let a = h.send(&req).unwrap();
+    assert_eq!(a.code(), Some(401));
+    assert_eq!(a.attr(AttrType::REALM), Some(Attribute::Realm(REALM)));
+    assert!(a.attr(AttrType::SOFTWARE).is_none());
+    assert!(
+        a.bytes.len() <= 3 * req.len(),
+        "401 of {} bytes to a {}-byte request",
+        a.bytes.len(),
+        req.len()
+    );
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn allocate_success_is_signed_and_binds_a_relay() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success);
+    verify_md5(&a, USER, PASS);
+    let relay = a.relayed()[0];
+    assert_eq!(relay.ip(), "192.0.2.10".parse::<IpAddr>().unwrap());
+    assert!((50000..=50999).contains(&relay.port()));
+    assert_eq!(a.lifetime(), Some(600));
+    assert_eq!(
+        a.attr(AttrType::XOR_MAPPED_ADDRESS),
+        Some(Attribute::XorMappedAddress(addr(CLIENT)))
+    );
+    assert!(h.bound().contains(&relay));
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(h.server.stats().allocations_created, 1);
+}
+
+#[test]
+fn wrong_password_is_401_and_counted() {
+    let mut h = Harness::new(|_| {});
+    let mut creds = h.creds();
+    creds.pass = "wrong";
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(401));
+    assert_eq!(h.server.stats().auth_failures, 1);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn stale_and_foreign_nonces_get_438_with_a_fresh_nonce() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    // Issued to another address.
+    let a = h.authed_from(
+        "198.51.100.21:40000",
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(438));
+    h.advance(601);
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(438));
+    let fresh = Creds {
+        nonce: a.nonce(),
+        ..creds
+    };
+    h.allocate(&fresh);
+}
+
+#[test]
+fn unknown_user_asks_the_shell_then_succeeds() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds_for(CLIENT, "carol", "secret");
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(401));
+    assert_eq!(
+        h.server.poll_event(),
+        Some(Event::NeedCredentials {
+            username: "carol".into()
+        })
+    );
+    assert_eq!(h.server.poll_event(), None);
+    h.server
+        .insert_credentials("carol", UserKeys::from_password("carol", REALM, "secret"));
+    h.allocate(&creds);
+}
+
+#[test]
+fn second_allocate_on_a_five_tuple_is_437_but_a_retransmission_is_answered_again() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let tid = h.tid();
+    let req = h.request(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        Some(&creds),
+    );
+    let first = h.send(&req).unwrap();
+    let again = h.send(&req).unwrap();
+    assert_eq!(again.class(), Class::Success);
+    assert_eq!(again.relayed(), first.relayed());
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(437));
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn transport_and_attribute_rules() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let a = h.authed(Method::ALLOCATE, &[], &creds);
+    assert_eq!(a.code(), Some(400), "REQUESTED-TRANSPORT is required");
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::TCP)],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(442));
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::ReservationToken(&[1; 8]),
+            Attribute::EvenPort(false),
+        ],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(400), "RESERVATION-TOKEN with EVEN-PORT");
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::AdditionalAddressFamily(AddressFamily::V4),
+        ],
+        &creds,
+    );
+    assert_eq!(
+        a.code(),
+        Some(400),
+        "ADDITIONAL-ADDRESS-FAMILY must be IPv6"
+    );
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn lifetimes_refresh_and_deletion() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::Lifetime(100_000),
+        ],
+        &creds,
+    );
+    assert_eq!(a.lifetime(), Some(3600), "capped at the maximum");
+    let relay = a.relayed()[0];
+    let a = h.authed(Method::REFRESH, &[Attribute::Lifetime(30)], &creds);
+    assert_eq!(a.lifetime(), Some(600), "raised to the default");
+    h.advance(599);
+    assert_eq!(h.server.allocation_count(), 1);
+    let a = h.authed(Method::REFRESH, &[Attribute::Lifetime(0)], &creds);
+    assert_eq!(a.class(), Class::Success);
+    assert_eq!(a.lifetime(), Some(0));
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(!h.bound().contains(&relay), "relay released on delete");
+    let a = h.authed(Method::REFRESH, &[], &creds);
+    assert_eq!(a.code(), Some(437));
+}
+
+#[test]
+fn allocations_expire_on_the_sweep() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let relay = h.allocate(&creds);
+    h.advance(599);
+    assert_eq!(h.server.allocation_count(), 1);
+    h.advance(2);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(!h.bound().contains(&relay));
+    assert_eq!(h.server.poll_timeout(), None, "nothing left to sweep");
+}
+
+#[test]
+fn other_clients_and_users_cannot_touch_an_allocation() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    h.allocate(&creds);
+    // Same user, other 5-tuple: no allocation there.
+    let other = "198.51.100.99:1234";
+    let c2 = h.creds_for(other, USER, PASS);
+    let a = h.authed_from(other, Method::REFRESH, &[Attribute::Lifetime(0)], &c2);
+    assert_eq!(a.code(), Some(437));
+    let a = h.authed_from(
+        other,
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr(PEER))],
+        &c2,
+    );
+    assert_eq!(a.code(), Some(437));
+    // Other user on the allocation's own 5-tuple.
+    let bob = h.creds_for(CLIENT, "bob", "builder");
+    let a = h.authed(Method::REFRESH, &[Attribute::Lifetime(0)], &bob);
+    assert_eq!(a.code(), Some(441));
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn send_needs_a_permission_which_expires() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let relay = h.allocate(&creds);
+    let send = |h: &mut Harness| {
+        let tid = h.tid();
+        let mut buf = vec![0u8; 256];
+        let mut msg = MessageBuilder::new(
+            &mut buf,
+            MessageType::new(Method::SEND, Class::Indication),
+            tid,
+        )
+        .unwrap();
+        msg.add(&Attribute::XorPeerAddress(addr(PEER))).unwrap();
+        msg.add(&Attribute::Data(b"hello peer")).unwrap();
+        let len = msg.finish();
+        h.send(&buf[..len])
+    };
+    assert!(send(&mut h).is_none(), "no permission yet");
+    let a = h.authed(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr(PEER))],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success);
+    let t = send(&mut h).expect("relayed");
+    assert_eq!(t.transmit.source, relay);
+    assert_eq!(t.transmit.destination, addr(PEER));
+    assert_eq!(t.bytes, b"hello peer");
+    // Peer answers: a Data indication to the client, from the server address.
+    let back = h.peer_sends(relay, PEER, b"hi client").expect("to client");
+    assert_eq!(back.transmit.destination, addr(CLIENT));
+    assert_eq!(back.transmit.source, addr(SERVER));
+    assert_eq!(
+        back.message().message_type(),
+        MessageType::new(Method::DATA, Class::Indication)
+    );
+    assert_eq!(
+        back.attr(AttrType::DATA),
+        Some(Attribute::Data(b"hi client"))
+    );
+    assert_eq!(
+        back.attr(AttrType::XOR_PEER_ADDRESS),
+        Some(Attribute::XorPeerAddress(addr(PEER)))
+    );
+    // Another peer IP has no permission.
+    assert!(h.peer_sends(relay, "93.184.216.35:6000", b"x").is_none());
+    // Permissions last 300 s (the allocation 600 s).
+    h.advance(301);
+    assert!(send(&mut h).is_none(), "permission expired");
+    assert!(h.peer_sends(relay, PEER, b"x").is_none());
+    assert_eq!(h.server.stats().to_peer_packets, 1);
+    assert_eq!(h.server.stats().to_client_packets, 1);
+}
+
+#[test]
+fn channels_relay_both_ways_and_follow_the_rebinding_rules() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let relay = h.allocate(&creds);
+    let bind = |h: &mut Harness, n: u16, peer: &str| {
+        h.authed(
+            Method::CHANNEL_BIND,
+            &[
+                Attribute::ChannelNumber(n),
+                Attribute::XorPeerAddress(addr(peer)),
+            ],
+            &creds,
+        )
+    };
+    assert_eq!(bind(&mut h, 0x4000, PEER).class(), Class::Success);
+    assert_eq!(
+        bind(&mut h, 0x4000, PEER).class(),
+        Class::Success,
+        "refresh"
+    );
+    assert_eq!(
+        bind(&mut h, 0x4000, "93.184.216.35:7000").code(),
+        Some(400),
+        "channel to another peer"
+    );
+    assert_eq!(
+        bind(&mut h, 0x4001, PEER).code(),
+        Some(400),
+        "peer to another channel"
+    );
+    assert_eq!(
+        bind(&mut h, 0x3FFF, "93.184.216.36:1").code(),
+        Some(400),
+        "below the range"
+    );
+    assert_eq!(
+        bind(&mut h, 0x8000, "93.184.216.36:1").code(),
+        Some(400),
+        "above the range"
+    );
+    assert_eq!(
+        bind(&mut h, 0x7FFF, "93.184.216.36:1").class(),
+        Class::Success,
+        "RFC 5766 range"
+    );
+
+    let mut cd = [0u8; 64];
+    let len = ChannelData {
+        channel: 0x4000,
+        data: b"over the channel",
+    }
+    .encode(&mut cd, false)
+    .unwrap();
+    let t = h.send(&cd[..len]).expect("relayed");
+    assert_eq!(
+        (t.transmit.source, t.transmit.destination),
+        (relay, addr(PEER))
+    );
+    assert_eq!(t.bytes, b"over the channel");
+    let back = h.peer_sends(relay, PEER, b"reply").expect("to client");
+    assert_eq!(
+        ChannelData::parse(&back.bytes),
+        Ok(ChannelData {
+            channel: 0x4000,
+            data: b"reply"
+        })
+    );
+    // An unbound channel number is dropped.
+    let len = ChannelData {
+        channel: 0x4002,
+        data: b"x",
+    }
+    .encode(&mut cd, false)
+    .unwrap();
+    assert!(h.send(&cd[..len]).is_none());
+    // Bindings last 600 s, but the permission they install only 300 s
+    // unless refreshed: data stops with the permission.
+    h.advance(301);
+    let len = ChannelData {
+        channel: 0x4000,
+        data: b"late",
+    }
+    .encode(&mut cd, false)
+    .unwrap();
+    assert!(h.send(&cd[..len]).is_none());
+}
+
+#[test]
+fn peers_refused_by_policy_get_403() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    h.allocate(&creds);
+    for peer in ["127.0.0.1:5000", "[::ffff:127.0.0.1]:5000", SERVER] {
+        let a = h.authed(
+            Method::CREATE_PERMISSION,
+            &[Attribute::XorPeerAddress(addr(peer))],
+            &creds,
+        );
+        let expect = if addr(peer).is_ipv6() { 443 } else { 403 };
+        assert_eq!(a.code(), Some(expect), "{peer}");
+    }
+    let a = h.authed(
+        Method::CHANNEL_BIND,
+        &[
+            Attribute::ChannelNumber(0x4000),
+            Attribute::XorPeerAddress(addr("127.0.0.1:5000")),
+        ],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(403));
+    // One bad peer among good ones installs nothing.
+    let a = h.authed(
+        Method::CREATE_PERMISSION,
+        &[
+            Attribute::XorPeerAddress(addr(PEER)),
+            Attribute::XorPeerAddress(addr("127.0.0.1:1")),
+        ],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(403));
+    let relay = h.bound().into_iter().next().unwrap();
+    assert!(h.peer_sends(relay, PEER, b"x").is_none());
+}
+
+#[test]
+fn quotas() {
+    let mut h = Harness::new(|t| {
+        t.user_quota = 1;
+        t.total_quota = 2;
+    });
+    let creds = h.creds();
+    h.allocate(&creds);
+    let c2 = "198.51.100.30:1000";
+    let alice2 = h.creds_for(c2, USER, PASS);
+    let a = h.authed_from(
+        c2,
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &alice2,
+    );
+    assert_eq!(a.code(), Some(486));
+    let bob = h.creds_for(c2, "bob", "builder");
+    let a = h.authed_from(
+        c2,
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &bob,
+    );
+    assert_eq!(a.class(), Class::Success);
+    let c3 = "198.51.100.31:1000";
+    let bob2 = h.creds_for(c3, "bob", "builder");
+    let a = h.authed_from(
+        c3,
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &bob2,
+    );
+    assert_eq!(a.code(), Some(486));
+    // Deleting frees the quota.
+    h.authed(Method::REFRESH, &[Attribute::Lifetime(0)], &creds);
+    let alice3 = h.creds_for(c3, USER, PASS);
+    let a = h.authed_from(
+        c3,
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &alice3,
+    );
+    assert_eq!(a.class(), Class::Success);
+    // Server-wide: two allocations exist, the limit is two.
+    let c4 = "198.51.100.32:1000";
+    let mut h2 = Harness::new(|t| t.total_quota = 1);
+    let creds = h2.creds();
+    h2.allocate(&creds);
+    let bob = h2.creds_for(c4, "bob", "builder");
+    let a = h2.authed_from(
+        c4,
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &bob,
+    );
+    assert_eq!(a.code(), Some(508));
+}
+
+#[test]
+fn no_free_port_is_508_and_returns_the_quota() {
+    let mut h = Harness::new(|t| t.user_quota = 1);
+    h.relays.0.lock().unwrap().refuse_all = true;
+    let creds = h.creds();
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(508));
+    h.relays.0.lock().unwrap().refuse_all = false;
+    h.allocate(&creds);
+}
+
+#[test]
+fn even_port_reserves_the_next_port_for_a_token() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::EvenPort(true),
+        ],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success);
+    let rtp = a.relayed()[0];
+    assert_eq!(rtp.port() % 2, 0);
+    let token = match a.attr(AttrType::RESERVATION_TOKEN) {
+        Some(Attribute::ReservationToken(t)) => *t,
+        other => panic!("no token: {other:?}"),
+    };
+    // The RTCP allocation comes from another client port.
+    let c2 = "198.51.100.20:40001";
+    let creds2 = h.creds_for(c2, USER, PASS);
+    let a = h.authed_from(
+        c2,
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::ReservationToken(&token),
+        ],
+        &creds2,
+    );
+    assert_eq!(a.relayed(), vec![SocketAddr::new(rtp.ip(), rtp.port() + 1)]);
+    // A token works once.
+    let c3 = "198.51.100.20:40002";
+    let creds3 = h.creds_for(c3, USER, PASS);
+    let a = h.authed_from(
+        c3,
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::ReservationToken(&token),
+        ],
+        &creds3,
+    );
+    assert_eq!(a.code(), Some(508));
+}
+
+#[test]
+fn dual_stack_and_families() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::AdditionalAddressFamily(AddressFamily::V6),
+        ],
+        &creds,
+    );
+    let relays = a.relayed();
+    assert_eq!(relays.len(), 2);
+    assert!(relays[0].is_ipv4() && relays[1].is_ipv6());
+    // Peers of either family can now be permitted.
+    let a = h.authed(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr("[2606:4700::1111]:53"))],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success);
+
+    let mut v4only = Harness::new(|t| t.relay_ips = vec!["192.0.2.10".parse().unwrap()]);
+    let creds = v4only.creds();
+    let a = v4only.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::AdditionalAddressFamily(AddressFamily::V6),
+        ],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success);
+    assert_eq!(a.relayed().len(), 1);
+    match a.attr(AttrType::ADDRESS_ERROR_CODE) {
+        Some(Attribute::AddressErrorCode { family, error }) => {
+            assert_eq!((family, error.code), (AddressFamily::V6, 440));
+        }
+        other => panic!("expected ADDRESS-ERROR-CODE: {other:?}"),
+    }
+    let a = v4only.authed(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr("[2606:4700::1111]:53"))],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(443), "IPv6 peer on an IPv4-only allocation");
+    let c2 = "198.51.100.40:1";
+    let creds2 = v4only.creds_for(c2, USER, PASS);
+    let a = v4only.authed_from(
+        c2,
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::RequestedAddressFamily(AddressFamily::V6),
+        ],
+        &creds2,
+    );
+    assert_eq!(a.code(), Some(440));
+}
+
+#[test]
+fn sha256_and_userhash_when_the_request_leaves_room_for_them() {
+    let mut h = Harness::new(|_| {});
+    // A request large enough that the SHA-256 challenge fits 3x its size.
+    let tid = h.tid();
+    let pad = "x".repeat(16);
+    let req = h.request(
+        Method::ALLOCATE,
+        tid,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::Software(&pad),
+        ],
+        None,
+    );
+    let challenge = h.send(&req).unwrap();
+    assert_eq!(challenge.code(), Some(401));
+    let nonce = challenge.nonce();
+    assert!(nonce.starts_with("obMatJos2"), "{nonce}");
+    let offered = match challenge.attr(AttrType::PASSWORD_ALGORITHMS) {
+        Some(Attribute::PasswordAlgorithms(list)) => {
+            list.iter().map(|a| a.algorithm).collect::<Vec<_>>()
+        }
+        other => panic!("no PASSWORD-ALGORITHMS: {other:?}"),
+    };
+    assert_eq!(
+        offered,
+        vec![password_algorithm::SHA256, password_algorithm::MD5]
+    );
+    let list = [
+        PasswordAlgorithm {
+            algorithm: password_algorithm::SHA256,
+            params: &[],
+        },
+        PasswordAlgorithm {
+            algorithm: password_algorithm::MD5,
+            params: &[],
+        },
+    ];
+    let sha_key = Sha256Key::new(&long_term_key_sha256(USER, REALM, PASS));
+    let build = |h: &mut Harness, use_hash: bool, echoed: &[PasswordAlgorithm<'_>]| {
+        let tid = h.tid();
+        let mut buf = vec![0u8; 512];
+        let mut msg = MessageBuilder::new(
+            &mut buf,
+            MessageType::new(Method::ALLOCATE, Class::Request),
+            tid,
+        )
+        .unwrap();
+        msg.add(&Attribute::RequestedTransport(protocol::UDP))
+            .unwrap();
+        if use_hash {
+            msg.add(&Attribute::Userhash(&userhash(USER, REALM)))
+                .unwrap();
+        } else {
+            msg.add(&Attribute::Username(USER)).unwrap();
+        }
+        msg.add(&Attribute::Realm(REALM)).unwrap();
+        msg.add(&Attribute::Nonce(&nonce)).unwrap();
+        msg.add(&Attribute::PasswordAlgorithms(PasswordAlgorithms::Values(
+            echoed,
+        )))
+        .unwrap();
+        msg.add(&Attribute::PasswordAlgorithm(list[0])).unwrap();
+        msg.add_message_integrity_sha256(&sha_key).unwrap();
+        let len = msg.finish();
+        buf.truncate(len);
+        buf
+    };
+    // Bid-down protection: the echoed list must be ours.
+    let req = build(&mut h, false, &list[1..]);
+    assert_eq!(h.send(&req).unwrap().code(), Some(400));
+    let req = build(&mut h, false, &list);
+    let a = h.send(&req).unwrap();
+    assert_eq!(a.class(), Class::Success);
+    a.message()
+        .verify_integrity_sha256(&sha_key)
+        .expect("answer signed with SHA-256");
+    assert!(
+        !a.message().has_integrity(),
+        "signed the way the request was"
+    );
+    // USERHASH instead of USERNAME, from another client.
+    let md5 = h.creds();
+    h.authed(Method::REFRESH, &[Attribute::Lifetime(0)], &md5);
+    let req = build(&mut h, true, &list);
+    let a = h.send(&req).unwrap();
+    assert_eq!(a.class(), Class::Success);
+}
+
+#[test]
+fn unauthenticated_answers_never_exceed_three_times_the_request() {
+    let mut h = Harness::new(|_| {});
+    for (method, attrs) in [
+        (Method::REFRESH, vec![]),
+        (
+            Method::ALLOCATE,
+            vec![Attribute::RequestedTransport(protocol::UDP)],
+        ),
+        (
+            Method::CREATE_PERMISSION,
+            vec![Attribute::XorPeerAddress(addr(PEER))],
+        ),
+        (Method::CHANNEL_BIND, vec![Attribute::ChannelNumber(0x4000)]),
+    ] {
+        for fingerprint in [false, true] {
+            let tid = h.tid();
+            let mut buf = vec![0u8; 256];
+            let mut msg =
+                MessageBuilder::new(&mut buf, MessageType::new(method, Class::Request), tid)
+                    .unwrap();
+            for a in &attrs {
+                msg.add(a).unwrap();
+            }
+            if fingerprint {
+                msg.add_fingerprint().unwrap();
+            }
+            let len = msg.finish();
+            let client = format!(
+                "198.51.100.{}:{}",
+                100 + h.next_tid,
+                1000 + u16::from(h.next_tid)
+            );
+            if let Some(a) = h.send_from(&client, &buf[..len]) {
+                assert!(
+                    a.bytes.len() <= 3 * len,
+                    "{method:?}: {} bytes for {len}",
+                    a.bytes.len()
+                );
+            }
+        }
+    }
+    // A bare 20-byte Refresh cannot be answered within the budget at all.
+    let tid = h.tid();
+    let bare = h.request(Method::REFRESH, tid, &[], None);
+    assert!(h.send_from("198.51.100.200:1", &bare).is_none());
+    assert!(h.server.stats().challenges_suppressed >= 1);
+}
+
+#[test]
+fn challenges_are_rate_limited_per_source() {
+    let mut h = Harness::new(|t| t.challenges_per_second = 5);
+    let tid = h.tid();
+    let req = h.request(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        None,
+    );
+    let answered = (0..20).filter(|_| h.send(&req).is_some()).count();
+    assert_eq!(answered, 5);
+    // Another source is not affected; the first recovers a second later.
+    assert!(h.send_from("198.51.100.77:1", &req).is_some());
+    h.advance(1);
+    assert!(h.send(&req).is_some());
+}
+
+#[test]
+fn a_flood_of_unauthenticated_allocates_keeps_no_state() {
+    let mut h = Harness::new(|_| {});
+    let tid = h.tid();
+    let req = h.request(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        None,
+    );
+    for i in 0..20_000u32 {
+        let client = SocketAddr::new(
+            IpAddr::from(std::net::Ipv4Addr::from(
+                (0xC633_6400u32 | (i & 0xFF)) ^ (i << 8),
+            )),
+            1024 + (i % 60000) as u16,
+        );
+        let mut out = [0u8; 512];
+        let packet = Packet {
+            transport: Transport::Udp,
+            local: addr(SERVER),
+            remote: client,
+            data: &req,
+        };
+        let _ = h.server.handle_packet(h.now, packet, &mut out);
+    }
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.poll_event(), None);
+    assert!(h.bound().is_empty());
+}
