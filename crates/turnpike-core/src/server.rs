@@ -115,11 +115,7 @@ impl Server {
     }
 
     /// A shard that binds relay sockets through `relays`.
-    pub fn with_relays(
-        config: Arc<Config>,
-        shard: Shard,
-        relays: Box<dyn RelayPorts + Send>,
-    ) -> Self {
+    pub fn with_relays(config: Arc<Config>, shard: Shard, relays: Box<dyn RelayPorts>) -> Self {
         let turn = config.turn.as_ref().map(|t| Turn {
             allocations: Allocations::default(),
             users: Credentials::default(),
@@ -135,6 +131,11 @@ impl Server {
             events: VecDeque::new(),
             next_sweep: None,
         }
+    }
+
+    /// The configuration this shard runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// This shard's counters.

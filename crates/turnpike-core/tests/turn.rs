@@ -1077,3 +1077,21 @@ fn a_flood_of_unauthenticated_allocates_keeps_no_state() {
     assert_eq!(h.server.poll_event(), None);
     assert!(h.bound().is_empty());
 }
+
+#[test]
+fn dual_stack_with_even_port_as_uclient_sends_it() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::Lifetime(800),
+            Attribute::EvenPort(false),
+            Attribute::AdditionalAddressFamily(AddressFamily::V6),
+        ],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success);
+    assert_eq!(a.relayed().len(), 2, "{:?}", a.relayed());
+}

@@ -24,7 +24,12 @@ use clap::builder::{BoolishValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{LogFormat, Overrides, parse_ip, parse_socket_addr};
+use ipnet::IpNet;
+
+use crate::config::{
+    ExternalIp, LogFormat, Overrides, UserEntry, parse_external_ip, parse_ip, parse_ip_net,
+    parse_socket_addr, parse_user,
+};
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
@@ -236,6 +241,183 @@ pub struct Settings {
     /// Ignore PADDING (padding = false)
     #[arg(long, global = true, overrides_with = "padding", help_heading = "STUN")]
     pub no_padding: bool,
+
+    /// turn.enabled: serve TURN; off = STUN only [default: true]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_TURN",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        overrides_with = "no_turn",
+        help_heading = "TURN"
+    )]
+    pub turn: Option<bool>,
+
+    /// Serve STUN only; TURN requests get 400 (enabled = false)
+    #[arg(long, global = true, overrides_with = "turn", help_heading = "TURN")]
+    pub no_turn: bool,
+
+    /// turn.realm: REALM clients authenticate in [default: turnpike]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_REALM",
+        value_name = "REALM",
+        help_heading = "TURN"
+    )]
+    pub realm: Option<String>,
+
+    /// turn.relay_ips: IP to relay on; repeat or separate with commas.
+    /// Replaces the file's list. [default: the IP each request arrived on]
+    #[arg(
+        long = "relay-ip",
+        global = true,
+        env = "TURNPIKE_RELAY_IPS",
+        value_name = "IP",
+        value_delimiter = ',',
+        value_parser = parse_ip,
+        help_heading = "TURN"
+    )]
+    pub relay_ips: Option<Vec<IpAddr>>,
+
+    /// turn.external_ips: PUBLIC or PUBLIC/PRIVATE for 1:1 NAT; repeat or
+    /// separate with commas. Replaces the file's list. [default: none]
+    #[arg(
+        long = "external-ip",
+        global = true,
+        env = "TURNPIKE_EXTERNAL_IPS",
+        value_name = "PUBLIC[/PRIVATE]",
+        value_delimiter = ',',
+        value_parser = parse_external_ip,
+        help_heading = "TURN"
+    )]
+    pub external_ips: Option<Vec<ExternalIp>>,
+
+    /// turn.min_port: lowest relay port [default: 49152]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MIN_PORT",
+        value_name = "PORT",
+        help_heading = "TURN"
+    )]
+    pub min_port: Option<u16>,
+
+    /// turn.max_port: highest relay port [default: 65535]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MAX_PORT",
+        value_name = "PORT",
+        help_heading = "TURN"
+    )]
+    pub max_port: Option<u16>,
+
+    /// turn.default_lifetime: allocation lifetime in seconds [default: 600]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_DEFAULT_LIFETIME",
+        value_name = "SECONDS",
+        help_heading = "TURN"
+    )]
+    pub default_lifetime: Option<u32>,
+
+    /// turn.max_lifetime: longest allocation lifetime in seconds [default: 3600]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MAX_LIFETIME",
+        value_name = "SECONDS",
+        help_heading = "TURN"
+    )]
+    pub max_lifetime: Option<u32>,
+
+    /// turn.nonce_lifetime: seconds a nonce stays valid [default: 600]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_NONCE_LIFETIME",
+        value_name = "SECONDS",
+        help_heading = "TURN"
+    )]
+    pub nonce_lifetime: Option<u32>,
+
+    /// turn.user_quota: allocations per user, 0 = unlimited [default: 0]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_USER_QUOTA",
+        value_name = "N",
+        help_heading = "TURN"
+    )]
+    pub user_quota: Option<u32>,
+
+    /// turn.total_quota: allocations server-wide, 0 = unlimited [default: 0]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_TOTAL_QUOTA",
+        value_name = "N",
+        help_heading = "TURN"
+    )]
+    pub total_quota: Option<u32>,
+
+    /// turn.allowed_peer_ranges: CIDR (or IP) exempt from the refusal of
+    /// loopback/private/reserved peers; repeat or separate with commas.
+    /// Replaces the file's list. [default: none]
+    #[arg(
+        long = "allowed-peer-range",
+        global = true,
+        env = "TURNPIKE_ALLOWED_PEER_RANGES",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_ip_net,
+        help_heading = "TURN"
+    )]
+    pub allowed_peer_ranges: Option<Vec<IpNet>>,
+
+    /// turn.denied_peer_ranges: CIDR (or IP) never relayed to; repeat or
+    /// separate with commas. Replaces the file's list. [default: none]
+    #[arg(
+        long = "denied-peer-range",
+        global = true,
+        env = "TURNPIKE_DENIED_PEER_RANGES",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_ip_net,
+        help_heading = "TURN"
+    )]
+    pub denied_peer_ranges: Option<Vec<IpNet>>,
+
+    /// turn.challenges_per_second: 401/438 answers per source address and
+    /// second [default: 20]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_CHALLENGES_PER_SECOND",
+        value_name = "N",
+        help_heading = "TURN"
+    )]
+    pub challenges_per_second: Option<u16>,
+
+    /// turn.users: static user USER:PASSWORD; repeat or separate with commas.
+    /// Replaces the file's [[turn.users]]. [default: none]
+    #[arg(
+        long = "user",
+        global = true,
+        env = "TURNPIKE_USERS",
+        hide_env_values = true,
+        value_name = "USER:PASSWORD",
+        value_delimiter = ',',
+        value_parser = parse_user,
+        help_heading = "TURN"
+    )]
+    pub users: Option<Vec<UserEntry>>,
 }
 
 /// `--no-X` can only come from the command line (it has no environment
@@ -265,6 +447,21 @@ impl Settings {
             alternate_port: self.alternate_port,
             response_port: tri_state(self.response_port, self.no_response_port),
             padding: tri_state(self.padding, self.no_padding),
+            turn: tri_state(self.turn, self.no_turn),
+            realm: self.realm.clone(),
+            relay_ips: self.relay_ips.clone(),
+            external_ips: self.external_ips.clone(),
+            min_port: self.min_port,
+            max_port: self.max_port,
+            default_lifetime: self.default_lifetime,
+            max_lifetime: self.max_lifetime,
+            nonce_lifetime: self.nonce_lifetime,
+            user_quota: self.user_quota,
+            total_quota: self.total_quota,
+            allowed_peer_ranges: self.allowed_peer_ranges.clone(),
+            denied_peer_ranges: self.denied_peer_ranges.clone(),
+            challenges_per_second: self.challenges_per_second,
+            users: self.users.clone(),
         }
     }
 }
@@ -330,10 +527,12 @@ fn one_line(err: &clap::Error, args: &[OsString]) -> String {
     let rendered = err.render().to_string();
     let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
     let headline = lines.next().unwrap_or("invalid command line");
-    let mut message = headline
-        .strip_prefix("error: ")
-        .unwrap_or(headline)
-        .to_owned();
+    let mut message = redacted_headline(err).unwrap_or_else(|| {
+        headline
+            .strip_prefix("error: ")
+            .unwrap_or(headline)
+            .to_owned()
+    });
     if let Some(env) = env_source(err, args) {
         message.push_str(&format!(" (from environment variable {env})"));
     }
@@ -355,6 +554,25 @@ fn one_line(err: &clap::Error, args: &[OsString]) -> String {
     }
     message.push_str(" (see turnpike --help)");
     message
+}
+
+/// Long flags whose values are secrets (`--user USER:PASSWORD`).
+const SECRET_FLAGS: &[&str] = &["user"];
+
+/// For a rejected value of a [`SECRET_FLAGS`] flag, a headline that leaves
+/// the value out (clap's own repeats it, which would print a password to
+/// the service log); the value parser's reason never includes it either.
+fn redacted_headline(err: &clap::Error) -> Option<String> {
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split([' ', '[', '=']).next()?.strip_prefix("--")?;
+    if !SECRET_FLAGS.contains(&long) || err.get(ContextKind::InvalidValue).is_none() {
+        return None;
+    }
+    let reason = std::error::Error::source(err)
+        .map_or_else(|| "not a valid value".to_owned(), ToString::to_string);
+    Some(format!("invalid value for '{arg}': {reason}"))
 }
 
 /// The environment variable that supplied the rejected value, if the
@@ -453,8 +671,32 @@ mod tests {
             "--alternate-port=4000",
             "--response-port",
             "--padding=false",
+            "--no-turn",
+            "--realm=example.org",
+            "--relay-ip=10.0.0.5,fd00::5",
+            "--relay-ip=10.0.0.6",
+            "--external-ip=203.0.113.5/10.0.0.5",
+            "--external-ip=2001:db8::5",
+            "--min-port=40000",
+            "--max-port=41000",
+            "--default-lifetime=60",
+            "--max-lifetime=120",
+            "--nonce-lifetime=30",
+            "--user-quota=2",
+            "--total-quota=100",
+            "--allowed-peer-range=127.0.0.0/8,::1",
+            "--denied-peer-range=10.9.0.0/16",
+            "--challenges-per-second=7",
+            "--user=alice:pa:ss,bob:b",
+            "--user=carol:c",
         ])
         .overrides();
+        let user = |name: &str, password: &str| UserEntry {
+            username: name.into(),
+            password: password.into(),
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(
             o,
@@ -474,6 +716,34 @@ mod tests {
                 alternate_port: Some(4000),
                 response_port: Some(true),
                 padding: Some(false),
+                turn: Some(false),
+                realm: Some("example.org".into()),
+                relay_ips: Some(vec![ip("10.0.0.5"), ip("fd00::5"), ip("10.0.0.6")]),
+                external_ips: Some(vec![
+                    ExternalIp {
+                        public: ip("203.0.113.5"),
+                        private: Some(ip("10.0.0.5")),
+                    },
+                    ExternalIp {
+                        public: ip("2001:db8::5"),
+                        private: None,
+                    },
+                ]),
+                min_port: Some(40000),
+                max_port: Some(41000),
+                default_lifetime: Some(60),
+                max_lifetime: Some(120),
+                nonce_lifetime: Some(30),
+                user_quota: Some(2),
+                total_quota: Some(100),
+                allowed_peer_ranges: Some(vec![net("127.0.0.0/8"), net("::1/128")]),
+                denied_peer_ranges: Some(vec![net("10.9.0.0/16")]),
+                challenges_per_second: Some(7),
+                users: Some(vec![
+                    user("alice", "pa:ss"),
+                    user("bob", "b"),
+                    user("carol", "c"),
+                ]),
             }
         );
     }
@@ -481,6 +751,8 @@ mod tests {
     #[test]
     fn last_of_flag_and_negation_wins() {
         assert_eq!(parse(&["--tcp", "--no-tcp"]).overrides().tcp, Some(false));
+        assert_eq!(parse(&["--no-turn", "--turn"]).overrides().turn, Some(true));
+        assert_eq!(parse(&["--turn=false"]).overrides().turn, Some(false));
         assert_eq!(parse(&["--no-tcp", "--tcp"]).overrides().tcp, Some(true));
         assert_eq!(
             parse(&["--software=x", "--no-software"])
@@ -508,6 +780,16 @@ mod tests {
             (&["frobnicate"], "frobnicate"),
             (&["--udp=maybe"], "maybe"),
             (&["--udp", "false"], "--udp=false"),
+            (&["--relay-ip", "10.0.0.x"], "not an IP address"),
+            (&["--external-ip", "203.0.113.5/"], "PUBLIC/PRIVATE"),
+            (&["--allowed-peer-range", "10.0.0.0/33"], "not a CIDR range"),
+            (&["--denied-peer-range", "10.0.0.1/8"], "host bits"),
+            (&["--min-port", "70000"], "--min-port"),
+            (&["--max-lifetime=-1"], "--max-lifetime"),
+            (&["--challenges-per-second", "x"], "--challenges-per-second"),
+            (&["--user", "alicesecret"], "expected USER:PASSWORD"),
+            (&["--user", "alice:"], "empty password"),
+            (&["--turn=maybe"], "maybe"),
         ];
         for (args, needle) in cases {
             let message = usage_error(args);
@@ -517,6 +799,23 @@ mod tests {
             assert!(!message.starts_with("error:"), "{message}");
         }
         assert!(usage_error(&["--lisen", "x"]).contains("tip:"));
+    }
+
+    /// A rejected `--user` value may be a password: it is never repeated.
+    #[test]
+    fn user_errors_do_not_repeat_the_value() {
+        for value in ["s3cr3tpassword", ":s3cr3tpassword"] {
+            let message = usage_error(&["--user", value]);
+            assert!(!message.contains("s3cr3t"), "{message}");
+            assert!(
+                message.starts_with("invalid value for '--user <USER:PASSWORD>': "),
+                "{message}"
+            );
+        }
+        let message = usage_error(&["--user=alice:ok", "--user", "bob"]);
+        assert!(!message.contains("ok"), "{message}");
+        // Other flags still show the rejected value.
+        assert!(usage_error(&["--relay-ip", "nope"]).contains("nope"));
     }
 
     #[test]

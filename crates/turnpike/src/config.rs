@@ -16,15 +16,22 @@
 //!
 //! The schema is a struct per `[section]`, each `deny_unknown_fields`, so a
 //! misspelt key is an error rather than a silently ignored setting. New
-//! sections (TURN, credentials, TLS, metrics) slot in as new fields of
+//! sections (credential databases, TLS, metrics) slot in as new fields of
 //! [`Config`] plus an entry in `SECTIONS`.
+//!
+//! `[turn]` ([`TurnConfig`]) becomes the core's
+//! [`turnpike_core::TurnConfig`] through [`Config::core`]; its static users
+//! are handed to the shards separately ([`Config::users`],
+//! [`Config::user_keys`]) because the core never sees passwords.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 /// Upper bound on `server.workers`. Far above any real core count; it exists
@@ -36,6 +43,22 @@ pub const MAX_WORKERS: usize = 1024;
 /// 128 characters".
 pub const MAX_SOFTWARE_CHARS: usize = 127;
 
+/// RFC 8489 §14.9: REALM "MUST be a UTF-8 encoded sequence of fewer than
+/// 128 characters".
+pub const MAX_REALM_CHARS: usize = 127;
+
+/// RFC 8489 §14.3: USERNAME "MUST contain a UTF-8-encoded sequence of fewer
+/// than 509 bytes".
+pub const MAX_USERNAME_BYTES: usize = 508;
+
+/// Lowest allowed `turn.min_port`: relay ports are unprivileged ports.
+pub const MIN_RELAY_PORT: u16 = 1024;
+
+/// Upper bound on `turn.max_lifetime` and `turn.nonce_lifetime` (one day).
+/// Clients refresh long before; it exists so a typo such as
+/// `max_lifetime = 36000000` fails at start-up.
+pub const MAX_LIFETIME_SECS: u32 = 86_400;
+
 /// The whole configuration file. Field names are the TOML section names.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -46,6 +69,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[stun]`: STUN listeners and RFC 5780 behaviour.
     pub stun: StunConfig,
+    /// `[turn]`: TURN relaying (RFC 8656) and its long-term credentials.
+    pub turn: TurnConfig,
 }
 
 /// `[server]` section.
@@ -114,7 +139,7 @@ impl fmt::Display for LogFormat {
 #[serde(default, deny_unknown_fields, expecting = "a [stun] table")]
 pub struct StunConfig {
     /// Addresses served on UDP and/or TCP (see `udp`, `tcp`).
-    #[serde(deserialize_with = "de_listen")]
+    #[serde(deserialize_with = "de_list")]
     pub listen: Vec<SocketAddr>,
     /// Serve STUN over UDP.
     pub udp: bool,
@@ -154,6 +179,115 @@ impl Default for StunConfig {
     }
 }
 
+/// `[turn]` section. Turned into the core's [`turnpike_core::TurnConfig`] by
+/// [`Config::core`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [turn] table")]
+pub struct TurnConfig {
+    /// Serve TURN; `false` serves STUN only (TURN requests get 400).
+    pub enabled: bool,
+    /// REALM of the long-term credential mechanism.
+    pub realm: String,
+    /// IPs to bind relayed addresses on. Empty: the IP each request
+    /// arrived on.
+    #[serde(deserialize_with = "de_list")]
+    pub relay_ips: Vec<IpAddr>,
+    /// Public addresses for 1:1 NAT (coturn's `external-ip`).
+    #[serde(deserialize_with = "de_list")]
+    pub external_ips: Vec<ExternalIp>,
+    /// Lowest relay port (inclusive).
+    pub min_port: u16,
+    /// Highest relay port (inclusive).
+    pub max_port: u16,
+    /// Allocation lifetime in seconds when the client asks for less.
+    pub default_lifetime: u32,
+    /// Longest allocation lifetime granted, in seconds.
+    pub max_lifetime: u32,
+    /// Seconds a nonce stays valid before 438 (Stale Nonce).
+    pub nonce_lifetime: u32,
+    /// Allocations per user; 0 = unlimited.
+    pub user_quota: u32,
+    /// Allocations server-wide; 0 = unlimited.
+    pub total_quota: u32,
+    /// Ranges the built-in refusal of loopback/private/reserved peers does
+    /// not apply to.
+    #[serde(deserialize_with = "de_list")]
+    pub allowed_peer_ranges: Vec<IpNet>,
+    /// Ranges always refused (beats `allowed_peer_ranges`).
+    #[serde(deserialize_with = "de_list")]
+    pub denied_peer_ranges: Vec<IpNet>,
+    /// 401/438 answers per source address and second.
+    pub challenges_per_second: u16,
+    /// Static long-term users (`[[turn.users]]`).
+    pub users: Vec<UserEntry>,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            realm: "turnpike".to_owned(),
+            relay_ips: Vec::new(),
+            external_ips: Vec::new(),
+            min_port: 49152,
+            max_port: 65535,
+            // RFC 8656 section 3.2's default lifetime.
+            default_lifetime: 600,
+            max_lifetime: 3600,
+            nonce_lifetime: 600,
+            user_quota: 0,
+            total_quota: 0,
+            allowed_peer_ranges: Vec::new(),
+            denied_peer_ranges: Vec::new(),
+            challenges_per_second: 20,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One `[[turn.users]]` entry: a static long-term credential.
+///
+/// `Debug` prints the password as `<redacted>`, so a configuration can be
+/// logged or shown in a panic message without leaking it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[turn.users]] table")]
+pub struct UserEntry {
+    /// USERNAME.
+    pub username: String,
+    /// Password (the long-term keys are derived from it with the realm).
+    pub password: String,
+}
+
+impl fmt::Debug for UserEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserEntry")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One `turn.external_ips` entry, in coturn's syntax: `PUBLIC` or
+/// `PUBLIC/PRIVATE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExternalIp {
+    /// The address clients reach this host on (advertised in
+    /// XOR-RELAYED-ADDRESS).
+    pub public: IpAddr,
+    /// The relay IP it stands for; `None` means every relay IP of the
+    /// public address's family that has no `PUBLIC/PRIVATE` entry of its own.
+    pub private: Option<IpAddr>,
+}
+
+impl fmt::Display for ExternalIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.private {
+            Some(private) => write!(f, "{}/{private}", self.public),
+            None => write!(f, "{}", self.public),
+        }
+    }
+}
+
 /// Values from the environment and command line, overlaid on the file by
 /// [`Config::apply`]. `None` means "not given: keep the file's value".
 ///
@@ -184,6 +318,36 @@ pub struct Overrides {
     pub response_port: Option<bool>,
     /// `stun.padding`.
     pub padding: Option<bool>,
+    /// `turn.enabled`.
+    pub turn: Option<bool>,
+    /// `turn.realm`.
+    pub realm: Option<String>,
+    /// `turn.relay_ips` (replaces the file's list).
+    pub relay_ips: Option<Vec<IpAddr>>,
+    /// `turn.external_ips` (replaces the file's list).
+    pub external_ips: Option<Vec<ExternalIp>>,
+    /// `turn.min_port`.
+    pub min_port: Option<u16>,
+    /// `turn.max_port`.
+    pub max_port: Option<u16>,
+    /// `turn.default_lifetime`.
+    pub default_lifetime: Option<u32>,
+    /// `turn.max_lifetime`.
+    pub max_lifetime: Option<u32>,
+    /// `turn.nonce_lifetime`.
+    pub nonce_lifetime: Option<u32>,
+    /// `turn.user_quota`.
+    pub user_quota: Option<u32>,
+    /// `turn.total_quota`.
+    pub total_quota: Option<u32>,
+    /// `turn.allowed_peer_ranges` (replaces the file's list).
+    pub allowed_peer_ranges: Option<Vec<IpNet>>,
+    /// `turn.denied_peer_ranges` (replaces the file's list).
+    pub denied_peer_ranges: Option<Vec<IpNet>>,
+    /// `turn.challenges_per_second`.
+    pub challenges_per_second: Option<u16>,
+    /// `turn.users` (replaces the file's list).
+    pub users: Option<Vec<UserEntry>>,
 }
 
 /// Which of the two IP addresses, or which of the two ports, an address uses.
@@ -335,7 +499,7 @@ pub(crate) fn io_message(error: &io::Error) -> String {
 /// tables). The empty name is the top level. A unit test keeps this in sync
 /// with the structs.
 const SECTIONS: &[(&str, &[&str])] = &[
-    ("", &["server", "log", "stun"]),
+    ("", &["server", "log", "stun", "turn"]),
     ("server", &["workers", "software"]),
     ("log", &["level", "format"]),
     (
@@ -350,6 +514,28 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "padding",
         ],
     ),
+    (
+        "turn",
+        &[
+            "enabled",
+            "realm",
+            "relay_ips",
+            "external_ips",
+            "min_port",
+            "max_port",
+            "default_lifetime",
+            "max_lifetime",
+            "nonce_lifetime",
+            "user_quota",
+            "total_quota",
+            "allowed_peer_ranges",
+            "denied_peer_ranges",
+            "challenges_per_second",
+            "users",
+        ],
+    ),
+    // An array of tables (`[[turn.users]]`), not a plain table.
+    ("turn.users", &["username", "password"]),
 ];
 
 impl Config {
@@ -418,6 +604,22 @@ impl Config {
         if o.alternate_port.is_some() {
             self.stun.alternate_port = o.alternate_port;
         }
+        let turn = &mut self.turn;
+        set(&mut turn.enabled, o.turn);
+        set(&mut turn.realm, o.realm);
+        set(&mut turn.relay_ips, o.relay_ips);
+        set(&mut turn.external_ips, o.external_ips);
+        set(&mut turn.min_port, o.min_port);
+        set(&mut turn.max_port, o.max_port);
+        set(&mut turn.default_lifetime, o.default_lifetime);
+        set(&mut turn.max_lifetime, o.max_lifetime);
+        set(&mut turn.nonce_lifetime, o.nonce_lifetime);
+        set(&mut turn.user_quota, o.user_quota);
+        set(&mut turn.total_quota, o.total_quota);
+        set(&mut turn.allowed_peer_ranges, o.allowed_peer_ranges);
+        set(&mut turn.denied_peer_ranges, o.denied_peer_ranges);
+        set(&mut turn.challenges_per_second, o.challenges_per_second);
+        set(&mut turn.users, o.users);
     }
 
     /// Checks everything that can be checked without binding sockets.
@@ -450,7 +652,8 @@ impl Config {
                 "stun.udp and stun.tcp are both false, so nothing would be served; enable at least one",
             ));
         }
-        self.plan().map(drop)
+        self.plan()?;
+        self.validate_turn()
     }
 
     /// Every address the runtime must bind, in `stun.listen` order; with
@@ -496,8 +699,16 @@ impl Config {
     }
 
     /// The sans-IO core's view of this configuration: one NAT discovery set
-    /// (two IPs, two ports) per listen port of the alternate IP's family.
-    pub fn core(&self) -> turnpike_core::Config {
+    /// (two IPs, two ports) per listen port of the alternate IP's family,
+    /// and the TURN settings when `turn.enabled` (see [`Config::core_turn`]).
+    ///
+    /// `nonce_secret` keys the nonces (a random secret per process) and
+    /// `epoch` is their time origin (the start time); every shard must get
+    /// the same core configuration so that a nonce minted by one is accepted
+    /// by another.
+    ///
+    /// Meant for a validated configuration.
+    pub fn core(&self, nonce_secret: &[u8; 32], epoch: Instant) -> turnpike_core::Config {
         let nat_discovery = self
             .nat_discovery()
             .map(|nd| {
@@ -515,8 +726,277 @@ impl Config {
             nat_discovery,
             allow_response_port: self.stun.response_port,
             allow_padding: self.stun.padding,
-            turn: None,
+            turn: self
+                .turn
+                .enabled
+                .then(|| self.core_turn(nonce_secret, epoch)),
         }
+    }
+
+    /// The core's TURN settings (whether or not `turn.enabled`). The peer
+    /// policy refuses every listener address (`server_sockets`) and knows
+    /// the host's IPs as the specific listen IPs, the relay IPs and the
+    /// external public IPs. The quota counters are fresh.
+    pub fn core_turn(&self, nonce_secret: &[u8; 32], epoch: Instant) -> turnpike_core::TurnConfig {
+        let t = &self.turn;
+        let server_sockets: Vec<SocketAddr> = self.listeners().iter().map(|l| l.addr).collect();
+        let mut local_ips: Vec<IpAddr> = server_sockets
+            .iter()
+            .map(SocketAddr::ip)
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        local_ips.extend(t.relay_ips.iter().copied());
+        local_ips.extend(t.external_ips.iter().map(|e| e.public));
+        local_ips.sort_unstable();
+        local_ips.dedup();
+        let peer_policy = turnpike_core::PeerPolicy::new(
+            t.allowed_peer_ranges.clone(),
+            t.denied_peer_ranges.clone(),
+            server_sockets,
+            local_ips,
+        );
+        let nonces = turnpike_core::NonceKey::new(
+            nonce_secret,
+            epoch,
+            Duration::from_secs(t.nonce_lifetime.into()),
+        );
+        let mut core = turnpike_core::TurnConfig::new(t.realm.clone(), nonces, peer_policy);
+        core.relay_ips = t.relay_ips.clone();
+        core.advertised = self.advertised().unwrap_or_default();
+        core.min_port = t.min_port;
+        core.max_port = t.max_port;
+        core.default_lifetime = Duration::from_secs(t.default_lifetime.into());
+        core.max_lifetime = Duration::from_secs(t.max_lifetime.into());
+        core.user_quota = t.user_quota;
+        core.total_quota = usize::try_from(t.total_quota).unwrap_or(usize::MAX);
+        core.challenges_per_second = t.challenges_per_second;
+        core
+    }
+
+    /// The static TURN users (`[[turn.users]]`, or `--user` / `TURNPIKE_USERS`
+    /// when given); empty when TURN is disabled.
+    pub fn users(&self) -> &[UserEntry] {
+        if self.turn.enabled {
+            &self.turn.users
+        } else {
+            &[]
+        }
+    }
+
+    /// [`Config::users`] with their long-term keys for `turn.realm`, ready
+    /// for [`turnpike_core::Server::insert_credentials`]. Derive them once
+    /// and clone them into each shard.
+    pub fn user_keys(&self) -> Vec<(String, turnpike_core::UserKeys)> {
+        self.users()
+            .iter()
+            .map(|u| {
+                let keys = turnpike_core::UserKeys::from_password(
+                    &u.username,
+                    &self.turn.realm,
+                    &u.password,
+                );
+                (u.username.clone(), keys)
+            })
+            .collect()
+    }
+
+    /// `turn.external_ips` as (relay IP, public IP) pairs, in `relay_ips`
+    /// order: a `PUBLIC/PRIVATE` entry maps PRIVATE; a bare `PUBLIC` maps
+    /// every relay IP of its family without an entry of its own.
+    fn advertised(&self) -> Result<Vec<(IpAddr, IpAddr)>, ConfigError> {
+        let t = &self.turn;
+        let mut explicit: Vec<(IpAddr, IpAddr)> = Vec::new();
+        let mut bare: Vec<IpAddr> = Vec::new();
+        for ext in &t.external_ips {
+            let public = ext.public;
+            if public.is_unspecified() || public.is_multicast() || is_broadcast(public) {
+                return Err(ConfigError::invalid(format!(
+                    "turn.external_ips: PUBLIC {public} is not a specific unicast address; give the public IP clients reach this host on"
+                )));
+            }
+            match ext.private {
+                Some(private) => {
+                    if !t.relay_ips.contains(&private) {
+                        return Err(ConfigError::invalid(format!(
+                            "turn.external_ips: PRIVATE {private} (in \"{ext}\") is not one of turn.relay_ips ({}); add it to relay_ips or correct the address",
+                            list_or_empty(&t.relay_ips)
+                        )));
+                    }
+                    if let Some((_, first)) = explicit.iter().find(|(ip, _)| *ip == private) {
+                        return Err(ConfigError::invalid(format!(
+                            "turn.external_ips maps relay IP {private} twice (to {first} and {public}); keep one"
+                        )));
+                    }
+                    explicit.push((private, public));
+                }
+                None => {
+                    let family = family_name(public);
+                    if let Some(first) = bare.iter().find(|ip| ip.is_ipv4() == public.is_ipv4()) {
+                        return Err(ConfigError::invalid(format!(
+                            "turn.external_ips has two {family} addresses without a PRIVATE part ({first} and {public}); write them as PUBLIC/PRIVATE to say which relay IP each stands for"
+                        )));
+                    }
+                    if !t
+                        .relay_ips
+                        .iter()
+                        .any(|ip| ip.is_ipv4() == public.is_ipv4())
+                    {
+                        return Err(ConfigError::invalid(format!(
+                            "turn.external_ips: {public} must stand for a relay IP, but turn.relay_ips has no {family} address; add this host's private {family} address to relay_ips (e.g. relay_ips = [\"10.0.0.5\"])"
+                        )));
+                    }
+                    bare.push(public);
+                }
+            }
+        }
+        Ok(t.relay_ips
+            .iter()
+            .filter_map(|&relay| {
+                let public = explicit
+                    .iter()
+                    .find(|(ip, _)| *ip == relay)
+                    .map(|(_, public)| *public)
+                    .or_else(|| {
+                        bare.iter()
+                            .copied()
+                            .find(|p| p.is_ipv4() == relay.is_ipv4())
+                    })?;
+                Some((relay, public))
+            })
+            .collect())
+    }
+
+    /// The `[turn]` rules (checked whether or not TURN is enabled, so that
+    /// turning it on later cannot reveal old mistakes).
+    fn validate_turn(&self) -> Result<(), ConfigError> {
+        let t = &self.turn;
+        let realm_chars = t.realm.chars().count();
+        if t.realm.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "turn.realm is empty; set the realm clients authenticate in, e.g. \"example.com\"",
+            ));
+        }
+        if realm_chars > MAX_REALM_CHARS {
+            return Err(ConfigError::invalid(format!(
+                "turn.realm is {realm_chars} characters long; STUN allows at most {MAX_REALM_CHARS} (RFC 8489 section 14.9)"
+            )));
+        }
+        if t.realm.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "turn.realm contains a control character; use printable text",
+            ));
+        }
+
+        let mut seen = BTreeSet::new();
+        for &ip in &t.relay_ips {
+            if ip.is_unspecified() {
+                return Err(ConfigError::invalid(format!(
+                    "turn.relay_ips: {ip} is a wildcard; give the specific IP of this host to relay on, or leave relay_ips empty to relay on the IP each request arrived on"
+                )));
+            }
+            if ip.is_multicast() || is_broadcast(ip) {
+                return Err(ConfigError::invalid(format!(
+                    "turn.relay_ips: {ip} is not a unicast address; give an IP address of this host"
+                )));
+            }
+            if let IpAddr::V6(v6) = ip {
+                if let Some(v4) = v6.to_ipv4_mapped() {
+                    return Err(ConfigError::invalid(format!(
+                        "turn.relay_ips: {ip} is an IPv4-mapped IPv6 address; write it as {v4}"
+                    )));
+                }
+            }
+            if !seen.insert(ip) {
+                return Err(ConfigError::invalid(format!(
+                    "turn.relay_ips contains {ip} twice; remove the duplicate"
+                )));
+            }
+        }
+        self.advertised()?;
+
+        if t.min_port < MIN_RELAY_PORT {
+            return Err(ConfigError::invalid(format!(
+                "turn.min_port = {} is below {MIN_RELAY_PORT}; relay ports must be unprivileged (the default range is 49152-65535)",
+                t.min_port
+            )));
+        }
+        if t.min_port > t.max_port {
+            return Err(ConfigError::invalid(format!(
+                "turn.min_port = {} is above turn.max_port = {}; the relay port range is min_port to max_port inclusive",
+                t.min_port, t.max_port
+            )));
+        }
+        // Each worker relays on its own share of the port pairs (2k, 2k+1).
+        let pairs = usize::from(t.max_port / 2 - t.min_port / 2) + 1;
+        let workers = self.worker_threads();
+        if t.enabled && pairs < workers {
+            return Err(ConfigError::invalid(format!(
+                "turn relay port range {}-{} has {pairs} port pairs for {workers} workers, which each need their own; widen the range or lower server.workers",
+                t.min_port, t.max_port
+            )));
+        }
+
+        for (key, value) in [
+            ("max_lifetime", t.max_lifetime),
+            ("nonce_lifetime", t.nonce_lifetime),
+        ] {
+            if value == 0 || value > MAX_LIFETIME_SECS {
+                return Err(ConfigError::invalid(format!(
+                    "turn.{key} = {value} is out of range; use 1 to {MAX_LIFETIME_SECS} seconds (default 600 for nonce_lifetime, 3600 for max_lifetime)"
+                )));
+            }
+        }
+        if t.default_lifetime == 0 {
+            return Err(ConfigError::invalid(
+                "turn.default_lifetime = 0 is out of range; use at least 1 second (RFC 8656 recommends 600)",
+            ));
+        }
+        if t.default_lifetime > t.max_lifetime {
+            return Err(ConfigError::invalid(format!(
+                "turn.default_lifetime = {} is above turn.max_lifetime = {}; lower default_lifetime or raise max_lifetime",
+                t.default_lifetime, t.max_lifetime
+            )));
+        }
+        if t.challenges_per_second == 0 {
+            return Err(ConfigError::invalid(
+                "turn.challenges_per_second = 0 would refuse every client the 401 challenge it needs to authenticate; use at least 1 (default 20)",
+            ));
+        }
+
+        let mut names = BTreeSet::new();
+        for (index, user) in t.users.iter().enumerate() {
+            let n = index + 1;
+            if user.username.is_empty() {
+                return Err(ConfigError::invalid(format!(
+                    "turn.users entry {n} has an empty username; give each user a name"
+                )));
+            }
+            if user.username.len() > MAX_USERNAME_BYTES {
+                return Err(ConfigError::invalid(format!(
+                    "turn.users entry {n}: username is {} bytes long; STUN allows at most {MAX_USERNAME_BYTES} (RFC 8489 section 14.3)",
+                    user.username.len()
+                )));
+            }
+            if user.username.chars().any(char::is_control) {
+                return Err(ConfigError::invalid(format!(
+                    "turn.users entry {n}: username {:?} contains a control character; use printable text",
+                    user.username
+                )));
+            }
+            if user.password.is_empty() {
+                return Err(ConfigError::invalid(format!(
+                    "turn.users: user {:?} has an empty password; set one",
+                    user.username
+                )));
+            }
+            if !names.insert(user.username.as_str()) {
+                return Err(ConfigError::invalid(format!(
+                    "turn.users: duplicate user {:?}; each username may appear once",
+                    user.username
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// One-line human summary, printed by `check-config`.
@@ -556,12 +1036,46 @@ impl Config {
         };
         let on_off = |b: bool| if b { "on" } else { "off" };
         format!(
-            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}",
+            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}; turn {}",
             self.listeners().len(),
             self.log.format,
             self.log.level,
             on_off(self.stun.response_port),
             on_off(self.stun.padding),
+            self.turn_summary(),
+        )
+    }
+
+    /// The TURN part of [`Config::summary`]. Never shows passwords.
+    fn turn_summary(&self) -> String {
+        let t = &self.turn;
+        if !t.enabled {
+            return "off".to_owned();
+        }
+        let users = match t.users.len() {
+            1 => "1 user".to_owned(),
+            n => format!("{n} users"),
+        };
+        let relay = if t.relay_ips.is_empty() {
+            "relay on the IP each request arrived on".to_owned()
+        } else {
+            let advertised = self.advertised().unwrap_or_default();
+            let ips = t
+                .relay_ips
+                .iter()
+                .map(
+                    |ip| match advertised.iter().find(|(relay, _)| relay == ip) {
+                        Some((_, public)) => format!("{ip} (external {public})"),
+                        None => ip.to_string(),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("relay ips {ips}")
+        };
+        format!(
+            "on (realm {:?}, {users}, {relay}, ports {}-{})",
+            t.realm, t.min_port, t.max_port
         )
     }
 
@@ -778,30 +1292,158 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("`{text}` is not an IP address (examples: 192.0.2.2, 2001:db8::2)"))
 }
 
-fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+/// Parses `PUBLIC` or `PUBLIC/PRIVATE` (`turn.external_ips`, coturn's
+/// `external-ip` syntax). Both addresses must be of the same family.
+pub fn parse_external_ip(text: &str) -> Result<ExternalIp, String> {
+    let trimmed = text.trim();
+    let bad = || {
+        format!(
+            "`{text}` is not PUBLIC or PUBLIC/PRIVATE (examples: 203.0.113.5, 203.0.113.5/10.0.0.5)"
+        )
+    };
+    let (public, private) = match trimmed.split_once('/') {
+        Some((public, private)) => (public, Some(private)),
+        None => (trimmed, None),
+    };
+    let public: IpAddr = public.trim().parse().map_err(|_| bad())?;
+    let private: Option<IpAddr> = match private {
+        Some(private) => Some(private.trim().parse().map_err(|_| bad())?),
+        None => None,
+    };
+    if let Some(private) = private {
+        if private.is_ipv4() != public.is_ipv4() {
+            return Err(format!(
+                "`{text}` mixes IPv4 and IPv6; PUBLIC and PRIVATE must be of the same family"
+            ));
+        }
+    }
+    Ok(ExternalIp { public, private })
+}
+
+/// Parses a CIDR range (`10.0.0.0/8`, `fd00::/8`) or a bare IP, which means
+/// that one address (`/32` or `/128`). A range with host bits set
+/// (`10.0.0.1/8`) is refused, since it usually means a mistyped prefix.
+pub fn parse_ip_net(text: &str) -> Result<IpNet, String> {
+    let trimmed = text.trim();
+    if let Ok(ip) = trimmed.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net: IpNet = trimmed.parse().map_err(|_| {
+        format!(
+            "`{text}` is not a CIDR range or IP address (examples: 10.0.0.0/8, fd00::/8, 192.0.2.7)"
+        )
+    })?;
+    if net.trunc() != net {
+        return Err(format!(
+            "`{text}` has host bits set; write the network address {}",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Parses `USER:PASSWORD` (split at the first colon, so the password may
+/// contain colons). Error messages never repeat the input, which may be a
+/// password.
+pub fn parse_user(text: &str) -> Result<UserEntry, String> {
+    let Some((username, password)) = text.split_once(':') else {
+        return Err(
+            "expected USER:PASSWORD, with a colon between the user name and the password"
+                .to_owned(),
+        );
+    };
+    if username.is_empty() {
+        return Err("the user name before the colon of USER:PASSWORD is empty".to_owned());
+    }
+    if password.is_empty() {
+        return Err(format!("user {username:?} has an empty password"));
+    }
+    Ok(UserEntry {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    })
+}
+
+/// A list element type read from a TOML string.
+trait FromConfigStr: Sized {
+    /// What the string should look like, for type errors.
+    const EXPECTING: &'static str;
+    fn from_config_str(text: &str) -> Result<Self, String>;
+}
+
+impl FromConfigStr for SocketAddr {
+    const EXPECTING: &'static str = "an \"IP:PORT\" string";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        parse_socket_addr(text)
+    }
+}
+
+impl FromConfigStr for IpAddr {
+    const EXPECTING: &'static str = "an IP address string";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        parse_ip(text)
+    }
+}
+
+impl FromConfigStr for ExternalIp {
+    const EXPECTING: &'static str = "a \"PUBLIC\" or \"PUBLIC/PRIVATE\" string";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        parse_external_ip(text)
+    }
+}
+
+impl FromConfigStr for IpNet {
+    const EXPECTING: &'static str = "a CIDR range string such as \"10.0.0.0/8\"";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        parse_ip_net(text)
+    }
+}
+
+/// A list of strings, each parsed with [`FromConfigStr`].
+fn de_list<'de, D: Deserializer<'de>, T: FromConfigStr>(d: D) -> Result<Vec<T>, D::Error> {
     /// One element, parsed inside its visitor: toml attaches its position
     /// to errors raised while the element is being deserialized, so this
     /// reports the element's own line rather than the array's first line.
-    struct Element(SocketAddr);
-    impl<'de> Deserialize<'de> for Element {
+    struct Element<T>(T);
+    impl<'de, T: FromConfigStr> Deserialize<'de> for Element<T> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct Visitor;
-            impl serde::de::Visitor<'_> for Visitor {
-                type Value = Element;
+            struct Visitor<T>(std::marker::PhantomData<T>);
+            impl<T: FromConfigStr> serde::de::Visitor<'_> for Visitor<T> {
+                type Value = Element<T>;
                 fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an \"IP:PORT\" string")
+                    f.write_str(T::EXPECTING)
                 }
-                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Element, E> {
-                    parse_socket_addr(text).map(Element).map_err(E::custom)
+                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Element<T>, E> {
+                    T::from_config_str(text).map(Element).map_err(E::custom)
                 }
             }
-            d.deserialize_str(Visitor)
+            d.deserialize_str(Visitor(std::marker::PhantomData))
         }
     }
-    Ok(Vec::<Element>::deserialize(d)?
+    Ok(Vec::<Element<T>>::deserialize(d)?
         .into_iter()
         .map(|e| e.0)
         .collect())
+}
+
+fn is_broadcast(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+fn family_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// `a b c`, or `empty` for an empty list.
+fn list_or_empty(ips: &[IpAddr]) -> String {
+    if ips.is_empty() {
+        "empty".to_owned()
+    } else {
+        ips.iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 fn de_opt_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
@@ -824,12 +1466,26 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// same line; Rust type names become words.
 fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     let raw = err.message().trim();
+    // The table header the error points at, if it points at one.
+    let header = err
+        .span()
+        .and_then(|span| text.get(span.start..)?.lines().next())
+        .map(str::trim)
+        .filter(|line| line.starts_with('['));
     let message = if let Some(rest) = raw.strip_prefix("unknown field ") {
         describe_unknown_key(rest).unwrap_or_else(|| raw.to_owned())
+    } else if let Some(table) = header
+        .filter(|h| !h.starts_with("[[") && raw.ends_with("expected a sequence"))
+        .and_then(|h| h.strip_prefix('[')?.split(']').next())
+    {
+        format!("[{table}] is a list of tables; write each entry as [[{table}]]")
+    } else if let Some(header) = header.filter(|_| raw.starts_with("missing field ")) {
+        format!("{raw} in {header}")
     } else {
         let mut message = raw
             .replace("expected usize", "expected a non-negative integer")
-            .replace("expected u16", "expected an integer from 0 to 65535");
+            .replace("expected u16", "expected an integer from 0 to 65535")
+            .replace("expected u32", "expected an integer from 0 to 4294967295");
         if let Some(key) = err.span().and_then(|span| key_before(text, span.start)) {
             message = format!("bad value for `{key}`: {message}");
         }
@@ -902,8 +1558,25 @@ fn flatten(message: &str) -> String {
 mod tests {
     use super::*;
 
+    const SECRET: [u8; 32] = [7; 32];
+
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn user(name: &str, password: &str) -> UserEntry {
+        UserEntry {
+            username: name.to_owned(),
+            password: password.to_owned(),
+        }
     }
 
     fn invalid(text: &str) -> String {
@@ -1093,10 +1766,10 @@ mod tests {
     #[test]
     fn sections_table_matches_the_structs() {
         for (name, keys) in SECTIONS {
-            let doc = if name.is_empty() {
-                "bogus_key = 1\n".to_owned()
-            } else {
-                format!("[{name}]\nbogus_key = 1\n")
+            let doc = match *name {
+                "" => "bogus_key = 1\n".to_owned(),
+                "turn.users" => "[[turn.users]]\nbogus_key = 1\n".to_owned(),
+                _ => format!("[{name}]\nbogus_key = 1\n"),
             };
             let (_, message) = parse_error(&doc);
             let want = if name.is_empty() {
@@ -1139,6 +1812,54 @@ mod tests {
             ("[server]\nworkers = = 1\n", 2, ""),
             ("[server]\nworkers = 1\nworkers = 2\n", 3, ""),
             ("stun = 5\n", 1, "[stun] table"),
+            ("turn = 5\n", 1, "[turn] table"),
+            ("[turn]\nrelay_ips = [\"10.0.0\"]\n", 2, "not an IP address"),
+            ("[turn]\nmin_port = 70000\n", 2, "0 to 65535"),
+            ("[turn]\nmax_lifetime = -1\n", 2, "`max_lifetime`"),
+            ("[turn]\nenabled = \"no\"\n", 2, "`enabled`"),
+            (
+                "[turn]\nexternal_ips = [\"203.0.113.5/10.0.0\"]\n",
+                2,
+                "not PUBLIC or PUBLIC/PRIVATE",
+            ),
+            (
+                "[turn]\nexternal_ips = [\"203.0.113.5/fd00::5\"]\n",
+                2,
+                "mixes IPv4 and IPv6",
+            ),
+            (
+                "[turn]\nallowed_peer_ranges = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/33\",\n]\n",
+                4,
+                "`10.0.0.0/33` is not a CIDR range or IP address",
+            ),
+            (
+                "[turn]\ndenied_peer_ranges = [\"10.1.2.3/8\"]\n",
+                2,
+                "host bits set; write the network address 10.0.0.0/8",
+            ),
+            ("[turn]\ndenied_peer_ranges = [\"x\"]\n", 2, "`x`"),
+            ("[turn]\nrealm = 5\n", 2, "`realm`"),
+            (
+                "[[turn.users]]\nusername = \"a\"\n",
+                1,
+                "missing field `password` in [[turn.users]]",
+            ),
+            (
+                "[turn]\nrealm = \"x\"\n\n[turn.users]\nusername = \"a\"\n",
+                4,
+                "[turn.users] is a list of tables; write each entry as [[turn.users]]",
+            ),
+            ("[turn]\nmax_lifetime = -1\n", 2, "from 0 to 4294967295"),
+            (
+                "[[turn.users]]\nusername = \"a\"\npassword = \"b\"\nrole = \"x\"\n",
+                4,
+                "unknown key `role` in [turn.users]",
+            ),
+            (
+                "[turn]\npassword = \"b\"\n",
+                2,
+                "`password` belongs in [turn.users]",
+            ),
         ];
         for (doc, want_line, needle) in cases {
             let (line, message) = parse_error(doc);
@@ -1217,12 +1938,482 @@ mod tests {
                 "[stun]\nlisten = [\"192.0.2.1:0\"]\nalternate_ip = \"192.0.2.2\"\n",
                 "port 0",
             ),
+            ("[turn]\nrealm = \"\"\n", "turn.realm is empty"),
+            ("[turn]\nrealm = \"  \"\n", "turn.realm is empty"),
+            (
+                &format!("[turn]\nrealm = \"{}\"\n", "r".repeat(128)),
+                "turn.realm is 128 characters long; STUN allows at most 127",
+            ),
+            ("[turn]\nrealm = \"a\\nb\"\n", "control character"),
+            (
+                "[turn]\nrelay_ips = [\"0.0.0.0\"]\n",
+                "turn.relay_ips: 0.0.0.0 is a wildcard; give the specific IP",
+            ),
+            ("[turn]\nrelay_ips = [\"::\"]\n", ":: is a wildcard"),
+            (
+                "[turn]\nrelay_ips = [\"224.0.0.1\"]\n",
+                "224.0.0.1 is not a unicast address",
+            ),
+            (
+                "[turn]\nrelay_ips = [\"255.255.255.255\"]\n",
+                "not a unicast address",
+            ),
+            (
+                "[turn]\nrelay_ips = [\"::ffff:10.0.0.5\"]\n",
+                "IPv4-mapped IPv6 address; write it as 10.0.0.5",
+            ),
+            (
+                "[turn]\nrelay_ips = [\"10.0.0.5\", \"10.0.0.5\"]\n",
+                "turn.relay_ips contains 10.0.0.5 twice",
+            ),
+            (
+                "[turn]\nrelay_ips = [\"10.0.0.5\"]\nexternal_ips = [\"203.0.113.5/10.0.0.9\"]\n",
+                "turn.external_ips: PRIVATE 10.0.0.9 (in \"203.0.113.5/10.0.0.9\") is not one of turn.relay_ips (10.0.0.5)",
+            ),
+            (
+                "[turn]\nexternal_ips = [\"203.0.113.5/10.0.0.9\"]\n",
+                "is not one of turn.relay_ips (empty)",
+            ),
+            (
+                "[turn]\nexternal_ips = [\"203.0.113.5\"]\n",
+                "turn.relay_ips has no IPv4 address",
+            ),
+            (
+                "[turn]\nrelay_ips = [\"10.0.0.5\"]\nexternal_ips = [\"2001:db8::5\"]\n",
+                "turn.relay_ips has no IPv6 address",
+            ),
+            (
+                "[turn]\nrelay_ips = [\"10.0.0.5\"]\nexternal_ips = [\"203.0.113.5\", \"203.0.113.6\"]\n",
+                "two IPv4 addresses without a PRIVATE part (203.0.113.5 and 203.0.113.6)",
+            ),
+            (
+                "[turn]\nrelay_ips = [\"10.0.0.5\"]\nexternal_ips = [\"203.0.113.5/10.0.0.5\", \"203.0.113.6/10.0.0.5\"]\n",
+                "maps relay IP 10.0.0.5 twice (to 203.0.113.5 and 203.0.113.6)",
+            ),
+            (
+                "[turn]\nrelay_ips = [\"10.0.0.5\"]\nexternal_ips = [\"0.0.0.0\"]\n",
+                "PUBLIC 0.0.0.0 is not a specific unicast address",
+            ),
+            (
+                "[turn]\nmin_port = 80\n",
+                "turn.min_port = 80 is below 1024",
+            ),
+            (
+                "[turn]\nmin_port = 60000\nmax_port = 50000\n",
+                "turn.min_port = 60000 is above turn.max_port = 50000",
+            ),
+            (
+                "[server]\nworkers = 4\n[turn]\nmin_port = 50000\nmax_port = 50005\n",
+                "50000-50005 has 3 port pairs for 4 workers",
+            ),
+            (
+                "[turn]\ndefault_lifetime = 0\n",
+                "turn.default_lifetime = 0 is out of range",
+            ),
+            (
+                "[turn]\ndefault_lifetime = 3601\n",
+                "turn.default_lifetime = 3601 is above turn.max_lifetime = 3600",
+            ),
+            (
+                "[turn]\nmax_lifetime = 0\n",
+                "turn.max_lifetime = 0 is out of range; use 1 to 86400",
+            ),
+            (
+                "[turn]\nmax_lifetime = 86401\n",
+                "turn.max_lifetime = 86401 is out of range",
+            ),
+            (
+                "[turn]\nnonce_lifetime = 0\n",
+                "turn.nonce_lifetime = 0 is out of range",
+            ),
+            (
+                "[turn]\nchallenges_per_second = 0\n",
+                "turn.challenges_per_second = 0",
+            ),
+            (
+                "[[turn.users]]\nusername = \"\"\npassword = \"p\"\n",
+                "turn.users entry 1 has an empty username",
+            ),
+            (
+                &format!(
+                    "[[turn.users]]\nusername = \"{}\"\npassword = \"p\"\n",
+                    "u".repeat(509)
+                ),
+                "username is 509 bytes long; STUN allows at most 508",
+            ),
+            (
+                "[[turn.users]]\nusername = \"a\\tb\"\npassword = \"p\"\n",
+                "control character",
+            ),
+            (
+                "[[turn.users]]\nusername = \"alice\"\npassword = \"\"\n",
+                "user \"alice\" has an empty password",
+            ),
+            (
+                "[[turn.users]]\nusername = \"alice\"\npassword = \"p1\"\n[[turn.users]]\nusername = \"alice\"\npassword = \"p2\"\n",
+                "duplicate user \"alice\"",
+            ),
+            // Checked even with TURN off, so turning it on cannot reveal
+            // old mistakes.
+            (
+                "[turn]\nenabled = false\nrelay_ips = [\"0.0.0.0\"]\n",
+                "wildcard",
+            ),
         ];
         for (doc, needle) in cases {
             let message = invalid(doc);
             assert!(message.contains(needle), "{doc:?}: {message}");
             assert!(!message.contains('\n'));
+            // Passwords never appear in errors.
+            assert!(
+                !message.contains("p1") && !message.contains("p2"),
+                "{message}"
+            );
         }
+    }
+
+    #[test]
+    fn turn_defaults_are_the_documented_ones() {
+        let t = Config::default().turn;
+        assert!(t.enabled);
+        assert_eq!(t.realm, "turnpike");
+        assert!(t.relay_ips.is_empty() && t.external_ips.is_empty());
+        assert_eq!((t.min_port, t.max_port), (49152, 65535));
+        assert_eq!(t.default_lifetime, 600);
+        assert_eq!(t.max_lifetime, 3600);
+        assert_eq!(t.nonce_lifetime, 600);
+        assert_eq!((t.user_quota, t.total_quota), (0, 0));
+        assert!(t.allowed_peer_ranges.is_empty() && t.denied_peer_ranges.is_empty());
+        assert_eq!(t.challenges_per_second, 20);
+        assert!(t.users.is_empty());
+        assert_eq!(
+            Config::from_toml_str("[turn]\n").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn turn_file_values_are_read() {
+        let c = Config::from_toml_str(
+            r#"
+            [turn]
+            enabled = true
+            realm = "example.org"
+            relay_ips = ["10.0.0.5", "fd00::5"]
+            external_ips = ["203.0.113.5/10.0.0.5"]
+            min_port = 40000
+            max_port = 40999
+            default_lifetime = 300
+            max_lifetime = 1200
+            nonce_lifetime = 60
+            user_quota = 3
+            total_quota = 1000
+            allowed_peer_ranges = ["10.0.0.0/8", "fd00::1"]
+            denied_peer_ranges = ["10.9.0.0/16"]
+            challenges_per_second = 5
+
+            [[turn.users]]
+            username = "alice"
+            password = "secret:with:colons"
+
+            [[turn.users]]
+            username = "bob"
+            password = "hunter2"
+            "#,
+        )
+        .unwrap();
+        let t = &c.turn;
+        assert_eq!(t.realm, "example.org");
+        assert_eq!(t.relay_ips, vec![ip("10.0.0.5"), ip("fd00::5")]);
+        assert_eq!(
+            t.external_ips,
+            vec![ExternalIp {
+                public: ip("203.0.113.5"),
+                private: Some(ip("10.0.0.5"))
+            }]
+        );
+        assert_eq!((t.min_port, t.max_port), (40000, 40999));
+        assert_eq!(
+            (t.default_lifetime, t.max_lifetime, t.nonce_lifetime),
+            (300, 1200, 60)
+        );
+        assert_eq!((t.user_quota, t.total_quota), (3, 1000));
+        assert_eq!(
+            t.allowed_peer_ranges,
+            vec![net("10.0.0.0/8"), net("fd00::1/128")]
+        );
+        assert_eq!(t.denied_peer_ranges, vec![net("10.9.0.0/16")]);
+        assert_eq!(t.challenges_per_second, 5);
+        assert_eq!(
+            c.users(),
+            &[user("alice", "secret:with:colons"), user("bob", "hunter2")]
+        );
+        let keys = c.user_keys();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].0, "alice");
+    }
+
+    #[test]
+    fn cidr_ranges_and_bare_ips() {
+        assert_eq!(parse_ip_net("10.0.0.0/8"), Ok(net("10.0.0.0/8")));
+        assert_eq!(parse_ip_net(" 192.0.2.7 "), Ok(net("192.0.2.7/32")));
+        assert_eq!(parse_ip_net("::1"), Ok(net("::1/128")));
+        assert_eq!(parse_ip_net("fd00::/8"), Ok(net("fd00::/8")));
+        assert_eq!(parse_ip_net("0.0.0.0/0"), Ok(net("0.0.0.0/0")));
+        assert_eq!(
+            parse_ip_net("::ffff:10.0.0.0/104"),
+            Ok(net("::ffff:10.0.0.0/104"))
+        );
+        let err = parse_ip_net("10.0.0.1/8").unwrap_err();
+        assert!(
+            err.contains("write the network address 10.0.0.0/8"),
+            "{err}"
+        );
+        let err = parse_ip_net("fd00::1/8").unwrap_err();
+        assert!(err.contains("fd00::/8"), "{err}");
+        for bad in [
+            "",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "10/8",
+            "example.com",
+        ] {
+            let err = parse_ip_net(bad).unwrap_err();
+            assert!(
+                err.contains("is not a CIDR range or IP address"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn external_ip_forms() {
+        assert_eq!(
+            parse_external_ip("203.0.113.5"),
+            Ok(ExternalIp {
+                public: ip("203.0.113.5"),
+                private: None
+            })
+        );
+        let e = parse_external_ip(" 2001:db8::5/fd00::5 ").unwrap();
+        assert_eq!(e.public, ip("2001:db8::5"));
+        assert_eq!(e.private, Some(ip("fd00::5")));
+        assert_eq!(e.to_string(), "2001:db8::5/fd00::5");
+        for bad in [
+            "",
+            "/",
+            "203.0.113.5/",
+            "x/10.0.0.5",
+            "203.0.113.5/10.0.0.5/8",
+        ] {
+            assert!(parse_external_ip(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse_external_ip("203.0.113.5/fd00::5")
+                .unwrap_err()
+                .contains("same family")
+        );
+    }
+
+    /// A `PUBLIC/PRIVATE` entry maps its relay IP, a bare `PUBLIC` maps every
+    /// other relay IP of its family; relay IPs without a match are not
+    /// advertised differently.
+    #[test]
+    fn external_ips_become_advertised_pairs() {
+        let c = Config::from_toml_str(
+            r#"
+            [turn]
+            relay_ips = ["10.0.0.5", "10.0.0.6", "10.0.0.7", "fd00::5", "2001:db8::9"]
+            external_ips = ["203.0.113.5", "203.0.113.6/10.0.0.6", "2001:db8::5/fd00::5"]
+            "#,
+        )
+        .unwrap();
+        let pairs = vec![
+            (ip("10.0.0.5"), ip("203.0.113.5")),
+            (ip("10.0.0.6"), ip("203.0.113.6")),
+            (ip("10.0.0.7"), ip("203.0.113.5")),
+            (ip("fd00::5"), ip("2001:db8::5")),
+        ];
+        assert_eq!(c.advertised().unwrap(), pairs);
+        let core = c.core_turn(&SECRET, Instant::now());
+        assert_eq!(core.advertised, pairs);
+        assert!(c.summary().contains(
+            "relay ips 10.0.0.5 (external 203.0.113.5) 10.0.0.6 (external 203.0.113.6) 10.0.0.7 (external 203.0.113.5) fd00::5 (external 2001:db8::5) 2001:db8::9,"
+        ), "{}", c.summary());
+        // No external IPs: nothing advertised.
+        assert!(Config::default().advertised().unwrap().is_empty());
+    }
+
+    #[test]
+    fn core_turn_carries_every_setting() {
+        let c = Config::from_toml_str(
+            r#"
+            [stun]
+            listen = ["192.0.2.1:3478", "[::]:3478"]
+            [turn]
+            realm = "example.org"
+            relay_ips = ["192.0.2.1", "10.0.0.5"]
+            external_ips = ["11.0.0.5/10.0.0.5"]
+            min_port = 40000
+            max_port = 40999
+            default_lifetime = 300
+            max_lifetime = 1200
+            nonce_lifetime = 60
+            user_quota = 3
+            total_quota = 1000
+            allowed_peer_ranges = ["10.0.0.0/8"]
+            denied_peer_ranges = ["10.9.0.0/16"]
+            challenges_per_second = 5
+            "#,
+        )
+        .unwrap();
+        let epoch = Instant::now();
+        let core = c.core(&SECRET, epoch);
+        let t = core.turn.expect("TURN is enabled");
+        assert_eq!(t.realm, "example.org");
+        assert_eq!(t.relay_ips, vec![ip("192.0.2.1"), ip("10.0.0.5")]);
+        assert_eq!(t.advertised, vec![(ip("10.0.0.5"), ip("11.0.0.5"))]);
+        assert_eq!((t.min_port, t.max_port), (40000, 40999));
+        assert_eq!(t.default_lifetime, Duration::from_secs(300));
+        assert_eq!(t.max_lifetime, Duration::from_secs(1200));
+        assert_eq!((t.user_quota, t.total_quota), (3, 1000));
+        assert_eq!(t.challenges_per_second, 5);
+        // The RFC 8656 defaults the file has no key for.
+        assert_eq!(t.permission_lifetime, Duration::from_secs(300));
+        assert_eq!(t.channel_lifetime, Duration::from_secs(600));
+
+        // Nonces: minted with the given secret and lifetime.
+        let client = sa("198.51.100.1:5000");
+        let nonce = t.nonces.mint(epoch, client, true);
+        let same_key = turnpike_core::NonceKey::new(&SECRET, epoch, Duration::from_secs(60));
+        assert!(matches!(
+            same_key.check(nonce.as_str(), epoch, client),
+            turnpike_core::nonce::NonceCheck::Valid { .. }
+        ));
+        assert_eq!(
+            t.nonces
+                .check(nonce.as_str(), epoch + Duration::from_secs(62), client),
+            turnpike_core::nonce::NonceCheck::Stale
+        );
+        let other_key = turnpike_core::NonceKey::new(&[8; 32], epoch, Duration::from_secs(60));
+        assert_eq!(
+            other_key.check(nonce.as_str(), epoch, client),
+            turnpike_core::nonce::NonceCheck::Invalid
+        );
+
+        // Peer policy: allowed and denied ranges, the built-in refusals,
+        // and the server's own listeners (specific and wildcard).
+        let p = &t.peer_policy;
+        assert_eq!(p.check(sa("10.1.2.3:9")), Ok(()));
+        assert!(p.check(sa("10.9.1.1:9")).is_err());
+        assert!(p.check(sa("192.168.1.1:9")).is_err());
+        assert!(p.check(sa("127.0.0.1:9")).is_err());
+        assert_eq!(p.check(sa("8.8.8.8:9")), Ok(()));
+        // [::]:3478 covers port 3478 on every local IP, e.g. the relay IP
+        // (even though allowed_peer_ranges covers it) and the external one.
+        use turnpike_core::peer_policy::PeerDenied;
+        assert_eq!(p.check(sa("10.0.0.5:3478")), Err(PeerDenied::ServerSocket));
+        assert_eq!(p.check(sa("10.0.0.5:3479")), Ok(()));
+        assert_eq!(p.check(sa("11.0.0.5:3478")), Err(PeerDenied::ServerSocket));
+        assert_eq!(p.check(sa("11.0.0.5:3479")), Ok(()));
+
+        // TURN off: STUN only.
+        let off = Config::from_toml_str(
+            "[turn]\nenabled = false\n[[turn.users]]\nusername = \"a\"\npassword = \"b\"\n",
+        )
+        .unwrap();
+        assert!(off.core(&SECRET, epoch).turn.is_none());
+        assert!(off.users().is_empty());
+        assert!(off.user_keys().is_empty());
+        assert!(off.summary().ends_with("; turn off"), "{}", off.summary());
+        // Default: on.
+        assert!(Config::default().core(&SECRET, epoch).turn.is_some());
+    }
+
+    #[test]
+    fn turn_overrides_replace_the_file_values() {
+        let mut c = Config::parse_toml(
+            r#"
+            [turn]
+            realm = "file"
+            relay_ips = ["10.0.0.5", "10.0.0.6"]
+            min_port = 50000
+            [[turn.users]]
+            username = "alice"
+            password = "from-file"
+            [[turn.users]]
+            username = "bob"
+            password = "from-file"
+            "#,
+            None,
+        )
+        .unwrap();
+        c.apply(&Overrides {
+            turn: Some(false),
+            realm: Some("flag".into()),
+            relay_ips: Some(vec![ip("10.0.0.7")]),
+            external_ips: Some(vec![parse_external_ip("203.0.113.7").unwrap()]),
+            max_port: Some(60000),
+            default_lifetime: Some(60),
+            max_lifetime: Some(120),
+            nonce_lifetime: Some(30),
+            user_quota: Some(1),
+            total_quota: Some(2),
+            allowed_peer_ranges: Some(vec![net("127.0.0.0/8")]),
+            denied_peer_ranges: Some(vec![net("10.0.0.0/8")]),
+            challenges_per_second: Some(3),
+            users: Some(vec![user("carol", "from-flag")]),
+            ..Overrides::default()
+        });
+        c.validate().unwrap();
+        let t = &c.turn;
+        assert!(!t.enabled);
+        assert_eq!(t.realm, "flag");
+        assert_eq!(t.relay_ips, vec![ip("10.0.0.7")]);
+        assert_eq!(t.min_port, 50000, "not overridden: file value kept");
+        assert_eq!(t.max_port, 60000);
+        assert_eq!(
+            (t.default_lifetime, t.max_lifetime, t.nonce_lifetime),
+            (60, 120, 30)
+        );
+        assert_eq!((t.user_quota, t.total_quota), (1, 2));
+        assert_eq!(t.allowed_peer_ranges, vec![net("127.0.0.0/8")]);
+        assert_eq!(t.denied_peer_ranges, vec![net("10.0.0.0/8")]);
+        assert_eq!(t.challenges_per_second, 3);
+        // Users from flags/env replace the file's list.
+        assert_eq!(t.users, vec![user("carol", "from-flag")]);
+        // An empty override list clears the file's.
+        c.apply(&Overrides {
+            users: Some(Vec::new()),
+            ..Overrides::default()
+        });
+        assert!(c.turn.users.is_empty());
+    }
+
+    #[test]
+    fn user_parsing_and_redaction() {
+        assert_eq!(parse_user("alice:pa:ss"), Ok(user("alice", "pa:ss")));
+        assert_eq!(parse_user("a:b"), Ok(user("a", "b")));
+        for (bad, needle) in [
+            ("alicesecret", "expected USER:PASSWORD"),
+            (":secret", "user name before the colon"),
+            ("alice:", "user \"alice\" has an empty password"),
+        ] {
+            let err = parse_user(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        let debug = format!("{:?}", user("alice", "hunter2"));
+        assert!(
+            debug.contains("alice") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        let c =
+            Config::from_toml_str("[[turn.users]]\nusername = \"alice\"\npassword = \"hunter2\"\n")
+                .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.summary().contains("hunter2"));
     }
 
     #[test]
@@ -1325,7 +2516,7 @@ mod tests {
             "[server]\nsoftware = \"\"\n[stun]\nlisten = [\"192.0.2.1:3478\", \"[::1]:3478\"]\nalternate_ip = \"192.0.2.2\"\nresponse_port = true\n",
         )
         .unwrap();
-        let core = c.core();
+        let core = c.core(&SECRET, Instant::now());
         assert_eq!(core.software, None);
         assert!(core.allow_response_port && !core.allow_padding);
         assert_eq!(
@@ -1335,11 +2526,9 @@ mod tests {
                 ports: [3478, 3479],
             }]
         );
-        assert!(Config::default().core().nat_discovery.is_empty());
-        assert_eq!(
-            Config::default().core().software.as_deref(),
-            Some("Turnpike")
-        );
+        let default = Config::default().core(&SECRET, Instant::now());
+        assert!(default.nat_discovery.is_empty());
+        assert_eq!(default.software.as_deref(), Some("Turnpike"));
     }
 
     #[test]
@@ -1348,6 +2537,25 @@ mod tests {
         assert!(!s.contains('\n'));
         assert!(s.contains("listen 0.0.0.0:3478 [::]:3478"), "{s}");
         assert!(s.contains("nat discovery off"), "{s}");
+        assert!(
+            s.ends_with(
+                "; turn on (realm \"turnpike\", 0 users, relay on the IP each request arrived on, ports 49152-65535)"
+            ),
+            "{s}"
+        );
+        let c = Config::from_toml_str(
+            "[turn]\nrealm = \"r\"\nrelay_ips = [\"127.0.0.1\", \"::1\"]\nmin_port = 61000\nmax_port = 65000\n[[turn.users]]\nusername = \"alice\"\npassword = \"wonderland\"\n",
+        )
+        .unwrap();
+        let s = c.summary();
+        assert!(!s.contains('\n'));
+        assert!(
+            s.ends_with(
+                "; turn on (realm \"r\", 1 user, relay ips 127.0.0.1 ::1, ports 61000-65000)"
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("wonderland"), "{s}");
     }
 
     #[test]
@@ -1387,7 +2595,10 @@ mod tests {
         let doc: String = EXAMPLE
             .lines()
             .map(|line| match line.strip_prefix('#') {
-                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => {
+                Some(rest)
+                    if rest.starts_with(|c: char| c.is_ascii_lowercase())
+                        || rest.starts_with("[[") =>
+                {
                     uncommented += 1;
                     format!("{rest}\n")
                 }
@@ -1398,22 +2609,38 @@ mod tests {
         let c = Config::parse_toml(&doc, None).unwrap();
         assert!(c.stun.alternate_ip.is_some());
         assert!(c.stun.alternate_port.is_some());
+        assert_eq!(c.turn.users.len(), 2, "the [[turn.users]] examples");
+        // The uncommented users are the only difference from the defaults.
+        assert_eq!(
+            c.turn,
+            TurnConfig {
+                users: c.turn.users.clone(),
+                ..TurnConfig::default()
+            }
+        );
     }
 
     /// Every key appears in the example, in its section.
     #[test]
     fn example_file_mentions_every_key() {
         for (name, keys) in SECTIONS.iter().filter(|(n, _)| !n.is_empty()) {
+            // `[[turn.users]]` is shown commented out.
+            let header = if *name == "turn.users" {
+                format!("\n#[[{name}]]\n")
+            } else {
+                format!("\n[{name}]\n")
+            };
             let start = EXAMPLE
-                .find(&format!("\n[{name}]\n"))
+                .find(&header)
                 .unwrap_or_else(|| panic!("[{name}] missing from example"));
             let body = &EXAMPLE[start + 1..];
             let end = body[1..].find("\n[").map_or(body.len(), |i| i + 1);
             let body = &body[..end];
             for key in *keys {
-                let present = body
-                    .lines()
-                    .any(|l| l.trim_start_matches('#').starts_with(&format!("{key} = ")));
+                let present = body.lines().any(|l| {
+                    let l = l.trim_start_matches('#');
+                    l.starts_with(&format!("{key} = ")) || l == format!("[[{name}.{key}]]")
+                });
                 assert!(present, "{name}.{key} missing from example");
             }
         }

@@ -3,12 +3,14 @@
 //!
 //! - [`cli`]: command-line parsing (clap); `main.rs` dispatches the subcommands.
 //! - [`config`]: the TOML configuration, its defaults and overrides.
+//! - [`credentials`]: where long-term credentials come from.
 //! - [`logging`]: tracing subscriber set-up (text or JSON).
 //! - [`net`]: sockets: batched UDP I/O and TCP stream framing.
 //! - [`runtime`]: worker threads that own sockets and a core shard each.
 
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod logging;
 pub mod net;
 pub mod runtime;

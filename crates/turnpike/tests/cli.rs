@@ -298,3 +298,179 @@ fn help_goes_to_stdout_and_exits_0() {
     assert!(out.stdout.contains("check-config"));
     assert!(out.stdout.contains("TURNPIKE_LISTEN"));
 }
+
+#[test]
+fn check_config_summarises_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[server]\nworkers = 2\n[stun]\nlisten = [\"127.0.0.1:3478\"]\n[turn]\nrealm = \"example.org\"\nrelay_ips = [\"127.0.0.1\", \"::1\"]\nmin_port = 61000\nmax_port = 65000\n[[turn.users]]\nusername = \"alice\"\npassword = \"wonderland\"\n[[turn.users]]\nusername = \"bob\"\npassword = \"builder\"\n",
+    );
+    let out = run(&["check-config", "-c", &path], &[]);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{:?}", out.stdout);
+    assert!(
+        lines[0].ends_with(
+            "turn on (realm \"example.org\", 2 users, relay ips 127.0.0.1 ::1, ports 61000-65000)"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(!out.stdout.contains("wonderland") && !out.stdout.contains("builder"));
+
+    let out = run(&["check-config", "-c", &path, "--no-turn"], &[]);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert!(
+        out.stdout.trim_end().ends_with("; turn off"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Users from TURNPIKE_USERS replace the file's list, and --user replaces
+/// TURNPIKE_USERS.
+#[test]
+fn users_from_environment_and_flags_replace_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[[turn.users]]\nusername = \"alice\"\npassword = \"from-file\"\n",
+    );
+    let env = [("TURNPIKE_USERS", "bob:pw1,carol:pw:2,dave:pw3")];
+    let out = run(&["check-config", "-c", &path], &env);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert!(out.stdout.contains("3 users"), "{}", out.stdout);
+
+    let out = run(&["check-config", "-c", &path, "--user", "erin:pw4"], &env);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert!(out.stdout.contains("1 user,"), "{}", out.stdout);
+
+    // The file's user is gone: a flag user of the same name is no duplicate.
+    let out = run(&["check-config", "-c", &path, "--user", "alice:other"], &[]);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+
+    // Duplicates among the replacement users are still caught.
+    let out = run(&["check-config"], &[("TURNPIKE_USERS", "bob:x,bob:y")]);
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(line.contains("duplicate user \"bob\""), "{line}");
+}
+
+#[test]
+fn turn_settings_from_environment() {
+    let env = [
+        ("TURNPIKE_REALM", "env.example"),
+        ("TURNPIKE_RELAY_IPS", "127.0.0.1,::1"),
+        ("TURNPIKE_MIN_PORT", "50000"),
+        ("TURNPIKE_MAX_PORT", "50999"),
+        ("TURNPIKE_ALLOWED_PEER_RANGES", "127.0.0.0/8,::1"),
+        ("TURNPIKE_DENIED_PEER_RANGES", "10.0.0.0/8"),
+        ("TURNPIKE_EXTERNAL_IPS", "203.0.113.5/127.0.0.1"),
+        ("TURNPIKE_DEFAULT_LIFETIME", "60"),
+        ("TURNPIKE_MAX_LIFETIME", "120"),
+        ("TURNPIKE_NONCE_LIFETIME", "30"),
+        ("TURNPIKE_USER_QUOTA", "1"),
+        ("TURNPIKE_TOTAL_QUOTA", "2"),
+        ("TURNPIKE_CHALLENGES_PER_SECOND", "3"),
+    ];
+    let out = run(&["check-config", "--workers", "2"], &env);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert!(
+        out.stdout.contains(
+            "turn on (realm \"env.example\", 0 users, relay ips 127.0.0.1 (external 203.0.113.5) ::1, ports 50000-50999)"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = run(&["check-config"], &[("TURNPIKE_TURN", "false")]);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert!(
+        out.stdout.trim_end().ends_with("turn off"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn turn_validation_errors_are_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--relay-ip", "0.0.0.0"],
+            "turn.relay_ips: 0.0.0.0 is a wildcard; give the specific IP",
+        ),
+        (&["--min-port", "80"], "turn.min_port = 80 is below 1024"),
+        (
+            &[
+                "--relay-ip",
+                "10.0.0.5",
+                "--external-ip",
+                "203.0.113.5/10.0.0.9",
+            ],
+            "PRIVATE 10.0.0.9 (in \"203.0.113.5/10.0.0.9\") is not one of turn.relay_ips",
+        ),
+        (
+            &["--default-lifetime", "7200"],
+            "turn.default_lifetime = 7200 is above turn.max_lifetime = 3600",
+        ),
+        (&["--realm="], "turn.realm is empty"),
+    ];
+    for (args, needle) in cases {
+        let mut full = vec!["check-config"];
+        full.extend_from_slice(args);
+        let out = run(&full, &[]);
+        assert_eq!(out.status, 2, "{args:?}");
+        let line = single_error_line(&out);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+    // A bad CIDR is caught by the flag parser, and in the file with its line.
+    let out = run(
+        &["check-config", "--allowed-peer-range", "10.0.0.0/33"],
+        &[],
+    );
+    assert_eq!(out.status, 2);
+    assert!(single_error_line(&out).contains("not a CIDR range"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[turn]\ndenied_peer_ranges = [\"10.0.0.1/8\"]\n",
+    );
+    let out = run(&["check-config", "-c", &path], &[]);
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(line.contains("line 2"), "{line}");
+    assert!(
+        line.contains("write the network address 10.0.0.0/8"),
+        "{line}"
+    );
+}
+
+/// A rejected user value may contain a password: the error names the
+/// variable but never repeats the value.
+#[test]
+fn bad_user_value_never_prints_the_password() {
+    let out = run(&["check-config"], &[("TURNPIKE_USERS", "s3cr3t-no-colon")]);
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(line.contains("TURNPIKE_USERS"), "{line}");
+    assert!(line.contains("USER:PASSWORD"), "{line}");
+    assert!(!line.contains("s3cr3t"), "{line}");
+
+    let out = run(&["check-config", "--user", ":s3cr3t"], &[]);
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(!line.contains("s3cr3t"), "{line}");
+    assert!(!line.contains("environment"), "{line}");
+}
+
+#[test]
+fn help_never_prints_the_users_variable() {
+    let out = run(&["--help"], &[("TURNPIKE_USERS", "alice:s3cr3t")]);
+    assert_eq!(out.status, 0);
+    assert!(out.stdout.contains("TURNPIKE_USERS"), "{}", out.stdout);
+    assert!(out.stdout.contains("--user <USER:PASSWORD>"));
+    assert!(!out.stdout.contains("s3cr3t"), "{}", out.stdout);
+    // Other variables' values are shown, as clap does by default.
+    let out = run(&["--help"], &[("TURNPIKE_REALM", "shown.example")]);
+    assert!(out.stdout.contains("shown.example"));
+}

@@ -39,7 +39,7 @@ pub(crate) struct Turn {
     pub(crate) users: Credentials,
     pub(crate) ports: PortPicker,
     pub(crate) rng: SmallRng,
-    pub(crate) relays: Box<dyn RelayPorts + Send>,
+    pub(crate) relays: Box<dyn RelayPorts>,
 }
 
 impl std::fmt::Debug for Turn {

@@ -101,6 +101,10 @@ pub struct UdpOptions {
     /// `SO_SNDBUF` (capped at `net.core.wmem_max`). `None` keeps the system
     /// default.
     pub send_buffer_size: Option<usize>,
+    /// Set the Don't Fragment bit on every datagram sent
+    /// (`IP_MTU_DISCOVER` / `IPV6_MTU_DISCOVER` = `PMTUDISC_DO`): a TURN
+    /// relay socket whose client asked for DONT-FRAGMENT.
+    pub dont_fragment: bool,
 }
 
 /// A nonblocking UDP socket that receives and sends datagrams in batches.
@@ -156,6 +160,23 @@ impl BatchUdpSocket {
             set_int_option(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
         } else {
             set_int_option(&socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
+        }
+        if opts.dont_fragment {
+            if ipv6 {
+                set_int_option(
+                    &socket,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MTU_DISCOVER,
+                    libc::IP_PMTUDISC_DO,
+                )?;
+            } else {
+                set_int_option(
+                    &socket,
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU_DISCOVER,
+                    libc::IP_PMTUDISC_DO,
+                )?;
+            }
         }
         if let Some(size) = opts.recv_buffer_size {
             set_buffer_size(&socket, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, size)?;
@@ -280,6 +301,94 @@ impl BatchUdpSocket {
         }
         batch.clear();
         Ok(sent)
+    }
+
+    /// Like [`recv_batch`](Self::recv_batch), for a batch shared by many
+    /// sockets of one worker (TURN relay sockets: one per allocation, so a
+    /// batch each would cost kilobytes per allocation). The batch is borrowed
+    /// only inside the system call, never across an `.await`; read it right
+    /// after this returns, before awaiting anything else.
+    ///
+    /// # Errors
+    ///
+    /// As for `recv_batch`.
+    pub async fn recv_batch_shared(
+        &self,
+        batch: &std::cell::RefCell<RecvBatch>,
+    ) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| batch.borrow_mut().recv_from(fd.as_raw_fd())) {
+                Ok(Ok(n)) => return Ok(n),
+                Ok(Err(e)) if is_stale_icmp_error(&e) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    /// Sends what `batch` holds without waiting: datagrams the kernel cannot
+    /// take right now (`EAGAIN`) are dropped, as a router drops on a full
+    /// queue. For paths that must not await (the relay fast path sends
+    /// while it holds the worker's shared buffers). Clears the batch and
+    /// returns how many were sent.
+    ///
+    /// # Errors
+    ///
+    /// Errors of the socket itself.
+    pub fn try_send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
+        let mut sent = 0;
+        let result = batch.send_to(self.fd.as_raw_fd(), self.ipv6, &mut sent);
+        let dropped = batch.len().saturating_sub(sent);
+        batch.failed += dropped as u64;
+        batch.clear();
+        match result {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(sent),
+        }
+    }
+
+    /// Sends one datagram without waiting (`sendto`); `WouldBlock` when the
+    /// kernel's buffer is full.
+    ///
+    /// # Errors
+    ///
+    /// The `sendto` error.
+    pub fn try_send_to(&self, payload: &[u8], destination: SocketAddr) -> io::Result<usize> {
+        self.fd.get_ref().send_to(payload, &destination.into())
+    }
+
+    /// Gives the socket back, deregistered from the runtime (to park a
+    /// reserved relay socket, or hand it to another worker).
+    ///
+    /// # Errors
+    ///
+    /// Deregistration failure.
+    pub fn into_socket(self) -> Socket {
+        self.fd.into_inner()
+    }
+
+    /// Wraps a socket made by [`into_socket`](Self::into_socket) for the
+    /// current runtime.
+    ///
+    /// # Errors
+    ///
+    /// Outside a runtime, or if the socket has no IP address.
+    pub fn from_socket(socket: Socket) -> io::Result<Self> {
+        tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        let local_addr = socket.local_addr()?.as_socket().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "socket has a non-IP local address",
+            )
+        })?;
+        // SAFETY: as in `bind`: the AsyncFd owns the socket and its descriptor.
+        let fd = unsafe { AsyncFd::register(socket) }?;
+        Ok(Self {
+            fd,
+            local_addr,
+            ipv6: local_addr.is_ipv6(),
+        })
     }
 }
 
@@ -1215,8 +1324,22 @@ mod tests {
             reuse_port: true,
             recv_buffer_size: Some(1 << 20),
             send_buffer_size: Some(1 << 20),
+            dont_fragment: true,
         };
         let a = BatchUdpSocket::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let mut mode: libc::c_int = -1;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `mode`.
+        let rc = unsafe {
+            libc::getsockopt(
+                a.fd.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&mut mode as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!((rc, mode), (0, libc::IP_PMTUDISC_DO), "DONT-FRAGMENT sets the DF bit");
         let b = BatchUdpSocket::bind(a.local_addr(), &opts).unwrap();
         assert_eq!(a.local_addr(), b.local_addr());
         assert!(a.recv_buffer_size().unwrap() > 0);

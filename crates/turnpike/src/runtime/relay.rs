@@ -1,0 +1,221 @@
+//! Relay sockets: the shell's [`RelayPorts`] for the core, and the loop
+//! that carries peer datagrams to clients.
+//!
+//! Each allocation's relayed address is its own UDP socket, owned by the
+//! worker whose shard holds the allocation (the kernel cannot demultiplex
+//! thousands of ports onto one socket). A bound socket waits as `Pending`
+//! until the core has finished the packet that bound it, then gets a task.
+//! All relay tasks of a worker share one receive batch and send their
+//! answers through the worker's listener batches, so an allocation costs a
+//! socket and a small task, not buffers of its own.
+//!
+//! Sockets reserved by EVEN-PORT's R bit leave the worker: the client's next
+//! Allocate (with the RESERVATION-TOKEN) may reach another worker, which
+//! takes the socket over from [`Reservations`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+use socket2::Socket;
+use tokio::task::AbortHandle;
+use turnpike_core::{RelayOptions, RelayPorts, Transport};
+
+use super::worker::{RECV_ERROR_BACKOFF, WorkerCtx};
+use crate::net::udp::{BatchUdpSocket, UdpOptions};
+
+/// A relay socket of this worker.
+pub(super) enum Relay {
+    /// Bound during the packet being handled; its task starts after it.
+    Pending {
+        socket: BatchUdpSocket,
+        listener: usize,
+    },
+    /// Receiving.
+    Running {
+        socket: Rc<BatchUdpSocket>,
+        _task: TaskGuard,
+    },
+}
+
+/// Aborts the relay's task (which closes its socket) when the relay is
+/// removed from the worker.
+pub(super) struct TaskGuard(AbortHandle);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Relay {
+    /// Sends a client's datagram to a peer, without waiting: a full socket
+    /// buffer drops it, as a router would.
+    pub(super) fn send(&self, payload: &[u8], peer: SocketAddr) {
+        let socket = match self {
+            Relay::Pending { socket, .. } => socket,
+            Relay::Running { socket, .. } => socket,
+        };
+        let _ = socket.try_send_to(payload, peer);
+    }
+}
+
+/// Reserved relay sockets, shared by all workers.
+#[derive(Debug, Default)]
+pub(crate) struct Reservations {
+    sockets: Mutex<FxHashMap<[u8; 8], (Socket, Instant)>>,
+}
+
+impl Reservations {
+    fn put(&self, token: [u8; 8], socket: Socket, until: Instant) {
+        if let Ok(mut sockets) = self.sockets.lock() {
+            let now = Instant::now();
+            // Dropping an expired reservation closes its socket.
+            sockets.retain(|_, (_, until)| *until > now);
+            sockets.insert(token, (socket, until));
+        }
+    }
+
+    fn take(&self, token: &[u8; 8], now: Instant) -> Option<Socket> {
+        let mut sockets = self.sockets.lock().ok()?;
+        match sockets.remove(token) {
+            Some((socket, until)) if until > now => Some(socket),
+            _ => None,
+        }
+    }
+}
+
+/// The [`RelayPorts`] the core of one worker calls.
+pub(super) struct ShellRelays {
+    ctx: Weak<WorkerCtx>,
+    reservations: Arc<Reservations>,
+}
+
+impl ShellRelays {
+    pub(super) fn new(ctx: Weak<WorkerCtx>, reservations: Arc<Reservations>) -> Self {
+        ShellRelays { ctx, reservations }
+    }
+
+    fn ctx(&self) -> io::Result<Rc<WorkerCtx>> {
+        self.ctx
+            .upgrade()
+            .ok_or_else(|| io::Error::other("worker is shutting down"))
+    }
+}
+
+impl RelayPorts for ShellRelays {
+    fn bind(&mut self, addr: SocketAddr, options: RelayOptions) -> io::Result<()> {
+        let ctx = self.ctx()?;
+        let socket = BatchUdpSocket::bind(
+            addr,
+            &UdpOptions {
+                dont_fragment: options.dont_fragment,
+                ..UdpOptions::default()
+            },
+        )?;
+        let listener = ctx.current_listener.get();
+        ctx.relays
+            .borrow_mut()
+            .insert(addr, Relay::Pending { socket, listener });
+        Ok(())
+    }
+
+    fn release(&mut self, addr: SocketAddr) {
+        if let Ok(ctx) = self.ctx() {
+            // Dropping the entry aborts the task, which closes the socket.
+            ctx.relays.borrow_mut().remove(&addr);
+        }
+    }
+
+    fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], until: Instant) {
+        let Ok(ctx) = self.ctx() else { return };
+        // Reservations are made right after `bind`, before the task starts.
+        if let Some(Relay::Pending { socket, .. }) = ctx.relays.borrow_mut().remove(&addr) {
+            self.reservations.put(token, socket.into_socket(), until);
+        }
+    }
+
+    fn redeem(&mut self, token: [u8; 8], now: Instant) -> Option<SocketAddr> {
+        let ctx = self.ctx().ok()?;
+        let socket = BatchUdpSocket::from_socket(self.reservations.take(&token, now)?).ok()?;
+        let addr = socket.local_addr();
+        let listener = ctx.current_listener.get();
+        ctx.relays
+            .borrow_mut()
+            .insert(addr, Relay::Pending { socket, listener });
+        Some(addr)
+    }
+}
+
+/// Starts a task for every relay socket bound since the last call.
+pub(super) fn start_pending(ctx: &Rc<WorkerCtx>) {
+    let mut relays = ctx.relays.borrow_mut();
+    let pending: Vec<SocketAddr> = relays
+        .iter()
+        .filter(|(_, r)| matches!(r, Relay::Pending { .. }))
+        .map(|(a, _)| *a)
+        .collect();
+    for addr in pending {
+        let Some(Relay::Pending { socket, listener }) = relays.remove(&addr) else {
+            continue;
+        };
+        let socket = Rc::new(socket);
+        let task =
+            tokio::task::spawn_local(relay_loop(Rc::downgrade(ctx), Rc::clone(&socket), listener));
+        relays.insert(
+            addr,
+            Relay::Running {
+                socket,
+                _task: TaskGuard(task.abort_handle()),
+            },
+        );
+    }
+}
+
+/// Carries datagrams from peers, arriving on one relay socket, to the
+/// allocation's client through listener `listener`.
+async fn relay_loop(ctx: Weak<WorkerCtx>, socket: Rc<BatchUdpSocket>, listener: usize) {
+    let relay = socket.local_addr();
+    loop {
+        let Some(ctx) = ctx.upgrade() else { return };
+        if let Err(err) = socket.recv_batch_shared(&ctx.peer_rx).await {
+            tracing::warn!(address = %relay, %err, "relay receive failed");
+            tokio::time::sleep(RECV_ERROR_BACKOFF).await;
+            continue;
+        }
+        let now = Instant::now();
+        let (Some(out_socket), Some(tx)) =
+            (ctx.listeners.get(listener), ctx.client_tx.get(listener))
+        else {
+            return;
+        };
+        let wildcard = out_socket.local_addr().ip().is_unspecified();
+        let rx = ctx.peer_rx.borrow();
+        let mut server = ctx.server.borrow_mut();
+        let mut tx = tx.borrow_mut();
+        for (data, meta) in rx.iter() {
+            if meta.truncated {
+                continue;
+            }
+            if tx.is_full() {
+                let _ = out_socket.try_send_batch(&mut tx);
+            }
+            tx.push_in_place(|slot| {
+                let t = server.handle_peer_packet(now, relay, meta.source, data, slot)?;
+                // Allocations over TCP get their data on the stream once the
+                // TCP transport carries TURN; until then it cannot go out here.
+                (t.transport == Transport::Udp).then_some((
+                    t.len,
+                    t.destination,
+                    wildcard.then_some(t.source.ip()),
+                ))
+            });
+        }
+        if !tx.is_empty() {
+            let _ = out_socket.try_send_batch(&mut tx);
+        }
+    }
+}

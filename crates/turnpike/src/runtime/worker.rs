@@ -1,0 +1,345 @@
+//! One worker thread: a current-thread tokio runtime that owns a core shard,
+//! its listener sockets, and the relay sockets of the allocations the shard
+//! holds.
+//!
+//! Everything here is single-threaded. Tasks share the worker's state
+//! through [`WorkerCtx`], whose `RefCell`s are borrowed only between awaits,
+//! never across one.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::RngCore;
+use rustc_hash::FxHashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::LocalSet;
+use turnpike_core::{Event, Packet, Server, Shard, Transport};
+
+use super::bind_error;
+use super::relay::{Relay, Reservations, ShellRelays};
+use crate::config::Listener;
+use crate::credentials::CredentialStore;
+use crate::net::tcp::{self, FrameBuffer, NextFrame};
+use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch, UdpOptions};
+
+/// Datagrams per `recvmmsg`/`sendmmsg`.
+pub(super) const BATCH: usize = 32;
+/// Receive slot: a full Ethernet-MTU datagram and then some. Larger datagrams
+/// are truncated by the kernel and dropped.
+pub(super) const RECV_SLOT: usize = 2048;
+/// Send slot: the largest thing the core writes — a padded RFC 5780 answer
+/// or a Data indication around a full receive slot.
+pub(super) const SEND_SLOT: usize = RECV_SLOT + 256;
+/// Pause after a receive error that is not transient.
+pub(super) const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+/// A TCP connection that sends nothing for this long is closed.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one worker thread needs.
+pub(super) struct Worker {
+    pub(super) id: usize,
+    pub(super) workers: usize,
+    pub(super) core: Arc<turnpike_core::Config>,
+    pub(super) store: Arc<dyn CredentialStore>,
+    pub(super) reservations: Arc<Reservations>,
+    pub(super) listeners: Vec<Listener>,
+    pub(super) udp: bool,
+    pub(super) tcp: bool,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+/// State shared by a worker's tasks.
+pub(super) struct WorkerCtx {
+    pub(super) server: RefCell<Server>,
+    /// UDP listener sockets.
+    pub(super) listeners: Box<[BatchUdpSocket]>,
+    /// Answers to clients produced by relay sockets, one batch per listener.
+    pub(super) client_tx: Box<[RefCell<SendBatch>]>,
+    /// The receive buffer all relay sockets share.
+    pub(super) peer_rx: RefCell<RecvBatch>,
+    /// Relay sockets by relayed address.
+    pub(super) relays: RefCell<FxHashMap<SocketAddr, Relay>>,
+    /// The listener whose packet the core is handling: a relay bound now
+    /// answers its client through it.
+    pub(super) current_listener: Cell<usize>,
+    store: Arc<dyn CredentialStore>,
+}
+
+impl Worker {
+    /// Binds this worker's sockets, reports readiness, and serves until shutdown.
+    pub(super) fn run(self, ready: mpsc::Sender<anyhow::Result<()>>) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a worker runtime")?;
+        let local = LocalSet::new();
+        let mut shutdown = self.shutdown.clone();
+        local.block_on(&rt, async move {
+            let (sockets, tcp_listeners) = match self.bind() {
+                Ok(bound) => {
+                    let _ = ready.send(Ok(()));
+                    bound
+                }
+                Err(err) => {
+                    let _ = ready.send(Err(err));
+                    return Ok(());
+                }
+            };
+            let ctx = self.context(sockets);
+            for index in 0..ctx.listeners.len() {
+                tokio::task::spawn_local(udp_loop(Rc::clone(&ctx), index));
+            }
+            for listener in tcp_listeners {
+                tokio::task::spawn_local(tcp_accept_loop(Rc::clone(&ctx), listener));
+            }
+            tokio::task::spawn_local(timer_loop(Rc::clone(&ctx)));
+            // Returning drops the LocalSet's tasks: sockets close with them.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            Ok(())
+        })
+    }
+
+    fn context(&self, sockets: Vec<BatchUdpSocket>) -> Rc<WorkerCtx> {
+        let mut seed = [0u8; 8];
+        rand::rng().fill_bytes(&mut seed);
+        let shard = Shard {
+            index: self.id,
+            count: self.workers,
+            seed: u64::from_le_bytes(seed),
+        };
+        let client_tx = (0..sockets.len())
+            .map(|_| RefCell::new(SendBatch::new(BATCH, SEND_SLOT)))
+            .collect();
+        let ctx = Rc::new_cyclic(|weak: &Weak<WorkerCtx>| {
+            let relays = ShellRelays::new(weak.clone(), Arc::clone(&self.reservations));
+            WorkerCtx {
+                server: RefCell::new(Server::with_relays(
+                    Arc::clone(&self.core),
+                    shard,
+                    Box::new(relays),
+                )),
+                listeners: sockets.into_boxed_slice(),
+                client_tx,
+                peer_rx: RefCell::new(RecvBatch::new(BATCH, RECV_SLOT)),
+                relays: RefCell::new(FxHashMap::default()),
+                current_listener: Cell::new(0),
+                store: Arc::clone(&self.store),
+            }
+        });
+        {
+            let mut server = ctx.server.borrow_mut();
+            for (name, keys) in ctx.store.preload() {
+                server.insert_credentials(&name, keys);
+            }
+        }
+        ctx
+    }
+
+    fn bind(&self) -> anyhow::Result<(Vec<BatchUdpSocket>, Vec<TcpListener>)> {
+        let options = UdpOptions {
+            reuse_port: true,
+            ..UdpOptions::default()
+        };
+        let mut sockets = Vec::new();
+        let mut listeners = Vec::new();
+        for l in &self.listeners {
+            if self.udp {
+                sockets.push(
+                    BatchUdpSocket::bind(l.addr, &options)
+                        .map_err(|e| bind_error("udp", l.addr, &e))?,
+                );
+            }
+            if self.tcp {
+                listeners.push(
+                    tcp::bind_listener(l.addr, true).map_err(|e| bind_error("tcp", l.addr, &e))?,
+                );
+            }
+        }
+        Ok((sockets, listeners))
+    }
+}
+
+impl WorkerCtx {
+    /// Acts on what the core asked for while handling packets: starts relay
+    /// sockets bound meanwhile and looks up unknown users.
+    fn after_packets(self: &Rc<Self>) {
+        super::relay::start_pending(self);
+        let events: Vec<Event> =
+            std::iter::from_fn(|| self.server.borrow_mut().poll_event()).collect();
+        for event in events {
+            match event {
+                Event::NeedCredentials { username } => {
+                    let ctx = Rc::clone(self);
+                    tokio::task::spawn_local(async move {
+                        match ctx.store.lookup(&username).await {
+                            Ok(Some(keys)) => {
+                                ctx.server.borrow_mut().insert_credentials(&username, keys)
+                            }
+                            Ok(None) => {}
+                            Err(err) => tracing::warn!(%err, "credential lookup failed"),
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Receives datagrams on listener `index` in batches, runs them through the
+/// shard, and sends the answers in batches.
+///
+/// Answers normally leave from the socket their request arrived on; RFC 5780
+/// CHANGE-REQUEST answers leave from another listener, and relayed data from
+/// the allocation's relay socket.
+async fn udp_loop(ctx: Rc<WorkerCtx>, index: usize) {
+    let socket = &ctx.listeners[index];
+    let bound = socket.local_addr();
+    let wildcard = bound.ip().is_unspecified();
+    let mut rx = RecvBatch::new(BATCH, RECV_SLOT);
+    let mut tx = SendBatch::new(BATCH, SEND_SLOT);
+    let mut redirect: Vec<SendBatch> = if !ctx.server.borrow().config().nat_discovery.is_empty() {
+        (0..ctx.listeners.len())
+            .map(|_| SendBatch::new(BATCH, SEND_SLOT))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    loop {
+        if let Err(err) = socket.recv_batch(&mut rx).await {
+            // Transient errors (EAGAIN, stale ICMP) never get here; what does
+            // (ENOMEM, ENOBUFS) would recur at once, so back off instead of
+            // spinning the worker.
+            tracing::warn!(address = %bound, %err, "udp receive failed");
+            tokio::time::sleep(RECV_ERROR_BACKOFF).await;
+            continue;
+        }
+        let now = Instant::now();
+        ctx.current_listener.set(index);
+        {
+            let mut server = ctx.server.borrow_mut();
+            for (data, meta) in rx.iter() {
+                if meta.truncated {
+                    continue;
+                }
+                let local = match (wildcard, meta.destination) {
+                    (true, Some(ip)) => SocketAddr::new(ip, bound.port()),
+                    _ => bound,
+                };
+                let packet = Packet {
+                    transport: Transport::Udp,
+                    local,
+                    remote: meta.source,
+                    data,
+                };
+                // The core writes straight into the send slot. `tx` holds as
+                // many slots as `rx` and is flushed after every receive, so
+                // it always has room.
+                tx.push_in_place(|slot| {
+                    let t = server.handle_packet(now, packet, slot)?;
+                    if t.source == local {
+                        return Some((t.len, t.destination, wildcard.then_some(t.source.ip())));
+                    }
+                    let payload = &slot[..t.len];
+                    if let Some(relay) = ctx.relays.borrow().get(&t.source) {
+                        // Client → peer. One sendto per datagram: each relay
+                        // is its own socket.
+                        relay.send(payload, t.destination);
+                        return None;
+                    }
+                    // RFC 5780 CHANGE-REQUEST: another listener answers.
+                    let j = ctx
+                        .listeners
+                        .iter()
+                        .position(|s| s.local_addr() == t.source)?;
+                    redirect.get_mut(j)?.push(t.destination, None, payload);
+                    None
+                });
+            }
+        }
+        ctx.after_packets();
+        if !tx.is_empty() {
+            if let Err(err) = socket.send_batch(&mut tx).await {
+                tracing::debug!(address = %bound, %err, "udp send failed");
+            }
+        }
+        for (j, batch) in redirect.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                if let Err(err) = ctx.listeners[j].send_batch(batch).await {
+                    tracing::debug!(address = %ctx.listeners[j].local_addr(), %err, "udp send failed");
+                }
+            }
+        }
+    }
+}
+
+/// Expires allocations once a second (the core's sweep interval).
+async fn timer_loop(ctx: Rc<WorkerCtx>) {
+    let mut tick = tokio::time::interval(turnpike_core::server::SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        ctx.server.borrow_mut().handle_timeout(Instant::now());
+    }
+}
+
+async fn tcp_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                tokio::task::spawn_local(tcp_connection(Rc::clone(&ctx), stream, remote));
+            }
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%err, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves one TCP connection: frames messages, answers each on the
+/// connection. (TURN over TCP — relayed data back on the stream — comes with
+/// the TCP/TLS transports.)
+async fn tcp_connection(ctx: Rc<WorkerCtx>, mut stream: TcpStream, remote: SocketAddr) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let mut frames = FrameBuffer::new(2048);
+    let mut out = vec![0u8; SEND_SLOT].into_boxed_slice();
+    loop {
+        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read(frames.read_slot())).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => frames.filled(n),
+        }
+        loop {
+            let transmit = match frames.next_frame() {
+                NextFrame::Frame(data) => {
+                    let packet = Packet {
+                        transport: Transport::Tcp,
+                        local,
+                        remote,
+                        data,
+                    };
+                    ctx.server
+                        .borrow_mut()
+                        .handle_packet(Instant::now(), packet, &mut out)
+                }
+                NextFrame::NeedMore => break,
+                NextFrame::Invalid => return,
+            };
+            ctx.after_packets();
+            if let Some(t) = transmit {
+                if t.source == local && stream.write_all(&out[..t.len]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
