@@ -1095,3 +1095,178 @@ fn dual_stack_with_even_port_as_uclient_sends_it() {
     assert_eq!(a.class(), Class::Success);
     assert_eq!(a.relayed().len(), 2, "{:?}", a.relayed());
 }
+
+/// Loopback, private, link-local, metadata and other internal targets, as
+/// written plainly and in each IPv6 disguise (mapped, compatible, 6to4,
+/// Teredo, NAT64). Every one must be refused on every path that names a
+/// peer. The exhaustive range-by-form table lives in `peer_policy`'s tests;
+/// this checks the TURN methods actually consult it.
+const FORBIDDEN_PEERS: &[&str] = &[
+    "127.0.0.1:80",
+    "10.0.0.1:80",
+    "172.16.5.4:80",
+    "192.168.1.1:80",
+    "100.64.0.1:80",
+    "169.254.169.254:80",
+    "0.0.0.0:80",
+    "224.0.0.1:80",
+    "255.255.255.255:80",
+    "240.0.0.1:80",
+    "198.18.0.1:80",
+    "192.0.2.1:80",
+    "[::1]:80",
+    "[::]:80",
+    "[fc00::1]:80",
+    "[fd00:ec2::254]:80",
+    "[fe80::1]:80",
+    "[fec0::1]:80",
+    "[ff02::1]:80",
+    "[2001:db8::1]:80",
+    "[::ffff:127.0.0.1]:80",
+    "[::ffff:10.0.0.1]:80",
+    "[::127.0.0.1]:80",
+    "[2002:7f00:1::1]:80",
+    "[2002:a9fe:a9fe::1]:80",
+    "[2001:0:4136:e378:8000:63bf:80ff:fffe]:80",
+    "[64:ff9b::7f00:1]:80",
+    "[64:ff9b::a9fe:a9fe]:80",
+    "[64:ff9b:1::a00:1]:80",
+    SERVER,
+];
+
+#[test]
+fn every_forbidden_peer_is_refused_on_every_path() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::AdditionalAddressFamily(AddressFamily::V6),
+        ],
+        &creds,
+    );
+    assert_eq!(
+        a.relayed().len(),
+        2,
+        "dual-stack, so IPv6 forms reach the policy"
+    );
+    for (i, peer) in FORBIDDEN_PEERS.iter().enumerate() {
+        let peer = addr(peer);
+        let a = h.authed(
+            Method::CREATE_PERMISSION,
+            &[Attribute::XorPeerAddress(peer)],
+            &creds,
+        );
+        assert_eq!(a.code(), Some(403), "CreatePermission to {peer}");
+        let channel = 0x4000 + u16::try_from(i).unwrap();
+        let a = h.authed(
+            Method::CHANNEL_BIND,
+            &[
+                Attribute::ChannelNumber(channel),
+                Attribute::XorPeerAddress(peer),
+            ],
+            &creds,
+        );
+        assert_eq!(a.code(), Some(403), "ChannelBind to {peer}");
+        let tid = h.tid();
+        let mut buf = vec![0u8; 256];
+        let mut msg = MessageBuilder::new(
+            &mut buf,
+            MessageType::new(Method::SEND, Class::Indication),
+            tid,
+        )
+        .unwrap();
+        msg.add(&Attribute::XorPeerAddress(peer)).unwrap();
+        msg.add(&Attribute::Data(b"x")).unwrap();
+        let len = msg.finish();
+        assert!(h.send(&buf[..len]).is_none(), "Send to {peer}");
+    }
+    assert_eq!(h.server.stats().to_peer_packets, 0);
+}
+
+#[test]
+fn send_rechecks_the_policy_for_the_servers_own_sockets() {
+    // A permission for the server's IP is legitimate (other clients' relays
+    // live there), but its listener port must stay unreachable.
+    let mut h = Harness::new(|t| {
+        t.peer_policy = PeerPolicy::new(
+            vec!["192.0.2.0/24".parse().unwrap()],
+            vec![],
+            vec![addr(SERVER)],
+            vec![],
+        );
+    });
+    let creds = h.creds();
+    let relay = h.allocate(&creds);
+    let a = h.authed(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr(SERVER))],
+        &creds,
+    );
+    assert_eq!(
+        a.class(),
+        Class::Success,
+        "IP-level permission to the server's IP"
+    );
+    let a = h.authed(
+        Method::CHANNEL_BIND,
+        &[
+            Attribute::ChannelNumber(0x4000),
+            Attribute::XorPeerAddress(addr(SERVER)),
+        ],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(403), "but not a channel to its listener");
+    let send = |h: &mut Harness, to: &str| {
+        let tid = h.tid();
+        let mut buf = vec![0u8; 256];
+        let mut msg = MessageBuilder::new(
+            &mut buf,
+            MessageType::new(Method::SEND, Class::Indication),
+            tid,
+        )
+        .unwrap();
+        msg.add(&Attribute::XorPeerAddress(addr(to))).unwrap();
+        msg.add(&Attribute::Data(b"x")).unwrap();
+        let len = msg.finish();
+        h.send(&buf[..len])
+    };
+    assert!(
+        send(&mut h, SERVER).is_none(),
+        "Send to the listener itself"
+    );
+    let other_relay = "192.0.2.10:50123";
+    let t = send(&mut h, other_relay).expect("another port of the server's IP (a relay) is fine");
+    assert_eq!(t.transmit.source, relay);
+}
+
+#[test]
+fn even_port_reservation_skips_pairs_whose_odd_port_is_taken() {
+    let mut h = Harness::new(|_| {});
+    {
+        // Another program holds the odd port of every other pair.
+        let mut sockets = h.relays.0.lock().unwrap();
+        for port in (50001..50999u16).step_by(4) {
+            sockets
+                .bound
+                .insert(SocketAddr::new("192.0.2.10".parse().unwrap(), port));
+        }
+    }
+    let taken_before = h.bound().len();
+    let creds = h.creds();
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::EvenPort(true),
+        ],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success, "{:?}", a.code());
+    let rtp = a.relayed()[0];
+    assert_eq!(rtp.port() % 4, 2, "a pair whose odd port was free");
+    assert!(a.attr(AttrType::RESERVATION_TOKEN).is_some());
+    // Exactly the pair is held: failed attempts released their even ports.
+    assert_eq!(h.bound().len(), taken_before + 2);
+}

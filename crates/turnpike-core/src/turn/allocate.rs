@@ -93,9 +93,15 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     let primary = asked.family.unwrap_or(AddressFamily::V4);
     let mut relays = [None, None];
     let mut reservation = None;
-    let bound = match asked.token {
-        Some(token) => turn.relays.redeem(token, req.now).ok_or(508),
-        None => bind_relay(req, turn, primary, asked.even_port.is_some(), options),
+    let bound = match (asked.token, asked.even_port) {
+        (Some(token), _) => turn.relays.redeem(token, req.now).ok_or(508),
+        (None, Some(true)) => {
+            bind_reserved_pair(req, turn, primary, options).map(|(addr, token)| {
+                reservation = Some(token);
+                addr
+            })
+        }
+        (None, even) => bind_relay(req, turn, primary, even.is_some(), options),
     };
     let first = match bound {
         Ok(addr) => addr,
@@ -105,21 +111,6 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
         }
     };
     relays[crate::allocation::family_index(first.ip())] = Some(first);
-    if asked.even_port == Some(true) {
-        // The R bit: keep port + 1 for the client's next (RTCP) allocation.
-        // `bind_relay` chose an even port whose pair is this shard's.
-        let next = SocketAddr::new(first.ip(), first.port() + 1);
-        if turn.relays.bind(next, options).is_ok() {
-            let mut token = [0u8; 8];
-            turn.rng.fill_bytes(&mut token);
-            turn.relays.reserve(next, token, req.now + RESERVATION_TIME);
-            reservation = Some(token);
-        } else {
-            turn.relays.release(first);
-            config.quotas.release(&req.user.name);
-            return req.error(out, 508);
-        }
-    }
     let mut address_error = None;
     if asked.additional == Some(AddressFamily::V6) {
         match bind_relay(req, turn, AddressFamily::V6, false, options) {
@@ -169,6 +160,30 @@ fn success(
         }
         msg.add(&Attribute::XorMappedAddress(req.packet.remote))
     })
+}
+
+/// EVEN-PORT with the R bit: an even port for this allocation and the odd
+/// one above it reserved under a fresh token for the client's next (RTCP)
+/// allocation. Pairs are this shard's own, but the odd port may still be
+/// taken by another program: then try another pair.
+fn bind_reserved_pair(
+    req: &Request<'_, '_>,
+    turn: &mut Turn,
+    family: AddressFamily,
+    options: RelayOptions,
+) -> Result<(SocketAddr, [u8; 8]), u16> {
+    for _ in 0..BIND_ATTEMPTS {
+        let even = bind_relay(req, turn, family, true, options)?;
+        let odd = SocketAddr::new(even.ip(), even.port() + 1);
+        if turn.relays.bind(odd, options).is_ok() {
+            let mut token = [0u8; 8];
+            turn.rng.fill_bytes(&mut token);
+            turn.relays.reserve(odd, token, req.now + RESERVATION_TIME);
+            return Ok((even, token));
+        }
+        turn.relays.release(even);
+    }
+    Err(508)
 }
 
 /// The relay IPs of a family: configured ones, or the IP the request came in on.
