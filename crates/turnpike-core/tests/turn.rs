@@ -1270,3 +1270,37 @@ fn even_port_reservation_skips_pairs_whose_odd_port_is_taken() {
     // Exactly the pair is held: failed attempts released their even ports.
     assert_eq!(h.bound().len(), taken_before + 2);
 }
+
+#[test]
+fn coturn_clients_draft_code_point_for_additional_address_family() {
+    // turnutils_uclient -Z sends ADDITIONAL-ADDRESS-FAMILY as 0x8032.
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds();
+    let draft = Attribute::Unknown {
+        attr_type: AttrType(0x8032),
+        value: &[0x02, 0, 0, 0],
+    };
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::EvenPort(false),
+            draft,
+        ],
+        &creds,
+    );
+    assert_eq!(a.relayed().len(), 2, "{:?}", a.relayed());
+    let bad = Attribute::Unknown {
+        attr_type: AttrType(0x8032),
+        value: &[0x03, 0, 0, 0],
+    };
+    let c2 = "198.51.100.41:1";
+    let creds2 = h.creds_for(c2, USER, PASS);
+    let a = h.authed_from(
+        c2,
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP), bad],
+        &creds2,
+    );
+    assert_eq!(a.code(), Some(400));
+}

@@ -6,13 +6,19 @@ use std::time::Duration;
 
 use rand::{Rng, RngCore};
 use turnpike_codec::attr::protocol;
-use turnpike_codec::{AddressFamily, Attribute, ErrorCode};
+use turnpike_codec::{AddressFamily, AttrType, Attribute, ErrorCode};
 
 use super::{Request, Turn, granted_lifetime, lifetime_secs};
 use crate::allocation::Allocation;
 use crate::config::TurnConfig;
 use crate::relay::RelayOptions;
 use crate::response::reason_phrase;
+
+/// ADDITIONAL-ADDRESS-FAMILY under its draft-ietf-tram-turnbis code point.
+/// RFC 8656 assigned 0x8000, but coturn's clients (turnutils_uclient 4.6,
+/// `-Z`) still send 0x8032, so dual-stack requests from them would silently
+/// get one family.
+const ADDITIONAL_ADDRESS_FAMILY_DRAFT: AttrType = AttrType(0x8032);
 
 /// How long a port reserved by EVEN-PORT's R bit waits for its allocation.
 const RESERVATION_TIME: Duration = Duration::from_secs(30);
@@ -56,6 +62,17 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
             Ok(Attribute::RequestedAddressFamily(f)) => asked.family = asked.family.or(Some(f)),
             Ok(Attribute::AdditionalAddressFamily(f)) => {
                 asked.additional = asked.additional.or(Some(f))
+            }
+            Ok(Attribute::Unknown {
+                attr_type: ADDITIONAL_ADDRESS_FAMILY_DRAFT,
+                value,
+            }) => {
+                let family = match value {
+                    [0x01, 0, 0, 0] => AddressFamily::V4,
+                    [0x02, 0, 0, 0] => AddressFamily::V6,
+                    _ => return req.error(out, 400),
+                };
+                asked.additional = asked.additional.or(Some(family));
             }
             Ok(Attribute::Lifetime(s)) => asked.lifetime = asked.lifetime.or(Some(s)),
             Ok(_) => {}

@@ -15,6 +15,11 @@
 //! example a shim that runs coturn's `turnserver`), so the assertions can be
 //! checked against a reference server. By default the tests use the
 //! `turnpike` binary Cargo built for them.
+//!
+//! TURN tests add a `[turn]` section to the configuration
+//! ([`ServerOptions::turn`]), run coturn's `turnutils_peer` as the echoing
+//! peer ([`Peer`], also stopped in `Drop`) and parse what
+//! `turnutils_uclient` prints ([`UclientReport`]).
 
 #![allow(dead_code)]
 
@@ -63,6 +68,58 @@ pub struct ServerOptions {
     pub response_port: bool,
     /// RFC 5780 PADDING support.
     pub padding: bool,
+    /// Render a `[turn]` section (TURN relaying with long-term credentials).
+    pub turn: Option<TurnOptions>,
+}
+
+/// The `[turn]` section of the test configuration.
+#[derive(Debug, Clone)]
+pub struct TurnOptions {
+    pub realm: String,
+    /// Long-term credentials, `(username, password)`.
+    pub users: Vec<(String, String)>,
+    /// Addresses relayed transport addresses are allocated on.
+    pub relay_ips: Vec<IpAddr>,
+    /// Relay port range. Keep it out of the kernel's ephemeral range
+    /// (32768-60999), where client sockets and the test peer live.
+    pub min_port: u16,
+    pub max_port: u16,
+    /// CIDR ranges peers may be in (loopback is refused by default).
+    pub allowed_peer_ranges: Vec<String>,
+    /// Upper bound of allocation lifetimes, in seconds.
+    pub max_lifetime: u32,
+    /// Allocations per user; 0 = unlimited.
+    pub user_quota: u32,
+    /// Allocations in total; 0 = unlimited.
+    pub total_quota: u32,
+}
+
+/// Realm of [`TurnOptions::loopback`].
+pub const TURN_REALM: &str = "turnpike.test";
+/// The one user of [`TurnOptions::loopback`].
+pub const TURN_USER: &str = "alice";
+pub const TURN_PASSWORD: &str = "wonderland";
+/// Relay port range of [`TurnOptions::loopback`].
+pub const RELAY_MIN_PORT: u16 = 61000;
+pub const RELAY_MAX_PORT: u16 = 65000;
+
+impl TurnOptions {
+    /// Relays on 127.0.0.1 and ::1 (ports 61000-65000), loopback peers
+    /// allowed, one user `alice`/`wonderland` in realm `turnpike.test`, no
+    /// quotas.
+    pub fn loopback() -> Self {
+        TurnOptions {
+            realm: TURN_REALM.to_string(),
+            users: vec![(TURN_USER.to_string(), TURN_PASSWORD.to_string())],
+            relay_ips: vec![PRIMARY_V4.into(), PRIMARY_V6.into()],
+            min_port: RELAY_MIN_PORT,
+            max_port: RELAY_MAX_PORT,
+            allowed_peer_ranges: vec!["127.0.0.0/8".to_string(), "::1/128".to_string()],
+            max_lifetime: 3600,
+            user_quota: 0,
+            total_quota: 0,
+        }
+    }
 }
 
 impl ServerOptions {
@@ -82,6 +139,16 @@ impl ServerOptions {
             alternate: true,
             response_port: true,
             padding: true,
+            turn: None,
+        }
+    }
+
+    /// STUN/TURN on 127.0.0.1 and ::1 with [`TurnOptions::loopback`].
+    pub fn turn() -> Self {
+        ServerOptions {
+            ipv6: true,
+            turn: Some(TurnOptions::loopback()),
+            ..ServerOptions::default()
         }
     }
 }
@@ -143,7 +210,7 @@ impl TestServer {
         std::fs::write(&config_path, &config_text).expect("write server config");
 
         let program = server_program();
-        let mut child = Command::new(&program)
+        let mut child = die_with_spawner(Command::new(&program))
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
@@ -297,6 +364,25 @@ impl Drop for TestServer {
     }
 }
 
+/// Have the kernel SIGKILL the child when the thread that spawns it exits,
+/// which includes the test process being killed: no server, peer or client
+/// outlives its test, even when `Drop` never runs. (So a child must be
+/// spawned by the thread that owns it, as every helper here does.)
+fn die_with_spawner(mut cmd: Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec and only calls
+    // prctl(2), which is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 fn pump(mut from: impl Read + Send + 'static, to: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -340,7 +426,57 @@ fn render_config(options: &ServerOptions, port: u16, alt_port: Option<u16>) -> S
     }
     let _ = writeln!(s, "response_port = {}", options.response_port);
     let _ = writeln!(s, "padding = {}", options.padding);
+    if let Some(turn) = &options.turn {
+        render_turn(&mut s, turn);
+    }
     s
+}
+
+/// A TOML basic string.
+fn toml_str(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn toml_list<T: ToString>(items: &[T]) -> String {
+    let v: Vec<String> = items.iter().map(|i| toml_str(&i.to_string())).collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn render_turn(s: &mut String, turn: &TurnOptions) {
+    let _ = writeln!(s, "\n[turn]");
+    let _ = writeln!(s, "realm = {}", toml_str(&turn.realm));
+    let _ = writeln!(s, "relay_ips = {}", toml_list(&turn.relay_ips));
+    let _ = writeln!(s, "min_port = {}", turn.min_port);
+    let _ = writeln!(s, "max_port = {}", turn.max_port);
+    let _ = writeln!(
+        s,
+        "allowed_peer_ranges = {}",
+        toml_list(&turn.allowed_peer_ranges)
+    );
+    let _ = writeln!(s, "max_lifetime = {}", turn.max_lifetime);
+    let _ = writeln!(s, "user_quota = {}", turn.user_quota);
+    let _ = writeln!(s, "total_quota = {}", turn.total_quota);
+    for (user, password) in &turn.users {
+        let _ = writeln!(
+            s,
+            "\n[[turn.users]]\nusername = {}\npassword = {}",
+            toml_str(user),
+            toml_str(password)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -491,7 +627,7 @@ pub fn run_tool(tool: &str, args: &[String], timeout: Duration) -> ToolOutput {
         .collect::<Vec<_>>()
         .join(" ");
     let start = Instant::now();
-    let mut child = Command::new(&program)
+    let mut child = die_with_spawner(Command::new(&program))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -730,4 +866,428 @@ pub fn tcp_binding(server: SocketAddr, wait: Duration) -> Result<(RawMessage, So
         return Err(format!("transaction id mismatch in {msg:?}"));
     }
     Ok((msg, local))
+}
+
+// ---------------------------------------------------------------------------
+// TURN peer: coturn's `turnutils_peer`
+// ---------------------------------------------------------------------------
+
+/// How long a freshly spawned peer gets to echo on every endpoint.
+pub const PEER_READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running `turnutils_peer` (a UDP echo server on port `P` and `P + 1` of
+/// each of its addresses), killed when dropped.
+///
+/// It is always started with explicit `-L` addresses: without `-L` it
+/// listens on every address. It never exits by itself.
+#[derive(Debug)]
+pub struct Peer {
+    child: Option<Child>,
+    /// Port `P`; the peer also echoes on `P + 1` (uclient's RTCP peer).
+    pub port: u16,
+    pub addrs: Vec<IpAddr>,
+    command: String,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Peer {
+    /// Start `turnutils_peer -L ADDR... -p P` on a free pair `P`, `P + 1`
+    /// (below the relay port range) and wait until every endpoint echoes.
+    /// Panics (failing the test) when the tool is missing or never ready.
+    pub fn start(addrs: &[IpAddr]) -> Peer {
+        assert!(!addrs.is_empty(), "a peer needs at least one address");
+        require_tool("turnutils_peer");
+        const ATTEMPTS: usize = 3;
+        let mut last_failure = String::new();
+        for _ in 0..ATTEMPTS {
+            let port = free_peer_port(addrs);
+            let mut peer = Peer::spawn(addrs, port);
+            match peer.wait_ready(PEER_READY_TIMEOUT) {
+                Ok(()) => return peer,
+                Err(why) => {
+                    // Possibly a port taken between our probe and its bind.
+                    peer.stop();
+                    last_failure = format!("{why}\n{}", peer.describe());
+                }
+            }
+        }
+        panic!("turnutils_peer did not become ready: {last_failure}");
+    }
+
+    fn spawn(addrs: &[IpAddr], port: u16) -> Peer {
+        let program = require_tool("turnutils_peer");
+        let mut args = Vec::new();
+        for a in addrs {
+            args.push("-L".to_string());
+            args.push(a.to_string());
+        }
+        args.push("-p".to_string());
+        args.push(port.to_string());
+        let command = format!("turnutils_peer {}", args.join(" "));
+        let mut child = die_with_spawner(Command::new(&program))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `{command}`: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            pump(child.stdout.take().expect("piped stdout"), output.clone()),
+            pump(child.stderr.take().expect("piped stderr"), output.clone()),
+        ];
+        Peer {
+            child: Some(child),
+            port,
+            addrs: addrs.to_vec(),
+            command,
+            output,
+            readers,
+        }
+    }
+
+    /// `ADDR:P` and `ADDR:P+1` for every address.
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        self.addrs
+            .iter()
+            .flat_map(|&ip| {
+                [
+                    SocketAddr::new(ip, self.port),
+                    SocketAddr::new(ip, self.port + 1),
+                ]
+            })
+            .collect()
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut pending = self.endpoints();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("peer exited before it was ready ({status})"));
+                }
+            }
+            pending.retain(|&ep| !echoes(ep, Duration::from_millis(200)));
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no echo within {timeout:?} from {pending:?}"));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the peer printed so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "peer `{}` (echo on {:?})\n--- peer output ---\n{}\n-------------------",
+            self.command,
+            self.endpoints(),
+            self.output().trim_end()
+        )
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.stop();
+        if thread::panicking() {
+            eprintln!("---- {} ----", self.describe());
+        }
+    }
+}
+
+/// Does `ep` echo a datagram within `wait`?
+fn echoes(ep: SocketAddr, wait: Duration) -> bool {
+    let sock = udp_client_for(ep);
+    let probe: [u8; 8] = random_bytes();
+    if sock.send_to(&probe, ep).is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 64];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) if from == ep && buf[..n] == probe => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// A UDP port `P` such that `P` and `P + 1` are free on every address in
+/// `addrs`, and `P + 1` is below the relay port range.
+pub fn free_peer_port(addrs: &[IpAddr]) -> u16 {
+    for _ in 0..500 {
+        let port = UdpSocket::bind((addrs[0], 0))
+            .and_then(|s| s.local_addr())
+            .expect("bind an ephemeral UDP port")
+            .port();
+        if port >= RELAY_MIN_PORT - 1 {
+            continue;
+        }
+        let mut held = Vec::new();
+        let ok = addrs.iter().all(|&ip| {
+            [port, port + 1]
+                .iter()
+                .all(|&p| match UdpSocket::bind((ip, p)) {
+                    Ok(s) => {
+                        held.push(s);
+                        true
+                    }
+                    Err(_) => false,
+                })
+        });
+        if ok {
+            return port;
+        }
+    }
+    panic!("could not find two consecutive free UDP ports for the peer");
+}
+
+// ---------------------------------------------------------------------------
+// turnutils_uclient output
+// ---------------------------------------------------------------------------
+
+/// One Allocate that succeeded, as `turnutils_uclient -v` prints it:
+/// `IPv4. Received relay addr: 127.0.0.1:62414` (one line per
+/// XOR-RELAYED-ADDRESS it looked at, until one of the family it wants) then
+/// `clnet_allocate: rtv=N` (the RESERVATION-TOKEN, 0 when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UclientAllocation {
+    pub relay_addrs: Vec<SocketAddr>,
+    pub reservation_token: u64,
+}
+
+impl UclientAllocation {
+    /// The relayed address the client uses (the last one it printed).
+    pub fn relay(&self) -> Option<SocketAddr> {
+        self.relay_addrs.last().copied()
+    }
+}
+
+/// Something uclient reported, in output order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UclientEvent {
+    /// A successful Allocate (verbose output only).
+    Allocated(UclientAllocation),
+    /// A successful ChannelBind, `success: 0x4b6f` (verbose output only).
+    ChannelBound(u16),
+    /// An error response it printed: `channel bind: error 400 (reason)`,
+    /// `create permission error 403 (...)`, or `error 437 (reason)` from an
+    /// Allocate or Refresh (context `allocate/refresh`).
+    ErrorResponse {
+        context: String,
+        code: u16,
+        reason: String,
+    },
+}
+
+/// What one `turnutils_uclient` run reported. Totals are `None` when the
+/// run ended before printing them (it exits early when a request fails).
+#[derive(Debug, Clone, Default)]
+pub struct UclientReport {
+    /// Final `start_mclient: tot_send_msgs=N, tot_recv_msgs=M`.
+    pub send_msgs: Option<u64>,
+    pub recv_msgs: Option<u64>,
+    /// Final `start_mclient: tot_send_bytes ~ N, tot_recv_bytes ~ M`.
+    pub send_bytes: Option<u64>,
+    pub recv_bytes: Option<u64>,
+    /// `Total lost packets N (x%), total send dropped D (y%)`.
+    pub lost: Option<u64>,
+    pub send_dropped: Option<u64>,
+    pub events: Vec<UclientEvent>,
+    /// Every line containing `ERROR` or `!!!` (its own diagnostics, such as
+    /// `ERROR: Cannot complete Allocation`,
+    /// `ERROR: received message has wrong channel` or
+    /// `clnet_allocate: !!!: relay addr cannot be received (2)`).
+    pub error_lines: Vec<String>,
+}
+
+/// The unsigned number at the start of `s`.
+fn leading_u64(s: &str) -> Option<u64> {
+    let digits: String = s
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The number after `key` in `line`.
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    line.split_once(key).and_then(|(_, rest)| leading_u64(rest))
+}
+
+/// `127.0.0.1:3478`, `[::1]:3478` or coturn's unbracketed `::1:3478`.
+pub fn parse_tool_endpoint(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    let (ip, port) = s.rsplit_once(':')?;
+    let ip: IpAddr = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    Some(SocketAddr::new(ip, port.trim().parse().ok()?))
+}
+
+impl UclientReport {
+    /// Parse uclient's stdout and stderr (it logs to stdout).
+    pub fn parse(out: &ToolOutput) -> UclientReport {
+        let mut r = UclientReport::default();
+        let mut relay_addrs = Vec::new();
+        for line in out.stdout.lines().chain(out.stderr.lines()) {
+            if line.contains("ERROR") || line.contains("!!!") {
+                r.error_lines.push(line.trim().to_string());
+            }
+            // Periodic progress lines carry `msz=`; only the final totals
+            // matter.
+            if line.contains("start_mclient:") && !line.contains("msz=") {
+                if let Some(v) = number_after(line, "tot_send_msgs=") {
+                    r.send_msgs = Some(v);
+                }
+                if let Some(v) = number_after(line, "tot_recv_msgs=") {
+                    r.recv_msgs = Some(v);
+                }
+                if let Some(v) = number_after(line, "tot_send_bytes ~") {
+                    r.send_bytes = Some(v);
+                }
+                if let Some(v) = number_after(line, "tot_recv_bytes ~") {
+                    r.recv_bytes = Some(v);
+                }
+            }
+            if let Some(v) = number_after(line, "Total lost packets ") {
+                r.lost = Some(v);
+                r.send_dropped = number_after(line, "total send dropped ");
+            }
+            if let Some((_, a)) = line.split_once("Received relay addr:") {
+                if let Some(a) = parse_tool_endpoint(a) {
+                    relay_addrs.push(a);
+                }
+            }
+            if let Some(token) = number_after(line, "clnet_allocate: rtv=") {
+                r.events.push(UclientEvent::Allocated(UclientAllocation {
+                    relay_addrs: std::mem::take(&mut relay_addrs),
+                    reservation_token: token,
+                }));
+            }
+            if let Some((_, hex)) = line.split_once("success: 0x") {
+                let hex: String = hex.chars().take_while(char::is_ascii_hexdigit).collect();
+                if let Ok(ch) = u16::from_str_radix(&hex, 16) {
+                    r.events.push(UclientEvent::ChannelBound(ch));
+                }
+            }
+            if let Some((context, rest)) = line.split_once("error ") {
+                if let Some(code) = leading_u64(rest).and_then(|c| u16::try_from(c).ok()) {
+                    if (300..700).contains(&code) {
+                        let reason = rest
+                            .split_once('(')
+                            .and_then(|(_, r)| r.rsplit_once(')'))
+                            .map(|(r, _)| r.to_string())
+                            .unwrap_or_default();
+                        let context = context
+                            .rsplit_once(": : ")
+                            .map_or(context, |(_, c)| c)
+                            .trim()
+                            .trim_end_matches(':');
+                        // Allocate and Refresh errors print no context.
+                        let context = if context.is_empty() {
+                            "allocate/refresh".to_string()
+                        } else {
+                            context.to_string()
+                        };
+                        r.events.push(UclientEvent::ErrorResponse {
+                            context,
+                            code,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    pub fn allocations(&self) -> Vec<&UclientAllocation> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                UclientEvent::Allocated(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn channel_binds(&self) -> Vec<u16> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                UclientEvent::ChannelBound(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `(context, code, reason)` of every error response it printed.
+    pub fn error_responses(&self) -> Vec<(&str, u16, &str)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                UclientEvent::ErrorResponse {
+                    context,
+                    code,
+                    reason,
+                } => Some((context.as_str(), *code, reason.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// One line for assertion messages.
+    pub fn summary(&self) -> String {
+        let n = |v: Option<u64>| v.map_or_else(|| "(not printed)".to_string(), |v| v.to_string());
+        let loss = match (self.send_msgs, self.recv_msgs) {
+            (Some(s), Some(r)) if s > 0 => {
+                format!(
+                    ": {:.0}% loss",
+                    100.0 * (s.saturating_sub(r)) as f64 / s as f64
+                )
+            }
+            _ => String::new(),
+        };
+        format!(
+            "uclient reported tot_send_msgs={} tot_recv_msgs={}{loss} \
+             (bytes sent {} received {}, lost {}, send dropped {})",
+            n(self.send_msgs),
+            n(self.recv_msgs),
+            n(self.send_bytes),
+            n(self.recv_bytes),
+            n(self.lost),
+            n(self.send_dropped),
+        )
+    }
 }
