@@ -89,7 +89,7 @@ impl TurnConfig {
             max_channels: 64,
             peer_policy,
             quotas: Arc::default(),
-            challenges_per_second: 20,
+            challenges_per_second: 1000,
         }
     }
 

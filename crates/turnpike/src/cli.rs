@@ -51,7 +51,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
     Serve,
@@ -60,6 +60,10 @@ pub enum Command {
     CheckConfig,
     /// Print `turnpike <version>`.
     Version,
+    /// Load-test a TURN server (this one, coturn, any): open authenticated
+    /// allocations, relay traffic through them, report rates, loss and
+    /// latency.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// One flag per configuration key. `Option`s are `None` when neither the
@@ -505,7 +509,7 @@ impl Cli {
 
     /// The subcommand, defaulting to `serve`.
     pub fn subcommand(&self) -> Command {
-        self.command.unwrap_or(Command::Serve)
+        self.command.clone().unwrap_or(Command::Serve)
     }
 
     /// `--config` / `TURNPIKE_CONFIG`, if given.

@@ -239,7 +239,7 @@ impl Default for TurnConfig {
             total_quota: 0,
             allowed_peer_ranges: Vec::new(),
             denied_peer_ranges: Vec::new(),
-            challenges_per_second: 20,
+            challenges_per_second: 1000,
             users: Vec::new(),
         }
     }
@@ -959,7 +959,7 @@ impl Config {
         }
         if t.challenges_per_second == 0 {
             return Err(ConfigError::invalid(
-                "turn.challenges_per_second = 0 would refuse every client the 401 challenge it needs to authenticate; use at least 1 (default 20)",
+                "turn.challenges_per_second = 0 would refuse every client the 401 challenge it needs to authenticate; use at least 1 (default 1000)",
             ));
         }
 
@@ -2084,7 +2084,7 @@ mod tests {
         assert_eq!(t.nonce_lifetime, 600);
         assert_eq!((t.user_quota, t.total_quota), (0, 0));
         assert!(t.allowed_peer_ranges.is_empty() && t.denied_peer_ranges.is_empty());
-        assert_eq!(t.challenges_per_second, 20);
+        assert_eq!(t.challenges_per_second, 1000);
         assert!(t.users.is_empty());
         assert_eq!(
             Config::from_toml_str("[turn]\n").unwrap(),

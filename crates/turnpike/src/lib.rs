@@ -1,6 +1,7 @@
 //! The Turnpike server binary's library half: everything between the sans-IO
 //! core (`turnpike-core`) and the operating system.
 //!
+//! - [`bench`]: `turnpike bench`, the TURN load generator's command line.
 //! - [`cli`]: command-line parsing (clap); `main.rs` dispatches the subcommands.
 //! - [`config`]: the TOML configuration, its defaults and overrides.
 //! - [`credentials`]: where long-term credentials come from.
@@ -8,6 +9,7 @@
 //! - [`net`]: sockets: batched UDP I/O and TCP stream framing.
 //! - [`runtime`]: worker threads that own sockets and a core shard each.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod credentials;

@@ -66,6 +66,13 @@ fn run() -> Result<(), Failure> {
             print_line(&format!("turnpike {}", env!("CARGO_PKG_VERSION")));
             return Ok(());
         }
+        // The load generator talks to some server; it needs no configuration.
+        Command::Bench(args) => {
+            return turnpike::bench::run(*args).map_err(|message| Failure {
+                status: EXIT_RUNTIME,
+                message,
+            });
+        }
         Command::CheckConfig => false,
         Command::Serve => true,
     };

@@ -1339,7 +1339,11 @@ mod tests {
                 &mut len,
             )
         };
-        assert_eq!((rc, mode), (0, libc::IP_PMTUDISC_DO), "DONT-FRAGMENT sets the DF bit");
+        assert_eq!(
+            (rc, mode),
+            (0, libc::IP_PMTUDISC_DO),
+            "DONT-FRAGMENT sets the DF bit"
+        );
         let b = BatchUdpSocket::bind(a.local_addr(), &opts).unwrap();
         assert_eq!(a.local_addr(), b.local_addr());
         assert!(a.recv_buffer_size().unwrap() > 0);

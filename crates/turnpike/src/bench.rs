@@ -1,9 +1,8 @@
-//! Stand-alone front end of the load generator, until `turnpike bench` wires
-//! the same options into the server binary.
+//! `turnpike bench`: the command line of the TURN load generator in
+//! `turnpike-client`, usable against any TURN server.
 //!
 //! ```sh
-//! cargo run --release -p turnpike-client --example bench -- \
-//!     --server 127.0.0.1:3478 --user bench --password secret \
+//! turnpike bench --server 127.0.0.1:3478 --username bench --password secret \
 //!     --allocations 100 --payload 1000 --rate 20000 --duration 10
 //! ```
 //!
@@ -12,22 +11,21 @@
 //! arguments.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 use turnpike_client::RetransmitPolicy;
 use turnpike_client::bench::{self, BenchOptions, Load, PeerMode};
 use turnpike_codec::AddressFamily;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Format {
     Table,
     Kv,
     Json,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Peer {
     /// The generator's own UDP echo peer (round-trip latency).
     Echo,
@@ -35,21 +33,21 @@ enum Peer {
     C2c,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Family {
     V4,
     V6,
 }
 
-/// TURN load generator (Turnpike bench).
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
+/// Options of `turnpike bench`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct BenchArgs {
     /// TURN server address (UDP).
     #[arg(long, short = 's', default_value = "127.0.0.1:3478")]
     server: SocketAddr,
     /// Long-term credential username.
-    #[arg(long, short = 'u', default_value = "bench")]
+    /// (`--user` is the server's own USER:PASSWORD flag.)
+    #[arg(long = "username", short = 'u', default_value = "bench")]
     user: String,
     /// Password.
     #[arg(
@@ -143,7 +141,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(v * scale).map_err(|e| format!("{s:?}: {e}"))
 }
 
-fn options(a: Args) -> BenchOptions {
+fn options(a: BenchArgs) -> BenchOptions {
     let mut o = BenchOptions::new(a.server, a.user, a.password);
     o.allocations = a.allocations;
     o.setup_concurrency = a.concurrency;
@@ -180,32 +178,25 @@ fn options(a: Args) -> BenchOptions {
     o
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
+/// Runs the load generator and prints its report on stdout.
+///
+/// # Errors
+///
+/// One line saying why the run failed.
+pub fn run(args: BenchArgs) -> Result<(), String> {
     let format = args.format;
     // One thread for set-up and coordination; traffic runs on the workers.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench::run(options(args))) {
-        Ok(report) => {
-            match format {
-                Format::Table => print!("{report}"),
-                Format::Kv => print!("{}", report.to_key_values()),
-                Format::Json => println!("{}", report.to_json()),
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let report = runtime
+        .block_on(bench::run(options(args)))
+        .map_err(|e| e.to_string())?;
+    match format {
+        Format::Table => print!("{report}"),
+        Format::Kv => print!("{}", report.to_key_values()),
+        Format::Json => println!("{}", report.to_json()),
     }
+    Ok(())
 }
