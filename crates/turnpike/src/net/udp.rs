@@ -249,7 +249,16 @@ impl BatchUdpSocket {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.try_io(|fd| batch.recv_from(fd.as_raw_fd())) {
-                Ok(Ok(n)) => return Ok(n),
+                Ok(Ok(n)) => {
+                    // A short batch means the queue is empty: clearing
+                    // readiness now saves the `recvmmsg` that would only
+                    // return EAGAIN. Safe: tokio clears only if no new
+                    // readiness event arrived since this guard was taken.
+                    if n < batch.capacity() {
+                        guard.clear_ready();
+                    }
+                    return Ok(n);
+                }
                 Ok(Err(e)) if is_stale_icmp_error(&e) => {}
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => {}
@@ -319,7 +328,13 @@ impl BatchUdpSocket {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.try_io(|fd| batch.borrow_mut().recv_from(fd.as_raw_fd())) {
-                Ok(Ok(n)) => return Ok(n),
+                Ok(Ok(n)) => {
+                    // As in `recv_batch`: a short batch drained the queue.
+                    if n < batch.borrow().capacity() {
+                        guard.clear_ready();
+                    }
+                    return Ok(n);
+                }
                 Ok(Err(e)) if is_stale_icmp_error(&e) => {}
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => {}

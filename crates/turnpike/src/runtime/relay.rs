@@ -215,7 +215,23 @@ async fn relay_loop(ctx: Weak<WorkerCtx>, socket: Rc<BatchUdpSocket>, listener: 
             });
         }
         if !tx.is_empty() {
-            let _ = out_socket.try_send_batch(&mut tx);
+            // Sent by the flusher, after every other relay task ready in
+            // this tick has added its datagrams: one sendmmsg for many
+            // allocations instead of one each.
+            ctx.flush.notify_one();
+        }
+    }
+}
+
+/// Sends what relay tasks queued for clients, once per executor tick.
+pub(super) async fn flusher(ctx: Rc<WorkerCtx>) {
+    loop {
+        ctx.flush.notified().await;
+        for (socket, tx) in ctx.listeners.iter().zip(ctx.client_tx.iter()) {
+            let mut tx = tx.borrow_mut();
+            if !tx.is_empty() {
+                let _ = socket.try_send_batch(&mut tx);
+            }
         }
     }
 }

@@ -65,6 +65,8 @@ pub(super) struct WorkerCtx {
     pub(super) peer_rx: RefCell<RecvBatch>,
     /// Relay sockets by relayed address.
     pub(super) relays: RefCell<FxHashMap<SocketAddr, Relay>>,
+    /// Wakes the task that sends [`client_tx`](Self::client_tx).
+    pub(super) flush: tokio::sync::Notify,
     /// The listener whose packet the core is handling: a relay bound now
     /// answers its client through it.
     pub(super) current_listener: Cell<usize>,
@@ -99,6 +101,7 @@ impl Worker {
                 tokio::task::spawn_local(tcp_accept_loop(Rc::clone(&ctx), listener));
             }
             tokio::task::spawn_local(timer_loop(Rc::clone(&ctx)));
+            tokio::task::spawn_local(super::relay::flusher(Rc::clone(&ctx)));
             // Returning drops the LocalSet's tasks: sockets close with them.
             let _ = shutdown.wait_for(|stop| *stop).await;
             Ok(())
@@ -128,6 +131,7 @@ impl Worker {
                 client_tx,
                 peer_rx: RefCell::new(RecvBatch::new(BATCH, RECV_SLOT)),
                 relays: RefCell::new(FxHashMap::default()),
+                flush: tokio::sync::Notify::new(),
                 current_listener: Cell::new(0),
                 store: Arc::clone(&self.store),
             }
