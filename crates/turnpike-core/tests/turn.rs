@@ -216,6 +216,18 @@ impl Harness {
         self.send_from(CLIENT, data)
     }
 
+    /// A Send indication from the default client to `peer`.
+    fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> Option<Answer> {
+        let tid = self.tid();
+        let mut buf = vec![0u8; 256 + data.len()];
+        let kind = MessageType::new(Method::SEND, Class::Indication);
+        let mut msg = MessageBuilder::new(&mut buf, kind, tid).unwrap();
+        msg.add(&Attribute::XorPeerAddress(peer)).unwrap();
+        msg.add(&Attribute::Data(data)).unwrap();
+        let len = msg.finish();
+        self.send(&buf[..len])
+    }
+
     fn peer_sends(&mut self, relay: SocketAddr, peer: &str, data: &[u8]) -> Option<Answer> {
         let mut out = [0u8; 2048];
         let transmit =
@@ -532,20 +544,7 @@ fn send_needs_a_permission_which_expires() {
     let mut h = Harness::new(|_| {});
     let creds = h.creds();
     let relay = h.allocate(&creds);
-    let send = |h: &mut Harness| {
-        let tid = h.tid();
-        let mut buf = vec![0u8; 256];
-        let mut msg = MessageBuilder::new(
-            &mut buf,
-            MessageType::new(Method::SEND, Class::Indication),
-            tid,
-        )
-        .unwrap();
-        msg.add(&Attribute::XorPeerAddress(addr(PEER))).unwrap();
-        msg.add(&Attribute::Data(b"hello peer")).unwrap();
-        let len = msg.finish();
-        h.send(&buf[..len])
-    };
+    let send = |h: &mut Harness| h.send_indication(addr(PEER), b"hello peer");
     assert!(send(&mut h).is_none(), "no permission yet");
     let a = h.authed(
         Method::CREATE_PERMISSION,
@@ -1169,18 +1168,7 @@ fn every_forbidden_peer_is_refused_on_every_path() {
             &creds,
         );
         assert_eq!(a.code(), Some(403), "ChannelBind to {peer}");
-        let tid = h.tid();
-        let mut buf = vec![0u8; 256];
-        let mut msg = MessageBuilder::new(
-            &mut buf,
-            MessageType::new(Method::SEND, Class::Indication),
-            tid,
-        )
-        .unwrap();
-        msg.add(&Attribute::XorPeerAddress(peer)).unwrap();
-        msg.add(&Attribute::Data(b"x")).unwrap();
-        let len = msg.finish();
-        assert!(h.send(&buf[..len]).is_none(), "Send to {peer}");
+        assert!(h.send_indication(peer, b"x").is_none(), "Send to {peer}");
     }
     assert_eq!(h.server.stats().to_peer_packets, 0);
 }
@@ -1218,20 +1206,7 @@ fn send_rechecks_the_policy_for_the_servers_own_sockets() {
         &creds,
     );
     assert_eq!(a.code(), Some(403), "but not a channel to its listener");
-    let send = |h: &mut Harness, to: &str| {
-        let tid = h.tid();
-        let mut buf = vec![0u8; 256];
-        let mut msg = MessageBuilder::new(
-            &mut buf,
-            MessageType::new(Method::SEND, Class::Indication),
-            tid,
-        )
-        .unwrap();
-        msg.add(&Attribute::XorPeerAddress(addr(to))).unwrap();
-        msg.add(&Attribute::Data(b"x")).unwrap();
-        let len = msg.finish();
-        h.send(&buf[..len])
-    };
+    let send = |h: &mut Harness, to: &str| h.send_indication(addr(to), b"x");
     assert!(
         send(&mut h, SERVER).is_none(),
         "Send to the listener itself"
