@@ -120,6 +120,7 @@ impl RelayPorts for ShellRelays {
         ctx.relays
             .borrow_mut()
             .insert(addr, Relay::Pending { socket, listener });
+        ctx.pending.borrow_mut().push(addr);
         Ok(())
     }
 
@@ -146,19 +147,21 @@ impl RelayPorts for ShellRelays {
         ctx.relays
             .borrow_mut()
             .insert(addr, Relay::Pending { socket, listener });
+        ctx.pending.borrow_mut().push(addr);
         Some(addr)
     }
 }
 
-/// Starts a task for every relay socket bound since the last call.
+/// Starts a task for every relay socket bound since the last call. Called
+/// after every receive batch, so it touches only the sockets just bound.
 pub(super) fn start_pending(ctx: &Rc<WorkerCtx>) {
+    if ctx.pending.borrow().is_empty() {
+        return;
+    }
+    let pending = std::mem::take(&mut *ctx.pending.borrow_mut());
     let mut relays = ctx.relays.borrow_mut();
-    let pending: Vec<SocketAddr> = relays
-        .iter()
-        .filter(|(_, r)| matches!(r, Relay::Pending { .. }))
-        .map(|(a, _)| *a)
-        .collect();
     for addr in pending {
+        // Released again before it started (e.g. a failed EVEN-PORT pair).
         let Some(Relay::Pending { socket, listener }) = relays.remove(&addr) else {
             continue;
         };

@@ -65,6 +65,8 @@ pub(super) struct WorkerCtx {
     pub(super) peer_rx: RefCell<RecvBatch>,
     /// Relay sockets by relayed address.
     pub(super) relays: RefCell<FxHashMap<SocketAddr, Relay>>,
+    /// Relays bound while handling the current batch, to start after it.
+    pub(super) pending: RefCell<Vec<SocketAddr>>,
     /// Wakes the task that sends [`client_tx`](Self::client_tx).
     pub(super) flush: tokio::sync::Notify,
     /// The listener whose packet the core is handling: a relay bound now
@@ -131,6 +133,7 @@ impl Worker {
                 client_tx,
                 peer_rx: RefCell::new(RecvBatch::new(BATCH, RECV_SLOT)),
                 relays: RefCell::new(FxHashMap::default()),
+                pending: RefCell::new(Vec::new()),
                 flush: tokio::sync::Notify::new(),
                 current_listener: Cell::new(0),
                 store: Arc::clone(&self.store),
