@@ -67,6 +67,10 @@ pub struct TurnConfig {
     pub quotas: Arc<Quotas>,
     /// Unauthenticated error answers (401/438) per source address and second.
     pub challenges_per_second: u16,
+    /// Serve TURN to clients on TCP/TLS. Off until the shell can deliver
+    /// relayed data on a stream: until then such requests get 400 rather
+    /// than an allocation whose peer data would be lost.
+    pub stream_clients: bool,
 }
 
 impl TurnConfig {
@@ -90,6 +94,7 @@ impl TurnConfig {
             peer_policy,
             quotas: Arc::default(),
             challenges_per_second: 1000,
+            stream_clients: false,
         }
     }
 

@@ -328,6 +328,13 @@ impl Server {
         let tid = message.transaction_id();
         let fingerprint = message.has_fingerprint();
 
+        if packet.transport.is_stream() && !turn_config.stream_clients {
+            let details = ErrorDetails {
+                unknown_attributes: &[],
+                fingerprint,
+            };
+            return self.reply_error(packet, method, tid, 400, details, out);
+        }
         let unknown = response::UnknownAttributes::of(message);
         if !unknown.is_empty() {
             let details = ErrorDetails {

@@ -1279,3 +1279,35 @@ fn coturn_clients_draft_code_point_for_additional_address_family() {
     );
     assert_eq!(a.code(), Some(400));
 }
+
+#[test]
+fn turn_over_tcp_is_refused_until_streams_carry_relayed_data() {
+    let mut h = Harness::new(|_| {});
+    let tid = h.tid();
+    let req = h.request(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        None,
+    );
+    let mut out = [0u8; 512];
+    let packet = Packet {
+        transport: Transport::Tcp,
+        local: addr(SERVER),
+        remote: addr(CLIENT),
+        data: &req,
+    };
+    let t = h
+        .server
+        .handle_packet(h.now, packet, &mut out)
+        .expect("an answer");
+    let answer = Message::parse(&out[..t.len]).unwrap();
+    assert_eq!(
+        answer.get(AttrType::ERROR_CODE),
+        Some(Ok(Attribute::ErrorCode(turnpike_codec::ErrorCode {
+            code: 400,
+            reason: "Bad Request"
+        })))
+    );
+    assert_eq!(h.server.allocation_count(), 0);
+}
