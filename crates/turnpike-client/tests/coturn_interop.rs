@@ -23,12 +23,11 @@ impl Drop for Coturn {
     }
 }
 
-fn start_coturn() -> Option<Coturn> {
+fn start_coturn() -> Coturn {
     // A free port: bind, note, release (racy in theory, fine on loopback).
     let port = UdpSocket::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
+        .and_then(|s| s.local_addr())
+        .expect("a free loopback UDP port")
         .port();
     // A relay window of our own, outside the ephemeral range, so parallel
     // tests (and test binaries) do not compete for relay ports.
@@ -78,7 +77,7 @@ fn start_coturn() -> Option<Coturn> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Some(coturn)
+    coturn
 }
 
 fn credentials() -> Credentials {
@@ -87,7 +86,7 @@ fn credentials() -> Credentials {
 
 #[tokio::test]
 async fn client_allocates_binds_relays_and_refreshes() {
-    let Some(coturn) = start_coturn() else { return };
+    let coturn = start_coturn();
     let mut client = TurnClient::bind(coturn.addr, credentials()).await.unwrap();
     let allocation = client.allocate(AllocateParams::default()).await.unwrap();
     assert_eq!(client.auth().realm(), Some("bench.test"));
@@ -158,7 +157,7 @@ async fn client_allocates_binds_relays_and_refreshes() {
 
 #[tokio::test]
 async fn wrong_password_is_reported_as_unauthorized() {
-    let Some(coturn) = start_coturn() else { return };
+    let coturn = start_coturn();
     let mut client = TurnClient::bind(coturn.addr, Credentials::new("bench", "wrong"))
         .await
         .unwrap();
@@ -170,7 +169,7 @@ async fn wrong_password_is_reported_as_unauthorized() {
 
 #[tokio::test]
 async fn bench_runs_every_mode_without_loss() {
-    let Some(coturn) = start_coturn() else { return };
+    let coturn = start_coturn();
     for (peer_mode, send_indications, load) in [
         (PeerMode::Echo, false, Load::Paced { rate: 2000 }),
         (PeerMode::Echo, true, Load::ClosedLoop { window: 2 }),

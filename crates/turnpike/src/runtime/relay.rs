@@ -167,7 +167,7 @@ pub(super) fn start_pending(ctx: &Rc<WorkerCtx>) {
         };
         let socket = Rc::new(socket);
         let task =
-            tokio::task::spawn_local(relay_loop(Rc::downgrade(ctx), Rc::clone(&socket), listener));
+            tokio::task::spawn_local(relay_loop(Rc::clone(ctx), Rc::clone(&socket), listener));
         relays.insert(
             addr,
             Relay::Running {
@@ -180,10 +180,12 @@ pub(super) fn start_pending(ctx: &Rc<WorkerCtx>) {
 
 /// Carries datagrams from peers, arriving on one relay socket, to the
 /// allocation's client through listener `listener`.
-async fn relay_loop(ctx: Weak<WorkerCtx>, socket: Rc<BatchUdpSocket>, listener: usize) {
+///
+/// The task holds the worker's context strongly: the worker's `LocalSet` owns
+/// every task, so dropping it at shutdown drops them all.
+async fn relay_loop(ctx: Rc<WorkerCtx>, socket: Rc<BatchUdpSocket>, listener: usize) {
     let relay = socket.local_addr();
     loop {
-        let Some(ctx) = ctx.upgrade() else { return };
         if let Err(err) = socket.recv_batch_shared(&ctx.peer_rx).await {
             tracing::warn!(address = %relay, %err, "relay receive failed");
             tokio::time::sleep(RECV_ERROR_BACKOFF).await;
