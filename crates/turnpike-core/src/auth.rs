@@ -5,7 +5,9 @@
 //!
 //! SHA-256 (RFC 8489) is offered through the nonce cookie and
 //! PASSWORD-ALGORITHMS; clients that ignore it keep using MD5 keys and
-//! HMAC-SHA1. USERHASH is accepted once SHA-256 was offered. Challenges are
+//! HMAC-SHA1. USERHASH is accepted once SHA-256 was offered. Users come from
+//! the shard's cache; usernames in a time-limited format are checked against
+//! the shared secrets instead (see [`crate::ephemeral`]). Challenges are
 //! built to fit an amplification budget (see [`write_challenge`]).
 
 use std::net::SocketAddr;
@@ -18,7 +20,8 @@ use turnpike_codec::{
     Sha1Key, Sha256Key, TransactionId,
 };
 
-use crate::credentials::{Credentials, User};
+use crate::credentials::{Credentials, Known, User, UserKeys};
+use crate::ephemeral::{self, Secrets};
 use crate::nonce::{self, NonceCheck, NonceKey};
 
 /// The algorithms we offer, in preference order.
@@ -66,6 +69,18 @@ pub(crate) enum Auth {
     BadRequest,
     /// The user is not in this shard's cache; the shell may know it.
     Unknown { username: Box<str> },
+    /// The user could not be looked up (store unreachable): 500.
+    Unavailable,
+}
+
+/// What authentication checks a request against.
+pub(crate) struct Context<'a> {
+    pub(crate) realm: &'a str,
+    pub(crate) nonces: &'a NonceKey,
+    pub(crate) users: &'a Credentials,
+    pub(crate) secrets: &'a Secrets,
+    /// Separator of TURN REST API usernames (`expiry:user`).
+    pub(crate) separator: char,
 }
 
 /// Authenticates `request` from `client`.
@@ -73,9 +88,7 @@ pub(crate) fn authenticate(
     request: &Message<'_>,
     client: SocketAddr,
     now: Instant,
-    realm: &str,
-    nonces: &NonceKey,
-    users: &Credentials,
+    ctx: &Context<'_>,
 ) -> Auth {
     if !request.has_integrity() && !request.has_integrity_sha256() {
         return Auth::Challenge { code: 401 };
@@ -104,11 +117,11 @@ pub(crate) fn authenticate(
     if username.is_none() && userhash.is_none() {
         return Auth::BadRequest;
     }
-    let sha256_offered = match nonces.check(req_nonce, now, client) {
+    let sha256_offered = match ctx.nonces.check(req_nonce, now, client) {
         NonceCheck::Valid { sha256 } => sha256,
         NonceCheck::Stale | NonceCheck::Invalid => return Auth::Challenge { code: 438 },
     };
-    if req_realm != realm {
+    if req_realm != ctx.realm {
         return Auth::Challenge { code: 401 };
     }
 
@@ -134,37 +147,72 @@ pub(crate) fn authenticate(
     if use_sha256 != request.has_integrity_sha256() || (!use_sha256 && !request.has_integrity()) {
         return Auth::BadRequest;
     }
+    let verify = |keys: &UserKeys| -> Option<Integrity> {
+        if use_sha256 {
+            let key = keys.sha256.as_ref()?;
+            request.verify_integrity_sha256(key).ok()?;
+            Some(Integrity::Sha256(key.clone()))
+        } else {
+            let key = keys.sha1.as_ref()?;
+            request.verify_integrity(key).ok()?;
+            Some(Integrity::Sha1(key.clone()))
+        }
+    };
 
-    let user = match (username, userhash) {
-        (Some(name), _) => users.by_name(name),
-        (None, Some(hash)) if sha256_offered => users.by_userhash(hash),
+    let name = match (username, userhash) {
+        (Some(name), _) => name,
+        // A USERHASH can only name a user this shard already knows.
+        (None, Some(hash)) if sha256_offered => {
+            return match ctx.users.by_userhash(hash, now) {
+                Some(user) => match verify(&user.keys) {
+                    Some(integrity) => Auth::Ok {
+                        user: Arc::clone(user),
+                        integrity,
+                    },
+                    None => Auth::Challenge { code: 401 },
+                },
+                None => Auth::Challenge { code: 401 },
+            };
+        }
         (None, _) => return Auth::BadRequest,
     };
-    let Some(user) = user else {
-        return match username {
-            Some(name) => Auth::Unknown {
-                username: name.into(),
-            },
-            // A USERHASH cannot be looked up by name elsewhere.
-            None => Auth::Challenge { code: 401 },
-        };
-    };
-    let verified = if use_sha256 {
-        request.verify_integrity_sha256(&user.keys.sha256).is_ok()
-    } else {
-        request.verify_integrity(&user.keys.sha1).is_ok()
-    };
-    if !verified {
+    match ctx.users.by_name(name, now) {
+        Some(Known::User(user)) => {
+            return match verify(&user.keys) {
+                Some(integrity) => Auth::Ok {
+                    user: Arc::clone(user),
+                    integrity,
+                },
+                None => Auth::Challenge { code: 401 },
+            };
+        }
+        Some(Known::Absent) => return Auth::Challenge { code: 401 },
+        Some(Known::Unavailable) => return Auth::Unavailable,
+        None => {}
+    }
+    // Usernames in an ephemeral format are checked against the shared
+    // secrets, never looked up: whoever holds a secret can mint any number
+    // of them, and a database round trip each would be a lever for floods.
+    if !ctx.secrets.is_empty()
+        && let Some(ephemeral) = ephemeral::parse(name, ctx.separator)
+    {
+        for keys in ephemeral::candidate_keys(ctx.secrets, ephemeral.format, name, ctx.realm) {
+            if let Some(integrity) = verify(&keys) {
+                let user = User {
+                    name: Arc::from(name),
+                    keys,
+                    expires: Some(ephemeral.expires),
+                };
+                return Auth::Ok {
+                    user: Arc::new(user),
+                    integrity,
+                };
+            }
+        }
         return Auth::Challenge { code: 401 };
     }
-    let integrity = if use_sha256 {
-        Integrity::Sha256(user.keys.sha256.clone())
-    } else {
-        Integrity::Sha1(user.keys.sha1.clone())
-    };
-    Auth::Ok {
-        user: Arc::clone(user),
-        integrity,
+    Auth::Unknown {
+        username: name.into(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::allocation::Quotas;
 use crate::nonce::NonceKey;
@@ -71,6 +71,35 @@ pub struct TurnConfig {
     /// relayed data on a stream: until then such requests get 400 rather
     /// than an allocation whose peer data would be lost.
     pub stream_clients: bool,
+    /// Separator of TURN REST API usernames (`expiry:user-id`; coturn's
+    /// `rest-api-separator`).
+    pub rest_separator: char,
+    /// Ephemeral credentials: re-check expiry on every request, and cap
+    /// allocation lifetimes at the credential's expiry. Off: expiry is
+    /// checked when an allocation is made, and a call outlives the
+    /// credential it started with (what browsers expect: they do not renew
+    /// credentials mid-call).
+    pub strict_expiry: bool,
+    /// Unix time, for the expiry of ephemeral credentials. `None`: they are
+    /// all treated as expired.
+    pub wall_clock: Option<WallClock>,
+}
+
+/// Maps the monotonic clock the core runs on to Unix time, so the core stays
+/// deterministic: the shell reads the system clock once, tests pick a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallClock {
+    /// A monotonic instant…
+    pub instant: Instant,
+    /// …and the Unix time it corresponds to.
+    pub unix: Duration,
+}
+
+impl WallClock {
+    /// Unix time, in whole seconds, at `now`.
+    pub fn unix_secs(&self, now: Instant) -> u64 {
+        (self.unix + now.saturating_duration_since(self.instant)).as_secs()
+    }
 }
 
 impl TurnConfig {
@@ -95,6 +124,9 @@ impl TurnConfig {
             quotas: Arc::default(),
             challenges_per_second: 1000,
             stream_clients: false,
+            rest_separator: ':',
+            strict_expiry: false,
+            wall_clock: None,
         }
     }
 

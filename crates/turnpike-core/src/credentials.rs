@@ -1,41 +1,74 @@
-//! Per-shard cache of long-term credential keys.
+//! Per-shard cache of long-term credential keys, and the requests waiting
+//! for a lookup.
 //!
 //! The core never sees passwords and never waits for a database: the shell
-//! fills this cache (all static users at start; database users on demand,
-//! see [`crate::Event::NeedCredentials`]) and the authentication path only
-//! reads it. Keys are the RFC 8489 §9.2.2 long-term keys, pre-keyed as HMAC
-//! states so each check costs one HMAC pass.
+//! fills this cache (static users at start, forever; database users on
+//! demand, see [`crate::Event::NeedCredentials`], each for as long as the
+//! shell says) and the authentication path only reads it. Keys are the
+//! RFC 8489 §9.2.2 long-term keys, pre-keyed as HMAC states so each check
+//! costs one HMAC pass.
+//!
+//! A request naming a user the cache does not know is held (a bounded copy)
+//! while the shell looks the user up, then replayed: a client that sent one
+//! Allocate gets its answer as soon as the database does, not after its
+//! first retransmission (and TCP clients never retransmit).
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use turnpike_codec::integrity::{self, Sha1Key, Sha256Key};
 
-/// Both long-term keys of one user in one realm.
+use crate::packet::{Packet, Transport};
+
+/// The long-term keys of one user in one realm. A key may be missing when
+/// the user was imported from a store that kept only the other one (coturn
+/// keeps one hash per user); requests needing it then fail with 401.
 #[derive(Clone, Debug)]
 pub struct UserKeys {
     /// HMAC-SHA1 key: MD5(username ":" realm ":" password).
-    pub sha1: Sha1Key,
+    pub sha1: Option<Sha1Key>,
     /// HMAC-SHA256 key: SHA-256(username ":" realm ":" password).
-    pub sha256: Sha256Key,
+    pub sha256: Option<Sha256Key>,
 }
 
 impl UserKeys {
-    /// Keys derived from a password (static users in the configuration).
+    /// Keys derived from a password (static users, ephemeral credentials).
     pub fn from_password(username: &str, realm: &str, password: &str) -> Self {
         UserKeys {
-            sha1: Sha1Key::new(&integrity::long_term_key_md5(username, realm, password)),
-            sha256: Sha256Key::new(&integrity::long_term_key_sha256(username, realm, password)),
+            sha1: Some(Sha1Key::new(&integrity::long_term_key_md5(
+                username, realm, password,
+            ))),
+            sha256: Some(Sha256Key::new(&integrity::long_term_key_sha256(
+                username, realm, password,
+            ))),
         }
     }
 
     /// Keys from stored key material (a database keeps keys, not passwords).
-    pub fn from_keys(md5: &[u8; 16], sha256: &[u8; 32]) -> Self {
+    pub fn from_keys(md5: Option<&[u8; 16]>, sha256: Option<&[u8; 32]>) -> Self {
         UserKeys {
-            sha1: Sha1Key::new(md5),
-            sha256: Sha256Key::new(sha256),
+            sha1: md5.map(|k| Sha1Key::new(k)),
+            sha256: sha256.map(|k| Sha256Key::new(k)),
         }
     }
+}
+
+/// What the shell found when it looked a user up.
+// One per lookup, moved once into the cache: boxing the keys would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// The user exists with these keys.
+    Found(UserKeys),
+    /// No such user: requests naming it get 401.
+    NotFound,
+    /// The store could not be asked (database down, and the user not seen
+    /// recently enough to trust older keys): requests get 500.
+    Unavailable,
 }
 
 /// A user as the authentication path sees it.
@@ -43,37 +76,318 @@ impl UserKeys {
 pub(crate) struct User {
     pub(crate) name: Arc<str>,
     pub(crate) keys: UserKeys,
+    /// Unix time after which the credential is refused (ephemeral
+    /// credentials only).
+    pub(crate) expires: Option<u64>,
 }
 
-/// Usernames and USERHASHes to keys.
-#[derive(Debug, Default)]
+/// A cache entry's verdict on a username.
+#[derive(Debug)]
+pub(crate) enum Known {
+    User(Arc<User>),
+    Absent,
+    Unavailable,
+}
+
+#[derive(Debug)]
+struct Entry {
+    known: Known,
+    /// `None`: static, never expires.
+    valid_until: Option<Instant>,
+}
+
+impl Entry {
+    fn is_valid(&self, now: Instant) -> bool {
+        self.valid_until.is_none_or(|t| now < t)
+    }
+}
+
+/// Usernames and USERHASHes to keys, each for a limited time unless static.
+#[derive(Debug)]
 pub(crate) struct Credentials {
-    by_name: FxHashMap<Arc<str>, Arc<User>>,
-    by_userhash: FxHashMap<[u8; 32], Arc<User>>,
+    by_name: FxHashMap<Arc<str>, Entry>,
+    by_userhash: FxHashMap<[u8; 32], Arc<str>>,
+    capacity: usize,
+}
+
+/// Entries per shard: generous for real users (the shell's own cache is the
+/// one that spares the database), and a bound for usernames invented by
+/// clients that completed a nonce round trip.
+const DEFAULT_CAPACITY: usize = 65_536;
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Credentials {
+            by_name: FxHashMap::default(),
+            by_userhash: FxHashMap::default(),
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
 }
 
 impl Credentials {
-    pub(crate) fn insert(&mut self, username: &str, realm: &str, keys: UserKeys) {
-        let user = Arc::new(User {
-            name: Arc::from(username),
-            keys,
-        });
-        self.by_userhash
-            .insert(integrity::userhash(username, realm), Arc::clone(&user));
-        self.by_name.insert(Arc::clone(&user.name), user);
+    /// Records what is known about `username` until `valid_until` (`None`:
+    /// for good).
+    pub(crate) fn insert(
+        &mut self,
+        now: Instant,
+        username: &str,
+        realm: &str,
+        lookup: Lookup,
+        valid_until: Option<Instant>,
+    ) {
+        self.remove(username, realm);
+        if self.by_name.len() >= self.capacity {
+            self.evict(now);
+        }
+        let name: Arc<str> = Arc::from(username);
+        let known = match lookup {
+            Lookup::Found(keys) => {
+                self.by_userhash
+                    .insert(integrity::userhash(username, realm), Arc::clone(&name));
+                Known::User(Arc::new(User {
+                    name: Arc::clone(&name),
+                    keys,
+                    expires: None,
+                }))
+            }
+            Lookup::NotFound => Known::Absent,
+            Lookup::Unavailable => Known::Unavailable,
+        };
+        self.by_name.insert(name, Entry { known, valid_until });
     }
 
     pub(crate) fn remove(&mut self, username: &str, realm: &str) {
-        self.by_name.remove(username);
+        if self.by_name.remove(username).is_some() {
+            self.by_userhash
+                .remove(&integrity::userhash(username, realm));
+        }
+    }
+
+    /// What is known about `username` now; `None` when it must be looked up.
+    pub(crate) fn by_name(&self, username: &str, now: Instant) -> Option<&Known> {
+        self.by_name
+            .get(username)
+            .filter(|e| e.is_valid(now))
+            .map(|e| &e.known)
+    }
+
+    pub(crate) fn by_userhash(&self, hash: &[u8; 32], now: Instant) -> Option<&Arc<User>> {
+        let name = self.by_userhash.get(hash)?;
+        match self.by_name(name, now)? {
+            Known::User(user) => Some(user),
+            Known::Absent | Known::Unavailable => None,
+        }
+    }
+
+    /// Makes room: expired entries go first; if every entry is current, one
+    /// expiring entry is dropped (static users never are). Runs only when
+    /// the cache is full.
+    fn evict(&mut self, now: Instant) {
+        self.by_name.retain(|_, e| e.is_valid(now));
+        if self.by_name.len() >= self.capacity {
+            let victim = self
+                .by_name
+                .iter()
+                .find(|(_, e)| e.valid_until.is_some())
+                .map(|(name, _)| Arc::clone(name));
+            if let Some(victim) = victim {
+                self.by_name.remove(&victim);
+            }
+        }
         self.by_userhash
-            .remove(&integrity::userhash(username, realm));
+            .retain(|_, name| self.by_name.contains_key(name));
+    }
+}
+
+/// Requests held per shard while their users are looked up.
+const MAX_HELD: usize = 256;
+/// Largest request held; longer ones are dropped and the client's
+/// retransmission is answered once the lookup completes. Real TURN requests
+/// are a few hundred bytes.
+pub(crate) const MAX_HELD_LEN: usize = 1280;
+/// Lookups in flight per shard.
+pub(crate) const MAX_LOOKUPS: usize = 64;
+/// A lookup the shell has not answered by then is forgotten with its
+/// requests (the shell answers within its own database timeout).
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A request waiting for its user's keys.
+#[derive(Debug)]
+pub(crate) struct Held {
+    username: Box<str>,
+    pub(crate) transport: Transport,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    pub(crate) data: Box<[u8]>,
+}
+
+/// Lookups in flight and the requests waiting on them.
+#[derive(Debug, Default)]
+pub(crate) struct Waiting {
+    lookups: FxHashMap<Box<str>, Instant>,
+    held: Vec<Held>,
+    ready: VecDeque<Held>,
+}
+
+/// What [`Waiting::hold`] did with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Held; the user must be looked up (a new lookup).
+    Lookup,
+    /// Held behind a lookup already in flight.
+    Queued,
+    /// Not held (full, or too large): the client's retransmission will be.
+    Dropped,
+}
+
+impl Waiting {
+    /// Holds `packet`, which named `username`, until the lookup completes.
+    /// The request has passed the nonce check, so its source completed a
+    /// round trip with us; it is still unauthenticated, hence the bounds.
+    pub(crate) fn hold(&mut self, now: Instant, username: &str, packet: &Packet<'_>) -> Hold {
+        let in_flight = self.lookups.contains_key(username);
+        if packet.data.len() > MAX_HELD_LEN
+            || self.held.len() >= MAX_HELD
+            || (!in_flight && self.lookups.len() >= MAX_LOOKUPS)
+        {
+            return Hold::Dropped;
+        }
+        // A retransmission of a request already held adds nothing.
+        let duplicate = self.held.iter().any(|h| {
+            h.remote == packet.remote && h.local == packet.local && *h.data == *packet.data
+        });
+        if !duplicate {
+            self.held.push(Held {
+                username: username.into(),
+                transport: packet.transport,
+                local: packet.local,
+                remote: packet.remote,
+                data: packet.data.into(),
+            });
+        }
+        if in_flight {
+            Hold::Queued
+        } else {
+            self.lookups.insert(username.into(), now);
+            Hold::Lookup
+        }
     }
 
-    pub(crate) fn by_name(&self, username: &str) -> Option<&Arc<User>> {
-        self.by_name.get(username)
+    /// The lookup of `username` completed: its requests become ready.
+    pub(crate) fn complete(&mut self, username: &str) {
+        self.lookups.remove(username);
+        let mut i = 0;
+        while i < self.held.len() {
+            if *self.held[i].username == *username {
+                self.ready.push_back(self.held.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
     }
 
-    pub(crate) fn by_userhash(&self, hash: &[u8; 32]) -> Option<&Arc<User>> {
-        self.by_userhash.get(hash)
+    pub(crate) fn next_ready(&mut self) -> Option<Held> {
+        self.ready.pop_front()
+    }
+
+    /// Forgets lookups older than [`LOOKUP_TIMEOUT`] and their requests.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        self.lookups
+            .retain(|_, started| now.saturating_duration_since(*started) < LOOKUP_TIMEOUT);
+        let lookups = &self.lookups;
+        self.held.retain(|h| lookups.contains_key(&h.username));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lookups.is_empty() && self.ready.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> UserKeys {
+        UserKeys::from_password("u", "r", "p")
+    }
+
+    #[test]
+    fn entries_expire_and_static_ones_do_not() {
+        let now = Instant::now();
+        let mut c = Credentials::default();
+        c.insert(now, "static", "r", Lookup::Found(keys()), None);
+        c.insert(
+            now,
+            "db",
+            "r",
+            Lookup::Found(keys()),
+            Some(now + Duration::from_secs(60)),
+        );
+        c.insert(
+            now,
+            "gone",
+            "r",
+            Lookup::NotFound,
+            Some(now + Duration::from_secs(5)),
+        );
+        let later = now + Duration::from_secs(61);
+        assert!(matches!(c.by_name("static", later), Some(Known::User(_))));
+        assert!(matches!(c.by_name("db", now), Some(Known::User(_))));
+        assert!(c.by_name("db", later).is_none());
+        assert!(matches!(c.by_name("gone", now), Some(Known::Absent)));
+        assert!(c.by_name("gone", later).is_none());
+        let hash = integrity::userhash("db", "r");
+        assert!(c.by_userhash(&hash, now).is_some());
+        assert!(c.by_userhash(&hash, later).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_evicts_but_keeps_static_users() {
+        let now = Instant::now();
+        let mut c = Credentials {
+            capacity: 3,
+            ..Credentials::default()
+        };
+        c.insert(now, "static", "r", Lookup::Found(keys()), None);
+        let soon = Some(now + Duration::from_secs(60));
+        for name in ["a", "b", "c", "d", "e"] {
+            c.insert(now, name, "r", Lookup::NotFound, soon);
+            assert!(c.by_name.len() <= 3);
+        }
+        assert!(matches!(c.by_name("static", now), Some(Known::User(_))));
+        assert!(matches!(c.by_name("e", now), Some(Known::Absent)));
+        assert!(c.by_userhash.len() <= 1);
+    }
+
+    #[test]
+    fn holding_is_bounded_and_deduplicated() {
+        let now = Instant::now();
+        let mut w = Waiting::default();
+        let addr: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let packet = |data: &'static [u8]| Packet {
+            transport: Transport::Udp,
+            local: addr,
+            remote: addr,
+            data,
+        };
+        assert_eq!(w.hold(now, "alice", &packet(b"one")), Hold::Lookup);
+        assert_eq!(w.hold(now, "alice", &packet(b"one")), Hold::Queued);
+        assert_eq!(w.hold(now, "alice", &packet(b"two")), Hold::Queued);
+        assert_eq!(w.held.len(), 2);
+        let big = vec![0u8; MAX_HELD_LEN + 1].leak();
+        assert_eq!(w.hold(now, "bob", &packet(big)), Hold::Dropped);
+        w.complete("alice");
+        assert_eq!(w.next_ready().map(|h| h.data.len()), Some(3));
+        assert!(w.next_ready().is_some());
+        assert!(w.next_ready().is_none());
+        assert!(w.is_empty());
+
+        for i in 0..MAX_LOOKUPS {
+            assert_eq!(w.hold(now, &format!("u{i}"), &packet(b"x")), Hold::Lookup);
+        }
+        assert_eq!(w.hold(now, "one-too-many", &packet(b"x")), Hold::Dropped);
+        w.expire(now + LOOKUP_TIMEOUT);
+        assert!(w.is_empty() && w.held.is_empty());
     }
 }

@@ -8,7 +8,8 @@
 //! - [`server`]: [`Server`], the entry point: demultiplexing and method dispatch.
 //! - [`binding`]: where a Binding request is answered (RFC 8489, RFC 3489, RFC 5780).
 //! - [`turn`]: TURN methods, one file each (`turn/allocate.rs`, `turn/refresh.rs`, ...).
-//! - [`auth`], [`nonce`], [`credentials`]: the long-term credential mechanism.
+//! - [`auth`], [`nonce`], [`credentials`], [`ephemeral`]: the long-term
+//!   credential mechanism, and time-limited credentials from shared secrets.
 //! - [`allocation`]: allocations, permissions, channels, quotas.
 //! - [`peer_policy`]: which peers may be relayed to (anti-SSRF).
 //! - [`relay`]: relay ports: what the shell binds for the core.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod binding;
 pub mod config;
 pub mod credentials;
+pub mod ephemeral;
 pub mod nonce;
 pub mod packet;
 pub mod peer_policy;
@@ -30,8 +32,9 @@ pub mod server;
 pub(crate) mod turn;
 
 pub use allocation::{FiveTuple, Quotas};
-pub use config::{Config, NatDiscovery, TurnConfig};
-pub use credentials::UserKeys;
+pub use config::{Config, NatDiscovery, TurnConfig, WallClock};
+pub use credentials::{Lookup, UserKeys};
+pub use ephemeral::{Secrets, SharedSecret};
 pub use nonce::NonceKey;
 pub use packet::{Packet, Transmit, Transport};
 pub use peer_policy::PeerPolicy;

@@ -22,7 +22,8 @@ use crate::allocation::{Allocations, FiveTuple};
 use crate::auth::{self, Auth};
 use crate::binding::{self, Outcome};
 use crate::config::{Config, TurnConfig};
-use crate::credentials::{Credentials, UserKeys};
+use crate::credentials::{Credentials, Hold, Lookup, UserKeys, Waiting};
+use crate::ephemeral::Secrets;
 use crate::packet::{Packet, Transmit};
 use crate::relay::{NoRelays, PortPicker, RelayPorts};
 use crate::response::{self, ErrorDetails};
@@ -65,9 +66,10 @@ pub struct Stats {
 /// Something the shell must act on, drained with [`Server::poll_event`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A request named a user this shard has no keys for: look it up
-    /// (asynchronously) and call [`Server::insert_credentials`]. The client
-    /// retransmits its request meanwhile.
+    /// A request named a user this shard has no current keys for: look it
+    /// up (asynchronously) and call [`Server::resolve_credentials`]. The
+    /// request is held meanwhile and answered through
+    /// [`Server::poll_replay`] once the lookup is resolved.
     NeedCredentials {
         /// The USERNAME.
         username: Box<str>,
@@ -119,6 +121,8 @@ impl Server {
         let turn = config.turn.as_ref().map(|t| Turn {
             allocations: Allocations::default(),
             users: Credentials::default(),
+            secrets: Secrets::default(),
+            waiting: Waiting::default(),
             ports: PortPicker::new(t.min_port, t.max_port, shard.index, shard.count),
             rng: SmallRng::seed_from_u64(shard.seed),
             relays,
@@ -148,10 +152,28 @@ impl Server {
         self.turn.as_ref().map_or(0, |t| t.allocations.len())
     }
 
-    /// Teaches this shard a user's keys.
-    pub fn insert_credentials(&mut self, username: &str, keys: UserKeys) {
+    /// Teaches this shard a user's keys for good (static users).
+    pub fn insert_credentials(&mut self, now: Instant, username: &str, keys: UserKeys) {
         if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {
-            turn.users.insert(username, &config.realm, keys);
+            turn.users
+                .insert(now, username, &config.realm, Lookup::Found(keys), None);
+        }
+    }
+
+    /// Answers an [`Event::NeedCredentials`]: what the store said about
+    /// `username`, trusted until `valid_until`. Requests held for the user
+    /// become ready for [`poll_replay`](Self::poll_replay).
+    pub fn resolve_credentials(
+        &mut self,
+        now: Instant,
+        username: &str,
+        lookup: Lookup,
+        valid_until: Instant,
+    ) {
+        if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {
+            turn.users
+                .insert(now, username, &config.realm, lookup, Some(valid_until));
+            turn.waiting.complete(username);
         }
     }
 
@@ -160,6 +182,30 @@ impl Server {
         if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {
             turn.users.remove(username, &config.realm);
         }
+    }
+
+    /// Replaces the shared secrets of time-limited credentials.
+    pub fn set_secrets(&mut self, secrets: Secrets) {
+        if let Some(turn) = self.turn.as_mut() {
+            turn.secrets = secrets;
+        }
+    }
+
+    /// Handles the next request that was held for a credential lookup now
+    /// resolved, exactly as [`handle_packet`](Self::handle_packet) would
+    /// have; `None` when no held request is ready. Call it until it returns
+    /// `None` after each [`resolve_credentials`](Self::resolve_credentials).
+    /// The returned transmit may be for any transport and local address
+    /// (the held request's).
+    pub fn poll_replay(&mut self, now: Instant, out: &mut [u8]) -> Option<Option<Transmit>> {
+        let held = self.turn.as_mut()?.waiting.next_ready()?;
+        let packet = Packet {
+            transport: held.transport,
+            local: held.local,
+            remote: held.remote,
+            data: &held.data,
+        };
+        Some(self.handle_packet(now, packet, out))
     }
 
     /// The next event for the shell.
@@ -186,7 +232,9 @@ impl Server {
             turn.delete(config, id);
         }
         turn.allocations.sweep(now);
-        self.next_sweep = (turn.allocations.len() > 0).then(|| now + SWEEP_INTERVAL);
+        turn.waiting.expire(now);
+        self.next_sweep =
+            (turn.allocations.len() > 0 || !turn.waiting.is_empty()).then(|| now + SWEEP_INTERVAL);
     }
 
     /// Handles one datagram, or one message framed from a stream, from a
@@ -345,14 +393,14 @@ impl Server {
         }
 
         let turn = self.turn.as_mut()?;
-        let (user, integrity) = match auth::authenticate(
-            message,
-            packet.remote,
-            now,
-            &turn_config.realm,
-            &turn_config.nonces,
-            &turn.users,
-        ) {
+        let context = auth::Context {
+            realm: &turn_config.realm,
+            nonces: &turn_config.nonces,
+            users: &turn.users,
+            secrets: &turn.secrets,
+            separator: turn_config.rest_separator,
+        };
+        let (user, integrity) = match auth::authenticate(message, packet.remote, now, &context) {
             Auth::Ok { user, integrity } => (user, integrity),
             Auth::Challenge { code } => {
                 if code == 401 && message.has_integrity() {
@@ -368,17 +416,36 @@ impl Server {
                 return self.reply_error(packet, method, tid, 400, details, out);
             }
             Auth::Unknown { username } => {
-                self.stats.auth_failures += 1;
-                if self.events.len() < MAX_PENDING_EVENTS
-                    && !self.events.iter().any(
-                        |e| matches!(e, Event::NeedCredentials { username: u } if *u == username),
-                    )
-                {
+                if turn.waiting.hold(now, &username, packet) == Hold::Lookup {
                     self.events.push_back(Event::NeedCredentials { username });
+                    self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
                 }
-                return self.challenge(now, packet, message, 401, turn_config, out);
+                return None;
+            }
+            Auth::Unavailable => {
+                let details = ErrorDetails {
+                    unknown_attributes: &[],
+                    fingerprint,
+                };
+                return self.reply_error(packet, method, tid, 500, details, out);
             }
         };
+        // Time-limited credentials: an expired one cannot make an
+        // allocation, and in strict mode cannot do anything, nor keep an
+        // allocation beyond its expiry.
+        let mut credential_left = None;
+        if let Some(expires) = user.expires {
+            let unix_now = turn_config
+                .wall_clock
+                .map_or(u64::MAX, |c| c.unix_secs(now));
+            if expires <= unix_now && (method == Method::ALLOCATE || turn_config.strict_expiry) {
+                self.stats.auth_failures += 1;
+                return self.challenge(now, packet, message, 401, turn_config, out);
+            }
+            if turn_config.strict_expiry {
+                credential_left = Some(Duration::from_secs(expires - unix_now));
+            }
+        }
         let request = Request {
             now,
             packet,
@@ -387,6 +454,7 @@ impl Server {
             software: config.software.as_deref(),
             user,
             integrity,
+            credential_left,
         };
         let allocations_before = turn.allocations.len();
         let len = match method {
@@ -505,9 +573,6 @@ impl Server {
         None
     }
 }
-
-/// Credential lookups queued for the shell at most at once.
-const MAX_PENDING_EVENTS: usize = 64;
 
 fn five_tuple(packet: &Packet<'_>) -> FiveTuple {
     FiveTuple {

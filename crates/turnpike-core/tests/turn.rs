@@ -15,9 +15,10 @@ use turnpike_codec::{
     AddressFamily, AttrType, Attribute, ChannelData, Class, Message, MessageBuilder, MessageType,
     Method, Sha1Key, Sha256Key, TransactionId,
 };
+use turnpike_core::ephemeral::{self, Format};
 use turnpike_core::{
-    Config, Event, NonceKey, Packet, PeerPolicy, RelayOptions, RelayPorts, Server, Shard, Transmit,
-    Transport, TurnConfig, UserKeys,
+    Config, Event, Lookup, NonceKey, Packet, PeerPolicy, RelayOptions, RelayPorts, Secrets, Server,
+    Shard, SharedSecret, Transmit, Transport, TurnConfig, UserKeys, WallClock,
 };
 
 const REALM: &str = "turnpike.test"; // 13 characters
@@ -58,7 +59,7 @@ impl RelayPorts for FakeRelays {
     fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], _: Instant) {
         self.0.lock().unwrap().reserved.insert(token, addr);
     }
-    fn redeem(&mut self, token: [u8; 8], _: Instant) -> Option<SocketAddr> {
+    fn redeem(&mut self, token: [u8; 8], _: Instant, _: SocketAddr) -> Option<SocketAddr> {
         self.0.lock().unwrap().reserved.remove(&token)
     }
 }
@@ -80,6 +81,10 @@ fn turn_config(epoch: Instant, tweak: impl FnOnce(&mut TurnConfig)) -> Config {
     ];
     turn.min_port = 50000;
     turn.max_port = 50999;
+    turn.wall_clock = Some(WallClock {
+        instant: epoch,
+        unix: Duration::from_secs(UNIX_EPOCH_OF_TESTS),
+    });
     tweak(&mut turn);
     Config {
         turn: Some(turn),
@@ -152,8 +157,8 @@ impl Harness {
         let relays = FakeRelays::default();
         let config = Arc::new(turn_config(now, tweak));
         let mut server = Server::with_relays(config, Shard::default(), Box::new(relays.clone()));
-        server.insert_credentials(USER, UserKeys::from_password(USER, REALM, PASS));
-        server.insert_credentials("bob", UserKeys::from_password("bob", REALM, "builder"));
+        server.insert_credentials(now, USER, UserKeys::from_password(USER, REALM, PASS));
+        server.insert_credentials(now, "bob", UserKeys::from_password("bob", REALM, "builder"));
         Harness {
             server,
             relays,
@@ -287,6 +292,33 @@ impl Harness {
         a.relayed()[0]
     }
 
+    /// Answers to held requests whose lookups were resolved.
+    fn replay(&mut self) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        let mut out = [0u8; 2048];
+        while let Some(transmit) = self.server.poll_replay(self.now, &mut out) {
+            if let Some(transmit) = transmit {
+                answers.push(Answer {
+                    transmit,
+                    bytes: out[..transmit.len].to_vec(),
+                });
+            }
+        }
+        answers
+    }
+
+    /// Credentials minted from a shared secret, as an application does.
+    fn ephemeral_creds(
+        &mut self,
+        client: &str,
+        username: String,
+        format: Format,
+        secret: &str,
+    ) -> Creds {
+        let pass = ephemeral::password(format, secret.as_bytes(), &username);
+        self.creds_for(client, leak(username), leak(pass))
+    }
+
     fn bound(&self) -> HashSet<SocketAddr> {
         self.relays.0.lock().unwrap().bound.clone()
     }
@@ -392,15 +424,19 @@ fn stale_and_foreign_nonces_get_438_with_a_fresh_nonce() {
 }
 
 #[test]
-fn unknown_user_asks_the_shell_then_succeeds() {
+fn unknown_user_is_held_looked_up_and_answered() {
     let mut h = Harness::new(|_| {});
     let creds = h.creds_for(CLIENT, "carol", "secret");
-    let a = h.authed(
+    let tid = h.tid();
+    let req = h.request(
         Method::ALLOCATE,
+        tid,
         &[Attribute::RequestedTransport(protocol::UDP)],
-        &creds,
+        Some(&creds),
     );
-    assert_eq!(a.code(), Some(401));
+    // Held, not answered; a retransmission meanwhile adds no second lookup.
+    assert!(h.send(&req).is_none());
+    assert!(h.send(&req).is_none());
     assert_eq!(
         h.server.poll_event(),
         Some(Event::NeedCredentials {
@@ -408,9 +444,114 @@ fn unknown_user_asks_the_shell_then_succeeds() {
         })
     );
     assert_eq!(h.server.poll_event(), None);
+    assert!(h.replay().is_empty(), "nothing is ready before the lookup");
+
+    let keys = UserKeys::from_password("carol", REALM, "secret");
+    let valid_until = h.now + Duration::from_secs(60);
     h.server
-        .insert_credentials("carol", UserKeys::from_password("carol", REALM, "secret"));
-    h.allocate(&creds);
+        .resolve_credentials(h.now, "carol", Lookup::Found(keys), valid_until);
+    let answers = h.replay();
+    assert_eq!(answers.len(), 1, "the retransmission was held once");
+    assert_eq!(answers[0].class(), Class::Success);
+    assert_eq!(answers[0].transmit.destination, addr(CLIENT));
+    verify_md5(&answers[0], "carol", "secret");
+
+    // Within the validity the cache answers; afterwards it asks again.
+    let more = h.creds_for("198.51.100.7:4000", "carol", "secret");
+    let a = h.authed_from(
+        "198.51.100.7:4000",
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &more,
+    );
+    assert_eq!(a.class(), Class::Success);
+    assert_eq!(h.server.poll_event(), None);
+    h.advance(61);
+    let late = h.creds_for("198.51.100.8:4000", "carol", "secret");
+    let tid = h.tid();
+    let req = h.request(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        Some(&late),
+    );
+    assert!(h.send_from("198.51.100.8:4000", &req).is_none());
+    assert!(matches!(
+        h.server.poll_event(),
+        Some(Event::NeedCredentials { .. })
+    ));
+}
+
+#[test]
+fn users_the_store_does_not_know_get_401_and_an_unreachable_store_500() {
+    let mut h = Harness::new(|_| {});
+    for (user, lookup, code) in [
+        ("mallory", Lookup::NotFound, 401),
+        ("dave", Lookup::Unavailable, 500),
+    ] {
+        let creds = h.creds_for(CLIENT, user, "pw");
+        let tid = h.tid();
+        let req = h.request(
+            Method::ALLOCATE,
+            tid,
+            &[Attribute::RequestedTransport(protocol::UDP)],
+            Some(&creds),
+        );
+        assert!(h.send(&req).is_none());
+        assert_eq!(
+            h.server.poll_event(),
+            Some(Event::NeedCredentials {
+                username: user.into()
+            })
+        );
+        h.server
+            .resolve_credentials(h.now, user, lookup, h.now + Duration::from_secs(5));
+        let answers = h.replay();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].code(), Some(code), "{user}");
+        // Until the verdict expires it comes from the cache, without a lookup.
+        let again = h.send(&req).expect("answered from the cache");
+        assert_eq!(again.code(), Some(code), "{user}");
+        assert_eq!(h.server.poll_event(), None);
+    }
+    assert_eq!(
+        h.server.stats().auth_failures,
+        2,
+        "mallory twice; an outage is no auth failure"
+    );
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn lookups_that_never_complete_are_forgotten() {
+    let mut h = Harness::new(|_| {});
+    let creds = h.creds_for(CLIENT, "erin", "pw");
+    let tid = h.tid();
+    let req = h.request(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        Some(&creds),
+    );
+    assert!(h.send(&req).is_none());
+    assert!(h.server.poll_event().is_some());
+    assert!(
+        h.server.poll_timeout().is_some(),
+        "a held request keeps the timer running"
+    );
+    h.advance(20);
+    h.server.resolve_credentials(
+        h.now,
+        "erin",
+        Lookup::Found(UserKeys::from_password("erin", REALM, "pw")),
+        h.now + Duration::from_secs(60),
+    );
+    assert!(
+        h.replay().is_empty(),
+        "the held request was dropped with its lookup"
+    );
+    // The client's next retransmission is answered from the cache.
+    assert_eq!(h.send(&req).expect("answer").class(), Class::Success);
 }
 
 #[test]
@@ -1310,4 +1451,157 @@ fn turn_over_tcp_is_refused_until_streams_carry_relayed_data() {
         })))
     );
     assert_eq!(h.server.allocation_count(), 0);
+}
+
+/// Unix time at the harness's epoch.
+const UNIX_EPOCH_OF_TESTS: u64 = 1_800_000_000;
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn secret(key_index: u32, value: &str) -> SharedSecret {
+    SharedSecret {
+        key_index,
+        value: value.as_bytes().into(),
+    }
+}
+
+#[test]
+fn rest_credentials_from_every_current_secret_and_no_other() {
+    let mut h = Harness::new(|_| {});
+    h.server
+        .set_secrets(Secrets::new([secret(0, "old"), secret(1, "new")]));
+    let udp = [Attribute::RequestedTransport(protocol::UDP)];
+    let expiry = UNIX_EPOCH_OF_TESTS + 3600;
+    let clients = [
+        "198.51.100.1:1",
+        "198.51.100.2:2",
+        "198.51.100.3:3",
+        "198.51.100.4:4",
+    ];
+    for (client, name, s) in [
+        (clients[0], format!("{expiry}:alice"), "old"),
+        (clients[1], format!("{expiry}:alice"), "new"),
+        (clients[2], format!("{expiry}"), "new"),
+        (clients[3], format!("alice:{expiry}"), "new"),
+    ] {
+        let creds = h.ephemeral_creds(client, name.clone(), Format::Rest, s);
+        let a = h.authed_from(client, Method::ALLOCATE, &udp, &creds);
+        assert_eq!(
+            a.class(),
+            Class::Success,
+            "{name} with secret {s}: {:?}",
+            a.code()
+        );
+        verify_md5(&a, creds.user, creds.pass);
+    }
+    // Never a database lookup for an ephemeral username.
+    assert_eq!(h.server.poll_event(), None);
+
+    let client = "198.51.100.9:9";
+    let wrong = h.ephemeral_creds(client, format!("{expiry}:alice"), Format::Rest, "guess");
+    assert_eq!(
+        h.authed_from(client, Method::ALLOCATE, &udp, &wrong).code(),
+        Some(401)
+    );
+    let expired = h.ephemeral_creds(
+        client,
+        format!("{}:alice", UNIX_EPOCH_OF_TESTS - 1),
+        Format::Rest,
+        "new",
+    );
+    assert_eq!(
+        h.authed_from(client, Method::ALLOCATE, &udp, &expired)
+            .code(),
+        Some(401)
+    );
+
+    // Rotation: once "old" is withdrawn, credentials minted with it fail.
+    h.server.set_secrets(Secrets::new([secret(1, "new")]));
+    let old = h.ephemeral_creds(client, format!("{expiry}:bob"), Format::Rest, "old");
+    assert_eq!(
+        h.authed_from(client, Method::ALLOCATE, &udp, &old).code(),
+        Some(401)
+    );
+    let new = h.ephemeral_creds(client, format!("{expiry}:bob"), Format::Rest, "new");
+    assert_eq!(
+        h.authed_from(client, Method::ALLOCATE, &udp, &new).class(),
+        Class::Success
+    );
+    assert_eq!(h.server.stats().auth_failures, 3);
+}
+
+#[test]
+fn wire_credentials_need_the_secret_of_their_key_index() {
+    let mut h = Harness::new(|_| {});
+    h.server
+        .set_secrets(Secrets::new([secret(0, "zero"), secret(1, "one")]));
+    let udp = [Attribute::RequestedTransport(protocol::UDP)];
+    let expiry = UNIX_EPOCH_OF_TESTS + 3600;
+    let wire = |k: u32| format!("d={expiry}.v=1.k={k}.t=s.r=q9WfGx2");
+    let client = "198.51.100.1:1";
+    let right = h.ephemeral_creds(client, wire(1), Format::Wire { key_index: 1 }, "one");
+    let a = h.authed_from(client, Method::ALLOCATE, &udp, &right);
+    assert_eq!(a.class(), Class::Success, "{:?}", a.code());
+
+    let client = "198.51.100.2:2";
+    // Signed with another index's secret, or naming an index that has none.
+    let crossed = h.ephemeral_creds(client, wire(1), Format::Wire { key_index: 1 }, "zero");
+    assert_eq!(
+        h.authed_from(client, Method::ALLOCATE, &udp, &crossed)
+            .code(),
+        Some(401)
+    );
+    let missing = h.ephemeral_creds(client, wire(5), Format::Wire { key_index: 5 }, "one");
+    assert_eq!(
+        h.authed_from(client, Method::ALLOCATE, &udp, &missing)
+            .code(),
+        Some(401)
+    );
+    let old = format!("d={}.v=1.k=0.t=s.r=x", UNIX_EPOCH_OF_TESTS - 10);
+    let expired = h.ephemeral_creds(client, old, Format::Wire { key_index: 0 }, "zero");
+    assert_eq!(
+        h.authed_from(client, Method::ALLOCATE, &udp, &expired)
+            .code(),
+        Some(401)
+    );
+}
+
+#[test]
+fn an_expired_credential_keeps_its_call_unless_expiry_is_strict() {
+    let udp = [Attribute::RequestedTransport(protocol::UDP)];
+    let expiry = UNIX_EPOCH_OF_TESTS + 100;
+
+    // Default: expiry is checked when the allocation is made.
+    let mut h = Harness::new(|_| {});
+    h.server.set_secrets(Secrets::new([secret(0, "s")]));
+    let creds = h.ephemeral_creds(CLIENT, format!("{expiry}:u"), Format::Rest, "s");
+    let a = h.authed(Method::ALLOCATE, &udp, &creds);
+    assert_eq!(a.lifetime(), Some(600));
+    h.advance(200);
+    let refreshed = h.authed(Method::REFRESH, &[], &creds);
+    assert_eq!(refreshed.class(), Class::Success);
+    assert_eq!(refreshed.lifetime(), Some(600));
+
+    // Strict: the allocation ends with the credential.
+    let mut h = Harness::new(|t| t.strict_expiry = true);
+    h.server.set_secrets(Secrets::new([secret(0, "s")]));
+    let creds = h.ephemeral_creds(CLIENT, format!("{expiry}:u"), Format::Rest, "s");
+    let a = h.authed(Method::ALLOCATE, &udp, &creds);
+    assert_eq!(a.class(), Class::Success);
+    assert_eq!(a.lifetime(), Some(100));
+    h.advance(40);
+    let refreshed = h.authed(Method::REFRESH, &[Attribute::Lifetime(3600)], &creds);
+    assert_eq!(refreshed.lifetime(), Some(60));
+    h.advance(59);
+    assert_eq!(h.server.allocation_count(), 1);
+    h.advance(2);
+    assert_eq!(
+        h.server.allocation_count(),
+        0,
+        "expired with its credential"
+    );
+    let late = h.authed(Method::REFRESH, &[], &creds);
+    assert_eq!(late.code(), Some(401));
 }

@@ -106,12 +106,16 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     }
     let options = RelayOptions {
         dont_fragment: asked.dont_fragment,
+        server: req.packet.local,
     };
     let primary = asked.family.unwrap_or(AddressFamily::V4);
     let mut relays = [None, None];
     let mut reservation = None;
     let bound = match (asked.token, asked.even_port) {
-        (Some(token), _) => turn.relays.redeem(token, req.now).ok_or(508),
+        (Some(token), _) => turn
+            .relays
+            .redeem(token, req.now, req.packet.local)
+            .ok_or(508),
         (None, Some(true)) => {
             bind_reserved_pair(req, turn, primary, options).map(|(addr, token)| {
                 reservation = Some(token);
@@ -136,7 +140,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
         }
     }
 
-    let lifetime = granted_lifetime(config, asked.lifetime);
+    let lifetime = granted_lifetime(req, asked.lifetime);
     turn.allocations.insert(Allocation {
         five_tuple,
         user: std::sync::Arc::clone(&req.user),

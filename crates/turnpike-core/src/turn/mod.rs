@@ -28,7 +28,8 @@ use turnpike_codec::{Attribute, EncodeError, ErrorCode, Message, MessageBuilder}
 use crate::allocation::{AllocationId, Allocations, FiveTuple};
 use crate::auth::Integrity;
 use crate::config::TurnConfig;
-use crate::credentials::{Credentials, User};
+use crate::credentials::{Credentials, User, Waiting};
+use crate::ephemeral::Secrets;
 use crate::packet::Packet;
 use crate::relay::{PortPicker, RelayPorts};
 use crate::response::reason_phrase;
@@ -37,6 +38,8 @@ use crate::response::reason_phrase;
 pub(crate) struct Turn {
     pub(crate) allocations: Allocations,
     pub(crate) users: Credentials,
+    pub(crate) secrets: Secrets,
+    pub(crate) waiting: Waiting,
     pub(crate) ports: PortPicker,
     pub(crate) rng: SmallRng,
     pub(crate) relays: Box<dyn RelayPorts>,
@@ -71,6 +74,9 @@ pub(crate) struct Request<'a, 'm> {
     pub(crate) software: Option<&'a str>,
     pub(crate) user: Arc<User>,
     pub(crate) integrity: Integrity,
+    /// Strict expiry of a time-limited credential: what is left of it,
+    /// which caps the allocation's lifetime.
+    pub(crate) credential_left: Option<Duration>,
 }
 
 impl Request<'_, '_> {
@@ -142,14 +148,18 @@ impl Request<'_, '_> {
 }
 
 /// Lifetime granted for a requested one (RFC 8656 §7.2 and §8.2): the
-/// default when none or less is asked for, capped at the maximum.
-pub(crate) fn granted_lifetime(config: &TurnConfig, requested: Option<u32>) -> Duration {
+/// default when none or less is asked for, capped at the maximum and, in
+/// strict mode, at what is left of the credential.
+pub(crate) fn granted_lifetime(req: &Request<'_, '_>, requested: Option<u32>) -> Duration {
+    let config = req.config;
     let requested = requested.map_or(config.default_lifetime, |s| {
         Duration::from_secs(u64::from(s))
     });
-    requested
+    let granted = requested
         .max(config.default_lifetime)
-        .min(config.max_lifetime)
+        .min(config.max_lifetime);
+    req.credential_left
+        .map_or(granted, |left| granted.min(left))
 }
 
 /// Lifetime in whole seconds for the LIFETIME attribute.

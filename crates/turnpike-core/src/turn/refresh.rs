@@ -32,7 +32,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
         turn.delete(req.config, id);
         return req.success(out, |msg| msg.add(&Attribute::Lifetime(0)));
     }
-    let granted = granted_lifetime(req.config, lifetime);
+    let granted = granted_lifetime(req, lifetime);
     turn.allocations.get_mut(id)?.expires = req.now + granted;
     req.success(out, |msg| {
         msg.add(&Attribute::Lifetime(lifetime_secs(granted)))

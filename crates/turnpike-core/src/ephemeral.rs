@@ -1,0 +1,282 @@
+//! Time-limited credentials derived from shared secrets: the password is
+//! not stored anywhere but recomputed from the username and a secret the
+//! server shares with the application that hands out credentials.
+//!
+//! Two username formats are understood:
+//!
+//! - **TURN REST API** (draft-uberti-behave-turn-rest, coturn's
+//!   `use-auth-secret`): `<expiry>[:<user-id>]` (coturn also accepts
+//!   `<user-id>:<expiry>`; the separator is configurable), password
+//!   `base64(HMAC-SHA1(secret, username))`. Every secret is tried, which is
+//!   how secrets rotate without downtime.
+//! - **Wire's restund** (`zrest`): `d=<expiry>.v=1.k=<key-index>.t=s.r=<random>`,
+//!   password `base64(HMAC-SHA512(secret, username))`. `k` names the secret;
+//!   restund ignores it, we honour it, so an operator can retire one key
+//!   index without invalidating the others.
+//!
+//! Expiry times are Unix seconds. The long-term key is then derived from the
+//! password as for any user (RFC 8489 §9.2.2).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
+use sha2::Sha512;
+
+use crate::credentials::UserKeys;
+
+/// Longest username treated as ephemeral: real ones are well under 100 bytes,
+/// and each candidate secret costs a few HMAC passes over it.
+const MAX_USERNAME: usize = 256;
+
+/// A shared secret and the key index Wire-format usernames name it by.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedSecret {
+    /// Index selected by the `k=` field of Wire-format usernames.
+    pub key_index: u32,
+    /// The secret itself.
+    pub value: Box<[u8]>,
+}
+
+impl std::fmt::Debug for SharedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach logs.
+        f.debug_struct("SharedSecret")
+            .field("key_index", &self.key_index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The secrets currently accepted, shared read-only by all shards and
+/// replaced as a whole when the operator adds or removes one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Secrets {
+    secrets: Arc<[SharedSecret]>,
+}
+
+impl Secrets {
+    /// The given secrets, in the order they are tried.
+    pub fn new(secrets: impl IntoIterator<Item = SharedSecret>) -> Self {
+        Secrets {
+            secrets: secrets.into_iter().collect(),
+        }
+    }
+
+    /// No secret: ephemeral credentials are off.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// How many secrets there are.
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+}
+
+/// What a username says about itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// TURN REST API: HMAC-SHA1, every secret tried.
+    Rest,
+    /// Wire restund: HMAC-SHA512 with the secret of this key index.
+    Wire {
+        /// The `k=` field.
+        key_index: u32,
+    },
+}
+
+/// A username in one of the ephemeral formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ephemeral {
+    /// Which format, and so which HMAC and which secrets.
+    pub format: Format,
+    /// Unix time (seconds) after which the credential is refused.
+    pub expires: u64,
+}
+
+/// Recognises an ephemeral username; `None` for anything else (an ordinary
+/// long-term user).
+pub fn parse(username: &str, separator: char) -> Option<Ephemeral> {
+    if username.len() > MAX_USERNAME {
+        return None;
+    }
+    parse_wire(username).or_else(|| parse_rest(username, separator))
+}
+
+fn parse_rest(username: &str, separator: char) -> Option<Ephemeral> {
+    let expires = match username.split_once(separator) {
+        None => unix_seconds(username)?,
+        Some((first, rest)) => {
+            unix_seconds(first).or_else(|| unix_seconds(rest.rsplit(separator).next()?))?
+        }
+    };
+    Some(Ephemeral {
+        format: Format::Rest,
+        expires,
+    })
+}
+
+fn parse_wire(username: &str) -> Option<Ephemeral> {
+    let mut fields = username.split('.');
+    let mut field = |name: &str| fields.next()?.strip_prefix(name);
+    let expires = unix_seconds(field("d=")?)?;
+    if field("v=")? != "1" {
+        return None;
+    }
+    let key_index = field("k=")?;
+    if key_index.is_empty() || !key_index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let key_index = key_index.parse().ok()?;
+    field("t=")?;
+    field("r=")?;
+    Some(Ephemeral {
+        format: Format::Wire { key_index },
+        expires,
+    })
+}
+
+/// Plain decimal digits only: `+5` or ` 5` are not timestamps.
+fn unix_seconds(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The password an application derives for `username` from `secret`.
+pub fn password(format: Format, secret: &[u8], username: &str) -> String {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    match format {
+        Format::Rest => {
+            // new_from_slice accepts keys of any length for HMAC.
+            let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret)
+                .expect("HMAC takes keys of any length");
+            mac.update(username.as_bytes());
+            engine.encode(mac.finalize().into_bytes())
+        }
+        Format::Wire { .. } => {
+            let mut mac = <Hmac<Sha512> as KeyInit>::new_from_slice(secret)
+                .expect("HMAC takes keys of any length");
+            mac.update(username.as_bytes());
+            engine.encode(mac.finalize().into_bytes())
+        }
+    }
+}
+
+/// The long-term keys of `username` under each secret that may have issued
+/// it, in order: every secret for the REST format, the secrets with the
+/// named key index for Wire's.
+pub(crate) fn candidate_keys<'a>(
+    secrets: &'a Secrets,
+    format: Format,
+    username: &'a str,
+    realm: &'a str,
+) -> impl Iterator<Item = UserKeys> + 'a {
+    secrets
+        .secrets
+        .iter()
+        .filter(move |s| match format {
+            Format::Rest => true,
+            Format::Wire { key_index } => s.key_index == key_index,
+        })
+        .map(move |s| {
+            UserKeys::from_password(username, realm, &password(format, &s.value, username))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_usernames() {
+        let rest = |expires| {
+            Some(Ephemeral {
+                format: Format::Rest,
+                expires,
+            })
+        };
+        assert_eq!(parse("1700000000", ':'), rest(1_700_000_000));
+        assert_eq!(parse("1700000000:alice", ':'), rest(1_700_000_000));
+        assert_eq!(parse("alice:1700000000", ':'), rest(1_700_000_000));
+        assert_eq!(parse("1700000000:a:b", ':'), rest(1_700_000_000));
+        assert_eq!(parse("1700000000-alice", '-'), rest(1_700_000_000));
+        assert_eq!(parse("alice", ':'), None);
+        assert_eq!(parse("alice:bob", ':'), None);
+        assert_eq!(parse("+1700000000", ':'), None);
+        assert_eq!(parse("", ':'), None);
+        assert_eq!(parse(":", ':'), None);
+        assert_eq!(parse("99999999999999999999999", ':'), None);
+        assert_eq!(parse(&"1".repeat(300), ':'), None);
+    }
+
+    #[test]
+    fn wire_usernames() {
+        let name = "d=1700000000.v=1.k=3.t=s.r=abcdef";
+        assert_eq!(
+            parse(name, ':'),
+            Some(Ephemeral {
+                format: Format::Wire { key_index: 3 },
+                expires: 1_700_000_000,
+            })
+        );
+        for bad in [
+            "d=1700000000.v=2.k=3.t=s.r=abc",
+            "d=1700000000.v=1.k=.t=s.r=abc",
+            "d=1700000000.v=1.k=x.t=s.r=abc",
+            "d=x.v=1.k=3.t=s.r=abc",
+            "d=1700000000.v=1.k=3.t=s",
+            "v=1.d=1700000000.k=3.t=s.r=abc",
+        ] {
+            assert_eq!(parse(bad, ':'), None, "{bad}");
+        }
+    }
+
+    /// Values computed independently with `openssl dgst -hmac`.
+    #[test]
+    fn rest_password_matches_known_values() {
+        // printf '1700000000:alice' | openssl dgst -binary -sha1 -hmac s3cret | base64
+        assert_eq!(
+            password(Format::Rest, b"s3cret", "1700000000:alice"),
+            "TtElzSjT0GdnTQ9xdcRNxx96yQs="
+        );
+        // printf 'd=1700000000.v=1.k=0.t=s.r=abc' | openssl dgst -binary -sha512 -hmac s3cret | base64 -w0
+        assert_eq!(
+            password(
+                Format::Wire { key_index: 0 },
+                b"s3cret",
+                "d=1700000000.v=1.k=0.t=s.r=abc"
+            ),
+            "wTwHu+BwLzip894WhoNGXs9Nh41TlzpvvoChfCkor8dEERn37GwF9g2gpC7IBlo7EpDNHHzVL2Eq7u8ffMSBGA=="
+        );
+    }
+
+    #[test]
+    fn wire_candidates_follow_the_key_index() {
+        let secrets = Secrets::new([
+            SharedSecret {
+                key_index: 0,
+                value: b"zero".as_slice().into(),
+            },
+            SharedSecret {
+                key_index: 1,
+                value: b"one".as_slice().into(),
+            },
+        ]);
+        let name = "d=1.v=1.k=1.t=s.r=x";
+        assert_eq!(
+            candidate_keys(&secrets, Format::Wire { key_index: 1 }, name, "r").count(),
+            1
+        );
+        assert_eq!(
+            candidate_keys(&secrets, Format::Wire { key_index: 7 }, name, "r").count(),
+            0
+        );
+        assert_eq!(
+            candidate_keys(&secrets, Format::Rest, "1:x", "r").count(),
+            2
+        );
+    }
+}
