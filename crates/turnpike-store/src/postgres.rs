@@ -1,0 +1,981 @@
+//! The PostgreSQL backend: a small deadpool pool of tokio-postgres
+//! connections, for fleets of servers that share one user base.
+//!
+//! Staying up while the database does not:
+//!
+//! - A pooled connection is checked with `is_closed` before reuse, and a
+//!   statement that fails because its connection broke (the database
+//!   restarted, a proxy dropped it) discards that connection. If the
+//!   connection had been sitting in the pool, the breakage predates the call,
+//!   so the operation is tried again on another one; a fresh connection that
+//!   breaks is a real failure.
+//! - After a failed connection attempt, calls in the next back-off window
+//!   (0.5 s, doubling up to 10 s) fail at once with
+//!   [`StoreError::Unavailable`] instead of each waiting for a connect
+//!   timeout; the first success resets it. The server then answers clients
+//!   with an error quickly instead of queueing work behind a dead database.
+//! - Every operation has a deadline (twice the connect timeout), so a
+//!   database that stops answering without closing connections cannot block
+//!   callers either.
+//!
+//! Turnpike's schema is versioned in a `turnpike_schema_version` table and
+//! migrated when the store opens, inside a transaction holding
+//! `pg_advisory_xact_lock`, so servers of a fleet starting together migrate
+//! one at a time. A coturn database is used with
+//! `default_transaction_read_only` set on every connection, so not even a
+//! bug here could change it.
+//!
+//! Connections are unencrypted (`NoTls`): use a local socket, a private
+//! network or a TLS tunnel until TLS support is added.
+
+use std::error::Error as _;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{
+    ClientWrapper, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    TimeoutType,
+};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::location::redact_url;
+use crate::{
+    CredentialDb, Location, OwnedSecretRef, Schema, Secret, SecretRef, StoreError, StoreOptions,
+    StoredKeys, UserInfo, coturn, lookupable, lowest_free_index, newer_schema, now_unix,
+    user_label, validate_keys, validate_realm, validate_secret, validate_username,
+};
+
+/// The schema version this binary creates; `MIGRATIONS[n - 1]` brings a
+/// database from version n - 1 to n.
+const LATEST: i32 = 1;
+
+/// Each entry is applied once, in order, inside the migration transaction.
+/// Never edit a released entry: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: realms, users (keys only, never passwords), shared secrets.
+    "CREATE TABLE realms (
+        realm text PRIMARY KEY,
+        created_at bigint NOT NULL
+    );
+    CREATE TABLE users (
+        realm text NOT NULL REFERENCES realms (realm),
+        username text NOT NULL,
+        md5_key bytea CHECK (md5_key IS NULL OR length(md5_key) = 16),
+        sha256_key bytea CHECK (sha256_key IS NULL OR length(sha256_key) = 32),
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        PRIMARY KEY (realm, username),
+        CHECK (md5_key IS NOT NULL OR sha256_key IS NOT NULL)
+    );
+    CREATE TABLE secrets (
+        realm text NOT NULL REFERENCES realms (realm),
+        key_index bigint NOT NULL CHECK (key_index BETWEEN 0 AND 4294967295),
+        value text NOT NULL,
+        created_at bigint NOT NULL,
+        PRIMARY KEY (realm, key_index),
+        UNIQUE (realm, value)
+    );",
+];
+
+const _: () = assert!(MIGRATIONS.len() as i32 == LATEST);
+
+/// The advisory lock every Turnpike server takes to migrate: "turnpike" in
+/// ASCII, so that it is recognisable in `pg_locks`.
+const MIGRATION_LOCK: i64 = 0x7475_726e_7069_6b65;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// A credential database in PostgreSQL. Cheap to clone; clones share the
+/// pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    location: Location,
+    /// The URL without its password, for messages.
+    shown: String,
+    schema: Schema,
+    pool: Pool,
+    pool_size: usize,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+    backoff: Mutex<Backoff>,
+}
+
+/// Failure memory for fail-fast behaviour while the database is down.
+struct Backoff {
+    /// Calls before this instant fail at once with `last`.
+    retry_at: Option<Instant>,
+    /// The window after the next failure.
+    delay: Duration,
+    last: String,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("location", &self.inner.shown)
+            .field("schema", &self.inner.schema)
+            .field("pool_size", &self.inner.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an operation on a connection can fail with: a database error (sorted
+/// out by [`PostgresStore::with_client`]) or an answer such as NotFound.
+enum OpError {
+    Pg(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for OpError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        OpError::Pg(e)
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Store(e)
+    }
+}
+
+type OpFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, OpError>> + Send + 'c>>;
+
+impl PostgresStore {
+    /// Connects to `options.location`, which must be
+    /// [`Location::Postgres`], and migrates (Turnpike's schema) or checks
+    /// coturn's tables. See [`crate::Store::open`].
+    pub async fn open(options: StoreOptions) -> Result<PostgresStore, StoreError> {
+        let Location::Postgres(url) = &options.location else {
+            return Err(StoreError::Invalid(format!(
+                "{} is not a PostgreSQL location",
+                options.location.redacted()
+            )));
+        };
+        let shown = redact_url(url);
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+        config.connect_timeout(options.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("turnpike");
+        }
+        if options.schema == Schema::Coturn {
+            let read_only = "-c default_transaction_read_only=on";
+            let options = match config.get_options() {
+                Some(given) => format!("{given} {read_only}"),
+                None => read_only.to_owned(),
+            };
+            config.options(options);
+        }
+        let pool_size = options.pool_size.max(1);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("PostgreSQL pool for {shown}: {e}")))?;
+        let store = PostgresStore {
+            inner: Arc::new(Inner {
+                location: options.location.clone(),
+                shown,
+                schema: options.schema,
+                pool,
+                pool_size,
+                connect_timeout: options.connect_timeout,
+                op_timeout: options.connect_timeout.max(Duration::from_secs(1)) * 2,
+                backoff: Mutex::new(Backoff {
+                    retry_at: None,
+                    delay: BACKOFF_MIN,
+                    last: String::new(),
+                }),
+            }),
+        };
+        match options.schema {
+            Schema::Turnpike => store.migrate().await?,
+            Schema::Coturn => store.check_coturn_tables().await?,
+        }
+        Ok(store)
+    }
+
+    /// Where the database is.
+    pub fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
+    /// Which schema the database holds.
+    pub fn schema(&self) -> Schema {
+        self.inner.schema
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        match self.inner.schema {
+            Schema::Turnpike => Ok(()),
+            Schema::Coturn => Err(StoreError::ReadOnly),
+        }
+    }
+
+    /// Runs `op` on a pooled connection, with the fail-fast, retry and
+    /// deadline rules of the module docs. `op` may run twice (on a second
+    /// connection, when the first turns out to have been dead before it was
+    /// used), so it must not consume its captures.
+    async fn with_client<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: for<'c> Fn(&'c mut ClientWrapper) -> OpFuture<'c, T> + Send + Sync,
+        T: Send,
+    {
+        // At most one retry per connection the pool may hold.
+        let mut stale_left = self.inner.pool_size;
+        loop {
+            let mut client = self.client().await?;
+            // `recycled` is set once a connection has gone back to the pool
+            // and come out again: it may have died while idle.
+            let was_idle = Object::metrics(&client).recycled.is_some();
+            let result = tokio::time::timeout(self.inner.op_timeout, op(&mut client)).await;
+            match result {
+                Ok(Ok(value)) => {
+                    self.succeeded();
+                    return Ok(value);
+                }
+                Ok(Err(OpError::Store(e))) => {
+                    self.succeeded();
+                    return Err(e);
+                }
+                Ok(Err(OpError::Pg(e))) if connection_broken(&e) => {
+                    // Never hand this connection out again.
+                    drop(Object::take(client));
+                    if was_idle && stale_left > 0 {
+                        stale_left -= 1;
+                        continue;
+                    }
+                    return Err(self.failed(format!(
+                        "lost the connection to PostgreSQL at {}: {}; is the server running? check database.url",
+                        self.inner.shown,
+                        describe(&e)
+                    )));
+                }
+                Ok(Err(OpError::Pg(e))) => return Err(self.query_error(&e)),
+                Err(_elapsed) => {
+                    // The connection may be stuck mid-statement.
+                    drop(Object::take(client));
+                    return Err(self.failed(format!(
+                        "PostgreSQL at {} did not answer within {:?}; is it overloaded or unreachable?",
+                        self.inner.shown, self.inner.op_timeout
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A pooled connection, or a fast [`StoreError::Unavailable`].
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        if let Some(message) = self.backing_off() {
+            return Err(StoreError::Unavailable(message));
+        }
+        match self.inner.pool.get().await {
+            Ok(client) => Ok(client),
+            // Busy, not unreachable: no back-off.
+            Err(PoolError::Timeout(TimeoutType::Wait)) => Err(StoreError::Unavailable(format!(
+                "all {} connections to PostgreSQL at {} stayed busy for {:?}; raise database.pool_size?",
+                self.inner.pool_size, self.inner.shown, self.inner.connect_timeout
+            ))),
+            Err(e) => Err(self.failed(self.connect_failure(&e))),
+        }
+    }
+
+    fn backing_off(&self) -> Option<String> {
+        let backoff = self
+            .inner
+            .backoff
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let retry_at = backoff.retry_at?;
+        let left = retry_at.checked_duration_since(Instant::now())?;
+        Some(format!(
+            "{} (next attempt in {:.1} s)",
+            backoff.last,
+            left.as_secs_f64()
+        ))
+    }
+
+    /// Records a failure to reach the database and opens the next back-off
+    /// window.
+    fn failed(&self, message: String) -> StoreError {
+        let mut backoff = self
+            .inner
+            .backoff
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        backoff.retry_at = Some(Instant::now() + backoff.delay);
+        backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
+        backoff.last.clone_from(&message);
+        StoreError::Unavailable(message)
+    }
+
+    fn succeeded(&self) {
+        let mut backoff = self
+            .inner
+            .backoff
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        backoff.retry_at = None;
+        backoff.delay = BACKOFF_MIN;
+    }
+
+    fn connect_failure(&self, e: &PoolError) -> String {
+        let shown = &self.inner.shown;
+        match e {
+            PoolError::Backend(e) => match e.code() {
+                Some(code)
+                    if *code == SqlState::INVALID_PASSWORD
+                        || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+                {
+                    format!(
+                        "cannot log in to PostgreSQL at {shown}: {}; check the user and password in database.url",
+                        describe(e)
+                    )
+                }
+                Some(code) if *code == SqlState::INVALID_CATALOG_NAME => format!(
+                    "PostgreSQL at {shown}: {}; create the database or check database.url",
+                    describe(e)
+                ),
+                Some(code) if *code == SqlState::TOO_MANY_CONNECTIONS => format!(
+                    "PostgreSQL at {shown}: {}; lower database.pool_size or raise the server's max_connections",
+                    describe(e)
+                ),
+                Some(code) if *code == SqlState::CANNOT_CONNECT_NOW => format!(
+                    "PostgreSQL at {shown} is not accepting connections: {}; is it starting up or shutting down?",
+                    describe(e)
+                ),
+                _ => format!(
+                    "cannot reach PostgreSQL at {shown}: {}; is the server running? check database.url",
+                    describe(e)
+                ),
+            },
+            PoolError::Timeout(_) => format!(
+                "cannot reach PostgreSQL at {shown}: no answer within {:?}; is the server running and reachable? check database.url",
+                self.inner.connect_timeout
+            ),
+            other => format!("cannot use PostgreSQL at {shown}: {other}"),
+        }
+    }
+
+    /// A database error that is not a broken connection.
+    fn query_error(&self, e: &tokio_postgres::Error) -> StoreError {
+        let shown = &self.inner.shown;
+        let what = describe(e);
+        match e.code() {
+            Some(code)
+                if *code == SqlState::UNDEFINED_TABLE
+                    || *code == SqlState::UNDEFINED_COLUMN
+                    || *code == SqlState::UNDEFINED_FUNCTION =>
+            {
+                StoreError::Schema(format!(
+                    "PostgreSQL database at {shown} lacks what this turnpike expects: {what}"
+                ))
+            }
+            Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => {
+                if self.inner.schema == Schema::Coturn {
+                    StoreError::ReadOnly
+                } else {
+                    StoreError::Unavailable(format!(
+                        "PostgreSQL at {shown} refuses writes: {what}; does database.url point at a standby?"
+                    ))
+                }
+            }
+            Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => {
+                StoreError::Unavailable(format!(
+                    "PostgreSQL at {shown}: {what}; grant turnpike's database user access to its tables"
+                ))
+            }
+            _ => StoreError::Unavailable(format!("PostgreSQL at {shown}: {what}")),
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let shown = self.inner.shown.clone();
+        self.with_client(|c| {
+            let shown = shown.clone();
+            Box::pin(async move {
+                // Without the lock first: the usual case is an up-to-date
+                // database, and servers should not queue for it.
+                if let Some(version) = schema_version(c).await? {
+                    if version > LATEST {
+                        return Err(newer_schema(version.into(), LATEST.into()).into());
+                    }
+                    if version == LATEST {
+                        return Ok(());
+                    }
+                }
+                let tx = c.transaction().await?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                    .await?;
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS turnpike_schema_version (
+                        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                        version integer NOT NULL
+                    )",
+                )
+                .await?;
+                // Again under the lock: another server may have migrated.
+                let current: i32 = match tx
+                    .query_opt("SELECT version FROM turnpike_schema_version", &[])
+                    .await?
+                {
+                    Some(row) => row.try_get(0)?,
+                    None => 0,
+                };
+                if current > LATEST {
+                    return Err(newer_schema(current.into(), LATEST.into()).into());
+                }
+                for (version, sql) in (1..).zip(MIGRATIONS) {
+                    if version <= current {
+                        continue;
+                    }
+                    if let Err(e) = tx.batch_execute(sql).await {
+                        if connection_broken(&e) {
+                            return Err(e.into());
+                        }
+                        return Err(StoreError::Schema(format!(
+                            "migrating PostgreSQL database at {shown} to schema version {version} failed: {}",
+                            describe(&e)
+                        ))
+                        .into());
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO turnpike_schema_version (singleton, version) VALUES (true, $1)
+                     ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
+                    &[&LATEST],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn check_coturn_tables(&self) -> Result<(), StoreError> {
+        let shown = self.inner.shown.clone();
+        self.with_client(|c| {
+            let shown = shown.clone();
+            Box::pin(async move {
+                let mut missing = Vec::new();
+                for table in coturn::TABLES {
+                    let row = c
+                        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                        .await?;
+                    if !row.try_get::<_, bool>(0)? {
+                        missing.push(table);
+                    }
+                }
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                Err(StoreError::Schema(format!(
+                    "PostgreSQL database at {shown} has no coturn table {}: schema \"coturn\" reads an existing coturn database",
+                    missing.join(" or ")
+                ))
+                .into())
+            })
+        })
+        .await
+    }
+}
+
+/// The recorded schema version, `None` before the first migration.
+async fn schema_version(c: &ClientWrapper) -> Result<Option<i32>, OpError> {
+    let exists: bool = c
+        .query_one(
+            "SELECT to_regclass('turnpike_schema_version') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    if !exists {
+        return Ok(None);
+    }
+    match c
+        .query_opt("SELECT version FROM turnpike_schema_version", &[])
+        .await?
+    {
+        Some(row) => Ok(Some(row.try_get(0)?)),
+        None => Ok(None),
+    }
+}
+
+/// Whether the error means the connection is unusable (rather than the
+/// statement being wrong): closed, an I/O error, or a server that is
+/// shutting down (SQLSTATE class 08 and 57P).
+fn connection_broken(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        None => io_error(e).is_some(),
+    }
+}
+
+fn io_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e io::Error> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// A one-line reason: the server's message, a plain I/O reason ("connection
+/// refused" rather than "Connection refused (os error 111)"), or the
+/// client's own description.
+fn describe(e: &tokio_postgres::Error) -> String {
+    let text = if let Some(db) = e.as_db_error() {
+        db.message().to_owned()
+    } else if let Some(io) = io_error(e) {
+        match io.kind() {
+            io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::AddrNotAvailable
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe => io.kind().to_string(),
+            _ => io.to_string(),
+        }
+    } else {
+        match e.source() {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        }
+    };
+    // Messages are one line (they end up in single-line logs and errors).
+    text.replace(['\n', '\r'], " ")
+}
+
+/// The realms in byte order (`COLLATE "C"`, as SQLite sorts), so that both
+/// backends list the same order whatever the database's locale.
+async fn all_realms(c: &tokio_postgres::Client, schema: Schema) -> Result<Vec<String>, OpError> {
+    let sql = match schema {
+        Schema::Turnpike => r#"SELECT realm FROM realms ORDER BY realm COLLATE "C""#,
+        Schema::Coturn => {
+            r#"SELECT r FROM (
+                 SELECT realm::text AS r FROM turnusers_lt WHERE realm IS NOT NULL
+                 UNION SELECT realm::text FROM turn_secret WHERE realm IS NOT NULL
+               ) AS t ORDER BY r COLLATE "C""#
+        }
+    };
+    let rows = c.query(sql, &[]).await?;
+    let mut realms = Vec::with_capacity(rows.len());
+    for row in rows {
+        realms.push(row.try_get(0)?);
+    }
+    Ok(realms)
+}
+
+/// [`StoreError::UnknownRealm`] unless the realm is registered; the row lock
+/// (`FOR SHARE` or `FOR UPDATE`) holds until the transaction ends.
+async fn require_realm(
+    tx: &tokio_postgres::Transaction<'_>,
+    realm: &str,
+    lock: &'static str,
+) -> Result<(), OpError> {
+    let sql = format!("SELECT 1 FROM realms WHERE realm = $1 {lock}");
+    if tx.query_opt(&sql, &[&realm]).await?.is_some() {
+        return Ok(());
+    }
+    Err(StoreError::UnknownRealm {
+        realm: realm.to_owned(),
+        known: all_realms(tx.client(), Schema::Turnpike).await?,
+    }
+    .into())
+}
+
+fn key_slices(keys: &StoredKeys) -> (Option<&[u8]>, Option<&[u8]>) {
+    (
+        keys.md5.as_ref().map(|k| &k[..]),
+        keys.sha256.as_ref().map(|k| &k[..]),
+    )
+}
+
+impl CredentialDb for PostgresStore {
+    async fn user_keys(
+        &self,
+        realm: &str,
+        username: &str,
+    ) -> Result<Option<StoredKeys>, StoreError> {
+        if !lookupable(realm) || !lookupable(username) {
+            return Ok(None);
+        }
+        let schema = self.schema();
+        self.with_client(|c| {
+            let (realm, username) = (realm.to_owned(), username.to_owned());
+            Box::pin(async move {
+                let keys = match schema {
+                    Schema::Turnpike => {
+                        let stmt = c
+                            .prepare_cached(
+                                "SELECT md5_key, sha256_key FROM users WHERE realm = $1 AND username = $2",
+                            )
+                            .await?;
+                        match c.query_opt(&stmt, &[&realm, &username]).await? {
+                            Some(row) => StoredKeys::from_db(
+                                row.try_get::<_, Option<&[u8]>>(0)?,
+                                row.try_get::<_, Option<&[u8]>>(1)?,
+                            ),
+                            None => None,
+                        }
+                    }
+                    Schema::Coturn => {
+                        // `char(128)` comes back space-padded; the cast to
+                        // text drops the padding (and decode_hmackey trims
+                        // anyway).
+                        let stmt = c
+                            .prepare_cached(
+                                "SELECT hmackey::text FROM turnusers_lt WHERE realm = $1 AND name = $2",
+                            )
+                            .await?;
+                        match c.query_opt(&stmt, &[&realm, &username]).await? {
+                            Some(row) => row
+                                .try_get::<_, Option<&str>>(0)?
+                                .and_then(coturn::decode_hmackey),
+                            None => None,
+                        }
+                    }
+                };
+                Ok(keys)
+            })
+        })
+        .await
+    }
+
+    async fn secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
+        if !lookupable(realm) {
+            return Ok(Vec::new());
+        }
+        let schema = self.schema();
+        self.with_client(|c| {
+            let realm = realm.to_owned();
+            Box::pin(async move {
+                let mut secrets = Vec::new();
+                match schema {
+                    Schema::Turnpike => {
+                        let stmt = c
+                            .prepare_cached(
+                                "SELECT key_index, value, created_at FROM secrets
+                                 WHERE realm = $1 ORDER BY key_index",
+                            )
+                            .await?;
+                        for row in c.query(&stmt, &[&realm]).await? {
+                            // The CHECK constraint keeps indexes in u32 range.
+                            if let Ok(key_index) = u32::try_from(row.try_get::<_, i64>(0)?) {
+                                secrets.push(Secret {
+                                    realm: realm.clone(),
+                                    key_index,
+                                    value: row.try_get(1)?,
+                                    created_at: Some(row.try_get(2)?),
+                                });
+                            }
+                        }
+                    }
+                    Schema::Coturn => {
+                        let stmt = c
+                            .prepare_cached(
+                                r#"SELECT value::text FROM turn_secret
+                                   WHERE realm = $1 AND value IS NOT NULL ORDER BY value COLLATE "C""#,
+                            )
+                            .await?;
+                        let mut key_index = 0u32;
+                        for row in c.query(&stmt, &[&realm]).await? {
+                            secrets.push(Secret {
+                                realm: realm.clone(),
+                                key_index,
+                                value: row.try_get(0)?,
+                                created_at: None,
+                            });
+                            key_index = key_index.saturating_add(1);
+                        }
+                    }
+                }
+                Ok(secrets)
+            })
+        })
+        .await
+    }
+
+    async fn realms(&self) -> Result<Vec<String>, StoreError> {
+        let schema = self.schema();
+        self.with_client(|c| Box::pin(async move { all_realms(c, schema).await }))
+            .await
+    }
+
+    async fn ensure_realm(&self, realm: &str) -> Result<(), StoreError> {
+        if self.schema() == Schema::Coturn {
+            return Ok(());
+        }
+        validate_realm(realm)?;
+        self.with_client(|c| {
+            let realm = realm.to_owned();
+            Box::pin(async move {
+                // Look before writing: a fleet may pre-register realms and
+                // give servers a role that cannot insert.
+                if c.query_opt("SELECT 1 FROM realms WHERE realm = $1", &[&realm])
+                    .await?
+                    .is_none()
+                {
+                    c.execute(
+                        "INSERT INTO realms (realm, created_at) VALUES ($1, $2)
+                         ON CONFLICT (realm) DO NOTHING",
+                        &[&realm, &now_unix()],
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn add_user(
+        &self,
+        realm: &str,
+        username: &str,
+        keys: &StoredKeys,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        validate_username(username)?;
+        validate_keys(keys)?;
+        self.with_client(|c| {
+            let (realm, username, keys) = (realm.to_owned(), username.to_owned(), keys.clone());
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                // FOR SHARE: the realm cannot disappear before the insert.
+                require_realm(&tx, &realm, "FOR SHARE").await?;
+                let (md5, sha256) = key_slices(&keys);
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO users (realm, username, md5_key, sha256_key, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $5)
+                         ON CONFLICT (realm, username) DO NOTHING",
+                        &[&realm, &username, &md5, &sha256, &now_unix()],
+                    )
+                    .await?;
+                if inserted == 0 {
+                    return Err(StoreError::AlreadyExists(user_label(&realm, &username)).into());
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn set_user_keys(
+        &self,
+        realm: &str,
+        username: &str,
+        keys: &StoredKeys,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        validate_username(username)?;
+        validate_keys(keys)?;
+        self.with_client(|c| {
+            let (realm, username, keys) = (realm.to_owned(), username.to_owned(), keys.clone());
+            Box::pin(async move {
+                let (md5, sha256) = key_slices(&keys);
+                let changed = c
+                    .execute(
+                        "UPDATE users SET md5_key = $3, sha256_key = $4, updated_at = $5
+                         WHERE realm = $1 AND username = $2",
+                        &[&realm, &username, &md5, &sha256, &now_unix()],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound(user_label(&realm, &username)).into());
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn remove_user(&self, realm: &str, username: &str) -> Result<(), StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        validate_username(username)?;
+        self.with_client(|c| {
+            let (realm, username) = (realm.to_owned(), username.to_owned());
+            Box::pin(async move {
+                let changed = c
+                    .execute(
+                        "DELETE FROM users WHERE realm = $1 AND username = $2",
+                        &[&realm, &username],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound(user_label(&realm, &username)).into());
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn list_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
+        if realm.is_some_and(|r| !lookupable(r)) {
+            return Ok(Vec::new());
+        }
+        let sql = match self.schema() {
+            Schema::Turnpike => {
+                r#"SELECT realm, username, created_at FROM users
+                   WHERE $1::text IS NULL OR realm = $1::text
+                   ORDER BY realm COLLATE "C", username COLLATE "C""#
+            }
+            Schema::Coturn => {
+                r#"SELECT realm::text, name::text, NULL::bigint FROM turnusers_lt
+                   WHERE realm IS NOT NULL AND name IS NOT NULL
+                     AND ($1::text IS NULL OR realm = $1::text)
+                   ORDER BY realm COLLATE "C", name COLLATE "C""#
+            }
+        };
+        self.with_client(|c| {
+            let realm = realm.map(str::to_owned);
+            Box::pin(async move {
+                let mut users = Vec::new();
+                for row in c.query(sql, &[&realm]).await? {
+                    users.push(UserInfo {
+                        realm: row.try_get(0)?,
+                        username: row.try_get(1)?,
+                        created_at: row.try_get(2)?,
+                    });
+                }
+                Ok(users)
+            })
+        })
+        .await
+    }
+
+    async fn add_secret(
+        &self,
+        realm: &str,
+        key_index: Option<u32>,
+        value: &str,
+    ) -> Result<u32, StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        validate_secret(value)?;
+        self.with_client(|c| {
+            let (realm, value) = (realm.to_owned(), value.to_owned());
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                // FOR UPDATE: concurrent additions to one realm take turns,
+                // so two cannot pick the same free index.
+                require_realm(&tx, &realm, "FOR UPDATE").await?;
+                if tx
+                    .query_opt(
+                        "SELECT 1 FROM secrets WHERE realm = $1 AND value = $2",
+                        &[&realm, &value],
+                    )
+                    .await?
+                    .is_some()
+                {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "a secret with that value in realm {realm:?}"
+                    ))
+                    .into());
+                }
+                let mut taken = Vec::new();
+                for row in tx
+                    .query(
+                        "SELECT key_index FROM secrets WHERE realm = $1 ORDER BY key_index",
+                        &[&realm],
+                    )
+                    .await?
+                {
+                    taken.extend(u32::try_from(row.try_get::<_, i64>(0)?).ok());
+                }
+                let index = match key_index {
+                    Some(index) if taken.contains(&index) => {
+                        return Err(StoreError::AlreadyExists(format!(
+                            "secret {index} in realm {realm:?}"
+                        ))
+                        .into());
+                    }
+                    Some(index) => index,
+                    None => lowest_free_index(&taken).ok_or_else(|| {
+                        StoreError::Invalid(format!("realm {realm:?} has no free secret index"))
+                    })?,
+                };
+                tx.execute(
+                    "INSERT INTO secrets (realm, key_index, value, created_at) VALUES ($1, $2, $3, $4)",
+                    &[&realm, &i64::from(index), &value, &now_unix()],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(index)
+            })
+        })
+        .await
+    }
+
+    async fn remove_secret(&self, realm: &str, which: SecretRef<'_>) -> Result<(), StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        let which = OwnedSecretRef::new(which)?;
+        self.with_client(|c| {
+            let realm = realm.to_owned();
+            let which = which.clone();
+            Box::pin(async move {
+                let changed = match &which {
+                    OwnedSecretRef::Index(index) => {
+                        c.execute(
+                            "DELETE FROM secrets WHERE realm = $1 AND key_index = $2",
+                            &[&realm, &i64::from(*index)],
+                        )
+                        .await?
+                    }
+                    OwnedSecretRef::Value(value) => {
+                        c.execute(
+                            "DELETE FROM secrets WHERE realm = $1 AND value = $2",
+                            &[&realm, value],
+                        )
+                        .await?
+                    }
+                };
+                if changed == 0 {
+                    return Err(StoreError::NotFound(which.label(&realm)).into());
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+}

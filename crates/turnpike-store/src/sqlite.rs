@@ -1,0 +1,747 @@
+//! The SQLite backend: one connection to a file, used from tokio's blocking
+//! thread pool.
+//!
+//! One connection behind a mutex is enough: the server reads credentials
+//! rarely (once per new client, then it caches keys in the nonce state) and
+//! SQLite serialises writers anyway. The file is in WAL mode with a busy
+//! timeout, so the running server and the admin command line can use it at
+//! the same time: readers never block the writer, and a writer waits for
+//! another writer instead of failing.
+//!
+//! Turnpike's schema is versioned with `PRAGMA user_version` and migrated in
+//! an `IMMEDIATE` transaction when the store opens, so that two processes
+//! opening a new file at once migrate one after the other.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+
+use crate::{
+    CredentialDb, Location, OwnedSecretRef, Schema, Secret, SecretRef, StoreError, StoreOptions,
+    StoredKeys, UserInfo, coturn, lookupable, lowest_free_index, newer_schema, now_unix,
+    user_label, validate_keys, validate_realm, validate_secret, validate_username,
+};
+
+/// The schema version this binary creates; `MIGRATIONS[n - 1]` brings a
+/// database from version n - 1 to n.
+const LATEST: i64 = 1;
+
+/// Each entry is applied once, in order, inside the migration transaction.
+/// Never edit a released entry: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: realms, users (keys only, never passwords), shared secrets. STRICT
+    // makes SQLite enforce the column types, so keys are always BLOBs.
+    "CREATE TABLE realms (
+        realm TEXT NOT NULL PRIMARY KEY,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE users (
+        realm TEXT NOT NULL REFERENCES realms (realm),
+        username TEXT NOT NULL,
+        md5_key BLOB CHECK (md5_key IS NULL OR length(md5_key) = 16),
+        sha256_key BLOB CHECK (sha256_key IS NULL OR length(sha256_key) = 32),
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (realm, username),
+        CHECK (md5_key IS NOT NULL OR sha256_key IS NOT NULL)
+    ) STRICT;
+    CREATE TABLE secrets (
+        realm TEXT NOT NULL REFERENCES realms (realm),
+        key_index INTEGER NOT NULL CHECK (key_index BETWEEN 0 AND 4294967295),
+        value TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (realm, key_index),
+        UNIQUE (realm, value)
+    ) STRICT;",
+];
+
+const _: () = assert!(MIGRATIONS.len() as i64 == LATEST);
+
+/// A credential database in an SQLite file. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    location: Location,
+    path: PathBuf,
+    schema: Schema,
+    conn: Mutex<Connection>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the file at `options.location`, which must be
+    /// [`Location::Sqlite`]. See [`crate::Store::open`].
+    pub async fn open(options: StoreOptions) -> Result<SqliteStore, StoreError> {
+        let Location::Sqlite(path) = &options.location else {
+            return Err(StoreError::Invalid(format!(
+                "{} is not an SQLite location",
+                options.location.redacted()
+            )));
+        };
+        let path = path.clone();
+        let (schema, create, busy) = (options.schema, options.create, options.connect_timeout);
+        let conn = {
+            let path = path.clone();
+            blocking(move || open_connection(&path, schema, create, busy)).await?
+        };
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                location: options.location,
+                path,
+                schema,
+                conn: Mutex::new(conn),
+            }),
+        })
+    }
+
+    /// Where the file is.
+    pub fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
+    /// Which schema the file holds.
+    pub fn schema(&self) -> Schema {
+        self.inner.schema
+    }
+
+    /// Runs `f` with the connection on the blocking thread pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            // Poisoning would mean an earlier call panicked while holding
+            // the lock (none should); the connection is still consistent,
+            // because an open transaction rolls back when dropped during
+            // unwinding, so keep using it rather than failing forever.
+            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn, &inner.path)
+        })
+        .await
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        match self.inner.schema {
+            Schema::Turnpike => Ok(()),
+            Schema::Coturn => Err(StoreError::ReadOnly),
+        }
+    }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the SQLite worker thread failed: {e}")))?
+}
+
+/// Attaches the file name to SQLite errors and sorts them into
+/// [`StoreError`] kinds.
+trait Ctx<T> {
+    fn ctx(self, path: &Path) -> Result<T, StoreError>;
+}
+
+impl<T> Ctx<T> for rusqlite::Result<T> {
+    fn ctx(self, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|e| sqlite_error(path, e))
+    }
+}
+
+fn sqlite_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    let shown = path.display();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(
+            format!("SQLite database {shown} stayed locked by another process: {e}; try again"),
+        ),
+        Some(ErrorCode::NotADatabase) => StoreError::Unavailable(format!(
+            "{shown} is not an SQLite database: check database.url"
+        )),
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseCorrupt,
+        ) => StoreError::Unavailable(format!(
+            "cannot use SQLite database {shown}: {e}; check the file, its directory's permissions and free space"
+        )),
+        _ => {
+            let msg = e.to_string();
+            if msg.contains("no such table") || msg.contains("no such column") {
+                StoreError::Schema(format!(
+                    "SQLite database {shown} lacks what this turnpike expects: {msg}"
+                ))
+            } else {
+                StoreError::Unavailable(format!("SQLite database {shown}: {msg}"))
+            }
+        }
+    }
+}
+
+fn open_connection(
+    path: &Path,
+    schema: Schema,
+    create: bool,
+    busy: Duration,
+) -> Result<Connection, StoreError> {
+    let shown = path.display();
+    let exists = path.try_exists().map_err(|e| {
+        StoreError::Unavailable(format!("cannot access the database at {shown}: {e}"))
+    })?;
+    match schema {
+        Schema::Coturn => {
+            if !exists {
+                return Err(StoreError::Unavailable(format!(
+                    "no coturn database at {shown}: check database.url"
+                )));
+            }
+            // Read-only at the SQLite level too: nothing this process does
+            // can change coturn's file.
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(path, flags).ctx(path)?;
+            conn.busy_timeout(busy).ctx(path)?;
+            check_coturn_tables(&conn, path)?;
+            Ok(conn)
+        }
+        Schema::Turnpike => {
+            if !exists {
+                if !create {
+                    return Err(StoreError::Unavailable(format!(
+                        "no database at {shown}: start turnpike once to create it, or pass --database"
+                    )));
+                }
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Unavailable(format!(
+                            "cannot create directory {} for the database: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                }
+            }
+            let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            if create {
+                flags |= OpenFlags::SQLITE_OPEN_CREATE;
+            }
+            let mut conn = Connection::open_with_flags(path, flags).ctx(path)?;
+            conn.busy_timeout(busy).ctx(path)?;
+            // WAL lets the admin command line write while the server reads.
+            // The mode is stored in the file; the answer is ignored because
+            // a file system without shared memory keeps the old mode, which
+            // still works (with more waiting).
+            conn.pragma_update_and_check(None, "journal_mode", "wal", |row| {
+                row.get::<_, String>(0)
+            })
+            .ctx(path)?;
+            conn.pragma_update(None, "foreign_keys", true).ctx(path)?;
+            migrate(&mut conn, path)?;
+            Ok(conn)
+        }
+    }
+}
+
+fn check_coturn_tables(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut missing = Vec::new();
+    for table in coturn::TABLES {
+        let found: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |row| row.get(0),
+            )
+            .ctx(path)?;
+        if found == 0 {
+            missing.push(table);
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Schema(format!(
+            "SQLite database {} has no coturn table {}: schema \"coturn\" reads an existing coturn database",
+            path.display(),
+            missing.join(" or ")
+        )))
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version = |conn: &Connection| -> Result<i64, StoreError> {
+        conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+            .ctx(path)
+    };
+    // Without a write lock first: the usual case is an up-to-date file, and
+    // the admin command line should not queue behind a busy server for it.
+    let current = version(conn)?;
+    if current > LATEST {
+        return Err(newer_schema(current, LATEST));
+    }
+    if current == LATEST {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx(path)?;
+    // Again under the lock: another process may have migrated meanwhile.
+    let current = version(&tx)?;
+    if current > LATEST {
+        return Err(newer_schema(current, LATEST));
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS) {
+        if version <= current {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(|e| {
+            StoreError::Schema(format!(
+                "migrating SQLite database {} to schema version {version} failed: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    tx.pragma_update(None, "user_version", LATEST).ctx(path)?;
+    tx.commit().ctx(path)
+}
+
+/// A text column read leniently (coturn's columns are untyped in SQLite):
+/// text or UTF-8 blob, anything else is absent.
+fn text(value: ValueRef<'_>) -> Option<String> {
+    match value {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            std::str::from_utf8(bytes).ok().map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+fn realm_exists(conn: &Connection, path: &Path, realm: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row("SELECT 1 FROM realms WHERE realm = ?1", [realm], |_| Ok(()))
+        .optional()
+        .ctx(path)?
+        .is_some())
+}
+
+fn all_realms(conn: &Connection, path: &Path, schema: Schema) -> Result<Vec<String>, StoreError> {
+    let sql = match schema {
+        Schema::Turnpike => "SELECT realm FROM realms ORDER BY realm",
+        Schema::Coturn => {
+            "SELECT realm FROM turnusers_lt WHERE realm IS NOT NULL
+             UNION SELECT realm FROM turn_secret WHERE realm IS NOT NULL
+             ORDER BY 1"
+        }
+    };
+    let mut stmt = conn.prepare_cached(sql).ctx(path)?;
+    let rows = stmt
+        .query_map([], |row| Ok(text(row.get_ref(0)?)))
+        .ctx(path)?;
+    let mut realms = Vec::new();
+    for realm in rows {
+        realms.extend(realm.ctx(path)?);
+    }
+    Ok(realms)
+}
+
+/// [`StoreError::UnknownRealm`] unless the realm is registered. Called inside
+/// the write transaction, so the realm cannot vanish before the insert.
+fn require_realm(tx: &Transaction<'_>, path: &Path, realm: &str) -> Result<(), StoreError> {
+    if realm_exists(tx, path, realm)? {
+        return Ok(());
+    }
+    Err(StoreError::UnknownRealm {
+        realm: realm.to_owned(),
+        known: all_realms(tx, path, Schema::Turnpike)?,
+    })
+}
+
+fn key_slices(keys: &StoredKeys) -> (Option<&[u8]>, Option<&[u8]>) {
+    (
+        keys.md5.as_ref().map(|k| &k[..]),
+        keys.sha256.as_ref().map(|k| &k[..]),
+    )
+}
+
+impl CredentialDb for SqliteStore {
+    async fn user_keys(
+        &self,
+        realm: &str,
+        username: &str,
+    ) -> Result<Option<StoredKeys>, StoreError> {
+        if !lookupable(realm) || !lookupable(username) {
+            return Ok(None);
+        }
+        let (realm, username, schema) = (realm.to_owned(), username.to_owned(), self.schema());
+        self.run(move |conn, path| match schema {
+            Schema::Turnpike => {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT md5_key, sha256_key FROM users WHERE realm = ?1 AND username = ?2",
+                    )
+                    .ctx(path)?;
+                let row = stmt
+                    .query_row(params![realm, username], |row| {
+                        Ok((
+                            row.get::<_, Option<Vec<u8>>>(0)?,
+                            row.get::<_, Option<Vec<u8>>>(1)?,
+                        ))
+                    })
+                    .optional()
+                    .ctx(path)?;
+                Ok(row.and_then(|(md5, sha256)| {
+                    StoredKeys::from_db(md5.as_deref(), sha256.as_deref())
+                }))
+            }
+            Schema::Coturn => {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT hmackey FROM turnusers_lt WHERE realm = ?1 AND name = ?2",
+                    )
+                    .ctx(path)?;
+                let key = stmt
+                    .query_row(params![realm, username], |row| Ok(text(row.get_ref(0)?)))
+                    .optional()
+                    .ctx(path)?
+                    .flatten();
+                Ok(key.and_then(|k| coturn::decode_hmackey(&k)))
+            }
+        })
+        .await
+    }
+
+    async fn secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
+        if !lookupable(realm) {
+            return Ok(Vec::new());
+        }
+        let (realm, schema) = (realm.to_owned(), self.schema());
+        self.run(move |conn, path| {
+            let mut secrets = Vec::new();
+            match schema {
+                Schema::Turnpike => {
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "SELECT key_index, value, created_at FROM secrets
+                             WHERE realm = ?1 ORDER BY key_index",
+                        )
+                        .ctx(path)?;
+                    let rows = stmt
+                        .query_map([&realm], |row| {
+                            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
+                        })
+                        .ctx(path)?;
+                    for row in rows {
+                        let (index, value, created_at) = row.ctx(path)?;
+                        // The CHECK constraint keeps indexes in u32 range.
+                        if let Ok(key_index) = u32::try_from(index) {
+                            secrets.push(Secret {
+                                realm: realm.clone(),
+                                key_index,
+                                value,
+                                created_at: Some(created_at),
+                            });
+                        }
+                    }
+                }
+                Schema::Coturn => {
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "SELECT value FROM turn_secret
+                             WHERE realm = ?1 AND value IS NOT NULL ORDER BY value",
+                        )
+                        .ctx(path)?;
+                    let rows = stmt
+                        .query_map([&realm], |row| Ok(text(row.get_ref(0)?)))
+                        .ctx(path)?;
+                    let mut key_index = 0u32;
+                    for row in rows {
+                        if let Some(value) = row.ctx(path)? {
+                            secrets.push(Secret {
+                                realm: realm.clone(),
+                                key_index,
+                                value,
+                                created_at: None,
+                            });
+                            key_index = key_index.saturating_add(1);
+                        }
+                    }
+                }
+            }
+            Ok(secrets)
+        })
+        .await
+    }
+
+    async fn realms(&self) -> Result<Vec<String>, StoreError> {
+        let schema = self.schema();
+        self.run(move |conn, path| all_realms(conn, path, schema))
+            .await
+    }
+
+    async fn ensure_realm(&self, realm: &str) -> Result<(), StoreError> {
+        if self.schema() == Schema::Coturn {
+            return Ok(());
+        }
+        validate_realm(realm)?;
+        let realm = realm.to_owned();
+        self.run(move |conn, path| {
+            // Look before writing: a server restarting against a database
+            // it may not write (read-only file) must still start.
+            if realm_exists(conn, path, &realm)? {
+                return Ok(());
+            }
+            conn.execute(
+                "INSERT INTO realms (realm, created_at) VALUES (?1, ?2)
+                 ON CONFLICT (realm) DO NOTHING",
+                params![realm, now_unix()],
+            )
+            .ctx(path)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_user(
+        &self,
+        realm: &str,
+        username: &str,
+        keys: &StoredKeys,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        validate_username(username)?;
+        validate_keys(keys)?;
+        let (realm, username, keys) = (realm.to_owned(), username.to_owned(), keys.clone());
+        self.run(move |conn, path| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .ctx(path)?;
+            require_realm(&tx, path, &realm)?;
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM users WHERE realm = ?1 AND username = ?2",
+                    params![realm, username],
+                    |_| Ok(()),
+                )
+                .optional()
+                .ctx(path)?
+                .is_some();
+            if exists {
+                return Err(StoreError::AlreadyExists(user_label(&realm, &username)));
+            }
+            let (md5, sha256) = key_slices(&keys);
+            tx.execute(
+                "INSERT INTO users (realm, username, md5_key, sha256_key, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                params![realm, username, md5, sha256, now_unix()],
+            )
+            .ctx(path)?;
+            tx.commit().ctx(path)
+        })
+        .await
+    }
+
+    async fn set_user_keys(
+        &self,
+        realm: &str,
+        username: &str,
+        keys: &StoredKeys,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        validate_username(username)?;
+        validate_keys(keys)?;
+        let (realm, username, keys) = (realm.to_owned(), username.to_owned(), keys.clone());
+        self.run(move |conn, path| {
+            let (md5, sha256) = key_slices(&keys);
+            let changed = conn
+                .execute(
+                    "UPDATE users SET md5_key = ?3, sha256_key = ?4, updated_at = ?5
+                     WHERE realm = ?1 AND username = ?2",
+                    params![realm, username, md5, sha256, now_unix()],
+                )
+                .ctx(path)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(user_label(&realm, &username)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_user(&self, realm: &str, username: &str) -> Result<(), StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        validate_username(username)?;
+        let (realm, username) = (realm.to_owned(), username.to_owned());
+        self.run(move |conn, path| {
+            let changed = conn
+                .execute(
+                    "DELETE FROM users WHERE realm = ?1 AND username = ?2",
+                    params![realm, username],
+                )
+                .ctx(path)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(user_label(&realm, &username)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
+        if realm.is_some_and(|r| !lookupable(r)) {
+            return Ok(Vec::new());
+        }
+        let (realm, schema) = (realm.map(str::to_owned), self.schema());
+        self.run(move |conn, path| {
+            let sql = match schema {
+                Schema::Turnpike => {
+                    "SELECT realm, username, created_at FROM users
+                     WHERE ?1 IS NULL OR realm = ?1 ORDER BY realm, username"
+                }
+                Schema::Coturn => {
+                    "SELECT realm, name, NULL FROM turnusers_lt
+                     WHERE realm IS NOT NULL AND name IS NOT NULL AND (?1 IS NULL OR realm = ?1)
+                     ORDER BY realm, name"
+                }
+            };
+            let mut stmt = conn.prepare_cached(sql).ctx(path)?;
+            let rows = stmt
+                .query_map([&realm], |row| {
+                    Ok((
+                        text(row.get_ref(0)?),
+                        text(row.get_ref(1)?),
+                        row.get::<_, Option<i64>>(2)?,
+                    ))
+                })
+                .ctx(path)?;
+            let mut users = Vec::new();
+            for row in rows {
+                if let (Some(realm), Some(username), created_at) = row.ctx(path)? {
+                    users.push(UserInfo {
+                        realm,
+                        username,
+                        created_at,
+                    });
+                }
+            }
+            Ok(users)
+        })
+        .await
+    }
+
+    async fn add_secret(
+        &self,
+        realm: &str,
+        key_index: Option<u32>,
+        value: &str,
+    ) -> Result<u32, StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        validate_secret(value)?;
+        let (realm, value) = (realm.to_owned(), value.to_owned());
+        self.run(move |conn, path| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .ctx(path)?;
+            require_realm(&tx, path, &realm)?;
+            let duplicate = tx
+                .query_row(
+                    "SELECT 1 FROM secrets WHERE realm = ?1 AND value = ?2",
+                    params![realm, value],
+                    |_| Ok(()),
+                )
+                .optional()
+                .ctx(path)?
+                .is_some();
+            if duplicate {
+                return Err(StoreError::AlreadyExists(format!(
+                    "a secret with that value in realm {realm:?}"
+                )));
+            }
+            let taken: Vec<u32> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT key_index FROM secrets WHERE realm = ?1 ORDER BY key_index",
+                    )
+                    .ctx(path)?;
+                let rows = stmt
+                    .query_map([&realm], |row| row.get::<_, i64>(0))
+                    .ctx(path)?;
+                let mut taken = Vec::new();
+                for index in rows {
+                    taken.extend(u32::try_from(index.ctx(path)?).ok());
+                }
+                taken
+            };
+            let index = match key_index {
+                Some(index) if taken.contains(&index) => {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "secret {index} in realm {realm:?}"
+                    )));
+                }
+                Some(index) => index,
+                None => lowest_free_index(&taken).ok_or_else(|| {
+                    StoreError::Invalid(format!("realm {realm:?} has no free secret index"))
+                })?,
+            };
+            tx.execute(
+                "INSERT INTO secrets (realm, key_index, value, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![realm, i64::from(index), value, now_unix()],
+            )
+            .ctx(path)?;
+            tx.commit().ctx(path)?;
+            Ok(index)
+        })
+        .await
+    }
+
+    async fn remove_secret(&self, realm: &str, which: SecretRef<'_>) -> Result<(), StoreError> {
+        self.writable()?;
+        validate_realm(realm)?;
+        let realm = realm.to_owned();
+        let which = OwnedSecretRef::new(which)?;
+        self.run(move |conn, path| {
+            let changed = match &which {
+                OwnedSecretRef::Index(index) => conn
+                    .execute(
+                        "DELETE FROM secrets WHERE realm = ?1 AND key_index = ?2",
+                        params![realm, i64::from(*index)],
+                    )
+                    .ctx(path)?,
+                OwnedSecretRef::Value(value) => conn
+                    .execute(
+                        "DELETE FROM secrets WHERE realm = ?1 AND value = ?2",
+                        params![realm, value],
+                    )
+                    .ctx(path)?,
+            };
+            if changed == 0 {
+                return Err(StoreError::NotFound(which.label(&realm)));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
