@@ -22,13 +22,14 @@ use std::path::{Path, PathBuf};
 
 use clap::builder::{BoolishValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use ipnet::IpNet;
 
 use crate::config::{
-    ExternalIp, LogFormat, Overrides, UserEntry, parse_external_ip, parse_ip, parse_ip_net,
-    parse_socket_addr, parse_user,
+    DatabaseSchema, ExternalIp, LogFormat, Overrides, UserEntry, parse_char, parse_external_ip,
+    parse_ip, parse_ip_net, parse_socket_addr, parse_user,
 };
 
 /// Top-level command line.
@@ -48,6 +49,10 @@ pub struct Cli {
     /// What to do; `None` means `serve`.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Whether `--realm` was given on the command line (rather than through
+    /// `TURNPIKE_REALM` or not at all); see [`Cli::server_overrides`].
+    #[arg(skip)]
+    realm_on_command_line: bool,
 }
 
 /// Subcommands.
@@ -64,6 +69,17 @@ pub enum Command {
     /// allocations, relay traffic through them, report rates, loss and
     /// latency.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Manage long-term users in the credential database (keys only, never
+    /// passwords): add, passwd, remove, list.
+    #[command(subcommand)]
+    User(crate::admin::UserCommand),
+    /// Manage the shared secrets of time-limited credentials in the
+    /// credential database: add, remove, list.
+    #[command(subcommand)]
+    Secret(crate::admin::SecretCommand),
+    /// Mint a time-limited username and password (TURN REST API or Wire
+    /// format) from a shared secret, e.g. to test a deployment.
+    Credentials(Box<crate::admin::CredentialsArgs>),
 }
 
 /// One flag per configuration key. `Option`s are `None` when neither the
@@ -97,6 +113,7 @@ pub struct Settings {
         global = true,
         env = "TURNPIKE_SOFTWARE",
         value_name = "STR",
+        overrides_with = "software",
         help_heading = "Server"
     )]
     pub software: Option<String>,
@@ -105,7 +122,7 @@ pub struct Settings {
     #[arg(
         long,
         global = true,
-        overrides_with = "software",
+        overrides_with = "no_software",
         help_heading = "Server"
     )]
     pub no_software: bool,
@@ -153,13 +170,13 @@ pub struct Settings {
         require_equals = true,
         default_missing_value = "true",
         value_parser = BoolishValueParser::new(),
-        overrides_with = "no_udp",
+        overrides_with = "udp",
         help_heading = "STUN"
     )]
     pub udp: Option<bool>,
 
     /// Do not serve over UDP (udp = false)
-    #[arg(long, global = true, overrides_with = "udp", help_heading = "STUN")]
+    #[arg(long, global = true, overrides_with = "no_udp", help_heading = "STUN")]
     pub no_udp: bool,
 
     /// stun.tcp: serve over TCP [default: true]
@@ -172,13 +189,13 @@ pub struct Settings {
         require_equals = true,
         default_missing_value = "true",
         value_parser = BoolishValueParser::new(),
-        overrides_with = "no_tcp",
+        overrides_with = "tcp",
         help_heading = "STUN"
     )]
     pub tcp: Option<bool>,
 
     /// Do not serve over TCP (tcp = false)
-    #[arg(long, global = true, overrides_with = "tcp", help_heading = "STUN")]
+    #[arg(long, global = true, overrides_with = "no_tcp", help_heading = "STUN")]
     pub no_tcp: bool,
 
     /// stun.alternate_ip: second IP of this host; enables CHANGE-REQUEST and
@@ -213,7 +230,7 @@ pub struct Settings {
         require_equals = true,
         default_missing_value = "true",
         value_parser = BoolishValueParser::new(),
-        overrides_with = "no_response_port",
+        overrides_with = "response_port",
         help_heading = "STUN"
     )]
     pub response_port: Option<bool>,
@@ -222,7 +239,7 @@ pub struct Settings {
     #[arg(
         long,
         global = true,
-        overrides_with = "response_port",
+        overrides_with = "no_response_port",
         help_heading = "STUN"
     )]
     pub no_response_port: bool,
@@ -237,13 +254,18 @@ pub struct Settings {
         require_equals = true,
         default_missing_value = "true",
         value_parser = BoolishValueParser::new(),
-        overrides_with = "no_padding",
+        overrides_with = "padding",
         help_heading = "STUN"
     )]
     pub padding: Option<bool>,
 
     /// Ignore PADDING (padding = false)
-    #[arg(long, global = true, overrides_with = "padding", help_heading = "STUN")]
+    #[arg(
+        long,
+        global = true,
+        overrides_with = "no_padding",
+        help_heading = "STUN"
+    )]
     pub no_padding: bool,
 
     /// turn.enabled: serve TURN; off = STUN only [default: true]
@@ -256,13 +278,13 @@ pub struct Settings {
         require_equals = true,
         default_missing_value = "true",
         value_parser = BoolishValueParser::new(),
-        overrides_with = "no_turn",
+        overrides_with = "turn",
         help_heading = "TURN"
     )]
     pub turn: Option<bool>,
 
     /// Serve STUN only; TURN requests get 400 (enabled = false)
-    #[arg(long, global = true, overrides_with = "turn", help_heading = "TURN")]
+    #[arg(long, global = true, overrides_with = "no_turn", help_heading = "TURN")]
     pub no_turn: bool,
 
     /// turn.realm: REALM clients authenticate in [default: turnpike]
@@ -422,17 +444,237 @@ pub struct Settings {
         help_heading = "TURN"
     )]
     pub users: Option<Vec<UserEntry>>,
+
+    /// turn.secrets: shared secret for time-limited credentials (TURN REST
+    /// API); repeat or separate with commas. Replaces the file's list.
+    /// [default: none]
+    #[arg(
+        long = "secret",
+        global = true,
+        env = "TURNPIKE_SECRETS",
+        hide_env_values = true,
+        value_name = "SECRET",
+        value_delimiter = ',',
+        help_heading = "TURN"
+    )]
+    pub secrets: Option<Vec<String>>,
+
+    /// turn.rest_separator: between expiry and user id in REST usernames
+    /// [default: :]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_REST_SEPARATOR",
+        value_name = "CHAR",
+        value_parser = parse_char,
+        help_heading = "TURN"
+    )]
+    pub rest_separator: Option<char>,
+
+    /// turn.strict_expiry: end allocations when their time-limited
+    /// credential expires [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_STRICT_EXPIRY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        overrides_with = "strict_expiry",
+        help_heading = "TURN"
+    )]
+    pub strict_expiry: Option<bool>,
+
+    /// Let allocations outlive their credential (strict_expiry = false)
+    #[arg(
+        long,
+        global = true,
+        overrides_with = "no_strict_expiry",
+        help_heading = "TURN"
+    )]
+    pub no_strict_expiry: bool,
+
+    /// database.url: "" (SQLite turnpike.db in the data dir), sqlite:PATH or
+    /// postgres://USER:PASSWORD@HOST:PORT/DB [default: ""]
+    #[arg(
+        long = "database",
+        global = true,
+        env = "TURNPIKE_DATABASE",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = "Database"
+    )]
+    pub database_url: Option<String>,
+
+    /// database.data_dir: directory of the default SQLite database
+    /// [default: /var/lib/turnpike]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_DATA_DIR",
+        value_name = "DIR",
+        help_heading = "Database"
+    )]
+    pub data_dir: Option<PathBuf>,
+
+    /// database.schema: turnpike, or coturn (an existing coturn database,
+    /// read-only) [default: turnpike]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_DATABASE_SCHEMA",
+        value_name = "SCHEMA",
+        help_heading = "Database"
+    )]
+    pub database_schema: Option<DatabaseSchema>,
+
+    /// database.pool_size: PostgreSQL connections, 1 to 64 [default: 4]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_DATABASE_POOL_SIZE",
+        value_name = "N",
+        help_heading = "Database"
+    )]
+    pub database_pool_size: Option<usize>,
+
+    /// database.timeout: seconds before the database counts as
+    /// unreachable, 1 to 60 [default: 5]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_DATABASE_TIMEOUT",
+        value_name = "SECONDS",
+        help_heading = "Database"
+    )]
+    pub database_timeout: Option<u32>,
+
+    /// database.cache_ttl: seconds a user's keys are used before asking
+    /// again, 1 to 86400 [default: 60]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_CACHE_TTL",
+        value_name = "SECONDS",
+        help_heading = "Database"
+    )]
+    pub cache_ttl: Option<u32>,
+
+    /// database.negative_cache_ttl: seconds an unknown username is
+    /// remembered, 0 to 3600 [default: 5]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_NEGATIVE_CACHE_TTL",
+        value_name = "SECONDS",
+        help_heading = "Database"
+    )]
+    pub negative_cache_ttl: Option<u32>,
+
+    /// database.grace_period: seconds known users keep authenticating while
+    /// the database is unreachable, 0 to 604800 [default: 3600]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_GRACE_PERIOD",
+        value_name = "SECONDS",
+        help_heading = "Database"
+    )]
+    pub grace_period: Option<u32>,
+
+    /// database.secrets_refresh: seconds between reloads of the shared
+    /// secrets, 1 to 3600 [default: 10]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_SECRETS_REFRESH",
+        value_name = "SECONDS",
+        help_heading = "Database"
+    )]
+    pub secrets_refresh: Option<u32>,
 }
 
 /// `--no-X` can only come from the command line (it has no environment
 /// variable), so when it is set it beats an environment `TURNPIKE_X`; when
-/// both `--X` and `--no-X` are given, clap's `overrides_with` has already
-/// kept only the last one.
+/// both `--X` and `--no-X` are on the command line,
+/// [`Settings::settle_negations`] has already kept only the last one.
 fn tri_state(value: Option<bool>, negated: bool) -> Option<bool> {
     if negated { Some(false) } else { value }
 }
 
+/// `(--X, --no-X)` pairs, by clap id.
+///
+/// Not clap's `overrides_with` between the two: it makes a value from
+/// `TURNPIKE_X` conflict with `--no-X` ("cannot be used with") instead of
+/// losing to it. Each flag only overrides itself, so repeating one is fine.
+const NEGATIONS: &[(&str, &str)] = &[
+    ("software", "no_software"),
+    ("udp", "no_udp"),
+    ("tcp", "no_tcp"),
+    ("response_port", "no_response_port"),
+    ("padding", "no_padding"),
+    ("turn", "no_turn"),
+    ("strict_expiry", "no_strict_expiry"),
+];
+
 impl Settings {
+    /// For each `--X` / `--no-X` pair given together, drops the one that
+    /// loses: the earlier on the command line, or `TURNPIKE_X` against
+    /// `--no-X`. (clap's indices restart in each subcommand, and the flags
+    /// are global, so the order is read from `args` itself.)
+    fn settle_negations(&mut self, matches: &ArgMatches, args: &[OsString]) {
+        let last = |id: &str| {
+            let long = format!("--{}", id.replace('_', "-"));
+            let with_value = format!("{long}=");
+            args.iter()
+                .skip(1)
+                .map(|a| a.to_string_lossy())
+                .take_while(|a| a != "--")
+                .enumerate()
+                .filter(|(_, a)| *a == long || a.starts_with(&with_value))
+                .map(|(i, _)| i)
+                .last()
+        };
+        for &(flag, negation) in NEGATIONS {
+            let negated = matches.value_source(negation) == Some(ValueSource::CommandLine);
+            let given = matches.value_source(flag).is_some();
+            if !(negated && given) {
+                continue;
+            }
+            let flag_wins = matches.value_source(flag) == Some(ValueSource::CommandLine)
+                && last(flag) > last(negation);
+            if flag_wins {
+                self.clear(negation);
+            } else {
+                self.clear(flag);
+            }
+        }
+    }
+
+    /// Forgets one flag of [`NEGATIONS`].
+    fn clear(&mut self, id: &str) {
+        match id {
+            "software" => self.software = None,
+            "no_software" => self.no_software = false,
+            "udp" => self.udp = None,
+            "no_udp" => self.no_udp = false,
+            "tcp" => self.tcp = None,
+            "no_tcp" => self.no_tcp = false,
+            "response_port" => self.response_port = None,
+            "no_response_port" => self.no_response_port = false,
+            "padding" => self.padding = None,
+            "no_padding" => self.no_padding = false,
+            "turn" => self.turn = None,
+            "no_turn" => self.no_turn = false,
+            "strict_expiry" => self.strict_expiry = None,
+            "no_strict_expiry" => self.no_strict_expiry = false,
+            // NEGATIONS lists only the ids above (a unit test checks).
+            _ => {}
+        }
+    }
+
     /// The overrides to lay over the config file.
     pub fn overrides(&self) -> Overrides {
         Overrides {
@@ -466,6 +708,18 @@ impl Settings {
             denied_peer_ranges: self.denied_peer_ranges.clone(),
             challenges_per_second: self.challenges_per_second,
             users: self.users.clone(),
+            secrets: self.secrets.clone(),
+            rest_separator: self.rest_separator,
+            strict_expiry: tri_state(self.strict_expiry, self.no_strict_expiry),
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+            database_schema: self.database_schema,
+            database_pool_size: self.database_pool_size,
+            database_timeout: self.database_timeout,
+            cache_ttl: self.cache_ttl,
+            negative_cache_ttl: self.negative_cache_ttl,
+            grace_period: self.grace_period,
+            secrets_refresh: self.secrets_refresh,
         }
     }
 }
@@ -498,7 +752,13 @@ impl Cli {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let result = Cli::command()
             .try_get_matches_from(&args)
-            .and_then(|matches| Cli::from_arg_matches(&matches));
+            .and_then(|matches| {
+                let mut cli = Cli::from_arg_matches(&matches)?;
+                cli.settings.settle_negations(&matches, &args);
+                cli.realm_on_command_line =
+                    matches.value_source("realm") == Some(ValueSource::CommandLine);
+                Ok(cli)
+            });
         result.map_err(|err| match err.kind() {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
@@ -521,6 +781,29 @@ impl Cli {
     pub fn overrides(&self) -> Overrides {
         self.settings.overrides()
     }
+
+    /// [`Cli::overrides`] without a `--realm` given on the command line: the
+    /// configuration a server started from the same file and environment
+    /// would run with. The admin commands take `--realm` as the realm to
+    /// work on, and treat the server's own realm (which the server
+    /// registers when it starts) differently from any other.
+    pub fn server_overrides(&self) -> Overrides {
+        let mut overrides = self.overrides();
+        if self.realm_on_command_line {
+            // What clap would have read had the flag been absent.
+            overrides.realm = std::env::var("TURNPIKE_REALM").ok();
+        }
+        overrides
+    }
+
+    /// The realm the admin commands work on: `--realm` from the command
+    /// line, else `None` (the configuration's `turn.realm`).
+    pub fn realm_on_command_line(&self) -> Option<&str> {
+        self.settings
+            .realm
+            .as_deref()
+            .filter(|_| self.realm_on_command_line)
+    }
 }
 
 /// Reduces a clap error to one line: clap's headline, any "tip:", the
@@ -537,6 +820,18 @@ fn one_line(err: &clap::Error, args: &[OsString]) -> String {
             .unwrap_or(headline)
             .to_owned()
     });
+    // "the following required arguments were not provided:" lists them on
+    // the lines after (before the usage line).
+    if message.ends_with(':') {
+        let missing: Vec<&str> = rendered
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+            .collect();
+        message.push(' ');
+        message.push_str(&missing.join(", "));
+    }
     if let Some(env) = env_source(err, args) {
         message.push_str(&format!(" (from environment variable {env})"));
     }
@@ -556,12 +851,20 @@ fn one_line(err: &clap::Error, args: &[OsString]) -> String {
             ));
         }
     }
+    // `credentials --user ID` reads naturally but --user is the server's
+    // USER:PASSWORD flag.
+    if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+        if arg.starts_with("--user ") && args.iter().any(|a| a == "credentials") {
+            message.push_str("; `turnpike credentials` takes the user id as --user-id ID");
+        }
+    }
     message.push_str(" (see turnpike --help)");
     message
 }
 
-/// Long flags whose values are secrets (`--user USER:PASSWORD`).
-const SECRET_FLAGS: &[&str] = &["user"];
+/// Long flags whose values are secrets (`--user USER:PASSWORD`,
+/// `--secret SECRET`, `--password PASSWORD`).
+const SECRET_FLAGS: &[&str] = &["user", "secret", "password"];
 
 /// For a rejected value of a [`SECRET_FLAGS`] flag, a headline that leaves
 /// the value out (clap's own repeats it, which would print a password to
@@ -693,6 +996,19 @@ mod tests {
             "--challenges-per-second=7",
             "--user=alice:pa:ss,bob:b",
             "--user=carol:c",
+            "--secret=s1,s2",
+            "--secret=s3",
+            "--rest-separator=-",
+            "--strict-expiry",
+            "--database=postgres://u:p@db/turn",
+            "--data-dir=/srv/turnpike",
+            "--database-schema=coturn",
+            "--database-pool-size=8",
+            "--database-timeout=9",
+            "--cache-ttl=10",
+            "--negative-cache-ttl=0",
+            "--grace-period=11",
+            "--secrets-refresh=12",
         ])
         .overrides();
         let user = |name: &str, password: &str| UserEntry {
@@ -748,8 +1064,141 @@ mod tests {
                     user("bob", "b"),
                     user("carol", "c"),
                 ]),
+                secrets: Some(vec!["s1".into(), "s2".into(), "s3".into()]),
+                rest_separator: Some('-'),
+                strict_expiry: Some(true),
+                database_url: Some("postgres://u:p@db/turn".into()),
+                data_dir: Some(PathBuf::from("/srv/turnpike")),
+                database_schema: Some(DatabaseSchema::Coturn),
+                database_pool_size: Some(8),
+                database_timeout: Some(9),
+                cache_ttl: Some(10),
+                negative_cache_ttl: Some(0),
+                grace_period: Some(11),
+                secrets_refresh: Some(12),
             }
         );
+    }
+
+    #[test]
+    fn admin_subcommands() {
+        use crate::admin::{CredentialFormat, SecretCommand, UserCommand};
+        let cli = parse(&["user", "add", "alice", "--password-file", "/pw"]);
+        let Command::User(UserCommand::Add(add)) = cli.subcommand() else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(add.username, "alice");
+        assert_eq!(add.password.password_file, Some(PathBuf::from("/pw")));
+        assert!(add.password.password.is_none() && !add.create_realm);
+        // Global flags mix with the subcommand's.
+        let cli = parse(&[
+            "secret",
+            "add",
+            "--generate",
+            "--key-index",
+            "3",
+            "--database",
+            "sqlite:/x.db",
+        ]);
+        let Command::Secret(SecretCommand::Add(add)) = cli.subcommand() else {
+            panic!("{cli:?}");
+        };
+        assert!(add.generate && add.secret.is_none());
+        assert_eq!(add.key_index, Some(3));
+        assert_eq!(
+            cli.overrides().database_url.as_deref(),
+            Some("sqlite:/x.db")
+        );
+        let cli = parse(&["credentials", "--format", "wire", "--json", "--ttl=60"]);
+        let Command::Credentials(args) = cli.subcommand() else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(args.format, CredentialFormat::Wire);
+        assert_eq!((args.ttl, args.json), (60, true));
+        assert_eq!(args.user_id, None);
+        assert!(args.urls.is_empty());
+        let Command::Credentials(args) = parse(&["credentials"]).subcommand() else {
+            panic!();
+        };
+        assert_eq!((args.ttl, args.format), (86_400, CredentialFormat::Rest));
+    }
+
+    #[test]
+    fn admin_usage_errors() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["user", "add"], "<USERNAME>"),
+            (
+                &[
+                    "user",
+                    "add",
+                    "a",
+                    "--password",
+                    "x",
+                    "--password-file",
+                    "f",
+                ],
+                "cannot be used with",
+            ),
+            (&["secret", "remove"], "<SECRET|--key-index <N>>"),
+            (&["secret", "add", "s", "--generate"], "cannot be used with"),
+            (&["credentials", "--ttl", "0"], "--ttl"),
+            (&["credentials", "--format", "json"], "json"),
+            (&["user", "frobnicate"], "frobnicate"),
+        ];
+        for (args, needle) in cases {
+            let message = usage_error(args);
+            assert!(!message.contains('\n'), "{args:?}: {message}");
+            assert!(message.contains(needle), "{args:?}: {message}");
+        }
+    }
+
+    /// `--realm` on the command line picks the admin commands' realm without
+    /// changing the server's.
+    #[test]
+    fn realm_from_the_command_line() {
+        let cli = parse(&["user", "list", "--realm", "other"]);
+        assert_eq!(cli.realm_on_command_line(), Some("other"));
+        assert_eq!(cli.overrides().realm.as_deref(), Some("other"));
+        // No TURNPIKE_REALM in the test environment.
+        assert_eq!(cli.server_overrides().realm, None);
+        let cli = parse(&["user", "list"]);
+        assert_eq!(cli.realm_on_command_line(), None);
+        assert_eq!(cli.server_overrides(), cli.overrides());
+    }
+
+    /// Every pair in NEGATIONS is a real flag and its negation, and
+    /// `clear` knows both ids.
+    #[test]
+    fn negations_are_real_flags() {
+        let cmd = Cli::command();
+        for &(flag, negation) in NEGATIONS {
+            for id in [flag, negation] {
+                assert!(
+                    cmd.get_arguments().any(|a| a.get_id() == id),
+                    "{id} is not an argument"
+                );
+            }
+            let all = [
+                "--udp",
+                "--tcp",
+                "--response-port",
+                "--padding",
+                "--turn",
+                "--strict-expiry",
+            ];
+            let mut args: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
+            args.push("--software=x".to_owned());
+            args.push(format!("--{}", negation.replace('_', "-")));
+            let before = parse(&args.iter().map(String::as_str).collect::<Vec<_>>()).settings;
+            let mut cleared = before.clone();
+            cleared.clear(flag);
+            cleared.clear(negation);
+            assert_ne!(
+                format!("{before:?}"),
+                format!("{cleared:?}"),
+                "clear({flag}) / clear({negation}) changed nothing"
+            );
+        }
     }
 
     #[test]
@@ -758,6 +1207,31 @@ mod tests {
         assert_eq!(parse(&["--no-turn", "--turn"]).overrides().turn, Some(true));
         assert_eq!(parse(&["--turn=false"]).overrides().turn, Some(false));
         assert_eq!(parse(&["--no-tcp", "--tcp"]).overrides().tcp, Some(true));
+        // Also across the subcommand (the flags are global).
+        assert_eq!(
+            parse(&["--tcp", "check-config", "--no-tcp"])
+                .overrides()
+                .tcp,
+            Some(false)
+        );
+        assert_eq!(
+            parse(&["--no-tcp", "check-config", "--tcp=true"])
+                .overrides()
+                .tcp,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["--no-padding", "--padding=true", "--no-padding"])
+                .overrides()
+                .padding,
+            Some(false)
+        );
+        assert_eq!(
+            parse(&["--strict-expiry", "--no-strict-expiry"])
+                .overrides()
+                .strict_expiry,
+            Some(false)
+        );
         assert_eq!(
             parse(&["--software=x", "--no-software"])
                 .overrides()
@@ -794,6 +1268,11 @@ mod tests {
             (&["--user", "alicesecret"], "expected USER:PASSWORD"),
             (&["--user", "alice:"], "empty password"),
             (&["--turn=maybe"], "maybe"),
+            (&["--rest-separator", "::"], "not one character"),
+            (&["--database-schema", "mysql"], "mysql"),
+            (&["--database-pool-size=-1"], "--database-pool-size"),
+            (&["--cache-ttl", "x"], "--cache-ttl"),
+            (&["--strict-expiry=maybe"], "maybe"),
         ];
         for (args, needle) in cases {
             let message = usage_error(args);
@@ -820,6 +1299,11 @@ mod tests {
         assert!(!message.contains("ok"), "{message}");
         // Other flags still show the rejected value.
         assert!(usage_error(&["--relay-ip", "nope"]).contains("nope"));
+        // `credentials --user ID` gets pointed at --user-id.
+        assert!(
+            usage_error(&["credentials", "--user", "alice"])
+                .contains("takes the user id as --user-id ID")
+        );
     }
 
     #[test]

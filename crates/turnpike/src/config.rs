@@ -51,6 +51,13 @@ pub const MAX_REALM_CHARS: usize = 127;
 /// than 509 bytes".
 pub const MAX_USERNAME_BYTES: usize = 508;
 
+/// Longest `turn.secrets` entry, in bytes (the database's limit, which is
+/// coturn's).
+pub const MAX_SECRET_BYTES: usize = turnpike_store::MAX_SECRET_LEN;
+
+/// Upper bound on `database.pool_size`.
+pub const MAX_POOL_SIZE: usize = 64;
+
 /// Lowest allowed `turn.min_port`: relay ports are unprivileged ports.
 pub const MIN_RELAY_PORT: u16 = 1024;
 
@@ -71,6 +78,80 @@ pub struct Config {
     pub stun: StunConfig,
     /// `[turn]`: TURN relaying (RFC 8656) and its long-term credentials.
     pub turn: TurnConfig,
+    /// `[database]`: where users and shared secrets are stored.
+    pub database: DatabaseConfig,
+}
+
+/// Which tables the credential database has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseSchema {
+    /// Turnpike's own, created and migrated automatically.
+    #[default]
+    Turnpike,
+    /// An existing coturn database (`turnusers_lt`, `turn_secret`), read-only.
+    Coturn,
+}
+
+impl fmt::Display for DatabaseSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DatabaseSchema::Turnpike => "turnpike",
+            DatabaseSchema::Coturn => "coturn",
+        })
+    }
+}
+
+impl From<DatabaseSchema> for turnpike_store::Schema {
+    fn from(schema: DatabaseSchema) -> Self {
+        match schema {
+            DatabaseSchema::Turnpike => turnpike_store::Schema::Turnpike,
+            DatabaseSchema::Coturn => turnpike_store::Schema::Coturn,
+        }
+    }
+}
+
+/// `[database]` section: the credential store and its cache.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [database] table")]
+pub struct DatabaseConfig {
+    /// `""`: SQLite file `turnpike.db` in `data_dir`; `sqlite:PATH`; or
+    /// `postgres://user:password@host:port/dbname`.
+    pub url: String,
+    /// Directory of the default SQLite database, created if missing.
+    pub data_dir: PathBuf,
+    /// `turnpike` or `coturn` (read-only use of a coturn database).
+    pub schema: DatabaseSchema,
+    /// PostgreSQL connections kept open.
+    pub pool_size: usize,
+    /// Seconds to wait for a connection or a query before calling the
+    /// database unreachable.
+    pub timeout: u32,
+    /// Seconds a looked-up user's keys are used before asking again.
+    pub cache_ttl: u32,
+    /// Seconds an unknown username is remembered as unknown.
+    pub negative_cache_ttl: u32,
+    /// Seconds, while the database is unreachable, that users seen within
+    /// that time keep authenticating with the keys last read.
+    pub grace_period: u32,
+    /// Seconds between reloads of the shared secrets.
+    pub secrets_refresh: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            data_dir: PathBuf::from("/var/lib/turnpike"),
+            schema: DatabaseSchema::Turnpike,
+            pool_size: 4,
+            timeout: 5,
+            cache_ttl: 60,
+            negative_cache_ttl: 5,
+            grace_period: 3600,
+            secrets_refresh: 10,
+        }
+    }
 }
 
 /// `[server]` section.
@@ -220,6 +301,16 @@ pub struct TurnConfig {
     pub challenges_per_second: u16,
     /// Static long-term users (`[[turn.users]]`).
     pub users: Vec<UserEntry>,
+    /// Static shared secrets for time-limited credentials (TURN REST API,
+    /// Wire's restund format); `k=N` of Wire usernames names the N-th.
+    pub secrets: Vec<String>,
+    /// Separator of TURN REST API usernames (`expiry:user-id`); a
+    /// one-character string in TOML.
+    #[serde(deserialize_with = "de_char")]
+    pub rest_separator: char,
+    /// Re-check the expiry of time-limited credentials on every request
+    /// and end allocations with their credential.
+    pub strict_expiry: bool,
 }
 
 impl Default for TurnConfig {
@@ -241,6 +332,9 @@ impl Default for TurnConfig {
             denied_peer_ranges: Vec::new(),
             challenges_per_second: 1000,
             users: Vec::new(),
+            secrets: Vec::new(),
+            rest_separator: ':',
+            strict_expiry: false,
         }
     }
 }
@@ -348,6 +442,30 @@ pub struct Overrides {
     pub challenges_per_second: Option<u16>,
     /// `turn.users` (replaces the file's list).
     pub users: Option<Vec<UserEntry>>,
+    /// `turn.secrets` (replaces the file's list).
+    pub secrets: Option<Vec<String>>,
+    /// `turn.rest_separator`.
+    pub rest_separator: Option<char>,
+    /// `turn.strict_expiry`.
+    pub strict_expiry: Option<bool>,
+    /// `database.url`.
+    pub database_url: Option<String>,
+    /// `database.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `database.schema`.
+    pub database_schema: Option<DatabaseSchema>,
+    /// `database.pool_size`.
+    pub database_pool_size: Option<usize>,
+    /// `database.timeout`.
+    pub database_timeout: Option<u32>,
+    /// `database.cache_ttl`.
+    pub cache_ttl: Option<u32>,
+    /// `database.negative_cache_ttl`.
+    pub negative_cache_ttl: Option<u32>,
+    /// `database.grace_period`.
+    pub grace_period: Option<u32>,
+    /// `database.secrets_refresh`.
+    pub secrets_refresh: Option<u32>,
 }
 
 /// Which of the two IP addresses, or which of the two ports, an address uses.
@@ -499,7 +617,7 @@ pub(crate) fn io_message(error: &io::Error) -> String {
 /// tables). The empty name is the top level. A unit test keeps this in sync
 /// with the structs.
 const SECTIONS: &[(&str, &[&str])] = &[
-    ("", &["server", "log", "stun", "turn"]),
+    ("", &["server", "log", "stun", "turn", "database"]),
     ("server", &["workers", "software"]),
     ("log", &["level", "format"]),
     (
@@ -532,6 +650,23 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "denied_peer_ranges",
             "challenges_per_second",
             "users",
+            "secrets",
+            "rest_separator",
+            "strict_expiry",
+        ],
+    ),
+    (
+        "database",
+        &[
+            "url",
+            "data_dir",
+            "schema",
+            "pool_size",
+            "timeout",
+            "cache_ttl",
+            "negative_cache_ttl",
+            "grace_period",
+            "secrets_refresh",
         ],
     ),
     // An array of tables (`[[turn.users]]`), not a plain table.
@@ -620,6 +755,19 @@ impl Config {
         set(&mut turn.denied_peer_ranges, o.denied_peer_ranges);
         set(&mut turn.challenges_per_second, o.challenges_per_second);
         set(&mut turn.users, o.users);
+        set(&mut turn.secrets, o.secrets);
+        set(&mut turn.rest_separator, o.rest_separator);
+        set(&mut turn.strict_expiry, o.strict_expiry);
+        let db = &mut self.database;
+        set(&mut db.url, o.database_url);
+        set(&mut db.data_dir, o.data_dir);
+        set(&mut db.schema, o.database_schema);
+        set(&mut db.pool_size, o.database_pool_size);
+        set(&mut db.timeout, o.database_timeout);
+        set(&mut db.cache_ttl, o.cache_ttl);
+        set(&mut db.negative_cache_ttl, o.negative_cache_ttl);
+        set(&mut db.grace_period, o.grace_period);
+        set(&mut db.secrets_refresh, o.secrets_refresh);
     }
 
     /// Checks everything that can be checked without binding sockets.
@@ -653,7 +801,8 @@ impl Config {
             ));
         }
         self.plan()?;
-        self.validate_turn()
+        self.validate_turn()?;
+        self.validate_database()
     }
 
     /// Every address the runtime must bind, in `stun.listen` order; with
@@ -770,6 +919,8 @@ impl Config {
         core.user_quota = t.user_quota;
         core.total_quota = usize::try_from(t.total_quota).unwrap_or(usize::MAX);
         core.challenges_per_second = t.challenges_per_second;
+        core.rest_separator = t.rest_separator;
+        core.strict_expiry = t.strict_expiry;
         core
     }
 
@@ -996,7 +1147,86 @@ impl Config {
                 )));
             }
         }
+
+        // Secrets are named by their position, never by their value.
+        for (index, secret) in t.secrets.iter().enumerate() {
+            if secret.is_empty() {
+                return Err(ConfigError::invalid(format!(
+                    "turn.secrets entry {index} is empty; remove it or give a secret (e.g. from `turnpike secret add --generate`)"
+                )));
+            }
+            if secret.len() > MAX_SECRET_BYTES {
+                return Err(ConfigError::invalid(format!(
+                    "turn.secrets entry {index} is {} bytes long; at most {MAX_SECRET_BYTES} are allowed",
+                    secret.len()
+                )));
+            }
+            if let Some(first) = t.secrets[..index].iter().position(|s| s == secret) {
+                return Err(ConfigError::invalid(format!(
+                    "turn.secrets entries {first} and {index} are the same secret; remove the duplicate"
+                )));
+            }
+        }
+        let sep = t.rest_separator;
+        if sep.is_ascii_digit() || sep.is_whitespace() || sep.is_control() {
+            return Err(ConfigError::invalid(format!(
+                "turn.rest_separator {sep:?} cannot separate the expiry time from the user id; use a character that is not a digit, whitespace or a control character, such as \":\""
+            )));
+        }
         Ok(())
+    }
+
+    /// The `[database]` rules: documented ranges, and a URL Turnpike can use.
+    fn validate_database(&self) -> Result<(), ConfigError> {
+        let db = &self.database;
+        if db.url.trim().is_empty() && db.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "database.data_dir is empty; give the directory of the default SQLite database (default /var/lib/turnpike) or set database.url",
+            ));
+        }
+        self.location()?;
+        if !(1..=MAX_POOL_SIZE).contains(&db.pool_size) {
+            return Err(ConfigError::invalid(format!(
+                "database.pool_size = {} is out of range; use 1 to {MAX_POOL_SIZE} connections (default 4)",
+                db.pool_size
+            )));
+        }
+        for (key, value, min, max, default) in [
+            ("timeout", db.timeout, 1, 60, 5),
+            ("cache_ttl", db.cache_ttl, 1, 86_400, 60),
+            ("negative_cache_ttl", db.negative_cache_ttl, 0, 3_600, 5),
+            ("grace_period", db.grace_period, 0, 604_800, 3_600),
+            ("secrets_refresh", db.secrets_refresh, 1, 3_600, 10),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::invalid(format!(
+                    "database.{key} = {value} is out of range; use {min} to {max} seconds (default {default})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the credential database is (`database.url`, or `turnpike.db`
+    /// in `database.data_dir`).
+    pub fn location(&self) -> Result<turnpike_store::Location, ConfigError> {
+        turnpike_store::Location::parse(&self.database.url, &self.database.data_dir)
+            .map_err(|err| ConfigError::invalid(format!("database.url: {err}")))
+    }
+
+    /// How to open the credential database. `create`: make the SQLite file
+    /// (and its directory) when missing; the server and the admin write
+    /// commands pass `true`, read-only commands `false` so that a mistyped
+    /// path is an error rather than a new, empty database.
+    pub fn store_options(&self, create: bool) -> Result<turnpike_store::StoreOptions, ConfigError> {
+        let db = &self.database;
+        Ok(turnpike_store::StoreOptions {
+            location: self.location()?,
+            schema: db.schema.into(),
+            pool_size: db.pool_size,
+            connect_timeout: Duration::from_secs(db.timeout.into()),
+            create,
+        })
     }
 
     /// One-line human summary, printed by `check-config`.
@@ -1036,14 +1266,29 @@ impl Config {
         };
         let on_off = |b: bool| if b { "on" } else { "off" };
         format!(
-            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}; turn {}",
+            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}; database {}; turn {}",
             self.listeners().len(),
             self.log.format,
             self.log.level,
             on_off(self.stun.response_port),
             on_off(self.stun.padding),
+            self.database_summary(),
             self.turn_summary(),
         )
+    }
+
+    /// The database part of [`Config::summary`]: where (a PostgreSQL URL
+    /// without its password) and which schema.
+    fn database_summary(&self) -> String {
+        let location = match self.location() {
+            Ok(location) => location.redacted(),
+            Err(_) => "<invalid url>".to_owned(),
+        };
+        let access = match self.database.schema {
+            DatabaseSchema::Turnpike => "",
+            DatabaseSchema::Coturn => ", read-only",
+        };
+        format!("{location} ({} schema{access})", self.database.schema)
     }
 
     /// The TURN part of [`Config::summary`]. Never shows passwords.
@@ -1052,10 +1297,18 @@ impl Config {
         if !t.enabled {
             return "off".to_owned();
         }
-        let users = match t.users.len() {
+        let mut users = match t.users.len() {
             1 => "1 user".to_owned(),
             n => format!("{n} users"),
         };
+        match t.secrets.len() {
+            0 => {}
+            1 => users.push_str(", 1 secret"),
+            n => users.push_str(&format!(", {n} secrets")),
+        }
+        if t.strict_expiry {
+            users.push_str(", strict expiry");
+        }
         let relay = if t.relay_ips.is_empty() {
             "relay on the IP each request arrived on".to_owned()
         } else {
@@ -1443,6 +1696,24 @@ fn list_or_empty(ips: &[IpAddr]) -> String {
             .map(IpAddr::to_string)
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+/// A one-character string (`rest_separator = ":"`), with a message that says
+/// so (serde's own speaks of "a character", which TOML has no type for).
+fn de_char<'de, D: Deserializer<'de>>(d: D) -> Result<char, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_char(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses a string of exactly one character (`--rest-separator`).
+pub fn parse_char(text: &str) -> Result<char, String> {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Ok(c),
+        _ => Err(format!(
+            "{text:?} is not one character; write a single character such as \":\""
+        )),
     }
 }
 
@@ -2151,6 +2422,231 @@ mod tests {
         let keys = c.user_keys();
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0].0, "alice");
+    }
+
+    #[test]
+    fn database_and_secret_defaults_are_the_documented_ones() {
+        let c = Config::default();
+        let db = &c.database;
+        assert_eq!(db.url, "");
+        assert_eq!(db.data_dir, PathBuf::from("/var/lib/turnpike"));
+        assert_eq!(db.schema, DatabaseSchema::Turnpike);
+        assert_eq!((db.pool_size, db.timeout), (4, 5));
+        assert_eq!((db.cache_ttl, db.negative_cache_ttl), (60, 5));
+        assert_eq!((db.grace_period, db.secrets_refresh), (3600, 10));
+        assert!(c.turn.secrets.is_empty());
+        assert_eq!(c.turn.rest_separator, ':');
+        assert!(!c.turn.strict_expiry);
+        let o = c.store_options(false).unwrap();
+        assert_eq!(
+            o.location,
+            turnpike_store::Location::Sqlite(PathBuf::from("/var/lib/turnpike/turnpike.db"))
+        );
+        assert_eq!(o.schema, turnpike_store::Schema::Turnpike);
+        assert_eq!(o.pool_size, 4);
+        assert_eq!(o.connect_timeout, Duration::from_secs(5));
+        assert!(!o.create);
+        assert!(c.store_options(true).unwrap().create);
+        assert_eq!(
+            Config::from_toml_str("[database]\n").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn database_and_secret_file_values_are_read() {
+        let c = Config::from_toml_str(
+            r#"
+            [turn]
+            secrets = ["old", "new"]
+            rest_separator = "-"
+            strict_expiry = true
+            [database]
+            url = "postgres://turnpike:pw@db.example:5433/turn"
+            data_dir = "/srv/t"
+            schema = "coturn"
+            pool_size = 64
+            timeout = 60
+            cache_ttl = 86400
+            negative_cache_ttl = 0
+            grace_period = 0
+            secrets_refresh = 3600
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.turn.secrets, vec!["old".to_owned(), "new".to_owned()]);
+        assert_eq!(c.turn.rest_separator, '-');
+        assert!(c.turn.strict_expiry);
+        let db = &c.database;
+        assert_eq!(db.data_dir, PathBuf::from("/srv/t"));
+        assert_eq!((db.pool_size, db.timeout, db.cache_ttl), (64, 60, 86_400));
+        assert_eq!(
+            (db.negative_cache_ttl, db.grace_period, db.secrets_refresh),
+            (0, 0, 3600)
+        );
+        let o = c.store_options(true).unwrap();
+        assert_eq!(
+            o.location,
+            turnpike_store::Location::Postgres(
+                "postgres://turnpike:pw@db.example:5433/turn".into()
+            )
+        );
+        assert_eq!(o.schema, turnpike_store::Schema::Coturn);
+        assert_eq!(o.pool_size, 64);
+        assert_eq!(o.connect_timeout, Duration::from_secs(60));
+        let core = c.core_turn(&SECRET, Instant::now());
+        assert_eq!(core.rest_separator, '-');
+        assert!(core.strict_expiry);
+        // The summary names the database without its password, and counts
+        // the secrets without showing them.
+        let s = c.summary();
+        assert!(
+            s.contains("; database postgres://turnpike:***@db.example:5433/turn (coturn schema, read-only); turn on (realm \"turnpike\", 0 users, 2 secrets, strict expiry,"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("pw@") && !s.contains("old") && !s.contains("new"),
+            "{s}"
+        );
+        let c = Config::from_toml_str("[database]\nurl = \"sqlite:/tmp/x.db\"\n").unwrap();
+        assert!(
+            c.summary()
+                .contains("; database /tmp/x.db (turnpike schema);")
+        );
+    }
+
+    #[test]
+    fn database_and_secret_overrides_replace_the_file_values() {
+        let mut c = Config::parse_toml(
+            "[turn]\nsecrets = [\"file\"]\n[database]\nurl = \"sqlite:/file.db\"\ncache_ttl = 7\n",
+            None,
+        )
+        .unwrap();
+        c.apply(&Overrides {
+            secrets: Some(vec!["flag".into()]),
+            rest_separator: Some('/'),
+            strict_expiry: Some(true),
+            database_url: Some(String::new()),
+            data_dir: Some(PathBuf::from("/d")),
+            database_schema: Some(DatabaseSchema::Coturn),
+            database_pool_size: Some(2),
+            database_timeout: Some(3),
+            negative_cache_ttl: Some(4),
+            grace_period: Some(5),
+            secrets_refresh: Some(6),
+            ..Overrides::default()
+        });
+        c.validate().unwrap();
+        assert_eq!(c.turn.secrets, vec!["flag".to_owned()]);
+        assert_eq!(c.turn.rest_separator, '/');
+        assert!(c.turn.strict_expiry);
+        let db = &c.database;
+        assert_eq!(db.cache_ttl, 7, "not overridden: file value kept");
+        assert_eq!(db.schema, DatabaseSchema::Coturn);
+        assert_eq!((db.pool_size, db.timeout), (2, 3));
+        assert_eq!(
+            (db.negative_cache_ttl, db.grace_period, db.secrets_refresh),
+            (4, 5, 6)
+        );
+        // An empty URL override means the default file in data_dir.
+        assert_eq!(
+            c.location().unwrap(),
+            turnpike_store::Location::Sqlite(PathBuf::from("/d/turnpike.db"))
+        );
+    }
+
+    #[test]
+    fn database_and_secret_validation_errors() {
+        let long = "s".repeat(257);
+        let cases: &[(&str, &str)] = &[
+            (
+                "[database]\npool_size = 0\n",
+                "database.pool_size = 0 is out of range; use 1 to 64 connections",
+            ),
+            ("[database]\npool_size = 65\n", "database.pool_size = 65"),
+            (
+                "[database]\ntimeout = 0\n",
+                "database.timeout = 0 is out of range; use 1 to 60 seconds (default 5)",
+            ),
+            ("[database]\ntimeout = 61\n", "database.timeout = 61"),
+            (
+                "[database]\ncache_ttl = 0\n",
+                "database.cache_ttl = 0 is out of range; use 1 to 86400 seconds",
+            ),
+            (
+                "[database]\ncache_ttl = 86401\n",
+                "database.cache_ttl = 86401",
+            ),
+            (
+                "[database]\nnegative_cache_ttl = 3601\n",
+                "database.negative_cache_ttl = 3601 is out of range; use 0 to 3600 seconds",
+            ),
+            (
+                "[database]\ngrace_period = 604801\n",
+                "database.grace_period = 604801 is out of range; use 0 to 604800 seconds",
+            ),
+            (
+                "[database]\nsecrets_refresh = 0\n",
+                "database.secrets_refresh = 0 is out of range; use 1 to 3600 seconds",
+            ),
+            (
+                "[database]\nsecrets_refresh = 3601\n",
+                "database.secrets_refresh = 3601",
+            ),
+            (
+                "[database]\nurl = \"mysql://root:pw1@db/turn\"\n",
+                "database.url: unsupported database URL scheme \"mysql\"",
+            ),
+            (
+                "[database]\nurl = \"postgres://u:pw1@db:notaport/turn\"\n",
+                "database.url: invalid PostgreSQL URL",
+            ),
+            (
+                "[database]\ndata_dir = \"\"\n",
+                "database.data_dir is empty",
+            ),
+            (
+                "[turn]\nsecrets = [\"pw1\", \"\"]\n",
+                "turn.secrets entry 1 is empty",
+            ),
+            (
+                &format!("[turn]\nsecrets = [\"{long}\"]\n"),
+                "turn.secrets entry 0 is 257 bytes long; at most 256 are allowed",
+            ),
+            (
+                "[turn]\nsecrets = [\"pw1\", \"pw2\", \"pw1\"]\n",
+                "turn.secrets entries 0 and 2 are the same secret; remove the duplicate",
+            ),
+            (
+                "[turn]\nrest_separator = \"7\"\n",
+                "turn.rest_separator '7' cannot separate",
+            ),
+            (
+                "[turn]\nrest_separator = \" \"\n",
+                "not a digit, whitespace or a control character",
+            ),
+        ];
+        for (doc, needle) in cases {
+            let message = invalid(doc);
+            assert!(message.contains(needle), "{doc:?}: {message}");
+            assert!(!message.contains('\n'));
+            // Neither secrets nor database passwords appear in errors.
+            assert!(
+                !message.contains("pw1") && !message.contains("pw2") && !message.contains("sss"),
+                "{message}"
+            );
+        }
+        // A separator must be one character; the line is named.
+        let (line, message) = parse_error("[turn]\nrest_separator = \"::\"\n");
+        assert_eq!(line, Some(2));
+        assert!(message.contains("not one character"), "{message}");
+        let (_, message) = parse_error("[database]\nschema = \"mysql\"\n");
+        assert!(
+            message.contains("turnpike") && message.contains("coturn"),
+            "{message}"
+        );
+        // A 256-byte secret is fine.
+        Config::from_toml_str(&format!("[turn]\nsecrets = [\"{}\"]\n", "s".repeat(256))).unwrap();
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The Turnpike server binary's library half: everything between the sans-IO
 //! core (`turnpike-core`) and the operating system.
 //!
+//! - [`admin`]: `turnpike user|secret|credentials`, the credential
+//!   database's administration commands.
 //! - [`bench`]: `turnpike bench`, the TURN load generator's command line.
 //! - [`cli`]: command-line parsing (clap); `main.rs` dispatches the subcommands.
 //! - [`config`]: the TOML configuration, its defaults and overrides.
@@ -9,6 +11,7 @@
 //! - [`net`]: sockets: batched UDP I/O and TCP stream framing.
 //! - [`runtime`]: worker threads that own sockets and a core shard each.
 
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use turnpike::admin::AdminError;
 use turnpike::cli::{Cli, CliError, Command};
 use turnpike::config::Config;
 
@@ -73,6 +74,15 @@ fn run() -> Result<(), Failure> {
                 message,
             });
         }
+        Command::User(command) => {
+            return run_admin(&cli, |ctx| turnpike::admin::user(command, ctx));
+        }
+        Command::Secret(command) => {
+            return run_admin(&cli, |ctx| turnpike::admin::secret(command, ctx));
+        }
+        Command::Credentials(args) => {
+            return run_admin(&cli, |ctx| turnpike::admin::credentials(&args, ctx));
+        }
         Command::CheckConfig => false,
         Command::Serve => true,
     };
@@ -103,6 +113,28 @@ fn run() -> Result<(), Failure> {
         status: EXIT_RUNTIME,
         // `{:#}` prints the anyhow context chain as "a: b: c".
         message: format!("{err:#}"),
+    })
+}
+
+/// `turnpike user|secret|credentials`: the configuration a server would run
+/// with (so `--realm` on the command line picks the realm to work on rather
+/// than changing the server's), no logging (stdout carries only data).
+fn run_admin(
+    cli: &Cli,
+    command: impl FnOnce(&turnpike::admin::Context) -> Result<(), AdminError>,
+) -> Result<(), Failure> {
+    let config =
+        Config::resolve(cli.config_path(), &cli.server_overrides()).map_err(Failure::config)?;
+    let ctx = turnpike::admin::Context::new(config, cli.realm_on_command_line());
+    command(&ctx).map_err(|err| match err {
+        AdminError::Usage(message) => Failure {
+            status: EXIT_CONFIG,
+            message,
+        },
+        AdminError::Runtime(message) => Failure {
+            status: EXIT_RUNTIME,
+            message,
+        },
     })
 }
 

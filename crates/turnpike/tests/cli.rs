@@ -229,6 +229,16 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
     assert!(s.contains("workers 3"), "{s}");
     assert!(s.contains("(udp+tcp,"), "{s}");
     assert!(s.contains("software off"), "{s}");
+
+    // --no-X beats TURNPIKE_X (it used to be refused as a conflict).
+    let out = run(
+        &["check-config", "-c", &path, "--no-tcp", "--no-software"],
+        &[("TURNPIKE_TCP", "true"), ("TURNPIKE_SOFTWARE", "from-env")],
+    );
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let s = out.stdout;
+    assert!(s.contains("(udp,"), "{s}");
+    assert!(s.contains("software off"), "{s}");
 }
 
 #[test]
@@ -473,4 +483,204 @@ fn help_never_prints_the_users_variable() {
     // Other variables' values are shown, as clap does by default.
     let out = run(&["--help"], &[("TURNPIKE_REALM", "shown.example")]);
     assert!(out.stdout.contains("shown.example"));
+}
+
+/// The summary names the database, never with its password.
+#[test]
+fn check_config_summarises_the_database() {
+    let out = run(&["check-config"], &[]);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("; database /var/lib/turnpike/turnpike.db (turnpike schema); turn on"),
+        "{}",
+        out.stdout
+    );
+    let env = [
+        (
+            "TURNPIKE_DATABASE",
+            "postgres://turnpike:hunter2@db.example:5432/turn",
+        ),
+        ("TURNPIKE_DATABASE_SCHEMA", "coturn"),
+    ];
+    let out = run(&["check-config"], &env);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert!(
+        out.stdout.contains(
+            "; database postgres://turnpike:***@db.example:5432/turn (coturn schema, read-only);"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("hunter2"), "{}", out.stdout);
+    let out = run(&["check-config", "--data-dir", "/srv/tp"], &[]);
+    assert!(
+        out.stdout
+            .contains("; database /srv/tp/turnpike.db (turnpike schema);"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Every new key is read from its environment variable and its flag: a
+/// good value is accepted (and shows in the summary where it is shown), an
+/// out-of-range one is refused by name, and a flag beats its variable.
+#[test]
+fn database_and_secret_settings_from_environment_and_flags() {
+    let env = [
+        ("TURNPIKE_SECRETS", "sec-one,sec-two"),
+        ("TURNPIKE_REST_SEPARATOR", "-"),
+        ("TURNPIKE_STRICT_EXPIRY", "true"),
+        ("TURNPIKE_DATA_DIR", "/srv/env"),
+        ("TURNPIKE_DATABASE_SCHEMA", "turnpike"),
+        ("TURNPIKE_DATABASE_POOL_SIZE", "64"),
+        ("TURNPIKE_DATABASE_TIMEOUT", "60"),
+        ("TURNPIKE_CACHE_TTL", "86400"),
+        ("TURNPIKE_NEGATIVE_CACHE_TTL", "0"),
+        ("TURNPIKE_GRACE_PERIOD", "604800"),
+        ("TURNPIKE_SECRETS_REFRESH", "3600"),
+    ];
+    let out = run(&["check-config"], &env);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let s = &out.stdout;
+    assert!(s.contains("database /srv/env/turnpike.db"), "{s}");
+    assert!(s.contains("0 users, 2 secrets, strict expiry,"), "{s}");
+    assert!(!s.contains("sec-"), "{s}");
+    let out = run(
+        &[
+            "check-config",
+            "--secret",
+            "x",
+            "--no-strict-expiry",
+            "--data-dir",
+            "/srv/flag",
+        ],
+        &env,
+    );
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    let s = &out.stdout;
+    assert!(s.contains("database /srv/flag/turnpike.db"), "{s}");
+    assert!(s.contains("0 users, 1 secret, relay"), "{s}");
+
+    // Out of range, from the environment and from the flag.
+    let cases = [
+        (
+            "TURNPIKE_DATABASE_POOL_SIZE",
+            "--database-pool-size",
+            "65",
+            "database.pool_size = 65 is out of range; use 1 to 64",
+        ),
+        (
+            "TURNPIKE_DATABASE_TIMEOUT",
+            "--database-timeout",
+            "0",
+            "database.timeout = 0 is out of range; use 1 to 60",
+        ),
+        (
+            "TURNPIKE_CACHE_TTL",
+            "--cache-ttl",
+            "86401",
+            "database.cache_ttl = 86401 is out of range; use 1 to 86400",
+        ),
+        (
+            "TURNPIKE_NEGATIVE_CACHE_TTL",
+            "--negative-cache-ttl",
+            "3601",
+            "database.negative_cache_ttl = 3601 is out of range; use 0 to 3600",
+        ),
+        (
+            "TURNPIKE_GRACE_PERIOD",
+            "--grace-period",
+            "604801",
+            "database.grace_period = 604801 is out of range; use 0 to 604800",
+        ),
+        (
+            "TURNPIKE_SECRETS_REFRESH",
+            "--secrets-refresh",
+            "0",
+            "database.secrets_refresh = 0 is out of range; use 1 to 3600",
+        ),
+        (
+            "TURNPIKE_REST_SEPARATOR",
+            "--rest-separator",
+            "5",
+            "turn.rest_separator '5' cannot separate",
+        ),
+        (
+            "TURNPIKE_DATABASE",
+            "--database",
+            "ftp://x",
+            "database.url: unsupported database URL scheme \"ftp\"",
+        ),
+    ];
+    for (var, flag, value, needle) in cases {
+        let out = run(&["check-config"], &[(var, value)]);
+        assert_eq!(out.status, 2, "{var}");
+        let line = single_error_line(&out);
+        assert!(line.contains(needle), "{var}: {line}");
+        let out = run(&["check-config", flag, value], &[]);
+        assert_eq!(out.status, 2, "{flag}");
+        assert!(single_error_line(&out).contains(needle), "{flag}");
+    }
+    // Parse errors name the variable.
+    for (var, value, needle) in [
+        ("TURNPIKE_DATABASE_SCHEMA", "mysql", "mysql"),
+        ("TURNPIKE_STRICT_EXPIRY", "maybe", "maybe"),
+        ("TURNPIKE_REST_SEPARATOR", "::", "not one character"),
+        ("TURNPIKE_DATABASE_TIMEOUT", "soon", "soon"),
+    ] {
+        let out = run(&["check-config"], &[(var, value)]);
+        assert_eq!(out.status, 2, "{var}");
+        let line = single_error_line(&out);
+        assert!(line.contains(needle) && line.contains(var), "{var}: {line}");
+    }
+}
+
+/// Secrets and database URLs are never printed: not in validation errors,
+/// not in --help.
+#[test]
+fn secrets_are_never_printed() {
+    let out = run(
+        &["check-config"],
+        &[("TURNPIKE_SECRETS", "s3cr3t,other,s3cr3t")],
+    );
+    assert_eq!(out.status, 2);
+    let line = single_error_line(&out);
+    assert!(
+        line.contains("turn.secrets entries 0 and 2 are the same secret"),
+        "{line}"
+    );
+    assert!(!line.contains("s3cr3t"), "{line}");
+    let out = run(
+        &["--help"],
+        &[
+            ("TURNPIKE_SECRETS", "s3cr3t"),
+            ("TURNPIKE_DATABASE", "postgres://u:hunter2@h/db"),
+        ],
+    );
+    assert_eq!(out.status, 0);
+    assert!(out.stdout.contains("TURNPIKE_SECRETS") && out.stdout.contains("TURNPIKE_DATABASE"));
+    assert!(
+        !out.stdout.contains("s3cr3t") && !out.stdout.contains("hunter2"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn help_lists_the_admin_commands() {
+    let out = run(&["--help"], &[]);
+    assert_eq!(out.status, 0);
+    for command in ["user", "secret", "credentials"] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(command)),
+            "{command} missing from --help"
+        );
+    }
+    let out = run(&["user", "add", "--help"], &[]);
+    assert_eq!(out.status, 0);
+    assert!(out.stdout.contains("--password-file"), "{}", out.stdout);
+    assert!(out.stdout.contains("--create-realm"), "{}", out.stdout);
 }
