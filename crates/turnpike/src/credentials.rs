@@ -1,70 +1,287 @@
-//! Where long-term credentials come from: the [`CredentialStore`] trait,
-//! which the workers call (asynchronously, off the packet path) when the core
-//! meets a user it has no keys for, and its static implementation over the
-//! users in the configuration file. Database stores implement the same trait.
+//! Where credentials come from at run time, between the core's per-shard
+//! caches and the database.
+//!
+//! - Static users (config file) are handed to every shard once, for good.
+//! - Database users are looked up when a shard meets a username it has no
+//!   current keys for ([`turnpike_core::Event::NeedCredentials`]). Answers
+//!   go through one cache shared by the workers, so a user is read once per
+//!   `cache_ttl` however many shards see it, and the keys last read are what
+//!   keeps users authenticating for `grace_period` while the database is
+//!   unreachable.
+//! - Shared secrets (config file and database) are reloaded every
+//!   `secrets_refresh` and published to the shards as one immutable set.
+//!
+//! Database calls run on the control runtime, never on a worker thread: a
+//! slow database delays the lookups waiting for it, not the packet path.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use turnpike_core::UserKeys;
+use rustc_hash::FxHashMap;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use turnpike_core::{Lookup, Secrets, SharedSecret, UserKeys};
+use turnpike_store::{Store, StoreError};
 
-/// Why a lookup failed (as opposed to "no such user").
-#[derive(Debug, thiserror::Error)]
-#[error("credential store unavailable: {0}")]
-pub struct StoreError(pub String);
-
-/// A boxed lookup future: stores are called through `dyn`, so the future's
-/// type cannot be named.
-pub type Lookup<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<UserKeys>, StoreError>> + Send + 'a>>;
-
-/// A source of long-term credential keys for one realm.
-pub trait CredentialStore: Send + Sync + std::fmt::Debug {
-    /// The keys of `username`, `Ok(None)` if there is no such user.
-    fn lookup<'a>(&'a self, username: &'a str) -> Lookup<'a>;
-
-    /// Every user to load into the shards at start (a small static set);
-    /// database stores return nothing and are asked on demand.
-    fn preload(&self) -> Vec<(String, UserKeys)> {
-        Vec::new()
-    }
+/// How long answers are trusted; see `[database]` in the example config.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheOptions {
+    /// A user's keys, once read, are used this long.
+    pub ttl: Duration,
+    /// An unknown username is remembered this long.
+    pub negative_ttl: Duration,
+    /// Keys read within this time are used while the database is down.
+    pub grace: Duration,
+    /// A lookup taking longer means the database is unreachable.
+    pub timeout: Duration,
+    /// Users remembered at most (beyond it, the oldest reads are dropped).
+    pub capacity: usize,
 }
 
-/// The users of the configuration file.
-#[derive(Debug, Default)]
-pub struct StaticCredentials {
-    users: HashMap<String, UserKeys>,
+/// While the database is down, how soon a shard asks again about a user it
+/// was told about from the grace cache or told is unavailable: recovery
+/// shows within seconds without a lookup per request.
+const RETRY_WHILE_DOWN: Duration = Duration::from_secs(2);
+
+/// What a shard is told about a username, and for how long.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The verdict.
+    pub lookup: Lookup,
+    /// How long the shard may rely on it.
+    pub valid_for: Duration,
 }
 
-impl StaticCredentials {
-    /// Derives the keys of each `(username, password)` in `realm`; the
-    /// passwords themselves are not kept.
-    pub fn new<'a>(realm: &str, users: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        StaticCredentials {
-            users: users
-                .into_iter()
-                .map(|(name, password)| {
-                    (
-                        name.to_owned(),
-                        UserKeys::from_password(name, realm, password),
-                    )
-                })
-                .collect(),
+#[derive(Debug)]
+struct Cached {
+    keys: Option<UserKeys>,
+    read_at: Instant,
+}
+
+/// The credential sources of one server.
+#[derive(Debug)]
+pub struct Credentials {
+    realm: String,
+    static_users: Vec<(String, UserKeys)>,
+    static_secrets: Vec<SharedSecret>,
+    store: Store,
+    control: Handle,
+    options: CacheOptions,
+    cache: Mutex<FxHashMap<String, Cached>>,
+    /// Whether the last database call failed: state changes are logged once,
+    /// not per lookup.
+    down: Mutex<bool>,
+}
+
+impl Credentials {
+    /// Credentials for `realm` from the config file's users and secrets and
+    /// from `store`, whose calls run on `control`.
+    pub fn new(
+        realm: &str,
+        static_users: Vec<(String, UserKeys)>,
+        static_secrets: &[String],
+        store: Store,
+        control: Handle,
+        options: CacheOptions,
+    ) -> Self {
+        let static_secrets = static_secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SharedSecret {
+                key_index: u32::try_from(i).unwrap_or(u32::MAX),
+                value: s.as_bytes().into(),
+            })
+            .collect();
+        Credentials {
+            realm: realm.to_owned(),
+            static_users,
+            static_secrets,
+            store,
+            control,
+            options,
+            cache: Mutex::new(FxHashMap::default()),
+            down: Mutex::new(false),
         }
     }
-}
 
-impl CredentialStore for StaticCredentials {
-    fn lookup<'a>(&'a self, username: &'a str) -> Lookup<'a> {
-        let keys = self.users.get(username).cloned();
-        Box::pin(async move { Ok(keys) })
+    /// The users every shard knows from the start.
+    pub fn static_users(&self) -> &[(String, UserKeys)] {
+        &self.static_users
     }
 
-    fn preload(&self) -> Vec<(String, UserKeys)> {
-        self.users
+    /// What the shards should know about `username` now.
+    pub async fn lookup(&self, username: &str) -> Resolved {
+        let now = Instant::now();
+        match self.cached(username, now) {
+            Some((Some(keys), age)) if age < self.options.ttl => {
+                return Resolved {
+                    lookup: Lookup::Found(keys),
+                    valid_for: self.options.ttl - age,
+                };
+            }
+            Some((None, age)) if age < self.options.negative_ttl => {
+                return Resolved {
+                    lookup: Lookup::NotFound,
+                    valid_for: self.options.negative_ttl - age,
+                };
+            }
+            _ => {}
+        }
+        let store = self.store.clone();
+        let (realm, name) = (self.realm.clone(), username.to_owned());
+        let query = self
+            .control
+            .spawn(async move { store.user_keys(&realm, &name).await });
+        let result = match tokio::time::timeout(self.options.timeout, query).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(StoreError::Unavailable(format!(
+                "lookup task failed: {join}"
+            ))),
+            Err(_) => Err(self.timed_out()),
+        };
+        let now = Instant::now();
+        match result {
+            Ok(found) => {
+                self.set_down(false, None);
+                tracing::debug!(username, found = found.is_some(), "credential lookup");
+                let keys = found.map(|k| UserKeys::from_keys(k.md5.as_ref(), k.sha256.as_ref()));
+                let resolved = match &keys {
+                    Some(keys) => Resolved {
+                        lookup: Lookup::Found(keys.clone()),
+                        valid_for: self.options.ttl,
+                    },
+                    None => Resolved {
+                        lookup: Lookup::NotFound,
+                        valid_for: self.options.negative_ttl,
+                    },
+                };
+                self.remember(username, keys, now);
+                resolved
+            }
+            Err(err) => {
+                self.set_down(true, Some(&err));
+                // Only keys are trusted through an outage: a name unknown
+                // before may have been added since.
+                let lookup = match self.cached(username, now) {
+                    Some((Some(keys), age)) if age < self.options.grace => Lookup::Found(keys),
+                    _ => Lookup::Unavailable,
+                };
+                tracing::debug!(
+                    username,
+                    from_cache = matches!(lookup, Lookup::Found(_)),
+                    "credential lookup while the database is unreachable"
+                );
+                Resolved {
+                    lookup,
+                    valid_for: RETRY_WHILE_DOWN,
+                }
+            }
+        }
+    }
+
+    /// The last answer about `username` and how old it is.
+    fn cached(&self, username: &str, now: Instant) -> Option<(Option<UserKeys>, Duration)> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = cache.get(username)?;
+        Some((
+            entry.keys.clone(),
+            now.saturating_duration_since(entry.read_at),
+        ))
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "no answer within {} s",
+            self.options.timeout.as_secs()
+        ))
+    }
+
+    fn remember(&self, username: &str, keys: Option<UserKeys>, now: Instant) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= self.options.capacity && !cache.contains_key(username) {
+            // Entries older than the grace period serve no purpose at all;
+            // if every entry is younger, the oldest goes.
+            let grace = self.options.grace.max(self.options.ttl);
+            cache.retain(|_, c| now.saturating_duration_since(c.read_at) < grace);
+            if cache.len() >= self.options.capacity {
+                let oldest = cache
+                    .iter()
+                    .min_by_key(|(_, c)| c.read_at)
+                    .map(|(name, _)| name.clone());
+                if let Some(oldest) = oldest {
+                    cache.remove(&oldest);
+                }
+            }
+        }
+        cache.insert(username.to_owned(), Cached { keys, read_at: now });
+    }
+
+    fn set_down(&self, down: bool, err: Option<&StoreError>) {
+        let mut state = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        if *state == down {
+            return;
+        }
+        *state = down;
+        match err {
+            Some(err) => tracing::error!(
+                "credential database unreachable: {err}; users seen in the last {} s keep authenticating, others get 500 until it is back",
+                self.options.grace.as_secs()
+            ),
+            None => tracing::info!("credential database reachable again"),
+        }
+    }
+
+    /// The secrets now: the config file's, then the database's.
+    async fn load_secrets(&self) -> Result<Secrets, StoreError> {
+        let stored = self.store.secrets(&self.realm).await?;
+        let all = self
+            .static_secrets
             .iter()
-            .map(|(n, k)| (n.clone(), k.clone()))
-            .collect()
+            .cloned()
+            .chain(stored.into_iter().map(|s| SharedSecret {
+                key_index: s.key_index,
+                value: s.value.into_bytes().into_boxed_slice(),
+            }));
+        Ok(Secrets::new(all))
+    }
+
+    /// Reads the secrets once, for the start: an unreachable database at
+    /// start is an error the operator must see.
+    pub async fn initial_secrets(&self) -> Result<Secrets, StoreError> {
+        self.load_secrets().await
+    }
+
+    /// Reloads the secrets every `every` and publishes changes, until every
+    /// receiver is gone. While the database is unreachable the last set
+    /// stays in force.
+    pub async fn refresh_secrets(
+        self: Arc<Self>,
+        publish: watch::Sender<Secrets>,
+        every: Duration,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match tokio::time::timeout(self.options.timeout, self.load_secrets()).await {
+                Ok(Ok(secrets)) => {
+                    self.set_down(false, None);
+                    publish.send_if_modified(|current| {
+                        let changed = *current != secrets;
+                        if changed {
+                            tracing::info!(secrets = secrets.len(), "shared secrets updated");
+                            *current = secrets;
+                        }
+                        changed
+                    });
+                    if publish.is_closed() {
+                        return;
+                    }
+                }
+                Ok(Err(err)) => self.set_down(true, Some(&err)),
+                Err(_) => self.set_down(true, Some(&self.timed_out())),
+            }
+        }
     }
 }

@@ -44,89 +44,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::uclient::{Run, assert_delivered, assert_finished, assert_rejected};
 use support::{
     PRIMARY_V4, PRIMARY_V6, Peer, ServerOptions, TURN_PASSWORD, TURN_USER, TestServer, ToolOutput,
-    UclientReport, run_tool,
+    UclientReport,
 };
-
-/// Deadline for one uclient run. A good run takes 3-8 s (its sessions start
-/// sending 1-6 s after connecting); a run with lost packets takes ~15 s.
-const UCLIENT_TIMEOUT: Duration = Duration::from_secs(40);
-
-/// What uclient should do in one run.
-struct Run<'a> {
-    server: &'a TestServer,
-    /// Server address to contact (`-p` is the server's port).
-    server_ip: IpAddr,
-    /// Peer address (`-e`, `-r peer.port`); `None` for `-y`.
-    peer: Option<(&'a Peer, IpAddr)>,
-    user: &'a str,
-    password: &'a str,
-    /// Flags and options (`-m`, `-n`, `-l`, `-s`, ...).
-    args: &'a [&'a str],
-}
-
-impl Run<'_> {
-    fn new<'a>(server: &'a TestServer, server_ip: IpAddr, args: &'a [&'a str]) -> Run<'a> {
-        Run {
-            server,
-            server_ip,
-            peer: None,
-            user: TURN_USER,
-            password: TURN_PASSWORD,
-            args,
-        }
-    }
-
-    fn peer<'a>(self, peer: &'a Peer, ip: IpAddr) -> Run<'a>
-    where
-        Self: 'a,
-    {
-        Run {
-            peer: Some((peer, ip)),
-            ..self
-        }
-    }
-
-    fn credentials<'a>(self, user: &'a str, password: &'a str) -> Run<'a>
-    where
-        Self: 'a,
-    {
-        Run {
-            user,
-            password,
-            ..self
-        }
-    }
-
-    fn command_args(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.args.iter().map(|s| s.to_string()).collect();
-        v.extend([
-            "-u".into(),
-            self.user.into(),
-            "-w".into(),
-            self.password.into(),
-        ]);
-        v.extend(["-p".into(), self.server.port.to_string()]);
-        if let Some((peer, ip)) = self.peer {
-            v.extend([
-                "-e".into(),
-                ip.to_string(),
-                "-r".into(),
-                peer.port.to_string(),
-            ]);
-        }
-        v.push(self.server_ip.to_string());
-        v
-    }
-
-    fn go(&self) -> (ToolOutput, UclientReport) {
-        let out = run_tool("turnutils_uclient", &self.command_args(), UCLIENT_TIMEOUT);
-        eprintln!("[interop_turn] `{}` took {:?}", out.command, out.elapsed);
-        let report = UclientReport::parse(&out);
-        (out, report)
-    }
-}
 
 fn v4() -> IpAddr {
     PRIMARY_V4.into()
@@ -134,85 +56,6 @@ fn v4() -> IpAddr {
 
 fn v6() -> IpAddr {
     PRIMARY_V6.into()
-}
-
-fn assert_finished(what: &str, out: &ToolOutput) {
-    assert!(
-        !out.timed_out,
-        "{what}: turnutils_uclient did not finish within {UCLIENT_TIMEOUT:?} \
-         (the server never answered one of its TURN requests?)\n{}",
-        out.describe()
-    );
-}
-
-/// The run succeeded and every one of `expected` messages of `len` bytes
-/// came back through the relay, exactly once.
-fn assert_delivered(what: &str, out: &ToolOutput, rep: &UclientReport, expected: u64, len: u64) {
-    assert_finished(what, out);
-    let errors = rep.error_responses();
-    let mut hints = Vec::new();
-    if errors
-        .iter()
-        .any(|&(c, code, _)| c == "channel bind" && code == 400)
-    {
-        hints.push(
-            "uclient picks channel numbers in 0x4000-0x7FFF (RFC 5766's range), which coturn \
-             accepts",
-        );
-    }
-    if errors
-        .iter()
-        .any(|&(c, code, _)| c == "allocate/refresh" && code == 443)
-    {
-        hints.push(
-            "443 to a Refresh: with -Z uclient's Refreshes randomly carry \
-             REQUESTED-ADDRESS-FAMILY IPv4 or IPv6, which a dual allocation must accept",
-        );
-    }
-    if rep
-        .error_lines
-        .iter()
-        .any(|l| l.contains("relay addr cannot be received"))
-    {
-        hints.push(
-            "an Allocate success had no XOR-RELAYED-ADDRESS of the family uclient needs (the \
-             peer's; after -Z it needs both an IPv4 and an IPv6 one)",
-        );
-    }
-    assert!(
-        out.code() == Some(0) && errors.is_empty() && rep.error_lines.is_empty(),
-        "{what}: turnutils_uclient failed (exit status {:?}); error responses it got: \
-         {errors:?}; its complaints: {:?}; hints: {hints:?}. A TURN request \
-         (Allocate/Refresh/CreatePermission/ChannelBind) was rejected, never answered or \
-         answered wrongly\n{}",
-        out.code(),
-        rep.error_lines,
-        out.describe()
-    );
-    assert_eq!(
-        (rep.send_msgs, rep.recv_msgs),
-        (Some(expected), Some(expected)),
-        "{what}: {}; expected {expected} messages sent and all {expected} echoed back \
-         by the peer through the relay (no loss, no duplicates)\n{}",
-        rep.summary(),
-        out.describe()
-    );
-    assert_eq!(
-        (rep.send_bytes, rep.recv_bytes),
-        (Some(expected * len), Some(expected * len)),
-        "{what}: {}; expected {} bytes each way ({expected} x {len}-byte payloads: \
-         relayed data must be delivered unchanged in size)\n{}",
-        rep.summary(),
-        expected * len,
-        out.describe()
-    );
-    assert_eq!(
-        (rep.lost, rep.send_dropped),
-        (Some(0), Some(0)),
-        "{what}: {}\n{}",
-        rep.summary(),
-        out.describe()
-    );
 }
 
 fn assert_relay_family(what: &str, out: &ToolOutput, rep: &UclientReport, family: IpAddr) {
@@ -478,35 +321,7 @@ fn wrong_credentials_rejected() {
             .credentials(user, password)
             .go();
         let what = format!("user {user:?} with password {password:?}");
-        assert_finished(&what, &out);
-        assert!(
-            rep.send_msgs.is_none(),
-            "{what}: the server accepted bad credentials: {}\n{}",
-            rep.summary(),
-            out.describe()
-        );
-        assert_eq!(
-            out.code(),
-            Some(255),
-            "{what}: uclient must give up with exit status 255\n{}",
-            out.describe()
-        );
-        assert!(
-            rep.error_lines
-                .iter()
-                .any(|l| l.contains("Cannot complete Allocation")),
-            "{what}: expected uclient to give up with \"Cannot complete Allocation\" after \
-             repeated 401 challenges (401 Unauthorized with REALM and NONCE, as RFC 8489 \
-             requires for bad credentials)\n{}",
-            out.describe()
-        );
-        assert!(
-            rep.error_responses().is_empty(),
-            "{what}: the server sent an error other than a 401 challenge with REALM and \
-             NONCE: {:?}\n{}",
-            rep.error_responses(),
-            out.describe()
-        );
+        assert_rejected(&what, &out, &rep);
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{what}: rejecting took {:?}\n{}",

@@ -17,19 +17,23 @@ const EXIT_LIMIT: Duration = Duration::from_secs(10);
 /// A turnpike child with a clean environment; killed if the test panics.
 struct Server {
     child: Child,
+    /// The server's data directory (its SQLite database), removed on drop.
+    _data: tempfile::TempDir,
 }
 
 impl Server {
     fn spawn(args: &[&str]) -> Server {
+        let data = tempfile::tempdir().expect("data dir");
         let child = Command::new(env!("CARGO_BIN_EXE_turnpike"))
             .args(args)
             .env_clear()
+            .env("TURNPIKE_DATA_DIR", data.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn turnpike");
-        Server { child }
+        Server { child, _data: data }
     }
 
     /// Polls with Binding requests until `addr` answers (the server has no

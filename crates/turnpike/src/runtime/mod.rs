@@ -17,15 +17,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
 use rand::RngCore;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
+use turnpike_core::{Secrets, WallClock};
+use turnpike_store::Store;
 
 use crate::config::{Config, Listener};
-use crate::credentials::{CredentialStore, StaticCredentials};
+use crate::credentials::{CacheOptions, Credentials};
 use relay::Reservations;
 use worker::Worker;
 
@@ -35,14 +37,32 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     // restart, and clients recover with one 438.
     let mut nonce_secret = [0u8; 32];
     rand::rng().fill_bytes(&mut nonce_secret);
-    let core = Arc::new(config.core(&nonce_secret, Instant::now()));
-    let store: Arc<dyn CredentialStore> = Arc::new(StaticCredentials::new(
-        &config.turn.realm,
-        config
-            .users()
-            .iter()
-            .map(|u| (u.username.as_str(), u.password.as_str())),
-    ));
+    let now = Instant::now();
+    let mut core = config.core(&nonce_secret, now);
+    if let Some(turn) = core.turn.as_mut() {
+        turn.wall_clock = Some(WallClock {
+            instant: now,
+            // A clock before 1970 makes every time-limited credential
+            // expired, which is the safe reading of a broken clock.
+            unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        });
+    }
+    let core = Arc::new(core);
+    // Database calls, secret reloads and signals run here, off the workers.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("turnpike-control")
+        .enable_all()
+        .build()
+        .context("cannot start the control runtime")?;
+    let (credentials, secrets) = if config.turn.enabled {
+        let (credentials, secrets) = open_credentials(&config, &control)?;
+        (Some(credentials), Some(secrets))
+    } else {
+        (None, None)
+    };
     let reservations = Arc::new(Reservations::default());
     let listeners = config.listeners();
     let (udp, tcp) = (config.stun.udp, config.stun.tcp);
@@ -58,7 +78,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             id,
             workers,
             core: Arc::clone(&core),
-            store: Arc::clone(&store),
+            credentials: credentials.clone(),
+            secrets: secrets.clone(),
             reservations: Arc::clone(&reservations),
             listeners: listeners.clone(),
             udp,
@@ -108,11 +129,62 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(workers, "turnpike ready");
 
-    let result = wait_for_shutdown(&mut failed_rx);
+    let result = wait_for_shutdown(&control, &mut failed_rx);
     tracing::info!("shutting down");
     stop(handles);
+    // A database call stuck on a dead connection must not hold up the exit.
+    control.shutdown_timeout(Duration::from_secs(1));
     result
 }
+
+/// Opens the credential database (creating or migrating it), registers the
+/// realm, reads the shared secrets and starts reloading them. At start an
+/// unreachable database is an error: the operator is there to see it.
+fn open_credentials(
+    config: &Config,
+    control: &tokio::runtime::Runtime,
+) -> anyhow::Result<(Arc<Credentials>, watch::Receiver<Secrets>)> {
+    let options = config.store_options(true).map_err(|e| anyhow!("{e}"))?;
+    let location = options.location.redacted();
+    let db = &config.database;
+    let timeout = Duration::from_secs(db.timeout.into());
+    let store = control
+        .block_on(async {
+            let store = tokio::time::timeout(timeout, Store::open(options))
+                .await
+                .map_err(|_| anyhow!("no answer within {} s", db.timeout))??;
+            store.ensure_realm(&config.turn.realm).await?;
+            anyhow::Ok(store)
+        })
+        .map_err(|e| anyhow!("cannot open the credential database {location}: {e}"))?;
+    let credentials = Arc::new(Credentials::new(
+        &config.turn.realm,
+        config.user_keys(),
+        &config.turn.secrets,
+        store,
+        control.handle().clone(),
+        CacheOptions {
+            ttl: Duration::from_secs(db.cache_ttl.into()),
+            negative_ttl: Duration::from_secs(db.negative_cache_ttl.into()),
+            grace: Duration::from_secs(db.grace_period.into()),
+            timeout,
+            capacity: CACHE_CAPACITY,
+        },
+    ));
+    let secrets = control
+        .block_on(credentials.initial_secrets())
+        .map_err(|e| anyhow!("cannot read shared secrets from {location}: {e}"))?;
+    tracing::info!(database = %location, secrets = secrets.len(), "credential database open");
+    let (publish, receive) = watch::channel(secrets);
+    control.spawn(
+        Arc::clone(&credentials)
+            .refresh_secrets(publish, Duration::from_secs(db.secrets_refresh.into())),
+    );
+    Ok((credentials, receive))
+}
+
+/// Users whose keys the shared credential cache holds at most.
+const CACHE_CAPACITY: usize = 100_000;
 
 /// Binds each address once without `SO_REUSEPORT` and closes it again.
 ///
@@ -164,14 +236,11 @@ pub(crate) fn bind_error(transport: &str, addr: SocketAddr, err: &io::Error) -> 
 
 /// Waits for SIGTERM/SIGINT, or for a worker to fail.
 fn wait_for_shutdown(
+    control: &tokio::runtime::Runtime,
     failed: &mut tokio::sync::mpsc::UnboundedReceiver<anyhow::Error>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal handler runtime")?;
-    rt.block_on(async {
+    control.block_on(async {
         let mut term =
             signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;

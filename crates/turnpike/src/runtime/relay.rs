@@ -116,7 +116,7 @@ impl RelayPorts for ShellRelays {
                 ..UdpOptions::default()
             },
         )?;
-        let listener = ctx.current_listener.get();
+        let listener = ctx.listener_for(options.server).ok_or_else(no_listener)?;
         ctx.relays
             .borrow_mut()
             .insert(addr, Relay::Pending { socket, listener });
@@ -139,17 +139,26 @@ impl RelayPorts for ShellRelays {
         }
     }
 
-    fn redeem(&mut self, token: [u8; 8], now: Instant) -> Option<SocketAddr> {
+    fn redeem(&mut self, token: [u8; 8], now: Instant, server: SocketAddr) -> Option<SocketAddr> {
         let ctx = self.ctx().ok()?;
+        let listener = ctx.listener_for(server)?;
         let socket = BatchUdpSocket::from_socket(self.reservations.take(&token, now)?).ok()?;
         let addr = socket.local_addr();
-        let listener = ctx.current_listener.get();
         ctx.relays
             .borrow_mut()
             .insert(addr, Relay::Pending { socket, listener });
         ctx.pending.borrow_mut().push(addr);
         Some(addr)
     }
+}
+
+/// An allocation made on an address no UDP listener of this worker serves
+/// (TCP clients until stream relaying exists) cannot get relayed data.
+fn no_listener() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no UDP listener for the allocation's server address",
+    )
 }
 
 /// Starts a task for every relay socket bound since the last call. Called

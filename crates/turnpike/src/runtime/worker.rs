@@ -6,7 +6,7 @@
 //! through [`WorkerCtx`], whose `RefCell`s are borrowed only between awaits,
 //! never across one.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::{Arc, mpsc};
@@ -19,12 +19,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::LocalSet;
-use turnpike_core::{Event, Packet, Server, Shard, Transport};
+use turnpike_core::{Event, Packet, Secrets, Server, Shard, Transport};
 
 use super::bind_error;
 use super::relay::{Relay, Reservations, ShellRelays};
 use crate::config::Listener;
-use crate::credentials::CredentialStore;
+use crate::credentials::Credentials;
 use crate::net::tcp::{self, FrameBuffer, NextFrame};
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch, UdpOptions};
 
@@ -46,7 +46,10 @@ pub(super) struct Worker {
     pub(super) id: usize,
     pub(super) workers: usize,
     pub(super) core: Arc<turnpike_core::Config>,
-    pub(super) store: Arc<dyn CredentialStore>,
+    /// Credential sources; `None` when TURN is off.
+    pub(super) credentials: Option<Arc<Credentials>>,
+    /// The shared secrets as they change; `None` when TURN is off.
+    pub(super) secrets: Option<watch::Receiver<Secrets>>,
     pub(super) reservations: Arc<Reservations>,
     pub(super) listeners: Vec<Listener>,
     pub(super) udp: bool,
@@ -69,10 +72,7 @@ pub(super) struct WorkerCtx {
     pub(super) pending: RefCell<Vec<SocketAddr>>,
     /// Wakes the task that sends [`client_tx`](Self::client_tx).
     pub(super) flush: tokio::sync::Notify,
-    /// The listener whose packet the core is handling: a relay bound now
-    /// answers its client through it.
-    pub(super) current_listener: Cell<usize>,
-    store: Arc<dyn CredentialStore>,
+    credentials: Option<Arc<Credentials>>,
 }
 
 impl Worker {
@@ -103,6 +103,9 @@ impl Worker {
                 tokio::task::spawn_local(tcp_accept_loop(Rc::clone(&ctx), listener));
             }
             tokio::task::spawn_local(timer_loop(Rc::clone(&ctx)));
+            if let Some(secrets) = self.secrets.clone() {
+                tokio::task::spawn_local(secrets_loop(Rc::clone(&ctx), secrets));
+            }
             tokio::task::spawn_local(super::relay::flusher(Rc::clone(&ctx)));
             // Returning drops the LocalSet's tasks: sockets close with them.
             let _ = shutdown.wait_for(|stop| *stop).await;
@@ -135,14 +138,14 @@ impl Worker {
                 relays: RefCell::new(FxHashMap::default()),
                 pending: RefCell::new(Vec::new()),
                 flush: tokio::sync::Notify::new(),
-                current_listener: Cell::new(0),
-                store: Arc::clone(&self.store),
+                credentials: self.credentials.clone(),
             }
         });
-        {
+        if let Some(credentials) = &ctx.credentials {
             let mut server = ctx.server.borrow_mut();
-            for (name, keys) in ctx.store.preload() {
-                server.insert_credentials(&name, keys);
+            let now = Instant::now();
+            for (name, keys) in credentials.static_users() {
+                server.insert_credentials(now, name, keys.clone());
             }
         }
         ctx
@@ -173,27 +176,92 @@ impl Worker {
 }
 
 impl WorkerCtx {
+    /// The UDP listener serving the local address `server`: the socket bound
+    /// to it, or the wildcard socket of its family and port.
+    pub(super) fn listener_for(&self, server: SocketAddr) -> Option<usize> {
+        self.listeners.iter().position(|l| {
+            let bound = l.local_addr();
+            bound == server
+                || (bound.ip().is_unspecified()
+                    && bound.port() == server.port()
+                    && bound.is_ipv4() == server.is_ipv4())
+        })
+    }
+
     /// Acts on what the core asked for while handling packets: starts relay
     /// sockets bound meanwhile and looks up unknown users.
     fn after_packets(self: &Rc<Self>) {
         super::relay::start_pending(self);
-        let events: Vec<Event> =
-            std::iter::from_fn(|| self.server.borrow_mut().poll_event()).collect();
-        for event in events {
+        loop {
+            let Some(event) = self.server.borrow_mut().poll_event() else {
+                break;
+            };
             match event {
                 Event::NeedCredentials { username } => {
+                    let Some(credentials) = self.credentials.clone() else {
+                        continue;
+                    };
                     let ctx = Rc::clone(self);
                     tokio::task::spawn_local(async move {
-                        match ctx.store.lookup(&username).await {
-                            Ok(Some(keys)) => {
-                                ctx.server.borrow_mut().insert_credentials(&username, keys)
-                            }
-                            Ok(None) => {}
-                            Err(err) => tracing::warn!(%err, "credential lookup failed"),
-                        }
+                        let resolved = credentials.lookup(&username).await;
+                        let now = Instant::now();
+                        ctx.server.borrow_mut().resolve_credentials(
+                            now,
+                            &username,
+                            resolved.lookup,
+                            now + resolved.valid_for,
+                        );
+                        ctx.replay();
                     });
                 }
             }
+        }
+    }
+
+    /// Answers the requests held for a lookup that just completed. They go
+    /// out with the relayed data on the next flush.
+    fn replay(self: &Rc<Self>) {
+        let mut out = vec![0u8; SEND_SLOT];
+        loop {
+            let replayed = self
+                .server
+                .borrow_mut()
+                .poll_replay(Instant::now(), &mut out);
+            let transmit = match replayed {
+                None => break,
+                Some(None) => continue,
+                Some(Some(transmit)) => transmit,
+            };
+            self.after_packets();
+            // Held requests are TURN requests over UDP: TURN over streams is
+            // refused before authentication until that transport carries
+            // relayed data, so nothing else is ever held.
+            if transmit.transport != Transport::Udp {
+                continue;
+            }
+            let Some(i) = self.listener_for(transmit.source) else {
+                continue;
+            };
+            let wildcard = self.listeners[i].local_addr().ip().is_unspecified();
+            let payload = &out[..transmit.len];
+            // A full batch drops the answer; the client retransmits.
+            self.client_tx[i].borrow_mut().push(
+                transmit.destination,
+                wildcard.then_some(transmit.source.ip()),
+                payload,
+            );
+            self.flush.notify_one();
+        }
+    }
+}
+
+/// Hands each new set of shared secrets to the shard.
+async fn secrets_loop(ctx: Rc<WorkerCtx>, mut secrets: watch::Receiver<Secrets>) {
+    loop {
+        let current = secrets.borrow_and_update().clone();
+        ctx.server.borrow_mut().set_secrets(current);
+        if secrets.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -227,7 +295,6 @@ async fn udp_loop(ctx: Rc<WorkerCtx>, index: usize) {
             continue;
         }
         let now = Instant::now();
-        ctx.current_listener.set(index);
         {
             let mut server = ctx.server.borrow_mut();
             for (data, meta) in rx.iter() {

@@ -23,6 +23,8 @@
 
 #![allow(dead_code)]
 
+pub mod uclient;
+
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{
@@ -70,6 +72,36 @@ pub struct ServerOptions {
     pub padding: bool,
     /// Render a `[turn]` section (TURN relaying with long-term credentials).
     pub turn: Option<TurnOptions>,
+    /// The `[database]` section (its `data_dir` is always the server's own
+    /// temporary directory).
+    pub database: DatabaseOptions,
+}
+
+/// The `[database]` section of the test configuration.
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    /// `database.url`; `None`: SQLite in the server's temporary directory.
+    pub url: Option<String>,
+    /// `database.schema`.
+    pub schema: &'static str,
+    pub cache_ttl: u32,
+    pub negative_cache_ttl: u32,
+    pub grace_period: u32,
+    /// Short by default, so tests see secret changes quickly.
+    pub secrets_refresh: u32,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        DatabaseOptions {
+            url: None,
+            schema: "turnpike",
+            cache_ttl: 60,
+            negative_cache_ttl: 1,
+            grace_period: 3600,
+            secrets_refresh: 1,
+        }
+    }
 }
 
 /// The `[turn]` section of the test configuration.
@@ -92,6 +124,10 @@ pub struct TurnOptions {
     pub user_quota: u32,
     /// Allocations in total; 0 = unlimited.
     pub total_quota: u32,
+    /// Shared secrets of time-limited credentials (`turn.secrets`).
+    pub secrets: Vec<String>,
+    /// `turn.strict_expiry`.
+    pub strict_expiry: bool,
 }
 
 /// Realm of [`TurnOptions::loopback`].
@@ -118,6 +154,8 @@ impl TurnOptions {
             max_lifetime: 3600,
             user_quota: 0,
             total_quota: 0,
+            secrets: Vec::new(),
+            strict_expiry: false,
         }
     }
 }
@@ -140,6 +178,7 @@ impl ServerOptions {
             response_port: true,
             padding: true,
             turn: None,
+            database: DatabaseOptions::default(),
         }
     }
 
@@ -205,7 +244,7 @@ impl TestServer {
     fn spawn(options: ServerOptions, port: u16) -> TestServer {
         let dir = tempfile::tempdir().expect("create temp dir for server config");
         let alt_port = options.alternate.then(|| port + 1);
-        let config_text = render_config(&options, port, alt_port);
+        let config_text = render_config(&options, port, alt_port, dir.path());
         let config_path = dir.path().join("turnpike.toml");
         std::fs::write(&config_path, &config_text).expect("write server config");
 
@@ -299,6 +338,65 @@ impl TestServer {
     }
 
     /// Everything the server printed so far (stdout and stderr interleaved).
+    /// Runs the admin command line (`turnpike --config CONFIG ARGS...`) on
+    /// this server's configuration, and so on its database; panics with its
+    /// output unless it succeeds. Returns its standard output.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_turnpike"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the turnpike admin command");
+        assert!(
+            out.status.success(),
+            "turnpike {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// UDP sockets the server holds in the relay port range: how a test
+    /// sees that an allocation exists (each has a relay socket) without a
+    /// management interface. Read from /proc, for this server's process
+    /// only (other tests' servers use the same range).
+    pub fn relay_sockets(&self) -> usize {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return 0;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return 0;
+        };
+        let inodes: std::collections::HashSet<String> = fds
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter_map(|link| {
+                let link = link.to_string_lossy().into_owned();
+                Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+            })
+            .collect();
+        let mut count = 0;
+        for table in ["/proc/net/udp", "/proc/net/udp6"] {
+            let Ok(text) = std::fs::read_to_string(table) else {
+                continue;
+            };
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local_address is "HEXIP:HEXPORT"; the inode is field 9.
+                let port = fields
+                    .get(1)
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                let ours = fields.get(9).is_some_and(|i| inodes.contains(*i));
+                if ours && port.is_some_and(|p| (RELAY_MIN_PORT..=RELAY_MAX_PORT).contains(&p)) {
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
@@ -408,7 +506,12 @@ fn server_program() -> PathBuf {
     }
 }
 
-fn render_config(options: &ServerOptions, port: u16, alt_port: Option<u16>) -> String {
+fn render_config(
+    options: &ServerOptions,
+    port: u16,
+    alt_port: Option<u16>,
+    data_dir: &std::path::Path,
+) -> String {
     let level = std::env::var("TURNPIKE_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     let mut listen = vec![format!("\"{}\"", SocketAddr::new(PRIMARY_V4.into(), port))];
     if options.ipv6 {
@@ -426,6 +529,21 @@ fn render_config(options: &ServerOptions, port: u16, alt_port: Option<u16>) -> S
     }
     let _ = writeln!(s, "response_port = {}", options.response_port);
     let _ = writeln!(s, "padding = {}", options.padding);
+    let db = &options.database;
+    let _ = writeln!(s, "\n[database]");
+    let _ = writeln!(
+        s,
+        "data_dir = {}",
+        toml_str(&data_dir.display().to_string())
+    );
+    if let Some(url) = &db.url {
+        let _ = writeln!(s, "url = {}", toml_str(url));
+    }
+    let _ = writeln!(s, "schema = {}", toml_str(db.schema));
+    let _ = writeln!(s, "cache_ttl = {}", db.cache_ttl);
+    let _ = writeln!(s, "negative_cache_ttl = {}", db.negative_cache_ttl);
+    let _ = writeln!(s, "grace_period = {}", db.grace_period);
+    let _ = writeln!(s, "secrets_refresh = {}", db.secrets_refresh);
     if let Some(turn) = &options.turn {
         render_turn(&mut s, turn);
     }
@@ -469,6 +587,8 @@ fn render_turn(s: &mut String, turn: &TurnOptions) {
     let _ = writeln!(s, "max_lifetime = {}", turn.max_lifetime);
     let _ = writeln!(s, "user_quota = {}", turn.user_quota);
     let _ = writeln!(s, "total_quota = {}", turn.total_quota);
+    let _ = writeln!(s, "secrets = {}", toml_list(&turn.secrets));
+    let _ = writeln!(s, "strict_expiry = {}", turn.strict_expiry);
     for (user, password) in &turn.users {
         let _ = writeln!(
             s,
