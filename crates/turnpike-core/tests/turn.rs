@@ -282,6 +282,17 @@ impl Harness {
         self.send_from(client, &req).expect("an answer")
     }
 
+    /// An authenticated UDP Allocate with a fresh transaction ID.
+    fn allocate_request(&mut self, creds: &Creds) -> Vec<u8> {
+        let tid = self.tid();
+        self.request(
+            Method::ALLOCATE,
+            tid,
+            &[Attribute::RequestedTransport(protocol::UDP)],
+            Some(creds),
+        )
+    }
+
     fn allocate(&mut self, creds: &Creds) -> SocketAddr {
         let a = self.authed(
             Method::ALLOCATE,
@@ -427,13 +438,7 @@ fn stale_and_foreign_nonces_get_438_with_a_fresh_nonce() {
 fn unknown_user_is_held_looked_up_and_answered() {
     let mut h = Harness::new(|_| {});
     let creds = h.creds_for(CLIENT, "carol", "secret");
-    let tid = h.tid();
-    let req = h.request(
-        Method::ALLOCATE,
-        tid,
-        &[Attribute::RequestedTransport(protocol::UDP)],
-        Some(&creds),
-    );
+    let req = h.allocate_request(&creds);
     // Held, not answered; a retransmission meanwhile adds no second lookup.
     assert!(h.send(&req).is_none());
     assert!(h.send(&req).is_none());
@@ -468,13 +473,7 @@ fn unknown_user_is_held_looked_up_and_answered() {
     assert_eq!(h.server.poll_event(), None);
     h.advance(61);
     let late = h.creds_for("198.51.100.8:4000", "carol", "secret");
-    let tid = h.tid();
-    let req = h.request(
-        Method::ALLOCATE,
-        tid,
-        &[Attribute::RequestedTransport(protocol::UDP)],
-        Some(&late),
-    );
+    let req = h.allocate_request(&late);
     assert!(h.send_from("198.51.100.8:4000", &req).is_none());
     assert!(matches!(
         h.server.poll_event(),
@@ -490,13 +489,7 @@ fn users_the_store_does_not_know_get_401_and_an_unreachable_store_500() {
         ("dave", Lookup::Unavailable, 500),
     ] {
         let creds = h.creds_for(CLIENT, user, "pw");
-        let tid = h.tid();
-        let req = h.request(
-            Method::ALLOCATE,
-            tid,
-            &[Attribute::RequestedTransport(protocol::UDP)],
-            Some(&creds),
-        );
+        let req = h.allocate_request(&creds);
         assert!(h.send(&req).is_none());
         assert_eq!(
             h.server.poll_event(),
@@ -526,13 +519,7 @@ fn users_the_store_does_not_know_get_401_and_an_unreachable_store_500() {
 fn lookups_that_never_complete_are_forgotten() {
     let mut h = Harness::new(|_| {});
     let creds = h.creds_for(CLIENT, "erin", "pw");
-    let tid = h.tid();
-    let req = h.request(
-        Method::ALLOCATE,
-        tid,
-        &[Attribute::RequestedTransport(protocol::UDP)],
-        Some(&creds),
-    );
+    let req = h.allocate_request(&creds);
     assert!(h.send(&req).is_none());
     assert!(h.server.poll_event().is_some());
     assert!(
@@ -558,13 +545,7 @@ fn lookups_that_never_complete_are_forgotten() {
 fn second_allocate_on_a_five_tuple_is_437_but_a_retransmission_is_answered_again() {
     let mut h = Harness::new(|_| {});
     let creds = h.creds();
-    let tid = h.tid();
-    let req = h.request(
-        Method::ALLOCATE,
-        tid,
-        &[Attribute::RequestedTransport(protocol::UDP)],
-        Some(&creds),
-    );
+    let req = h.allocate_request(&creds);
     let first = h.send(&req).unwrap();
     let again = h.send(&req).unwrap();
     assert_eq!(again.class(), Class::Success);
