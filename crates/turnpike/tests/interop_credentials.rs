@@ -7,7 +7,8 @@
 //!   secrets in the config file and in the database, through a rotation;
 //! - expired and Wire-format credentials, minted here and given to uclient
 //!   as plain username and password (what an application hands a browser);
-//! - PostgreSQL stopped under a live relay session, and started again.
+//! - PostgreSQL stopped under a live relay session, and started again;
+//! - a coturn SQLite database made by coturn's `turnadmin`, used read-only.
 //!
 //! Each uclient run is one session (`-c`, `-m 1`) of 10 x 200-byte
 //! messages through `turnutils_peer`, and must lose nothing.
@@ -348,5 +349,77 @@ fn postgres_outage_keeps_sessions_and_recent_users() {
         server
             .output()
             .contains("credential database reachable again")
+    );
+}
+
+/// Runs coturn's `turnadmin` on its SQLite database `db`, then removes the
+/// log file it always writes (`/var/log/turn_<pid>_<date>.log`).
+fn turnadmin(db: &std::path::Path, args: &[&str]) {
+    let program = support::require_tool("turnadmin");
+    let child = std::process::Command::new(program)
+        .args(args)
+        .arg("-b")
+        .arg(db)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run turnadmin");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("turnadmin output");
+    if let Ok(logs) = std::fs::read_dir("/var/log") {
+        let prefix = format!("turn_{pid}_");
+        for log in logs.flatten() {
+            if log.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(log.path());
+            }
+        }
+    }
+    assert!(
+        out.status.success(),
+        "turnadmin {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A coturn operator switches servers without moving users: coturn's own
+/// `turnadmin` creates its SQLite database with a user and a shared secret,
+/// and Turnpike serves both from it, read-only.
+#[test]
+fn a_coturn_database_made_by_turnadmin_works_as_it_is() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("turndb");
+    let realm = support::TURN_REALM;
+    turnadmin(&db, &["-a", "-u", "olga", "-r", realm, "-p", "o-pass"]);
+    turnadmin(&db, &["-s", "coturn-secret", "-r", realm]);
+    let before = std::fs::read(&db).expect("read the coturn database");
+
+    let server = server(
+        DatabaseOptions {
+            url: Some(format!("sqlite:{}", db.display())),
+            schema: "coturn",
+            ..DatabaseOptions::default()
+        },
+        &[],
+    );
+    let peer = Peer::start(&[v4()]);
+    relays(&server, &peer, "coturn user olga", "olga", "o-pass");
+    rejected(
+        &server,
+        &peer,
+        "coturn user olga, wrong password",
+        "olga",
+        "nope",
+    );
+    let (out, rep) = Run::new(&server, v4(), ARGS)
+        .rest_secret("coturn-secret")
+        .peer(&peer, v4())
+        .go();
+    assert_delivered("REST with coturn's turn_secret", &out, &rep, MESSAGES, LEN);
+    drop(server);
+    assert!(
+        std::fs::read(&db).expect("read the coturn database") == before,
+        "Turnpike must not write to a coturn database"
     );
 }
