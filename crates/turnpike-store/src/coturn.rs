@@ -15,7 +15,7 @@
 //! two Turnpike can use; anything else (SHA-384/512 keys, garbage) is treated
 //! as no such user.
 
-use crate::StoredKeys;
+use crate::{Secret, StoredKeys};
 
 /// The tables a coturn database must have.
 pub(crate) const TABLES: [&str; 2] = ["turnusers_lt", "turn_secret"];
@@ -30,6 +30,23 @@ pub(crate) fn decode_hmackey(hmackey: &str) -> Option<StoredKeys> {
         32 => StoredKeys::from_db(None, Some(&bytes)),
         _ => None,
     }
+}
+
+/// A realm's secrets from their values: coturn has no index column, so they
+/// are numbered 0, 1, … in the order given (by value, in byte order).
+pub(crate) fn numbered_secrets(realm: &str, values: Vec<String>) -> Vec<Secret> {
+    let mut key_index = 0u32;
+    let mut secrets = Vec::with_capacity(values.len());
+    for value in values {
+        secrets.push(Secret {
+            realm: realm.to_owned(),
+            key_index,
+            value,
+            created_at: None,
+        });
+        key_index = key_index.saturating_add(1);
+    }
+    secrets
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod backend;
 mod coturn;
 mod location;
 mod postgres;
@@ -46,6 +47,7 @@ mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use backend::{Backend, OwnedSecretRef, UserRef};
 pub use location::Location;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -253,48 +255,109 @@ fn known_realms(known: &[String]) -> String {
 /// line need, implemented by [`SqliteStore`] and [`PostgresStore`] (and by
 /// [`Store`], which dispatches to one of them).
 ///
+/// Every method is provided: the checks below are made here, once for all
+/// backends, before the backend runs its SQL. The trait is sealed (only this
+/// crate's types implement it).
+///
 /// Lookups never validate their input: a name that could not have been
 /// stored simply has no keys, so garbage sent by a client is not an error.
-/// Writes validate ([`StoreError::Invalid`]).
-pub trait CredentialDb: Send + Sync {
+/// Writes validate ([`StoreError::Invalid`]), and on a coturn database fail
+/// with [`StoreError::ReadOnly`] before looking at their input.
+pub trait CredentialDb: Backend {
     /// The keys of `username` in `realm`, `None` if there is no such (usable)
     /// user.
     fn user_keys(
         &self,
         realm: &str,
         username: &str,
-    ) -> impl Future<Output = Result<Option<StoredKeys>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<StoredKeys>, StoreError>> + Send {
+        async move {
+            if !lookupable(realm) || !lookupable(username) {
+                return Ok(None);
+            }
+            self.find_user_keys(realm, username).await
+        }
+    }
+
     /// The realm's shared secrets, ordered by `key_index`.
-    fn secrets(&self, realm: &str) -> impl Future<Output = Result<Vec<Secret>, StoreError>> + Send;
+    fn secrets(&self, realm: &str) -> impl Future<Output = Result<Vec<Secret>, StoreError>> + Send {
+        async move {
+            if !lookupable(realm) {
+                return Ok(Vec::new());
+            }
+            self.find_secrets(realm).await
+        }
+    }
+
     /// Every realm, sorted.
-    fn realms(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    fn realms(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        self.find_realms()
+    }
+
     /// Registers a realm (servers do at start); no-op if known or coturn.
-    fn ensure_realm(&self, realm: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn ensure_realm(&self, realm: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            if self.schema() == Schema::Coturn {
+                return Ok(());
+            }
+            validate_realm(realm)?;
+            self.insert_realm(realm.to_owned()).await
+        }
+    }
+
     /// Adds a user to a registered realm.
     fn add_user(
         &self,
         realm: &str,
         username: &str,
         keys: &StoredKeys,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let user = user_to_write(self.schema(), realm, username)?;
+            validate_keys(keys)?;
+            self.insert_user(user, keys.clone()).await
+        }
+    }
+
     /// Replaces an existing user's keys (a password change).
     fn set_user_keys(
         &self,
         realm: &str,
         username: &str,
         keys: &StoredKeys,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let user = user_to_write(self.schema(), realm, username)?;
+            validate_keys(keys)?;
+            self.update_user_keys(user, keys.clone()).await
+        }
+    }
+
     /// Removes a user.
     fn remove_user(
         &self,
         realm: &str,
         username: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let user = user_to_write(self.schema(), realm, username)?;
+            self.delete_user(user).await
+        }
+    }
+
     /// Users of one realm, or of all, sorted by realm then username.
     fn list_users(
         &self,
         realm: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<UserInfo>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<UserInfo>, StoreError>> + Send {
+        async move {
+            if realm.is_some_and(|r| !lookupable(r)) {
+                return Ok(Vec::new());
+            }
+            self.find_users(realm).await
+        }
+    }
+
     /// Adds a shared secret at `key_index` (or the lowest free index) and
     /// returns the index used.
     fn add_secret(
@@ -302,25 +365,51 @@ pub trait CredentialDb: Send + Sync {
         realm: &str,
         key_index: Option<u32>,
         value: &str,
-    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send {
+        async move {
+            writable(self.schema())?;
+            validate_realm(realm)?;
+            validate_secret(value)?;
+            self.insert_secret(realm.to_owned(), key_index, value.to_owned())
+                .await
+        }
+    }
+
     /// Removes a shared secret by index or value.
     fn remove_secret(
         &self,
         realm: &str,
         which: SecretRef<'_>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            writable(self.schema())?;
+            validate_realm(realm)?;
+            let which = match which {
+                SecretRef::Index(index) => OwnedSecretRef::Index(index),
+                SecretRef::Value(value) => {
+                    validate_secret(value)?;
+                    OwnedSecretRef::Value(value.to_owned())
+                }
+            };
+            self.delete_secret(realm.to_owned(), which).await
+        }
+    }
 }
+
+impl CredentialDb for SqliteStore {}
+impl CredentialDb for PostgresStore {}
+impl CredentialDb for Store {}
 
 /// The credential database the server uses: SQLite or PostgreSQL, chosen by
 /// [`StoreOptions::location`]. Cloning is cheap and clones share the
 /// connection(s).
 #[derive(Clone, Debug)]
 pub struct Store {
-    backend: Backend,
+    backend: Engine,
 }
 
 #[derive(Clone, Debug)]
-enum Backend {
+enum Engine {
     Sqlite(SqliteStore),
     Postgres(PostgresStore),
 }
@@ -329,20 +418,21 @@ enum Backend {
 macro_rules! dispatch {
     ($self:ident, $db:ident => $e:expr) => {
         match &$self.backend {
-            Backend::Sqlite($db) => $e,
-            Backend::Postgres($db) => $e,
+            Engine::Sqlite($db) => $e,
+            Engine::Postgres($db) => $e,
         }
     };
 }
 
+/// The methods of [`CredentialDb`], callable without importing the trait.
 impl Store {
     /// Opens the database. With [`Schema::Turnpike`] it creates (SQLite, if
     /// `create`) and migrates it; with [`Schema::Coturn`] it checks that
     /// coturn's tables exist and never writes.
     pub async fn open(options: StoreOptions) -> Result<Store, StoreError> {
         let backend = match options.location {
-            Location::Sqlite(_) => Backend::Sqlite(SqliteStore::open(options).await?),
-            Location::Postgres(_) => Backend::Postgres(PostgresStore::open(options).await?),
+            Location::Sqlite(_) => Engine::Sqlite(SqliteStore::open(options).await?),
+            Location::Postgres(_) => Engine::Postgres(PostgresStore::open(options).await?),
         };
         Ok(Store { backend })
     }
@@ -363,23 +453,23 @@ impl Store {
         realm: &str,
         username: &str,
     ) -> Result<Option<StoredKeys>, StoreError> {
-        dispatch!(self, db => db.user_keys(realm, username).await)
+        CredentialDb::user_keys(self, realm, username).await
     }
 
     /// See [`CredentialDb::secrets`].
     pub async fn secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
-        dispatch!(self, db => db.secrets(realm).await)
+        CredentialDb::secrets(self, realm).await
     }
 
     /// See [`CredentialDb::realms`]. Coturn: the realms that have users or
     /// secrets.
     pub async fn realms(&self) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, db => db.realms().await)
+        CredentialDb::realms(self).await
     }
 
     /// See [`CredentialDb::ensure_realm`].
     pub async fn ensure_realm(&self, realm: &str) -> Result<(), StoreError> {
-        dispatch!(self, db => db.ensure_realm(realm).await)
+        CredentialDb::ensure_realm(self, realm).await
     }
 
     /// See [`CredentialDb::add_user`]: [`StoreError::UnknownRealm`] if the
@@ -390,7 +480,7 @@ impl Store {
         username: &str,
         keys: &StoredKeys,
     ) -> Result<(), StoreError> {
-        dispatch!(self, db => db.add_user(realm, username, keys).await)
+        CredentialDb::add_user(self, realm, username, keys).await
     }
 
     /// See [`CredentialDb::set_user_keys`]: [`StoreError::NotFound`].
@@ -400,17 +490,17 @@ impl Store {
         username: &str,
         keys: &StoredKeys,
     ) -> Result<(), StoreError> {
-        dispatch!(self, db => db.set_user_keys(realm, username, keys).await)
+        CredentialDb::set_user_keys(self, realm, username, keys).await
     }
 
     /// See [`CredentialDb::remove_user`]: [`StoreError::NotFound`].
     pub async fn remove_user(&self, realm: &str, username: &str) -> Result<(), StoreError> {
-        dispatch!(self, db => db.remove_user(realm, username).await)
+        CredentialDb::remove_user(self, realm, username).await
     }
 
     /// See [`CredentialDb::list_users`].
     pub async fn list_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
-        dispatch!(self, db => db.list_users(realm).await)
+        CredentialDb::list_users(self, realm).await
     }
 
     /// See [`CredentialDb::add_secret`]: `None` takes the lowest unused index
@@ -422,64 +512,58 @@ impl Store {
         key_index: Option<u32>,
         value: &str,
     ) -> Result<u32, StoreError> {
-        dispatch!(self, db => db.add_secret(realm, key_index, value).await)
+        CredentialDb::add_secret(self, realm, key_index, value).await
     }
 
     /// See [`CredentialDb::remove_secret`]: [`StoreError::NotFound`].
     pub async fn remove_secret(&self, realm: &str, which: SecretRef<'_>) -> Result<(), StoreError> {
-        dispatch!(self, db => db.remove_secret(realm, which).await)
+        CredentialDb::remove_secret(self, realm, which).await
     }
 }
 
-impl CredentialDb for Store {
-    async fn user_keys(
+/// Checked input goes straight to the backend.
+impl Backend for Store {
+    fn schema(&self) -> Schema {
+        Store::schema(self)
+    }
+    async fn find_user_keys(
         &self,
         realm: &str,
         username: &str,
     ) -> Result<Option<StoredKeys>, StoreError> {
-        Store::user_keys(self, realm, username).await
+        dispatch!(self, db => db.find_user_keys(realm, username).await)
     }
-    async fn secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
-        Store::secrets(self, realm).await
+    async fn find_secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
+        dispatch!(self, db => db.find_secrets(realm).await)
     }
-    async fn realms(&self) -> Result<Vec<String>, StoreError> {
-        Store::realms(self).await
+    async fn find_realms(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, db => db.find_realms().await)
     }
-    async fn ensure_realm(&self, realm: &str) -> Result<(), StoreError> {
-        Store::ensure_realm(self, realm).await
+    async fn find_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
+        dispatch!(self, db => db.find_users(realm).await)
     }
-    async fn add_user(
+    async fn insert_realm(&self, realm: String) -> Result<(), StoreError> {
+        dispatch!(self, db => db.insert_realm(realm).await)
+    }
+    async fn insert_user(&self, user: UserRef, keys: StoredKeys) -> Result<(), StoreError> {
+        dispatch!(self, db => db.insert_user(user, keys).await)
+    }
+    async fn update_user_keys(&self, user: UserRef, keys: StoredKeys) -> Result<(), StoreError> {
+        dispatch!(self, db => db.update_user_keys(user, keys).await)
+    }
+    async fn delete_user(&self, user: UserRef) -> Result<(), StoreError> {
+        dispatch!(self, db => db.delete_user(user).await)
+    }
+    async fn insert_secret(
         &self,
-        realm: &str,
-        username: &str,
-        keys: &StoredKeys,
-    ) -> Result<(), StoreError> {
-        Store::add_user(self, realm, username, keys).await
-    }
-    async fn set_user_keys(
-        &self,
-        realm: &str,
-        username: &str,
-        keys: &StoredKeys,
-    ) -> Result<(), StoreError> {
-        Store::set_user_keys(self, realm, username, keys).await
-    }
-    async fn remove_user(&self, realm: &str, username: &str) -> Result<(), StoreError> {
-        Store::remove_user(self, realm, username).await
-    }
-    async fn list_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
-        Store::list_users(self, realm).await
-    }
-    async fn add_secret(
-        &self,
-        realm: &str,
+        realm: String,
         key_index: Option<u32>,
-        value: &str,
+        value: String,
     ) -> Result<u32, StoreError> {
-        Store::add_secret(self, realm, key_index, value).await
+        dispatch!(self, db => db.insert_secret(realm, key_index, value).await)
     }
-    async fn remove_secret(&self, realm: &str, which: SecretRef<'_>) -> Result<(), StoreError> {
-        Store::remove_secret(self, realm, which).await
+    async fn delete_secret(&self, realm: String, which: OwnedSecretRef) -> Result<(), StoreError> {
+        dispatch!(self, db => db.delete_secret(realm, which).await)
     }
 }
 
@@ -508,16 +592,16 @@ fn validate_name(what: &str, value: &str, max: usize) -> Result<(), StoreError> 
     Ok(())
 }
 
-pub(crate) fn validate_realm(realm: &str) -> Result<(), StoreError> {
+fn validate_realm(realm: &str) -> Result<(), StoreError> {
     validate_name("realm", realm, MAX_REALM_LEN)
 }
 
-pub(crate) fn validate_username(username: &str) -> Result<(), StoreError> {
+fn validate_username(username: &str) -> Result<(), StoreError> {
     validate_name("username", username, MAX_USERNAME_LEN)
 }
 
 /// Like a name, but the value itself never appears in the message.
-pub(crate) fn validate_secret(value: &str) -> Result<(), StoreError> {
+fn validate_secret(value: &str) -> Result<(), StoreError> {
     if value.is_empty() {
         return Err(StoreError::Invalid("secret must not be empty".to_owned()));
     }
@@ -535,7 +619,7 @@ pub(crate) fn validate_secret(value: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(crate) fn validate_keys(keys: &StoredKeys) -> Result<(), StoreError> {
+fn validate_keys(keys: &StoredKeys) -> Result<(), StoreError> {
     if keys.md5.is_none() && keys.sha256.is_none() {
         return Err(StoreError::Invalid(
             "a user needs at least one key (MD5 or SHA-256)".to_owned(),
@@ -546,8 +630,28 @@ pub(crate) fn validate_keys(keys: &StoredKeys) -> Result<(), StoreError> {
 
 /// A string that can be looked up at all: PostgreSQL rejects NUL in text
 /// parameters, and nothing with NUL was ever stored.
-pub(crate) fn lookupable(s: &str) -> bool {
+fn lookupable(s: &str) -> bool {
     !s.contains('\0')
+}
+
+/// Writes need Turnpike's schema: a coturn database is only read.
+fn writable(schema: Schema) -> Result<(), StoreError> {
+    match schema {
+        Schema::Turnpike => Ok(()),
+        Schema::Coturn => Err(StoreError::ReadOnly),
+    }
+}
+
+/// The checks of every user write, in order: the schema, the realm, the
+/// username.
+fn user_to_write(schema: Schema, realm: &str, username: &str) -> Result<UserRef, StoreError> {
+    writable(schema)?;
+    validate_realm(realm)?;
+    validate_username(username)?;
+    Ok(UserRef {
+        realm: realm.to_owned(),
+        username: username.to_owned(),
+    })
 }
 
 /// Now in Unix seconds (0 if the clock is before 1970, which no database
@@ -557,51 +661,6 @@ pub(crate) fn now_unix() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// The lowest index ≥ 0 not in `taken`, which must be sorted ascending.
-pub(crate) fn lowest_free_index(taken: &[u32]) -> Option<u32> {
-    let mut next: u32 = 0;
-    for &i in taken {
-        if i > next {
-            break;
-        }
-        if i == next {
-            next = next.checked_add(1)?;
-        }
-    }
-    Some(next)
-}
-
-/// A [`SecretRef`] that can move to another thread, checked for writing.
-#[derive(Clone)]
-pub(crate) enum OwnedSecretRef {
-    Index(u32),
-    Value(String),
-}
-
-impl OwnedSecretRef {
-    pub(crate) fn new(which: SecretRef<'_>) -> Result<Self, StoreError> {
-        match which {
-            SecretRef::Index(index) => Ok(OwnedSecretRef::Index(index)),
-            SecretRef::Value(value) => {
-                validate_secret(value)?;
-                Ok(OwnedSecretRef::Value(value.to_owned()))
-            }
-        }
-    }
-
-    /// For messages: never the value itself.
-    pub(crate) fn label(&self, realm: &str) -> String {
-        match self {
-            OwnedSecretRef::Index(index) => format!("secret {index} in realm {realm:?}"),
-            OwnedSecretRef::Value(_) => format!("a secret with that value in realm {realm:?}"),
-        }
-    }
-}
-
-pub(crate) fn user_label(realm: &str, username: &str) -> String {
-    format!("user {username:?} in realm {realm:?}")
 }
 
 /// Shared with the backends: the schema version this binary creates and
@@ -620,16 +679,6 @@ pub(crate) fn default_sqlite_path(data_dir: &std::path::Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lowest_free_index_fills_gaps() {
-        assert_eq!(lowest_free_index(&[]), Some(0));
-        assert_eq!(lowest_free_index(&[0, 1, 2]), Some(3));
-        assert_eq!(lowest_free_index(&[0, 2, 3]), Some(1));
-        assert_eq!(lowest_free_index(&[1, 2]), Some(0));
-        assert_eq!(lowest_free_index(&[0, 0, 1]), Some(2));
-        assert_eq!(lowest_free_index(&[5, 9]), Some(0));
-    }
 
     #[test]
     fn validation() {

@@ -44,11 +44,11 @@ use deadpool_postgres::{
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
+use crate::backend::{Backend, OwnedSecretRef, UserRef, new_secret_index};
 use crate::location::redact_url;
 use crate::{
-    CredentialDb, Location, OwnedSecretRef, Schema, Secret, SecretRef, StoreError, StoreOptions,
-    StoredKeys, UserInfo, coturn, lookupable, lowest_free_index, newer_schema, now_unix,
-    user_label, validate_keys, validate_realm, validate_secret, validate_username,
+    Location, Schema, Secret, StoreError, StoreOptions, StoredKeys, UserInfo, coturn, newer_schema,
+    now_unix,
 };
 
 /// The schema version this binary creates; `MIGRATIONS[n - 1]` brings a
@@ -224,13 +224,6 @@ impl PostgresStore {
     /// Which schema the database holds.
     pub fn schema(&self) -> Schema {
         self.inner.schema
-    }
-
-    fn writable(&self) -> Result<(), StoreError> {
-        match self.inner.schema {
-            Schema::Turnpike => Ok(()),
-            Schema::Coturn => Err(StoreError::ReadOnly),
-        }
     }
 
     /// Runs `op` on a pooled connection, with the fail-fast, retry and
@@ -624,15 +617,16 @@ fn key_slices(keys: &StoredKeys) -> (Option<&[u8]>, Option<&[u8]>) {
     )
 }
 
-impl CredentialDb for PostgresStore {
-    async fn user_keys(
+impl Backend for PostgresStore {
+    fn schema(&self) -> Schema {
+        self.inner.schema
+    }
+
+    async fn find_user_keys(
         &self,
         realm: &str,
         username: &str,
     ) -> Result<Option<StoredKeys>, StoreError> {
-        if !lookupable(realm) || !lookupable(username) {
-            return Ok(None);
-        }
         let schema = self.schema();
         self.with_client(|c| {
             let (realm, username) = (realm.to_owned(), username.to_owned());
@@ -675,15 +669,11 @@ impl CredentialDb for PostgresStore {
         .await
     }
 
-    async fn secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
-        if !lookupable(realm) {
-            return Ok(Vec::new());
-        }
+    async fn find_secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
         let schema = self.schema();
         self.with_client(|c| {
             let realm = realm.to_owned();
             Box::pin(async move {
-                let mut secrets = Vec::new();
                 match schema {
                     Schema::Turnpike => {
                         let stmt = c
@@ -692,6 +682,7 @@ impl CredentialDb for PostgresStore {
                                  WHERE realm = $1 ORDER BY key_index",
                             )
                             .await?;
+                        let mut secrets = Vec::new();
                         for row in c.query(&stmt, &[&realm]).await? {
                             // The CHECK constraint keeps indexes in u32 range.
                             if let Ok(key_index) = u32::try_from(row.try_get::<_, i64>(0)?) {
@@ -703,6 +694,7 @@ impl CredentialDb for PostgresStore {
                                 });
                             }
                         }
+                        Ok(secrets)
                     }
                     Schema::Coturn => {
                         let stmt = c
@@ -711,37 +703,27 @@ impl CredentialDb for PostgresStore {
                                    WHERE realm = $1 AND value IS NOT NULL ORDER BY value COLLATE "C""#,
                             )
                             .await?;
-                        let mut key_index = 0u32;
+                        let mut values = Vec::new();
                         for row in c.query(&stmt, &[&realm]).await? {
-                            secrets.push(Secret {
-                                realm: realm.clone(),
-                                key_index,
-                                value: row.try_get(0)?,
-                                created_at: None,
-                            });
-                            key_index = key_index.saturating_add(1);
+                            values.push(row.try_get(0)?);
                         }
+                        Ok(coturn::numbered_secrets(&realm, values))
                     }
                 }
-                Ok(secrets)
             })
         })
         .await
     }
 
-    async fn realms(&self) -> Result<Vec<String>, StoreError> {
+    async fn find_realms(&self) -> Result<Vec<String>, StoreError> {
         let schema = self.schema();
         self.with_client(|c| Box::pin(async move { all_realms(c, schema).await }))
             .await
     }
 
-    async fn ensure_realm(&self, realm: &str) -> Result<(), StoreError> {
-        if self.schema() == Schema::Coturn {
-            return Ok(());
-        }
-        validate_realm(realm)?;
+    async fn insert_realm(&self, realm: String) -> Result<(), StoreError> {
         self.with_client(|c| {
-            let realm = realm.to_owned();
+            let realm = realm.clone();
             Box::pin(async move {
                 // Look before writing: a fleet may pre-register realms and
                 // give servers a role that cannot insert.
@@ -762,33 +744,24 @@ impl CredentialDb for PostgresStore {
         .await
     }
 
-    async fn add_user(
-        &self,
-        realm: &str,
-        username: &str,
-        keys: &StoredKeys,
-    ) -> Result<(), StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        validate_username(username)?;
-        validate_keys(keys)?;
+    async fn insert_user(&self, user: UserRef, keys: StoredKeys) -> Result<(), StoreError> {
         self.with_client(|c| {
-            let (realm, username, keys) = (realm.to_owned(), username.to_owned(), keys.clone());
+            let (user, keys) = (user.clone(), keys.clone());
             Box::pin(async move {
                 let tx = c.transaction().await?;
                 // FOR SHARE: the realm cannot disappear before the insert.
-                require_realm(&tx, &realm, "FOR SHARE").await?;
+                require_realm(&tx, &user.realm, "FOR SHARE").await?;
                 let (md5, sha256) = key_slices(&keys);
                 let inserted = tx
                     .execute(
                         "INSERT INTO users (realm, username, md5_key, sha256_key, created_at, updated_at)
                          VALUES ($1, $2, $3, $4, $5, $5)
                          ON CONFLICT (realm, username) DO NOTHING",
-                        &[&realm, &username, &md5, &sha256, &now_unix()],
+                        &[&user.realm, &user.username, &md5, &sha256, &now_unix()],
                     )
                     .await?;
                 if inserted == 0 {
-                    return Err(StoreError::AlreadyExists(user_label(&realm, &username)).into());
+                    return Err(StoreError::AlreadyExists(user.label()).into());
                 }
                 tx.commit().await?;
                 Ok(())
@@ -797,29 +770,20 @@ impl CredentialDb for PostgresStore {
         .await
     }
 
-    async fn set_user_keys(
-        &self,
-        realm: &str,
-        username: &str,
-        keys: &StoredKeys,
-    ) -> Result<(), StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        validate_username(username)?;
-        validate_keys(keys)?;
+    async fn update_user_keys(&self, user: UserRef, keys: StoredKeys) -> Result<(), StoreError> {
         self.with_client(|c| {
-            let (realm, username, keys) = (realm.to_owned(), username.to_owned(), keys.clone());
+            let (user, keys) = (user.clone(), keys.clone());
             Box::pin(async move {
                 let (md5, sha256) = key_slices(&keys);
                 let changed = c
                     .execute(
                         "UPDATE users SET md5_key = $3, sha256_key = $4, updated_at = $5
                          WHERE realm = $1 AND username = $2",
-                        &[&realm, &username, &md5, &sha256, &now_unix()],
+                        &[&user.realm, &user.username, &md5, &sha256, &now_unix()],
                     )
                     .await?;
                 if changed == 0 {
-                    return Err(StoreError::NotFound(user_label(&realm, &username)).into());
+                    return Err(StoreError::NotFound(user.label()).into());
                 }
                 Ok(())
             })
@@ -827,21 +791,18 @@ impl CredentialDb for PostgresStore {
         .await
     }
 
-    async fn remove_user(&self, realm: &str, username: &str) -> Result<(), StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        validate_username(username)?;
+    async fn delete_user(&self, user: UserRef) -> Result<(), StoreError> {
         self.with_client(|c| {
-            let (realm, username) = (realm.to_owned(), username.to_owned());
+            let user = user.clone();
             Box::pin(async move {
                 let changed = c
                     .execute(
                         "DELETE FROM users WHERE realm = $1 AND username = $2",
-                        &[&realm, &username],
+                        &[&user.realm, &user.username],
                     )
                     .await?;
                 if changed == 0 {
-                    return Err(StoreError::NotFound(user_label(&realm, &username)).into());
+                    return Err(StoreError::NotFound(user.label()).into());
                 }
                 Ok(())
             })
@@ -849,10 +810,7 @@ impl CredentialDb for PostgresStore {
         .await
     }
 
-    async fn list_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
-        if realm.is_some_and(|r| !lookupable(r)) {
-            return Ok(Vec::new());
-        }
+    async fn find_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
         let sql = match self.schema() {
             Schema::Turnpike => {
                 r#"SELECT realm, username, created_at FROM users
@@ -883,35 +841,26 @@ impl CredentialDb for PostgresStore {
         .await
     }
 
-    async fn add_secret(
+    async fn insert_secret(
         &self,
-        realm: &str,
+        realm: String,
         key_index: Option<u32>,
-        value: &str,
+        value: String,
     ) -> Result<u32, StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        validate_secret(value)?;
         self.with_client(|c| {
-            let (realm, value) = (realm.to_owned(), value.to_owned());
+            let (realm, value) = (realm.clone(), value.clone());
             Box::pin(async move {
                 let tx = c.transaction().await?;
                 // FOR UPDATE: concurrent additions to one realm take turns,
                 // so two cannot pick the same free index.
                 require_realm(&tx, &realm, "FOR UPDATE").await?;
-                if tx
+                let duplicate = tx
                     .query_opt(
                         "SELECT 1 FROM secrets WHERE realm = $1 AND value = $2",
                         &[&realm, &value],
                     )
                     .await?
-                    .is_some()
-                {
-                    return Err(StoreError::AlreadyExists(format!(
-                        "a secret with that value in realm {realm:?}"
-                    ))
-                    .into());
-                }
+                    .is_some();
                 let mut taken = Vec::new();
                 for row in tx
                     .query(
@@ -922,18 +871,7 @@ impl CredentialDb for PostgresStore {
                 {
                     taken.extend(u32::try_from(row.try_get::<_, i64>(0)?).ok());
                 }
-                let index = match key_index {
-                    Some(index) if taken.contains(&index) => {
-                        return Err(StoreError::AlreadyExists(format!(
-                            "secret {index} in realm {realm:?}"
-                        ))
-                        .into());
-                    }
-                    Some(index) => index,
-                    None => lowest_free_index(&taken).ok_or_else(|| {
-                        StoreError::Invalid(format!("realm {realm:?} has no free secret index"))
-                    })?,
-                };
+                let index = new_secret_index(&realm, key_index, duplicate, &taken)?;
                 tx.execute(
                     "INSERT INTO secrets (realm, key_index, value, created_at) VALUES ($1, $2, $3, $4)",
                     &[&realm, &i64::from(index), &value, &now_unix()],
@@ -946,13 +884,9 @@ impl CredentialDb for PostgresStore {
         .await
     }
 
-    async fn remove_secret(&self, realm: &str, which: SecretRef<'_>) -> Result<(), StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        let which = OwnedSecretRef::new(which)?;
+    async fn delete_secret(&self, realm: String, which: OwnedSecretRef) -> Result<(), StoreError> {
         self.with_client(|c| {
-            let realm = realm.to_owned();
-            let which = which.clone();
+            let (realm, which) = (realm.clone(), which.clone());
             Box::pin(async move {
                 let changed = match &which {
                     OwnedSecretRef::Index(index) => {

@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{
-    Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Params, Transaction, TransactionBehavior,
+    params,
 };
 
+use crate::backend::{Backend, OwnedSecretRef, UserRef, new_secret_index};
 use crate::{
-    CredentialDb, Location, OwnedSecretRef, Schema, Secret, SecretRef, StoreError, StoreOptions,
-    StoredKeys, UserInfo, coturn, lookupable, lowest_free_index, newer_schema, now_unix,
-    user_label, validate_keys, validate_realm, validate_secret, validate_username,
+    Location, Schema, Secret, StoreError, StoreOptions, StoredKeys, UserInfo, coturn, newer_schema,
+    now_unix,
 };
 
 /// The schema version this binary creates; `MIGRATIONS[n - 1]` brings a
@@ -137,13 +138,6 @@ impl SqliteStore {
             f(&mut conn, &inner.path)
         })
         .await
-    }
-
-    fn writable(&self) -> Result<(), StoreError> {
-        match self.inner.schema {
-            Schema::Turnpike => Ok(()),
-            Schema::Coturn => Err(StoreError::ReadOnly),
-        }
     }
 }
 
@@ -336,12 +330,22 @@ fn text(value: ValueRef<'_>) -> Option<String> {
     }
 }
 
-fn realm_exists(conn: &Connection, path: &Path, realm: &str) -> Result<bool, StoreError> {
+/// Whether `sql` (a `SELECT 1 …`) finds a row.
+fn exists(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    params: impl Params,
+) -> Result<bool, StoreError> {
     Ok(conn
-        .query_row("SELECT 1 FROM realms WHERE realm = ?1", [realm], |_| Ok(()))
+        .query_row(sql, params, |_| Ok(()))
         .optional()
         .ctx(path)?
         .is_some())
+}
+
+fn realm_exists(conn: &Connection, path: &Path, realm: &str) -> Result<bool, StoreError> {
+    exists(conn, path, "SELECT 1 FROM realms WHERE realm = ?1", [realm])
 }
 
 fn all_realms(conn: &Connection, path: &Path, schema: Schema) -> Result<Vec<String>, StoreError> {
@@ -364,15 +368,23 @@ fn all_realms(conn: &Connection, path: &Path, schema: Schema) -> Result<Vec<Stri
     Ok(realms)
 }
 
-/// [`StoreError::UnknownRealm`] unless the realm is registered. Called inside
-/// the write transaction, so the realm cannot vanish before the insert.
-fn require_realm(tx: &Transaction<'_>, path: &Path, realm: &str) -> Result<(), StoreError> {
-    if realm_exists(tx, path, realm)? {
-        return Ok(());
+/// Starts a write transaction in a realm: [`StoreError::UnknownRealm`] unless
+/// the realm is registered. `IMMEDIATE` takes the write lock at once, so the
+/// realm cannot vanish before the insert and concurrent writers take turns.
+fn begin_in_realm<'c>(
+    conn: &'c mut Connection,
+    path: &Path,
+    realm: &str,
+) -> Result<Transaction<'c>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx(path)?;
+    if realm_exists(&tx, path, realm)? {
+        return Ok(tx);
     }
     Err(StoreError::UnknownRealm {
         realm: realm.to_owned(),
-        known: all_realms(tx, path, Schema::Turnpike)?,
+        known: all_realms(&tx, path, Schema::Turnpike)?,
     })
 }
 
@@ -383,15 +395,16 @@ fn key_slices(keys: &StoredKeys) -> (Option<&[u8]>, Option<&[u8]>) {
     )
 }
 
-impl CredentialDb for SqliteStore {
-    async fn user_keys(
+impl Backend for SqliteStore {
+    fn schema(&self) -> Schema {
+        self.inner.schema
+    }
+
+    async fn find_user_keys(
         &self,
         realm: &str,
         username: &str,
     ) -> Result<Option<StoredKeys>, StoreError> {
-        if !lookupable(realm) || !lookupable(username) {
-            return Ok(None);
-        }
         let (realm, username, schema) = (realm.to_owned(), username.to_owned(), self.schema());
         self.run(move |conn, path| match schema {
             Schema::Turnpike => {
@@ -430,189 +443,63 @@ impl CredentialDb for SqliteStore {
         .await
     }
 
-    async fn secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
-        if !lookupable(realm) {
-            return Ok(Vec::new());
-        }
+    async fn find_secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
         let (realm, schema) = (realm.to_owned(), self.schema());
-        self.run(move |conn, path| {
-            let mut secrets = Vec::new();
-            match schema {
-                Schema::Turnpike => {
-                    let mut stmt = conn
-                        .prepare_cached(
-                            "SELECT key_index, value, created_at FROM secrets
-                             WHERE realm = ?1 ORDER BY key_index",
-                        )
-                        .ctx(path)?;
-                    let rows = stmt
-                        .query_map([&realm], |row| {
-                            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
-                        })
-                        .ctx(path)?;
-                    for row in rows {
-                        let (index, value, created_at) = row.ctx(path)?;
-                        // The CHECK constraint keeps indexes in u32 range.
-                        if let Ok(key_index) = u32::try_from(index) {
-                            secrets.push(Secret {
-                                realm: realm.clone(),
-                                key_index,
-                                value,
-                                created_at: Some(created_at),
-                            });
-                        }
+        self.run(move |conn, path| match schema {
+            Schema::Turnpike => {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT key_index, value, created_at FROM secrets
+                         WHERE realm = ?1 ORDER BY key_index",
+                    )
+                    .ctx(path)?;
+                let rows = stmt
+                    .query_map([&realm], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
+                    })
+                    .ctx(path)?;
+                let mut secrets = Vec::new();
+                for row in rows {
+                    let (index, value, created_at) = row.ctx(path)?;
+                    // The CHECK constraint keeps indexes in u32 range.
+                    if let Ok(key_index) = u32::try_from(index) {
+                        secrets.push(Secret {
+                            realm: realm.clone(),
+                            key_index,
+                            value,
+                            created_at: Some(created_at),
+                        });
                     }
                 }
-                Schema::Coturn => {
-                    let mut stmt = conn
-                        .prepare_cached(
-                            "SELECT value FROM turn_secret
-                             WHERE realm = ?1 AND value IS NOT NULL ORDER BY value",
-                        )
-                        .ctx(path)?;
-                    let rows = stmt
-                        .query_map([&realm], |row| Ok(text(row.get_ref(0)?)))
-                        .ctx(path)?;
-                    let mut key_index = 0u32;
-                    for row in rows {
-                        if let Some(value) = row.ctx(path)? {
-                            secrets.push(Secret {
-                                realm: realm.clone(),
-                                key_index,
-                                value,
-                                created_at: None,
-                            });
-                            key_index = key_index.saturating_add(1);
-                        }
-                    }
-                }
+                Ok(secrets)
             }
-            Ok(secrets)
+            Schema::Coturn => {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT value FROM turn_secret
+                         WHERE realm = ?1 AND value IS NOT NULL ORDER BY value",
+                    )
+                    .ctx(path)?;
+                let rows = stmt
+                    .query_map([&realm], |row| Ok(text(row.get_ref(0)?)))
+                    .ctx(path)?;
+                let mut values = Vec::new();
+                for row in rows {
+                    values.extend(row.ctx(path)?);
+                }
+                Ok(coturn::numbered_secrets(&realm, values))
+            }
         })
         .await
     }
 
-    async fn realms(&self) -> Result<Vec<String>, StoreError> {
+    async fn find_realms(&self) -> Result<Vec<String>, StoreError> {
         let schema = self.schema();
         self.run(move |conn, path| all_realms(conn, path, schema))
             .await
     }
 
-    async fn ensure_realm(&self, realm: &str) -> Result<(), StoreError> {
-        if self.schema() == Schema::Coturn {
-            return Ok(());
-        }
-        validate_realm(realm)?;
-        let realm = realm.to_owned();
-        self.run(move |conn, path| {
-            // Look before writing: a server restarting against a database
-            // it may not write (read-only file) must still start.
-            if realm_exists(conn, path, &realm)? {
-                return Ok(());
-            }
-            conn.execute(
-                "INSERT INTO realms (realm, created_at) VALUES (?1, ?2)
-                 ON CONFLICT (realm) DO NOTHING",
-                params![realm, now_unix()],
-            )
-            .ctx(path)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn add_user(
-        &self,
-        realm: &str,
-        username: &str,
-        keys: &StoredKeys,
-    ) -> Result<(), StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        validate_username(username)?;
-        validate_keys(keys)?;
-        let (realm, username, keys) = (realm.to_owned(), username.to_owned(), keys.clone());
-        self.run(move |conn, path| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .ctx(path)?;
-            require_realm(&tx, path, &realm)?;
-            let exists = tx
-                .query_row(
-                    "SELECT 1 FROM users WHERE realm = ?1 AND username = ?2",
-                    params![realm, username],
-                    |_| Ok(()),
-                )
-                .optional()
-                .ctx(path)?
-                .is_some();
-            if exists {
-                return Err(StoreError::AlreadyExists(user_label(&realm, &username)));
-            }
-            let (md5, sha256) = key_slices(&keys);
-            tx.execute(
-                "INSERT INTO users (realm, username, md5_key, sha256_key, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![realm, username, md5, sha256, now_unix()],
-            )
-            .ctx(path)?;
-            tx.commit().ctx(path)
-        })
-        .await
-    }
-
-    async fn set_user_keys(
-        &self,
-        realm: &str,
-        username: &str,
-        keys: &StoredKeys,
-    ) -> Result<(), StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        validate_username(username)?;
-        validate_keys(keys)?;
-        let (realm, username, keys) = (realm.to_owned(), username.to_owned(), keys.clone());
-        self.run(move |conn, path| {
-            let (md5, sha256) = key_slices(&keys);
-            let changed = conn
-                .execute(
-                    "UPDATE users SET md5_key = ?3, sha256_key = ?4, updated_at = ?5
-                     WHERE realm = ?1 AND username = ?2",
-                    params![realm, username, md5, sha256, now_unix()],
-                )
-                .ctx(path)?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(user_label(&realm, &username)));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn remove_user(&self, realm: &str, username: &str) -> Result<(), StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        validate_username(username)?;
-        let (realm, username) = (realm.to_owned(), username.to_owned());
-        self.run(move |conn, path| {
-            let changed = conn
-                .execute(
-                    "DELETE FROM users WHERE realm = ?1 AND username = ?2",
-                    params![realm, username],
-                )
-                .ctx(path)?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(user_label(&realm, &username)));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn list_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
-        if realm.is_some_and(|r| !lookupable(r)) {
-            return Ok(Vec::new());
-        }
+    async fn find_users(&self, realm: Option<&str>) -> Result<Vec<UserInfo>, StoreError> {
         let (realm, schema) = (realm.map(str::to_owned), self.schema());
         self.run(move |conn, path| {
             let sql = match schema {
@@ -651,35 +538,87 @@ impl CredentialDb for SqliteStore {
         .await
     }
 
-    async fn add_secret(
-        &self,
-        realm: &str,
-        key_index: Option<u32>,
-        value: &str,
-    ) -> Result<u32, StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        validate_secret(value)?;
-        let (realm, value) = (realm.to_owned(), value.to_owned());
+    async fn insert_realm(&self, realm: String) -> Result<(), StoreError> {
         self.run(move |conn, path| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .ctx(path)?;
-            require_realm(&tx, path, &realm)?;
-            let duplicate = tx
-                .query_row(
-                    "SELECT 1 FROM secrets WHERE realm = ?1 AND value = ?2",
-                    params![realm, value],
-                    |_| Ok(()),
-                )
-                .optional()
-                .ctx(path)?
-                .is_some();
-            if duplicate {
-                return Err(StoreError::AlreadyExists(format!(
-                    "a secret with that value in realm {realm:?}"
-                )));
+            // Look before writing: a server restarting against a database
+            // it may not write (read-only file) must still start.
+            if realm_exists(conn, path, &realm)? {
+                return Ok(());
             }
+            conn.execute(
+                "INSERT INTO realms (realm, created_at) VALUES (?1, ?2)
+                 ON CONFLICT (realm) DO NOTHING",
+                params![realm, now_unix()],
+            )
+            .ctx(path)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_user(&self, user: UserRef, keys: StoredKeys) -> Result<(), StoreError> {
+        self.run(move |conn, path| {
+            let tx = begin_in_realm(conn, path, &user.realm)?;
+            let sql = "SELECT 1 FROM users WHERE realm = ?1 AND username = ?2";
+            if exists(&tx, path, sql, params![user.realm, user.username])? {
+                return Err(StoreError::AlreadyExists(user.label()));
+            }
+            let (md5, sha256) = key_slices(&keys);
+            tx.execute(
+                "INSERT INTO users (realm, username, md5_key, sha256_key, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                params![user.realm, user.username, md5, sha256, now_unix()],
+            )
+            .ctx(path)?;
+            tx.commit().ctx(path)
+        })
+        .await
+    }
+
+    async fn update_user_keys(&self, user: UserRef, keys: StoredKeys) -> Result<(), StoreError> {
+        self.run(move |conn, path| {
+            let (md5, sha256) = key_slices(&keys);
+            let changed = conn
+                .execute(
+                    "UPDATE users SET md5_key = ?3, sha256_key = ?4, updated_at = ?5
+                     WHERE realm = ?1 AND username = ?2",
+                    params![user.realm, user.username, md5, sha256, now_unix()],
+                )
+                .ctx(path)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(user.label()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_user(&self, user: UserRef) -> Result<(), StoreError> {
+        self.run(move |conn, path| {
+            let changed = conn
+                .execute(
+                    "DELETE FROM users WHERE realm = ?1 AND username = ?2",
+                    params![user.realm, user.username],
+                )
+                .ctx(path)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(user.label()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_secret(
+        &self,
+        realm: String,
+        key_index: Option<u32>,
+        value: String,
+    ) -> Result<u32, StoreError> {
+        self.run(move |conn, path| {
+            let tx = begin_in_realm(conn, path, &realm)?;
+            let sql = "SELECT 1 FROM secrets WHERE realm = ?1 AND value = ?2";
+            let duplicate = exists(&tx, path, sql, params![realm, value])?;
             let taken: Vec<u32> = {
                 let mut stmt = tx
                     .prepare_cached(
@@ -695,17 +634,7 @@ impl CredentialDb for SqliteStore {
                 }
                 taken
             };
-            let index = match key_index {
-                Some(index) if taken.contains(&index) => {
-                    return Err(StoreError::AlreadyExists(format!(
-                        "secret {index} in realm {realm:?}"
-                    )));
-                }
-                Some(index) => index,
-                None => lowest_free_index(&taken).ok_or_else(|| {
-                    StoreError::Invalid(format!("realm {realm:?} has no free secret index"))
-                })?,
-            };
+            let index = new_secret_index(&realm, key_index, duplicate, &taken)?;
             tx.execute(
                 "INSERT INTO secrets (realm, key_index, value, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![realm, i64::from(index), value, now_unix()],
@@ -717,11 +646,7 @@ impl CredentialDb for SqliteStore {
         .await
     }
 
-    async fn remove_secret(&self, realm: &str, which: SecretRef<'_>) -> Result<(), StoreError> {
-        self.writable()?;
-        validate_realm(realm)?;
-        let realm = realm.to_owned();
-        let which = OwnedSecretRef::new(which)?;
+    async fn delete_secret(&self, realm: String, which: OwnedSecretRef) -> Result<(), StoreError> {
         self.run(move |conn, path| {
             let changed = match &which {
                 OwnedSecretRef::Index(index) => conn

@@ -469,31 +469,21 @@ async fn trait_and_clones(db: Db) {
         Some(keys("alice", "pw"))
     );
 
-    // The backend types directly.
-    match db.location() {
-        Location::Sqlite(_) => {
-            let direct = SqliteStore::open(db.options(Schema::Turnpike))
-                .await
-                .unwrap();
-            assert_eq!(add_then_read(&direct, "bob").await, Some(keys("bob", "pw")));
-            assert!(
-                PostgresStore::open(db.options(Schema::Turnpike))
-                    .await
-                    .is_err()
-            );
-        }
-        Location::Postgres(_) => {
-            let direct = PostgresStore::open(db.options(Schema::Turnpike))
-                .await
-                .unwrap();
-            assert_eq!(add_then_read(&direct, "bob").await, Some(keys("bob", "pw")));
-            assert!(
-                SqliteStore::open(db.options(Schema::Turnpike))
-                    .await
-                    .is_err()
-            );
-        }
-    }
+    // The backend types directly: each uses its own kind of location and
+    // refuses the other's.
+    let options = || db.options(Schema::Turnpike);
+    let (direct, other_refuses) = match db.location() {
+        Location::Sqlite(_) => (
+            add_then_read(&SqliteStore::open(options()).await.unwrap(), "bob").await,
+            PostgresStore::open(options()).await.is_err(),
+        ),
+        Location::Postgres(_) => (
+            add_then_read(&PostgresStore::open(options()).await.unwrap(), "bob").await,
+            SqliteStore::open(options()).await.is_err(),
+        ),
+    };
+    assert_eq!(direct, Some(keys("bob", "pw")));
+    assert!(other_refuses);
     assert!(store.user_keys(REALM, "bob").await.unwrap().is_some());
     // Debug output names the place but not the password.
     let debug = format!("{store:?}");
@@ -566,17 +556,24 @@ async fn sqlite_refuses_a_file_that_is_not_a_database() {
 // ---------------------------------------------------------------------------
 // PostgreSQL only.
 
-/// Stop the database under a store: calls fail fast with Unavailable and a
-/// message without the password; start it again: the same store works.
-#[tokio::test]
-async fn postgres_outage_fails_fast_and_recovers() {
-    let mut db = Db::postgres();
+/// A fresh PostgreSQL database, a store on it, and user alice (password
+/// "pw") in [`REALM`].
+async fn postgres_with_alice() -> (Db, Store) {
+    let db = Db::postgres();
     let store = db.open().await;
     store.ensure_realm(REALM).await.unwrap();
     store
         .add_user(REALM, "alice", &keys("alice", "pw"))
         .await
         .unwrap();
+    (db, store)
+}
+
+/// Stop the database under a store: calls fail fast with Unavailable and a
+/// message without the password; start it again: the same store works.
+#[tokio::test]
+async fn postgres_outage_fails_fast_and_recovers() {
+    let (mut db, store) = postgres_with_alice().await;
 
     db.pg().stop();
     for attempt in 0..5 {
@@ -633,13 +630,7 @@ async fn postgres_outage_fails_fast_and_recovers() {
 /// not see that (they are replaced, the call retried).
 #[tokio::test]
 async fn postgres_first_call_after_a_restart_succeeds() {
-    let mut db = Db::postgres();
-    let store = db.open().await;
-    store.ensure_realm(REALM).await.unwrap();
-    store
-        .add_user(REALM, "alice", &keys("alice", "pw"))
-        .await
-        .unwrap();
+    let (mut db, store) = postgres_with_alice().await;
     // Two calls at once make the pool hold two connections.
     let (a, b) = tokio::join!(store.user_keys(REALM, "alice"), store.realms());
     assert!(a.unwrap().is_some());
