@@ -13,6 +13,10 @@
 //! opening a new file at once migrate one after the other.
 
 use std::fmt;
+use std::fs;
+use std::io;
+#[cfg(unix)]
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -227,14 +231,7 @@ fn open_connection(
                         "no database at {shown}: start turnpike once to create it, or pass --database"
                     )));
                 }
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Unavailable(format!(
-                            "cannot create directory {} for the database: {e}",
-                            dir.display()
-                        ))
-                    })?;
-                }
+                create_private(path)?;
             }
             let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
             if create {
@@ -254,6 +251,78 @@ fn open_connection(
             migrate(&mut conn, path)?;
             Ok(conn)
         }
+    }
+}
+
+/// Creates a new database file readable by its owner only (0600), and the
+/// directories missing above it likewise (0700): it holds long-term keys and
+/// shared secrets. SQLite then opens the empty file as a new database and
+/// gives its `-wal` and `-shm` files the same mode. The modes are set
+/// explicitly, whatever the umask; what already exists is left alone, so an
+/// operator's own directory or file keeps its mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dirs(dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create directory {} for the database: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(path) {
+        Ok(_) => {}
+        // Another process created it meanwhile (and set its mode).
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::Unavailable(format!(
+                "cannot create SQLite database {}: {e}; check its directory's permissions and free space",
+                path.display()
+            )));
+        }
+    }
+    set_mode(path, 0o600).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot restrict access to database {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// `fs::create_dir_all`, with 0700 for each directory it creates.
+fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dirs(parent)?;
+    }
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    builder.mode(0o700);
+    match builder.create(dir) {
+        Ok(()) => set_mode(dir, 0o700),
+        // Made by someone else meanwhile: theirs, and so is its mode.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets the mode of something just created, which the umask may have
+/// narrowed (or, with an odd umask, left unusable to its owner).
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
     }
 }
 

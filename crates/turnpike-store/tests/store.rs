@@ -534,6 +534,56 @@ async fn sqlite_creates_parent_directories_and_uses_wal() {
     assert_eq!(reader.realms().await.unwrap(), vec![REALM]);
 }
 
+/// The database holds keys and secrets: what the store creates is its
+/// owner's only, whatever the umask; what the operator made keeps its mode.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_creates_private_files_and_directories() {
+    use std::os::unix::fs::PermissionsExt;
+    // In octal, as `ls -l` and chmod think of them.
+    let mode = |path: &std::path::Path| {
+        let mode = std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        format!("{:o}", mode & 0o777)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let operators = dir.path().join("var");
+    std::fs::create_dir(&operators).unwrap();
+    std::fs::set_permissions(&operators, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = operators.join("lib/turnpike/turnpike.db");
+    let store = Store::open(StoreOptions::new(Location::Sqlite(path.clone())))
+        .await
+        .unwrap();
+    // A write, so that SQLite has made its WAL and shared-memory files.
+    store.ensure_realm(REALM).await.unwrap();
+    let wal = path.with_extension("db-wal");
+    let shm = path.with_extension("db-shm");
+    for (file, expected) in [
+        (&operators, "755"),
+        (&operators.join("lib"), "700"),
+        (&operators.join("lib/turnpike"), "700"),
+        (&path, "600"),
+        (&wal, "600"),
+        (&shm, "600"),
+    ] {
+        assert_eq!(mode(file), expected, "{}", file.display());
+    }
+    drop(store);
+
+    // An (empty) file the operator made is used as it is.
+    let theirs = operators.join("theirs.db");
+    std::fs::write(&theirs, "").unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let store = Store::open(StoreOptions::new(Location::Sqlite(theirs.clone())))
+        .await
+        .unwrap();
+    store.ensure_realm(REALM).await.unwrap();
+    assert_eq!(mode(&theirs), "640");
+    assert_eq!(mode(&operators), "755");
+}
+
 #[tokio::test]
 async fn sqlite_refuses_a_file_that_is_not_a_database() {
     let dir = tempfile::tempdir().unwrap();
