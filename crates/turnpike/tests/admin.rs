@@ -12,112 +12,19 @@
 //! Each run gets a cleared environment, so a developer's `TURNPIKE_*` cannot
 //! change the outcome.
 
-use std::io::{Read, Write};
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
+use support::cli::{Output, run_with_input};
 use turnpike_store::testing::TestPostgres;
 use turnpike_store::{Location, Schema, Store, StoreOptions, StoredKeys};
 
-/// Upper bound for one run; these commands take milliseconds.
-const TIME_LIMIT: Duration = Duration::from_secs(30);
 /// The default `turn.realm`.
 const REALM: &str = "turnpike";
-
-struct Output {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    /// Asserts exit 0 and returns stdout's lines.
-    fn ok_lines(&self) -> Vec<&str> {
-        assert_eq!(self.status, 0, "stderr: {}", self.stderr);
-        assert!(!self.stderr.contains("error"), "{}", self.stderr);
-        self.stdout.lines().collect()
-    }
-
-    /// Asserts the exit status and that stderr is exactly one
-    /// `turnpike: error: …` line, and returns that line.
-    fn error_line(&self, status: i32) -> &str {
-        assert_eq!(
-            self.status, status,
-            "stdout {:?} stderr {:?}",
-            self.stdout, self.stderr
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "stderr should be one line: {:?}",
-            self.stderr
-        );
-        assert!(
-            lines[0].starts_with("turnpike: error: "),
-            "{:?}",
-            self.stderr
-        );
-        assert!(!self.stderr.contains("panicked"), "{:?}", self.stderr);
-        assert_eq!(self.stdout, "", "nothing on stdout after an error");
-        lines[0]
-    }
-}
-
-/// Runs the binary with `args`, exactly the environment `env`, and `stdin`
-/// as its standard input.
-fn run_with_input(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnpike"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn turnpike");
-    {
-        let mut input = child.stdin.take().unwrap();
-        // The binary may exit without reading (a usage error): ignore EPIPE.
-        let _ = input.write_all(stdin.as_bytes());
-    }
-    // Outputs are tiny (well under a pipe buffer), so waiting before reading
-    // cannot deadlock.
-    let deadline = Instant::now() + TIME_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("turnpike {args:?} did not exit within {TIME_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Output {
-        status: status.code().expect("exited normally, not by a signal"),
-        stdout,
-        stderr,
-    }
-}
 
 /// An SQLite database in its own temporary directory, and the environment
 /// that points the binary at it.
@@ -145,6 +52,14 @@ impl Sqlite {
         let mut env = env.to_vec();
         env.push(("TURNPIKE_DATABASE", &self.url));
         run_with_input(args, &env, stdin)
+    }
+
+    /// Runs `args` and asserts that it fails with `status` and one error
+    /// line containing `needle`; returns that line.
+    fn fails(&self, args: &[&str], status: i32, needle: &str) -> String {
+        let line = self.run(args).error_line(status).to_owned();
+        assert!(line.contains(needle), "{args:?}: {line}");
+        line
     }
 
     /// Every byte SQLite keeps for this database (the file and its WAL).
@@ -269,44 +184,36 @@ fn users_add_list_passwd_remove() {
     assert_eq!(keys("bob"), None);
 
     // State errors: exit 1, one line.
-    let line = db.run(&["user", "remove", "bob"]).error_line(1).to_owned();
-    assert!(
-        line.contains("\"bob\"") && line.contains("not found"),
-        "{line}"
+    db.fails(
+        &["user", "remove", "bob"],
+        1,
+        "user \"bob\" in realm \"turnpike\" not found",
     );
-    let line = db
-        .run(&["user", "passwd", "zed", "--password", "x"])
-        .error_line(1)
-        .to_owned();
-    assert!(line.contains("not found"), "{line}");
-    let line = db
-        .run(&["user", "add", "alice", "--password", "x"])
-        .error_line(1)
-        .to_owned();
-    assert!(line.contains("already exists"), "{line}");
+    db.fails(
+        &["user", "passwd", "zed", "--password", "x"],
+        1,
+        "not found",
+    );
+    db.fails(
+        &["user", "add", "alice", "--password", "x"],
+        1,
+        "already exists",
+    );
     assert_eq!(keys("alice"), derived("alice", "new-pw"), "unchanged");
 
     // Input errors: exit 2.
-    let line = db.run(&["user", "add", "dave"]).error_line(2).to_owned();
-    assert!(line.contains("no password on standard input"), "{line}");
+    db.fails(&["user", "add", "dave"], 2, "no password on standard input");
     let line = db
         .run_with(&["user", "add", "dave"], &[], "\n")
         .error_line(2)
         .to_owned();
     assert!(line.contains("empty"), "{line}");
-    let line = db
-        .run(&["user", "add", "dave", "--password-file", "/nonexistent/pw"])
-        .error_line(2)
-        .to_owned();
-    assert!(
-        line.contains("cannot read password file /nonexistent/pw"),
-        "{line}"
+    db.fails(
+        &["user", "add", "dave", "--password-file", "/nonexistent/pw"],
+        2,
+        "cannot read password file /nonexistent/pw",
     );
-    let line = db
-        .run(&["user", "add", "", "--password", "x"])
-        .error_line(2)
-        .to_owned();
-    assert!(line.contains("username"), "{line}");
+    db.fails(&["user", "add", "", "--password", "x"], 2, "username");
     assert_eq!(db.run(&["user", "list"]).ok_lines(), ["alice", "carol"]);
 }
 
@@ -351,61 +258,37 @@ fn the_database_never_contains_the_password() {
 #[test]
 fn other_realms_must_be_known_or_created() {
     let db = Sqlite::new();
+    // `user add USER --password x --realm other`, then `extra`.
+    let add_to_other = |user: &'static str, extra: &[&'static str]| {
+        let mut args = vec!["user", "add", user, "--password", "x", "--realm", "other"];
+        args.extend_from_slice(extra);
+        db.run(&args)
+    };
+    let unknown_other = |known: &str| {
+        format!(
+            "turnpike: error: unknown realm \"other\" (known: {known}); pass --create-realm to add it"
+        )
+    };
     // A fresh database: the config's realm is accepted (and registered);
     // another is not.
-    let line = db
-        .run(&[
-            "user",
-            "add",
-            "carol",
-            "--password",
-            "x",
-            "--realm",
-            "other",
-        ])
-        .error_line(1)
-        .to_owned();
     assert_eq!(
-        line,
-        "turnpike: error: unknown realm \"other\" (known: none); pass --create-realm to add it"
+        add_to_other("carol", &[]).error_line(1),
+        unknown_other("none")
     );
     db.run(&["user", "add", "alice", "--password", "x"])
         .ok_lines();
-    let line = db
-        .run(&[
-            "user",
-            "add",
-            "carol",
-            "--password",
-            "x",
-            "--realm",
-            "other",
-        ])
-        .error_line(1)
-        .to_owned();
     assert_eq!(
-        line,
-        "turnpike: error: unknown realm \"other\" (known: turnpike); pass --create-realm to add it"
+        add_to_other("carol", &[]).error_line(1),
+        unknown_other("turnpike")
     );
-    let line = db
-        .run(&["secret", "add", "s", "--realm", "other"])
-        .error_line(1)
-        .to_owned();
-    assert!(line.contains("pass --create-realm"), "{line}");
-    db.run(&[
-        "user",
-        "add",
-        "carol",
-        "--password",
-        "x",
-        "--realm",
-        "other",
-        "--create-realm",
-    ])
-    .ok_lines();
+    db.fails(
+        &["secret", "add", "s", "--realm", "other"],
+        1,
+        "pass --create-realm",
+    );
+    add_to_other("carol", &["--create-realm"]).ok_lines();
     // Now known: no --create-realm needed.
-    db.run(&["user", "add", "dave", "--password", "x", "--realm", "other"])
-        .ok_lines();
+    add_to_other("dave", &[]).ok_lines();
     assert_eq!(
         db.run(&["user", "list", "--realm", "other"]).ok_lines(),
         ["carol", "dave"]
@@ -514,16 +397,12 @@ fn secrets_add_list_remove() {
     assert!(rows[0][1].starts_with(&year.to_string()), "{}", rows[0][1]);
 
     // Errors: a taken index or value, a missing secret.
-    let line = db
-        .run(&["secret", "add", "other", "--key-index", "7"])
-        .error_line(1)
-        .to_owned();
-    assert!(line.contains("already exists"), "{line}");
-    let line = db
-        .run(&["secret", "add", "indexed"])
-        .error_line(1)
-        .to_owned();
-    assert!(line.contains("already exists"), "{line}");
+    db.fails(
+        &["secret", "add", "other", "--key-index", "7"],
+        1,
+        "already exists",
+    );
+    let line = db.fails(&["secret", "add", "indexed"], 1, "already exists");
     assert!(
         !line.contains("indexed"),
         "the value is not repeated: {line}"
@@ -531,16 +410,8 @@ fn secrets_add_list_remove() {
 
     db.run(&["secret", "remove", "first-secret"]).ok_lines();
     db.run(&["secret", "remove", "--key-index", "7"]).ok_lines();
-    let line = db
-        .run(&["secret", "remove", "--key-index", "7"])
-        .error_line(1)
-        .to_owned();
-    assert!(line.contains("not found"), "{line}");
-    let line = db
-        .run(&["secret", "remove", "nope"])
-        .error_line(1)
-        .to_owned();
-    assert!(line.contains("not found"), "{line}");
+    db.fails(&["secret", "remove", "--key-index", "7"], 1, "not found");
+    db.fails(&["secret", "remove", "nope"], 1, "not found");
     let out = db.run(&["secret", "list"]);
     let values: Vec<&str> = out
         .ok_lines()
@@ -548,8 +419,7 @@ fn secrets_add_list_remove() {
         .map(|l| l.split('\t').nth(2).unwrap())
         .collect();
     assert_eq!(values, ["from-stdin", generated.as_str(), again.as_str()]);
-    let line = db.run(&["secret", "remove"]).error_line(2).to_owned();
-    assert!(line.contains("--key-index"), "{line}");
+    db.fails(&["secret", "remove"], 2, "--key-index");
 }
 
 /// Read commands never create a database: a mistyped path is an error.
@@ -865,11 +735,11 @@ fn credentials_from_database_secrets() {
         parse_credentials(&db.run(&["credentials", "--format", "wire", "--key-index", "8"]));
     assert!(username.contains(".k=8."), "{username}");
     assert_eq!(password, hmac_sha512_b64("older", &username));
-    let line = db
-        .run(&["credentials", "--key-index", "5"])
-        .error_line(1)
-        .to_owned();
-    assert!(line.contains("no secret with key index 5"), "{line}");
+    db.fails(
+        &["credentials", "--key-index", "5"],
+        1,
+        "no secret with key index 5",
+    );
     // Secrets are per realm.
     db.run(&[
         "secret",

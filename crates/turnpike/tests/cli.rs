@@ -6,89 +6,16 @@
 //! commands binds a socket: `serve` is only run with configurations that
 //! fail validation first.
 
-use std::io::Read;
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// Upper bound for one run; these commands finish in milliseconds, so
-/// hitting it means a hang (e.g. `serve` unexpectedly starting).
-const TIME_LIMIT: Duration = Duration::from_secs(30);
-
-struct Output {
-    status: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary with `args` and exactly the environment `env`.
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnpike"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn turnpike");
-    // Outputs are tiny (well under a pipe buffer), so waiting before reading
-    // cannot deadlock.
-    let deadline = Instant::now() + TIME_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("turnpike {args:?} did not exit within {TIME_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Output {
-        status: status.code().expect("exited normally, not by a signal"),
-        stdout,
-        stderr,
-    }
-}
+use support::cli::run;
 
 fn write_config(dir: &Path, text: &str) -> String {
     let path = dir.join("turnpike.toml");
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
-}
-
-/// Asserts stderr is exactly one `turnpike: error: ...` line and returns it.
-fn single_error_line(out: &Output) -> &str {
-    let lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "stderr should be one line: {:?}",
-        out.stderr
-    );
-    assert!(
-        lines[0].starts_with("turnpike: error: "),
-        "{:?}",
-        out.stderr
-    );
-    assert!(!out.stderr.contains("panicked"), "{:?}", out.stderr);
-    lines[0]
 }
 
 #[test]
@@ -155,7 +82,7 @@ fn unknown_key_is_one_line_with_key_and_line() {
     let path = write_config(dir.path(), "[server]\nworkers = 1\n[stun]\nlisen = []\n");
     let out = run(&["check-config", "--config", &path], &[]);
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(
         line.contains(&format!("{path} line 4: unknown key `lisen` in [stun]")),
         "{line}"
@@ -171,7 +98,7 @@ fn missing_file_is_one_line() {
         &[],
     );
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert_eq!(
         line,
         "turnpike: error: cannot read config file /nonexistent/turnpike.toml: No such file or directory (pass an existing file with --config or omit it to run with defaults)"
@@ -185,7 +112,10 @@ fn config_path_from_environment() {
         &[("TURNPIKE_CONFIG", "/nonexistent/from-env.toml")],
     );
     assert_eq!(out.status, 2);
-    assert!(single_error_line(&out).contains("/nonexistent/from-env.toml"));
+    assert!(
+        out.single_error_line()
+            .contains("/nonexistent/from-env.toml")
+    );
 }
 
 #[test]
@@ -245,7 +175,7 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
 fn bad_environment_value_names_the_variable() {
     let out = run(&["check-config"], &[("TURNPIKE_WORKERS", "lots")]);
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(line.contains("TURNPIKE_WORKERS"), "{line}");
     assert!(line.contains("lots"), "{line}");
 }
@@ -254,7 +184,7 @@ fn bad_environment_value_names_the_variable() {
 fn bad_flag_value_is_one_line() {
     let out = run(&["check-config", "--listen", "localhost:3478"], &[]);
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(line.contains("not an IP:PORT"), "{line}");
     assert!(!line.contains("environment"), "{line}");
 }
@@ -263,7 +193,7 @@ fn bad_flag_value_is_one_line() {
 fn unknown_flag_is_one_line_with_a_tip() {
     let out = run(&["--lisen", "127.0.0.1:3478"], &[]);
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(line.contains("--lisen"), "{line}");
     assert!(line.contains("--listen"), "{line}");
 }
@@ -272,7 +202,7 @@ fn unknown_flag_is_one_line_with_a_tip() {
 fn validation_error_is_one_line() {
     let out = run(&["check-config", "--alternate-ip", "192.0.2.2"], &[]);
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(line.contains("wildcard"), "{line}");
 }
 
@@ -280,7 +210,7 @@ fn validation_error_is_one_line() {
 fn invalid_rust_log_is_a_config_error() {
     let out = run(&["check-config"], &[("RUST_LOG", "info,turnpike=loud")]);
     assert_eq!(out.status, 2);
-    assert!(single_error_line(&out).contains("RUST_LOG"));
+    assert!(out.single_error_line().contains("RUST_LOG"));
 }
 
 /// `serve` (the default command) must stop at a bad configuration before
@@ -295,7 +225,7 @@ fn serve_with_a_bad_config_exits_2_without_starting() {
     ] {
         let out = run(args, &[]);
         assert_eq!(out.status, 2, "{args:?}");
-        let line = single_error_line(&out);
+        let line = out.single_error_line();
         assert!(line.contains("line 2"), "{line}");
         assert!(line.contains("`workers`"), "{line}");
     }
@@ -363,7 +293,7 @@ fn users_from_environment_and_flags_replace_the_files() {
     // Duplicates among the replacement users are still caught.
     let out = run(&["check-config"], &[("TURNPIKE_USERS", "bob:x,bob:y")]);
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(line.contains("duplicate user \"bob\""), "{line}");
 }
 
@@ -430,7 +360,7 @@ fn turn_validation_errors_are_one_line() {
         full.extend_from_slice(args);
         let out = run(&full, &[]);
         assert_eq!(out.status, 2, "{args:?}");
-        let line = single_error_line(&out);
+        let line = out.single_error_line();
         assert!(line.contains(needle), "{args:?}: {line}");
     }
     // A bad CIDR is caught by the flag parser, and in the file with its line.
@@ -439,7 +369,7 @@ fn turn_validation_errors_are_one_line() {
         &[],
     );
     assert_eq!(out.status, 2);
-    assert!(single_error_line(&out).contains("not a CIDR range"));
+    assert!(out.single_error_line().contains("not a CIDR range"));
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         dir.path(),
@@ -447,7 +377,7 @@ fn turn_validation_errors_are_one_line() {
     );
     let out = run(&["check-config", "-c", &path], &[]);
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(line.contains("line 2"), "{line}");
     assert!(
         line.contains("write the network address 10.0.0.0/8"),
@@ -461,14 +391,14 @@ fn turn_validation_errors_are_one_line() {
 fn bad_user_value_never_prints_the_password() {
     let out = run(&["check-config"], &[("TURNPIKE_USERS", "s3cr3t-no-colon")]);
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(line.contains("TURNPIKE_USERS"), "{line}");
     assert!(line.contains("USER:PASSWORD"), "{line}");
     assert!(!line.contains("s3cr3t"), "{line}");
 
     let out = run(&["check-config", "--user", ":s3cr3t"], &[]);
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(!line.contains("s3cr3t"), "{line}");
     assert!(!line.contains("environment"), "{line}");
 }
@@ -616,11 +546,11 @@ fn database_and_secret_settings_from_environment_and_flags() {
     for (var, flag, value, needle) in cases {
         let out = run(&["check-config"], &[(var, value)]);
         assert_eq!(out.status, 2, "{var}");
-        let line = single_error_line(&out);
+        let line = out.single_error_line();
         assert!(line.contains(needle), "{var}: {line}");
         let out = run(&["check-config", flag, value], &[]);
         assert_eq!(out.status, 2, "{flag}");
-        assert!(single_error_line(&out).contains(needle), "{flag}");
+        assert!(out.single_error_line().contains(needle), "{flag}");
     }
     // Parse errors name the variable.
     for (var, value, needle) in [
@@ -631,7 +561,7 @@ fn database_and_secret_settings_from_environment_and_flags() {
     ] {
         let out = run(&["check-config"], &[(var, value)]);
         assert_eq!(out.status, 2, "{var}");
-        let line = single_error_line(&out);
+        let line = out.single_error_line();
         assert!(line.contains(needle) && line.contains(var), "{var}: {line}");
     }
 }
@@ -645,7 +575,7 @@ fn secrets_are_never_printed() {
         &[("TURNPIKE_SECRETS", "s3cr3t,other,s3cr3t")],
     );
     assert_eq!(out.status, 2);
-    let line = single_error_line(&out);
+    let line = out.single_error_line();
     assert!(
         line.contains("turn.secrets entries 0 and 2 are the same secret"),
         "{line}"

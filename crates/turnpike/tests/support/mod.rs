@@ -23,6 +23,7 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod uclient;
 
 use std::fmt::Write as _;
