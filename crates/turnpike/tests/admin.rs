@@ -682,7 +682,8 @@ fn credentials_as_an_rtc_ice_server() {
     // The WebRTC order: urls, username, credential.
     assert!(lines[0].starts_with("{\"urls\":["), "{}", lines[0]);
 
-    // Default config: UDP and TCP on 3478. Explicit URLs replace them.
+    // Default config: UDP and TCP on 3478, but TURN over TCP is refused for
+    // now, so only the UDP URL. Explicit URLs replace it.
     let out = run_with_input(&["credentials", "--json", "--secret", "s"], &[], "");
     let server: serde_json::Value = serde_json::from_str(out.ok_lines()[0]).unwrap();
     let urls: Vec<&str> = server["urls"]
@@ -691,8 +692,21 @@ fn credentials_as_an_rtc_ice_server() {
         .iter()
         .map(|u| u.as_str().unwrap())
         .collect();
-    assert_eq!(urls.len(), 2, "{urls:?}");
-    assert!(urls[0].ends_with(":3478?transport=udp") && urls[1].ends_with(":3478?transport=tcp"));
+    assert_eq!(urls.len(), 1, "{urls:?}");
+    assert!(urls[0].ends_with(":3478?transport=udp"), "{urls:?}");
+    // TCP only: no default URL at all, which is an error rather than an
+    // RTCIceServer without URLs; --url still works.
+    let tcp_only = [("TURNPIKE_UDP", "false"), ("TURNPIKE_SECRETS", "s")];
+    let line = run_with_input(&["credentials", "--json"], &tcp_only, "")
+        .error_line(2)
+        .to_owned();
+    assert!(line.contains("pass --url"), "{line}");
+    let out = run_with_input(
+        &["credentials", "--json", "--url", "turn:h:3478"],
+        &tcp_only,
+        "",
+    );
+    assert!(out.ok_lines()[0].starts_with("{\"urls\":[\"turn:h:3478\"]"));
     let out = run_with_input(
         &[
             "credentials",
