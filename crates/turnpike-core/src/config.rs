@@ -67,10 +67,6 @@ pub struct TurnConfig {
     pub quotas: Arc<Quotas>,
     /// Unauthenticated error answers (401/438) per source address and second.
     pub challenges_per_second: u16,
-    /// Serve TURN to clients on TCP/TLS. Off until the shell can deliver
-    /// relayed data on a stream: until then such requests get 400 rather
-    /// than an allocation whose peer data would be lost.
-    pub stream_clients: bool,
     /// Separator of TURN REST API usernames (`expiry:user-id`; coturn's
     /// `rest-api-separator`).
     pub rest_separator: char,
@@ -123,7 +119,6 @@ impl TurnConfig {
             peer_policy,
             quotas: Arc::default(),
             challenges_per_second: 1000,
-            stream_clients: false,
             rest_separator: ':',
             strict_expiry: false,
             wall_clock: None,

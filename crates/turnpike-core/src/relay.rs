@@ -17,14 +17,21 @@ use std::time::Instant;
 use rand::Rng;
 use rand::rngs::SmallRng;
 
+use crate::packet::Transport;
+
 /// How a relayed address is bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayOptions {
     /// Set the IP Don't Fragment bit on datagrams to peers (DONT-FRAGMENT).
     pub dont_fragment: bool,
-    /// The server side of the allocation's 5-tuple: the address its client
-    /// talks to, which relayed data to the client leaves from.
+    /// The allocation's 5-tuple, which says how relayed data reaches the
+    /// client: the transport…
+    pub transport: Transport,
+    /// …the server address the client talks to (relayed data leaves from
+    /// it)…
     pub server: SocketAddr,
+    /// …and the client's address.
+    pub client: SocketAddr,
 }
 
 /// What the shell does for the core with relay sockets.
@@ -38,9 +45,10 @@ pub trait RelayPorts {
     /// (EVEN-PORT with the R bit). Any shard may redeem it: the client's
     /// second Allocate may land on another worker.
     fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], until: Instant);
-    /// Takes over a reserved socket for an allocation whose client talks to
-    /// `server`; `None` if the token is unknown or expired.
-    fn redeem(&mut self, token: [u8; 8], now: Instant, server: SocketAddr) -> Option<SocketAddr>;
+    /// Takes over a reserved socket for the allocation `options` describes;
+    /// `None` if the token is unknown or expired.
+    fn redeem(&mut self, token: [u8; 8], now: Instant, options: RelayOptions)
+    -> Option<SocketAddr>;
 }
 
 /// A [`RelayPorts`] that cannot bind anything: for a STUN-only server.
@@ -56,7 +64,7 @@ impl RelayPorts for NoRelays {
     }
     fn release(&mut self, _: SocketAddr) {}
     fn reserve(&mut self, _: SocketAddr, _: [u8; 8], _: Instant) {}
-    fn redeem(&mut self, _: [u8; 8], _: Instant, _: SocketAddr) -> Option<SocketAddr> {
+    fn redeem(&mut self, _: [u8; 8], _: Instant, _: RelayOptions) -> Option<SocketAddr> {
         None
     }
 }

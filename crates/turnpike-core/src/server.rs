@@ -184,6 +184,26 @@ impl Server {
         }
     }
 
+    /// A client's connection (TCP, TLS, DTLS) closed: its allocation goes
+    /// with it (RFC 8656 §3.1: the control connection bounds the allocation).
+    pub fn connection_closed(&mut self, five_tuple: &FiveTuple) {
+        let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) else {
+            return;
+        };
+        if let Some(id) = turn.allocations.id_by_five_tuple(five_tuple) {
+            turn.delete(config, id);
+        }
+    }
+
+    /// Whether the client on `five_tuple` holds an allocation: the shell
+    /// keeps connections that have one and closes those that never
+    /// authenticated.
+    pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
+        self.turn
+            .as_ref()
+            .is_some_and(|t| t.allocations.id_by_five_tuple(five_tuple).is_some())
+    }
+
     /// Replaces the shared secrets of time-limited credentials.
     pub fn set_secrets(&mut self, secrets: Secrets) {
         if let Some(turn) = self.turn.as_mut() {
@@ -376,13 +396,6 @@ impl Server {
         let tid = message.transaction_id();
         let fingerprint = message.has_fingerprint();
 
-        if packet.transport.is_stream() && !turn_config.stream_clients {
-            let details = ErrorDetails {
-                unknown_attributes: &[],
-                fingerprint,
-            };
-            return self.reply_error(packet, method, tid, 400, details, out);
-        }
         let unknown = response::UnknownAttributes::of(message);
         if !unknown.is_empty() {
             let details = ErrorDetails {

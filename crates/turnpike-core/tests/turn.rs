@@ -17,8 +17,8 @@ use turnpike_codec::{
 };
 use turnpike_core::ephemeral::{self, Format};
 use turnpike_core::{
-    Config, Event, Lookup, NonceKey, Packet, PeerPolicy, RelayOptions, RelayPorts, Secrets, Server,
-    Shard, SharedSecret, Transmit, Transport, TurnConfig, UserKeys, WallClock,
+    Config, Event, FiveTuple, Lookup, NonceKey, Packet, PeerPolicy, RelayOptions, RelayPorts,
+    Secrets, Server, Shard, SharedSecret, Transmit, Transport, TurnConfig, UserKeys, WallClock,
 };
 
 const REALM: &str = "turnpike.test"; // 13 characters
@@ -59,7 +59,7 @@ impl RelayPorts for FakeRelays {
     fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], _: Instant) {
         self.0.lock().unwrap().reserved.insert(token, addr);
     }
-    fn redeem(&mut self, token: [u8; 8], _: Instant, _: SocketAddr) -> Option<SocketAddr> {
+    fn redeem(&mut self, token: [u8; 8], _: Instant, _: RelayOptions) -> Option<SocketAddr> {
         self.0.lock().unwrap().reserved.remove(&token)
     }
 }
@@ -69,6 +69,8 @@ struct Harness {
     relays: FakeRelays,
     now: Instant,
     next_tid: u8,
+    /// What client packets arrive over.
+    transport: Transport,
 }
 
 fn turn_config(epoch: Instant, tweak: impl FnOnce(&mut TurnConfig)) -> Config {
@@ -164,6 +166,7 @@ impl Harness {
             relays,
             now,
             next_tid: 0,
+            transport: Transport::Udp,
         }
     }
 
@@ -205,7 +208,7 @@ impl Harness {
     fn send_from(&mut self, client: &str, data: &[u8]) -> Option<Answer> {
         let mut out = [0u8; 2048];
         let packet = Packet {
-            transport: Transport::Udp,
+            transport: self.transport,
             local: addr(SERVER),
             remote: addr(client),
             data,
@@ -1402,36 +1405,55 @@ fn coturn_clients_draft_code_point_for_additional_address_family() {
     assert_eq!(a.code(), Some(400));
 }
 
+/// TURN over TCP: the allocation belongs to the connection's 5-tuple,
+/// relayed data goes back on the stream (ChannelData padded to 4 bytes), and
+/// the allocation ends with the connection.
 #[test]
-fn turn_over_tcp_is_refused_until_streams_carry_relayed_data() {
+fn turn_over_tcp_lives_and_dies_with_its_connection() {
     let mut h = Harness::new(|_| {});
-    let tid = h.tid();
-    let req = h.request(
-        Method::ALLOCATE,
-        tid,
-        &[Attribute::RequestedTransport(protocol::UDP)],
-        None,
-    );
-    let mut out = [0u8; 512];
-    let packet = Packet {
+    h.transport = Transport::Tcp;
+    let creds = h.creds();
+    let relay = h.allocate(&creds);
+    let five_tuple = FiveTuple {
         transport: Transport::Tcp,
-        local: addr(SERVER),
-        remote: addr(CLIENT),
-        data: &req,
+        client: addr(CLIENT),
+        server: addr(SERVER),
     };
-    let t = h
-        .server
-        .handle_packet(h.now, packet, &mut out)
-        .expect("an answer");
-    let answer = Message::parse(&out[..t.len]).unwrap();
-    assert_eq!(
-        answer.get(AttrType::ERROR_CODE),
-        Some(Ok(Attribute::ErrorCode(turnpike_codec::ErrorCode {
-            code: 400,
-            reason: "Bad Request"
-        })))
+    assert!(h.server.has_allocation(&five_tuple));
+    let udp = FiveTuple {
+        transport: Transport::Udp,
+        ..five_tuple
+    };
+    assert!(
+        !h.server.has_allocation(&udp),
+        "the 5-tuple includes the transport"
     );
+    let bind = h.authed(
+        Method::CHANNEL_BIND,
+        &[
+            Attribute::ChannelNumber(0x4000),
+            Attribute::XorPeerAddress(addr(PEER)),
+        ],
+        &creds,
+    );
+    assert_eq!(bind.class(), Class::Success);
+
+    let data = h
+        .peer_sends(relay, PEER, b"hello")
+        .expect("relayed to the client");
+    assert_eq!(data.transmit.transport, Transport::Tcp);
+    assert_eq!(data.transmit.destination, addr(CLIENT));
+    assert_eq!(
+        data.bytes,
+        [
+            0x40, 0x00, 0x00, 0x05, b'h', b'e', b'l', b'l', b'o', 0, 0, 0
+        ]
+    );
+
+    h.server.connection_closed(&five_tuple);
     assert_eq!(h.server.allocation_count(), 0);
+    assert!(h.bound().is_empty(), "the relay socket is released");
+    assert!(h.peer_sends(relay, PEER, b"late").is_none());
 }
 
 /// Unix time at the harness's epoch.

@@ -380,3 +380,39 @@ fn channel_rebind_to_another_channel_rejected_400() {
         out.describe()
     );
 }
+
+// ---------------------------------------------------------------------------
+// TURN over TCP (RFC 8656 over a stream; relays are UDP)
+// ---------------------------------------------------------------------------
+
+/// `-t`: the control connection is TCP; uclient's messages go over the
+/// stream as ChannelData (padded to 4 bytes) and come back the same way.
+#[test]
+fn tcp_channels_no_loss() {
+    let server = TestServer::start(ServerOptions::turn());
+    let peer = Peer::start(&[v4()]);
+    let args = ["-t", "-m", "2", "-n", "50", "-l", "1000"];
+    let (out, rep) = Run::new(&server, v4(), &args).peer(&peer, v4()).go();
+    assert_delivered("TCP, channels", &out, &rep, 100, 1000);
+}
+
+/// `-t -s`: Send and Data indications on the stream.
+#[test]
+fn tcp_send_indications_no_loss() {
+    let server = TestServer::start(ServerOptions::turn());
+    let peer = Peer::start(&[v4()]);
+    let args = ["-t", "-s", "-m", "2", "-n", "50", "-l", "1000"];
+    let (out, rep) = Run::new(&server, v4(), &args).peer(&peer, v4()).go();
+    assert_delivered("TCP, Send indications", &out, &rep, 100, 1000);
+}
+
+/// TCP over IPv6 with an IPv6 relay and peer, odd payload lengths (the
+/// ChannelData padding on the stream must be added and stripped).
+#[test]
+fn tcp_ipv6_odd_lengths_no_loss() {
+    let server = TestServer::start(ServerOptions::turn());
+    let peer = Peer::start(&[v6()]);
+    let args = ["-t", "-c", "-m", "3", "-n", "30", "-l", "101"];
+    let (out, rep) = Run::new(&server, v6(), &args).peer(&peer, v6()).go();
+    assert_delivered("TCP over IPv6, 101-byte payloads", &out, &rep, 90, 101);
+}

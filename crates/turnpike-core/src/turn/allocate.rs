@@ -106,16 +106,15 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     }
     let options = RelayOptions {
         dont_fragment: asked.dont_fragment,
+        transport: req.packet.transport,
         server: req.packet.local,
+        client: req.packet.remote,
     };
     let primary = asked.family.unwrap_or(AddressFamily::V4);
     let mut relays = [None, None];
     let mut reservation = None;
     let bound = match (asked.token, asked.even_port) {
-        (Some(token), _) => turn
-            .relays
-            .redeem(token, req.now, req.packet.local)
-            .ok_or(508),
+        (Some(token), _) => turn.relays.redeem(token, req.now, options).ok_or(508),
         (None, Some(true)) => {
             bind_reserved_pair(req, turn, primary, options).map(|(addr, token)| {
                 reservation = Some(token);

@@ -10,6 +10,7 @@
 //! SIGTERM/SIGINT and shuts the workers down.
 
 mod relay;
+mod stream;
 mod worker;
 
 use std::io;
@@ -29,6 +30,7 @@ use turnpike_store::Store;
 use crate::config::{Config, Listener};
 use crate::credentials::{CacheOptions, Credentials};
 use relay::Reservations;
+use stream::{ConnectionCounts, StreamLimits};
 use worker::Worker;
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -64,6 +66,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         (None, None)
     };
     let reservations = Arc::new(Reservations::default());
+    let connections = Arc::new(ConnectionCounts::default());
     let listeners = config.listeners();
     let (udp, tcp) = (config.stun.udp, config.stun.tcp);
     probe_listeners(&listeners, udp, tcp)?;
@@ -81,6 +84,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             credentials: credentials.clone(),
             secrets: secrets.clone(),
             reservations: Arc::clone(&reservations),
+            connections: Arc::clone(&connections),
+            limits: StreamLimits::default(),
             listeners: listeners.clone(),
             udp,
             tcp,

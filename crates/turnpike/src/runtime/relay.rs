@@ -22,17 +22,27 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 use socket2::Socket;
 use tokio::task::AbortHandle;
-use turnpike_core::{RelayOptions, RelayPorts, Transport};
+use turnpike_core::{RelayOptions, RelayPorts};
 
+use super::stream::StreamConn;
 use super::worker::{RECV_ERROR_BACKOFF, WorkerCtx};
 use crate::net::udp::{BatchUdpSocket, UdpOptions};
+
+/// How peer data reaches an allocation's client.
+#[derive(Clone)]
+pub(super) enum ClientPath {
+    /// UDP, through this listener's send batch.
+    Udp(usize),
+    /// On the client's connection.
+    Stream(Rc<StreamConn>),
+}
 
 /// A relay socket of this worker.
 pub(super) enum Relay {
     /// Bound during the packet being handled; its task starts after it.
     Pending {
         socket: BatchUdpSocket,
-        listener: usize,
+        client: ClientPath,
     },
     /// Receiving.
     Running {
@@ -116,10 +126,10 @@ impl RelayPorts for ShellRelays {
                 ..UdpOptions::default()
             },
         )?;
-        let listener = ctx.listener_for(options.server).ok_or_else(no_listener)?;
+        let client = ctx.client_path(&options).ok_or_else(no_client_path)?;
         ctx.relays
             .borrow_mut()
-            .insert(addr, Relay::Pending { socket, listener });
+            .insert(addr, Relay::Pending { socket, client });
         ctx.pending.borrow_mut().push(addr);
         Ok(())
     }
@@ -139,25 +149,30 @@ impl RelayPorts for ShellRelays {
         }
     }
 
-    fn redeem(&mut self, token: [u8; 8], now: Instant, server: SocketAddr) -> Option<SocketAddr> {
+    fn redeem(
+        &mut self,
+        token: [u8; 8],
+        now: Instant,
+        options: RelayOptions,
+    ) -> Option<SocketAddr> {
         let ctx = self.ctx().ok()?;
-        let listener = ctx.listener_for(server)?;
+        let client = ctx.client_path(&options)?;
         let socket = BatchUdpSocket::from_socket(self.reservations.take(&token, now)?).ok()?;
         let addr = socket.local_addr();
         ctx.relays
             .borrow_mut()
-            .insert(addr, Relay::Pending { socket, listener });
+            .insert(addr, Relay::Pending { socket, client });
         ctx.pending.borrow_mut().push(addr);
         Some(addr)
     }
 }
 
-/// An allocation made on an address no UDP listener of this worker serves
-/// (TCP clients until stream relaying exists) cannot get relayed data.
-fn no_listener() -> io::Error {
+/// The allocation's client is on no listener or connection of this worker
+/// (it closed while its Allocate was being handled).
+fn no_client_path() -> io::Error {
     io::Error::new(
-        io::ErrorKind::Unsupported,
-        "no UDP listener for the allocation's server address",
+        io::ErrorKind::NotConnected,
+        "the allocation's client has no listener or connection here",
     )
 }
 
@@ -171,12 +186,11 @@ pub(super) fn start_pending(ctx: &Rc<WorkerCtx>) {
     let mut relays = ctx.relays.borrow_mut();
     for addr in pending {
         // Released again before it started (e.g. a failed EVEN-PORT pair).
-        let Some(Relay::Pending { socket, listener }) = relays.remove(&addr) else {
+        let Some(Relay::Pending { socket, client }) = relays.remove(&addr) else {
             continue;
         };
         let socket = Rc::new(socket);
-        let task =
-            tokio::task::spawn_local(relay_loop(Rc::clone(ctx), Rc::clone(&socket), listener));
+        let task = tokio::task::spawn_local(relay_loop(Rc::clone(ctx), Rc::clone(&socket), client));
         relays.insert(
             addr,
             Relay::Running {
@@ -188,11 +202,12 @@ pub(super) fn start_pending(ctx: &Rc<WorkerCtx>) {
 }
 
 /// Carries datagrams from peers, arriving on one relay socket, to the
-/// allocation's client through listener `listener`.
+/// allocation's client: through a UDP listener's send batch, or on the
+/// client's connection.
 ///
 /// The task holds the worker's context strongly: the worker's `LocalSet` owns
 /// every task, so dropping it at shutdown drops them all.
-async fn relay_loop(ctx: Rc<WorkerCtx>, socket: Rc<BatchUdpSocket>, listener: usize) {
+async fn relay_loop(ctx: Rc<WorkerCtx>, socket: Rc<BatchUdpSocket>, client: ClientPath) {
     let relay = socket.local_addr();
     loop {
         if let Err(err) = socket.recv_batch_shared(&ctx.peer_rx).await {
@@ -201,39 +216,57 @@ async fn relay_loop(ctx: Rc<WorkerCtx>, socket: Rc<BatchUdpSocket>, listener: us
             continue;
         }
         let now = Instant::now();
-        let (Some(out_socket), Some(tx)) =
-            (ctx.listeners.get(listener), ctx.client_tx.get(listener))
-        else {
-            return;
-        };
-        let wildcard = out_socket.local_addr().ip().is_unspecified();
-        let rx = ctx.peer_rx.borrow();
-        let mut server = ctx.server.borrow_mut();
-        let mut tx = tx.borrow_mut();
-        for (data, meta) in rx.iter() {
-            if meta.truncated {
-                continue;
-            }
-            if tx.is_full() {
-                let _ = out_socket.try_send_batch(&mut tx);
-            }
-            tx.push_in_place(|slot| {
-                let t = server.handle_peer_packet(now, relay, meta.source, data, slot)?;
-                // Allocations over TCP get their data on the stream once the
-                // TCP transport carries TURN; until then it cannot go out here.
-                (t.transport == Transport::Udp).then_some((
-                    t.len,
-                    t.destination,
-                    wildcard.then_some(t.source.ip()),
-                ))
-            });
+        match &client {
+            ClientPath::Udp(listener) => to_udp_client(&ctx, relay, *listener, now),
+            ClientPath::Stream(conn) => to_stream_client(&ctx, relay, conn, now),
         }
-        if !tx.is_empty() {
-            // Sent by the flusher, after every other relay task ready in
-            // this tick has added its datagrams: one sendmmsg for many
-            // allocations instead of one each.
-            ctx.flush.notify_one();
+    }
+}
+
+fn to_udp_client(ctx: &WorkerCtx, relay: SocketAddr, listener: usize, now: Instant) {
+    let (Some(out_socket), Some(tx)) = (ctx.listeners.get(listener), ctx.client_tx.get(listener))
+    else {
+        return;
+    };
+    let wildcard = out_socket.local_addr().ip().is_unspecified();
+    let rx = ctx.peer_rx.borrow();
+    let mut server = ctx.server.borrow_mut();
+    let mut tx = tx.borrow_mut();
+    for (data, meta) in rx.iter() {
+        if meta.truncated {
+            continue;
         }
+        if tx.is_full() {
+            let _ = out_socket.try_send_batch(&mut tx);
+        }
+        tx.push_in_place(|slot| {
+            let t = server.handle_peer_packet(now, relay, meta.source, data, slot)?;
+            Some((t.len, t.destination, wildcard.then_some(t.source.ip())))
+        });
+    }
+    if !tx.is_empty() {
+        // Sent by the flusher, after every other relay task ready in this
+        // tick has added its datagrams: one sendmmsg for many allocations
+        // instead of one each.
+        ctx.flush.notify_one();
+    }
+}
+
+fn to_stream_client(ctx: &WorkerCtx, relay: SocketAddr, conn: &StreamConn, now: Instant) {
+    let rx = ctx.peer_rx.borrow();
+    let mut server = ctx.server.borrow_mut();
+    let mut scratch = ctx.scratch.borrow_mut();
+    let mut queued = false;
+    for (data, meta) in rx.iter() {
+        if meta.truncated {
+            continue;
+        }
+        if let Some(t) = server.handle_peer_packet(now, relay, meta.source, data, &mut scratch) {
+            queued |= conn.push(&scratch[..t.len]);
+        }
+    }
+    if queued {
+        conn.flush();
     }
 }
 

@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::RngCore;
 use rustc_hash::FxHashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
-use turnpike_core::{Event, Packet, Secrets, Server, Shard, Transport};
+use turnpike_core::{Event, Packet, RelayOptions, Secrets, Server, Shard, Transport};
 
 use super::bind_error;
-use super::relay::{Relay, Reservations, ShellRelays};
+use super::relay::{ClientPath, Relay, Reservations, ShellRelays};
+use super::stream::{self, ConnectionCounts, StreamConn, StreamLimits};
 use crate::config::Listener;
 use crate::credentials::Credentials;
-use crate::net::tcp::{self, FrameBuffer, NextFrame};
+use crate::net::tcp;
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch, UdpOptions};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
@@ -38,8 +38,6 @@ pub(super) const RECV_SLOT: usize = 2048;
 pub(super) const SEND_SLOT: usize = RECV_SLOT + 256;
 /// Pause after a receive error that is not transient.
 pub(super) const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(10);
-/// A TCP connection that sends nothing for this long is closed.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one worker thread needs.
 pub(super) struct Worker {
@@ -51,6 +49,9 @@ pub(super) struct Worker {
     /// The shared secrets as they change; `None` when TURN is off.
     pub(super) secrets: Option<watch::Receiver<Secrets>>,
     pub(super) reservations: Arc<Reservations>,
+    /// Client connections per source IP, all workers together.
+    pub(super) connections: Arc<ConnectionCounts>,
+    pub(super) limits: StreamLimits,
     pub(super) listeners: Vec<Listener>,
     pub(super) udp: bool,
     pub(super) tcp: bool,
@@ -70,6 +71,12 @@ pub(super) struct WorkerCtx {
     pub(super) relays: RefCell<FxHashMap<SocketAddr, Relay>>,
     /// Relays bound while handling the current batch, to start after it.
     pub(super) pending: RefCell<Vec<SocketAddr>>,
+    /// Client connections (TCP, TLS) by (local, remote) address.
+    pub(super) streams: RefCell<FxHashMap<(SocketAddr, SocketAddr), Rc<StreamConn>>>,
+    /// Scratch space for relayed data bound for a connection.
+    pub(super) scratch: RefCell<Box<[u8]>>,
+    pub(super) connections: Arc<ConnectionCounts>,
+    pub(super) limits: StreamLimits,
     /// Wakes the task that sends [`client_tx`](Self::client_tx).
     pub(super) flush: tokio::sync::Notify,
     credentials: Option<Arc<Credentials>>,
@@ -137,6 +144,10 @@ impl Worker {
                 peer_rx: RefCell::new(RecvBatch::new(BATCH, RECV_SLOT)),
                 relays: RefCell::new(FxHashMap::default()),
                 pending: RefCell::new(Vec::new()),
+                streams: RefCell::new(FxHashMap::default()),
+                scratch: RefCell::new(vec![0u8; SEND_SLOT].into_boxed_slice()),
+                connections: Arc::clone(&self.connections),
+                limits: self.limits,
                 flush: tokio::sync::Notify::new(),
                 credentials: self.credentials.clone(),
             }
@@ -176,6 +187,23 @@ impl Worker {
 }
 
 impl WorkerCtx {
+    /// How relayed data reaches the client of the allocation `options`
+    /// describes: the UDP listener serving its server address, or its
+    /// connection.
+    pub(super) fn client_path(&self, options: &RelayOptions) -> Option<ClientPath> {
+        match options.transport {
+            Transport::Udp => self.listener_for(options.server).map(ClientPath::Udp),
+            Transport::Tcp | Transport::Tls => self
+                .streams
+                .borrow()
+                .get(&(options.server, options.client))
+                .map(|conn| ClientPath::Stream(Rc::clone(conn))),
+            // DTLS sessions are not served yet: nothing reaches the core
+            // over DTLS, so no allocation asks for it.
+            Transport::Dtls => None,
+        }
+    }
+
     /// The UDP listener serving the local address `server`: the socket bound
     /// to it, or the wildcard socket of its family and port.
     pub(super) fn listener_for(&self, server: SocketAddr) -> Option<usize> {
@@ -190,7 +218,7 @@ impl WorkerCtx {
 
     /// Acts on what the core asked for while handling packets: starts relay
     /// sockets bound meanwhile and looks up unknown users.
-    fn after_packets(self: &Rc<Self>) {
+    pub(super) fn after_packets(self: &Rc<Self>) {
         super::relay::start_pending(self);
         loop {
             let Some(event) = self.server.borrow_mut().poll_event() else {
@@ -233,17 +261,19 @@ impl WorkerCtx {
                 Some(Some(transmit)) => transmit,
             };
             self.after_packets();
-            // Held requests are TURN requests over UDP: TURN over streams is
-            // refused before authentication until that transport carries
-            // relayed data, so nothing else is ever held.
+            let payload = &out[..transmit.len];
             if transmit.transport != Transport::Udp {
+                let key = (transmit.source, transmit.destination);
+                if let Some(conn) = self.streams.borrow().get(&key) {
+                    conn.push(payload);
+                    conn.flush();
+                }
                 continue;
             }
             let Some(i) = self.listener_for(transmit.source) else {
                 continue;
             };
             let wildcard = self.listeners[i].local_addr().ip().is_unspecified();
-            let payload = &out[..transmit.len];
             // A full batch drops the answer; the client retransmits.
             self.client_tx[i].borrow_mut().push(
                 transmit.destination,
@@ -366,53 +396,25 @@ async fn tcp_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
-                tokio::task::spawn_local(tcp_connection(Rc::clone(&ctx), stream, remote));
+                let Some(counted) = ctx.connections.admit(remote.ip(), ctx.limits.per_ip) else {
+                    // Over the per-IP limit: closed at once.
+                    continue;
+                };
+                let Ok(local) = stream.local_addr() else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let ctx = Rc::clone(&ctx);
+                tokio::task::spawn_local(async move {
+                    let limits = ctx.limits;
+                    stream::serve(ctx, stream, Transport::Tcp, local, remote, limits).await;
+                    drop(counted);
+                });
             }
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(%err, "tcp accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Serves one TCP connection: frames messages, answers each on the
-/// connection. (TURN over TCP — relayed data back on the stream — comes with
-/// the TCP/TLS transports.)
-async fn tcp_connection(ctx: Rc<WorkerCtx>, mut stream: TcpStream, remote: SocketAddr) {
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
-    let _ = stream.set_nodelay(true);
-    let mut frames = FrameBuffer::new(2048);
-    let mut out = vec![0u8; SEND_SLOT].into_boxed_slice();
-    loop {
-        match tokio::time::timeout(TCP_IDLE_TIMEOUT, stream.read(frames.read_slot())).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-            Ok(Ok(n)) => frames.filled(n),
-        }
-        loop {
-            let transmit = match frames.next_frame() {
-                NextFrame::Frame(data) => {
-                    let packet = Packet {
-                        transport: Transport::Tcp,
-                        local,
-                        remote,
-                        data,
-                    };
-                    ctx.server
-                        .borrow_mut()
-                        .handle_packet(Instant::now(), packet, &mut out)
-                }
-                NextFrame::NeedMore => break,
-                NextFrame::Invalid => return,
-            };
-            ctx.after_packets();
-            if let Some(t) = transmit {
-                if t.source == local && stream.write_all(&out[..t.len]).await.is_err() {
-                    return;
-                }
             }
         }
     }

@@ -1,0 +1,247 @@
+//! Client connections over streams (TCP now, TLS through the same code):
+//! STUN and TURN requests framed from the byte stream, answers and relayed
+//! data written back on it.
+//!
+//! A connection is the client side of a 5-tuple: an allocation made over it
+//! sends its peers' data back through the connection's [`StreamConn`] queue
+//! (RFC 8656: on streams, ChannelData is padded to a multiple of 4), and the
+//! allocation is deleted when the connection closes.
+//!
+//! Writes never block the relay: relay tasks and the reader append whole
+//! messages to a bounded queue and a writer task drains it. When a slow
+//! client lets the queue fill up, relayed data is dropped (it is datagrams:
+//! RTP copes), so memory per connection stays bounded.
+//!
+//! Limits against abuse: connections per source IP (shared by all
+//! workers), an idle timeout, and an authentication deadline: a connection
+//! that holds no allocation that long after it opened is closed, so idle
+//! or trickling connections (slowloris) cannot pile up.
+
+use std::cell::{Cell, RefCell};
+use std::collections::hash_map::Entry;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use turnpike_core::{FiveTuple, Packet, Transport};
+
+use super::worker::{SEND_SLOT, WorkerCtx};
+use crate::net::tcp::{FrameBuffer, NextFrame};
+
+/// Limits on client connections; see `[limits]` in the example config.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamLimits {
+    /// Connections from one source IP, all workers together; 0: no limit.
+    pub(crate) per_ip: u32,
+    /// A connection without an allocation this long after it opened is
+    /// closed.
+    pub(crate) auth_timeout: Duration,
+    /// A connection that sends nothing for this long is closed.
+    pub(crate) idle_timeout: Duration,
+    /// Bytes queued for writing per connection; beyond, relayed data is
+    /// dropped.
+    pub(crate) max_buffered: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            per_ip: 64,
+            auth_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            max_buffered: 256 * 1024,
+        }
+    }
+}
+
+/// Connections per source IP, shared by the workers (touched on accept and
+/// close only).
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionCounts {
+    by_ip: Mutex<FxHashMap<IpAddr, u32>>,
+}
+
+/// One counted connection; uncounted when dropped.
+#[derive(Debug)]
+pub(crate) struct Counted {
+    counts: Arc<ConnectionCounts>,
+    ip: IpAddr,
+}
+
+impl ConnectionCounts {
+    /// Counts a connection from `ip`, unless it already has `limit`.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, limit: u32) -> Option<Counted> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = by_ip.entry(ip).or_insert(0);
+        if limit != 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Counted {
+            counts: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut by_ip = self
+            .counts
+            .by_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Entry::Occupied(mut e) = by_ip.entry(self.ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// The write side of one client connection, shared by its reader, its
+/// writer and the relay tasks of its allocation.
+#[derive(Debug)]
+pub(super) struct StreamConn {
+    queue: RefCell<Vec<u8>>,
+    limit: usize,
+    wake: Notify,
+    closed: Cell<bool>,
+}
+
+impl StreamConn {
+    fn new(limit: usize) -> Self {
+        StreamConn {
+            queue: RefCell::new(Vec::new()),
+            limit,
+            wake: Notify::new(),
+            closed: Cell::new(false),
+        }
+    }
+
+    /// Queues one whole message for the client; drops it (returning
+    /// `false`) when the queue is full or the connection closed.
+    pub(super) fn push(&self, message: &[u8]) -> bool {
+        let mut queue = self.queue.borrow_mut();
+        if self.closed.get() || queue.len() + message.len() > self.limit {
+            return false;
+        }
+        queue.extend_from_slice(message);
+        true
+    }
+
+    /// Wakes the writer after one or more [`push`](Self::push)es.
+    pub(super) fn flush(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Serves one client connection until it closes, fails or times out.
+pub(super) async fn serve<S>(
+    ctx: Rc<WorkerCtx>,
+    stream: S,
+    transport: Transport,
+    local: SocketAddr,
+    remote: SocketAddr,
+    limits: StreamLimits,
+) where
+    S: AsyncRead + AsyncWrite + 'static,
+{
+    let conn = Rc::new(StreamConn::new(limits.max_buffered));
+    let key = (local, remote);
+    ctx.streams.borrow_mut().insert(key, Rc::clone(&conn));
+    let five_tuple = FiveTuple {
+        transport,
+        client: remote,
+        server: local,
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    let writing = tokio::task::spawn_local(write_loop(Rc::clone(&conn), writer));
+    read_loop(&ctx, &conn, reader, five_tuple, limits).await;
+
+    conn.closed.set(true);
+    writing.abort();
+    ctx.streams.borrow_mut().remove(&key);
+    ctx.server.borrow_mut().connection_closed(&five_tuple);
+}
+
+async fn read_loop<R: AsyncRead>(
+    ctx: &Rc<WorkerCtx>,
+    conn: &StreamConn,
+    reader: R,
+    five_tuple: FiveTuple,
+    limits: StreamLimits,
+) {
+    tokio::pin!(reader);
+    let auth_deadline = tokio::time::Instant::now() + limits.auth_timeout;
+    let mut authenticated = false;
+    let mut frames = FrameBuffer::new(2048);
+    let mut out = vec![0u8; SEND_SLOT].into_boxed_slice();
+    loop {
+        let idle = tokio::time::Instant::now() + limits.idle_timeout;
+        let deadline = if authenticated {
+            idle
+        } else {
+            auth_deadline.min(idle)
+        };
+        // Every request arrives through this loop, so a timeout means the
+        // connection was idle, or is still without an allocation at its
+        // authentication deadline.
+        match tokio::time::timeout_at(deadline, reader.read(frames.read_slot())).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => frames.filled(n),
+        }
+        loop {
+            let transmit = match frames.next_frame() {
+                NextFrame::Frame(data) => {
+                    let packet = Packet {
+                        transport: five_tuple.transport,
+                        local: five_tuple.server,
+                        remote: five_tuple.client,
+                        data,
+                    };
+                    ctx.server
+                        .borrow_mut()
+                        .handle_packet(Instant::now(), packet, &mut out)
+                }
+                NextFrame::NeedMore => break,
+                NextFrame::Invalid => return,
+            };
+            ctx.after_packets();
+            let Some(t) = transmit else { continue };
+            let payload = &out[..t.len];
+            if t.transport == five_tuple.transport && t.source == five_tuple.server {
+                conn.push(payload);
+                conn.flush();
+            } else if let Some(relay) = ctx.relays.borrow().get(&t.source) {
+                relay.send(payload, t.destination);
+            }
+        }
+        if !authenticated && ctx.server.borrow().has_allocation(&five_tuple) {
+            authenticated = true;
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite>(conn: Rc<StreamConn>, writer: W) {
+    tokio::pin!(writer);
+    let mut sending = Vec::new();
+    loop {
+        conn.wake.notified().await;
+        loop {
+            std::mem::swap(&mut *conn.queue.borrow_mut(), &mut sending);
+            if sending.is_empty() {
+                break;
+            }
+            if writer.write_all(&sending).await.is_err() {
+                return;
+            }
+            sending.clear();
+        }
+    }
+}
