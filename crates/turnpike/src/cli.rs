@@ -28,8 +28,8 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use ipnet::IpNet;
 
 use crate::config::{
-    DatabaseSchema, ExternalIp, LogFormat, Overrides, UserEntry, parse_char, parse_external_ip,
-    parse_ip, parse_ip_net, parse_socket_addr, parse_user,
+    DatabaseSchema, ExternalIp, LogFormat, Overrides, TlsVersion, UserEntry, parse_char,
+    parse_external_ip, parse_ip, parse_ip_net, parse_socket_addr, parse_user,
 };
 
 /// Top-level command line.
@@ -594,6 +594,164 @@ pub struct Settings {
         help_heading = "Database"
     )]
     pub secrets_refresh: Option<u32>,
+
+    /// tls.certificate: PEM certificate chain (server certificate first),
+    /// optionally followed by the private key; turns TLS and DTLS on
+    /// [default: unset, TLS and DTLS off]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_TLS_CERTIFICATE",
+        value_name = "PATH",
+        help_heading = "TLS"
+    )]
+    pub tls_certificate: Option<PathBuf>,
+
+    /// tls.private_key: PEM private key [default: the key in the
+    /// certificate file]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_TLS_PRIVATE_KEY",
+        value_name = "PATH",
+        help_heading = "TLS"
+    )]
+    pub tls_private_key: Option<PathBuf>,
+
+    /// tls.listen: IP:PORT to serve TLS over TCP on; repeat or separate
+    /// with commas; `none` for no TLS over TCP. Replaces the file's list.
+    /// [default: 0.0.0.0:5349,[::]:5349]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_TLS_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ',',
+        value_parser = parse_listen_addr,
+        help_heading = "TLS"
+    )]
+    pub tls_listen: Option<Vec<ListenAddr>>,
+
+    /// tls.dtls_listen: IP:PORT to serve DTLS over UDP on; repeat or
+    /// separate with commas; `none` for no DTLS. Replaces the file's list.
+    /// [default: 0.0.0.0:5349,[::]:5349]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_DTLS_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ',',
+        value_parser = parse_listen_addr,
+        help_heading = "TLS"
+    )]
+    pub dtls_listen: Option<Vec<ListenAddr>>,
+
+    /// tls.min_version: lowest TLS version offered, 1.2 or 1.3 [default: 1.2]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_TLS_MIN_VERSION",
+        value_name = "VERSION",
+        help_heading = "TLS"
+    )]
+    pub tls_min_version: Option<TlsVersion>,
+
+    /// tls.reload_interval: seconds between checks of the certificate
+    /// files for changes, 0 = reload only on SIGHUP [default: 5]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_TLS_RELOAD_INTERVAL",
+        value_name = "SECONDS",
+        help_heading = "TLS"
+    )]
+    pub tls_reload_interval: Option<u32>,
+
+    /// limits.max_connections_per_ip: TCP, TLS and DTLS connections from
+    /// one source IP, 0 = unlimited [default: 64]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MAX_CONNECTIONS_PER_IP",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_connections_per_ip: Option<u32>,
+
+    /// limits.max_handshakes: TLS and DTLS handshakes in progress,
+    /// server-wide [default: 1024]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MAX_HANDSHAKES",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_handshakes: Option<u32>,
+
+    /// limits.handshake_timeout: seconds a TLS or DTLS handshake may take
+    /// [default: 10]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_HANDSHAKE_TIMEOUT",
+        value_name = "SECONDS",
+        help_heading = "Limits"
+    )]
+    pub handshake_timeout: Option<u32>,
+
+    /// limits.auth_timeout: seconds a connection may stay open without a
+    /// successful authenticated request [default: 30]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_AUTH_TIMEOUT",
+        value_name = "SECONDS",
+        help_heading = "Limits"
+    )]
+    pub auth_timeout: Option<u32>,
+
+    /// limits.idle_timeout: seconds without data before a connection is
+    /// closed [default: 600]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_IDLE_TIMEOUT",
+        value_name = "SECONDS",
+        help_heading = "Limits"
+    )]
+    pub idle_timeout: Option<u32>,
+
+    /// limits.max_buffered_bytes: outgoing bytes queued per connection
+    /// before relayed data is dropped [default: 262144]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MAX_BUFFERED_BYTES",
+        value_name = "BYTES",
+        help_heading = "Limits"
+    )]
+    pub max_buffered_bytes: Option<u32>,
+}
+
+/// One `--tls-listen` / `--dtls-listen` value: an address, or `none`
+/// (which contributes nothing, so `--dtls-listen none` gives an empty list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub Option<SocketAddr>);
+
+/// Parses an `IP:PORT` or `none` (also the empty string).
+fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
+    match text.trim() {
+        "" | "none" => Ok(ListenAddr(None)),
+        _ => parse_socket_addr(text)
+            .map(|addr| ListenAddr(Some(addr)))
+            .map_err(|err| format!("{err}, or none for no listener")),
+    }
+}
+
+/// The addresses of a `--tls-listen` / `--dtls-listen` list.
+fn listen_addrs(values: Option<&Vec<ListenAddr>>) -> Option<Vec<SocketAddr>> {
+    values.map(|values| values.iter().filter_map(|v| v.0).collect())
 }
 
 /// `--no-X` can only come from the command line (it has no environment
@@ -720,6 +878,18 @@ impl Settings {
             negative_cache_ttl: self.negative_cache_ttl,
             grace_period: self.grace_period,
             secrets_refresh: self.secrets_refresh,
+            tls_certificate: self.tls_certificate.clone(),
+            tls_private_key: self.tls_private_key.clone(),
+            tls_listen: listen_addrs(self.tls_listen.as_ref()),
+            dtls_listen: listen_addrs(self.dtls_listen.as_ref()),
+            tls_min_version: self.tls_min_version,
+            tls_reload_interval: self.tls_reload_interval,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_handshakes: self.max_handshakes,
+            handshake_timeout: self.handshake_timeout,
+            auth_timeout: self.auth_timeout,
+            idle_timeout: self.idle_timeout,
+            max_buffered_bytes: self.max_buffered_bytes,
         }
     }
 }
@@ -1009,6 +1179,19 @@ mod tests {
             "--negative-cache-ttl=0",
             "--grace-period=11",
             "--secrets-refresh=12",
+            "--tls-certificate=/etc/tp/chain.pem",
+            "--tls-private-key=/etc/tp/key.pem",
+            "--tls-listen=127.0.0.1:5349,[::1]:5349",
+            "--tls-listen=127.0.0.2:443",
+            "--dtls-listen=none",
+            "--tls-min-version=1.3",
+            "--tls-reload-interval=0",
+            "--max-connections-per-ip=0",
+            "--max-handshakes=13",
+            "--handshake-timeout=14",
+            "--auth-timeout=15",
+            "--idle-timeout=16",
+            "--max-buffered-bytes=65536",
         ])
         .overrides();
         let user = |name: &str, password: &str| UserEntry {
@@ -1076,6 +1259,22 @@ mod tests {
                 negative_cache_ttl: Some(0),
                 grace_period: Some(11),
                 secrets_refresh: Some(12),
+                tls_certificate: Some(PathBuf::from("/etc/tp/chain.pem")),
+                tls_private_key: Some(PathBuf::from("/etc/tp/key.pem")),
+                tls_listen: Some(vec![
+                    addr("127.0.0.1:5349"),
+                    addr("[::1]:5349"),
+                    addr("127.0.0.2:443")
+                ]),
+                dtls_listen: Some(Vec::new()),
+                tls_min_version: Some(TlsVersion::Tls13),
+                tls_reload_interval: Some(0),
+                max_connections_per_ip: Some(0),
+                max_handshakes: Some(13),
+                handshake_timeout: Some(14),
+                auth_timeout: Some(15),
+                idle_timeout: Some(16),
+                max_buffered_bytes: Some(65536),
             }
         );
     }
@@ -1273,6 +1472,17 @@ mod tests {
             (&["--database-pool-size=-1"], "--database-pool-size"),
             (&["--cache-ttl", "x"], "--cache-ttl"),
             (&["--strict-expiry=maybe"], "maybe"),
+            (
+                &["--tls-listen", "localhost:5349"],
+                "or none for no listener",
+            ),
+            (&["--dtls-listen", "5349"], "not an IP:PORT"),
+            (
+                &["--tls-min-version", "1.1"],
+                "invalid value '1.1' for '--tls-min-version",
+            ),
+            (&["--tls-reload-interval=-1"], "--tls-reload-interval"),
+            (&["--max-buffered-bytes", "1M"], "--max-buffered-bytes"),
         ];
         for (args, needle) in cases {
             let message = usage_error(args);

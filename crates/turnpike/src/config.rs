@@ -61,6 +61,21 @@ pub const MAX_POOL_SIZE: usize = 64;
 /// Lowest allowed `turn.min_port`: relay ports are unprivileged ports.
 pub const MIN_RELAY_PORT: u16 = 1024;
 
+/// Upper bound on `tls.reload_interval` (one day).
+pub const MAX_RELOAD_INTERVAL_SECS: u32 = 86_400;
+
+/// Upper bound on `limits.max_handshakes`.
+pub const MAX_HANDSHAKES: u32 = 1_000_000;
+
+/// Upper bound on the `limits` timeouts (an hour).
+pub const MAX_CONNECTION_TIMEOUT_SECS: u32 = 3_600;
+
+/// Lower bound on `limits.max_buffered_bytes`: one full-size TLS record.
+pub const MIN_BUFFERED_BYTES: u32 = 16_384;
+
+/// Upper bound on `limits.max_buffered_bytes` (64 MiB per connection).
+pub const MAX_BUFFERED_BYTES: u32 = 64 << 20;
+
 /// Upper bound on `turn.max_lifetime` and `turn.nonce_lifetime` (one day).
 /// Clients refresh long before; it exists so a typo such as
 /// `max_lifetime = 36000000` fails at start-up.
@@ -80,6 +95,188 @@ pub struct Config {
     pub turn: TurnConfig,
     /// `[database]`: where users and shared secrets are stored.
     pub database: DatabaseConfig,
+    /// `[tls]`: certificates and listeners for TLS (over TCP) and DTLS
+    /// (over UDP).
+    pub tls: TlsConfig,
+    /// `[limits]`: per-connection and handshake limits of the stream and
+    /// DTLS transports.
+    pub limits: LimitsConfig,
+}
+
+/// `[tls]` section: STUN/TURN over TLS (RFC 8489 section 6.2.2,
+/// "turns:" URLs) and DTLS (RFC 7350). Both are off until `certificate` is
+/// set. The files are read and checked by [`crate::tls::Certificates`]
+/// (at start, by `check-config`, and on every reload), not by
+/// [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [tls] table")]
+pub struct TlsConfig {
+    /// PEM file with the server certificate, then its intermediates,
+    /// optionally followed by the private key (restund's layout). `None`:
+    /// TLS and DTLS off.
+    pub certificate: Option<PathBuf>,
+    /// PEM file with the private key; `None`: the key is in `certificate`.
+    pub private_key: Option<PathBuf>,
+    /// Addresses served with TLS over TCP (only when `certificate` is set).
+    #[serde(deserialize_with = "de_list")]
+    pub listen: Vec<SocketAddr>,
+    /// Addresses served with DTLS over UDP (only when `certificate` is
+    /// set); empty: no DTLS.
+    #[serde(deserialize_with = "de_list")]
+    pub dtls_listen: Vec<SocketAddr>,
+    /// Lowest TLS version offered; TLS 1.0 and 1.1 never are.
+    pub min_version: TlsVersion,
+    /// Seconds between checks of the files for changes; 0: reload only on
+    /// SIGHUP. See [`TlsConfig::reload_every`].
+    pub reload_interval: u32,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        // RFC 8489 section 18.1: 5349 is the default port of "stuns" and
+        // "turns", over TLS and DTLS alike.
+        let both = vec![
+            SocketAddr::from(([0, 0, 0, 0], 5349)),
+            SocketAddr::from(([0u16; 8], 5349)),
+        ];
+        Self {
+            certificate: None,
+            private_key: None,
+            listen: both.clone(),
+            dtls_listen: both,
+            min_version: TlsVersion::Tls12,
+            reload_interval: 5,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS and DTLS are served at all (a certificate is set).
+    pub fn enabled(&self) -> bool {
+        self.certificate.is_some()
+    }
+
+    /// How often to check the certificate files for changes; `None` when
+    /// `reload_interval` is 0 (reload only on SIGHUP).
+    pub fn reload_every(&self) -> Option<Duration> {
+        (self.reload_interval > 0).then(|| Duration::from_secs(self.reload_interval.into()))
+    }
+}
+
+/// The lowest TLS version offered over TCP. DTLS is always DTLS 1.2 (the
+/// DTLS counterpart of TLS 1.2): OpenSSL 3.0, which the DTLS side uses, has
+/// no DTLS 1.3 (RFC 9147).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (the default: browsers and coturn's clients speak
+    /// both, older VoIP stacks only 1.2).
+    #[default]
+    #[value(name = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        })
+    }
+}
+
+impl TlsVersion {
+    /// Parses `"1.2"` or `"1.3"`; the message for anything else says what
+    /// is accepted (and why 1.0 and 1.1 are not).
+    pub fn parse(text: &str) -> Result<TlsVersion, String> {
+        match text.trim() {
+            "1.2" => Ok(TlsVersion::Tls12),
+            "1.3" => Ok(TlsVersion::Tls13),
+            old @ ("1.0" | "1" | "1.1") => Err(format!(
+                "TLS {} is not offered (RFC 8996 deprecates TLS 1.0 and 1.1); use \"1.2\" or \"1.3\"",
+                if old == "1" { "1.0" } else { old }
+            )),
+            _ => Err(format!(
+                "{text:?} is not a TLS version; use \"1.2\" or \"1.3\""
+            )),
+        }
+    }
+}
+
+/// `"1.2"` or `"1.3"`; also the bare TOML floats `1.2` and `1.3`, which is
+/// what people write.
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = TlsVersion;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"1.2\" or \"1.3\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TlsVersion, E> {
+                TlsVersion::parse(text).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<TlsVersion, E> {
+                TlsVersion::parse(&value.to_string()).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<TlsVersion, E> {
+                TlsVersion::parse(&value.to_string()).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `[limits]` section: how much one source and the handshakes may hold,
+/// for the TCP, TLS and DTLS transports (UDP has its own rate limits).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [limits] table")]
+pub struct LimitsConfig {
+    /// TCP, TLS and DTLS connections from one source IP; 0 = unlimited.
+    pub max_connections_per_ip: u32,
+    /// TLS and DTLS handshakes in progress, server-wide.
+    pub max_handshakes: u32,
+    /// Seconds a TLS or DTLS handshake may take.
+    pub handshake_timeout: u32,
+    /// Seconds a connection may stay open without a successful
+    /// authenticated request (against slowloris-style exhaustion).
+    pub auth_timeout: u32,
+    /// Seconds without any data after which a connection is closed.
+    pub idle_timeout: u32,
+    /// Outgoing bytes queued per connection before relayed data is dropped.
+    pub max_buffered_bytes: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections_per_ip: 64,
+            max_handshakes: 1024,
+            handshake_timeout: 10,
+            auth_timeout: 30,
+            idle_timeout: 600,
+            max_buffered_bytes: 262_144,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// `handshake_timeout` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout.into())
+    }
+
+    /// `auth_timeout` as a duration.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_secs(self.auth_timeout.into())
+    }
+
+    /// `idle_timeout` as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout.into())
+    }
 }
 
 /// Which tables the credential database has.
@@ -466,6 +663,30 @@ pub struct Overrides {
     pub grace_period: Option<u32>,
     /// `database.secrets_refresh`.
     pub secrets_refresh: Option<u32>,
+    /// `tls.certificate`.
+    pub tls_certificate: Option<PathBuf>,
+    /// `tls.private_key`.
+    pub tls_private_key: Option<PathBuf>,
+    /// `tls.listen` (replaces the file's list; may be empty).
+    pub tls_listen: Option<Vec<SocketAddr>>,
+    /// `tls.dtls_listen` (replaces the file's list; may be empty).
+    pub dtls_listen: Option<Vec<SocketAddr>>,
+    /// `tls.min_version`.
+    pub tls_min_version: Option<TlsVersion>,
+    /// `tls.reload_interval`.
+    pub tls_reload_interval: Option<u32>,
+    /// `limits.max_connections_per_ip`.
+    pub max_connections_per_ip: Option<u32>,
+    /// `limits.max_handshakes`.
+    pub max_handshakes: Option<u32>,
+    /// `limits.handshake_timeout`.
+    pub handshake_timeout: Option<u32>,
+    /// `limits.auth_timeout`.
+    pub auth_timeout: Option<u32>,
+    /// `limits.idle_timeout`.
+    pub idle_timeout: Option<u32>,
+    /// `limits.max_buffered_bytes`.
+    pub max_buffered_bytes: Option<u32>,
 }
 
 /// Which of the two IP addresses, or which of the two ports, an address uses.
@@ -617,7 +838,10 @@ pub(crate) fn io_message(error: &io::Error) -> String {
 /// tables). The empty name is the top level. A unit test keeps this in sync
 /// with the structs.
 const SECTIONS: &[(&str, &[&str])] = &[
-    ("", &["server", "log", "stun", "turn", "database"]),
+    (
+        "",
+        &["server", "log", "stun", "turn", "database", "tls", "limits"],
+    ),
     ("server", &["workers", "software"]),
     ("log", &["level", "format"]),
     (
@@ -667,6 +891,28 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "negative_cache_ttl",
             "grace_period",
             "secrets_refresh",
+        ],
+    ),
+    (
+        "tls",
+        &[
+            "certificate",
+            "private_key",
+            "listen",
+            "dtls_listen",
+            "min_version",
+            "reload_interval",
+        ],
+    ),
+    (
+        "limits",
+        &[
+            "max_connections_per_ip",
+            "max_handshakes",
+            "handshake_timeout",
+            "auth_timeout",
+            "idle_timeout",
+            "max_buffered_bytes",
         ],
     ),
     // An array of tables (`[[turn.users]]`), not a plain table.
@@ -768,6 +1014,24 @@ impl Config {
         set(&mut db.negative_cache_ttl, o.negative_cache_ttl);
         set(&mut db.grace_period, o.grace_period);
         set(&mut db.secrets_refresh, o.secrets_refresh);
+        let tls = &mut self.tls;
+        if o.tls_certificate.is_some() {
+            tls.certificate = o.tls_certificate;
+        }
+        if o.tls_private_key.is_some() {
+            tls.private_key = o.tls_private_key;
+        }
+        set(&mut tls.listen, o.tls_listen);
+        set(&mut tls.dtls_listen, o.dtls_listen);
+        set(&mut tls.min_version, o.tls_min_version);
+        set(&mut tls.reload_interval, o.tls_reload_interval);
+        let limits = &mut self.limits;
+        set(&mut limits.max_connections_per_ip, o.max_connections_per_ip);
+        set(&mut limits.max_handshakes, o.max_handshakes);
+        set(&mut limits.handshake_timeout, o.handshake_timeout);
+        set(&mut limits.auth_timeout, o.auth_timeout);
+        set(&mut limits.idle_timeout, o.idle_timeout);
+        set(&mut limits.max_buffered_bytes, o.max_buffered_bytes);
     }
 
     /// Checks everything that can be checked without binding sockets.
@@ -802,7 +1066,9 @@ impl Config {
         }
         self.plan()?;
         self.validate_turn()?;
-        self.validate_database()
+        self.validate_database()?;
+        self.validate_tls()?;
+        self.validate_limits()
     }
 
     /// Every address the runtime must bind, in `stun.listen` order; with
@@ -1207,6 +1473,155 @@ impl Config {
         Ok(())
     }
 
+    /// The `[tls]` rules: paths that are not empty, a key only with a
+    /// certificate, listen lists without duplicates, and — when TLS is on —
+    /// no TLS or DTLS listener on a STUN listener of the same transport.
+    /// The files themselves are checked by [`crate::tls::Certificates::load`].
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        if tls
+            .certificate
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "tls.certificate is empty; give the path of the PEM certificate chain, or remove the key to leave TLS and DTLS off",
+            ));
+        }
+        if tls
+            .private_key
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "tls.private_key is empty; give the path of the PEM private key, or remove the key when the key follows the chain in tls.certificate",
+            ));
+        }
+        if tls.private_key.is_some() && tls.certificate.is_none() {
+            return Err(ConfigError::invalid(
+                "tls.private_key is set but tls.certificate is not; set tls.certificate to the PEM certificate chain (TLS and DTLS stay off without it)",
+            ));
+        }
+        for (key, list) in [("listen", &tls.listen), ("dtls_listen", &tls.dtls_listen)] {
+            let mut seen = BTreeSet::new();
+            for addr in list {
+                if !seen.insert(*addr) {
+                    return Err(ConfigError::invalid(format!(
+                        "tls.{key} contains {addr} twice; remove the duplicate"
+                    )));
+                }
+                if addr.ip().is_multicast() {
+                    return Err(ConfigError::invalid(format!(
+                        "tls.{key} address {addr} is a multicast address; use a unicast address of this host or a wildcard (0.0.0.0 / [::])"
+                    )));
+                }
+            }
+        }
+        if tls.reload_interval > MAX_RELOAD_INTERVAL_SECS {
+            return Err(ConfigError::invalid(format!(
+                "tls.reload_interval = {} is out of range; use 0 (reload only on SIGHUP) to {MAX_RELOAD_INTERVAL_SECS} seconds (default 5)",
+                tls.reload_interval
+            )));
+        }
+        if !tls.enabled() {
+            return Ok(());
+        }
+        if tls.listen.is_empty() && tls.dtls_listen.is_empty() {
+            return Err(ConfigError::invalid(
+                "tls.certificate is set but tls.listen and tls.dtls_listen are both empty, so nothing would use it; list addresses such as \"0.0.0.0:5349\" or remove tls.certificate",
+            ));
+        }
+        // Listeners are bound with SO_REUSEPORT (one per worker), so a TLS
+        // listener on a STUN listener's address would not fail to bind: the
+        // kernel would silently split connections between the two.
+        let stun: Vec<SocketAddr> = self.listeners().iter().map(|l| l.addr).collect();
+        for (key, list, what, transport, stun_key, stun_on) in [
+            (
+                "listen",
+                &tls.listen,
+                "TLS",
+                "TCP",
+                "stun.tcp",
+                self.stun.tcp,
+            ),
+            (
+                "dtls_listen",
+                &tls.dtls_listen,
+                "DTLS",
+                "UDP",
+                "stun.udp",
+                self.stun.udp,
+            ),
+        ] {
+            if !stun_on {
+                continue;
+            }
+            for &addr in list {
+                if let Some(other) = stun.iter().find(|&&s| addresses_overlap(s, addr)) {
+                    return Err(ConfigError::invalid(format!(
+                        "tls.{key} address {addr} collides with the STUN listener {other} (both {transport}, port {}); give {what} another port (5349 is the standard one) or turn {stun_key} off",
+                        addr.port()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `[limits]` ranges.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        for (key, value, min, max, default, unit) in [
+            (
+                "max_handshakes",
+                l.max_handshakes,
+                1,
+                MAX_HANDSHAKES,
+                1024,
+                "handshakes",
+            ),
+            (
+                "handshake_timeout",
+                l.handshake_timeout,
+                1,
+                MAX_CONNECTION_TIMEOUT_SECS,
+                10,
+                "seconds",
+            ),
+            (
+                "auth_timeout",
+                l.auth_timeout,
+                1,
+                MAX_CONNECTION_TIMEOUT_SECS,
+                30,
+                "seconds",
+            ),
+            (
+                "idle_timeout",
+                l.idle_timeout,
+                1,
+                MAX_CONNECTION_TIMEOUT_SECS,
+                600,
+                "seconds",
+            ),
+            (
+                "max_buffered_bytes",
+                l.max_buffered_bytes,
+                MIN_BUFFERED_BYTES,
+                MAX_BUFFERED_BYTES,
+                262_144,
+                "bytes",
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::invalid(format!(
+                    "limits.{key} = {value} is out of range; use {min} to {max} {unit} (default {default})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Where the credential database is (`database.url`, or `turnpike.db`
     /// in `database.data_dir`).
     pub fn location(&self) -> Result<turnpike_store::Location, ConfigError> {
@@ -1266,14 +1681,49 @@ impl Config {
         };
         let on_off = |b: bool| if b { "on" } else { "off" };
         format!(
-            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}; database {}; turn {}",
+            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}; tls {}; database {}; turn {}",
             self.listeners().len(),
             self.log.format,
             self.log.level,
             on_off(self.stun.response_port),
             on_off(self.stun.padding),
+            self.tls_summary(),
             self.database_summary(),
             self.turn_summary(),
+        )
+    }
+
+    /// The TLS part of [`Config::summary`]: the files, listeners, minimum
+    /// version and how reloads happen.
+    fn tls_summary(&self) -> String {
+        let tls = &self.tls;
+        let Some(certificate) = &tls.certificate else {
+            return "off".to_owned();
+        };
+        let addrs = |list: &[SocketAddr]| {
+            if list.is_empty() {
+                "none".to_owned()
+            } else {
+                list.iter()
+                    .map(SocketAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        };
+        let key = match &tls.private_key {
+            Some(key) => format!("key {}", key.display()),
+            None => "key in the certificate file".to_owned(),
+        };
+        let reload = match tls.reload_interval {
+            0 => "reload on SIGHUP".to_owned(),
+            n => format!("reload on change (checked every {n} s) or SIGHUP"),
+        };
+        format!(
+            "on (certificate {}, {key}, tls {}, dtls {}, min version {}, {reload})",
+            certificate.display(),
+            addrs(&tls.listen),
+            addrs(&tls.dtls_listen),
+            tls.min_version,
         )
     }
 
@@ -1511,6 +1961,17 @@ impl Config {
             }),
         })
     }
+}
+
+/// Whether two listeners of one transport would claim the same port: the
+/// same port and family, and the same IP or a wildcard on either side
+/// (`[::]` is bound IPv6-only, so it does not cover IPv4). Port 0 means a
+/// free port chosen by the kernel, which never collides.
+fn addresses_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Result of [`Config::plan`].
@@ -3106,6 +3567,7 @@ mod tests {
         assert!(c.stun.alternate_ip.is_some());
         assert!(c.stun.alternate_port.is_some());
         assert_eq!(c.turn.users.len(), 2, "the [[turn.users]] examples");
+        assert!(c.tls.certificate.is_some() && c.tls.private_key.is_some());
         // The uncommented users are the only difference from the defaults.
         assert_eq!(
             c.turn,
@@ -3139,6 +3601,303 @@ mod tests {
                 });
                 assert!(present, "{name}.{key} missing from example");
             }
+        }
+    }
+
+    #[test]
+    fn tls_and_limits_defaults_are_the_documented_ones() {
+        let c = Config::default();
+        let tls = &c.tls;
+        assert_eq!(tls.certificate, None);
+        assert_eq!(tls.private_key, None);
+        assert!(!tls.enabled());
+        assert_eq!(tls.listen, vec![sa("0.0.0.0:5349"), sa("[::]:5349")]);
+        assert_eq!(tls.dtls_listen, tls.listen);
+        assert_eq!(tls.min_version, TlsVersion::Tls12);
+        assert_eq!(tls.reload_interval, 5);
+        assert_eq!(tls.reload_every(), Some(Duration::from_secs(5)));
+        let l = &c.limits;
+        assert_eq!(l.max_connections_per_ip, 64);
+        assert_eq!(l.max_handshakes, 1024);
+        assert_eq!(l.handshake_timeout(), Duration::from_secs(10));
+        assert_eq!(l.auth_timeout(), Duration::from_secs(30));
+        assert_eq!(l.idle_timeout(), Duration::from_secs(600));
+        assert_eq!(l.max_buffered_bytes, 262_144);
+        assert!(c.summary().contains("; padding off; tls off; database "));
+        assert_eq!(
+            Config::from_toml_str("[tls]\n[limits]\n").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn tls_and_limits_file_values_are_read() {
+        let c = Config::from_toml_str(
+            r#"
+            [tls]
+            certificate = "/etc/tp/fullchain.pem"
+            private_key = "/etc/tp/privkey.pem"
+            listen = ["192.0.2.1:443"]
+            dtls_listen = []
+            min_version = "1.3"
+            reload_interval = 0
+            [limits]
+            max_connections_per_ip = 0
+            max_handshakes = 1
+            handshake_timeout = 3600
+            auth_timeout = 1
+            idle_timeout = 3600
+            max_buffered_bytes = 16384
+            "#,
+        )
+        .unwrap();
+        let tls = &c.tls;
+        assert!(tls.enabled());
+        assert_eq!(
+            tls.certificate.as_deref(),
+            Some(Path::new("/etc/tp/fullchain.pem"))
+        );
+        assert_eq!(
+            tls.private_key.as_deref(),
+            Some(Path::new("/etc/tp/privkey.pem"))
+        );
+        assert_eq!(tls.listen, vec![sa("192.0.2.1:443")]);
+        assert!(tls.dtls_listen.is_empty());
+        assert_eq!(tls.min_version, TlsVersion::Tls13);
+        assert_eq!(tls.reload_every(), None);
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                max_connections_per_ip: 0,
+                max_handshakes: 1,
+                handshake_timeout: 3600,
+                auth_timeout: 1,
+                idle_timeout: 3600,
+                max_buffered_bytes: 16384,
+            }
+        );
+        let s = c.summary();
+        assert!(
+            s.contains("; tls on (certificate /etc/tp/fullchain.pem, key /etc/tp/privkey.pem, tls 192.0.2.1:443, dtls none, min version 1.3, reload on SIGHUP); database "),
+            "{s}"
+        );
+        // The key in the certificate file, default listeners.
+        let c = Config::from_toml_str("[tls]\ncertificate = \"/c.pem\"\n").unwrap();
+        assert!(
+            c.summary().contains("; tls on (certificate /c.pem, key in the certificate file, tls 0.0.0.0:5349 [::]:5349, dtls 0.0.0.0:5349 [::]:5349, min version 1.2, reload on change (checked every 5 s) or SIGHUP);"),
+            "{}",
+            c.summary()
+        );
+        // Versions written as TOML numbers mean the same.
+        for (text, want) in [("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)] {
+            let c = Config::from_toml_str(&format!("[tls]\nmin_version = {text}\n")).unwrap();
+            assert_eq!(c.tls.min_version, want);
+        }
+    }
+
+    #[test]
+    fn tls_and_limits_overrides_replace_the_file_values() {
+        let mut c = Config::parse_toml(
+            "[tls]\ncertificate = \"/file/c.pem\"\nprivate_key = \"/file/k.pem\"\nlisten = [\"192.0.2.1:5349\"]\nreload_interval = 60\n[limits]\nidle_timeout = 300\nauth_timeout = 20\n",
+            None,
+        )
+        .unwrap();
+        c.apply(&Overrides {
+            tls_certificate: Some(PathBuf::from("/flag/c.pem")),
+            tls_listen: Some(Vec::new()),
+            dtls_listen: Some(vec![sa("192.0.2.1:5350")]),
+            tls_min_version: Some(TlsVersion::Tls13),
+            tls_reload_interval: Some(0),
+            max_connections_per_ip: Some(7),
+            max_handshakes: Some(8),
+            handshake_timeout: Some(9),
+            idle_timeout: Some(11),
+            max_buffered_bytes: Some(65_536),
+            ..Overrides::default()
+        });
+        c.validate().unwrap();
+        let tls = &c.tls;
+        assert_eq!(tls.certificate.as_deref(), Some(Path::new("/flag/c.pem")));
+        assert_eq!(
+            tls.private_key.as_deref(),
+            Some(Path::new("/file/k.pem")),
+            "not overridden: file value kept"
+        );
+        assert!(tls.listen.is_empty(), "an empty override list clears it");
+        assert_eq!(tls.dtls_listen, vec![sa("192.0.2.1:5350")]);
+        assert_eq!(
+            (tls.min_version, tls.reload_interval),
+            (TlsVersion::Tls13, 0)
+        );
+        let l = &c.limits;
+        assert_eq!((l.max_connections_per_ip, l.max_handshakes), (7, 8));
+        assert_eq!(
+            (l.handshake_timeout, l.auth_timeout, l.idle_timeout),
+            (9, 20, 11)
+        );
+        assert_eq!(l.max_buffered_bytes, 65_536);
+    }
+
+    #[test]
+    fn tls_parse_errors() {
+        let cases = [
+            (
+                "[tls]\nmin_version = \"1.1\"\n",
+                2,
+                "TLS 1.1 is not offered (RFC 8996",
+            ),
+            ("[tls]\nmin_version = 1.0\n", 2, "TLS 1.0 is not offered"),
+            ("[tls]\nmin_version = 1\n", 2, "TLS 1.0 is not offered"),
+            (
+                "[tls]\nmin_version = \"TLSv1.3\"\n",
+                2,
+                "\"TLSv1.3\" is not a TLS version; use \"1.2\" or \"1.3\"",
+            ),
+            (
+                "[tls]\nmin_version = true\n",
+                2,
+                "expected \"1.2\" or \"1.3\"",
+            ),
+            ("[tls]\nlisten = [\"0.0.0.0\"]\n", 2, "not an IP:PORT"),
+            (
+                "[tls]\ndtls_listen = \"0.0.0.0:5349\"\n",
+                2,
+                "`dtls_listen`",
+            ),
+            ("[tls]\ncertificate = 5\n", 2, "`certificate`"),
+            (
+                "[tls]\ncert = \"/c.pem\"\n",
+                2,
+                "unknown key `cert` in [tls]; expected one of certificate, private_key,",
+            ),
+            ("[limits]\nidle_timeout = -1\n", 2, "from 0 to 4294967295"),
+            (
+                "[limits]\nmax_conections_per_ip = 1\n",
+                2,
+                "unknown key `max_conections_per_ip` in [limits]",
+            ),
+            ("tls = 1\n", 1, "[tls] table"),
+            (
+                "[server]\nhandshake_timeout = 1\n",
+                2,
+                "`handshake_timeout` belongs in [limits]",
+            ),
+        ];
+        for (doc, want_line, needle) in cases {
+            let (line, message) = parse_error(doc);
+            assert_eq!(line, Some(want_line), "{doc:?}: {message}");
+            assert!(message.contains(needle), "{doc:?}: {message}");
+            assert!(!message.contains('\n'), "{doc:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn tls_and_limits_validation_errors() {
+        let cert = "[tls]\ncertificate = \"/c.pem\"\n";
+        let cases: &[(String, &str)] = &[
+            (
+                "[tls]\ncertificate = \"\"\n".into(),
+                "tls.certificate is empty; give the path of the PEM certificate chain",
+            ),
+            (
+                format!("{cert}private_key = \"\"\n"),
+                "tls.private_key is empty;",
+            ),
+            (
+                "[tls]\nprivate_key = \"/k.pem\"\n".into(),
+                "tls.private_key is set but tls.certificate is not; set tls.certificate",
+            ),
+            (
+                "[tls]\nlisten = [\"0.0.0.0:5349\", \"0.0.0.0:5349\"]\n".into(),
+                "tls.listen contains 0.0.0.0:5349 twice",
+            ),
+            (
+                "[tls]\ndtls_listen = [\"[ff02::1]:5349\"]\n".into(),
+                "tls.dtls_listen address [ff02::1]:5349 is a multicast address",
+            ),
+            (
+                "[tls]\nreload_interval = 86401\n".into(),
+                "tls.reload_interval = 86401 is out of range; use 0 (reload only on SIGHUP) to 86400 seconds",
+            ),
+            (
+                format!("{cert}listen = []\ndtls_listen = []\n"),
+                "tls.listen and tls.dtls_listen are both empty, so nothing would use it",
+            ),
+            // Same address, and wildcards covering specific addresses, on
+            // the same transport; the RFC 5780 alternate listeners count.
+            (
+                format!("{cert}listen = [\"0.0.0.0:3478\"]\n"),
+                "tls.listen address 0.0.0.0:3478 collides with the STUN listener 0.0.0.0:3478 (both TCP, port 3478); give TLS another port (5349 is the standard one) or turn stun.tcp off",
+            ),
+            (
+                format!("{cert}listen = [\"[2001:db8::1]:3478\"]\n"),
+                "collides with the STUN listener [::]:3478",
+            ),
+            (
+                format!("[stun]\nlisten = [\"192.0.2.1:5349\"]\n{cert}"),
+                "tls.listen address 0.0.0.0:5349 collides with the STUN listener 192.0.2.1:5349",
+            ),
+            (
+                format!("[stun]\ntcp = false\nlisten = [\"192.0.2.1:5349\"]\n{cert}"),
+                "tls.dtls_listen address 0.0.0.0:5349 collides with the STUN listener 192.0.2.1:5349 (both UDP, port 5349); give DTLS another port (5349 is the standard one) or turn stun.udp off",
+            ),
+            (
+                format!(
+                    "[stun]\nlisten = [\"192.0.2.1:3478\"]\nalternate_ip = \"192.0.2.2\"\n{cert}listen = [\"192.0.2.2:3479\"]\n"
+                ),
+                "collides with the STUN listener 192.0.2.2:3479",
+            ),
+            (
+                "[limits]\nmax_handshakes = 0\n".into(),
+                "limits.max_handshakes = 0 is out of range; use 1 to 1000000 handshakes (default 1024)",
+            ),
+            (
+                "[limits]\nhandshake_timeout = 0\n".into(),
+                "limits.handshake_timeout = 0 is out of range; use 1 to 3600 seconds (default 10)",
+            ),
+            (
+                "[limits]\nauth_timeout = 3601\n".into(),
+                "limits.auth_timeout = 3601 is out of range; use 1 to 3600 seconds (default 30)",
+            ),
+            (
+                "[limits]\nidle_timeout = 0\n".into(),
+                "limits.idle_timeout = 0 is out of range; use 1 to 3600 seconds (default 600)",
+            ),
+            (
+                "[limits]\nmax_buffered_bytes = 1000\n".into(),
+                "limits.max_buffered_bytes = 1000 is out of range; use 16384 to 67108864 bytes (default 262144)",
+            ),
+        ];
+        for (doc, needle) in cases {
+            let message = invalid(doc);
+            assert!(message.contains(needle), "{doc:?}: {message}");
+            assert!(!message.contains('\n'));
+        }
+        // Listener shapes are checked with TLS off too; collisions only
+        // matter once TLS is on.
+        Config::from_toml_str("[stun]\nlisten = [\"0.0.0.0:5349\"]\n").unwrap();
+        Config::from_toml_str(&format!("[stun]\nlisten = [\"0.0.0.0:5349\"]\nudp = false\n{cert}dtls_listen = [\"0.0.0.0:5349\"]\nlisten = []\n")).unwrap();
+        // Other transports, other families and other ports are fine.
+        Config::from_toml_str(&format!("[stun]\nlisten = [\"0.0.0.0:3478\"]\n{cert}listen = [\"[::]:3478\", \"0.0.0.0:3479\"]\ndtls_listen = []\n")).unwrap();
+        Config::from_toml_str(&format!(
+            "[stun]\ntcp = false\n{cert}listen = [\"0.0.0.0:3478\"]\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn overlap_of_listeners() {
+        for (a, b, want) in [
+            ("0.0.0.0:1", "0.0.0.0:1", true),
+            ("0.0.0.0:1", "192.0.2.1:1", true),
+            ("192.0.2.1:1", "0.0.0.0:1", true),
+            ("192.0.2.1:1", "192.0.2.2:1", false),
+            ("192.0.2.1:1", "192.0.2.1:2", false),
+            ("[::]:1", "0.0.0.0:1", false),
+            ("[::]:1", "[::1]:1", true),
+            ("0.0.0.0:0", "0.0.0.0:0", false),
+        ] {
+            assert_eq!(addresses_overlap(sa(a), sa(b)), want, "{a} {b}");
         }
     }
 }
