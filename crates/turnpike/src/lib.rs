@@ -10,6 +10,7 @@
 //! - [`logging`]: tracing subscriber set-up (text or JSON).
 //! - [`net`]: sockets: batched UDP I/O and TCP stream framing.
 //! - [`runtime`]: worker threads that own sockets and a core shard each.
+//! - [`tls`]: TLS certificates, their checks and hot reload.
 
 pub mod admin;
 pub mod bench;
@@ -19,3 +20,4 @@ pub mod credentials;
 pub mod logging;
 pub mod net;
 pub mod runtime;
+pub mod tls;

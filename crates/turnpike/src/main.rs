@@ -98,10 +98,24 @@ fn run() -> Result<(), Failure> {
         None => "built-in defaults".to_owned(),
     };
     if !serve {
+        // The certificate files are read and checked here too, so that a
+        // renewal can be checked before SIGHUP; an error prints nothing on
+        // stdout, like any other configuration error.
+        let certificates = match config.tls.enabled() {
+            true => Some(turnpike::tls::Certificates::load(&config.tls).map_err(Failure::config)?),
+            false => None,
+        };
         print_line(&format!(
             "turnpike: configuration OK ({origin}): {}",
             config.summary()
         ));
+        if let Some(certificates) = certificates {
+            print_line(&format!(
+                "turnpike: TLS certificate OK ({}): {}",
+                certificates.certificate_path().display(),
+                certificates.summary()
+            ));
+        }
         return Ok(());
     }
     tracing::info!(

@@ -614,3 +614,138 @@ fn help_lists_the_admin_commands() {
     assert!(out.stdout.contains("--password-file"), "{}", out.stdout);
     assert!(out.stdout.contains("--create-realm"), "{}", out.stdout);
 }
+
+/// The [tls] and [limits] keys from their environment variables and flags:
+/// good values show in the summary, out-of-range ones are refused by name
+/// (from the variable and from the flag), a flag beats its variable, and
+/// "none" empties a listener list.
+#[test]
+fn tls_and_limits_settings_from_environment_and_flags() {
+    let pki = support::pki::Pki::new();
+    let leaf = pki.leaf("a.turn.test", support::pki::KeyType::EcP256Sec1, 10);
+    let chain = leaf.chain.to_str().unwrap();
+    let key = leaf.key.to_str().unwrap();
+    let env = [
+        ("TURNPIKE_TLS_CERTIFICATE", chain),
+        ("TURNPIKE_TLS_PRIVATE_KEY", key),
+        ("TURNPIKE_TLS_LISTEN", "127.0.0.1:5349,[::1]:5349"),
+        ("TURNPIKE_DTLS_LISTEN", "none"),
+        ("TURNPIKE_TLS_MIN_VERSION", "1.3"),
+        ("TURNPIKE_TLS_RELOAD_INTERVAL", "0"),
+        ("TURNPIKE_MAX_CONNECTIONS_PER_IP", "0"),
+        ("TURNPIKE_MAX_HANDSHAKES", "1000000"),
+        ("TURNPIKE_HANDSHAKE_TIMEOUT", "3600"),
+        ("TURNPIKE_AUTH_TIMEOUT", "1"),
+        ("TURNPIKE_IDLE_TIMEOUT", "3600"),
+        ("TURNPIKE_MAX_BUFFERED_BYTES", "67108864"),
+    ];
+    let out = run(&["check-config"], &env);
+    let lines = out.ok_lines();
+    assert!(
+        lines[0].contains(&format!(
+            "; tls on (certificate {chain}, key {key}, tls 127.0.0.1:5349 [::1]:5349, dtls none, min version 1.3, reload on SIGHUP);"
+        )),
+        "{}",
+        lines[0]
+    );
+    let out = run(
+        &[
+            "check-config",
+            "--dtls-listen",
+            "127.0.0.1:5350",
+            "--tls-listen=none",
+            "--tls-min-version=1.2",
+            "--tls-reload-interval=60",
+        ],
+        &env,
+    );
+    let lines = out.ok_lines();
+    assert!(
+        lines[0].contains("tls none, dtls 127.0.0.1:5350, min version 1.2, reload on change (checked every 60 s) or SIGHUP);"),
+        "{}",
+        lines[0]
+    );
+
+    // Out of range, from the environment and from the flag.
+    let cases = [
+        (
+            "TURNPIKE_MAX_HANDSHAKES",
+            "--max-handshakes",
+            "0",
+            "limits.max_handshakes = 0 is out of range; use 1 to 1000000 handshakes",
+        ),
+        (
+            "TURNPIKE_HANDSHAKE_TIMEOUT",
+            "--handshake-timeout",
+            "0",
+            "limits.handshake_timeout = 0 is out of range; use 1 to 3600 seconds",
+        ),
+        (
+            "TURNPIKE_AUTH_TIMEOUT",
+            "--auth-timeout",
+            "3601",
+            "limits.auth_timeout = 3601 is out of range",
+        ),
+        (
+            "TURNPIKE_IDLE_TIMEOUT",
+            "--idle-timeout",
+            "0",
+            "limits.idle_timeout = 0 is out of range",
+        ),
+        (
+            "TURNPIKE_MAX_BUFFERED_BYTES",
+            "--max-buffered-bytes",
+            "1024",
+            "limits.max_buffered_bytes = 1024 is out of range; use 16384 to 67108864 bytes",
+        ),
+        (
+            "TURNPIKE_TLS_RELOAD_INTERVAL",
+            "--tls-reload-interval",
+            "86401",
+            "tls.reload_interval = 86401 is out of range",
+        ),
+        (
+            "TURNPIKE_TLS_PRIVATE_KEY",
+            "--tls-private-key",
+            "/k.pem",
+            "tls.private_key is set but tls.certificate is not",
+        ),
+    ];
+    for (var, flag, value, needle) in cases {
+        let out = run(&["check-config"], &[(var, value)]);
+        assert!(out.error_line(2).contains(needle), "{var}: {}", out.stderr);
+        let out = run(&["check-config", flag, value], &[]);
+        assert!(out.error_line(2).contains(needle), "{flag}: {}", out.stderr);
+    }
+    // A TLS listener on a STUN one: refused before the files are read.
+    let out = run(
+        &[
+            "check-config",
+            "--tls-certificate",
+            "/nonexistent.pem",
+            "--tls-listen",
+            "[::]:3478",
+        ],
+        &[],
+    );
+    assert!(
+        out.error_line(2).contains("tls.listen address [::]:3478 collides with the STUN listener [::]:3478 (both TCP, port 3478)"),
+        "{}",
+        out.stderr
+    );
+    // Parse errors name the variable.
+    for (var, value, needle) in [
+        ("TURNPIKE_TLS_MIN_VERSION", "1.1", "1.1"),
+        (
+            "TURNPIKE_TLS_LISTEN",
+            "localhost:5349",
+            "or none for no listener",
+        ),
+        ("TURNPIKE_DTLS_LISTEN", "5349", "5349"),
+        ("TURNPIKE_MAX_HANDSHAKES", "many", "many"),
+    ] {
+        let out = run(&["check-config"], &[(var, value)]);
+        let line = out.error_line(2);
+        assert!(line.contains(needle) && line.contains(var), "{var}: {line}");
+    }
+}

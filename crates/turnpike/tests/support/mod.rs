@@ -24,6 +24,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod pki;
 pub mod uclient;
 
 use std::fmt::Write as _;
