@@ -9,6 +9,7 @@
 //! beyond a short probe (to report "address in use" clearly), then waits for
 //! SIGTERM/SIGINT and shuts the workers down.
 
+mod dtls;
 mod relay;
 mod stream;
 mod worker;
@@ -29,9 +30,10 @@ use turnpike_store::Store;
 
 use crate::config::{Config, Listener};
 use crate::credentials::{CacheOptions, Credentials};
+use crate::tls::Certificates;
 use relay::Reservations;
 use stream::{ConnectionCounts, StreamLimits};
-use worker::Worker;
+use worker::{DtlsSettings, Secure, Worker};
 
 /// Runs the server until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> anyhow::Result<()> {
@@ -70,8 +72,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = config.listeners();
     let (udp, tcp) = (config.stun.udp, config.stun.tcp);
     probe_listeners(&listeners, udp, tcp)?;
-
     let workers = config.worker_threads();
+    let secure = start_tls(&config, &control, workers)?;
+    let l = &config.limits;
+    let limits = StreamLimits {
+        per_ip: l.max_connections_per_ip,
+        auth_timeout: Duration::from_secs(l.auth_timeout.into()),
+        idle_timeout: Duration::from_secs(l.idle_timeout.into()),
+        max_buffered: usize::try_from(l.max_buffered_bytes).unwrap_or(usize::MAX),
+    };
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
@@ -85,7 +95,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             secrets: secrets.clone(),
             reservations: Arc::clone(&reservations),
             connections: Arc::clone(&connections),
-            limits: StreamLimits::default(),
+            limits,
+            secure: secure.clone(),
             listeners: listeners.clone(),
             udp,
             tcp,
@@ -186,6 +197,57 @@ fn open_credentials(
             .refresh_secrets(publish, Duration::from_secs(db.secrets_refresh.into())),
     );
     Ok((credentials, receive))
+}
+
+/// Loads the TLS certificate (when `tls.certificate` is set), checks that
+/// the TLS and DTLS addresses are free, and starts watching the files and
+/// SIGHUP for renewals. A missing or broken certificate at start is an error.
+fn start_tls(
+    config: &Config,
+    control: &tokio::runtime::Runtime,
+    workers: usize,
+) -> anyhow::Result<Option<Secure>> {
+    let tls = &config.tls;
+    if tls.certificate.is_none() {
+        return Ok(None);
+    }
+    let certs = Certificates::load(tls).map_err(|e| anyhow!("{e}"))?;
+    for &addr in &tls.listen {
+        probe(addr, Type::STREAM).map_err(|e| bind_error("tls", addr, &e))?;
+    }
+    for &addr in &tls.dtls_listen {
+        probe(addr, Type::DGRAM).map_err(|e| bind_error("dtls", addr, &e))?;
+    }
+    tracing::info!("{}", certs.summary());
+    let interval =
+        (tls.reload_interval > 0).then(|| Duration::from_secs(tls.reload_interval.into()));
+    let hangup = {
+        let _entered = control.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install a SIGHUP handler")?
+    };
+    control.spawn(crate::tls::watch(Arc::clone(&certs), interval, hangup));
+    let l = &config.limits;
+    let mut cookie_secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut cookie_secret);
+    let handshake_timeout = Duration::from_secs(l.handshake_timeout.into());
+    let max_handshakes = usize::try_from(l.max_handshakes).unwrap_or(usize::MAX);
+    Ok(Some(Secure {
+        certs,
+        tls_listen: tls.listen.clone(),
+        dtls_listen: tls.dtls_listen.clone(),
+        handshakes: Arc::default(),
+        max_handshakes,
+        handshake_timeout,
+        dtls: DtlsSettings {
+            cookie_secret,
+            // Each worker holds its share of the server-wide cap.
+            max_half_open: (max_handshakes / workers.max(1)).max(1),
+            max_sessions_per_ip: usize::try_from(l.max_connections_per_ip).unwrap_or(0),
+            handshake_timeout,
+            idle_timeout: Duration::from_secs(l.idle_timeout.into()),
+        },
+    }))
 }
 
 /// Users whose keys the shared credential cache holds at most.

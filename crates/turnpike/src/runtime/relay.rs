@@ -24,6 +24,7 @@ use socket2::Socket;
 use tokio::task::AbortHandle;
 use turnpike_core::{RelayOptions, RelayPorts};
 
+use super::dtls::DtlsEndpoint;
 use super::stream::StreamConn;
 use super::worker::{RECV_ERROR_BACKOFF, WorkerCtx};
 use crate::net::udp::{BatchUdpSocket, UdpOptions};
@@ -35,6 +36,8 @@ pub(super) enum ClientPath {
     Udp(usize),
     /// On the client's connection.
     Stream(Rc<StreamConn>),
+    /// Encrypted for the client's DTLS session on this endpoint.
+    Dtls(Rc<DtlsEndpoint>),
 }
 
 /// A relay socket of this worker.
@@ -219,6 +222,10 @@ async fn relay_loop(ctx: Rc<WorkerCtx>, socket: Rc<BatchUdpSocket>, client: Clie
         match &client {
             ClientPath::Udp(listener) => to_udp_client(&ctx, relay, *listener, now),
             ClientPath::Stream(conn) => to_stream_client(&ctx, relay, conn, now),
+            ClientPath::Dtls(endpoint) => {
+                to_dtls_client(&ctx, relay, endpoint, now);
+                endpoint.drain(&ctx, now, None);
+            }
         }
     }
 }
@@ -267,6 +274,20 @@ fn to_stream_client(ctx: &WorkerCtx, relay: SocketAddr, conn: &StreamConn, now: 
     }
     if queued {
         conn.flush();
+    }
+}
+
+fn to_dtls_client(ctx: &WorkerCtx, relay: SocketAddr, endpoint: &DtlsEndpoint, now: Instant) {
+    let rx = ctx.peer_rx.borrow();
+    let mut server = ctx.server.borrow_mut();
+    let mut scratch = ctx.scratch.borrow_mut();
+    for (data, meta) in rx.iter() {
+        if meta.truncated {
+            continue;
+        }
+        if let Some(t) = server.handle_peer_packet(now, relay, meta.source, data, &mut scratch) {
+            endpoint.send(now, t.destination, &scratch[..t.len]);
+        }
     }
 }
 

@@ -21,12 +21,16 @@ use tokio::task::LocalSet;
 use turnpike_core::{Event, Packet, RelayOptions, Secrets, Server, Shard, Transport};
 
 use super::bind_error;
+use super::dtls::{self, DtlsEndpoint};
 use super::relay::{ClientPath, Relay, Reservations, ShellRelays};
 use super::stream::{self, ConnectionCounts, StreamConn, StreamLimits};
 use crate::config::Listener;
 use crate::credentials::Credentials;
 use crate::net::tcp;
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch, UdpOptions};
+use crate::tls::Certificates;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use turnpike_dtls::{DtlsConfig, DtlsServer};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 pub(super) const BATCH: usize = 32;
@@ -55,7 +59,34 @@ pub(super) struct Worker {
     pub(super) listeners: Vec<Listener>,
     pub(super) udp: bool,
     pub(super) tcp: bool,
+    /// TLS and DTLS: the certificates and where to listen.
+    pub(super) secure: Option<Secure>,
     pub(super) shutdown: watch::Receiver<bool>,
+}
+
+/// What a worker needs for TLS and DTLS.
+#[derive(Clone)]
+pub(super) struct Secure {
+    pub(super) certs: Arc<Certificates>,
+    pub(super) tls_listen: Vec<SocketAddr>,
+    pub(super) dtls_listen: Vec<SocketAddr>,
+    /// TLS handshakes in progress, all workers together.
+    pub(super) handshakes: Arc<AtomicUsize>,
+    pub(super) max_handshakes: usize,
+    pub(super) handshake_timeout: Duration,
+    /// DTLS session settings (certificate, caps, cookie secret) for this
+    /// worker's share of the limits.
+    pub(super) dtls: DtlsSettings,
+}
+
+/// The per-worker DTLS settings; the certificate comes from [`Secure::certs`].
+#[derive(Clone, Copy)]
+pub(super) struct DtlsSettings {
+    pub(super) cookie_secret: [u8; 32],
+    pub(super) max_half_open: usize,
+    pub(super) max_sessions_per_ip: usize,
+    pub(super) handshake_timeout: Duration,
+    pub(super) idle_timeout: Duration,
 }
 
 /// State shared by a worker's tasks.
@@ -79,7 +110,17 @@ pub(super) struct WorkerCtx {
     pub(super) limits: StreamLimits,
     /// Wakes the task that sends [`client_tx`](Self::client_tx).
     pub(super) flush: tokio::sync::Notify,
+    /// DTLS sockets and their sessions.
+    pub(super) dtls: Box<[Rc<DtlsEndpoint>]>,
     credentials: Option<Arc<Credentials>>,
+}
+
+/// Sockets a worker binds.
+struct Bound {
+    udp: Vec<BatchUdpSocket>,
+    tcp: Vec<TcpListener>,
+    tls: Vec<TcpListener>,
+    dtls: Vec<DtlsEndpoint>,
 }
 
 impl Worker {
@@ -92,7 +133,7 @@ impl Worker {
         let local = LocalSet::new();
         let mut shutdown = self.shutdown.clone();
         local.block_on(&rt, async move {
-            let (sockets, tcp_listeners) = match self.bind() {
+            let bound = match self.bind() {
                 Ok(bound) => {
                     let _ = ready.send(Ok(()));
                     bound
@@ -102,12 +143,23 @@ impl Worker {
                     return Ok(());
                 }
             };
-            let ctx = self.context(sockets);
+            let ctx = self.context(bound.udp, bound.dtls);
             for index in 0..ctx.listeners.len() {
                 tokio::task::spawn_local(udp_loop(Rc::clone(&ctx), index));
             }
-            for listener in tcp_listeners {
+            for listener in bound.tcp {
                 tokio::task::spawn_local(tcp_accept_loop(Rc::clone(&ctx), listener));
+            }
+            if let Some(secure) = &self.secure {
+                for listener in bound.tls {
+                    let (ctx, secure) = (Rc::clone(&ctx), secure.clone());
+                    tokio::task::spawn_local(tls_accept_loop(ctx, listener, secure));
+                }
+                for endpoint in ctx.dtls.iter() {
+                    let (ctx2, endpoint) = (Rc::clone(&ctx), Rc::clone(endpoint));
+                    let certs = Arc::clone(&secure.certs);
+                    tokio::task::spawn_local(dtls::dtls_loop(ctx2, endpoint, certs));
+                }
             }
             tokio::task::spawn_local(timer_loop(Rc::clone(&ctx)));
             if let Some(secrets) = self.secrets.clone() {
@@ -120,7 +172,7 @@ impl Worker {
         })
     }
 
-    fn context(&self, sockets: Vec<BatchUdpSocket>) -> Rc<WorkerCtx> {
+    fn context(&self, sockets: Vec<BatchUdpSocket>, dtls: Vec<DtlsEndpoint>) -> Rc<WorkerCtx> {
         let mut seed = [0u8; 8];
         rand::rng().fill_bytes(&mut seed);
         let shard = Shard {
@@ -149,6 +201,7 @@ impl Worker {
                 connections: Arc::clone(&self.connections),
                 limits: self.limits,
                 flush: tokio::sync::Notify::new(),
+                dtls: dtls.into_iter().map(Rc::new).collect(),
                 credentials: self.credentials.clone(),
             }
         });
@@ -162,27 +215,94 @@ impl Worker {
         ctx
     }
 
-    fn bind(&self) -> anyhow::Result<(Vec<BatchUdpSocket>, Vec<TcpListener>)> {
+    fn bind(&self) -> anyhow::Result<Bound> {
         let options = UdpOptions {
             reuse_port: true,
             ..UdpOptions::default()
         };
-        let mut sockets = Vec::new();
-        let mut listeners = Vec::new();
+        let mut bound = Bound {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            tls: Vec::new(),
+            dtls: Vec::new(),
+        };
         for l in &self.listeners {
             if self.udp {
-                sockets.push(
+                bound.udp.push(
                     BatchUdpSocket::bind(l.addr, &options)
                         .map_err(|e| bind_error("udp", l.addr, &e))?,
                 );
             }
             if self.tcp {
-                listeners.push(
+                bound.tcp.push(
                     tcp::bind_listener(l.addr, true).map_err(|e| bind_error("tcp", l.addr, &e))?,
                 );
             }
         }
-        Ok((sockets, listeners))
+        if let Some(secure) = &self.secure {
+            for &addr in &secure.tls_listen {
+                bound
+                    .tls
+                    .push(tcp::bind_listener(addr, true).map_err(|e| bind_error("tls", addr, &e))?);
+            }
+            let (generation, pem) = secure.certs.pem_with_generation();
+            for &addr in &secure.dtls_listen {
+                let socket = BatchUdpSocket::bind(addr, &options)
+                    .map_err(|e| bind_error("dtls", addr, &e))?;
+                let d = secure.dtls;
+                let mut config =
+                    DtlsConfig::new(pem.chain.clone(), pem.key.clone(), d.cookie_secret);
+                config.max_half_open_total = d.max_half_open;
+                config.max_sessions_per_ip = d.max_sessions_per_ip;
+                config.handshake_timeout = d.handshake_timeout;
+                config.idle_timeout = d.idle_timeout;
+                let sessions = DtlsServer::new(config)
+                    .map_err(|e| anyhow::anyhow!("cannot start DTLS on {addr}: {e}"))?;
+                bound
+                    .dtls
+                    .push(DtlsEndpoint::new(socket, sessions, generation));
+            }
+        }
+        Ok(bound)
+    }
+}
+
+/// Accepts TLS connections: per-IP limit, then the handshake (bounded in
+/// number across workers and in time), then the stream is served like TCP.
+async fn tls_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, secure: Secure) {
+    let acceptor = secure.certs.acceptor();
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(%err, "tls accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(counted) = ctx.connections.admit(remote.ip(), ctx.limits.per_ip) else {
+            continue;
+        };
+        if secure.handshakes.fetch_add(1, Ordering::Relaxed) >= secure.max_handshakes {
+            secure.handshakes.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
+        let Ok(local) = stream.local_addr() else {
+            secure.handshakes.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (ctx, acceptor) = (Rc::clone(&ctx), acceptor.clone());
+        let (handshakes, timeout) = (Arc::clone(&secure.handshakes), secure.handshake_timeout);
+        tokio::task::spawn_local(async move {
+            let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+            handshakes.fetch_sub(1, Ordering::Relaxed);
+            if let Ok(Ok(tls)) = handshake {
+                let limits = ctx.limits;
+                stream::serve(ctx, tls, Transport::Tls, local, remote, limits).await;
+            }
+            drop(counted);
+        });
     }
 }
 
@@ -198,9 +318,11 @@ impl WorkerCtx {
                 .borrow()
                 .get(&(options.server, options.client))
                 .map(|conn| ClientPath::Stream(Rc::clone(conn))),
-            // DTLS sessions are not served yet: nothing reaches the core
-            // over DTLS, so no allocation asks for it.
-            Transport::Dtls => None,
+            Transport::Dtls => self
+                .dtls
+                .iter()
+                .find(|d| d.serves(options.server))
+                .map(|d| ClientPath::Dtls(Rc::clone(d))),
         }
     }
 
@@ -262,6 +384,14 @@ impl WorkerCtx {
             };
             self.after_packets();
             let payload = &out[..transmit.len];
+            if transmit.transport == Transport::Dtls {
+                if let Some(d) = self.dtls.iter().find(|d| d.serves(transmit.source)) {
+                    let now = Instant::now();
+                    d.send(now, transmit.destination, payload);
+                    d.drain(self, now, None);
+                }
+                continue;
+            }
             if transmit.transport != Transport::Udp {
                 let key = (transmit.source, transmit.destination);
                 if let Some(conn) = self.streams.borrow().get(&key) {

@@ -77,6 +77,19 @@ pub struct ServerOptions {
     /// The `[database]` section (its `data_dir` is always the server's own
     /// temporary directory).
     pub database: DatabaseOptions,
+    /// TLS and DTLS on a second port (`TestServer::tls_port`) with these
+    /// certificate files.
+    pub tls: Option<TlsFiles>,
+    /// `[limits]` values to set; the defaults otherwise.
+    pub limits: Vec<(&'static str, u32)>,
+}
+
+/// The certificate of `[tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    /// `None`: the key follows the chain in `certificate`.
+    pub private_key: Option<PathBuf>,
 }
 
 /// The `[database]` section of the test configuration.
@@ -181,6 +194,8 @@ impl ServerOptions {
             padding: true,
             turn: None,
             database: DatabaseOptions::default(),
+            tls: None,
+            limits: Vec::new(),
         }
     }
 
@@ -202,6 +217,8 @@ pub struct TestServer {
     pub port: u16,
     /// Alternate port when configured (always `P + 1`).
     pub alt_port: Option<u16>,
+    /// TLS (TCP) and DTLS (UDP) port when configured.
+    pub tls_port: Option<u16>,
     pub options: ServerOptions,
     program: PathBuf,
     config_text: String,
@@ -246,7 +263,18 @@ impl TestServer {
     fn spawn(options: ServerOptions, port: u16) -> TestServer {
         let dir = tempfile::tempdir().expect("create temp dir for server config");
         let alt_port = options.alternate.then(|| port + 1);
-        let config_text = render_config(&options, port, alt_port, dir.path());
+        let tls_port = options.tls.as_ref().map(|_| {
+            loop {
+                let tp = pick_server_port(&ServerOptions {
+                    alternate: false,
+                    ..options.clone()
+                });
+                if tp != port && Some(tp) != alt_port {
+                    break tp;
+                }
+            }
+        });
+        let config_text = render_config(&options, port, alt_port, tls_port, dir.path());
         let config_path = dir.path().join("turnpike.toml");
         std::fs::write(&config_path, &config_text).expect("write server config");
 
@@ -271,6 +299,7 @@ impl TestServer {
             child: Some(child),
             port,
             alt_port,
+            tls_port,
             options,
             program,
             config_text,
@@ -512,6 +541,7 @@ fn render_config(
     options: &ServerOptions,
     port: u16,
     alt_port: Option<u16>,
+    tls_port: Option<u16>,
     data_dir: &std::path::Path,
 ) -> String {
     let level = std::env::var("TURNPIKE_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into());
@@ -546,6 +576,36 @@ fn render_config(
     let _ = writeln!(s, "negative_cache_ttl = {}", db.negative_cache_ttl);
     let _ = writeln!(s, "grace_period = {}", db.grace_period);
     let _ = writeln!(s, "secrets_refresh = {}", db.secrets_refresh);
+    if let (Some(tls), Some(tp)) = (&options.tls, tls_port) {
+        let mut listen = vec![toml_str(
+            &SocketAddr::new(PRIMARY_V4.into(), tp).to_string(),
+        )];
+        if options.ipv6 {
+            listen.push(toml_str(
+                &SocketAddr::new(PRIMARY_V6.into(), tp).to_string(),
+            ));
+        }
+        let listen = format!("[{}]", listen.join(", "));
+        let _ = writeln!(s, "\n[tls]");
+        let _ = writeln!(
+            s,
+            "certificate = {}",
+            toml_str(&tls.certificate.display().to_string())
+        );
+        if let Some(key) = &tls.private_key {
+            let _ = writeln!(s, "private_key = {}", toml_str(&key.display().to_string()));
+        }
+        let _ = writeln!(
+            s,
+            "listen = {listen}\ndtls_listen = {listen}\nreload_interval = 1"
+        );
+    }
+    if !options.limits.is_empty() {
+        let _ = writeln!(s, "\n[limits]");
+        for (key, value) in &options.limits {
+            let _ = writeln!(s, "{key} = {value}");
+        }
+    }
     if let Some(turn) = &options.turn {
         render_turn(&mut s, turn);
     }

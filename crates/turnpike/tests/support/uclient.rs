@@ -24,6 +24,8 @@ pub struct Run<'a> {
     /// `-W`: TURN REST API credentials from this shared secret (with the
     /// user as the user id) instead of `-w`.
     secret: Option<&'a str>,
+    /// Server port (`-p`); the server's plain port when `None`.
+    port: Option<u16>,
     /// Flags and options (`-m`, `-n`, `-l`, `-s`, ...).
     args: &'a [&'a str],
 }
@@ -37,6 +39,7 @@ impl Run<'_> {
             user: TURN_USER,
             password: TURN_PASSWORD,
             secret: None,
+            port: None,
             args,
         }
     }
@@ -62,6 +65,14 @@ impl Run<'_> {
         }
     }
 
+    /// Contacts the server on `port` (its TLS/DTLS port, say).
+    pub fn port(self, port: u16) -> Self {
+        Run {
+            port: Some(port),
+            ..self
+        }
+    }
+
     /// Credentials minted by uclient from a shared secret (`-W`).
     pub fn rest_secret<'a>(self, secret: &'a str) -> Run<'a>
     where
@@ -80,7 +91,8 @@ impl Run<'_> {
             Some(secret) => v.extend(["-W".into(), secret.into()]),
             None => v.extend(["-w".into(), self.password.into()]),
         }
-        v.extend(["-p".into(), self.server.port.to_string()]);
+        let port = self.port.unwrap_or(self.server.port);
+        v.extend(["-p".into(), port.to_string()]);
         if let Some((peer, ip)) = self.peer {
             v.extend([
                 "-e".into(),
