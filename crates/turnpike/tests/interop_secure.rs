@@ -117,6 +117,51 @@ fn dtls_channels_and_send_indications_no_loss() {
     assert_delivered("DTLS over IPv6", &out, &rep, 60, 200);
 }
 
+/// RFC 8656 §3.1: the control connection bounds the allocation. After each
+/// uclient run (`-c`: no EVEN-PORT reservations, which outlive connections
+/// by design) the allocations and their relay sockets are gone well before
+/// the end of their lifetime: at once for TCP and TLS (uclient's exit closes
+/// the connections); for DTLS, uclient sends close_notify on its data
+/// sessions but never on its first "probe" session, which ends at the DTLS
+/// idle timeout (8 s here).
+#[test]
+fn allocations_end_with_their_connections_and_sessions() {
+    let pki = Pki::new();
+    let server = secure_server(&pki, vec![("idle_timeout", 8)]);
+    let peer = Peer::start(&[v4()]);
+    let tls = tls_port(&server);
+    for (what, args, port, within) in [
+        (
+            "TCP",
+            ["-t", "-c", "-m", "2", "-n", "5"].as_slice(),
+            server.port,
+            5,
+        ),
+        (
+            "TLS",
+            ["-S", "-t", "-c", "-m", "2", "-n", "5"].as_slice(),
+            tls,
+            5,
+        ),
+        (
+            "DTLS",
+            ["-S", "-c", "-m", "2", "-n", "5"].as_slice(),
+            tls,
+            15,
+        ),
+    ] {
+        let (out, rep) = Run::new(&server, v4(), args)
+            .port(port)
+            .peer(&peer, v4())
+            .go();
+        assert_delivered(what, &out, &rep, 10, 100);
+        let what = format!("{what} allocations end with their connections");
+        eventually(&what, Duration::from_secs(within), || {
+            server.relay_sockets() == 0
+        });
+    }
+}
+
 /// The subject of the certificate a new TLS connection is served, read with
 /// `openssl s_client`.
 fn served_subject(port: u16) -> String {

@@ -394,17 +394,6 @@ fn tcp_channels_no_loss() {
     let args = ["-t", "-m", "2", "-n", "50", "-l", "1000"];
     let (out, rep) = Run::new(&server, v4(), &args).peer(&peer, v4()).go();
     assert_delivered("TCP, channels", &out, &rep, 100, 1000);
-    // uclient closed its connections, and their allocations (with their
-    // relay sockets) went with them rather than at the end of their lifetime.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.relay_sockets() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "allocations outlived their TCP connections: {} relay sockets left",
-            server.relay_sockets()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `-t -s`: Send and Data indications on the stream.

@@ -92,6 +92,13 @@ impl Reservations {
         }
     }
 
+    /// Closes the sockets of expired reservations.
+    pub(super) fn expire(&self, now: Instant) {
+        if let Ok(mut sockets) = self.sockets.lock() {
+            sockets.retain(|_, (_, until)| *until > now);
+        }
+    }
+
     fn take(&self, token: &[u8; 8], now: Instant) -> Option<Socket> {
         let mut sockets = self.sockets.lock().ok()?;
         match sockets.remove(token) {

@@ -161,7 +161,7 @@ impl Worker {
                     tokio::task::spawn_local(dtls::dtls_loop(ctx2, endpoint, certs));
                 }
             }
-            tokio::task::spawn_local(timer_loop(Rc::clone(&ctx)));
+            tokio::task::spawn_local(timer_loop(Rc::clone(&ctx), Arc::clone(&self.reservations)));
             if let Some(secrets) = self.secrets.clone() {
                 tokio::task::spawn_local(secrets_loop(Rc::clone(&ctx), secrets));
             }
@@ -512,13 +512,18 @@ async fn udp_loop(ctx: Rc<WorkerCtx>, index: usize) {
     }
 }
 
-/// Expires allocations once a second (the core's sweep interval).
-async fn timer_loop(ctx: Rc<WorkerCtx>) {
+/// Expires allocations once a second (the core's sweep interval), and
+/// unclaimed port reservations.
+async fn timer_loop(ctx: Rc<WorkerCtx>, reservations: Arc<Reservations>) {
     let mut tick = tokio::time::interval(turnpike_core::server::SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        ctx.server.borrow_mut().handle_timeout(Instant::now());
+        let now = Instant::now();
+        ctx.server.borrow_mut().handle_timeout(now);
+        // Reserved ports nobody claimed are closed when they expire, not
+        // when the next reservation happens to be made.
+        reservations.expire(now);
     }
 }
 
