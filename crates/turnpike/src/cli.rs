@@ -732,9 +732,49 @@ pub struct Settings {
         help_heading = "Limits"
     )]
     pub max_buffered_bytes: Option<u32>,
+
+    /// admin.listen: IP:PORT to serve the admin HTTP endpoint (/metrics,
+    /// /status; no authentication) on; repeat or separate with commas;
+    /// `none` for off. Replaces the file's list. [default: none, off]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_ADMIN_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ',',
+        value_parser = parse_listen_addr,
+        help_heading = "Admin"
+    )]
+    pub admin_listen: Option<Vec<ListenAddr>>,
+
+    /// admin.allow_remote: allow admin.listen addresses other than
+    /// loopback [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_ADMIN_ALLOW_REMOTE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+        overrides_with = "admin_allow_remote",
+        help_heading = "Admin"
+    )]
+    pub admin_allow_remote: Option<bool>,
+
+    /// Refuse admin.listen addresses other than loopback
+    /// (allow_remote = false)
+    #[arg(
+        long,
+        global = true,
+        overrides_with = "no_admin_allow_remote",
+        help_heading = "Admin"
+    )]
+    pub no_admin_allow_remote: bool,
 }
 
-/// One `--tls-listen` / `--dtls-listen` value: an address, or `none`
+/// One `--tls-listen` / `--dtls-listen` / `--admin-listen` value: an address, or `none`
 /// (which contributes nothing, so `--dtls-listen none` gives an empty list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenAddr(pub Option<SocketAddr>);
@@ -749,7 +789,8 @@ fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
     }
 }
 
-/// The addresses of a `--tls-listen` / `--dtls-listen` list.
+/// The addresses of a `--tls-listen` / `--dtls-listen` / `--admin-listen`
+/// list.
 fn listen_addrs(values: Option<&Vec<ListenAddr>>) -> Option<Vec<SocketAddr>> {
     values.map(|values| values.iter().filter_map(|v| v.0).collect())
 }
@@ -775,6 +816,7 @@ const NEGATIONS: &[(&str, &str)] = &[
     ("padding", "no_padding"),
     ("turn", "no_turn"),
     ("strict_expiry", "no_strict_expiry"),
+    ("admin_allow_remote", "no_admin_allow_remote"),
 ];
 
 impl Settings {
@@ -828,6 +870,8 @@ impl Settings {
             "no_turn" => self.no_turn = false,
             "strict_expiry" => self.strict_expiry = None,
             "no_strict_expiry" => self.no_strict_expiry = false,
+            "admin_allow_remote" => self.admin_allow_remote = None,
+            "no_admin_allow_remote" => self.no_admin_allow_remote = false,
             // NEGATIONS lists only the ids above (a unit test checks).
             _ => {}
         }
@@ -890,6 +934,8 @@ impl Settings {
             auth_timeout: self.auth_timeout,
             idle_timeout: self.idle_timeout,
             max_buffered_bytes: self.max_buffered_bytes,
+            admin_listen: listen_addrs(self.admin_listen.as_ref()),
+            admin_allow_remote: tri_state(self.admin_allow_remote, self.no_admin_allow_remote),
         }
     }
 }
@@ -1192,6 +1238,9 @@ mod tests {
             "--auth-timeout=15",
             "--idle-timeout=16",
             "--max-buffered-bytes=65536",
+            "--admin-listen=127.0.0.1:9090,none",
+            "--admin-listen=[::1]:9090",
+            "--admin-allow-remote",
         ])
         .overrides();
         let user = |name: &str, password: &str| UserEntry {
@@ -1275,6 +1324,8 @@ mod tests {
                 auth_timeout: Some(15),
                 idle_timeout: Some(16),
                 max_buffered_bytes: Some(65536),
+                admin_listen: Some(vec![addr("127.0.0.1:9090"), addr("[::1]:9090")]),
+                admin_allow_remote: Some(true),
             }
         );
     }
@@ -1384,6 +1435,7 @@ mod tests {
                 "--padding",
                 "--turn",
                 "--strict-expiry",
+                "--admin-allow-remote",
             ];
             let mut args: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
             args.push("--software=x".to_owned());
@@ -1430,6 +1482,22 @@ mod tests {
                 .overrides()
                 .strict_expiry,
             Some(false)
+        );
+        assert_eq!(
+            parse(&["--admin-allow-remote", "--no-admin-allow-remote"])
+                .overrides()
+                .admin_allow_remote,
+            Some(false)
+        );
+        assert_eq!(
+            parse(&["--no-admin-allow-remote", "--admin-allow-remote=yes"])
+                .overrides()
+                .admin_allow_remote,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["--admin-listen=none"]).overrides().admin_listen,
+            Some(Vec::new())
         );
         assert_eq!(
             parse(&["--software=x", "--no-software"])
@@ -1483,6 +1551,11 @@ mod tests {
             ),
             (&["--tls-reload-interval=-1"], "--tls-reload-interval"),
             (&["--max-buffered-bytes", "1M"], "--max-buffered-bytes"),
+            (
+                &["--admin-listen", "localhost:9090"],
+                "or none for no listener",
+            ),
+            (&["--admin-allow-remote=maybe"], "maybe"),
         ];
         for (args, needle) in cases {
             let message = usage_error(args);

@@ -101,6 +101,23 @@ pub struct Config {
     /// `[limits]`: per-connection and handshake limits of the stream and
     /// DTLS transports.
     pub limits: LimitsConfig,
+    /// `[admin]`: the admin HTTP endpoint (`/metrics`, `/status`).
+    pub admin: AdminConfig,
+}
+
+/// `[admin]` section: a small HTTP endpoint for monitoring
+/// ([`crate::admin_http`]): `GET /metrics` (Prometheus text) and
+/// `GET /status` (JSON). Off while `listen` is empty. It has no
+/// authentication, so [`Config::validate`] refuses an address other than a
+/// loopback one unless `allow_remote` is set (for a management network).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "an [admin] table")]
+pub struct AdminConfig {
+    /// Addresses (IP:PORT) served over plain HTTP/1.1; empty: off.
+    #[serde(deserialize_with = "de_list")]
+    pub listen: Vec<SocketAddr>,
+    /// Allow `listen` addresses other than loopback ones.
+    pub allow_remote: bool,
 }
 
 /// `[tls]` section: STUN/TURN over TLS (RFC 8489 section 6.2.2,
@@ -687,6 +704,10 @@ pub struct Overrides {
     pub idle_timeout: Option<u32>,
     /// `limits.max_buffered_bytes`.
     pub max_buffered_bytes: Option<u32>,
+    /// `admin.listen` (replaces the file's list; may be empty).
+    pub admin_listen: Option<Vec<SocketAddr>>,
+    /// `admin.allow_remote`.
+    pub admin_allow_remote: Option<bool>,
 }
 
 /// Which of the two IP addresses, or which of the two ports, an address uses.
@@ -840,7 +861,9 @@ pub(crate) fn io_message(error: &io::Error) -> String {
 const SECTIONS: &[(&str, &[&str])] = &[
     (
         "",
-        &["server", "log", "stun", "turn", "database", "tls", "limits"],
+        &[
+            "server", "log", "stun", "turn", "database", "tls", "limits", "admin",
+        ],
     ),
     ("server", &["workers", "software"]),
     ("log", &["level", "format"]),
@@ -915,6 +938,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_buffered_bytes",
         ],
     ),
+    ("admin", &["listen", "allow_remote"]),
     // An array of tables (`[[turn.users]]`), not a plain table.
     ("turn.users", &["username", "password"]),
 ];
@@ -1032,6 +1056,8 @@ impl Config {
         set(&mut limits.auth_timeout, o.auth_timeout);
         set(&mut limits.idle_timeout, o.idle_timeout);
         set(&mut limits.max_buffered_bytes, o.max_buffered_bytes);
+        set(&mut self.admin.listen, o.admin_listen);
+        set(&mut self.admin.allow_remote, o.admin_allow_remote);
     }
 
     /// Checks everything that can be checked without binding sockets.
@@ -1068,7 +1094,8 @@ impl Config {
         self.validate_turn()?;
         self.validate_database()?;
         self.validate_tls()?;
-        self.validate_limits()
+        self.validate_limits()?;
+        self.validate_admin()
     }
 
     /// Every address the runtime must bind, in `stun.listen` order; with
@@ -1149,12 +1176,16 @@ impl Config {
     }
 
     /// The core's TURN settings (whether or not `turn.enabled`). The peer
-    /// policy refuses every listener address (`server_sockets`) and knows
-    /// the host's IPs as the specific listen IPs, the relay IPs and the
-    /// external public IPs. The quota counters are fresh.
+    /// policy refuses every listener address and admin endpoint address
+    /// (`server_sockets`) and knows the host's IPs as their specific IPs,
+    /// the relay IPs and the external public IPs. The quota counters are
+    /// fresh.
     pub fn core_turn(&self, nonce_secret: &[u8; 32], epoch: Instant) -> turnpike_core::TurnConfig {
         let t = &self.turn;
-        let server_sockets: Vec<SocketAddr> = self.listeners().iter().map(|l| l.addr).collect();
+        let mut server_sockets: Vec<SocketAddr> = self.listeners().iter().map(|l| l.addr).collect();
+        // A relayed client must not reach the admin endpoint, which answers
+        // anyone who can connect to it.
+        server_sockets.extend(self.admin.listen.iter().copied());
         let mut local_ips: Vec<IpAddr> = server_sockets
             .iter()
             .map(SocketAddr::ip)
@@ -1622,6 +1653,48 @@ impl Config {
         Ok(())
     }
 
+    /// The `[admin]` rules: no duplicate, no multicast, loopback only
+    /// unless `allow_remote` (the endpoint has no authentication), and no
+    /// address that a STUN or TLS listener (both TCP) would share.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let admin = &self.admin;
+        let mut seen = BTreeSet::new();
+        for &addr in &admin.listen {
+            if !seen.insert(addr) {
+                return Err(ConfigError::invalid(format!(
+                    "admin.listen contains {addr} twice; remove the duplicate"
+                )));
+            }
+            let ip = addr.ip().to_canonical();
+            if ip.is_multicast() || is_broadcast(ip) {
+                return Err(ConfigError::invalid(format!(
+                    "admin.listen address {addr} is not a unicast address; use 127.0.0.1:PORT or [::1]:PORT"
+                )));
+            }
+            if !ip.is_loopback() && !admin.allow_remote {
+                return Err(ConfigError::invalid(format!(
+                    "admin.listen address {addr} is not a loopback address, and the admin endpoint has no authentication; use 127.0.0.1:PORT or [::1]:PORT, or set admin.allow_remote = true to serve it on a management network only a firewall lets in"
+                )));
+            }
+        }
+        let mut tcp: Vec<(SocketAddr, &str)> = Vec::new();
+        if self.stun.tcp {
+            tcp.extend(self.listeners().iter().map(|l| (l.addr, "STUN")));
+        }
+        if self.tls.enabled() {
+            tcp.extend(self.tls.listen.iter().map(|&a| (a, "TLS")));
+        }
+        for &addr in &admin.listen {
+            if let Some((other, what)) = tcp.iter().find(|(s, _)| addresses_overlap(*s, addr)) {
+                return Err(ConfigError::invalid(format!(
+                    "admin.listen address {addr} collides with the {what} listener {other} (both TCP, port {}); give the admin endpoint another port",
+                    addr.port()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Where the credential database is (`database.url`, or `turnpike.db`
     /// in `database.data_dir`).
     pub fn location(&self) -> Result<turnpike_store::Location, ConfigError> {
@@ -1681,13 +1754,14 @@ impl Config {
         };
         let on_off = |b: bool| if b { "on" } else { "off" };
         format!(
-            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}; tls {}; database {}; turn {}",
+            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}; tls {}; admin {}; database {}; turn {}",
             self.listeners().len(),
             self.log.format,
             self.log.level,
             on_off(self.stun.response_port),
             on_off(self.stun.padding),
             self.tls_summary(),
+            self.admin_summary(),
             self.database_summary(),
             self.turn_summary(),
         )
@@ -1725,6 +1799,21 @@ impl Config {
             addrs(&tls.dtls_listen),
             tls.min_version,
         )
+    }
+
+    /// The admin part of [`Config::summary`]: `off`, or its addresses.
+    fn admin_summary(&self) -> String {
+        if self.admin.listen.is_empty() {
+            return "off".to_owned();
+        }
+        let urls = self
+            .admin
+            .listen
+            .iter()
+            .map(|addr| format!("http://{addr}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!("on ({urls}; /metrics, /status)")
     }
 
     /// The database part of [`Config::summary`]: where (a PostgreSQL URL
@@ -3623,7 +3712,10 @@ mod tests {
         assert_eq!(l.auth_timeout(), Duration::from_secs(30));
         assert_eq!(l.idle_timeout(), Duration::from_secs(600));
         assert_eq!(l.max_buffered_bytes, 262_144);
-        assert!(c.summary().contains("; padding off; tls off; database "));
+        assert!(
+            c.summary()
+                .contains("; padding off; tls off; admin off; database ")
+        );
         assert_eq!(
             Config::from_toml_str("[tls]\n[limits]\n").unwrap(),
             Config::default()
@@ -3678,7 +3770,7 @@ mod tests {
         );
         let s = c.summary();
         assert!(
-            s.contains("; tls on (certificate /etc/tp/fullchain.pem, key /etc/tp/privkey.pem, tls 192.0.2.1:443, dtls none, min version 1.3, reload on SIGHUP); database "),
+            s.contains("; tls on (certificate /etc/tp/fullchain.pem, key /etc/tp/privkey.pem, tls 192.0.2.1:443, dtls none, min version 1.3, reload on SIGHUP); admin off; database "),
             "{s}"
         );
         // The key in the certificate file, default listeners.
@@ -3883,6 +3975,152 @@ mod tests {
             "[stun]\ntcp = false\n{cert}listen = [\"0.0.0.0:3478\"]\n"
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn admin_defaults_file_values_and_overrides() {
+        let c = Config::default();
+        assert_eq!(c.admin, AdminConfig::default());
+        assert!(c.admin.listen.is_empty() && !c.admin.allow_remote);
+        assert_eq!(Config::from_toml_str("[admin]\n").unwrap(), c);
+        let mut c = Config::from_toml_str(
+            "[admin]\nlisten = [\"127.0.0.1:9090\", \"[::1]:9090\"]\nallow_remote = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.admin.listen, vec![sa("127.0.0.1:9090"), sa("[::1]:9090")]);
+        assert!(
+            c.summary().contains(
+                "; tls off; admin on (http://127.0.0.1:9090 http://[::1]:9090; /metrics, /status); database "
+            ),
+            "{}",
+            c.summary()
+        );
+        c.apply(&Overrides {
+            admin_listen: Some(vec![sa("192.0.2.1:80")]),
+            admin_allow_remote: Some(true),
+            ..Overrides::default()
+        });
+        assert_eq!(
+            c.admin,
+            AdminConfig {
+                listen: vec![sa("192.0.2.1:80")],
+                allow_remote: true,
+            }
+        );
+        c.validate().unwrap();
+        // An empty override list turns it off.
+        c.apply(&Overrides {
+            admin_listen: Some(Vec::new()),
+            ..Overrides::default()
+        });
+        assert!(c.admin.listen.is_empty() && c.admin.allow_remote);
+        assert_eq!(
+            parse_error("[admin]\nlisten = [\"localhost:9090\"]\n"),
+            (
+                Some(2),
+                "bad value for `listen`: `localhost:9090` is not an IP:PORT address (examples: 0.0.0.0:3478, 192.0.2.1:3478, [::]:3478)"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn admin_validation_errors() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[admin]\nlisten = [\"0.0.0.0:9090\"]\n",
+                "admin.listen address 0.0.0.0:9090 is not a loopback address, and the admin endpoint has no authentication; use 127.0.0.1:PORT or [::1]:PORT, or set admin.allow_remote = true",
+            ),
+            (
+                "[admin]\nlisten = [\"127.0.0.1:9090\", \"192.0.2.1:9090\"]\n",
+                "admin.listen address 192.0.2.1:9090 is not a loopback address",
+            ),
+            (
+                "[admin]\nlisten = [\"[::]:9090\"]\n",
+                "admin.listen address [::]:9090 is not a loopback address",
+            ),
+            (
+                "[admin]\nlisten = [\"[2001:db8::1]:9090\"]\n",
+                "admin.listen address [2001:db8::1]:9090 is not a loopback address",
+            ),
+            (
+                "[admin]\nlisten = [\"127.0.0.1:9090\", \"127.0.0.1:9090\"]\n",
+                "admin.listen contains 127.0.0.1:9090 twice; remove the duplicate",
+            ),
+            (
+                "[admin]\nallow_remote = true\nlisten = [\"224.0.0.1:9090\"]\n",
+                "admin.listen address 224.0.0.1:9090 is not a unicast address",
+            ),
+            (
+                "[admin]\nallow_remote = true\nlisten = [\"255.255.255.255:9090\"]\n",
+                "is not a unicast address",
+            ),
+            // The admin endpoint is TCP: STUN over TCP and TLS share the port.
+            (
+                "[admin]\nlisten = [\"127.0.0.1:3478\"]\n",
+                "admin.listen address 127.0.0.1:3478 collides with the STUN listener 0.0.0.0:3478 (both TCP, port 3478); give the admin endpoint another port",
+            ),
+            (
+                "[tls]\ncertificate = \"/c.pem\"\n[admin]\nlisten = [\"[::1]:5349\"]\n",
+                "admin.listen address [::1]:5349 collides with the TLS listener [::]:5349",
+            ),
+            (
+                "[stun]\nlisten = [\"127.0.0.1:3478\"]\nalternate_ip = \"127.0.0.2\"\n[admin]\nlisten = [\"127.0.0.1:3479\"]\n",
+                "collides with the STUN listener 127.0.0.1:3479",
+            ),
+        ];
+        for (doc, needle) in cases {
+            let message = invalid(doc);
+            assert!(message.contains(needle), "{doc:?}: {message}");
+            assert!(!message.contains('\n'));
+        }
+        // Loopback in every spelling; anything with allow_remote.
+        for listen in [
+            "127.0.0.1:9090",
+            "127.1.2.3:9090",
+            "[::1]:9090",
+            "[::ffff:127.0.0.1]:9090",
+        ] {
+            Config::from_toml_str(&format!("[admin]\nlisten = [\"{listen}\"]\n")).unwrap();
+        }
+        Config::from_toml_str(
+            "[admin]\nallow_remote = true\nlisten = [\"0.0.0.0:9090\", \"[::]:9090\"]\n",
+        )
+        .unwrap();
+        // No collision without STUN over TCP, or with TLS off, or over UDP.
+        Config::from_toml_str("[stun]\ntcp = false\n[admin]\nlisten = [\"127.0.0.1:3478\"]\n")
+            .unwrap();
+        Config::from_toml_str("[admin]\nlisten = [\"127.0.0.1:5349\"]\n").unwrap();
+        Config::from_toml_str(
+            "[tls]\ncertificate = \"/c.pem\"\nlisten = []\n[admin]\nlisten = [\"127.0.0.1:5349\"]\n",
+        )
+        .unwrap();
+    }
+
+    /// A relayed client cannot reach the admin endpoint (it answers anyone
+    /// who connects), not even with loopback peers allowed.
+    #[test]
+    fn admin_addresses_are_refused_as_peers() {
+        use turnpike_core::peer_policy::PeerDenied;
+        let doc = "[turn]\nallowed_peer_ranges = [\"127.0.0.0/8\", \"::1/128\"]\n";
+        let without = Config::from_toml_str(doc).unwrap();
+        let with = Config::from_toml_str(&format!(
+            "{doc}[admin]\nlisten = [\"127.0.0.1:9090\", \"[::1]:9091\"]\n"
+        ))
+        .unwrap();
+        let policy = |c: &Config| c.core_turn(&SECRET, Instant::now()).peer_policy;
+        let (without, with) = (policy(&without), policy(&with));
+        for peer in ["127.0.0.1:9090", "[::1]:9091", "[::ffff:127.0.0.1]:9090"] {
+            assert_eq!(without.check(sa(peer)), Ok(()), "{peer}");
+            assert_eq!(
+                with.check(sa(peer)),
+                Err(PeerDenied::ServerSocket),
+                "{peer}"
+            );
+        }
+        // Other ports of the same IPs stay allowed.
+        assert_eq!(with.check(sa("127.0.0.1:9091")), Ok(()));
+        assert_eq!(with.check(sa("[::1]:9090")), Ok(()));
     }
 
     #[test]

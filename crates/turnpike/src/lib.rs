@@ -3,6 +3,7 @@
 //!
 //! - [`admin`]: `turnpike user|secret|credentials`, the credential
 //!   database's administration commands.
+//! - [`admin_http`]: the admin HTTP endpoint (`/metrics`, `/status`).
 //! - [`bench`]: `turnpike bench`, the TURN load generator's command line.
 //! - [`cli`]: command-line parsing (clap); `main.rs` dispatches the subcommands.
 //! - [`config`]: the TOML configuration, its defaults and overrides.
@@ -13,6 +14,7 @@
 //! - [`tls`]: TLS certificates, their checks and hot reload.
 
 pub mod admin;
+pub mod admin_http;
 pub mod bench;
 pub mod cli;
 pub mod config;

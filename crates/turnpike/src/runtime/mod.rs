@@ -74,6 +74,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     probe_listeners(&listeners, udp, tcp)?;
     let workers = config.worker_threads();
     let secure = start_tls(&config, &control, workers)?;
+    let admin = crate::admin_http::AdminState {
+        started: now,
+        certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
+    };
+    crate::admin_http::start(&config.admin, admin, &control)?;
     let l = &config.limits;
     let limits = StreamLimits {
         per_ip: l.max_connections_per_ip,

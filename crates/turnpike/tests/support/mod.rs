@@ -82,6 +82,8 @@ pub struct ServerOptions {
     pub tls: Option<TlsFiles>,
     /// `[limits]` values to set; the defaults otherwise.
     pub limits: Vec<(&'static str, u32)>,
+    /// The admin HTTP endpoint on `127.0.0.1:TestServer::admin_port`.
+    pub admin: bool,
 }
 
 /// The certificate of `[tls]`.
@@ -196,6 +198,7 @@ impl ServerOptions {
             database: DatabaseOptions::default(),
             tls: None,
             limits: Vec::new(),
+            admin: false,
         }
     }
 
@@ -219,6 +222,8 @@ pub struct TestServer {
     pub alt_port: Option<u16>,
     /// TLS (TCP) and DTLS (UDP) port when configured.
     pub tls_port: Option<u16>,
+    /// Admin HTTP port on 127.0.0.1 when configured.
+    pub admin_port: Option<u16>,
     pub options: ServerOptions,
     program: PathBuf,
     config_text: String,
@@ -274,7 +279,22 @@ impl TestServer {
                 }
             }
         });
+        let admin_port = options.admin.then(|| {
+            loop {
+                let ap = TcpListener::bind((PRIMARY_V4, 0))
+                    .and_then(|l| l.local_addr())
+                    .expect("bind an ephemeral TCP port on 127.0.0.1")
+                    .port();
+                if ap != port && Some(ap) != alt_port && Some(ap) != tls_port {
+                    break ap;
+                }
+            }
+        });
         let config_text = render_config(&options, port, alt_port, tls_port, dir.path());
+        let config_text = match admin_port {
+            Some(ap) => format!("{config_text}\n[admin]\nlisten = [\"{PRIMARY_V4}:{ap}\"]\n"),
+            None => config_text,
+        };
         let config_path = dir.path().join("turnpike.toml");
         std::fs::write(&config_path, &config_text).expect("write server config");
 
@@ -300,6 +320,7 @@ impl TestServer {
             port,
             alt_port,
             tls_port,
+            admin_port,
             options,
             program,
             config_text,
