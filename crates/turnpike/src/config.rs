@@ -1186,6 +1186,12 @@ impl Config {
         // A relayed client must not reach the admin endpoint, which answers
         // anyone who can connect to it.
         server_sockets.extend(self.admin.listen.iter().copied());
+        // Nor the TLS and DTLS listeners: a relay is no way into our own
+        // services, encrypted or not.
+        if self.tls.enabled() {
+            server_sockets.extend(self.tls.listen.iter().copied());
+            server_sockets.extend(self.tls.dtls_listen.iter().copied());
+        }
         let mut local_ips: Vec<IpAddr> = server_sockets
             .iter()
             .map(SocketAddr::ip)
@@ -4121,6 +4127,29 @@ mod tests {
         // Other ports of the same IPs stay allowed.
         assert_eq!(with.check(sa("127.0.0.1:9091")), Ok(()));
         assert_eq!(with.check(sa("[::1]:9090")), Ok(()));
+    }
+
+    /// Nor the TLS and DTLS listeners, once TLS is on.
+    #[test]
+    fn tls_and_dtls_listeners_are_refused_as_peers() {
+        use turnpike_core::peer_policy::PeerDenied;
+        let doc = "[turn]\nallowed_peer_ranges = [\"127.0.0.0/8\"]\n";
+        let tls = "[tls]\ncertificate = \"/c.pem\"\nlisten = [\"127.0.0.1:5349\"]\ndtls_listen = [\"127.0.0.1:5350\"]\n";
+        let policy = |text: &str| {
+            Config::from_toml_str(text)
+                .unwrap()
+                .core_turn(&SECRET, Instant::now())
+                .peer_policy
+        };
+        let (without, with) = (policy(doc), policy(&format!("{doc}{tls}")));
+        for peer in ["127.0.0.1:5349", "127.0.0.1:5350"] {
+            assert_eq!(without.check(sa(peer)), Ok(()), "{peer}");
+            assert_eq!(
+                with.check(sa(peer)),
+                Err(PeerDenied::ServerSocket),
+                "{peer}"
+            );
+        }
     }
 
     #[test]

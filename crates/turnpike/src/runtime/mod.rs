@@ -290,17 +290,22 @@ fn probe(addr: SocketAddr, ty: Type) -> io::Result<()> {
 
 /// One line saying what failed and what to do about it.
 pub(crate) fn bind_error(transport: &str, addr: SocketAddr, err: &io::Error) -> anyhow::Error {
+    // The setting that names the address, so the hint points at the right key.
+    let key = match transport {
+        "tls" => "tls.listen",
+        "dtls" => "tls.dtls_listen",
+        _ => "stun.listen",
+    };
     let hint = match err.kind() {
-        io::ErrorKind::AddrInUse => {
-            "another process (another turnpike, coturn?) is using it: stop it or change stun.listen"
-        }
-        io::ErrorKind::AddrNotAvailable => {
-            "no interface of this host has that IP: check stun.listen and stun.alternate_ip"
-        }
-        io::ErrorKind::PermissionDenied => {
-            "ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep on the binary)"
-        }
-        _ => "check stun.listen",
+        io::ErrorKind::AddrInUse => format!(
+            "another process (another turnpike, coturn?) is using it: stop it or change {key}"
+        ),
+        io::ErrorKind::AddrNotAvailable => format!(
+            "no interface of this host has that IP: check {key}{}",
+            if key == "stun.listen" { " and stun.alternate_ip" } else { "" }
+        ),
+        io::ErrorKind::PermissionDenied => "ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep on the binary)".to_owned(),
+        _ => format!("check {key}"),
     };
     let reason = crate::config::io_message(err).to_lowercase();
     anyhow!("cannot listen on {transport} {addr}: {reason}; {hint}")
