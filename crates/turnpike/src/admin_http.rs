@@ -49,7 +49,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AdminConfig;
-use crate::tls::{Certificates, format_utc};
+use crate::tls::{Certificates, format_rfc3339};
 
 /// Admin connections open at once, over all admin addresses.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -187,10 +187,7 @@ pub fn unix_seconds(time: SystemTime) -> i64 {
 
 /// `2027-01-31T12:00:00Z`.
 pub fn rfc3339(time: SystemTime) -> String {
-    // format_utc: `2027-01-31 12:00:00 UTC`.
-    let text = format_utc(time);
-    let text = text.strip_suffix(" UTC").unwrap_or(&text);
-    format!("{}Z", text.replacen(' ', "T", 1))
+    format_rfc3339(time)
 }
 
 /// The routes: `GET /metrics`, `GET /status`; 404 for anything else (405

@@ -553,22 +553,31 @@ fn days(d: Duration) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn format_utc(time: SystemTime) -> String {
+/// The time as UTC date and clock, whole seconds; times before 1970 (old
+/// certificates) are exact too.
+fn utc_parts(time: SystemTime) -> ((i64, i64, i64), (i64, i64, i64)) {
     let secs: i64 = match time.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
     };
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+    (
+        civil_from_days(days),
+        (rem / 3600, rem % 3600 / 60, rem % 60),
     )
 }
 
+/// `YYYY-MM-DD HH:MM:SS UTC`, for log lines.
+pub fn format_utc(time: SystemTime) -> String {
+    let ((y, m, d), (hh, mm, ss)) = utc_parts(time);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
+}
+
+/// RFC 3339 in UTC, whole seconds: `2027-01-31T12:00:00Z`.
+pub fn format_rfc3339(time: SystemTime) -> String {
+    let ((y, m, d), (hh, mm, ss)) = utc_parts(time);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day)
 /// (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {

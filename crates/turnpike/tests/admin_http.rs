@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::cli::run;
-use support::pki::{KeyType, Pki};
+use support::pki::{KeyType, Pki, served_subject};
 use support::{PRIMARY_V4, ServerOptions, TestServer, TlsFiles};
 
 /// Time limit for one HTTP exchange.
@@ -176,27 +176,6 @@ fn expected_expiry(cert: &Path) -> (i64, String) {
     let unix: i64 = date(&["-d", end, "+%s"]).parse().expect("a number");
     let rfc3339 = date(&["-d", &format!("@{unix}"), "+%Y-%m-%dT%H:%M:%SZ"]);
     (unix, rfc3339)
-}
-
-/// The subject of the certificate a new TLS connection is served, as
-/// `openssl s_client -brief` prints it.
-fn served_subject(port: u16) -> String {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-brief",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl s_client");
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("Peer certificate: "))
-        .unwrap_or_else(|| panic!("no peer certificate in s_client output:\n{text}"))
-        .to_owned()
 }
 
 /// Write-then-rename, as certbot and most renewal tools do.

@@ -14,10 +14,9 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::pki::{KeyType, Pki};
+use support::pki::{KeyType, Pki, served_subject};
 use support::uclient::{Run, assert_delivered};
 use support::{PRIMARY_V4, PRIMARY_V6, Peer, ServerOptions, TestServer, TlsFiles};
 
@@ -160,27 +159,6 @@ fn allocations_end_with_their_connections_and_sessions() {
             server.relay_sockets() == 0
         });
     }
-}
-
-/// The subject of the certificate a new TLS connection is served, read with
-/// `openssl s_client`.
-fn served_subject(port: u16) -> String {
-    let out = Command::new(support::require_tool("openssl"))
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-brief",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl s_client");
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("Peer certificate: "))
-        .unwrap_or_else(|| panic!("no peer certificate in s_client output:\n{text}"))
-        .to_owned()
 }
 
 fn replace_file(target: &Path, source: &Path) {

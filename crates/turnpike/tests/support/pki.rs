@@ -317,3 +317,24 @@ pub fn openssl(args: &[&str]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The subject of the certificate a new TLS connection to 127.0.0.1:`port`
+/// is served, as `openssl s_client -brief` prints it.
+pub fn served_subject(port: u16) -> String {
+    let out = Command::new(super::require_tool("openssl"))
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-brief",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Peer certificate: "))
+        .unwrap_or_else(|| panic!("no peer certificate in s_client output:\n{text}"))
+        .to_owned()
+}
