@@ -163,6 +163,53 @@ pub enum Output {
     Closed { peer: SocketAddr },
 }
 
+/// What the runtime needs from a DTLS implementation: sessions driven by
+/// datagrams and a clock, nothing else. [`DtlsServer`] (OpenSSL) is the one
+/// there is; the runtime holds a `dyn Sessions`, so another (a pure-Rust
+/// stack once one covers RSA certificates) can replace it without touching
+/// the runtime.
+pub trait Sessions {
+    /// Serve new handshakes with this certificate; established sessions keep
+    /// theirs. On error the previous certificate stays.
+    fn set_certificate(&mut self, chain_pem: &[u8], key_pem: &[u8]) -> Result<(), DtlsError>;
+    /// A datagram arrived from `from`.
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]);
+    /// Encrypt one message for the established session with `to`.
+    fn send(&mut self, now: Instant, to: SocketAddr, data: &[u8]) -> Result<(), DtlsError>;
+    /// End the session with `peer`.
+    fn close(&mut self, peer: SocketAddr);
+    /// What to send, deliver or know; drain after every call.
+    fn poll_output(&mut self) -> Option<Output>;
+    /// When [`handle_timeout`](Self::handle_timeout) is due.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Retransmissions, handshake and idle timeouts.
+    fn handle_timeout(&mut self, now: Instant);
+}
+
+impl Sessions for DtlsServer {
+    fn set_certificate(&mut self, chain_pem: &[u8], key_pem: &[u8]) -> Result<(), DtlsError> {
+        DtlsServer::set_certificate(self, chain_pem, key_pem)
+    }
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        DtlsServer::handle_datagram(self, now, from, data);
+    }
+    fn send(&mut self, now: Instant, to: SocketAddr, data: &[u8]) -> Result<(), DtlsError> {
+        DtlsServer::send(self, now, to, data)
+    }
+    fn close(&mut self, peer: SocketAddr) {
+        DtlsServer::close(self, peer);
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        DtlsServer::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        DtlsServer::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        DtlsServer::handle_timeout(self, now);
+    }
+}
+
 /// DTLS 1.2 server sessions of one UDP socket (one worker). See the crate
 /// documentation for the design. `Send`, not `Sync`; one per thread.
 pub struct DtlsServer {

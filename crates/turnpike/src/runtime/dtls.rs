@@ -1,5 +1,5 @@
 //! Client sessions over DTLS (RFC 6347; TURN and STUN over DTLS, port
-//! 5349/udp by default): the worker's side of [`turnpike_dtls::DtlsServer`].
+//! 5349/udp by default): the worker's side of [`turnpike_dtls::Sessions`].
 //!
 //! Each worker binds its own `SO_REUSEPORT` socket per DTLS address, so a
 //! client's datagrams (hashed by 4-tuple) always reach the worker holding its
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use turnpike_core::{FiveTuple, Packet, Transport};
-use turnpike_dtls::{DtlsServer, Output};
+use turnpike_dtls::{Output, Sessions};
 
 use super::worker::{BATCH, RECV_ERROR_BACKOFF, RECV_SLOT, SEND_SLOT, WorkerCtx};
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch};
@@ -32,7 +32,7 @@ const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);
 /// One DTLS socket of a worker and its sessions.
 pub(super) struct DtlsEndpoint {
     socket: BatchUdpSocket,
-    sessions: RefCell<DtlsServer>,
+    sessions: RefCell<Box<dyn Sessions>>,
     /// The local IP each established peer talks to (a wildcard socket
     /// learns it from each datagram); bounded by the sessions.
     locals: RefCell<FxHashMap<SocketAddr, IpAddr>>,
@@ -42,7 +42,11 @@ pub(super) struct DtlsEndpoint {
 }
 
 impl DtlsEndpoint {
-    pub(super) fn new(socket: BatchUdpSocket, sessions: DtlsServer, generation: u64) -> Self {
+    pub(super) fn new(
+        socket: BatchUdpSocket,
+        sessions: Box<dyn Sessions>,
+        generation: u64,
+    ) -> Self {
         DtlsEndpoint {
             socket,
             sessions: RefCell::new(sessions),

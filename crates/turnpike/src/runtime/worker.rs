@@ -260,7 +260,7 @@ impl Worker {
                     .map_err(|e| anyhow::anyhow!("cannot start DTLS on {addr}: {e}"))?;
                 bound
                     .dtls
-                    .push(DtlsEndpoint::new(socket, sessions, generation));
+                    .push(DtlsEndpoint::new(socket, Box::new(sessions), generation));
             }
         }
         Ok(bound)
