@@ -189,12 +189,18 @@ async fn read_loop<R: AsyncRead>(
         } else {
             auth_deadline.min(idle)
         };
-        // Every request arrives through this loop, so a timeout means the
-        // connection was idle, or is still without an allocation at its
-        // authentication deadline.
         match tokio::time::timeout_at(deadline, reader.read(frames.read_slot())).await {
-            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(0) | Err(_)) => return,
             Ok(Ok(n)) => frames.filled(n),
+            // The authentication deadline passed, but the allocation may
+            // have been made since the last read: by a request held for a
+            // credential lookup and answered afterwards.
+            Err(_) if deadline < idle && ctx.server.borrow().has_allocation(&five_tuple) => {
+                authenticated = true;
+                continue;
+            }
+            // Idle, or still without an allocation at the deadline.
+            Err(_) => return,
         }
         loop {
             let transmit = match frames.next_frame() {
