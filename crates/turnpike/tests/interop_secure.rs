@@ -147,7 +147,7 @@ fn allocations_end_with_their_connections_and_sessions() {
             "DTLS",
             ["-S", "-c", "-m", "2", "-n", "5"].as_slice(),
             tls,
-            15,
+            20,
         ),
     ] {
         let (out, rep) = Run::new(&server, v4(), args)
