@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::cli::run;
-use support::pki::{KeyType, Pki, served_subject};
-use support::{PRIMARY_V4, ServerOptions, TestServer, TlsFiles};
+use support::pki::{KeyType, Pki, Renewable, served_subject};
+use support::{PRIMARY_V4, ServerOptions, TestServer, eventually};
 
 /// Time limit for one HTTP exchange.
 const STEP: Duration = Duration::from_secs(10);
@@ -178,21 +178,6 @@ fn expected_expiry(cert: &Path) -> (i64, String) {
     (unix, rfc3339)
 }
 
-/// Write-then-rename, as certbot and most renewal tools do.
-fn replace_with(target: &Path, contents: &[u8]) {
-    let tmp = target.with_extension("new");
-    std::fs::write(&tmp, contents).expect("write the new file");
-    std::fs::rename(&tmp, target).expect("rename it into place");
-}
-
-fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// What `/status` and `/metrics` must say about one certificate.
 fn assert_reports(server: &TestServer, cert: &Path, name: &str, generation: u64) {
     let (unix, rfc3339) = expected_expiry(cert);
@@ -236,15 +221,9 @@ fn metrics_and_status_follow_the_certificate_in_service() {
     // Different lifetimes, so the expiries differ by days.
     let first = pki.leaf("turn1", KeyType::EcP256Sec1, 2);
     let renewed = pki.leaf("turn2", KeyType::RsaPkcs8, 20);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::copy(&first.chain, &cert).expect("copy");
-    std::fs::copy(&first.key, &key).expect("copy");
+    let files = Renewable::new(&first);
     let server = TestServer::start(ServerOptions {
-        tls: Some(TlsFiles {
-            certificate: cert.clone(),
-            private_key: Some(key.clone()),
-        }),
+        tls: Some(files.files()),
         admin: true,
         ..ServerOptions::basic()
     });
@@ -264,8 +243,7 @@ fn metrics_and_status_follow_the_certificate_in_service() {
     assert_reports(&server, &first.cert, "turn1", 0);
 
     // Renewal: new files, picked up within the reload interval.
-    replace_with(&key, &std::fs::read(&renewed.key).unwrap());
-    replace_with(&cert, &std::fs::read(&renewed.chain).unwrap());
+    files.renew(&renewed);
     eventually(
         "/status shows the renewed certificate",
         RELOAD_WITHIN,
@@ -276,7 +254,7 @@ fn metrics_and_status_follow_the_certificate_in_service() {
     // A broken renewal is refused: everything stays as it was.
     let refusals = |server: &TestServer| server.output().matches("not reloaded").count();
     let before = refusals(&server);
-    replace_with(&cert, b"-----BEGIN CERTIFICATE-----\nnot base64\n");
+    files.break_certificate();
     eventually("the broken certificate is refused", RELOAD_WITHIN, || {
         refusals(&server) > before
     });

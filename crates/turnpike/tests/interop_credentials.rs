@@ -16,10 +16,12 @@
 mod support;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::uclient::{Run, assert_delivered, assert_rejected};
-use support::{DatabaseOptions, PRIMARY_V4, Peer, ServerOptions, TestServer, TurnOptions};
+use support::{
+    DatabaseOptions, PRIMARY_V4, Peer, ServerOptions, TestServer, TurnOptions, eventually,
+};
 use turnpike_core::ephemeral::{self, Format};
 use turnpike_store::testing::TestPostgres;
 
@@ -67,16 +69,6 @@ fn rejected(server: &TestServer, peer: &Peer, what: &str, user: &str, password: 
         .credentials(user, password)
         .go();
     assert_rejected(what, &out, &rep);
-}
-
-/// Retries `attempt` until it returns true, for changes the server picks up
-/// on its own schedule (secret reloads, cache expiry); fails after `within`.
-fn eventually(what: &str, within: Duration, mut attempt: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !attempt() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// One uclient run that got every message back.

@@ -13,12 +13,11 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::pki::{KeyType, Pki, served_subject};
+use support::pki::{KeyType, Pki, Renewable, served_subject};
 use support::uclient::{Run, assert_delivered};
-use support::{PRIMARY_V4, PRIMARY_V6, Peer, ServerOptions, TestServer, TlsFiles};
+use support::{PRIMARY_V4, PRIMARY_V6, Peer, ServerOptions, TestServer, TlsFiles, eventually};
 
 fn v4() -> IpAddr {
     PRIMARY_V4.into()
@@ -162,21 +161,6 @@ fn allocations_end_with_their_connections_and_sessions() {
     }
 }
 
-fn replace_file(target: &Path, source: &Path) {
-    // Write-then-rename, as certbot and most renewal tools do.
-    let tmp = target.with_extension("new");
-    std::fs::copy(source, &tmp).expect("copy certificate");
-    std::fs::rename(&tmp, target).expect("rename certificate");
-}
-
-fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Renewal without dropping calls: a TLS session and a DTLS session relay
 /// while the certificate files are replaced; both lose nothing, and a new
 /// connection is served the new certificate. A broken replacement is refused
@@ -185,15 +169,9 @@ fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 fn certificate_renewal_keeps_tls_and_dtls_sessions() {
     let pki = Pki::new();
     let first = pki.leaf("turn1", KeyType::EcP256Sec1, 2);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::copy(&first.chain, &cert).expect("copy");
-    std::fs::copy(&first.key, &key).expect("copy");
+    let files = Renewable::new(&first);
     let server = TestServer::start(ServerOptions {
-        tls: Some(TlsFiles {
-            certificate: cert.clone(),
-            private_key: Some(key.clone()),
-        }),
+        tls: Some(files.files()),
         ..ServerOptions::turn()
     });
     let port = tls_port(&server);
@@ -221,8 +199,7 @@ fn certificate_renewal_keeps_tls_and_dtls_sessions() {
         eventually("both sessions allocate", Duration::from_secs(20), || {
             server.relay_sockets() >= 2 || tls.is_finished() || dtls.is_finished()
         });
-        replace_file(&key, &renewed.key);
-        replace_file(&cert, &renewed.chain);
+        files.renew(&renewed);
         eventually(
             "the server reloads the certificate",
             Duration::from_secs(20),
@@ -238,7 +215,7 @@ fn certificate_renewal_keeps_tls_and_dtls_sessions() {
         assert_delivered("DTLS session across the renewal", &out, &rep, 250, 200);
     });
 
-    std::fs::write(&cert, b"-----BEGIN CERTIFICATE-----\nnot base64\n").expect("break the file");
+    files.break_certificate();
     eventually(
         "the broken certificate is refused",
         Duration::from_secs(20),

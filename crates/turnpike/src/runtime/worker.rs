@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
 use turnpike_core::{Event, Packet, RelayOptions, Secrets, Server, Shard, Transport};
+use turnpike_dtls::{DtlsConfig, DtlsServer};
 
 use super::bind_error;
 use super::dtls::{self, DtlsEndpoint};
@@ -29,8 +31,6 @@ use crate::credentials::Credentials;
 use crate::net::tcp;
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch, UdpOptions};
 use crate::tls::Certificates;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use turnpike_dtls::{DtlsConfig, DtlsServer};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 pub(super) const BATCH: usize = 32;

@@ -1494,3 +1494,14 @@ impl UclientReport {
         )
     }
 }
+
+/// Polls `done` every 100 ms until it holds, for changes a server makes on
+/// its own schedule (reloads, cache expiry, timeouts) that no event
+/// announces; fails the test after `within`.
+pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -338,3 +338,52 @@ pub fn served_subject(port: u16) -> String {
         .unwrap_or_else(|| panic!("no peer certificate in s_client output:\n{text}"))
         .to_owned()
 }
+
+/// Certificate files a test server serves from and the test renews in
+/// place, in a temporary directory of their own.
+pub struct Renewable {
+    _dir: tempfile::TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Renewable {
+    /// Starts with `leaf`'s chain and key.
+    pub fn new(leaf: &Leaf) -> Renewable {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::copy(&leaf.chain, &cert).expect("copy the chain");
+        std::fs::copy(&leaf.key, &key).expect("copy the key");
+        Renewable {
+            _dir: dir,
+            cert,
+            key,
+        }
+    }
+
+    /// The `[tls]` files to serve from.
+    pub fn files(&self) -> super::TlsFiles {
+        super::TlsFiles {
+            certificate: self.cert.clone(),
+            private_key: Some(self.key.clone()),
+        }
+    }
+
+    /// Renews with `leaf` as certbot does: the key, then the chain, each
+    /// written beside its target and renamed into place.
+    pub fn renew(&self, leaf: &Leaf) {
+        replace(&self.key, &Leaf::read(&leaf.key));
+        replace(&self.cert, &Leaf::read(&leaf.chain));
+    }
+
+    /// Replaces the certificate with a file that does not parse.
+    pub fn break_certificate(&self) {
+        replace(&self.cert, b"-----BEGIN CERTIFICATE-----\nnot base64\n");
+    }
+}
+
+fn replace(target: &Path, contents: &[u8]) {
+    let tmp = target.with_extension("new");
+    std::fs::write(&tmp, contents).expect("write the new file");
+    std::fs::rename(&tmp, target).expect("rename it into place");
+}
