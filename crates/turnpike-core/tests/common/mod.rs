@@ -1,0 +1,401 @@
+//! The harness of the TURN tests: a sans-IO `Server` with a simulated clock,
+//! a fake relay binder, and helpers that build requests the way a client
+//! does. Each test binary uses a part of it.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use turnpike_codec::attr::protocol;
+use turnpike_codec::integrity::long_term_key_md5;
+use turnpike_codec::{
+    AttrType, Attribute, Class, Message, MessageBuilder, MessageType, Method, Sha1Key,
+    TransactionId,
+};
+use turnpike_core::ephemeral::{self, Format};
+use turnpike_core::{
+    Config, NonceKey, Packet, PeerPolicy, RelayOptions, RelayPorts, Server, Shard, SharedSecret,
+    Transmit, Transport, TurnConfig, UserKeys, WallClock,
+};
+
+pub const REALM: &str = "turnpike.test"; // 13 characters
+pub const USER: &str = "alice";
+pub const PASS: &str = "wonderland";
+pub const SERVER: &str = "192.0.2.10:3478";
+pub const CLIENT: &str = "198.51.100.20:40000";
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+/// What the fake shell has bound and reserved.
+#[derive(Default, Debug)]
+pub struct Sockets {
+    pub bound: HashSet<SocketAddr>,
+    pub reserved: HashMap<[u8; 8], SocketAddr>,
+    pub refuse_all: bool,
+    pub released: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeRelays(pub Arc<Mutex<Sockets>>);
+
+impl RelayPorts for FakeRelays {
+    fn bind(&mut self, addr: SocketAddr, _: RelayOptions) -> io::Result<()> {
+        let mut s = self.0.lock().unwrap();
+        if s.refuse_all || !s.bound.insert(addr) {
+            return Err(io::ErrorKind::AddrInUse.into());
+        }
+        Ok(())
+    }
+    fn release(&mut self, addr: SocketAddr) {
+        let mut s = self.0.lock().unwrap();
+        s.bound.remove(&addr);
+        s.released.push(addr);
+    }
+    fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], _: Instant) {
+        self.0.lock().unwrap().reserved.insert(token, addr);
+    }
+    fn redeem(&mut self, token: [u8; 8], _: Instant, _: RelayOptions) -> Option<SocketAddr> {
+        self.0.lock().unwrap().reserved.remove(&token)
+    }
+}
+
+pub struct Harness {
+    pub server: Server,
+    pub relays: FakeRelays,
+    pub now: Instant,
+    pub next_tid: u8,
+    /// What client packets arrive over.
+    pub transport: Transport,
+}
+
+pub fn turn_config(epoch: Instant, tweak: impl FnOnce(&mut TurnConfig)) -> Config {
+    let nonces = NonceKey::new(&[9; 32], epoch, Duration::from_secs(600));
+    let policy = PeerPolicy::new(vec![], vec![], vec![addr(SERVER)], vec![]);
+    let mut turn = TurnConfig::new(REALM, nonces, policy);
+    turn.relay_ips = vec![
+        "192.0.2.10".parse().unwrap(),
+        "2001:db8::10".parse().unwrap(),
+    ];
+    turn.min_port = 50000;
+    turn.max_port = 50999;
+    turn.wall_clock = Some(WallClock {
+        instant: epoch,
+        unix: Duration::from_secs(UNIX_EPOCH_OF_TESTS),
+    });
+    tweak(&mut turn);
+    Config {
+        turn: Some(turn),
+        ..Config::default()
+    }
+}
+
+/// An authenticated request's credentials.
+#[derive(Clone)]
+pub struct Creds {
+    pub user: &'static str,
+    pub pass: &'static str,
+    pub nonce: String,
+}
+
+pub struct Answer {
+    pub transmit: Transmit,
+    pub bytes: Vec<u8>,
+}
+
+impl Answer {
+    pub fn message(&self) -> Message<'_> {
+        Message::parse(&self.bytes).expect("server output parses")
+    }
+    pub fn attr(&self, t: AttrType) -> Option<Attribute<'_>> {
+        self.message().get(t).map(|r| r.expect("decodes"))
+    }
+    pub fn attrs(&self, t: AttrType) -> Vec<Attribute<'_>> {
+        self.message()
+            .decoded()
+            .map(|a| a.expect("decodes"))
+            .filter(|a| a.attr_type() == t)
+            .collect()
+    }
+    pub fn class(&self) -> Class {
+        self.message().message_type().class
+    }
+    pub fn code(&self) -> Option<u16> {
+        match self.attr(AttrType::ERROR_CODE) {
+            Some(Attribute::ErrorCode(e)) => Some(e.code),
+            _ => None,
+        }
+    }
+    pub fn nonce(&self) -> String {
+        match self.attr(AttrType::NONCE) {
+            Some(Attribute::Nonce(n)) => n.to_owned(),
+            other => panic!("no NONCE: {other:?}"),
+        }
+    }
+    pub fn relayed(&self) -> Vec<SocketAddr> {
+        self.attrs(AttrType::XOR_RELAYED_ADDRESS)
+            .into_iter()
+            .map(|a| match a {
+                Attribute::XorRelayedAddress(r) => r,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+    pub fn lifetime(&self) -> Option<u32> {
+        match self.attr(AttrType::LIFETIME) {
+            Some(Attribute::Lifetime(l)) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+impl Harness {
+    pub fn new(tweak: impl FnOnce(&mut TurnConfig)) -> Harness {
+        let now = Instant::now();
+        let relays = FakeRelays::default();
+        let config = Arc::new(turn_config(now, tweak));
+        let mut server = Server::with_relays(config, Shard::default(), Box::new(relays.clone()));
+        server.insert_credentials(now, USER, UserKeys::from_password(USER, REALM, PASS));
+        server.insert_credentials(now, "bob", UserKeys::from_password("bob", REALM, "builder"));
+        Harness {
+            server,
+            relays,
+            now,
+            next_tid: 0,
+            transport: Transport::Udp,
+        }
+    }
+
+    pub fn tid(&mut self) -> TransactionId {
+        self.next_tid = self.next_tid.wrapping_add(1);
+        TransactionId::Rfc5389([self.next_tid; 12])
+    }
+
+    pub fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.server.handle_timeout(self.now);
+    }
+
+    pub fn request(
+        &mut self,
+        method: Method,
+        tid: TransactionId,
+        attrs: &[Attribute<'_>],
+        creds: Option<&Creds>,
+    ) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let mut msg =
+            MessageBuilder::new(&mut buf, MessageType::new(method, Class::Request), tid).unwrap();
+        for a in attrs {
+            msg.add(a).unwrap();
+        }
+        if let Some(c) = creds {
+            msg.add(&Attribute::Username(c.user)).unwrap();
+            msg.add(&Attribute::Realm(REALM)).unwrap();
+            msg.add(&Attribute::Nonce(&c.nonce)).unwrap();
+            msg.add_message_integrity(&Sha1Key::new(&long_term_key_md5(c.user, REALM, c.pass)))
+                .unwrap();
+        }
+        let len = msg.finish();
+        buf.truncate(len);
+        buf
+    }
+
+    pub fn send_from(&mut self, client: &str, data: &[u8]) -> Option<Answer> {
+        let mut out = [0u8; 2048];
+        let packet = Packet {
+            transport: self.transport,
+            local: addr(SERVER),
+            remote: addr(client),
+            data,
+        };
+        let transmit = self.server.handle_packet(self.now, packet, &mut out)?;
+        Some(Answer {
+            transmit,
+            bytes: out[..transmit.len].to_vec(),
+        })
+    }
+
+    pub fn send(&mut self, data: &[u8]) -> Option<Answer> {
+        self.send_from(CLIENT, data)
+    }
+
+    /// A Send indication from the default client to `peer`.
+    pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> Option<Answer> {
+        let tid = self.tid();
+        let mut buf = vec![0u8; 256 + data.len()];
+        let kind = MessageType::new(Method::SEND, Class::Indication);
+        let mut msg = MessageBuilder::new(&mut buf, kind, tid).unwrap();
+        msg.add(&Attribute::XorPeerAddress(peer)).unwrap();
+        msg.add(&Attribute::Data(data)).unwrap();
+        let len = msg.finish();
+        self.send(&buf[..len])
+    }
+
+    pub fn peer_sends(&mut self, relay: SocketAddr, peer: &str, data: &[u8]) -> Option<Answer> {
+        let mut out = [0u8; 2048];
+        let transmit =
+            self.server
+                .handle_peer_packet(self.now, relay, addr(peer), data, &mut out)?;
+        Some(Answer {
+            transmit,
+            bytes: out[..transmit.len].to_vec(),
+        })
+    }
+
+    /// Gets a nonce the way a client does: an unauthenticated Allocate.
+    pub fn creds_for(&mut self, client: &str, user: &'static str, pass: &'static str) -> Creds {
+        let tid = self.tid();
+        let req = self.request(
+            Method::ALLOCATE,
+            tid,
+            &[Attribute::RequestedTransport(protocol::UDP)],
+            None,
+        );
+        let answer = self.send_from(client, &req).expect("401");
+        assert_eq!(answer.code(), Some(401));
+        Creds {
+            user,
+            pass,
+            nonce: answer.nonce(),
+        }
+    }
+
+    pub fn creds(&mut self) -> Creds {
+        self.creds_for(CLIENT, USER, PASS)
+    }
+
+    pub fn authed(&mut self, method: Method, attrs: &[Attribute<'_>], creds: &Creds) -> Answer {
+        self.authed_from(CLIENT, method, attrs, creds)
+    }
+
+    pub fn authed_from(
+        &mut self,
+        client: &str,
+        method: Method,
+        attrs: &[Attribute<'_>],
+        creds: &Creds,
+    ) -> Answer {
+        let tid = self.tid();
+        let req = self.request(method, tid, attrs, Some(creds));
+        self.send_from(client, &req).expect("an answer")
+    }
+
+    /// An authenticated UDP Allocate with a fresh transaction ID.
+    pub fn allocate_request(&mut self, creds: &Creds) -> Vec<u8> {
+        let tid = self.tid();
+        self.request(
+            Method::ALLOCATE,
+            tid,
+            &[Attribute::RequestedTransport(protocol::UDP)],
+            Some(creds),
+        )
+    }
+
+    pub fn allocate(&mut self, creds: &Creds) -> SocketAddr {
+        let a = self.authed(
+            Method::ALLOCATE,
+            &[Attribute::RequestedTransport(protocol::UDP)],
+            creds,
+        );
+        assert_eq!(a.class(), Class::Success, "allocate failed: {:?}", a.code());
+        a.relayed()[0]
+    }
+
+    /// Answers to held requests whose lookups were resolved.
+    pub fn replay(&mut self) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        let mut out = [0u8; 2048];
+        while let Some(transmit) = self.server.poll_replay(self.now, &mut out) {
+            if let Some(transmit) = transmit {
+                answers.push(Answer {
+                    transmit,
+                    bytes: out[..transmit.len].to_vec(),
+                });
+            }
+        }
+        answers
+    }
+
+    /// Credentials minted from a shared secret, as an application does.
+    pub fn ephemeral_creds(
+        &mut self,
+        client: &str,
+        username: String,
+        format: Format,
+        secret: &str,
+    ) -> Creds {
+        let pass = ephemeral::password(format, secret.as_bytes(), &username);
+        self.creds_for(client, leak(username), leak(pass))
+    }
+
+    pub fn bound(&self) -> HashSet<SocketAddr> {
+        self.relays.0.lock().unwrap().bound.clone()
+    }
+}
+
+pub fn verify_md5(answer: &Answer, user: &str, pass: &str) {
+    let key = Sha1Key::new(&long_term_key_md5(user, REALM, pass));
+    answer
+        .message()
+        .verify_integrity(&key)
+        .expect("answer signed with the user's key");
+}
+
+pub const PEER: &str = "93.184.216.34:6000";
+
+/// Loopback, private, link-local, metadata and other internal targets, as
+/// written plainly and in each IPv6 disguise (mapped, compatible, 6to4,
+/// Teredo, NAT64). Every one must be refused on every path that names a
+/// peer. The exhaustive range-by-form table lives in `peer_policy`'s tests;
+/// this checks the TURN methods actually consult it.
+pub const FORBIDDEN_PEERS: &[&str] = &[
+    "127.0.0.1:80",
+    "10.0.0.1:80",
+    "172.16.5.4:80",
+    "192.168.1.1:80",
+    "100.64.0.1:80",
+    "169.254.169.254:80",
+    "0.0.0.0:80",
+    "224.0.0.1:80",
+    "255.255.255.255:80",
+    "240.0.0.1:80",
+    "198.18.0.1:80",
+    "192.0.2.1:80",
+    "[::1]:80",
+    "[::]:80",
+    "[fc00::1]:80",
+    "[fd00:ec2::254]:80",
+    "[fe80::1]:80",
+    "[fec0::1]:80",
+    "[ff02::1]:80",
+    "[2001:db8::1]:80",
+    "[::ffff:127.0.0.1]:80",
+    "[::ffff:10.0.0.1]:80",
+    "[::127.0.0.1]:80",
+    "[2002:7f00:1::1]:80",
+    "[2002:a9fe:a9fe::1]:80",
+    "[2001:0:4136:e378:8000:63bf:80ff:fffe]:80",
+    "[64:ff9b::7f00:1]:80",
+    "[64:ff9b::a9fe:a9fe]:80",
+    "[64:ff9b:1::a00:1]:80",
+    SERVER,
+];
+
+/// Unix time at the harness's epoch.
+pub const UNIX_EPOCH_OF_TESTS: u64 = 1_800_000_000;
+
+pub fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+pub fn secret(key_index: u32, value: &str) -> SharedSecret {
+    SharedSecret {
+        key_index,
+        value: value.as_bytes().into(),
+    }
+}
