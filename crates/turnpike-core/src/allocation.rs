@@ -10,13 +10,16 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use turnpike_codec::TransactionId;
 
+use crate::connection::ConnectionId;
 use crate::credentials::User;
 use crate::packet::Transport;
+use crate::relay::RelayProtocol;
 
 /// How long a channel number and its peer stay reserved after the binding
 /// expires (RFC 8656 §12: no rebinding to something else for 5 minutes).
@@ -63,6 +66,10 @@ pub(crate) struct Allocation {
     pub(crate) user: Arc<User>,
     /// Relayed addresses as bound (index 0 IPv4, 1 IPv6).
     pub(crate) relays: [Option<SocketAddr>; 2],
+    /// UDP relays datagrams; TCP (RFC 6062) relays peer connections.
+    pub(crate) protocol: RelayProtocol,
+    /// Peer connections of a TCP allocation, whatever their state.
+    pub(crate) connections: Vec<ConnectionId>,
     pub(crate) expires: Instant,
     pub(crate) permissions: Vec<Permission>,
     pub(crate) channels: Vec<Channel>,
@@ -175,7 +182,8 @@ pub(crate) struct Allocations {
     slots: Vec<Option<Allocation>>,
     free: Vec<AllocationId>,
     by_five_tuple: FxHashMap<FiveTuple, AllocationId>,
-    by_relay: FxHashMap<SocketAddr, AllocationId>,
+    /// UDP and TCP relays may share a port number: keyed by both.
+    by_relay: FxHashMap<(RelayProtocol, SocketAddr), AllocationId>,
 }
 
 impl Allocations {
@@ -186,6 +194,7 @@ impl Allocations {
     pub(crate) fn insert(&mut self, allocation: Allocation) -> AllocationId {
         let five_tuple = allocation.five_tuple;
         let relays = allocation.relays;
+        let protocol = allocation.protocol;
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = Some(allocation);
@@ -201,7 +210,7 @@ impl Allocations {
         };
         self.by_five_tuple.insert(five_tuple, id);
         for relay in relays.into_iter().flatten() {
-            self.by_relay.insert(relay, id);
+            self.by_relay.insert((protocol, relay), id);
         }
         id
     }
@@ -210,7 +219,7 @@ impl Allocations {
         let allocation = self.slots.get_mut(id as usize)?.take()?;
         self.by_five_tuple.remove(&allocation.five_tuple);
         for relay in allocation.relays.iter().flatten() {
-            self.by_relay.remove(relay);
+            self.by_relay.remove(&(allocation.protocol, *relay));
         }
         self.free.push(id);
         Some(allocation)
@@ -220,8 +229,12 @@ impl Allocations {
         self.by_five_tuple.get(five_tuple).copied()
     }
 
-    pub(crate) fn id_by_relay(&self, relay: SocketAddr) -> Option<AllocationId> {
-        self.by_relay.get(&relay).copied()
+    pub(crate) fn id_by_relay(
+        &self,
+        protocol: RelayProtocol,
+        relay: SocketAddr,
+    ) -> Option<AllocationId> {
+        self.by_relay.get(&(protocol, relay)).copied()
     }
 
     pub(crate) fn get(&self, id: AllocationId) -> Option<&Allocation> {
@@ -232,8 +245,8 @@ impl Allocations {
         self.slots.get_mut(id as usize)?.as_mut()
     }
 
-    pub(crate) fn is_relay(&self, addr: SocketAddr) -> bool {
-        self.by_relay.contains_key(&addr)
+    pub(crate) fn is_relay(&self, protocol: RelayProtocol, addr: SocketAddr) -> bool {
+        self.by_relay.contains_key(&(protocol, addr))
     }
 
     /// Ids of allocations whose lifetime is over.
@@ -256,14 +269,35 @@ impl Allocations {
 }
 
 /// Allocation counts shared by all shards, for the per-user (486) and
-/// server-wide (508) quotas. Touched only when an allocation is created or
-/// deleted, never per packet.
+/// server-wide (508) quotas, and the count of TCP allocations' peer
+/// connections. Touched only when an allocation or a peer connection is
+/// created or deleted, never per packet.
 #[derive(Debug, Default)]
 pub struct Quotas {
     counts: Mutex<(usize, FxHashMap<Arc<str>, u32>)>,
+    connections: AtomicUsize,
 }
 
 impl Quotas {
+    /// Takes one peer connection if fewer than `limit` (0 = unlimited) exist.
+    pub(crate) fn acquire_connection(&self, limit: usize) -> bool {
+        let taken = self.connections.fetch_add(1, Ordering::Relaxed);
+        if limit != 0 && taken >= limit {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Peer connections of TCP allocations, all shards together.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
     /// Takes one allocation for `user` if both limits allow (0 = unlimited).
     /// `Err(486)` or `Err(508)` otherwise.
     pub(crate) fn acquire(&self, user: &Arc<str>, per_user: u32, total: usize) -> Result<(), u16> {

@@ -81,6 +81,12 @@ pub(crate) struct Context<'a> {
     pub(crate) secrets: &'a Secrets,
     /// Separator of TURN REST API usernames (`expiry:user`).
     pub(crate) separator: char,
+    /// Another address whose nonces are accepted: for a ConnectionBind, the
+    /// client address of the control connection of the allocation it names.
+    /// Clients sign it with the nonce that connection got (RFC 6062 §4.3:
+    /// same credentials as the control connection), and a nonce is bound to
+    /// the address it was issued to.
+    pub(crate) control: Option<SocketAddr>,
 }
 
 /// Authenticates `request` from `client`.
@@ -117,7 +123,11 @@ pub(crate) fn authenticate(
     if username.is_none() && userhash.is_none() {
         return Auth::BadRequest;
     }
-    let sha256_offered = match ctx.nonces.check(req_nonce, now, client) {
+    let check = match (ctx.nonces.check(req_nonce, now, client), ctx.control) {
+        (NonceCheck::Invalid, Some(control)) => ctx.nonces.check(req_nonce, now, control),
+        (check, _) => check,
+    };
+    let sha256_offered = match check {
         NonceCheck::Valid { sha256 } => sha256,
         NonceCheck::Stale | NonceCheck::Invalid => return Auth::Challenge { code: 438 },
     };

@@ -61,6 +61,11 @@ pub struct TurnConfig {
     pub max_permissions: usize,
     /// Channels per allocation (508 beyond).
     pub max_channels: usize,
+    /// Peer connections per TCP allocation, in any state (508 beyond).
+    pub max_connections_per_allocation: usize,
+    /// Peer connections of TCP allocations server-wide, 0 = unlimited (508
+    /// beyond).
+    pub max_connections: usize,
     /// Which peers may be relayed to.
     pub peer_policy: PeerPolicy,
     /// Counts shared by all shards for the quotas.
@@ -116,6 +121,8 @@ impl TurnConfig {
             total_quota: 0,
             max_permissions: 64,
             max_channels: 64,
+            max_connections_per_allocation: 32,
+            max_connections: 16384,
             peer_policy,
             quotas: Arc::default(),
             challenges_per_second: 1000,

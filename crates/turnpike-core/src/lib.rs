@@ -11,6 +11,7 @@
 //! - [`auth`], [`nonce`], [`credentials`], [`ephemeral`]: the long-term
 //!   credential mechanism, and time-limited credentials from shared secrets.
 //! - [`allocation`]: allocations, permissions, channels, quotas.
+//! - [`connection`]: peer connections of TCP allocations (RFC 6062).
 //! - [`peer_policy`]: which peers may be relayed to (anti-SSRF).
 //! - [`relay`]: relay ports: what the shell binds for the core.
 //! - [`response`]: building responses and error responses.
@@ -21,6 +22,7 @@ pub mod allocation;
 pub mod auth;
 pub mod binding;
 pub mod config;
+pub mod connection;
 pub mod credentials;
 pub mod ephemeral;
 pub mod nonce;
@@ -33,10 +35,11 @@ pub(crate) mod turn;
 
 pub use allocation::{FiveTuple, Quotas};
 pub use config::{Config, NatDiscovery, TurnConfig, WallClock};
+pub use connection::ConnectionId;
 pub use credentials::{Lookup, UserKeys};
 pub use ephemeral::{Secrets, SharedSecret};
 pub use nonce::NonceKey;
 pub use packet::{Packet, Transmit, Transport};
 pub use peer_policy::PeerPolicy;
-pub use relay::{NoRelays, RelayOptions, RelayPorts};
+pub use relay::{NoRelays, RelayOptions, RelayPorts, RelayProtocol};
 pub use server::{Event, Server, Shard, Stats};

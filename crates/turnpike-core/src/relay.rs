@@ -19,9 +19,21 @@ use rand::rngs::SmallRng;
 
 use crate::packet::Transport;
 
+/// What a relayed address carries (REQUESTED-TRANSPORT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RelayProtocol {
+    /// Datagrams (RFC 8656): a UDP socket.
+    Udp,
+    /// Peer connections (RFC 6062): a TCP listening socket, from whose
+    /// address connections to peers are also opened.
+    Tcp,
+}
+
 /// How a relayed address is bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayOptions {
+    /// UDP socket or TCP listener.
+    pub protocol: RelayProtocol,
     /// Set the IP Don't Fragment bit on datagrams to peers (DONT-FRAGMENT).
     pub dont_fragment: bool,
     /// The allocation's 5-tuple, which says how relayed data reaches the
@@ -36,10 +48,15 @@ pub struct RelayOptions {
 
 /// What the shell does for the core with relay sockets.
 pub trait RelayPorts {
-    /// Binds a UDP socket to `addr` and starts delivering its datagrams to
+    /// Binds a relayed address. UDP: a socket whose datagrams go to
     /// [`Server::handle_peer_packet`](crate::Server::handle_peer_packet).
+    /// TCP: a listening socket whose incoming connections are announced to
+    /// [`Server::peer_connected`](crate::Server::peer_connected), and from
+    /// whose address [`Event::OpenConnection`](crate::Event::OpenConnection)s
+    /// are opened. Either fails with `AddrInUse` when the port is taken.
     fn bind(&mut self, addr: SocketAddr, options: RelayOptions) -> io::Result<()>;
-    /// Closes the socket bound to `addr`.
+    /// Closes the socket bound to `addr` (a TCP relay's peer connections
+    /// are closed through [`Event::CloseConnection`](crate::Event::CloseConnection)).
     fn release(&mut self, addr: SocketAddr);
     /// Keeps the socket bound to `addr` aside under `token` until `until`
     /// (EVEN-PORT with the R bit). Any shard may redeem it: the client's

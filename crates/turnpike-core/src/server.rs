@@ -22,6 +22,7 @@ use crate::allocation::{Allocations, FiveTuple};
 use crate::auth::{self, Auth};
 use crate::binding::{self, Outcome};
 use crate::config::{Config, TurnConfig};
+use crate::connection::{ConnectionId, Connections};
 use crate::credentials::{Credentials, Hold, Lookup, UserKeys, Waiting};
 use crate::ephemeral::Secrets;
 use crate::packet::{Packet, Transmit};
@@ -73,6 +74,35 @@ pub enum Event {
     NeedCredentials {
         /// The USERNAME.
         username: Box<str>,
+    },
+    /// A Connect (RFC 6062) was accepted: open a TCP connection from the
+    /// relayed address `relay` (the TCP relay's own port) to `peer`, then
+    /// call [`Server::connect_finished`]. Nothing is read from it until
+    /// [`Event::ConnectionBound`]: until then the kernel's receive buffer
+    /// holds what the peer sends, and TCP flow control bounds it.
+    OpenConnection {
+        /// The connection's CONNECTION-ID.
+        id: ConnectionId,
+        /// The TCP allocation's relayed address.
+        relay: SocketAddr,
+        /// Where to connect.
+        peer: SocketAddr,
+    },
+    /// The client's data connection `client` was bound to the peer connection
+    /// `id` (the success answer is the packet's transmit, to be sent
+    /// first): from now on, relay bytes between the two. When either side
+    /// closes, close the other and call [`Server::peer_connection_closed`].
+    ConnectionBound {
+        /// The peer connection.
+        id: ConnectionId,
+        /// The data connection's 5-tuple.
+        client: FiveTuple,
+    },
+    /// Close the peer connection `id` and, if bound, its data connection:
+    /// its allocation ended, or it waited too long to be bound.
+    CloseConnection {
+        /// The peer connection.
+        id: ConnectionId,
     },
 }
 
@@ -126,6 +156,10 @@ impl Server {
             ports: PortPicker::new(t.min_port, t.max_port, shard.index, shard.count),
             rng: SmallRng::seed_from_u64(shard.seed),
             relays,
+            connections: Connections::default(),
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+            shard: (shard.index, shard.count),
         });
         Server {
             config,
@@ -230,7 +264,66 @@ impl Server {
 
     /// The next event for the shell.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.events
+            .pop_front()
+            .or_else(|| self.turn.as_mut()?.events.pop_front())
+    }
+
+    /// The next message the core owes a client outside the answer to a
+    /// packet (the deferred answer to a Connect, a ConnectionAttempt),
+    /// written to `out`; `None` when there is none. Call it until `None`
+    /// after handling packets, timeouts and the shell's reports.
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        let software = self.config.software.as_deref();
+        let turn = self.turn.as_mut()?;
+        loop {
+            let outgoing = turn.outgoing.pop_front()?;
+            // An answer that does not fit `out` is dropped; the next one may.
+            if let Some(transmit) = turn::connect::render(outgoing, software, turn, out) {
+                return Some(transmit);
+            }
+        }
+    }
+
+    /// The shell's report on an [`Event::OpenConnection`]: whether the
+    /// connection to the peer was established. The Connect is answered
+    /// through [`poll_transmit`](Self::poll_transmit) (447 if not). After a
+    /// failure, drop the connection; no [`Event::CloseConnection`] follows.
+    pub fn connect_finished(&mut self, now: Instant, id: ConnectionId, established: bool) {
+        if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {
+            turn::connect::finished(turn, config, now, id, established);
+        }
+    }
+
+    /// A peer connected to the TCP relay `relay` (RFC 6062 §5.3). `Some`: the
+    /// client is told (a ConnectionAttempt through
+    /// [`poll_transmit`](Self::poll_transmit)); keep the connection, unread,
+    /// under that identifier. `None`: the peer has no permission (or a limit
+    /// is reached): close it.
+    pub fn peer_connected(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<ConnectionId> {
+        let (turn, config) = self.turn.as_mut().zip(self.config.turn.as_ref())?;
+        let id = turn::connect::from_peer(turn, config, now, relay, peer)?;
+        self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
+        Some(id)
+    }
+
+    /// A peer connection, or the data connection bound to it, closed (or
+    /// failed) in the shell: the core forgets it, and answers its Connect
+    /// with 447 if it was still connecting.
+    pub fn peer_connection_closed(&mut self, id: ConnectionId) {
+        if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {
+            turn.forget_connection(config, id);
+        }
+    }
+
+    /// Peer connections of this shard's TCP allocations, in any state.
+    pub fn peer_connection_count(&self) -> usize {
+        self.turn.as_ref().map_or(0, |t| t.connections.len())
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
@@ -251,10 +344,18 @@ impl Server {
         for id in turn.allocations.expired(now) {
             turn.delete(config, id);
         }
+        // Connects that got no connection in time are answered 447;
+        // connections nobody bound in time are closed (RFC 6062 §5.2, §5.3).
+        for id in turn.connections.overdue(now) {
+            turn.forget_connection(config, id);
+            turn.events.push_back(Event::CloseConnection { id });
+        }
         turn.allocations.sweep(now);
         turn.waiting.expire(now);
-        self.next_sweep =
-            (turn.allocations.len() > 0 || !turn.waiting.is_empty()).then(|| now + SWEEP_INTERVAL);
+        self.next_sweep = (turn.allocations.len() > 0
+            || !turn.waiting.is_empty()
+            || !turn.connections.is_empty())
+        .then(|| now + SWEEP_INTERVAL);
     }
 
     /// Handles one datagram, or one message framed from a stream, from a
@@ -369,6 +470,8 @@ impl Server {
             | Method::REFRESH
             | Method::CREATE_PERMISSION
             | Method::CHANNEL_BIND
+            | Method::CONNECT
+            | Method::CONNECTION_BIND
                 if self.turn.is_some() =>
             {
                 self.handle_turn_request(now, packet, &message, out)
@@ -412,6 +515,9 @@ impl Server {
             users: &turn.users,
             secrets: &turn.secrets,
             separator: turn_config.rest_separator,
+            control: (method == Method::CONNECTION_BIND)
+                .then(|| turn::connection_bind::control_client(turn, message))
+                .flatten(),
         };
         let (user, integrity) = match auth::authenticate(message, packet.remote, now, &context) {
             Auth::Ok { user, integrity } => (user, integrity),
@@ -475,14 +581,21 @@ impl Server {
             Method::REFRESH => turn::refresh::handle(&request, turn, out),
             Method::CREATE_PERMISSION => turn::create_permission::handle(&request, turn, out),
             Method::CHANNEL_BIND => turn::channel_bind::handle(&request, turn, out),
+            Method::CONNECT => turn::connect::handle(&request, turn, out),
+            Method::CONNECTION_BIND => turn::connection_bind::handle(&request, turn, out),
             _ => None,
         };
         if turn.allocations.len() > allocations_before {
             self.stats.allocations_created += 1;
             self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
         }
+        if !turn.connections.is_empty() {
+            self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
+        }
         match len {
             Some(len) => Some(Transmit::reply(packet, len)),
+            // An accepted Connect is answered once the shell has connected.
+            None if method == Method::CONNECT => None,
             None => self.drop_packet(),
         }
     }

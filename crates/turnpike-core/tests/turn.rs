@@ -244,7 +244,13 @@ fn transport_and_attribute_rules() {
         &[Attribute::RequestedTransport(protocol::TCP)],
         &creds,
     );
-    assert_eq!(a.code(), Some(442));
+    assert_eq!(a.code(), Some(400), "TCP relays need a TCP or TLS client");
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(132)],
+        &creds,
+    );
+    assert_eq!(a.code(), Some(442), "SCTP");
     let a = h.authed(
         Method::ALLOCATE,
         &[

@@ -11,7 +11,7 @@ use turnpike_codec::{AddressFamily, AttrType, Attribute, ErrorCode};
 use super::{Request, Turn, granted_lifetime, lifetime_secs};
 use crate::allocation::Allocation;
 use crate::config::TurnConfig;
-use crate::relay::RelayOptions;
+use crate::relay::{RelayOptions, RelayProtocol};
 use crate::response::reason_phrase;
 
 /// ADDITIONAL-ADDRESS-FAMILY under its draft-ietf-tram-turnbis code point.
@@ -82,9 +82,20 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     let Some(transport) = asked.transport else {
         return req.error(out, 400);
     };
-    if transport != protocol::UDP {
-        // TCP relays (RFC 6062) are not served yet.
-        return req.error(out, 442);
+    let relay_protocol = match transport {
+        protocol::UDP => RelayProtocol::Udp,
+        // RFC 6062 §5.1: TCP relays are for clients on a TCP or TLS
+        // connection ("MUST reject … with a 400" otherwise, not 442, which
+        // is for protocols the server does not relay at all).
+        protocol::TCP if req.packet.transport.is_stream() => RelayProtocol::Tcp,
+        protocol::TCP => return req.error(out, 400),
+        _ => return req.error(out, 442),
+    };
+    // RFC 6062 §5.1: no fragmentation control or port pairs for TCP.
+    if relay_protocol == RelayProtocol::Tcp
+        && (asked.dont_fragment || asked.even_port.is_some() || asked.token.is_some())
+    {
+        return req.error(out, 400);
     }
     // RFC 8656 §7.2: a token excludes EVEN-PORT and the family attributes,
     // the two family attributes exclude each other, and only IPv6 may be
@@ -105,6 +116,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
         return req.error(out, code);
     }
     let options = RelayOptions {
+        protocol: relay_protocol,
         dont_fragment: asked.dont_fragment,
         transport: req.packet.transport,
         server: req.packet.local,
@@ -144,6 +156,8 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
         five_tuple,
         user: std::sync::Arc::clone(&req.user),
         relays,
+        protocol: relay_protocol,
+        connections: Vec::new(),
         expires: req.now + lifetime,
         permissions: Vec::new(),
         channels: Vec::new(),
@@ -243,7 +257,7 @@ fn bind_relay(
             return Err(508);
         };
         let addr = SocketAddr::new(ip, port);
-        if turn.allocations.is_relay(addr) {
+        if turn.allocations.is_relay(options.protocol, addr) {
             continue;
         }
         match turn.relays.bind(addr, options) {

@@ -6,6 +6,7 @@ use turnpike_codec::channel_data::is_channel_number;
 
 use super::{Request, Turn, same_family};
 use crate::allocation::BindError;
+use crate::relay::RelayProtocol;
 
 pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
     let id = match req.own_allocation(&turn.allocations) {
@@ -30,6 +31,10 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     }
     let config = req.config;
     let allocation = turn.allocations.get_mut(id)?;
+    // Channels carry datagrams; a TCP allocation has none (RFC 6062 §5).
+    if allocation.protocol != RelayProtocol::Udp {
+        return req.error(out, 400);
+    }
     if !same_family(&allocation.relays, peer.ip()) {
         return req.error(out, 443);
     }

@@ -12,6 +12,7 @@ use turnpike_codec::{Attribute, Class, MessageBuilder, MessageType, Method, Tran
 
 use super::Turn;
 use crate::packet::Transmit;
+use crate::relay::RelayProtocol;
 
 pub(crate) fn from_peer(
     turn: &mut Turn,
@@ -21,7 +22,9 @@ pub(crate) fn from_peer(
     data: &[u8],
     out: &mut [u8],
 ) -> Option<Transmit> {
-    let allocation = turn.allocations.get(turn.allocations.id_by_relay(relay)?)?;
+    let allocation = turn
+        .allocations
+        .get(turn.allocations.id_by_relay(RelayProtocol::Udp, relay)?)?;
     if !allocation.has_permission(peer.ip(), now) {
         return None;
     }

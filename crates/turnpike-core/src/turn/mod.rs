@@ -7,12 +7,18 @@
 //! - [`channel_bind`] — ChannelBind.
 //! - [`send`] — client → peer: Send indications and ChannelData.
 //! - [`data`] — peer → client: Data indications and ChannelData.
+//! - [`connect`] — Connect (RFC 6062): a TCP allocation's connection to a peer,
+//!   and the peer-initiated side (ConnectionAttempt).
+//! - [`connection_bind`] — ConnectionBind (RFC 6062): a client's data
+//!   connection joins a peer connection.
 //!
 //! Authenticated requests arrive here as a [`Request`] after
 //! [`crate::auth`] has accepted them; answers are signed the way the request was.
 
 pub(crate) mod allocate;
 pub(crate) mod channel_bind;
+pub(crate) mod connect;
+pub(crate) mod connection_bind;
 pub(crate) mod create_permission;
 pub(crate) mod data;
 pub(crate) mod refresh;
@@ -25,14 +31,18 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use turnpike_codec::{Attribute, EncodeError, ErrorCode, Message, MessageBuilder};
 
+use std::collections::VecDeque;
+
 use crate::allocation::{AllocationId, Allocations, FiveTuple};
 use crate::auth::Integrity;
 use crate::config::TurnConfig;
+use crate::connection::{ConnectionId, Connections, Outgoing, State};
 use crate::credentials::{Credentials, User, Waiting};
 use crate::ephemeral::Secrets;
 use crate::packet::Packet;
 use crate::relay::{PortPicker, RelayPorts};
 use crate::response::reason_phrase;
+use crate::server::Event;
 
 /// A shard's TURN state.
 pub(crate) struct Turn {
@@ -43,6 +53,14 @@ pub(crate) struct Turn {
     pub(crate) ports: PortPicker,
     pub(crate) rng: SmallRng,
     pub(crate) relays: Box<dyn RelayPorts>,
+    /// Peer connections of this shard's TCP allocations.
+    pub(crate) connections: Connections,
+    /// Answers and indications owed to clients outside a request's answer.
+    pub(crate) outgoing: VecDeque<Outgoing>,
+    /// What the shell must do about peer connections.
+    pub(crate) events: VecDeque<Event>,
+    /// This shard's number and the shard count (for connection identifiers).
+    pub(crate) shard: (usize, usize),
 }
 
 impl std::fmt::Debug for Turn {
@@ -54,13 +72,39 @@ impl std::fmt::Debug for Turn {
 }
 
 impl Turn {
-    /// Deletes an allocation: closes its sockets and returns its quota.
+    /// Deletes an allocation: closes its sockets and peer connections and
+    /// returns its quota.
     pub(crate) fn delete(&mut self, config: &TurnConfig, id: AllocationId) {
         if let Some(allocation) = self.allocations.remove(id) {
+            for connection in allocation.connections {
+                self.forget_connection(config, connection);
+                self.events
+                    .push_back(Event::CloseConnection { id: connection });
+            }
             for relay in allocation.relays.into_iter().flatten() {
                 self.relays.release(relay);
             }
             config.quotas.release(&allocation.user.name);
+        }
+    }
+
+    /// Removes a peer connection from the shard's books (the shell closes
+    /// it, or has). A Connect still waiting for it is answered with 447.
+    pub(crate) fn forget_connection(&mut self, config: &TurnConfig, id: ConnectionId) {
+        let Some(connection) = self.connections.remove(id) else {
+            return;
+        };
+        config.quotas.release_connection();
+        let Some(allocation) = self.allocations.get_mut(connection.allocation) else {
+            return;
+        };
+        allocation.connections.retain(|&c| c != id);
+        if let State::Connecting { answer, .. } = connection.state {
+            self.outgoing.push_back(Outgoing::ConnectAnswer {
+                to: allocation.five_tuple,
+                answer,
+                result: Err(447),
+            });
         }
     }
 }

@@ -12,6 +12,7 @@ use super::Turn;
 use crate::allocation::FiveTuple;
 use crate::config::TurnConfig;
 use crate::packet::{Transmit, Transport};
+use crate::relay::RelayProtocol;
 
 /// A datagram for a peer, already copied to `out`.
 fn to_peer(out: &mut [u8], relay: SocketAddr, peer: SocketAddr, data: &[u8]) -> Option<Transmit> {
@@ -52,6 +53,10 @@ pub(crate) fn indication(
         }
     }
     let (peer, data) = (peer?, data?);
+    // A TCP allocation relays connections, not datagrams (RFC 6062 §5).
+    if allocation.protocol != RelayProtocol::Udp {
+        return None;
+    }
     let relay = allocation.relay_for(peer.ip())?;
     if !allocation.has_permission(peer.ip(), now) || config.peer_policy.check(peer).is_err() {
         return None;

@@ -38,14 +38,17 @@ pub struct Sockets {
     pub reserved: HashMap<[u8; 8], SocketAddr>,
     pub refuse_all: bool,
     pub released: Vec<SocketAddr>,
+    /// How each bind was asked for, in order.
+    pub options: Vec<RelayOptions>,
 }
 
 #[derive(Clone, Default)]
 pub struct FakeRelays(pub Arc<Mutex<Sockets>>);
 
 impl RelayPorts for FakeRelays {
-    fn bind(&mut self, addr: SocketAddr, _: RelayOptions) -> io::Result<()> {
+    fn bind(&mut self, addr: SocketAddr, options: RelayOptions) -> io::Result<()> {
         let mut s = self.0.lock().unwrap();
+        s.options.push(options);
         if s.refuse_all || !s.bound.insert(addr) {
             return Err(io::ErrorKind::AddrInUse.into());
         }

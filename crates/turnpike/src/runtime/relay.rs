@@ -22,7 +22,7 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 use socket2::Socket;
 use tokio::task::AbortHandle;
-use turnpike_core::{RelayOptions, RelayPorts};
+use turnpike_core::{RelayOptions, RelayPorts, RelayProtocol};
 
 use super::dtls::DtlsEndpoint;
 use super::stream::StreamConn;
@@ -128,6 +128,9 @@ impl ShellRelays {
 
 impl RelayPorts for ShellRelays {
     fn bind(&mut self, addr: SocketAddr, options: RelayOptions) -> io::Result<()> {
+        if options.protocol == RelayProtocol::Tcp {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
         let ctx = self.ctx()?;
         let socket = BatchUdpSocket::bind(
             addr,

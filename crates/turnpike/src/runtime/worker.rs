@@ -364,6 +364,10 @@ impl WorkerCtx {
                         ctx.replay();
                     });
                 }
+                // TCP relays are refused by `ShellRelays::bind` for now.
+                Event::OpenConnection { .. }
+                | Event::ConnectionBound { .. }
+                | Event::CloseConnection { .. } => {}
             }
         }
     }
