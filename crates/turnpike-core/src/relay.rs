@@ -55,9 +55,9 @@ pub trait RelayPorts {
     /// whose address [`Event::OpenConnection`](crate::Event::OpenConnection)s
     /// are opened. Either fails with `AddrInUse` when the port is taken.
     fn bind(&mut self, addr: SocketAddr, options: RelayOptions) -> io::Result<()>;
-    /// Closes the socket bound to `addr` (a TCP relay's peer connections
+    /// Closes the `protocol` socket bound to `addr` (a TCP relay's peer connections
     /// are closed through [`Event::CloseConnection`](crate::Event::CloseConnection)).
-    fn release(&mut self, addr: SocketAddr);
+    fn release(&mut self, addr: SocketAddr, protocol: RelayProtocol);
     /// Keeps the socket bound to `addr` aside under `token` until `until`
     /// (EVEN-PORT with the R bit). Any shard may redeem it: the client's
     /// second Allocate may land on another worker.
@@ -79,7 +79,7 @@ impl RelayPorts for NoRelays {
             "TURN is disabled",
         ))
     }
-    fn release(&mut self, _: SocketAddr) {}
+    fn release(&mut self, _: SocketAddr, _: RelayProtocol) {}
     fn reserve(&mut self, _: SocketAddr, _: [u8; 8], _: Instant) {}
     fn redeem(&mut self, _: [u8; 8], _: Instant, _: RelayOptions) -> Option<SocketAddr> {
         None

@@ -215,7 +215,7 @@ fn bind_reserved_pair(
             turn.relays.reserve(odd, token, req.now + RESERVATION_TIME);
             return Ok((even, token));
         }
-        turn.relays.release(even);
+        turn.relays.release(even, RelayProtocol::Udp);
     }
     Err(508)
 }

@@ -82,7 +82,7 @@ impl Turn {
                     .push_back(Event::CloseConnection { id: connection });
             }
             for relay in allocation.relays.into_iter().flatten() {
-                self.relays.release(relay);
+                self.relays.release(relay, allocation.protocol);
             }
             config.quotas.release(&allocation.user.name);
         }

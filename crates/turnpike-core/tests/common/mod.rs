@@ -17,8 +17,8 @@ use turnpike_codec::{
 };
 use turnpike_core::ephemeral::{self, Format};
 use turnpike_core::{
-    Config, NonceKey, Packet, PeerPolicy, RelayOptions, RelayPorts, Server, Shard, SharedSecret,
-    Transmit, Transport, TurnConfig, UserKeys, WallClock,
+    Config, NonceKey, Packet, PeerPolicy, RelayOptions, RelayPorts, RelayProtocol, Server, Shard,
+    SharedSecret, Transmit, Transport, TurnConfig, UserKeys, WallClock,
 };
 
 pub const REALM: &str = "turnpike.test"; // 13 characters
@@ -54,7 +54,7 @@ impl RelayPorts for FakeRelays {
         }
         Ok(())
     }
-    fn release(&mut self, addr: SocketAddr) {
+    fn release(&mut self, addr: SocketAddr, _: RelayProtocol) {
         let mut s = self.0.lock().unwrap();
         s.bound.remove(&addr);
         s.released.push(addr);

@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use turnpike_codec::framing::{self, Frame, MAX_FRAME_LEN};
 
 /// Pending connections the kernel may queue per listener.
@@ -38,6 +38,49 @@ pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     TcpListener::from_std(socket.into())
+}
+
+/// Pending peer connections the kernel may queue per TCP relayed address.
+const RELAY_BACKLOG: i32 = 64;
+
+/// Binds the listening socket of a TCP relayed address (RFC 6062). Must be
+/// called inside a tokio runtime.
+///
+/// The port must be ours alone, so the socket is bound without
+/// `SO_REUSEPORT` (binding fails with `AddrInUse` if any socket holds the
+/// port); `SO_REUSEPORT` is set only afterwards, so that connections to
+/// peers can be opened from the same address ([`connect_from`]).
+pub fn bind_relay_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(RELAY_BACKLOG)?;
+    socket.set_reuse_port(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Opens a TCP connection to `peer` from `local`, a TCP relayed address
+/// whose listener [`bind_relay_listener`] bound (RFC 6062 §5.2: the peer
+/// sees the relayed address). Must be called inside a tokio runtime.
+pub async fn connect_from(local: SocketAddr, peer: SocketAddr) -> io::Result<TcpStream> {
+    let socket = if local.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(local)?;
+    let stream = socket.connect(peer).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Accumulates a byte stream and yields whole messages.
@@ -109,6 +152,12 @@ impl FrameBuffer {
     /// Records `n` bytes read into [`read_slot`](Self::read_slot).
     pub fn filled(&mut self, n: usize) {
         self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// The bytes received but not yet cut into messages: what a client
+    /// sent after its ConnectionBind, which belongs to the peer.
+    pub fn remaining(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
     }
 }
 

@@ -12,6 +12,7 @@
 mod dtls;
 mod relay;
 mod stream;
+mod tcp_relay;
 mod worker;
 
 use std::io;
@@ -91,7 +92,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<anyhow::Error>();
     let mut handles = Vec::with_capacity(workers);
-    for id in 0..workers {
+    let (mailboxes, mut inboxes): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    let mailboxes: Arc<[_]> = mailboxes.into();
+    for (id, inbox) in inboxes.drain(..).enumerate() {
         let worker = Worker {
             id,
             workers,
@@ -106,6 +111,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             udp,
             tcp,
             shutdown: shutdown_rx.clone(),
+            mailboxes: Arc::clone(&mailboxes),
+            inbox: Some(inbox),
         };
         let ready = ready_tx.clone();
         let failed = failed_tx.clone();

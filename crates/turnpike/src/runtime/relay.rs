@@ -54,13 +54,26 @@ pub(super) enum Relay {
     },
 }
 
-/// Aborts the relay's task (which closes its socket) when the relay is
-/// removed from the worker.
-pub(super) struct TaskGuard(AbortHandle);
+/// Aborts a task (which closes its sockets) when dropped: when its relay
+/// or connection is removed from the worker.
+pub(super) struct TaskGuard(Option<AbortHandle>);
+
+impl TaskGuard {
+    pub(super) fn new(task: AbortHandle) -> Self {
+        TaskGuard(Some(task))
+    }
+
+    /// Lets the task run on: for a task dropping its own guard as it ends.
+    pub(super) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -128,10 +141,13 @@ impl ShellRelays {
 
 impl RelayPorts for ShellRelays {
     fn bind(&mut self, addr: SocketAddr, options: RelayOptions) -> io::Result<()> {
-        if options.protocol == RelayProtocol::Tcp {
-            return Err(io::ErrorKind::Unsupported.into());
-        }
         let ctx = self.ctx()?;
+        if options.protocol == RelayProtocol::Tcp {
+            // Peer connections reach the client through the core's events;
+            // only the control connection must still be here.
+            ctx.client_path(&options).ok_or_else(no_client_path)?;
+            return super::tcp_relay::listen(&ctx, addr);
+        }
         let socket = BatchUdpSocket::bind(
             addr,
             &UdpOptions {
@@ -147,10 +163,13 @@ impl RelayPorts for ShellRelays {
         Ok(())
     }
 
-    fn release(&mut self, addr: SocketAddr) {
+    fn release(&mut self, addr: SocketAddr, protocol: RelayProtocol) {
         if let Ok(ctx) = self.ctx() {
             // Dropping the entry aborts the task, which closes the socket.
-            ctx.relays.borrow_mut().remove(&addr);
+            match protocol {
+                RelayProtocol::Udp => drop(ctx.relays.borrow_mut().remove(&addr)),
+                RelayProtocol::Tcp => super::tcp_relay::release(&ctx, addr),
+            }
         }
     }
 
@@ -208,7 +227,7 @@ pub(super) fn start_pending(ctx: &Rc<WorkerCtx>) {
             addr,
             Relay::Running {
                 socket,
-                _task: TaskGuard(task.abort_handle()),
+                _task: TaskGuard::new(task.abort_handle()),
             },
         );
     }

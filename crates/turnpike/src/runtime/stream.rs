@@ -12,6 +12,11 @@
 //! client lets the queue fill up, relayed data is dropped (it is datagrams:
 //! RTP copes), so memory per connection stays bounded.
 //!
+//! A connection whose first request is a ConnectionBind (RFC 6062) is a
+//! data connection: the request goes to the shard holding the connection it
+//! names, and once bound the stream leaves STUN behind and becomes one end
+//! of a byte pipe ([`super::tcp_relay`]).
+//!
 //! Limits against abuse: connections per source IP (shared by all
 //! workers), an idle timeout, and an authentication deadline: a connection
 //! that holds no allocation that long after it opened is closed, so idle
@@ -27,8 +32,9 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
-use turnpike_core::{FiveTuple, Packet, Transport};
+use turnpike_core::{ConnectionId, FiveTuple, Packet, Transport};
 
+use super::tcp_relay;
 use super::worker::{SEND_SLOT, WorkerCtx};
 use crate::net::tcp::{FrameBuffer, NextFrame};
 
@@ -112,6 +118,9 @@ pub(super) struct StreamConn {
     limit: usize,
     wake: Notify,
     closed: Cell<bool>,
+    /// The writer sends what is queued, then hands its half of the stream
+    /// back (the connection is becoming a data connection).
+    handover: Cell<bool>,
 }
 
 impl StreamConn {
@@ -121,6 +130,7 @@ impl StreamConn {
             limit,
             wake: Notify::new(),
             closed: Cell::new(false),
+            handover: Cell::new(false),
         }
     }
 
@@ -141,6 +151,19 @@ impl StreamConn {
     }
 }
 
+/// How serving a connection as STUN ended.
+enum Ending {
+    /// Closed, failed or timed out.
+    Closed,
+    /// Bound to the peer connection `id` (RFC 6062): pipe `peer` to it,
+    /// after `early`, the bytes the client sent behind its ConnectionBind.
+    Bound {
+        id: ConnectionId,
+        peer: std::net::TcpStream,
+        early: Vec<u8>,
+    },
+}
+
 /// Serves one client connection until it closes, fails or times out.
 pub(super) async fn serve<S>(
     ctx: Rc<WorkerCtx>,
@@ -150,7 +173,7 @@ pub(super) async fn serve<S>(
     remote: SocketAddr,
     limits: StreamLimits,
 ) where
-    S: AsyncRead + AsyncWrite + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let conn = Rc::new(StreamConn::new(limits.max_buffered));
     let key = (local, remote);
@@ -160,24 +183,35 @@ pub(super) async fn serve<S>(
         client: remote,
         server: local,
     };
-    let (reader, writer) = tokio::io::split(stream);
+    let (mut reader, writer) = tokio::io::split(stream);
     let writing = tokio::task::spawn_local(write_loop(Rc::clone(&conn), writer));
-    read_loop(&ctx, &conn, reader, five_tuple, limits).await;
+    let ending = read_loop(&ctx, &conn, &mut reader, five_tuple, limits).await;
 
-    conn.closed.set(true);
-    writing.abort();
     ctx.streams.borrow_mut().remove(&key);
     ctx.server.borrow_mut().connection_closed(&five_tuple);
+    let Ending::Bound { id, peer, early } = ending else {
+        conn.closed.set(true);
+        writing.abort();
+        return;
+    };
+    // The writer sends the ConnectionBind's answer, then gives its half back.
+    conn.handover.set(true);
+    conn.flush();
+    let writer = writing.await.ok().flatten();
+    conn.closed.set(true);
+    match writer {
+        Some(writer) => tcp_relay::pipe(&ctx, id, reader.unsplit(writer), peer, early).await,
+        None => tcp_relay::abandon(&ctx, id),
+    }
 }
 
-async fn read_loop<R: AsyncRead>(
+async fn read_loop<R: AsyncRead + Unpin>(
     ctx: &Rc<WorkerCtx>,
     conn: &StreamConn,
-    reader: R,
+    reader: &mut R,
     five_tuple: FiveTuple,
     limits: StreamLimits,
-) {
-    tokio::pin!(reader);
+) -> Ending {
     let auth_deadline = tokio::time::Instant::now() + limits.auth_timeout;
     let mut authenticated = false;
     let mut frames = FrameBuffer::new(2048);
@@ -190,7 +224,7 @@ async fn read_loop<R: AsyncRead>(
             auth_deadline.min(idle)
         };
         match tokio::time::timeout_at(deadline, reader.read(frames.read_slot())).await {
-            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(0) | Err(_)) => return Ending::Closed,
             Ok(Ok(n)) => frames.filled(n),
             // The authentication deadline passed, but the allocation may
             // have been made since the last read: by a request held for a
@@ -200,11 +234,43 @@ async fn read_loop<R: AsyncRead>(
                 continue;
             }
             // Idle, or still without an allocation at the deadline.
-            Err(_) => return,
+            Err(_) => return Ending::Closed,
         }
         loop {
             let transmit = match frames.next_frame() {
                 NextFrame::Frame(data) => {
+                    // A data connection's ConnectionBind goes to the shard
+                    // that holds the connection it names; on a control
+                    // connection it is this shard's to refuse.
+                    let bind = ConnectionId::of_connection_bind(data).filter(|_| {
+                        !authenticated && !ctx.server.borrow().has_allocation(&five_tuple)
+                    });
+                    if let Some(id) = bind {
+                        let message: Box<[u8]> = data.into();
+                        let (transport, local, remote) =
+                            (five_tuple.transport, five_tuple.server, five_tuple.client);
+                        let reply = tcp_relay::bind(
+                            ctx,
+                            id,
+                            transport,
+                            local,
+                            remote,
+                            &message,
+                            auth_deadline,
+                        )
+                        .await;
+                        let Some(reply) = reply else {
+                            // Unanswered until the deadline.
+                            return Ending::Closed;
+                        };
+                        conn.push(&reply.answer);
+                        conn.flush();
+                        if let Some((id, peer)) = reply.peer {
+                            let early = frames.remaining().to_vec();
+                            return Ending::Bound { id, peer, early };
+                        }
+                        continue;
+                    }
                     let packet = Packet {
                         transport: five_tuple.transport,
                         local: five_tuple.server,
@@ -216,7 +282,7 @@ async fn read_loop<R: AsyncRead>(
                         .handle_packet(Instant::now(), packet, &mut out)
                 }
                 NextFrame::NeedMore => break,
-                NextFrame::Invalid => return,
+                NextFrame::Invalid => return Ending::Closed,
             };
             ctx.after_packets();
             let Some(t) = transmit else { continue };
@@ -234,8 +300,9 @@ async fn read_loop<R: AsyncRead>(
     }
 }
 
-async fn write_loop<W: AsyncWrite>(conn: Rc<StreamConn>, writer: W) {
-    tokio::pin!(writer);
+/// Writes what is queued for the client. Returns its half of the stream
+/// when asked to hand it over, `None` when the stream failed.
+async fn write_loop<W: AsyncWrite + Unpin>(conn: Rc<StreamConn>, mut writer: W) -> Option<W> {
     let mut sending = Vec::new();
     loop {
         conn.wake.notified().await;
@@ -244,10 +311,12 @@ async fn write_loop<W: AsyncWrite>(conn: Rc<StreamConn>, writer: W) {
             if sending.is_empty() {
                 break;
             }
-            if writer.write_all(&sending).await.is_err() {
-                return;
-            }
+            writer.write_all(&sending).await.ok()?;
             sending.clear();
+        }
+        if conn.handover.get() {
+            writer.flush().await.ok()?;
+            return Some(writer);
         }
     }
 }

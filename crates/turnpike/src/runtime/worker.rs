@@ -19,13 +19,14 @@ use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
-use turnpike_core::{Event, Packet, RelayOptions, Secrets, Server, Shard, Transport};
+use turnpike_core::{Event, Packet, RelayOptions, Secrets, Server, Shard, Transmit, Transport};
 use turnpike_dtls::{DtlsConfig, DtlsServer};
 
 use super::bind_error;
 use super::dtls::{self, DtlsEndpoint};
 use super::relay::{ClientPath, Relay, Reservations, ShellRelays};
 use super::stream::{self, ConnectionCounts, StreamConn, StreamLimits};
+use super::tcp_relay::{self, Mail, TcpRelays};
 use crate::config::Listener;
 use crate::credentials::Credentials;
 use crate::net::tcp;
@@ -40,6 +41,9 @@ pub(super) const RECV_SLOT: usize = 2048;
 /// Send slot: the largest thing the core writes — a padded RFC 5780 answer
 /// or a Data indication around a full receive slot.
 pub(super) const SEND_SLOT: usize = RECV_SLOT + 256;
+/// Room for what the core owes clients outside the packet path: Connect
+/// answers and ConnectionAttempts, a few dozen bytes each.
+const OWED_SLOT: usize = 512;
 /// Pause after a receive error that is not transient.
 pub(super) const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -62,6 +66,10 @@ pub(super) struct Worker {
     /// TLS and DTLS: the certificates and where to listen.
     pub(super) secure: Option<Secure>,
     pub(super) shutdown: watch::Receiver<bool>,
+    /// Every worker's mailbox, by worker number (RFC 6062 hand-overs).
+    pub(super) mailboxes: Arc<[tokio::sync::mpsc::UnboundedSender<Mail>]>,
+    /// This worker's mailbox.
+    pub(super) inbox: Option<tokio::sync::mpsc::UnboundedReceiver<Mail>>,
 }
 
 /// What a worker needs for TLS and DTLS.
@@ -112,6 +120,8 @@ pub(super) struct WorkerCtx {
     pub(super) flush: tokio::sync::Notify,
     /// DTLS sockets and their sessions.
     pub(super) dtls: Box<[Rc<DtlsEndpoint>]>,
+    /// TCP relays and their peer connections (RFC 6062).
+    pub(super) tcp: TcpRelays,
     credentials: Option<Arc<Credentials>>,
 }
 
@@ -125,7 +135,8 @@ struct Bound {
 
 impl Worker {
     /// Binds this worker's sockets, reports readiness, and serves until shutdown.
-    pub(super) fn run(self, ready: mpsc::Sender<anyhow::Result<()>>) -> anyhow::Result<()> {
+    pub(super) fn run(mut self, ready: mpsc::Sender<anyhow::Result<()>>) -> anyhow::Result<()> {
+        let inbox = self.inbox.take();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -166,6 +177,9 @@ impl Worker {
                 tokio::task::spawn_local(secrets_loop(Rc::clone(&ctx), secrets));
             }
             tokio::task::spawn_local(super::relay::flusher(Rc::clone(&ctx)));
+            if let Some(inbox) = inbox {
+                tokio::task::spawn_local(tcp_relay::mail_loop(Rc::clone(&ctx), inbox));
+            }
             // Returning drops the LocalSet's tasks: sockets close with them.
             let _ = shutdown.wait_for(|stop| *stop).await;
             Ok(())
@@ -202,6 +216,7 @@ impl Worker {
                 limits: self.limits,
                 flush: tokio::sync::Notify::new(),
                 dtls: dtls.into_iter().map(Rc::new).collect(),
+                tcp: TcpRelays::new(self.id, Arc::clone(&self.mailboxes)),
                 credentials: self.credentials.clone(),
             }
         });
@@ -339,7 +354,8 @@ impl WorkerCtx {
     }
 
     /// Acts on what the core asked for while handling packets: starts relay
-    /// sockets bound meanwhile and looks up unknown users.
+    /// sockets bound meanwhile, looks up unknown users, opens and closes
+    /// peer connections, and sends what the core owes clients.
     pub(super) fn after_packets(self: &Rc<Self>) {
         super::relay::start_pending(self);
         loop {
@@ -364,10 +380,54 @@ impl WorkerCtx {
                         ctx.replay();
                     });
                 }
-                // TCP relays are refused by `ShellRelays::bind` for now.
-                Event::OpenConnection { .. }
-                | Event::ConnectionBound { .. }
-                | Event::CloseConnection { .. } => {}
+                other => tcp_relay::handle_event(self, other),
+            }
+        }
+        let mut out = [0u8; OWED_SLOT];
+        loop {
+            let Some(transmit) = self.server.borrow_mut().poll_transmit(&mut out) else {
+                break;
+            };
+            self.deliver(transmit, &out[..transmit.len]);
+        }
+    }
+
+    /// Sends a message the core produced outside the packet path (a replayed
+    /// answer, a deferred Connect answer, a ConnectionAttempt) on whatever
+    /// it is for: a DTLS session, a connection of this worker or a data
+    /// connection waiting on another, or a UDP listener. Messages to clients
+    /// who left are dropped.
+    fn deliver(self: &Rc<Self>, transmit: Transmit, payload: &[u8]) {
+        match transmit.transport {
+            Transport::Dtls => {
+                if let Some(d) = self.dtls.iter().find(|d| d.serves(transmit.source)) {
+                    let now = Instant::now();
+                    d.send(now, transmit.destination, payload);
+                    d.drain(self, now, None);
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                let (local, remote) = (transmit.source, transmit.destination);
+                if tcp_relay::answer_waiter(self, local, remote, payload) {
+                    return;
+                }
+                if let Some(conn) = self.streams.borrow().get(&(local, remote)) {
+                    conn.push(payload);
+                    conn.flush();
+                }
+            }
+            Transport::Udp => {
+                let Some(i) = self.listener_for(transmit.source) else {
+                    return;
+                };
+                let wildcard = self.listeners[i].local_addr().ip().is_unspecified();
+                // A full batch drops the answer; the client retransmits.
+                self.client_tx[i].borrow_mut().push(
+                    transmit.destination,
+                    wildcard.then_some(transmit.source.ip()),
+                    payload,
+                );
+                self.flush.notify_one();
             }
         }
     }
@@ -387,34 +447,7 @@ impl WorkerCtx {
                 Some(Some(transmit)) => transmit,
             };
             self.after_packets();
-            let payload = &out[..transmit.len];
-            if transmit.transport == Transport::Dtls {
-                if let Some(d) = self.dtls.iter().find(|d| d.serves(transmit.source)) {
-                    let now = Instant::now();
-                    d.send(now, transmit.destination, payload);
-                    d.drain(self, now, None);
-                }
-                continue;
-            }
-            if transmit.transport != Transport::Udp {
-                let key = (transmit.source, transmit.destination);
-                if let Some(conn) = self.streams.borrow().get(&key) {
-                    conn.push(payload);
-                    conn.flush();
-                }
-                continue;
-            }
-            let Some(i) = self.listener_for(transmit.source) else {
-                continue;
-            };
-            let wildcard = self.listeners[i].local_addr().ip().is_unspecified();
-            // A full batch drops the answer; the client retransmits.
-            self.client_tx[i].borrow_mut().push(
-                transmit.destination,
-                wildcard.then_some(transmit.source.ip()),
-                payload,
-            );
-            self.flush.notify_one();
+            self.deliver(transmit, &out[..transmit.len]);
         }
     }
 }
@@ -525,6 +558,8 @@ async fn timer_loop(ctx: Rc<WorkerCtx>, reservations: Arc<Reservations>) {
         tick.tick().await;
         let now = Instant::now();
         ctx.server.borrow_mut().handle_timeout(now);
+        // Timed-out Connects are answered, unbound connections closed.
+        ctx.after_packets();
         // Reserved ports nobody claimed are closed when they expire, not
         // when the next reservation happens to be made.
         reservations.expire(now);
