@@ -733,6 +733,29 @@ pub struct Settings {
     )]
     pub max_buffered_bytes: Option<u32>,
 
+    /// limits.max_peer_connections_per_allocation: TCP connections to or
+    /// from peers (RFC 6062) one TCP allocation may hold, 1 to 1024
+    /// [default: 32]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MAX_PEER_CONNECTIONS_PER_ALLOCATION",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_peer_connections_per_allocation: Option<u32>,
+
+    /// limits.max_peer_connections: TCP connections to or from peers
+    /// (RFC 6062), server-wide, 0 = unlimited [default: 16384]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MAX_PEER_CONNECTIONS",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_peer_connections: Option<u32>,
+
     /// admin.listen: IP:PORT to serve the admin HTTP endpoint (/metrics,
     /// /status; no authentication) on; repeat or separate with commas;
     /// `none` for off. Replaces the file's list. [default: none, off]
@@ -934,6 +957,8 @@ impl Settings {
             auth_timeout: self.auth_timeout,
             idle_timeout: self.idle_timeout,
             max_buffered_bytes: self.max_buffered_bytes,
+            max_peer_connections_per_allocation: self.max_peer_connections_per_allocation,
+            max_peer_connections: self.max_peer_connections,
             admin_listen: listen_addrs(self.admin_listen.as_ref()),
             admin_allow_remote: tri_state(self.admin_allow_remote, self.no_admin_allow_remote),
         }
@@ -1238,6 +1263,8 @@ mod tests {
             "--auth-timeout=15",
             "--idle-timeout=16",
             "--max-buffered-bytes=65536",
+            "--max-peer-connections-per-allocation=17",
+            "--max-peer-connections=0",
             "--admin-listen=127.0.0.1:9090,none",
             "--admin-listen=[::1]:9090",
             "--admin-allow-remote",
@@ -1324,6 +1351,8 @@ mod tests {
                 auth_timeout: Some(15),
                 idle_timeout: Some(16),
                 max_buffered_bytes: Some(65536),
+                max_peer_connections_per_allocation: Some(17),
+                max_peer_connections: Some(0),
                 admin_listen: Some(vec![addr("127.0.0.1:9090"), addr("[::1]:9090")]),
                 admin_allow_remote: Some(true),
             }
@@ -1551,6 +1580,11 @@ mod tests {
             ),
             (&["--tls-reload-interval=-1"], "--tls-reload-interval"),
             (&["--max-buffered-bytes", "1M"], "--max-buffered-bytes"),
+            (
+                &["--max-peer-connections-per-allocation=-1"],
+                "--max-peer-connections-per-allocation",
+            ),
+            (&["--max-peer-connections", "x"], "--max-peer-connections"),
             (
                 &["--admin-listen", "localhost:9090"],
                 "or none for no listener",

@@ -76,6 +76,9 @@ pub const MIN_BUFFERED_BYTES: u32 = 16_384;
 /// Upper bound on `limits.max_buffered_bytes` (64 MiB per connection).
 pub const MAX_BUFFERED_BYTES: u32 = 64 << 20;
 
+/// Upper bound on `limits.max_peer_connections_per_allocation`.
+pub const MAX_PEER_CONNECTIONS_PER_ALLOCATION: u32 = 1024;
+
 /// Upper bound on `turn.max_lifetime` and `turn.nonce_lifetime` (one day).
 /// Clients refresh long before; it exists so a typo such as
 /// `max_lifetime = 36000000` fails at start-up.
@@ -264,6 +267,14 @@ pub struct LimitsConfig {
     pub idle_timeout: u32,
     /// Outgoing bytes queued per connection before relayed data is dropped.
     pub max_buffered_bytes: u32,
+    /// TCP connections to or from peers (RFC 6062) that one TCP allocation
+    /// may hold at once, in any state (connecting, waiting for
+    /// ConnectionBind, relaying); a Connect beyond it gets 508 and a peer
+    /// connecting beyond it is refused.
+    pub max_peer_connections_per_allocation: u32,
+    /// The same counted server-wide (each holds two sockets and up to
+    /// 32 KiB of pipe buffers); 0 = unlimited.
+    pub max_peer_connections: u32,
 }
 
 impl Default for LimitsConfig {
@@ -275,6 +286,8 @@ impl Default for LimitsConfig {
             auth_timeout: 30,
             idle_timeout: 600,
             max_buffered_bytes: 262_144,
+            max_peer_connections_per_allocation: 32,
+            max_peer_connections: 16_384,
         }
     }
 }
@@ -704,6 +717,10 @@ pub struct Overrides {
     pub idle_timeout: Option<u32>,
     /// `limits.max_buffered_bytes`.
     pub max_buffered_bytes: Option<u32>,
+    /// `limits.max_peer_connections_per_allocation`.
+    pub max_peer_connections_per_allocation: Option<u32>,
+    /// `limits.max_peer_connections`.
+    pub max_peer_connections: Option<u32>,
     /// `admin.listen` (replaces the file's list; may be empty).
     pub admin_listen: Option<Vec<SocketAddr>>,
     /// `admin.allow_remote`.
@@ -936,6 +953,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "auth_timeout",
             "idle_timeout",
             "max_buffered_bytes",
+            "max_peer_connections_per_allocation",
+            "max_peer_connections",
         ],
     ),
     ("admin", &["listen", "allow_remote"]),
@@ -1056,6 +1075,11 @@ impl Config {
         set(&mut limits.auth_timeout, o.auth_timeout);
         set(&mut limits.idle_timeout, o.idle_timeout);
         set(&mut limits.max_buffered_bytes, o.max_buffered_bytes);
+        set(
+            &mut limits.max_peer_connections_per_allocation,
+            o.max_peer_connections_per_allocation,
+        );
+        set(&mut limits.max_peer_connections, o.max_peer_connections);
         set(&mut self.admin.listen, o.admin_listen);
         set(&mut self.admin.allow_remote, o.admin_allow_remote);
     }
@@ -1220,6 +1244,10 @@ impl Config {
         core.default_lifetime = Duration::from_secs(t.default_lifetime.into());
         core.max_lifetime = Duration::from_secs(t.max_lifetime.into());
         core.user_quota = t.user_quota;
+        let l = &self.limits;
+        core.max_connections_per_allocation =
+            usize::try_from(l.max_peer_connections_per_allocation).unwrap_or(usize::MAX);
+        core.max_connections = usize::try_from(l.max_peer_connections).unwrap_or(usize::MAX);
         core.total_quota = usize::try_from(t.total_quota).unwrap_or(usize::MAX);
         core.challenges_per_second = t.challenges_per_second;
         core.rest_separator = t.rest_separator;
@@ -1648,6 +1676,14 @@ impl Config {
                 MAX_BUFFERED_BYTES,
                 262_144,
                 "bytes",
+            ),
+            (
+                "max_peer_connections_per_allocation",
+                l.max_peer_connections_per_allocation,
+                1,
+                MAX_PEER_CONNECTIONS_PER_ALLOCATION,
+                32,
+                "connections",
             ),
         ] {
             if !(min..=max).contains(&value) {
@@ -3317,6 +3353,9 @@ mod tests {
             allowed_peer_ranges = ["10.0.0.0/8"]
             denied_peer_ranges = ["10.9.0.0/16"]
             challenges_per_second = 5
+            [limits]
+            max_peer_connections_per_allocation = 7
+            max_peer_connections = 0
             "#,
         )
         .unwrap();
@@ -3331,6 +3370,10 @@ mod tests {
         assert_eq!(t.max_lifetime, Duration::from_secs(1200));
         assert_eq!((t.user_quota, t.total_quota), (3, 1000));
         assert_eq!(t.challenges_per_second, 5);
+        assert_eq!(
+            (t.max_connections_per_allocation, t.max_connections),
+            (7, 0)
+        );
         // The RFC 8656 defaults the file has no key for.
         assert_eq!(t.permission_lifetime, Duration::from_secs(300));
         assert_eq!(t.channel_lifetime, Duration::from_secs(600));
@@ -3718,6 +3761,8 @@ mod tests {
         assert_eq!(l.auth_timeout(), Duration::from_secs(30));
         assert_eq!(l.idle_timeout(), Duration::from_secs(600));
         assert_eq!(l.max_buffered_bytes, 262_144);
+        assert_eq!(l.max_peer_connections_per_allocation, 32);
+        assert_eq!(l.max_peer_connections, 16_384);
         assert!(
             c.summary()
                 .contains("; padding off; tls off; admin off; database ")
@@ -3746,6 +3791,8 @@ mod tests {
             auth_timeout = 1
             idle_timeout = 3600
             max_buffered_bytes = 16384
+            max_peer_connections_per_allocation = 1024
+            max_peer_connections = 0
             "#,
         )
         .unwrap();
@@ -3772,6 +3819,8 @@ mod tests {
                 auth_timeout: 1,
                 idle_timeout: 3600,
                 max_buffered_bytes: 16384,
+                max_peer_connections_per_allocation: 1024,
+                max_peer_connections: 0,
             }
         );
         let s = c.summary();
@@ -3811,6 +3860,8 @@ mod tests {
             handshake_timeout: Some(9),
             idle_timeout: Some(11),
             max_buffered_bytes: Some(65_536),
+            max_peer_connections_per_allocation: Some(1),
+            max_peer_connections: Some(100),
             ..Overrides::default()
         });
         c.validate().unwrap();
@@ -3834,6 +3885,13 @@ mod tests {
             (9, 20, 11)
         );
         assert_eq!(l.max_buffered_bytes, 65_536);
+        assert_eq!(
+            (
+                l.max_peer_connections_per_allocation,
+                l.max_peer_connections
+            ),
+            (1, 100)
+        );
     }
 
     #[test]
@@ -3964,6 +4022,14 @@ mod tests {
             (
                 "[limits]\nmax_buffered_bytes = 1000\n".into(),
                 "limits.max_buffered_bytes = 1000 is out of range; use 16384 to 67108864 bytes (default 262144)",
+            ),
+            (
+                "[limits]\nmax_peer_connections_per_allocation = 0\n".into(),
+                "limits.max_peer_connections_per_allocation = 0 is out of range; use 1 to 1024 connections (default 32)",
+            ),
+            (
+                "[limits]\nmax_peer_connections_per_allocation = 1025\n".into(),
+                "limits.max_peer_connections_per_allocation = 1025 is out of range; use 1 to 1024 connections (default 32)",
             ),
         ];
         for (doc, needle) in cases {

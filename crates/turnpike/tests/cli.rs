@@ -638,6 +638,8 @@ fn tls_and_limits_settings_from_environment_and_flags() {
         ("TURNPIKE_AUTH_TIMEOUT", "1"),
         ("TURNPIKE_IDLE_TIMEOUT", "3600"),
         ("TURNPIKE_MAX_BUFFERED_BYTES", "67108864"),
+        ("TURNPIKE_MAX_PEER_CONNECTIONS_PER_ALLOCATION", "1024"),
+        ("TURNPIKE_MAX_PEER_CONNECTIONS", "0"),
     ];
     let out = run(&["check-config"], &env);
     let lines = out.ok_lines();
@@ -699,6 +701,12 @@ fn tls_and_limits_settings_from_environment_and_flags() {
             "limits.max_buffered_bytes = 1024 is out of range; use 16384 to 67108864 bytes",
         ),
         (
+            "TURNPIKE_MAX_PEER_CONNECTIONS_PER_ALLOCATION",
+            "--max-peer-connections-per-allocation",
+            "0",
+            "limits.max_peer_connections_per_allocation = 0 is out of range; use 1 to 1024 connections",
+        ),
+        (
             "TURNPIKE_TLS_RELOAD_INTERVAL",
             "--tls-reload-interval",
             "86401",
@@ -743,6 +751,7 @@ fn tls_and_limits_settings_from_environment_and_flags() {
         ),
         ("TURNPIKE_DTLS_LISTEN", "5349", "5349"),
         ("TURNPIKE_MAX_HANDSHAKES", "many", "many"),
+        ("TURNPIKE_MAX_PEER_CONNECTIONS", "-1", "-1"),
     ] {
         let out = run(&["check-config"], &[(var, value)]);
         let line = out.error_line(2);

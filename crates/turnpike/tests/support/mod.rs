@@ -25,6 +25,7 @@
 
 pub mod cli;
 pub mod pki;
+pub mod turn_tcp;
 pub mod uclient;
 
 use std::fmt::Write as _;
@@ -415,6 +416,16 @@ impl TestServer {
     /// management interface. Read from /proc, for this server's process
     /// only (other tests' servers use the same range).
     pub fn relay_sockets(&self) -> usize {
+        self.sockets_in_relay_range(&["/proc/net/udp", "/proc/net/udp6"])
+    }
+
+    /// TCP sockets the server holds on relay ports: the listeners of TCP
+    /// allocations and their peer connections (RFC 6062).
+    pub fn tcp_relay_sockets(&self) -> usize {
+        self.sockets_in_relay_range(&["/proc/net/tcp", "/proc/net/tcp6"])
+    }
+
+    fn sockets_in_relay_range(&self, tables: &[&str]) -> usize {
         let Some(pid) = self.child.as_ref().map(Child::id) else {
             return 0;
         };
@@ -429,7 +440,7 @@ impl TestServer {
             })
             .collect();
         let mut count = 0;
-        for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        for table in tables {
             let Ok(text) = std::fs::read_to_string(table) else {
                 continue;
             };
