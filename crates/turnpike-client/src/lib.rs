@@ -19,7 +19,10 @@
 //!   and Data indications in ([`parse_incoming`]). Allocation-free.
 //! - [`client`]: [`TurnClient`], a thin tokio UDP driver over the above, with
 //!   one method per TURN operation.
-//! - [`bench`]: the load generator behind `turnpike bench` ([`bench::run`]).
+//! - [`tcp_relay`]: a blocking client for TCP allocations (RFC 6062):
+//!   Connect, ConnectionAttempt, ConnectionBind.
+//! - [`bench`]: the load generator behind `turnpike bench` ([`bench::run`];
+//!   [`bench::tcp::run`] for TCP relays).
 //!
 //! # Example
 //!
@@ -46,6 +49,7 @@ pub mod bench;
 pub mod client;
 pub mod data;
 pub mod error;
+pub mod tcp_relay;
 pub mod transaction;
 
 pub use auth::{AuthState, Credentials};

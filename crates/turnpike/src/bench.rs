@@ -6,6 +6,10 @@
 //!     --allocations 100 --payload 1000 --rate 20000 --duration 10
 //! ```
 //!
+//! With `--tcp-relay`, bulk bytes through TCP allocations (RFC 6062)
+//! instead: `--allocations` clients over TCP to `--server`, each relaying
+//! one connection to an echo peer on `--local-ip` (default 127.0.0.1).
+//!
 //! Prints the report as a table (default), `key=value` lines (`--format kv`)
 //! or JSON (`--format json`) on stdout. Exits 1 when the run fails, 2 on bad
 //! arguments.
@@ -120,6 +124,10 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// TCP relays (RFC 6062) over TCP: bulk bytes echoed through one
+    /// relayed connection per allocation, for the measured duration.
+    #[arg(long)]
+    tcp_relay: bool,
 }
 
 /// "10", "2.5", "10s", "500ms", "2m".
@@ -185,6 +193,24 @@ fn options(a: BenchArgs) -> BenchOptions {
 /// One line saying why the run failed.
 pub fn run(args: BenchArgs) -> Result<(), String> {
     let format = args.format;
+    if args.tcp_relay {
+        let options = bench::tcp::TcpBenchOptions {
+            server: args.server,
+            credentials: turnpike_client::Credentials::new(args.user, args.password),
+            connections: args.allocations,
+            warmup: args.warmup,
+            duration: args.duration,
+            peer_ip: args.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            observe_pid: args.observe_pid,
+        };
+        let report = bench::tcp::run(&options)?;
+        match format {
+            Format::Table => print!("{report}"),
+            Format::Kv => print!("{}", report.to_key_values()),
+            Format::Json => println!("{}", report.to_json()),
+        }
+        return Ok(());
+    }
     // One thread for set-up and coordination; traffic runs on the workers.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

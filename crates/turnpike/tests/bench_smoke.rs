@@ -105,3 +105,20 @@ fn hundreds_of_allocations_relay_without_loss() {
     );
     assert_lossless(&report, "50", "client to client over IPv6");
 }
+
+/// `turnpike bench --tcp-relay`: four RFC 6062 connections set up and bytes
+/// echoed through them; the allocations are released afterwards.
+#[test]
+fn tcp_relay_bench_moves_bytes_and_cleans_up() {
+    let server = TestServer::start(ServerOptions::turn());
+    let report = bench(server.v4(), &["--tcp-relay", "--allocations", "4"]);
+    let get = |k: &str| report.get(k).map(String::as_str).unwrap_or("<missing>");
+    assert_eq!(get("connections"), "4", "{report:?}");
+    let echoed: u64 = get("echoed_bytes").parse().unwrap_or(0);
+    assert!(echoed > 0, "nothing echoed: {report:?}");
+    support::eventually(
+        "the bench's TCP relays are released",
+        Duration::from_secs(5),
+        || server.tcp_relay_sockets() == 0,
+    );
+}

@@ -22,9 +22,12 @@ use std::thread;
 use std::time::Duration;
 
 use support::pki::{KeyType, Pki};
-use support::turn_tcp::{Control, READ_TIMEOUT};
 use support::uclient::{Run, assert_delivered};
-use support::{PRIMARY_V4, ServerOptions, TestServer, TlsFiles, eventually};
+use support::{
+    PRIMARY_V4, ServerOptions, TURN_PASSWORD, TURN_USER, TestServer, TlsFiles, eventually,
+};
+use turnpike_client::Credentials;
+use turnpike_client::tcp_relay::TcpRelayClient;
 use turnpike_codec::{AddressFamily, Attribute, Class, Method};
 
 fn v4() -> IpAddr {
@@ -36,6 +39,33 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 fn server_addr(server: &TestServer) -> SocketAddr {
     SocketAddr::new(v4(), server.port)
+}
+
+/// How long any one read may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A control connection of the test user.
+fn open_control(server: &TestServer) -> TcpRelayClient {
+    let credentials = Credentials::new(TURN_USER, TURN_PASSWORD);
+    TcpRelayClient::connect(server_addr(server), credentials, READ_TIMEOUT)
+        .expect("connect to the server")
+}
+
+/// A TCP allocation (with `extra` attributes): its relayed addresses.
+fn allocate(control: &mut TcpRelayClient, extra: &[Attribute<'_>]) -> Vec<SocketAddr> {
+    let reply = control.allocate(extra).expect("Allocate answered");
+    assert_eq!(
+        reply.class(),
+        Class::Success,
+        "TCP Allocate: {:?}",
+        reply.code()
+    );
+    reply.relayed()
+}
+
+fn permit(control: &mut TcpRelayClient, peer: SocketAddr) {
+    let reply = control.create_permission(peer).expect("answered");
+    assert_eq!(reply.class(), Class::Success, "CreatePermission {peer}");
 }
 
 fn assert_no_tcp_relay_sockets(server: &TestServer) {
@@ -101,9 +131,9 @@ fn assert_closed(what: &str, stream: &mut TcpStream) {
 #[test]
 fn peer_initiated_connection_with_data_before_the_bind() {
     let server = TestServer::start(ServerOptions::turn());
-    let mut control = Control::connect(server_addr(&server));
-    let relay = control.allocate_tcp(&[])[0];
-    control.permit("127.0.0.1:1".parse().unwrap());
+    let mut control = open_control(&server);
+    let relay = allocate(&mut control, &[])[0];
+    permit(&mut control, "127.0.0.1:1".parse().unwrap());
 
     // From 127.0.0.2: no permission, so reset at once.
     let stranger =
@@ -120,12 +150,12 @@ fn peer_initiated_connection_with_data_before_the_bind() {
     peer.write_all(&early).unwrap();
     // The first ConnectionAttempt is the permitted peer's: the stranger's
     // connection never reached the client.
-    let attempt = control.next_indication();
+    let attempt = control.next_indication().expect("a ConnectionAttempt");
     assert_eq!(attempt.method(), Method::CONNECTION_ATTEMPT);
     assert_eq!(attempt.peer(), Some(peer.local_addr().unwrap()));
     let id = attempt.connection_id().expect("CONNECTION-ID");
 
-    let (mut data, bound) = control.bind_data_connection(id);
+    let (mut data, bound) = control.bind_data_connection(id).expect("data connection");
     assert_eq!(
         bound.class(),
         Class::Success,
@@ -154,12 +184,12 @@ fn peer_initiated_connection_with_data_before_the_bind() {
 #[test]
 fn connect_446_447_and_bulk_data_both_ways() {
     let server = TestServer::start(ServerOptions::turn());
-    let mut control = Control::connect(server_addr(&server));
-    let relay = control.allocate_tcp(&[])[0];
+    let mut control = open_control(&server);
+    let relay = allocate(&mut control, &[])[0];
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap();
 
-    let answer = control.connect_peer(target);
+    let answer = control.connect_peer(target).unwrap();
     assert_eq!(
         answer.class(),
         Class::Success,
@@ -170,7 +200,7 @@ fn connect_446_447_and_bulk_data_both_ways() {
     let (peer, from) = listener.accept().unwrap();
     assert_eq!(from, relay, "the peer sees the relayed address");
 
-    let again = control.connect_peer(target);
+    let again = control.connect_peer(target).unwrap();
     assert_eq!(
         again.code(),
         Some(446),
@@ -180,10 +210,10 @@ fn connect_446_447_and_bulk_data_both_ways() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let refusing = closed.local_addr().unwrap();
     drop(closed);
-    let refused = control.connect_peer(refusing);
+    let refused = control.connect_peer(refusing).unwrap();
     assert_eq!(refused.code(), Some(447), "the peer refused the connection");
 
-    let (data, bound) = control.bind_data_connection(id);
+    let (data, bound) = control.bind_data_connection(id).expect("data connection");
     assert_eq!(bound.class(), Class::Success);
 
     // 4 MiB each way at once: nothing lost, reordered or stuck (each
@@ -217,8 +247,11 @@ fn connect_refuses_internal_peers_in_every_form() {
         turn.allowed_peer_ranges = Vec::new();
     }
     let server = TestServer::start(options);
-    let mut control = Control::connect(server_addr(&server));
-    let relays = control.allocate_tcp(&[Attribute::AdditionalAddressFamily(AddressFamily::V6)]);
+    let mut control = open_control(&server);
+    let relays = allocate(
+        &mut control,
+        &[Attribute::AdditionalAddressFamily(AddressFamily::V6)],
+    );
     assert_eq!(
         relays.len(),
         2,
@@ -244,7 +277,7 @@ fn connect_refuses_internal_peers_in_every_form() {
         format!("127.0.0.1:{own}"),
     ] {
         let target: SocketAddr = target.parse().unwrap();
-        let answer = control.connect_peer(target);
+        let answer = control.connect_peer(target).unwrap();
         assert_eq!(answer.code(), Some(403), "Connect to {target}");
     }
     match listener.accept() {
@@ -258,20 +291,21 @@ fn connect_refuses_internal_peers_in_every_form() {
 #[test]
 fn closing_the_control_connection_closes_everything() {
     let server = TestServer::start(ServerOptions::turn());
-    let mut control = Control::connect(server_addr(&server));
-    control.allocate_tcp(&[]);
+    let mut control = open_control(&server);
+    allocate(&mut control, &[]);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap();
     let id = control
         .connect_peer(target)
+        .unwrap()
         .connection_id()
         .expect("connected");
     let (mut peer, _) = listener.accept().unwrap();
-    let (mut data, bound) = control.bind_data_connection(id);
+    let (mut data, bound) = control.bind_data_connection(id).expect("data connection");
     assert_eq!(bound.class(), Class::Success);
     // A second connection, never bound.
     let second = TcpListener::bind("127.0.0.1:0").unwrap();
-    let answer = control.connect_peer(second.local_addr().unwrap());
+    let answer = control.connect_peer(second.local_addr().unwrap()).unwrap();
     assert_eq!(answer.class(), Class::Success);
     assert_eq!(
         server.tcp_relay_sockets(),
@@ -290,13 +324,17 @@ fn closing_the_control_connection_closes_everything() {
 #[test]
 fn connection_bind_errors() {
     let server = TestServer::start(ServerOptions::turn());
-    let mut control = Control::connect(server_addr(&server));
-    control.allocate_tcp(&[]);
+    let mut control = open_control(&server);
+    allocate(&mut control, &[]);
     // The control connection's nonce is accepted only for its own
     // connections: here the client gets a 438 first, then the 400.
-    let (_, reply) = control.bind_data_connection(0x1234_5678);
+    let (_, reply) = control
+        .bind_data_connection(0x1234_5678)
+        .expect("data connection");
     assert_eq!(reply.code(), Some(400), "unknown CONNECTION-ID");
-    let on_control = control.request(Method::CONNECTION_BIND, &[Attribute::ConnectionId(1)]);
+    let on_control = control
+        .request(Method::CONNECTION_BIND, &[Attribute::ConnectionId(1)])
+        .expect("answered");
     assert_eq!(
         on_control.code(),
         Some(400),
@@ -313,19 +351,19 @@ fn peer_connections_per_allocation_are_limited() {
         limits: vec![("max_peer_connections_per_allocation", 1)],
         ..ServerOptions::turn()
     });
-    let mut control = Control::connect(server_addr(&server));
-    let relay = control.allocate_tcp(&[])[0];
+    let mut control = open_control(&server);
+    let relay = allocate(&mut control, &[])[0];
     let first = TcpListener::bind("127.0.0.1:0").unwrap();
     let second = TcpListener::bind("127.0.0.1:0").unwrap();
-    let answer = control.connect_peer(first.local_addr().unwrap());
+    let answer = control.connect_peer(first.local_addr().unwrap()).unwrap();
     assert_eq!(answer.class(), Class::Success);
-    let answer = control.connect_peer(second.local_addr().unwrap());
+    let answer = control.connect_peer(second.local_addr().unwrap()).unwrap();
     assert_eq!(
         answer.code(),
         Some(508),
         "second connection of the allocation"
     );
-    control.permit("127.0.0.1:1".parse().unwrap());
+    permit(&mut control, "127.0.0.1:1".parse().unwrap());
     let mut incoming = TcpStream::connect(relay).unwrap();
     assert_closed("a peer beyond the limit", &mut incoming);
 }

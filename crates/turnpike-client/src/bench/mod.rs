@@ -41,6 +41,7 @@
 
 mod report;
 mod sys;
+pub mod tcp;
 mod worker;
 
 use std::io;

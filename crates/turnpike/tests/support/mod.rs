@@ -25,7 +25,6 @@
 
 pub mod cli;
 pub mod pki;
-pub mod turn_tcp;
 pub mod uclient;
 
 use std::fmt::Write as _;
