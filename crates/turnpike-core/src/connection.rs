@@ -41,9 +41,8 @@ pub struct ConnectionId(pub u32);
 impl ConnectionId {
     /// The shard that holds this connection among `count` shards.
     pub fn shard(self, count: usize) -> usize {
-        let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
-        // `count` is at least 1, and the remainder fits any usize.
-        (self.0 % count) as usize
+        // The remainder is below `count`, so it fits a usize.
+        (self.0 % shard_count(count)) as usize
     }
 
     /// The CONNECTION-ID of a ConnectionBind request, if `data` is one: the
@@ -62,7 +61,7 @@ impl ConnectionId {
 
     /// A fresh random identifier of shard `index` among `count`.
     fn random(rng: &mut SmallRng, index: usize, count: usize) -> ConnectionId {
-        let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+        let count = shard_count(count);
         let index = u32::try_from(index).unwrap_or(0) % count;
         loop {
             let r: u32 = rng.random();
@@ -73,6 +72,11 @@ impl ConnectionId {
             }
         }
     }
+}
+
+/// The shard count as a divisor: at least 1.
+fn shard_count(count: usize) -> u32 {
+    u32::try_from(count.max(1)).unwrap_or(u32::MAX)
 }
 
 impl std::fmt::Display for ConnectionId {

@@ -22,6 +22,19 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// in `TIME_WAIT` (on Linux it does not allow two live listeners);
 /// `SO_REUSEPORT` lets each worker have its own listener on the same address.
 pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = listening_socket(addr)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A nonblocking TCP socket for a listener on `addr`, not bound yet: IPv6
+/// only for an IPv6 address, `SO_REUSEADDR` (see [`bind_listener`]).
+fn listening_socket(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -31,13 +44,7 @@ pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.set_tcp_nodelay(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket)
 }
 
 /// Pending peer connections the kernel may queue per TCP relayed address.
@@ -51,15 +58,7 @@ const RELAY_BACKLOG: i32 = 64;
 /// port); `SO_REUSEPORT` is set only afterwards, so that connections to
 /// peers can be opened from the same address ([`connect_from`]).
 pub fn bind_relay_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
+    let socket = listening_socket(addr)?;
     socket.bind(&addr.into())?;
     socket.listen(RELAY_BACKLOG)?;
     socket.set_reuse_port(true)?;
