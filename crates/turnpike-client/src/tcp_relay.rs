@@ -224,7 +224,8 @@ impl TcpRelayClient {
     /// Opens a data connection and binds it to connection `id`, signed with
     /// the control connection's nonce as `turnutils_uclient` does (after a
     /// 438, once more with the nonce it carries). On success the stream
-    /// carries the peer's bytes.
+    /// carries the peer's bytes; its reads still time out as the control
+    /// connection's do.
     ///
     /// # Errors
     ///
@@ -256,7 +257,6 @@ impl TcpRelayClient {
         }
         // The loop answers on its second pass at the latest.
         let reply = reply.ok_or_else(|| io::Error::other("no ConnectionBind answer"))?;
-        data.set_read_timeout(None)?;
         Ok((data, reply))
     }
 

@@ -234,6 +234,8 @@ fn open(o: &TcpBenchOptions, peer: SocketAddr) -> io::Result<Relayed> {
     if bound.class() != Class::Success {
         return Err(refused("ConnectionBind", &bound));
     }
+    // Reads end when the run shuts the socket down, not on a timer.
+    data.set_read_timeout(None)?;
     Ok(Relayed { control, data })
 }
 
