@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use turnpike_codec::attr::protocol;
-use turnpike_codec::{AddressFamily, AttrType, Attribute, Class, Message, Method};
+use turnpike_codec::{AddressFamily, AttrType, Attribute, Class, Method};
 use turnpike_core::{ConnectionId, Event, FiveTuple, RelayProtocol, Transport};
 
 use common::*;
@@ -502,7 +502,7 @@ fn connections_are_limited_per_allocation_and_in_total() {
         &[Attribute::RequestedTransport(protocol::TCP)],
         &creds2,
     );
-    let relay2 = a.relayed()[0];
+    assert_eq!(a.class(), Class::Success, "bob's TCP allocation");
     let connect_from = |h: &mut Harness, peer: &str| {
         let tid = h.tid();
         let req = h.request(
@@ -516,7 +516,6 @@ fn connections_are_limited_per_allocation_and_in_total() {
     assert!(connect_from(&mut h, PEER).is_none());
     let a = connect_from(&mut h, "93.184.216.34:6001").expect("refused");
     assert_eq!(a.code(), Some(508), "fourth on the server");
-    let _ = relay2;
 }
 
 #[test]
@@ -583,7 +582,6 @@ fn connection_bind_ids_route_to_their_shard() {
         "not a ConnectionBind"
     );
     assert_eq!(ConnectionId::of_connection_bind(b"garbage"), None);
-    assert!(Message::parse(&req).is_ok());
 }
 
 #[test]
