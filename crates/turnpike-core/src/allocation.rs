@@ -37,6 +37,26 @@ pub struct FiveTuple {
     pub server: SocketAddr,
 }
 
+/// A channel binding as a relay fast path outside the core sees it (see
+/// [`TurnConfig::channel_routes`](crate::TurnConfig::channel_routes)):
+/// ChannelData on `channel` from the client of `client` goes to `peer` from
+/// `relay`, and datagrams from `peer` to `relay` go to the client as
+/// ChannelData on `channel`. Only allocations whose client and relay are
+/// both UDP have routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelRoute {
+    /// The allocation's 5-tuple.
+    pub client: FiveTuple,
+    /// The channel number.
+    pub channel: u16,
+    /// The relayed address of the peer's family, as bound.
+    pub relay: SocketAddr,
+    /// The peer.
+    pub peer: SocketAddr,
+    /// Datagrams to the peer carry the Don't Fragment bit.
+    pub dont_fragment: bool,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Permission {
     pub(crate) ip: IpAddr,
@@ -68,6 +88,8 @@ pub(crate) struct Allocation {
     pub(crate) relays: [Option<SocketAddr>; 2],
     /// UDP relays datagrams; TCP (RFC 6062) relays peer connections.
     pub(crate) protocol: RelayProtocol,
+    /// Datagrams to peers carry the Don't Fragment bit (DONT-FRAGMENT).
+    pub(crate) dont_fragment: bool,
     /// Peer connections of a TCP allocation, whatever their state.
     pub(crate) connections: Vec<ConnectionId>,
     pub(crate) expires: Instant,
@@ -166,10 +188,44 @@ impl Allocation {
         Ok(())
     }
 
-    /// Drops expired permissions and channels past their cool-down.
-    pub(crate) fn sweep(&mut self, now: Instant) {
+    /// Drops expired permissions and channels past their cool-down; the
+    /// channels dropped go to `dropped`.
+    pub(crate) fn sweep(&mut self, now: Instant, dropped: &mut Vec<Channel>) {
         self.permissions.retain(|p| p.expires > now);
-        self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+        self.channels.retain(|c| {
+            let keep = c.expires + CHANNEL_COOLDOWN > now;
+            if !keep {
+                dropped.push(*c);
+            }
+            keep
+        });
+    }
+
+    /// The fast-path route of one of this allocation's channels, if it can
+    /// have one.
+    pub(crate) fn route(&self, channel: &Channel) -> Option<ChannelRoute> {
+        if self.five_tuple.transport != Transport::Udp || self.protocol != RelayProtocol::Udp {
+            return None;
+        }
+        Some(ChannelRoute {
+            client: self.five_tuple,
+            channel: channel.number,
+            relay: self.relay_for(channel.peer.ip())?,
+            peer: channel.peer,
+            dont_fragment: self.dont_fragment,
+        })
+    }
+
+    /// Until when a channel relays (RFC 8656 §12): while it, the peer's
+    /// permission and the allocation all last. `None` if it relays no more.
+    pub(crate) fn channel_relays_until(&self, channel: &Channel, now: Instant) -> Option<Instant> {
+        let permission = self
+            .permissions
+            .iter()
+            .find(|p| p.ip == channel.peer.ip())?
+            .expires;
+        let until = channel.expires.min(permission).min(self.expires);
+        (until > now).then_some(until)
     }
 }
 
@@ -261,9 +317,16 @@ impl Allocations {
             .collect()
     }
 
-    pub(crate) fn sweep(&mut self, now: Instant) {
+    /// Sweeps every allocation; calls `dropped` with each allocation's
+    /// channels that ended their cool-down.
+    pub(crate) fn sweep(&mut self, now: Instant, mut dropped: impl FnMut(&Allocation, &[Channel])) {
+        let mut channels = Vec::new();
         for allocation in self.slots.iter_mut().flatten() {
-            allocation.sweep(now);
+            allocation.sweep(now, &mut channels);
+            if !channels.is_empty() {
+                dropped(allocation, &channels);
+                channels.clear();
+            }
         }
     }
 }

@@ -84,6 +84,12 @@ pub struct TurnConfig {
     /// Unix time, for the expiry of ephemeral credentials. `None`: they are
     /// all treated as expired.
     pub wall_clock: Option<WallClock>,
+    /// Announce channel routes ([`Event::RouteChannel`] and
+    /// [`Event::UnrouteChannel`]) for a relay fast path outside the core.
+    ///
+    /// [`Event::RouteChannel`]: crate::Event::RouteChannel
+    /// [`Event::UnrouteChannel`]: crate::Event::UnrouteChannel
+    pub channel_routes: bool,
 }
 
 /// Maps the monotonic clock the core runs on to Unix time, so the core stays
@@ -129,6 +135,7 @@ impl TurnConfig {
             rest_separator: ':',
             strict_expiry: false,
             wall_clock: None,
+            channel_routes: false,
         }
     }
 

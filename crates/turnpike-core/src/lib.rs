@@ -33,7 +33,7 @@ pub mod response;
 pub mod server;
 pub(crate) mod turn;
 
-pub use allocation::{FiveTuple, Quotas};
+pub use allocation::{ChannelRoute, FiveTuple, Quotas};
 pub use config::{Config, NatDiscovery, TurnConfig, WallClock};
 pub use connection::ConnectionId;
 pub use credentials::{Lookup, UserKeys};

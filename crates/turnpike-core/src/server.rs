@@ -18,7 +18,7 @@ use rand::rngs::SmallRng;
 use turnpike_codec::framing::{self, PacketKind};
 use turnpike_codec::{Class, DecodeError, Header, Message, Method, TransactionId};
 
-use crate::allocation::{Allocations, FiveTuple};
+use crate::allocation::{Allocations, ChannelRoute, FiveTuple};
 use crate::auth::{self, Auth};
 use crate::binding::{self, Outcome};
 use crate::config::{Config, TurnConfig};
@@ -103,6 +103,24 @@ pub enum Event {
     CloseConnection {
         /// The peer connection.
         id: ConnectionId,
+    },
+    /// A channel relays (it was bound, or its lifetime, its peer's
+    /// permission's or its allocation's changed): a fast path may carry its
+    /// ChannelData and its peer's datagrams until `until`, as the core
+    /// would. Only with [`TurnConfig::channel_routes`]. Past `until` the
+    /// packets must reach the core again, which decides; a later event may
+    /// move `until` either way.
+    RouteChannel {
+        /// The route.
+        route: ChannelRoute,
+        /// When the channel, the peer's permission or the allocation lapses.
+        until: Instant,
+    },
+    /// The channel's route is gone (its allocation was deleted, or its
+    /// binding ended its cool-down): forget it.
+    UnrouteChannel {
+        /// The route, as announced.
+        route: ChannelRoute,
     },
 }
 
@@ -350,7 +368,17 @@ impl Server {
             turn.forget_connection(config, id);
             turn.events.push_back(Event::CloseConnection { id });
         }
-        turn.allocations.sweep(now);
+        let routes = config.channel_routes;
+        let events = &mut turn.events;
+        turn.allocations.sweep(now, |allocation, dropped| {
+            if routes {
+                for channel in dropped {
+                    if let Some(route) = allocation.route(channel) {
+                        events.push_back(Event::UnrouteChannel { route });
+                    }
+                }
+            }
+        });
         turn.waiting.expire(now);
         self.next_sweep = (turn.allocations.len() > 0
             || !turn.waiting.is_empty()

@@ -157,6 +157,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
         user: std::sync::Arc::clone(&req.user),
         relays,
         protocol: relay_protocol,
+        dont_fragment: asked.dont_fragment,
         connections: Vec::new(),
         expires: req.now + lifetime,
         permissions: Vec::new(),

@@ -61,5 +61,6 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     ) {
         return req.error(out, 508);
     }
+    turn.route_channels(config, id, now, Some(peer));
     req.success(out, |_| Ok(()))
 }

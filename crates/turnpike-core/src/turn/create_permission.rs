@@ -40,5 +40,6 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
             }
         }
     }
+    turn.route_channels(req.config, id, req.now, None);
     req.success(out, |_| Ok(()))
 }

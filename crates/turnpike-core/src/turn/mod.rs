@@ -76,6 +76,13 @@ impl Turn {
     /// returns its quota.
     pub(crate) fn delete(&mut self, config: &TurnConfig, id: AllocationId) {
         if let Some(allocation) = self.allocations.remove(id) {
+            if config.channel_routes {
+                for channel in &allocation.channels {
+                    if let Some(route) = allocation.route(channel) {
+                        self.events.push_back(Event::UnrouteChannel { route });
+                    }
+                }
+            }
             for connection in allocation.connections {
                 self.forget_connection(config, connection);
                 self.events
@@ -85,6 +92,34 @@ impl Turn {
                 self.relays.release(relay, allocation.protocol);
             }
             config.quotas.release(&allocation.user.name);
+        }
+    }
+
+    /// Announces the routes of allocation `id`'s live channels after their
+    /// lifetimes changed: all of them, or those to `peer` only.
+    pub(crate) fn route_channels(
+        &mut self,
+        config: &TurnConfig,
+        id: AllocationId,
+        now: Instant,
+        peer: Option<SocketAddr>,
+    ) {
+        if !config.channel_routes {
+            return;
+        }
+        let Some(allocation) = self.allocations.get(id) else {
+            return;
+        };
+        for channel in &allocation.channels {
+            if peer.is_some_and(|peer| peer != channel.peer) {
+                continue;
+            }
+            if let (Some(route), Some(until)) = (
+                allocation.route(channel),
+                allocation.channel_relays_until(channel, now),
+            ) {
+                self.events.push_back(Event::RouteChannel { route, until });
+            }
         }
     }
 

@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-only
+//
+// Turnpike's XDP relay fast path: ChannelData <-> UDP for IPv4 channel
+// bindings, rewritten in the driver's receive hook and sent back out with
+// XDP_TX, so relayed media never reaches a socket.
+//
+// The routes are written by the server (crates/turnpike-xdp/src/lib.rs) from
+// the core's channel events; a route carries the instant (CLOCK_MONOTONIC,
+// what bpf_ktime_get_ns reads) at which its channel, the peer's permission
+// or the allocation lapses. Everything this program does not handle, or
+// handles no longer, is passed to the kernel's stack unchanged, where the
+// server's sockets apply the protocol's rules: the fast path never decides
+// anything the core has not decided first.
+//
+// Built with `scripts/build-bpf` (clang -target bpf); the object is
+// committed next to this file and checked against a rebuild by the tests.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+// Keys and values: addresses, ports and channel numbers in network byte
+// order, as they are on the wire. Layouts are mirrored in src/maps.rs.
+
+// Client -> peer: ChannelData from a client's 5-tuple on a channel.
+struct client_key {
+	__u32 client_ip;
+	__u32 server_ip;
+	__u16 client_port;
+	__u16 server_port;
+	__u16 channel;
+	__u16 pad;
+};
+
+// Peer -> client: a datagram from a peer to a relayed address.
+struct peer_key {
+	__u32 peer_ip;
+	__u32 relay_ip;
+	__u16 peer_port;
+	__u16 relay_port;
+};
+
+// The route between the two sides; both maps hold the same value.
+struct route {
+	__u32 client_ip;
+	__u32 server_ip;
+	__u32 relay_ip;
+	__u32 peer_ip;
+	__u16 client_port;
+	__u16 server_port;
+	__u16 relay_port;
+	__u16 peer_port;
+	__u16 channel;
+	__u16 flags;
+	__u32 pad;
+	__u64 until_ns;
+};
+
+#define ROUTE_DONT_FRAGMENT 1
+
+struct config {
+	// The ifindex of the loopback device the program is attached to, if it
+	// is: there every destination is local and XDP_TX delivers it.
+	__u32 loopback_ifindex;
+	// Relayed ports: a datagram to any other port is not looked up.
+	__u16 relay_port_min;
+	__u16 relay_port_max;
+};
+
+// Per-CPU counters, read and summed by the server.
+struct counters {
+	__u64 to_peer_packets;
+	__u64 to_peer_bytes;
+	__u64 to_client_packets;
+	__u64 to_client_bytes;
+	// Matched a route but left to the stack: lapsed route, padding, IP
+	// options or fragments, too big for the MTU, no route or neighbour.
+	__u64 passed;
+};
+
+#define MAX_ROUTES 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ROUTES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct client_key);
+	__type(value, struct route);
+} CLIENT_ROUTES SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ROUTES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct peer_key);
+	__type(value, struct route);
+} PEER_ROUTES SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} CONFIG SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+} COUNTERS SEC(".maps");
+
+#define CHANNEL_HEADER_LEN 4
+#define IP_DF 0x4000
+#define IP_MF_OFFSET 0x3fff
+
+struct headers {
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+} __attribute__((packed, aligned(2)));
+
+static __always_inline __u16 csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+static __always_inline void ip_checksum(struct headers *h)
+{
+	__u16 *words = (__u16 *)h + sizeof(struct ethhdr) / 2;
+	__u64 sum = 0;
+
+	h->ip.check = 0;
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(struct iphdr) / 2); i++)
+		sum += words[i];
+	h->ip.check = csum_fold(sum);
+}
+
+// The UDP checksum after the rewrite, updated incrementally (RFC 1624): the
+// pseudo-header's addresses and length, the ports, the length field, and the
+// 4-byte ChannelData header that is removed or inserted (it is 32-bit
+// aligned, so the payload after it keeps its alignment and its sum). A zero
+// checksum (IPv4: none) stays zero.
+static __always_inline void udp_checksum(struct headers *old, struct headers *new,
+					 __u32 old_channel_word, __u32 new_channel_word)
+{
+	if (old->udp.check == 0) {
+		new->udp.check = 0;
+		return;
+	}
+	__u32 from[5] = {
+		old->ip.saddr,
+		old->ip.daddr,
+		((__u32)old->udp.source) | ((__u32)old->udp.dest << 16),
+		((__u32)old->udp.len) | ((__u32)old->udp.len << 16),
+		old_channel_word,
+	};
+	__u32 to[5] = {
+		new->ip.saddr,
+		new->ip.daddr,
+		((__u32)new->udp.source) | ((__u32)new->udp.dest << 16),
+		((__u32)new->udp.len) | ((__u32)new->udp.len << 16),
+		new_channel_word,
+	};
+	__s64 sum = bpf_csum_diff(from, sizeof(from), to, sizeof(to),
+				  ~((__u32)old->udp.check) & 0xffff);
+	if (sum < 0) {
+		new->udp.check = 0;
+		return;
+	}
+	__u16 check = csum_fold((__u64)sum);
+	new->udp.check = check ? check : 0xffff;
+}
+
+// Where the rewritten packet goes: out of the device it came in on (XDP_TX),
+// out of another (redirect), or back to the stack when the kernel does not
+// know the next hop yet (its neighbour entry gets resolved there).
+static __always_inline int forward(struct xdp_md *ctx, struct headers *h,
+				   const struct config *config)
+{
+	if (config && config->loopback_ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = h->udp.source;
+	fib.dport = h->udp.dest;
+	fib.tot_len = bpf_ntohs(h->ip.tot_len);
+	fib.ipv4_src = h->ip.saddr;
+	fib.ipv4_dst = h->ip.daddr;
+	fib.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	__builtin_memcpy(h->eth.h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(h->eth.h_source, fib.smac, ETH_ALEN);
+	if (fib.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+static __always_inline int pass(struct counters *counters)
+{
+	if (counters)
+		counters->passed++;
+	return XDP_PASS;
+}
+
+static __always_inline void set_ip(struct headers *h, __u32 saddr, __u32 daddr,
+				   __u16 payload_len, int dont_fragment)
+{
+	h->ip.saddr = saddr;
+	h->ip.daddr = daddr;
+	h->ip.tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct udphdr) + payload_len);
+	h->ip.ttl = 64;
+	if (dont_fragment)
+		h->ip.frag_off = bpf_htons(IP_DF);
+	h->udp.len = bpf_htons(sizeof(struct udphdr) + payload_len);
+}
+
+// ChannelData from a client: strip the channel header, send the payload from
+// the relayed address to the peer.
+static __always_inline int to_peer(struct xdp_md *ctx, struct headers *h,
+				   __u16 payload_len, const struct config *config,
+				   struct counters *counters)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__be16 *channel = data + sizeof(*h);
+
+	if ((void *)(channel + 2) > end)
+		return XDP_PASS;
+	// Only the channel range (0x4000-0x7fff) can be ChannelData.
+	if ((((__u8 *)channel)[0] & 0xc0) != 0x40)
+		return XDP_PASS;
+	struct client_key key = {
+		.client_ip = h->ip.saddr,
+		.server_ip = h->ip.daddr,
+		.client_port = h->udp.source,
+		.server_port = h->udp.dest,
+		.channel = channel[0],
+	};
+	struct route *route = bpf_map_lookup_elem(&CLIENT_ROUTES, &key);
+	if (!route)
+		return XDP_PASS;
+	__u16 data_len = bpf_ntohs(channel[1]);
+	// Padding after the data (allowed, not needed, over UDP) or a length
+	// beyond the datagram: the stack decides.
+	if (payload_len != CHANNEL_HEADER_LEN + data_len || bpf_ktime_get_ns() >= route->until_ns)
+		return pass(counters);
+
+	__u32 channel_word = *(__u32 *)channel;
+	struct headers new = *h;
+	new.udp.source = route->relay_port;
+	new.udp.dest = route->peer_port;
+	set_ip(&new, route->relay_ip, route->peer_ip, data_len,
+	       route->flags & ROUTE_DONT_FRAGMENT);
+	udp_checksum(h, &new, channel_word, 0);
+	ip_checksum(&new);
+	int action = forward(ctx, &new, config);
+	if (action < 0)
+		return pass(counters);
+
+	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER_LEN))
+		return pass(counters);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + sizeof(new) > end)
+		return XDP_DROP;
+	__builtin_memcpy(data, &new, sizeof(new));
+	if (counters) {
+		counters->to_peer_packets++;
+		counters->to_peer_bytes += data_len;
+	}
+	return action;
+}
+
+// A datagram from a peer to a relayed address with a channel: prepend the
+// channel header, send it from the server's address to the client.
+static __always_inline int to_client(struct xdp_md *ctx, struct headers *h,
+				     __u16 payload_len, const struct config *config,
+				     struct counters *counters)
+{
+	struct peer_key key = {
+		.peer_ip = h->ip.saddr,
+		.relay_ip = h->ip.daddr,
+		.peer_port = h->udp.source,
+		.relay_port = h->udp.dest,
+	};
+	struct route *route = bpf_map_lookup_elem(&PEER_ROUTES, &key);
+	if (!route)
+		return XDP_PASS;
+	if (bpf_ktime_get_ns() >= route->until_ns || payload_len > 0xffff - CHANNEL_HEADER_LEN)
+		return pass(counters);
+	__u32 mtu_len = 0;
+	if (bpf_check_mtu(ctx, 0, &mtu_len, CHANNEL_HEADER_LEN, 0))
+		return pass(counters);
+
+	__be16 channel_header[2] = { route->channel, bpf_htons(payload_len) };
+	__u32 channel_word = *(__u32 *)channel_header;
+	struct headers new = *h;
+	new.udp.source = route->server_port;
+	new.udp.dest = route->client_port;
+	set_ip(&new, route->server_ip, route->client_ip, CHANNEL_HEADER_LEN + payload_len, 0);
+	udp_checksum(h, &new, 0, channel_word);
+	ip_checksum(&new);
+	int action = forward(ctx, &new, config);
+	if (action < 0)
+		return pass(counters);
+
+	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER_LEN))
+		return pass(counters);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + sizeof(new) + CHANNEL_HEADER_LEN > end)
+		return XDP_DROP;
+	__builtin_memcpy(data, &new, sizeof(new));
+	__builtin_memcpy(data + sizeof(new), channel_header, CHANNEL_HEADER_LEN);
+	if (counters) {
+		counters->to_client_packets++;
+		counters->to_client_bytes += payload_len;
+	}
+	return action;
+}
+
+SEC("xdp")
+int turnpike_relay(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct headers *h = data;
+
+	if ((void *)(h + 1) > end)
+		return XDP_PASS;
+	if (h->eth.h_proto != bpf_htons(ETH_P_IP) || h->ip.version != 4 || h->ip.ihl != 5 ||
+	    h->ip.protocol != IPPROTO_UDP)
+		return XDP_PASS;
+	// Fragments are reassembled by the stack.
+	if (h->ip.frag_off & bpf_htons(IP_MF_OFFSET))
+		return XDP_PASS;
+	__u16 udp_len = bpf_ntohs(h->udp.len);
+	if (udp_len < sizeof(struct udphdr) || (void *)&h->udp + udp_len > end ||
+	    bpf_ntohs(h->ip.tot_len) != sizeof(struct iphdr) + udp_len)
+		return XDP_PASS;
+	__u16 payload_len = udp_len - sizeof(struct udphdr);
+
+	__u32 zero = 0;
+	const struct config *config = bpf_map_lookup_elem(&CONFIG, &zero);
+	struct counters *counters = bpf_map_lookup_elem(&COUNTERS, &zero);
+	struct headers copy = *h;
+	__u16 port = bpf_ntohs(h->udp.dest);
+	if (config && port >= config->relay_port_min && port <= config->relay_port_max)
+		return to_client(ctx, &copy, payload_len, config, counters);
+	return to_peer(ctx, &copy, payload_len, config, counters);
+}
+
+// Dual licensed (see the first line); the kernel is told the GPL option,
+// which its GPL-only helpers (bpf_fib_lookup, bpf_redirect) require.
+char LICENSE[] SEC("license") = "GPL";

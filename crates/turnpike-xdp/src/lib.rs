@@ -1,0 +1,379 @@
+//! Turnpike's XDP relay fast path.
+//!
+//! On a busy relay most of the CPU goes to the kernel's UDP stack, not to
+//! Turnpike: every relayed datagram is received on one socket and sent from
+//! another, with a wake-up, two copies and a socket lookup each way. The
+//! program in `bpf/relay.bpf.c` moves the bulk of the traffic — ChannelData
+//! between IPv4 UDP clients and their peers — out of that path: it rewrites
+//! each datagram in the driver's receive hook (ChannelData → UDP from the
+//! relayed address, UDP → ChannelData from the server's address) and sends it
+//! straight back out, so it never reaches a socket.
+//!
+//! The core stays the only place where protocol decisions are made: it
+//! announces each channel's route and until when it relays
+//! ([`turnpike_core::Event::RouteChannel`]), [`FastPath`] mirrors those into
+//! the program's maps, and the program hands everything else — other
+//! methods, Send/Data, IPv6, padded ChannelData, routes past their time —
+//! to the stack unchanged, where the server's sockets handle it as before.
+//! If the server dies, the kernel detaches the program with it (a BPF link
+//! lives as long as its file descriptor), and the sockets carry everything.
+//!
+//! Needs `CAP_BPF` and `CAP_NET_ADMIN` (or root), and Linux 5.12 or newer.
+
+mod maps;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
+use aya::{Ebpf, include_bytes_aligned};
+use turnpike_core::ChannelRoute;
+
+pub use maps::Counters;
+use maps::{ClientKey, Config, PeerKey, Route};
+
+/// The compiled program (built by `scripts/build-bpf`).
+static PROGRAM: &[u8] = include_bytes_aligned!("../bpf/relay.bpf.o");
+
+const PROGRAM_NAME: &str = "turnpike_relay";
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// In the driver if it supports XDP, else generic.
+    #[default]
+    Auto,
+    /// In the driver (fails if it does not support XDP).
+    Native,
+    /// Generic XDP, after the kernel has built its packet buffer: works on
+    /// any device (loopback, veth), at a smaller gain.
+    Generic,
+}
+
+impl Mode {
+    fn xdp(self) -> XdpMode {
+        match self {
+            Mode::Auto => XdpMode::Default,
+            Mode::Native => XdpMode::Driver,
+            Mode::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+/// Why the fast path could not start or a route could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Loading the program or its maps.
+    #[error("cannot load the XDP program: {0}")]
+    Load(String),
+    /// Attaching it to an interface.
+    #[error("cannot attach the XDP program to {interface}: {reason}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// What the kernel said.
+        reason: String,
+    },
+    /// Writing a map.
+    #[error("cannot update the XDP routes: {0}")]
+    Map(String),
+}
+
+fn load_error(err: impl fmt::Display) -> Error {
+    Error::Load(err.to_string())
+}
+
+fn map_error(err: impl fmt::Display) -> Error {
+    Error::Map(err.to_string())
+}
+
+/// The loaded program and its maps. Dropping it detaches the program.
+pub struct FastPath {
+    ebpf: Ebpf,
+    client_routes: HashMap<MapData, ClientKey, Route>,
+    peer_routes: HashMap<MapData, PeerKey, Route>,
+    counters: PerCpuArray<MapData, Counters>,
+    clock: MonotonicClock,
+    interfaces: Vec<String>,
+}
+
+impl fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FastPath")
+            .field("interfaces", &self.interfaces)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FastPath {
+    /// Loads the program for relayed ports `relay_ports` (inclusive) and
+    /// attaches it to `interfaces`.
+    pub fn attach(
+        interfaces: &[String],
+        mode: Mode,
+        relay_ports: (u16, u16),
+    ) -> Result<Self, Error> {
+        let loopback = interfaces
+            .iter()
+            .find(|name| is_loopback(name))
+            .map_or(0, |name| if_index(name));
+        let mut fast_path = Self::load(relay_ports, loopback)?;
+        let program = fast_path.program_mut()?;
+        for interface in interfaces {
+            program
+                .attach(interface, mode.xdp())
+                .map_err(|err| Error::Attach {
+                    interface: interface.clone(),
+                    reason: error_chain(&err),
+                })?;
+        }
+        fast_path.interfaces = interfaces.to_vec();
+        Ok(fast_path)
+    }
+
+    /// Loads the program without attaching it ([`FastPath::test_run`] runs
+    /// it). `loopback_ifindex`: the loopback device's index, where every
+    /// destination is local (0: none).
+    pub fn load(relay_ports: (u16, u16), loopback_ifindex: u32) -> Result<Self, Error> {
+        let mut ebpf = Ebpf::load(PROGRAM).map_err(|err| Error::Load(error_chain(&err)))?;
+        let mut config: Array<MapData, Config> = take_map(&mut ebpf, "CONFIG")?;
+        config
+            .set(
+                0,
+                Config {
+                    loopback_ifindex,
+                    relay_port_min: relay_ports.0,
+                    relay_port_max: relay_ports.1,
+                },
+                0,
+            )
+            .map_err(map_error)?;
+        let client_routes = take_map(&mut ebpf, "CLIENT_ROUTES")?;
+        let peer_routes = take_map(&mut ebpf, "PEER_ROUTES")?;
+        let counters = take_map(&mut ebpf, "COUNTERS")?;
+        let mut fast_path = FastPath {
+            ebpf,
+            client_routes,
+            peer_routes,
+            counters,
+            clock: MonotonicClock::now(),
+            interfaces: Vec::new(),
+        };
+        fast_path
+            .program_mut()?
+            .load()
+            .map_err(|err| Error::Load(error_chain(&err)))?;
+        Ok(fast_path)
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp, Error> {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| load_error("the object has no program turnpike_relay"))?
+            .try_into()
+            .map_err(load_error)
+    }
+
+    /// The interfaces the program is attached to.
+    pub fn interfaces(&self) -> &[String] {
+        &self.interfaces
+    }
+
+    /// Installs or moves a channel's route, relayed until `until`. Routes
+    /// the program cannot carry (IPv6) are left to the sockets: `Ok(false)`.
+    pub fn route(&mut self, route: &ChannelRoute, until: Instant) -> Result<bool, Error> {
+        let Some((client_key, peer_key, mut value)) = entries(route) else {
+            return Ok(false);
+        };
+        value.until_ns = self.clock.ns(until);
+        // The peer side first: until both are in, ChannelData cannot leave
+        // through the program, so a peer cannot answer ahead of its route.
+        self.peer_routes
+            .insert(peer_key, value, 0)
+            .map_err(map_error)?;
+        self.client_routes
+            .insert(client_key, value, 0)
+            .map_err(map_error)?;
+        Ok(true)
+    }
+
+    /// Removes a channel's route.
+    pub fn unroute(&mut self, route: &ChannelRoute) {
+        if let Some((client_key, peer_key, _)) = entries(route) {
+            // Absent already (never installed, or IPv6): nothing to do.
+            let _ = self.client_routes.remove(&client_key);
+            let _ = self.peer_routes.remove(&peer_key);
+        }
+    }
+
+    /// Routes installed, client side (one per channel).
+    pub fn routes(&self) -> usize {
+        self.client_routes.keys().filter(Result::is_ok).count()
+    }
+
+    /// What the program relayed and passed, all CPUs together.
+    pub fn counters(&self) -> Counters {
+        let mut sum = Counters::default();
+        if let Ok(per_cpu) = self.counters.get(&0, 0) {
+            for c in per_cpu.iter() {
+                sum.to_peer_packets += c.to_peer_packets;
+                sum.to_peer_bytes += c.to_peer_bytes;
+                sum.to_client_packets += c.to_client_packets;
+                sum.to_client_bytes += c.to_client_bytes;
+                sum.passed += c.passed;
+            }
+        }
+        sum
+    }
+
+    /// Runs the program once on `frame` (an Ethernet frame) without any
+    /// interface (`BPF_PROG_TEST_RUN`): the XDP action and the frame as the
+    /// program left it. For tests.
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>), Error> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let program = self.program_mut()?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .map_err(|err| Error::Load(error_chain(&err)))?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+}
+
+/// XDP actions, as [`FastPath::test_run`] returns them.
+pub mod action {
+    /// Drop.
+    pub const DROP: u32 = 1;
+    /// Hand to the kernel's stack.
+    pub const PASS: u32 = 2;
+    /// Send back out of the receiving device.
+    pub const TX: u32 = 3;
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, Error>
+where
+    T: TryFrom<aya::maps::Map>,
+    T::Error: fmt::Display,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| load_error(format!("the object has no map {name}")))?;
+    T::try_from(map).map_err(load_error)
+}
+
+/// The map entries of an IPv4 route.
+fn entries(route: &ChannelRoute) -> Option<(ClientKey, PeerKey, Route)> {
+    let client = v4(route.client.client)?;
+    let server = v4(route.client.server)?;
+    let relay = v4(route.relay)?;
+    let peer = v4(route.peer)?;
+    let channel = route.channel.to_be_bytes();
+    let value = Route {
+        client_ip: client.ip().octets(),
+        server_ip: server.ip().octets(),
+        relay_ip: relay.ip().octets(),
+        peer_ip: peer.ip().octets(),
+        client_port: client.port().to_be_bytes(),
+        server_port: server.port().to_be_bytes(),
+        relay_port: relay.port().to_be_bytes(),
+        peer_port: peer.port().to_be_bytes(),
+        channel,
+        flags: if route.dont_fragment {
+            maps::ROUTE_DONT_FRAGMENT
+        } else {
+            0
+        },
+        pad: 0,
+        until_ns: 0,
+    };
+    let client_key = ClientKey {
+        client_ip: value.client_ip,
+        server_ip: value.server_ip,
+        client_port: value.client_port,
+        server_port: value.server_port,
+        channel,
+        pad: [0; 2],
+    };
+    let peer_key = PeerKey {
+        peer_ip: value.peer_ip,
+        relay_ip: value.relay_ip,
+        peer_port: value.peer_port,
+        relay_port: value.relay_port,
+    };
+    Some((client_key, peer_key, value))
+}
+
+/// An IPv4 address, including an IPv4-mapped IPv6 one as a dual-stack
+/// socket reports it (the wire carries IPv4 then).
+fn v4(addr: SocketAddr) -> Option<SocketAddrV4> {
+    match addr.ip() {
+        IpAddr::V4(ip) => Some(SocketAddrV4::new(ip, addr.port())),
+        IpAddr::V6(ip) => Some(SocketAddrV4::new(ip.to_ipv4_mapped()?, addr.port())),
+    }
+}
+
+/// Maps [`Instant`]s to `CLOCK_MONOTONIC` nanoseconds, the clock the
+/// program reads (`bpf_ktime_get_ns`). Rust's `Instant` is that clock on
+/// Linux, but keeps its value private; one reading of both pins the offset.
+#[derive(Clone, Copy, Debug)]
+struct MonotonicClock {
+    instant: Instant,
+    ns: u64,
+}
+
+impl MonotonicClock {
+    fn now() -> Self {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for the call to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let instant = Instant::now();
+        let ns = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(ts.tv_nsec).unwrap_or(0);
+        MonotonicClock { instant, ns }
+    }
+
+    fn ns(&self, at: Instant) -> u64 {
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        match at.checked_duration_since(self.instant) {
+            Some(ahead) => self.ns.saturating_add(nanos(ahead)),
+            None => self.ns.saturating_sub(nanos(self.instant - at)),
+        }
+    }
+}
+
+fn if_index(name: &str) -> u32 {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return 0;
+    };
+    // SAFETY: `name` is a valid NUL-terminated string.
+    unsafe { libc::if_nametoindex(name.as_ptr()) }
+}
+
+/// Whether `name` is a loopback device (`IFF_LOOPBACK` in sysfs).
+fn is_loopback(name: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/flags"))
+        .ok()
+        .and_then(|flags| u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|flags| flags & libc::IFF_LOOPBACK as u32 != 0)
+}
+
+/// An error with its causes, on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
