@@ -202,6 +202,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct headers *h,
 	fib.ipv4_src = h->ip.saddr;
 	fib.ipv4_dst = h->ip.daddr;
 	fib.ifindex = ctx->ingress_ifindex;
+	// Needs IPv4 forwarding on the interface (the loader checks).
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return -1;
 	__builtin_memcpy(h->eth.h_dest, fib.dmac, ETH_ALEN);

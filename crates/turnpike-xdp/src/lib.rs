@@ -79,6 +79,11 @@ pub enum Error {
     /// Writing a map.
     #[error("cannot update the XDP routes: {0}")]
     Map(String),
+    /// IPv4 forwarding is off on an interface (see [`FastPath::attach`]).
+    #[error(
+        "net.ipv4.conf.{0}.forwarding is 0, and the XDP program asks the kernel's routing table for the next hop of each relayed packet (bpf_fib_lookup), which answers only on interfaces with forwarding on: run `sysctl -w net.ipv4.conf.{0}.forwarding=1` (a single-homed relay receives nothing else to forward; keep a FORWARD firewall policy of DROP if unsure)"
+    )]
+    ForwardingOff(String),
 }
 
 fn load_error(err: impl fmt::Display) -> Error {
@@ -110,6 +115,14 @@ impl fmt::Debug for FastPath {
 impl FastPath {
     /// Loads the program for relayed ports `relay_ports` (inclusive) and
     /// attaches it to `interfaces`.
+    ///
+    /// On loopback every relayed packet goes back out of it. Elsewhere the
+    /// program asks the kernel's routing table for the next hop (which
+    /// handles gateways, peers on the local network and several interfaces
+    /// alike), and the kernel answers that only on interfaces where IPv4
+    /// forwarding is on: without it every packet would quietly take the
+    /// socket path, so that is an error here rather than a silent loss of
+    /// the fast path.
     pub fn attach(
         interfaces: &[String],
         mode: Mode,
@@ -119,6 +132,13 @@ impl FastPath {
             .iter()
             .find(|name| is_loopback(name))
             .map_or(0, |name| if_index(name));
+        for name in interfaces.iter().filter(|name| !is_loopback(name)) {
+            let forwarding =
+                std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/forwarding"));
+            if forwarding.is_ok_and(|value| value.trim() == "0") {
+                return Err(Error::ForwardingOff(name.clone()));
+            }
+        }
         let mut fast_path = Self::load(relay_ports, loopback)?;
         let program = fast_path.program_mut()?;
         for interface in interfaces {
@@ -254,6 +274,8 @@ pub mod action {
     pub const PASS: u32 = 2;
     /// Send back out of the receiving device.
     pub const TX: u32 = 3;
+    /// Send out of another device.
+    pub const REDIRECT: u32 = 4;
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, Error>

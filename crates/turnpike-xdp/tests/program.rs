@@ -356,6 +356,104 @@ fn ipv6_routes_are_left_to_the_sockets() {
     assert_eq!(fp.routes(), 0);
 }
 
+/// Runs `ip ARGS` and asserts it succeeded.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Off loopback the program asks the kernel's routing table where a
+/// rewritten packet goes (`bpf_fib_lookup`): it sets the next hop's MAC
+/// addresses and redirects out of the route's interface; without a route or
+/// a resolved neighbour it leaves the packet to the stack (which resolves
+/// it). Checked in a network namespace of the test's own with a veth
+/// interface and a permanent neighbour entry.
+#[test]
+fn off_loopback_the_next_hop_comes_from_the_routing_table() {
+    // SAFETY: unshare takes no pointers; it moves only this thread.
+    assert_eq!(
+        unsafe { libc::unshare(libc::CLONE_NEWNET) },
+        0,
+        "unshare: run as root"
+    );
+    ip(&["link", "set", "lo", "up"]);
+    // A veth pair (this kernel may lack the dummy device); d0 is the way
+    // out, d1 its other end.
+    ip(&[
+        "link",
+        "add",
+        "d0",
+        "address",
+        "02:00:00:00:00:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "d1",
+    ]);
+    ip(&["link", "set", "d1", "up"]);
+    ip(&["addr", "add", "203.0.113.1/24", "dev", "d0"]);
+    ip(&["link", "set", "d0", "up"]);
+    // Not on loopback (ifindex 0): every packet is routed.
+    let mut fp = FastPath::load((50000, 50999), 0).unwrap();
+    fp.route(&route(), Instant::now() + Duration::from_secs(60))
+        .unwrap();
+    let to_peer = frame(
+        addr(CLIENT),
+        addr(SERVER),
+        &channel_data(CHANNEL, b"media"),
+        true,
+    );
+
+    // bpf_fib_lookup answers only where forwarding is on (the server's
+    // start-up insists on it for every interface it attaches to): off, the
+    // stack gets the packet.
+    let (verdict, out) = fp.test_run(&to_peer).unwrap();
+    assert_eq!(verdict, action::PASS);
+    assert_eq!(out, to_peer);
+    // Test runs enter on lo.
+    std::fs::write("/proc/sys/net/ipv4/conf/lo/forwarding", "1").unwrap();
+    // The peer's neighbour entry is unknown: the stack gets the packet.
+    let (verdict, out) = fp.test_run(&to_peer).unwrap();
+    assert_eq!(verdict, action::PASS);
+    assert_eq!(out, to_peer);
+    assert_eq!(fp.counters().passed, 2);
+
+    ip(&[
+        "neigh",
+        "add",
+        "203.0.113.7",
+        "lladdr",
+        "02:00:00:00:00:07",
+        "dev",
+        "d0",
+        "nud",
+        "permanent",
+    ]);
+    let (verdict, out) = fp.test_run(&to_peer).unwrap();
+    assert_eq!(verdict, action::REDIRECT, "out of d0, not back out of lo");
+    assert_eq!(
+        &out[..6],
+        &[2, 0, 0, 0, 0, 7],
+        "destination MAC: the neighbour's"
+    );
+    assert_eq!(&out[6..12], &[2, 0, 0, 0, 0, 1], "source MAC: d0's");
+    assert_eq!(check_sent(&out, addr(RELAY), addr(PEER), true), b"media");
+
+    // No route at all to the client's network: the stack.
+    let (verdict, _) = fp
+        .test_run(&frame(addr(PEER), addr(RELAY), b"back", true))
+        .unwrap();
+    assert_eq!(verdict, action::PASS);
+}
+
 /// The committed object is what `scripts/build-bpf` makes of the committed
 /// source (clang, llvm and libbpf-dev are installed by `scripts/test`).
 #[test]

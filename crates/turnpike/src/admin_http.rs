@@ -8,6 +8,10 @@
 //!   `turnpike_tls_certificate_reloads_total` (reloads that changed the
 //!   certificate or key, [`Certificates::generation`]) and
 //!   `turnpike_tls_certificate_info{subject="…"} 1`.
+//!   With the XDP fast path on, `turnpike_xdp_routes`,
+//!   `turnpike_xdp_relayed_packets_total{direction}`,
+//!   `turnpike_xdp_relayed_bytes_total{direction}` and
+//!   `turnpike_xdp_passed_packets_total`.
 //! - `GET /status`: one JSON object, `{"version", "uptime_seconds", "tls"}`
 //!   where `tls` is `{"subject", "not_after" (RFC 3339, UTC),
 //!   "not_after_unix", "generation"}` or `null` without TLS.
@@ -33,7 +37,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +51,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use turnpike_xdp::{Counters, FastPath};
 
 use crate::config::AdminConfig;
 use crate::tls::{Certificates, format_rfc3339};
@@ -69,6 +75,8 @@ pub struct AdminState {
     pub started: Instant,
     /// The TLS certificates in service, `None` without TLS.
     pub certs: Option<Arc<Certificates>>,
+    /// The XDP fast path, `None` when off.
+    pub fast_path: Option<Arc<Mutex<FastPath>>>,
 }
 
 impl AdminState {
@@ -107,6 +115,13 @@ impl AdminState {
                 "Subject of the TLS server certificate in service; always 1.",
                 &format!("{{subject=\"{}\"}} 1", escape_label(&certs.subject())),
             );
+        }
+        if let Some(fast_path) = &self.fast_path {
+            let (counters, routes) = {
+                let fast_path = fast_path.lock().unwrap_or_else(PoisonError::into_inner);
+                (fast_path.counters(), fast_path.routes())
+            };
+            xdp_metrics(&mut out, &counters, routes);
         }
         out
     }
@@ -151,6 +166,47 @@ pub struct TlsStatus {
     pub not_after_unix: i64,
     /// Reloads that changed the certificate or key since the start.
     pub generation: u64,
+}
+
+/// The XDP fast path's counters (summed over CPUs at scrape time).
+fn xdp_metrics(out: &mut String, c: &Counters, routes: usize) {
+    metric(
+        out,
+        "turnpike_xdp_routes",
+        "gauge",
+        "Channel routes installed in the XDP fast path.",
+        &format!(" {routes}"),
+    );
+    for (name, help, to_peer, to_client) in [
+        (
+            "turnpike_xdp_relayed_packets_total",
+            "Datagrams relayed by the XDP fast path.",
+            c.to_peer_packets,
+            c.to_client_packets,
+        ),
+        (
+            "turnpike_xdp_relayed_bytes_total",
+            "Payload bytes relayed by the XDP fast path.",
+            c.to_peer_bytes,
+            c.to_client_bytes,
+        ),
+    ] {
+        metric(
+            out,
+            name,
+            "counter",
+            help,
+            &format!("{{direction=\"to_peer\"}} {to_peer}"),
+        );
+        let _ = writeln!(out, "{name}{{direction=\"to_client\"}} {to_client}");
+    }
+    metric(
+        out,
+        "turnpike_xdp_passed_packets_total",
+        "counter",
+        "Packets of a route the XDP fast path left to the sockets (route past its time, padding, MTU, unknown next hop).",
+        &format!(" {}", c.passed),
+    );
 }
 
 /// One metric with its `# HELP` and `# TYPE` lines; `sample` follows the
@@ -435,6 +491,7 @@ mod tests {
         let state = AdminState {
             started: Instant::now(),
             certs: None,
+            fast_path: None,
         };
         let version = env!("CARGO_PKG_VERSION");
         assert_eq!(

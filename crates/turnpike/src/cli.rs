@@ -28,7 +28,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use ipnet::IpNet;
 
 use crate::config::{
-    DatabaseSchema, ExternalIp, LogFormat, Overrides, TlsVersion, UserEntry, parse_char,
+    DatabaseSchema, ExternalIp, LogFormat, Overrides, TlsVersion, UserEntry, XdpMode, parse_char,
     parse_external_ip, parse_ip, parse_ip_net, parse_socket_addr, parse_user,
 };
 
@@ -795,6 +795,41 @@ pub struct Settings {
         help_heading = "Admin"
     )]
     pub no_admin_allow_remote: bool,
+
+    /// xdp.interfaces: interfaces to attach the XDP relay fast path to
+    /// (needs root); repeat or separate with commas; `none` for off.
+    /// Replaces the file's list. [default: none, off]
+    #[arg(
+        long = "xdp-interface",
+        global = true,
+        env = "TURNPIKE_XDP_INTERFACES",
+        value_name = "NAME",
+        value_delimiter = ',',
+        help_heading = "XDP"
+    )]
+    pub xdp_interfaces: Option<Vec<String>>,
+
+    /// xdp.mode: auto (in the driver where supported), native or generic
+    /// [default: auto]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_XDP_MODE",
+        value_name = "MODE",
+        value_parser = parse_xdp_mode,
+        help_heading = "XDP"
+    )]
+    pub xdp_mode: Option<XdpMode>,
+}
+
+/// Parses `xdp.mode`.
+fn parse_xdp_mode(text: &str) -> Result<XdpMode, String> {
+    match text.trim() {
+        "auto" => Ok(XdpMode::Auto),
+        "native" => Ok(XdpMode::Native),
+        "generic" => Ok(XdpMode::Generic),
+        other => Err(format!("{other:?} is not auto, native or generic")),
+    }
 }
 
 /// One `--tls-listen` / `--dtls-listen` / `--admin-listen` value: an address, or `none`
@@ -961,6 +996,15 @@ impl Settings {
             max_peer_connections: self.max_peer_connections,
             admin_listen: listen_addrs(self.admin_listen.as_ref()),
             admin_allow_remote: tri_state(self.admin_allow_remote, self.no_admin_allow_remote),
+            xdp_interfaces: self.xdp_interfaces.as_ref().map(|names| {
+                names
+                    .iter()
+                    .map(|name| name.trim())
+                    .filter(|name| !name.is_empty() && *name != "none")
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            xdp_mode: self.xdp_mode,
         }
     }
 }
@@ -1268,6 +1312,9 @@ mod tests {
             "--admin-listen=127.0.0.1:9090,none",
             "--admin-listen=[::1]:9090",
             "--admin-allow-remote",
+            "--xdp-interface=eth0,none",
+            "--xdp-interface=eth1",
+            "--xdp-mode=native",
         ])
         .overrides();
         let user = |name: &str, password: &str| UserEntry {
@@ -1355,6 +1402,8 @@ mod tests {
                 max_peer_connections: Some(0),
                 admin_listen: Some(vec![addr("127.0.0.1:9090"), addr("[::1]:9090")]),
                 admin_allow_remote: Some(true),
+                xdp_interfaces: Some(vec!["eth0".into(), "eth1".into()]),
+                xdp_mode: Some(XdpMode::Native),
             }
         );
     }

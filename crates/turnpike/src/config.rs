@@ -106,6 +106,47 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[admin]`: the admin HTTP endpoint (`/metrics`, `/status`).
     pub admin: AdminConfig,
+    /// `[xdp]`: the XDP relay fast path.
+    pub xdp: XdpConfig,
+}
+
+/// `[xdp]` section: the relay fast path ([`turnpike_xdp`]). An XDP program
+/// on the listed interfaces relays ChannelData between IPv4 UDP clients and
+/// their peers in the driver, without the sockets; everything else still
+/// goes through them. Off while `interfaces` is empty. Needs root (or
+/// CAP_BPF and CAP_NET_ADMIN) and Linux 5.12 or newer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "an [xdp] table")]
+pub struct XdpConfig {
+    /// Network interfaces that clients' and peers' traffic arrives on
+    /// (`eth0`; `lo` for tests); empty: off.
+    pub interfaces: Vec<String>,
+    /// How the program is attached.
+    pub mode: XdpMode,
+}
+
+/// `xdp.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver where it supports XDP, generic elsewhere.
+    #[default]
+    Auto,
+    /// In the driver only (an interface whose driver lacks XDP is an error).
+    Native,
+    /// Generic XDP (any device, smaller gain).
+    Generic,
+}
+
+impl XdpMode {
+    /// As `xdp.mode` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
 }
 
 /// `[admin]` section: a small HTTP endpoint for monitoring
@@ -725,6 +766,10 @@ pub struct Overrides {
     pub admin_listen: Option<Vec<SocketAddr>>,
     /// `admin.allow_remote`.
     pub admin_allow_remote: Option<bool>,
+    /// `xdp.interfaces` (replaces the file's list; may be empty).
+    pub xdp_interfaces: Option<Vec<String>>,
+    /// `xdp.mode`.
+    pub xdp_mode: Option<XdpMode>,
 }
 
 /// Which of the two IP addresses, or which of the two ports, an address uses.
@@ -879,7 +924,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     (
         "",
         &[
-            "server", "log", "stun", "turn", "database", "tls", "limits", "admin",
+            "server", "log", "stun", "turn", "database", "tls", "limits", "admin", "xdp",
         ],
     ),
     ("server", &["workers", "software"]),
@@ -958,6 +1003,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("admin", &["listen", "allow_remote"]),
+    ("xdp", &["interfaces", "mode"]),
     // An array of tables (`[[turn.users]]`), not a plain table.
     ("turn.users", &["username", "password"]),
 ];
@@ -1082,6 +1128,8 @@ impl Config {
         set(&mut limits.max_peer_connections, o.max_peer_connections);
         set(&mut self.admin.listen, o.admin_listen);
         set(&mut self.admin.allow_remote, o.admin_allow_remote);
+        set(&mut self.xdp.interfaces, o.xdp_interfaces);
+        set(&mut self.xdp.mode, o.xdp_mode);
     }
 
     /// Checks everything that can be checked without binding sockets.
@@ -1119,7 +1167,37 @@ impl Config {
         self.validate_database()?;
         self.validate_tls()?;
         self.validate_limits()?;
-        self.validate_admin()
+        self.validate_admin()?;
+        self.validate_xdp()
+    }
+
+    /// The `[xdp]` rules: interface names as the kernel allows them, no
+    /// duplicate, and TURN on (the fast path relays TURN channels).
+    fn validate_xdp(&self) -> Result<(), ConfigError> {
+        let interfaces = &self.xdp.interfaces;
+        for (i, name) in interfaces.iter().enumerate() {
+            if name.is_empty()
+                || name.len() > 15
+                || name.contains(['/', ' ', '\0'])
+                || name == "."
+                || name == ".."
+            {
+                return Err(ConfigError::invalid(format!(
+                    "xdp.interfaces contains {name:?}, which is not an interface name (at most 15 characters, no '/' or spaces); list names as `ip link` shows them"
+                )));
+            }
+            if interfaces[..i].contains(name) {
+                return Err(ConfigError::invalid(format!(
+                    "xdp.interfaces contains {name} twice; remove the duplicate"
+                )));
+            }
+        }
+        if !interfaces.is_empty() && !self.turn.enabled {
+            return Err(ConfigError::invalid(
+                "xdp.interfaces is set but TURN is off, and the XDP fast path only relays TURN channels; turn TURN on or leave xdp.interfaces empty",
+            ));
+        }
+        Ok(())
     }
 
     /// Every address the runtime must bind, in `stun.listen` order; with
@@ -1796,7 +1874,7 @@ impl Config {
         };
         let on_off = |b: bool| if b { "on" } else { "off" };
         format!(
-            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}; tls {}; admin {}; database {}; turn {}",
+            "listen {listen} ({transports}, {} sockets); workers {workers}; software {software}; log {} {}; nat discovery {nat}; response-port {}; padding {}; tls {}; admin {}; xdp {}; database {}; turn {}",
             self.listeners().len(),
             self.log.format,
             self.log.level,
@@ -1804,6 +1882,7 @@ impl Config {
             on_off(self.stun.padding),
             self.tls_summary(),
             self.admin_summary(),
+            self.xdp_summary(),
             self.database_summary(),
             self.turn_summary(),
         )
@@ -1841,6 +1920,19 @@ impl Config {
             addrs(&tls.dtls_listen),
             tls.min_version,
         )
+    }
+
+    /// The XDP part of [`Config::summary`]: `off`, or the interfaces and mode.
+    fn xdp_summary(&self) -> String {
+        if self.xdp.interfaces.is_empty() {
+            "off".to_owned()
+        } else {
+            format!(
+                "on ({}, {})",
+                self.xdp.interfaces.join(" "),
+                self.xdp.mode.as_str()
+            )
+        }
     }
 
     /// The admin part of [`Config::summary`]: `off`, or its addresses.
@@ -3765,7 +3857,7 @@ mod tests {
         assert_eq!(l.max_peer_connections, 16_384);
         assert!(
             c.summary()
-                .contains("; padding off; tls off; admin off; database ")
+                .contains("; padding off; tls off; admin off; xdp off; database ")
         );
         assert_eq!(
             Config::from_toml_str("[tls]\n[limits]\n").unwrap(),
@@ -3825,7 +3917,7 @@ mod tests {
         );
         let s = c.summary();
         assert!(
-            s.contains("; tls on (certificate /etc/tp/fullchain.pem, key /etc/tp/privkey.pem, tls 192.0.2.1:443, dtls none, min version 1.3, reload on SIGHUP); admin off; database "),
+            s.contains("; tls on (certificate /etc/tp/fullchain.pem, key /etc/tp/privkey.pem, tls 192.0.2.1:443, dtls none, min version 1.3, reload on SIGHUP); admin off; xdp off; database "),
             "{s}"
         );
         // The key in the certificate file, default listeners.
@@ -4062,7 +4154,7 @@ mod tests {
         assert_eq!(c.admin.listen, vec![sa("127.0.0.1:9090"), sa("[::1]:9090")]);
         assert!(
             c.summary().contains(
-                "; tls off; admin on (http://127.0.0.1:9090 http://[::1]:9090; /metrics, /status); database "
+                "; tls off; admin on (http://127.0.0.1:9090 http://[::1]:9090; /metrics, /status); xdp off; database "
             ),
             "{}",
             c.summary()
@@ -4093,6 +4185,66 @@ mod tests {
                 "bad value for `listen`: `localhost:9090` is not an IP:PORT address (examples: 0.0.0.0:3478, 192.0.2.1:3478, [::]:3478)"
                     .to_owned()
             )
+        );
+    }
+
+    #[test]
+    fn xdp_defaults_file_values_overrides_and_errors() {
+        let c = Config::default();
+        assert_eq!(c.xdp, XdpConfig::default());
+        assert!(c.xdp.interfaces.is_empty() && c.xdp.mode == XdpMode::Auto);
+        assert_eq!(Config::from_toml_str("[xdp]\n").unwrap(), c);
+        let mut c = Config::from_toml_str(
+            "[turn]\n[[turn.users]]\nusername = \"a\"\npassword = \"b\"\n[xdp]\ninterfaces = [\"eth0\", \"lo\"]\nmode = \"generic\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.xdp.interfaces, ["eth0", "lo"]);
+        assert_eq!(c.xdp.mode, XdpMode::Generic);
+        assert!(
+            c.summary().contains("; xdp on (eth0 lo, generic); "),
+            "{}",
+            c.summary()
+        );
+        c.apply(&Overrides {
+            xdp_interfaces: Some(vec!["ens5".into()]),
+            xdp_mode: Some(XdpMode::Native),
+            ..Overrides::default()
+        });
+        assert_eq!(
+            c.xdp,
+            XdpConfig {
+                interfaces: vec!["ens5".into()],
+                mode: XdpMode::Native,
+            }
+        );
+        c.validate().unwrap();
+        let users = "[turn]\n[[turn.users]]\nusername = \"a\"\npassword = \"b\"\n";
+        for (doc, needle) in [
+            (
+                format!("{users}[xdp]\ninterfaces = [\"eth0\", \"eth0\"]\n"),
+                "xdp.interfaces contains eth0 twice; remove the duplicate",
+            ),
+            (
+                format!("{users}[xdp]\ninterfaces = [\"a-name-far-too-long\"]\n"),
+                "xdp.interfaces contains \"a-name-far-too-long\", which is not an interface name",
+            ),
+            (
+                format!("{users}[xdp]\ninterfaces = [\"\"]\n"),
+                "which is not an interface name",
+            ),
+            (
+                "[turn]\nenabled = false\n[xdp]\ninterfaces = [\"eth0\"]\n".to_owned(),
+                "xdp.interfaces is set but TURN is off",
+            ),
+        ] {
+            let message = invalid(&doc);
+            assert!(message.contains(needle), "{doc:?}: {message}");
+            assert!(!message.contains('\n'));
+        }
+        assert_eq!(
+            parse_error("[xdp]\nmode = \"fast\"\n").0,
+            Some(2),
+            "an unknown mode is refused at its line"
         );
     }
 

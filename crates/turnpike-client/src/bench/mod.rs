@@ -365,6 +365,8 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         cpu_percent: 0.0,
         cpus: 0,
         cores_busy_percent: None,
+        machine_busy_secs: None,
+        machine_cpu_us_per_message: None,
     };
     let mut server_cpu = None;
     let mut groups = groups;
@@ -382,6 +384,11 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         generator = gen_report;
         server_cpu = srv.map(|cpu| (cpu, window));
         traffic = Some(traffic_report(o, &stats));
+        let sent = traffic.as_ref().map_or(0, |t| t.sent);
+        generator.machine_cpu_us_per_message = generator
+            .machine_busy_secs
+            .filter(|_| sent > 0)
+            .map(|busy| busy * 1e6 / sent as f64);
     }
 
     // 4. Release.
@@ -773,8 +780,10 @@ async fn run_traffic(
 
     // Sample CPU times at the edges of the measurement window.
     let cpus = sys::allowed_cpus();
+    let all_cpus = sys::online_cpus();
     tokio::time::sleep_until(warmup_end.into()).await;
     let idle0 = sys::cpu_idle(&cpus);
+    let machine_idle0 = sys::cpu_idle(&all_cpus);
     let gen0 = sys::own_cpu_time();
     let srv0 = o
         .observe_pid
@@ -783,6 +792,7 @@ async fn run_traffic(
     tokio::time::sleep_until(drain_end.into()).await;
     let gen1 = sys::own_cpu_time();
     let idle1 = sys::cpu_idle(&cpus);
+    let machine_idle1 = sys::cpu_idle(&all_cpus);
     let srv1 = o
         .observe_pid
         .and_then(|pid| sys::process_cpu_time(pid).ok());
@@ -814,6 +824,15 @@ async fn run_traffic(
             / window.as_secs_f64().max(1e-9),
         cpus: cpus.len(),
         cores_busy_percent: cores_busy,
+        machine_busy_secs: match (machine_idle0, machine_idle1) {
+            (Some(i0), Some(i1)) => Some(
+                (window.as_secs_f64() * all_cpus.len() as f64
+                    - i1.saturating_sub(i0).as_secs_f64())
+                .max(0.0),
+            ),
+            _ => None,
+        },
+        machine_cpu_us_per_message: None,
     };
     Ok((groups, stats, generator, window, server))
 }

@@ -158,6 +158,15 @@ pub struct GeneratorReport {
     /// (softirq work, other processes): near 100 % the generator's side is
     /// saturated and the results say little about the server.
     pub cores_busy_percent: Option<f64>,
+    /// Busy CPU seconds of the whole machine (every CPU, by anyone) over
+    /// the window: the server, the generator and the kernel's work for both.
+    pub machine_busy_secs: Option<f64>,
+    /// `machine_busy_secs` in microseconds per message sent. Where the
+    /// kernel does the relaying (an XDP fast path), it runs in softirq
+    /// context charged to whoever sent the packet, not to the server
+    /// process: this figure counts it wherever it ran. On a shared machine
+    /// it includes other processes' work.
+    pub machine_cpu_us_per_message: Option<f64>,
 }
 
 /// Readings of the server process.
@@ -386,6 +395,13 @@ impl fmt::Display for BenchReport {
             match g.cores_busy_percent {
                 Some(b) => writeln!(f, " | its {} allowed CPU(s) {b:.0} % busy", g.cpus)?,
                 None => writeln!(f)?,
+            }
+            if let Some(m) = g.machine_cpu_us_per_message {
+                writeln!(
+                    f,
+                    "{:<12} {m:.2} CPU-µs per message, every CPU and process together",
+                    "machine"
+                )?;
             }
         }
         if let Some(p) = &self.server_process {

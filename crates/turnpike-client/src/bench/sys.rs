@@ -337,6 +337,23 @@ pub(crate) fn allowed_cpus() -> Vec<usize> {
         .collect()
 }
 
+/// Every CPU `/proc/stat` lists (the online ones).
+pub(crate) fn online_cpus() -> Vec<usize> {
+    std::fs::read_to_string("/proc/stat")
+        .map(|stat| {
+            stat.lines()
+                .filter_map(|line| {
+                    line.split_ascii_whitespace()
+                        .next()?
+                        .strip_prefix("cpu")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Idle time (idle + iowait) of the given CPUs so far, from `/proc/stat`.
 ///
 /// Busy time is then wall time minus this: the busy fields of `/proc/stat`

@@ -17,8 +17,7 @@ mod worker;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,13 +27,40 @@ use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 use turnpike_core::{Secrets, WallClock};
 use turnpike_store::Store;
+use turnpike_xdp::FastPath;
 
-use crate::config::{Config, Listener};
+use crate::config::{Config, Listener, XdpMode};
 use crate::credentials::{CacheOptions, Credentials};
 use crate::tls::Certificates;
 use relay::Reservations;
 use stream::{ConnectionCounts, StreamLimits};
 use worker::{DtlsSettings, Secure, Worker};
+
+/// Loads the XDP fast path and attaches it to `xdp.interfaces`, if any.
+fn start_fast_path(config: &Config) -> anyhow::Result<Option<Arc<Mutex<FastPath>>>> {
+    let xdp = &config.xdp;
+    if xdp.interfaces.is_empty() {
+        return Ok(None);
+    }
+    let mode = match xdp.mode {
+        XdpMode::Auto => turnpike_xdp::Mode::Auto,
+        XdpMode::Native => turnpike_xdp::Mode::Native,
+        XdpMode::Generic => turnpike_xdp::Mode::Generic,
+    };
+    let ports = (config.turn.min_port, config.turn.max_port);
+    let fast_path = FastPath::attach(&xdp.interfaces, mode, ports).map_err(|err| match err {
+        turnpike_xdp::Error::ForwardingOff(_) => anyhow!("{err}"),
+        _ => anyhow!(
+            "{err}; the XDP fast path needs root (or CAP_BPF and CAP_NET_ADMIN) and Linux 5.12 or newer: run it so, set xdp.mode = \"generic\" if the driver lacks XDP, or leave xdp.interfaces empty"
+        ),
+    })?;
+    tracing::info!(
+        interfaces = %xdp.interfaces.join(","),
+        mode = xdp.mode.as_str(),
+        "XDP fast path attached"
+    );
+    Ok(Some(Arc::new(Mutex::new(fast_path))))
+}
 
 /// Runs the server until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> anyhow::Result<()> {
@@ -44,6 +70,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     rand::rng().fill_bytes(&mut nonce_secret);
     let now = Instant::now();
     let mut core = config.core(&nonce_secret, now);
+    let fast_path = start_fast_path(&config)?;
+    if let (Some(turn), Some(_)) = (core.turn.as_mut(), &fast_path) {
+        turn.channel_routes = true;
+    }
     if let Some(turn) = core.turn.as_mut() {
         turn.wall_clock = Some(WallClock {
             instant: now,
@@ -78,6 +108,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let admin = crate::admin_http::AdminState {
         started: now,
         certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
+        fast_path: fast_path.clone(),
     };
     crate::admin_http::start(&config.admin, admin, &control)?;
     let l = &config.limits;
@@ -113,6 +144,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             shutdown: shutdown_rx.clone(),
             mailboxes: Arc::clone(&mailboxes),
             inbox: Some(inbox),
+            fast_path: fast_path.clone(),
         };
         let ready = ready_tx.clone();
         let failed = failed_tx.clone();

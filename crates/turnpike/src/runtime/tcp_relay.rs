@@ -208,7 +208,9 @@ pub(super) fn handle_event(ctx: &Rc<WorkerCtx>, event: Event) {
                 ctx.tcp.mail(host, Mail::Close { id });
             }
         }
-        Event::NeedCredentials { .. } => {}
+        Event::NeedCredentials { .. }
+        | Event::RouteChannel { .. }
+        | Event::UnrouteChannel { .. } => {}
     }
 }
 

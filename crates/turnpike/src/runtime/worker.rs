@@ -9,8 +9,8 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 use turnpike_core::{Event, Packet, RelayOptions, Secrets, Server, Shard, Transmit, Transport};
 use turnpike_dtls::{DtlsConfig, DtlsServer};
+use turnpike_xdp::FastPath;
 
 use super::bind_error;
 use super::dtls::{self, DtlsEndpoint};
@@ -70,6 +71,8 @@ pub(super) struct Worker {
     pub(super) mailboxes: Arc<[tokio::sync::mpsc::UnboundedSender<Mail>]>,
     /// This worker's mailbox.
     pub(super) inbox: Option<tokio::sync::mpsc::UnboundedReceiver<Mail>>,
+    /// The XDP fast path's routes, shared by all workers; `None` when off.
+    pub(super) fast_path: Option<Arc<Mutex<FastPath>>>,
 }
 
 /// What a worker needs for TLS and DTLS.
@@ -123,6 +126,8 @@ pub(super) struct WorkerCtx {
     /// TCP relays and their peer connections (RFC 6062).
     pub(super) tcp: TcpRelays,
     credentials: Option<Arc<Credentials>>,
+    /// Channel routes go here (the core announces them only when it is on).
+    fast_path: Option<Arc<Mutex<FastPath>>>,
 }
 
 /// Sockets a worker binds.
@@ -218,6 +223,7 @@ impl Worker {
                 dtls: dtls.into_iter().map(Rc::new).collect(),
                 tcp: TcpRelays::new(self.id, Arc::clone(&self.mailboxes)),
                 credentials: self.credentials.clone(),
+                fast_path: self.fast_path.clone(),
             }
         });
         if let Some(credentials) = &ctx.credentials {
@@ -380,6 +386,13 @@ impl WorkerCtx {
                         ctx.replay();
                     });
                 }
+                Event::RouteChannel { route, until } => {
+                    self.with_fast_path(|fast_path| fast_path.route(&route, until).map(drop))
+                }
+                Event::UnrouteChannel { route } => self.with_fast_path(|fast_path| {
+                    fast_path.unroute(&route);
+                    Ok(())
+                }),
                 other => tcp_relay::handle_event(self, other),
             }
         }
@@ -389,6 +402,28 @@ impl WorkerCtx {
                 break;
             };
             self.deliver(transmit, &out[..transmit.len]);
+        }
+    }
+
+    /// Updates the XDP routes (a control-path call: once per ChannelBind,
+    /// CreatePermission or Refresh, never per packet). A route that cannot
+    /// be written leaves its channel on the sockets, which relay it as
+    /// before: it is logged once, not per channel.
+    fn with_fast_path(
+        &self,
+        update: impl FnOnce(&mut FastPath) -> Result<(), turnpike_xdp::Error>,
+    ) {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        let Some(fast_path) = &self.fast_path else {
+            return;
+        };
+        // A worker that panicked holding the lock left whole routes behind
+        // (each update is one map write per side): keep using them.
+        let mut fast_path = fast_path.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(err) = update(&mut fast_path) {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%err, "XDP route not written; its channel stays on the sockets (logged once)");
+            }
         }
     }
 

@@ -84,6 +84,9 @@ pub struct ServerOptions {
     pub limits: Vec<(&'static str, u32)>,
     /// The admin HTTP endpoint on `127.0.0.1:TestServer::admin_port`.
     pub admin: bool,
+    /// The XDP fast path on `lo` (`[xdp] interfaces = ["lo"]`): only in a
+    /// network namespace of the test's own ([`private_network_namespace`]).
+    pub xdp: bool,
 }
 
 /// The certificate of `[tls]`.
@@ -199,6 +202,7 @@ impl ServerOptions {
             tls: None,
             limits: Vec::new(),
             admin: false,
+            xdp: false,
         }
     }
 
@@ -637,10 +641,52 @@ fn render_config(
             let _ = writeln!(s, "{key} = {value}");
         }
     }
+    if options.xdp {
+        let _ = writeln!(s, "\n[xdp]\ninterfaces = [\"lo\"]");
+    }
     if let Some(turn) = &options.turn {
         render_turn(&mut s, turn);
     }
     s
+}
+
+/// Moves the calling thread into a new network namespace with only its own
+/// loopback, up (needs root; fails the test otherwise). Sockets the thread
+/// opens afterwards, and processes it spawns (the server, coturn's tools),
+/// live there; the namespace goes away with the last of them. For tests
+/// that change the loopback device itself (XDP).
+pub fn private_network_namespace() {
+    // SAFETY: unshare takes no pointers; CLONE_NEWNET affects only the
+    // calling thread's network namespace.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {} (run the tests as root)",
+        std::io::Error::last_os_error()
+    );
+    let up = run("ip", &["link", "set", "lo", "up"]);
+    assert_eq!(up.code(), Some(0), "ip link set lo up\n{}", up.describe());
+}
+
+/// `GET path` on the server's admin endpoint: the body of a 200 answer.
+pub fn admin_get(server: &TestServer, path: &str) -> String {
+    let port = server.admin_port.expect("admin endpoint configured");
+    let mut stream = TcpStream::connect((PRIMARY_V4, port))
+        .unwrap_or_else(|e| panic!("connect to the admin endpoint: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    body.to_owned()
 }
 
 /// A TOML basic string.

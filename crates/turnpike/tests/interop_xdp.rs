@@ -1,0 +1,187 @@
+//! The XDP fast path with coturn's reference tools. Each test moves its
+//! thread into a network namespace of its own (so the program goes on that
+//! namespace's loopback, never the machine's), starts the server there with
+//! `[xdp] interfaces = ["lo"]` (generic XDP), and runs `turnutils_uclient`
+//! and `turnutils_peer` beside it. The verdicts are uclient's totals (every
+//! message back, no loss) and the program's own counters on `/metrics`,
+//! which say whether the datagrams went through the kernel path or the
+//! sockets. Needs root, like the rest of the suite.
+
+mod support;
+
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+
+use support::uclient::{Run, assert_delivered};
+use support::{
+    PRIMARY_V4, Peer, ServerOptions, TestServer, admin_get, private_network_namespace, run,
+};
+
+fn v4() -> IpAddr {
+    PRIMARY_V4.into()
+}
+
+fn xdp_server() -> TestServer {
+    private_network_namespace();
+    TestServer::start(ServerOptions {
+        admin: true,
+        xdp: true,
+        ..ServerOptions::turn()
+    })
+}
+
+/// One sample of a metric (`name` with its labels, as in the text format).
+fn metric(server: &TestServer, sample: &str) -> u64 {
+    let metrics = admin_get(server, "/metrics");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in /metrics:\n{metrics}"))
+}
+
+/// Datagrams the program relayed: (client → peer, peer → client).
+fn relayed_in_kernel(server: &TestServer) -> (u64, u64) {
+    (
+        metric(
+            server,
+            "turnpike_xdp_relayed_packets_total{direction=\"to_peer\"}",
+        ),
+        metric(
+            server,
+            "turnpike_xdp_relayed_packets_total{direction=\"to_client\"}",
+        ),
+    )
+}
+
+fn xdp_attached_to_lo() -> bool {
+    let out = run("ip", &["-details", "link", "show", "lo"]);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    out.stdout.contains("xdp")
+}
+
+/// Channels (uclient's default): every ChannelData message out and every
+/// echo back is relayed by the program — the routes are written before the
+/// ChannelBind answer leaves, so not one datagram takes the socket path —
+/// and nothing is lost. Stopping the server detaches the program.
+#[test]
+fn channel_data_is_relayed_in_the_kernel() {
+    let server = xdp_server();
+    assert!(xdp_attached_to_lo(), "the program is on lo while serving");
+    let peer = Peer::start(&[v4()]);
+    let args = ["-m", "6", "-n", "100", "-l", "1000"];
+    let (out, rep) = Run::new(&server, v4(), &args).peer(&peer, v4()).go();
+    assert_delivered("XDP, channels, -m 6 -n 100 -l 1000", &out, &rep, 600, 1000);
+    assert_eq!(
+        relayed_in_kernel(&server),
+        (600, 600),
+        "every message relayed by XDP, both ways\n{}",
+        server.describe()
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "turnpike_xdp_relayed_bytes_total{direction=\"to_peer\"}"
+        ),
+        600_000
+    );
+    assert_eq!(metric(&server, "turnpike_xdp_passed_packets_total"), 0);
+    drop(server);
+    assert!(
+        !xdp_attached_to_lo(),
+        "the program is detached when the server stops"
+    );
+}
+
+/// Client to client (`-y`): ChannelData from client A leaves relay A for
+/// relay B on the same loopback and is turned into ChannelData for client B
+/// by the program again — both relays without a socket.
+#[test]
+fn client_to_client_is_relayed_in_the_kernel() {
+    let server = xdp_server();
+    let args = ["-y", "-m", "4", "-n", "50", "-l", "500"];
+    let (out, rep) = Run::new(&server, v4(), &args).go();
+    assert_delivered("XDP, client to client, -y -m 4 -n 50", &out, &rep, 200, 500);
+    assert_eq!(relayed_in_kernel(&server), (200, 200));
+}
+
+/// Send indications (`-s`) have no route: the program leaves them to the
+/// sockets, which relay them as before.
+#[test]
+fn send_indications_stay_on_the_sockets() {
+    let server = xdp_server();
+    let peer = Peer::start(&[v4()]);
+    let args = ["-s", "-m", "2", "-n", "20", "-l", "1000"];
+    let (out, rep) = Run::new(&server, v4(), &args).peer(&peer, v4()).go();
+    assert_delivered("XDP on, Send indications", &out, &rep, 40, 1000);
+    assert_eq!(relayed_in_kernel(&server), (0, 0));
+}
+
+/// Over TCP the client's ChannelData never reaches XDP as a datagram: the
+/// sockets relay it, and nothing is lost.
+#[test]
+fn tcp_clients_stay_on_the_sockets() {
+    let server = xdp_server();
+    let peer = Peer::start(&[v4()]);
+    let args = ["-t", "-c", "-m", "2", "-n", "30", "-l", "101"];
+    let (out, rep) = Run::new(&server, v4(), &args).peer(&peer, v4()).go();
+    assert_delivered("XDP on, TCP client", &out, &rep, 60, 101);
+    assert_eq!(relayed_in_kernel(&server), (0, 0));
+}
+
+/// Runs `turnpike serve` with `[xdp] interfaces = [interface]` and returns
+/// its one error line, after asserting exit status 1.
+fn start_error(interface: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("turnpike.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stun]\nlisten = [\"127.0.0.1:3478\"]\n[turn]\nrealm = \"x\"\n[[turn.users]]\nusername = \"a\"\npassword = \"b\"\n[database]\ndata_dir = \"{}\"\n[xdp]\ninterfaces = [\"{interface}\"]\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_turnpike"))
+        .args(["serve", "--log-level", "error", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("turnpike: error: "), "{stderr}");
+    lines[0].to_owned()
+}
+
+/// Start-up errors are one line saying what to do, exit 1, and leave no
+/// program behind: an interface that does not exist, and one without IPv4
+/// forwarding (where the kernel's next-hop lookup would refuse every
+/// packet, silently losing the fast path).
+#[test]
+fn start_up_errors_are_one_clear_line() {
+    private_network_namespace();
+    let line = start_error("nosuch0");
+    assert!(
+        line.contains("cannot attach the XDP program to nosuch0")
+            && line.contains("CAP_BPF")
+            && line.contains("xdp.interfaces"),
+        "{line}"
+    );
+
+    let veth = run(
+        "ip",
+        &["link", "add", "x0", "type", "veth", "peer", "name", "x1"],
+    );
+    assert_eq!(veth.code(), Some(0), "{}", veth.describe());
+    std::fs::write("/proc/sys/net/ipv4/conf/x0/forwarding", "0").unwrap();
+    let line = start_error("x0");
+    assert!(
+        line.contains("net.ipv4.conf.x0.forwarding is 0")
+            && line.contains("sysctl -w net.ipv4.conf.x0.forwarding=1"),
+        "{line}"
+    );
+    assert!(!xdp_attached_to_lo());
+}
