@@ -100,6 +100,9 @@ pub struct FastPath {
     client_routes: HashMap<MapData, ClientKey, Route>,
     peer_routes: HashMap<MapData, PeerKey, Route>,
     counters: PerCpuArray<MapData, Counters>,
+    /// Entries of `client_routes` (one per channel), kept here so a metrics
+    /// scrape does not walk the map.
+    routes: usize,
     clock: MonotonicClock,
     interfaces: Vec<String>,
 }
@@ -178,6 +181,7 @@ impl FastPath {
             client_routes,
             peer_routes,
             counters,
+            routes: 0,
             clock: MonotonicClock::now(),
             interfaces: Vec::new(),
         };
@@ -208,6 +212,7 @@ impl FastPath {
             return Ok(false);
         };
         value.until_ns = self.clock.ns(until);
+        let new = self.client_routes.get(&client_key, 0).is_err();
         // The peer side first: until both are in, ChannelData cannot leave
         // through the program, so a peer cannot answer ahead of its route.
         self.peer_routes
@@ -216,21 +221,26 @@ impl FastPath {
         self.client_routes
             .insert(client_key, value, 0)
             .map_err(map_error)?;
+        if new {
+            self.routes += 1;
+        }
         Ok(true)
     }
 
     /// Removes a channel's route.
     pub fn unroute(&mut self, route: &ChannelRoute) {
         if let Some((client_key, peer_key, _)) = entries(route) {
-            // Absent already (never installed, or IPv6): nothing to do.
-            let _ = self.client_routes.remove(&client_key);
+            // Absent already (never installed): nothing to do.
+            if self.client_routes.remove(&client_key).is_ok() {
+                self.routes = self.routes.saturating_sub(1);
+            }
             let _ = self.peer_routes.remove(&peer_key);
         }
     }
 
     /// Routes installed, client side (one per channel).
     pub fn routes(&self) -> usize {
-        self.client_routes.keys().filter(Result::is_ok).count()
+        self.routes
     }
 
     /// What the program relayed and passed, all CPUs together.

@@ -115,6 +115,11 @@ pub struct BenchArgs {
     /// Server PID on this host: report its CPU time and memory.
     #[arg(long)]
     observe_pid: Option<u32>,
+    /// CPUs the server runs on (comma-separated), with the network receive
+    /// work steered to them: report how busy they were per message, kernel
+    /// work (softirq, XDP) included.
+    #[arg(long, value_delimiter = ',', value_name = "CPU")]
+    server_cpus: Vec<usize>,
     /// Leave the allocations to expire instead of deleting them.
     #[arg(long)]
     no_release: bool,
@@ -181,6 +186,7 @@ fn options(a: BenchArgs) -> BenchOptions {
         ..RetransmitPolicy::default()
     };
     o.observe_pid = a.observe_pid;
+    o.server_cpus = a.server_cpus.clone();
     o.release = !a.no_release;
     o.refresh_interval = a.refresh_interval;
     o

@@ -55,8 +55,8 @@ use tokio::task::JoinSet;
 use turnpike_codec::AddressFamily;
 
 pub use report::{
-    BenchReport, ConfigReport, GeneratorReport, LatencyReport, ReleaseReport, ServerProcessReport,
-    SetupReport, TrafficReport,
+    BenchReport, ConfigReport, CpusReport, GeneratorReport, LatencyReport, ReleaseReport,
+    ServerProcessReport, SetupReport, TrafficReport,
 };
 
 use crate::auth::{AuthState, Credentials};
@@ -157,6 +157,10 @@ pub struct BenchOptions {
     pub retransmit: RetransmitPolicy,
     /// A server process on this host to read CPU time and memory from.
     pub observe_pid: Option<u32>,
+    /// The CPUs the server runs on (and its network receive work is steered
+    /// to): how busy they were is reported per message, kernel work
+    /// included. Empty: not reported.
+    pub server_cpus: Vec<usize>,
     /// Delete the allocations at the end. Default true.
     pub release: bool,
     /// How often allocations, channels and permissions are refreshed during
@@ -192,6 +196,7 @@ impl BenchOptions {
             local_ip: None,
             retransmit: RetransmitPolicy::default(),
             observe_pid: None,
+            server_cpus: Vec::new(),
             release: true,
             refresh_interval: None,
         }
@@ -365,13 +370,12 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         cpu_percent: 0.0,
         cpus: 0,
         cores_busy_percent: None,
-        machine_busy_secs: None,
-        machine_cpu_us_per_message: None,
     };
     let mut server_cpu = None;
+    let (mut machine, mut server_cores) = (None, None);
     let mut groups = groups;
     if !o.duration.is_zero() {
-        let (returned, stats, gen_report, window, srv) = run_traffic(
+        let (returned, stats, gen_report, window, srv, cpus) = run_traffic(
             o,
             groups,
             peers,
@@ -385,10 +389,12 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         server_cpu = srv.map(|cpu| (cpu, window));
         traffic = Some(traffic_report(o, &stats));
         let sent = traffic.as_ref().map_or(0, |t| t.sent);
-        generator.machine_cpu_us_per_message = generator
-            .machine_busy_secs
-            .filter(|_| sent > 0)
-            .map(|busy| busy * 1e6 / sent as f64);
+        let per_message = |mut c: CpusReport| {
+            c.cpu_us_per_message = (sent > 0).then(|| c.busy_secs * 1e6 / sent as f64);
+            c
+        };
+        machine = cpus.machine.map(per_message);
+        server_cores = cpus.server.map(per_message);
     }
 
     // 4. Release.
@@ -453,6 +459,8 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
         traffic,
         generator,
         server_process,
+        machine,
+        server_cores,
         release,
     })
 }
@@ -723,11 +731,13 @@ type TrafficOutcome = (
     GeneratorReport,
     Duration,
     Option<Duration>,
+    WindowCpus,
 );
 
 /// Runs the workers; returns the allocations (for release), the merged
 /// stats, the generator's CPU use, the wall time of the measurement window
-/// plus drain, and the server's CPU time over that window.
+/// plus drain, the server's CPU time over that window, and how busy the
+/// machine's and the server's CPUs were.
 async fn run_traffic(
     o: &BenchOptions,
     groups: Vec<Vec<Conn>>,
@@ -784,6 +794,7 @@ async fn run_traffic(
     tokio::time::sleep_until(warmup_end.into()).await;
     let idle0 = sys::cpu_idle(&cpus);
     let machine_idle0 = sys::cpu_idle(&all_cpus);
+    let server_idle0 = sys::cpu_idle(&o.server_cpus);
     let gen0 = sys::own_cpu_time();
     let srv0 = o
         .observe_pid
@@ -793,6 +804,7 @@ async fn run_traffic(
     let gen1 = sys::own_cpu_time();
     let idle1 = sys::cpu_idle(&cpus);
     let machine_idle1 = sys::cpu_idle(&all_cpus);
+    let server_idle1 = sys::cpu_idle(&o.server_cpus);
     let srv1 = o
         .observe_pid
         .and_then(|pid| sys::process_cpu_time(pid).ok());
@@ -824,17 +836,12 @@ async fn run_traffic(
             / window.as_secs_f64().max(1e-9),
         cpus: cpus.len(),
         cores_busy_percent: cores_busy,
-        machine_busy_secs: match (machine_idle0, machine_idle1) {
-            (Some(i0), Some(i1)) => Some(
-                (window.as_secs_f64() * all_cpus.len() as f64
-                    - i1.saturating_sub(i0).as_secs_f64())
-                .max(0.0),
-            ),
-            _ => None,
-        },
-        machine_cpu_us_per_message: None,
     };
-    Ok((groups, stats, generator, window, server))
+    let cpus = WindowCpus {
+        machine: busy(&all_cpus, machine_idle0, machine_idle1, window),
+        server: busy(&o.server_cpus, server_idle0, server_idle1, window),
+    };
+    Ok((groups, stats, generator, window, server, cpus))
 }
 
 fn traffic_report(o: &BenchOptions, s: &WorkerStats) -> TrafficReport {
@@ -913,6 +920,33 @@ async fn release_all(o: &BenchOptions, groups: Vec<Vec<Conn>>) -> ReleaseReport 
         }
     }
     report
+}
+
+/// Busy time of the machine's and the server's CPUs over the window.
+struct WindowCpus {
+    machine: Option<CpusReport>,
+    server: Option<CpusReport>,
+}
+
+/// How busy `cpus` were over `window`, from their idle time at its edges.
+fn busy(
+    cpus: &[usize],
+    idle0: Option<Duration>,
+    idle1: Option<Duration>,
+    window: Duration,
+) -> Option<CpusReport> {
+    let (i0, i1) = (idle0?, idle1?);
+    if cpus.is_empty() {
+        return None;
+    }
+    let capacity = window.as_secs_f64() * cpus.len() as f64;
+    let busy_secs = (capacity - i1.saturating_sub(i0).as_secs_f64()).max(0.0);
+    Some(CpusReport {
+        cpus: cpus.len(),
+        busy_secs,
+        busy_percent: 100.0 * busy_secs / capacity.max(1e-9),
+        cpu_us_per_message: None,
+    })
 }
 
 #[cfg(test)]

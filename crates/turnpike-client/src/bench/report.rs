@@ -19,6 +19,13 @@ pub struct BenchReport {
     pub generator: GeneratorReport,
     /// The observed server process (`BenchOptions::observe_pid`).
     pub server_process: Option<ServerProcessReport>,
+    /// Every CPU of the machine: the server, the generator and the kernel's
+    /// work for both.
+    pub machine: Option<CpusReport>,
+    /// The server's CPUs (`BenchOptions::server_cpus`): its process and the
+    /// kernel's work on them (on a NIC, the receive processing of the
+    /// queues steered there).
+    pub server_cores: Option<CpusReport>,
     /// Deleting the allocations at the end (Refresh with lifetime 0).
     pub release: ReleaseReport,
 }
@@ -158,15 +165,23 @@ pub struct GeneratorReport {
     /// (softirq work, other processes): near 100 % the generator's side is
     /// saturated and the results say little about the server.
     pub cores_busy_percent: Option<f64>,
-    /// Busy CPU seconds of the whole machine (every CPU, by anyone) over
-    /// the window: the server, the generator and the kernel's work for both.
-    pub machine_busy_secs: Option<f64>,
-    /// `machine_busy_secs` in microseconds per message sent. Where the
-    /// kernel does the relaying (an XDP fast path), it runs in softirq
-    /// context charged to whoever sent the packet, not to the server
-    /// process: this figure counts it wherever it ran. On a shared machine
-    /// it includes other processes' work.
-    pub machine_cpu_us_per_message: Option<f64>,
+}
+
+/// How busy a set of CPUs was over the measurement window, whoever kept it
+/// busy: processes and the kernel's interrupt and softirq work. Where the
+/// kernel relays (an XDP fast path), that work is charged to no process, so
+/// only these figures count it. On a shared machine they include other
+/// work.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CpusReport {
+    /// How many CPUs.
+    pub cpus: usize,
+    /// Busy CPU seconds, all of them together.
+    pub busy_secs: f64,
+    /// `busy_secs` as a percentage of their capacity.
+    pub busy_percent: f64,
+    /// `busy_secs` in microseconds per message sent.
+    pub cpu_us_per_message: Option<f64>,
 }
 
 /// Readings of the server process.
@@ -396,12 +411,20 @@ impl fmt::Display for BenchReport {
                 Some(b) => writeln!(f, " | its {} allowed CPU(s) {b:.0} % busy", g.cpus)?,
                 None => writeln!(f)?,
             }
-            if let Some(m) = g.machine_cpu_us_per_message {
-                writeln!(
-                    f,
-                    "{:<12} {m:.2} CPU-µs per message, every CPU and process together",
-                    "machine"
-                )?;
+            for (name, cpus) in [
+                ("machine", &self.machine),
+                ("server cpus", &self.server_cores),
+            ] {
+                if let Some(c) = cpus {
+                    writeln!(
+                        f,
+                        "{name:<12} {} CPU(s) {:.0} % busy: {} CPU-µs per message, whoever spent them",
+                        c.cpus,
+                        c.busy_percent,
+                        c.cpu_us_per_message
+                            .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
+                    )?;
+                }
             }
         }
         if let Some(p) = &self.server_process {
