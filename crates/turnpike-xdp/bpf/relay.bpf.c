@@ -303,7 +303,10 @@ static __always_inline int to_client(struct xdp_md *ctx, struct headers *h,
 	struct route *route = bpf_map_lookup_elem(&PEER_ROUTES, &key);
 	if (!route)
 		return XDP_PASS;
-	if (bpf_ktime_get_ns() >= route->until_ns || payload_len > 0xffff - CHANNEL_HEADER_LEN)
+	// The grown datagram must still fit IPv4's 16-bit total length (a 64 KiB
+	// loopback MTU would let it through the MTU check).
+	if (bpf_ktime_get_ns() >= route->until_ns ||
+	    payload_len > 0xffff - sizeof(struct iphdr) - sizeof(struct udphdr) - CHANNEL_HEADER_LEN)
 		return pass(counters);
 	__u32 mtu_len = 0;
 	if (bpf_check_mtu(ctx, 0, &mtu_len, CHANNEL_HEADER_LEN, 0))
