@@ -105,28 +105,31 @@ fn client_to_client_is_relayed_in_the_kernel() {
     assert_eq!(relayed_in_kernel(&server), (200, 200));
 }
 
+/// Runs uclient with `args` against a peer through an XDP server and
+/// asserts that all `expected` messages of `len` bytes came back with the
+/// program relaying none of them: the sockets carried them, as before.
+fn delivered_by_the_sockets(what: &str, args: &[&str], expected: u64, len: u64) {
+    let server = xdp_server();
+    let peer = Peer::start(&[v4()]);
+    let (out, rep) = Run::new(&server, v4(), args).peer(&peer, v4()).go();
+    assert_delivered(what, &out, &rep, expected, len);
+    assert_eq!(relayed_in_kernel(&server), (0, 0), "{what}");
+}
+
 /// Send indications (`-s`) have no route: the program leaves them to the
 /// sockets, which relay them as before.
 #[test]
 fn send_indications_stay_on_the_sockets() {
-    let server = xdp_server();
-    let peer = Peer::start(&[v4()]);
     let args = ["-s", "-m", "2", "-n", "20", "-l", "1000"];
-    let (out, rep) = Run::new(&server, v4(), &args).peer(&peer, v4()).go();
-    assert_delivered("XDP on, Send indications", &out, &rep, 40, 1000);
-    assert_eq!(relayed_in_kernel(&server), (0, 0));
+    delivered_by_the_sockets("XDP on, Send indications", &args, 40, 1000);
 }
 
 /// Over TCP the client's ChannelData never reaches XDP as a datagram: the
 /// sockets relay it, and nothing is lost.
 #[test]
 fn tcp_clients_stay_on_the_sockets() {
-    let server = xdp_server();
-    let peer = Peer::start(&[v4()]);
     let args = ["-t", "-c", "-m", "2", "-n", "30", "-l", "101"];
-    let (out, rep) = Run::new(&server, v4(), &args).peer(&peer, v4()).go();
-    assert_delivered("XDP on, TCP client", &out, &rep, 60, 101);
-    assert_eq!(relayed_in_kernel(&server), (0, 0));
+    delivered_by_the_sockets("XDP on, TCP client", &args, 60, 101);
 }
 
 /// Runs `turnpike serve` with `[xdp] interfaces = [interface]` and returns
