@@ -558,7 +558,7 @@ impl<'a> Attribute<'a> {
             AttrType::ALTERNATE_DOMAIN => A::AlternateDomain(text(value, MAX_TEXT_LEN)?),
             AttrType::MESSAGE_INTEGRITY => A::MessageIntegrity(exact::<20>(value)?),
             AttrType::MESSAGE_INTEGRITY_SHA256 => {
-                if !(16..=32).contains(&value.len()) || value.len() % 4 != 0 {
+                if !(16..=32).contains(&value.len()) || !value.len().is_multiple_of(4) {
                     return Err(AttrError::BadLength);
                 }
                 A::MessageIntegritySha256(value)
@@ -566,7 +566,7 @@ impl<'a> Attribute<'a> {
             AttrType::FINGERPRINT => A::Fingerprint(u32::from_be_bytes(*exact::<4>(value)?)),
             AttrType::ERROR_CODE => A::ErrorCode(decode_error_code(value)?),
             AttrType::UNKNOWN_ATTRIBUTES => {
-                if value.len() % 2 != 0 {
+                if !value.len().is_multiple_of(2) {
                     return Err(AttrError::BadLength);
                 }
                 A::UnknownAttributes(U16List::Wire(value))

@@ -248,10 +248,10 @@ impl PeerPolicy {
                 .as_slice()
                 .iter()
                 .any(|&v4| self.is_server_socket(IpAddr::V4(v4), port));
-        if let IpAddr::V6(v6) = ip {
-            if let Some((client, client_port)) = teredo_client(v6) {
-                own |= self.is_server_socket(IpAddr::V4(client), client_port);
-            }
+        if let IpAddr::V6(v6) = ip
+            && let Some((client, client_port)) = teredo_client(v6)
+        {
+            own |= self.is_server_socket(IpAddr::V4(client), client_port);
         }
         if own {
             Err(PeerDenied::ServerSocket)
@@ -270,10 +270,10 @@ impl PeerPolicy {
         // Embedded addresses first: when one is reserved, its range is the
         // more telling reason (`127.0.0.0/8` rather than `::ffff:0:0/96`).
         for &v4 in embedded.as_slice() {
-            if let Some(range) = reserved_v4(v4) {
-                if !self.allowed.contains_v4(v4) {
-                    return Err(PeerDenied::Reserved { range });
-                }
+            if let Some(range) = reserved_v4(v4)
+                && !self.allowed.contains_v4(v4)
+            {
+                return Err(PeerDenied::Reserved { range });
             }
         }
         match ip {

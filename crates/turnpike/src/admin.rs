@@ -399,12 +399,12 @@ pub fn credentials(args: &CredentialsArgs, ctx: &Context) -> Result<(), AdminErr
             "--user-id is part of REST usernames only; leave it out with --format wire".to_owned(),
         ));
     }
-    if let Some(id) = &args.user_id {
-        if id.is_empty() || id.chars().any(char::is_control) {
-            return Err(AdminError::Usage(
-                "--user-id must be non-empty printable text".to_owned(),
-            ));
-        }
+    if let Some(id) = &args.user_id
+        && (id.is_empty() || id.chars().any(char::is_control))
+    {
+        return Err(AdminError::Usage(
+            "--user-id must be non-empty printable text".to_owned(),
+        ));
     }
     let (key_index, secret) = pick_secret(args.key_index, ctx)?;
     let expiry = unix_now() + u64::from(args.ttl);

@@ -1126,22 +1126,22 @@ fn one_line(err: &clap::Error, args: &[OsString]) -> String {
     }
     // `--udp false` parses as `--udp` followed by a subcommand `false`,
     // because boolean flags take their optional value only after `=`.
-    if let Some(ContextValue::String(word)) = err.get(ContextKind::InvalidSubcommand) {
-        if BoolishValueParser::new()
+    if let Some(ContextValue::String(word)) = err.get(ContextKind::InvalidSubcommand)
+        && BoolishValueParser::new()
             .parse_ref(&Cli::command(), None, std::ffi::OsStr::new(word))
             .is_ok()
-        {
-            message.push_str(&format!(
-                "; boolean flags take a value only after `=`, e.g. --udp={word} (or use --no-udp)"
-            ));
-        }
+    {
+        message.push_str(&format!(
+            "; boolean flags take a value only after `=`, e.g. --udp={word} (or use --no-udp)"
+        ));
     }
     // `credentials --user ID` reads naturally but --user is the server's
     // USER:PASSWORD flag.
-    if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
-        if arg.starts_with("--user ") && args.iter().any(|a| a == "credentials") {
-            message.push_str("; `turnpike credentials` takes the user id as --user-id ID");
-        }
+    if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg)
+        && arg.starts_with("--user ")
+        && args.iter().any(|a| a == "credentials")
+    {
+        message.push_str("; `turnpike credentials` takes the user id as --user-id ID");
     }
     message.push_str(" (see turnpike --help)");
     message
@@ -1693,13 +1693,13 @@ mod tests {
                     assert!(example.contains(&*env), "{env} missing from example");
                 }
             }
-            if let Some(long) = arg.get_long() {
-                if !matches!(long, "help" | "version" | "config") {
-                    assert!(
-                        example.contains(&format!("--{long}")),
-                        "--{long} missing from example"
-                    );
-                }
+            if let Some(long) = arg.get_long()
+                && !matches!(long, "help" | "version" | "config")
+            {
+                assert!(
+                    example.contains(&format!("--{long}")),
+                    "--{long} missing from example"
+                );
             }
         }
     }

@@ -1459,12 +1459,12 @@ impl Config {
                     "turn.relay_ips: {ip} is not a unicast address; give an IP address of this host"
                 )));
             }
-            if let IpAddr::V6(v6) = ip {
-                if let Some(v4) = v6.to_ipv4_mapped() {
-                    return Err(ConfigError::invalid(format!(
-                        "turn.relay_ips: {ip} is an IPv4-mapped IPv6 address; write it as {v4}"
-                    )));
-                }
+            if let IpAddr::V6(v6) = ip
+                && let Some(v4) = v6.to_ipv4_mapped()
+            {
+                return Err(ConfigError::invalid(format!(
+                    "turn.relay_ips: {ip} is an IPv4-mapped IPv6 address; write it as {v4}"
+                )));
             }
             if !seen.insert(ip) {
                 return Err(ConfigError::invalid(format!(
@@ -2247,12 +2247,12 @@ pub fn parse_external_ip(text: &str) -> Result<ExternalIp, String> {
         Some(private) => Some(private.trim().parse().map_err(|_| bad())?),
         None => None,
     };
-    if let Some(private) = private {
-        if private.is_ipv4() != public.is_ipv4() {
-            return Err(format!(
-                "`{text}` mixes IPv4 and IPv6; PUBLIC and PRIVATE must be of the same family"
-            ));
-        }
+    if let Some(private) = private
+        && private.is_ipv4() != public.is_ipv4()
+    {
+        return Err(format!(
+            "`{text}` mixes IPv4 and IPv6; PUBLIC and PRIVATE must be of the same family"
+        ));
     }
     Ok(ExternalIp { public, private })
 }

@@ -34,10 +34,10 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     let expires = req.now + req.config.permission_lifetime;
     let allocation = turn.allocations.get_mut(id)?;
     for attr in req.message.decoded() {
-        if let Ok(Attribute::XorPeerAddress(peer)) = attr {
-            if !allocation.permit(peer.ip(), expires, req.now, req.config.max_permissions) {
-                return req.error(out, 508);
-            }
+        if let Ok(Attribute::XorPeerAddress(peer)) = attr
+            && !allocation.permit(peer.ip(), expires, req.now, req.config.max_permissions)
+        {
+            return req.error(out, 508);
         }
     }
     turn.route_channels(req.config, id, req.now, None);

@@ -789,10 +789,9 @@ impl SendBatch {
         let start = self.len * self.slot_size;
         if let Some((written, destination, source_ip)) =
             fill(&mut self.buf[start..start + self.slot_size])
+            && written > 0
         {
-            if written > 0 {
-                self.enqueue(destination, source_ip, written.min(self.slot_size));
-            }
+            self.enqueue(destination, source_ip, written.min(self.slot_size));
         }
         true
     }

@@ -420,10 +420,10 @@ impl WorkerCtx {
         // A worker that panicked holding the lock left whole routes behind
         // (each update is one map write per side): keep using them.
         let mut fast_path = fast_path.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = update(&mut fast_path) {
-            if !WARNED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(%err, "XDP route not written; its channel stays on the sockets (logged once)");
-            }
+        if let Err(err) = update(&mut fast_path)
+            && !WARNED.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(%err, "XDP route not written; its channel stays on the sockets (logged once)");
         }
     }
 
@@ -569,16 +569,16 @@ async fn udp_loop(ctx: Rc<WorkerCtx>, index: usize) {
             }
         }
         ctx.after_packets();
-        if !tx.is_empty() {
-            if let Err(err) = socket.send_batch(&mut tx).await {
-                tracing::debug!(address = %bound, %err, "udp send failed");
-            }
+        if !tx.is_empty()
+            && let Err(err) = socket.send_batch(&mut tx).await
+        {
+            tracing::debug!(address = %bound, %err, "udp send failed");
         }
         for (j, batch) in redirect.iter_mut().enumerate() {
-            if !batch.is_empty() {
-                if let Err(err) = ctx.listeners[j].send_batch(batch).await {
-                    tracing::debug!(address = %ctx.listeners[j].local_addr(), %err, "udp send failed");
-                }
+            if !batch.is_empty()
+                && let Err(err) = ctx.listeners[j].send_batch(batch).await
+            {
+                tracing::debug!(address = %ctx.listeners[j].local_addr(), %err, "udp send failed");
             }
         }
     }

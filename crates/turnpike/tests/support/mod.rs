@@ -357,10 +357,10 @@ impl TestServer {
         let mut pending = self.udp_endpoints();
         let mut tcp_ready = false;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("server exited before it was ready ({status})"));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("server exited before it was ready ({status})"));
             }
             pending.retain(|&ep| udp_binding(ep, Duration::from_millis(200)).is_none());
             if !tcp_ready {
@@ -1078,10 +1078,11 @@ pub fn recv_matching(sock: &UdpSocket, tid: &[u8; 12], wait: Duration) -> Option
             Ok((n, _)) => n,
             Err(_) => return None,
         };
-        if let Some(m) = RawMessage::parse(&buf[..n]) {
-            if m.msg_type == BINDING_SUCCESS && &m.transaction_id == tid {
-                return Some(m);
-            }
+        if let Some(m) = RawMessage::parse(&buf[..n])
+            && m.msg_type == BINDING_SUCCESS
+            && &m.transaction_id == tid
+        {
+            return Some(m);
         }
     }
 }
@@ -1223,10 +1224,10 @@ impl Peer {
         let deadline = Instant::now() + timeout;
         let mut pending = self.endpoints();
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("peer exited before it was ready ({status})"));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("peer exited before it was ready ({status})"));
             }
             pending.retain(|&ep| !echoes(ep, Duration::from_millis(200)));
             if pending.is_empty() {
@@ -1443,10 +1444,10 @@ impl UclientReport {
                 r.lost = Some(v);
                 r.send_dropped = number_after(line, "total send dropped ");
             }
-            if let Some((_, a)) = line.split_once("Received relay addr:") {
-                if let Some(a) = parse_tool_endpoint(a) {
-                    relay_addrs.push(a);
-                }
+            if let Some((_, a)) = line.split_once("Received relay addr:")
+                && let Some(a) = parse_tool_endpoint(a)
+            {
+                relay_addrs.push(a);
             }
             if let Some(token) = number_after(line, "clnet_allocate: rtv=") {
                 r.events.push(UclientEvent::Allocated(UclientAllocation {
@@ -1460,32 +1461,31 @@ impl UclientReport {
                     r.events.push(UclientEvent::ChannelBound(ch));
                 }
             }
-            if let Some((context, rest)) = line.split_once("error ") {
-                if let Some(code) = leading_u64(rest).and_then(|c| u16::try_from(c).ok()) {
-                    if (300..700).contains(&code) {
-                        let reason = rest
-                            .split_once('(')
-                            .and_then(|(_, r)| r.rsplit_once(')'))
-                            .map(|(r, _)| r.to_string())
-                            .unwrap_or_default();
-                        let context = context
-                            .rsplit_once(": : ")
-                            .map_or(context, |(_, c)| c)
-                            .trim()
-                            .trim_end_matches(':');
-                        // Allocate and Refresh errors print no context.
-                        let context = if context.is_empty() {
-                            "allocate/refresh".to_string()
-                        } else {
-                            context.to_string()
-                        };
-                        r.events.push(UclientEvent::ErrorResponse {
-                            context,
-                            code,
-                            reason,
-                        });
-                    }
-                }
+            if let Some((context, rest)) = line.split_once("error ")
+                && let Some(code) = leading_u64(rest).and_then(|c| u16::try_from(c).ok())
+                && (300..700).contains(&code)
+            {
+                let reason = rest
+                    .split_once('(')
+                    .and_then(|(_, r)| r.rsplit_once(')'))
+                    .map(|(r, _)| r.to_string())
+                    .unwrap_or_default();
+                let context = context
+                    .rsplit_once(": : ")
+                    .map_or(context, |(_, c)| c)
+                    .trim()
+                    .trim_end_matches(':');
+                // Allocate and Refresh errors print no context.
+                let context = if context.is_empty() {
+                    "allocate/refresh".to_string()
+                } else {
+                    context.to_string()
+                };
+                r.events.push(UclientEvent::ErrorResponse {
+                    context,
+                    code,
+                    reason,
+                });
             }
         }
         r
