@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-only
 //
-// Turnpike's XDP relay fast path: ChannelData <-> UDP for IPv4 channel
-// bindings, rewritten in the driver's receive hook and sent back out with
-// XDP_TX, so relayed media never reaches a socket.
+// Turnpike's XDP relay fast path: ChannelData <-> UDP for channel bindings
+// (IPv4 or IPv6, the client and the peer of the same family), rewritten in
+// the driver's receive hook and sent straight back out, so relayed media
+// never reaches a socket.
 //
 // The routes are written by the server (crates/turnpike-xdp/src/lib.rs) from
 // the core's channel events; a route carries the instant (CLOCK_MONOTONIC,
@@ -19,12 +20,16 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #ifndef AF_INET
 #define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
 #endif
 
 // Keys and values: addresses, ports and channel numbers in network byte
@@ -54,6 +59,38 @@ struct route {
 	__u32 server_ip;
 	__u32 relay_ip;
 	__u32 peer_ip;
+	__u16 client_port;
+	__u16 server_port;
+	__u16 relay_port;
+	__u16 peer_port;
+	__u16 channel;
+	__u16 flags;
+	__u32 pad;
+	__u64 until_ns;
+};
+
+// The same for IPv6: addresses as four 32-bit words.
+struct client_key6 {
+	__u32 client_ip[4];
+	__u32 server_ip[4];
+	__u16 client_port;
+	__u16 server_port;
+	__u16 channel;
+	__u16 pad;
+};
+
+struct peer_key6 {
+	__u32 peer_ip[4];
+	__u32 relay_ip[4];
+	__u16 peer_port;
+	__u16 relay_port;
+};
+
+struct route6 {
+	__u32 client_ip[4];
+	__u32 server_ip[4];
+	__u32 relay_ip[4];
+	__u32 peer_ip[4];
 	__u16 client_port;
 	__u16 server_port;
 	__u16 relay_port;
@@ -105,6 +142,22 @@ struct {
 } PEER_ROUTES SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ROUTES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct client_key6);
+	__type(value, struct route6);
+} CLIENT_ROUTES6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ROUTES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct peer_key6);
+	__type(value, struct route6);
+} PEER_ROUTES6 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -128,6 +181,12 @@ struct headers {
 	struct udphdr udp;
 } __attribute__((packed, aligned(2)));
 
+struct headers6 {
+	struct ethhdr eth;
+	struct ipv6hdr ip;
+	struct udphdr udp;
+} __attribute__((packed, aligned(2)));
+
 static __always_inline __u16 csum_fold(__u64 sum)
 {
 	sum = (sum & 0xffff) + (sum >> 16);
@@ -148,11 +207,32 @@ static __always_inline void ip_checksum(struct headers *h)
 	h->ip.check = csum_fold(sum);
 }
 
-// The UDP checksum after the rewrite, updated incrementally (RFC 1624): the
-// pseudo-header's addresses and length, the ports, the length field, and the
-// 4-byte ChannelData header that is removed or inserted (it is 32-bit
-// aligned, so the payload after it keeps its alignment and its sum). A zero
-// checksum (IPv4: none) stays zero.
+// The UDP checksum after the rewrite, updated incrementally (RFC 1624) from
+// the 32-bit words that changed: the pseudo-header's addresses and length,
+// the ports, the length field (the same 16 bits in both, hence one word
+// for the two), and the 4-byte ChannelData header that is removed or
+// inserted (32-bit aligned, so the payload after it keeps its alignment and
+// its sum).
+static __always_inline __u16 udp_check_update(__u16 check, __u32 *from, __u32 *to, __u32 size)
+{
+	__s64 sum = bpf_csum_diff(from, size, to, size, ~((__u32)check) & 0xffff);
+	if (sum < 0)
+		return 0;
+	check = csum_fold((__u64)sum);
+	return check ? check : 0xffff;
+}
+
+static __always_inline __u32 ports_word(const struct udphdr *udp)
+{
+	return ((__u32)udp->source) | ((__u32)udp->dest << 16);
+}
+
+static __always_inline __u32 length_word(const struct udphdr *udp)
+{
+	return ((__u32)udp->len) | ((__u32)udp->len << 16);
+}
+
+// IPv4: a zero checksum (none) stays zero.
 static __always_inline void udp_checksum(struct headers *old, struct headers *new,
 					 __u32 old_channel_word, __u32 new_channel_word)
 {
@@ -160,56 +240,151 @@ static __always_inline void udp_checksum(struct headers *old, struct headers *ne
 		new->udp.check = 0;
 		return;
 	}
-	__u32 from[5] = {
-		old->ip.saddr,
-		old->ip.daddr,
-		((__u32)old->udp.source) | ((__u32)old->udp.dest << 16),
-		((__u32)old->udp.len) | ((__u32)old->udp.len << 16),
-		old_channel_word,
-	};
-	__u32 to[5] = {
-		new->ip.saddr,
-		new->ip.daddr,
-		((__u32)new->udp.source) | ((__u32)new->udp.dest << 16),
-		((__u32)new->udp.len) | ((__u32)new->udp.len << 16),
-		new_channel_word,
-	};
-	__s64 sum = bpf_csum_diff(from, sizeof(from), to, sizeof(to),
-				  ~((__u32)old->udp.check) & 0xffff);
-	if (sum < 0) {
-		new->udp.check = 0;
-		return;
+	__u32 from[5] = { old->ip.saddr, old->ip.daddr, ports_word(&old->udp),
+			  length_word(&old->udp), old_channel_word };
+	__u32 to[5] = { new->ip.saddr, new->ip.daddr, ports_word(&new->udp),
+			length_word(&new->udp), new_channel_word };
+	new->udp.check = udp_check_update(old->udp.check, from, to, sizeof(from));
+}
+
+// The one's complement sum (32-bit, unfolded) of `len` bytes at `p`, or -1
+// if they are not all inside the packet or there are more than 9 KiB. 512-byte blocks go to the kernel's
+// csum_partial; the rest, under 512 bytes, is summed here.
+static __always_inline __s64 sum_bytes(void *p, void *end, __u32 len)
+{
+	__s64 sum = 0;
+	// Up to 18 blocks (9 KiB, a jumbo frame): the verifier walks each
+	// block count separately, and larger datagrams (loopback's 64 KiB MTU)
+	// are left to the stack.
+	for (int i = 0; i < 18 && len >= 512; i++) {
+		if (p + 512 > end)
+			return -1;
+		sum = bpf_csum_diff(0, 0, p, 512, sum);
+		if (sum < 0)
+			return -1;
+		p += 512;
+		len -= 512;
 	}
-	__u16 check = csum_fold((__u64)sum);
+	if (len >= 512)
+		return -1;
+	// The rest in unrolled steps of constant size: a counted loop here
+	// gets rewritten by clang into pointer arithmetic on the packet's end,
+	// which the verifier refuses.
+#pragma unroll
+	for (int i = 0; i < 7; i++) {
+		if (len >= 64) {
+			if (p + 64 > end)
+				return -1;
+			sum = bpf_csum_diff(0, 0, p, 64, sum);
+			if (sum < 0)
+				return -1;
+			p += 64;
+			len -= 64;
+		}
+	}
+	__u64 tail = (__u32)sum;
+#pragma unroll
+	for (int i = 0; i < 15; i++) {
+		if (len >= 4) {
+			if (p + 4 > end)
+				return -1;
+			tail += *(__u32 *)p;
+			p += 4;
+			len -= 4;
+		}
+	}
+	if (len >= 2) {
+		if (p + 2 > end)
+			return -1;
+		tail += *(__u16 *)p;
+		p += 2;
+		len -= 2;
+	}
+	if (len) {
+		if (p + 1 > end)
+			return -1;
+		// In memory order the odd byte is the first of a zero-padded word.
+		tail += *(__u8 *)p;
+	}
+	tail = (tail & 0xffffffff) + (tail >> 32);
+	tail = (tail & 0xffffffff) + (tail >> 32);
+	return (__s64)tail;
+}
+
+// IPv6: the UDP checksum of the rewritten datagram, computed afresh over
+// the pseudo-header, the header, `channel_word` (0 when there is none) and
+// `payload_sum`. Not updated from the old one: a datagram sent from this
+// host (a peer on loopback, a veth) carries only the pseudo-header's sum
+// there, for the device to finish, and the receiving stack verifies IPv6
+// datagrams the rewrite has moved. Returns -1 when it cannot be computed.
+static __always_inline int udp_checksum6(struct headers6 *new, __u32 channel_word,
+					 __s64 payload_sum)
+{
+	if (payload_sum < 0)
+		return -1;
+	__u64 sum = (__u64)payload_sum + channel_word;
+	// Source and destination: 16 16-bit words from offset 22 (Ethernet 14,
+	// then 8 bytes of IPv6 header).
+	__u16 *addrs = (__u16 *)new + (sizeof(struct ethhdr) + 8) / 2;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		sum += addrs[i];
+	// Upper-layer length (32 bits, the upper half zero) and next header,
+	// in network order; then the header with a zero checksum.
+	sum += (__u32)new->udp.len << 16;
+	sum += bpf_htonl(IPPROTO_UDP);
+	sum += ports_word(&new->udp);
+	sum += new->udp.len;
+	__u16 check = csum_fold(sum);
 	new->udp.check = check ? check : 0xffff;
+	return 0;
 }
 
 // Where the rewritten packet goes: out of the device it came in on (XDP_TX),
-// out of another (redirect), or back to the stack when the kernel does not
-// know the next hop yet (its neighbour entry gets resolved there).
-static __always_inline int forward(struct xdp_md *ctx, struct headers *h,
-				   const struct config *config)
+// out of another (redirect), or back to the stack (-1) when the kernel does
+// not know the next hop yet (its neighbour entry gets resolved there).
+// `fib` holds the family, addresses, ports and length.
+static __always_inline int next_hop(struct xdp_md *ctx, struct bpf_fib_lookup *fib,
+				    struct ethhdr *eth, const struct config *config)
 {
 	if (config && config->loopback_ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
+	fib->l4_protocol = IPPROTO_UDP;
+	fib->ifindex = ctx->ingress_ifindex;
+	// Needs forwarding on the interface (the loader checks IPv4's).
+	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	if (fib->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fib->ifindex, 0);
+}
 
+static __always_inline int forward(struct xdp_md *ctx, struct headers *h,
+				   const struct config *config)
+{
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
-	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = h->udp.source;
 	fib.dport = h->udp.dest;
 	fib.tot_len = bpf_ntohs(h->ip.tot_len);
 	fib.ipv4_src = h->ip.saddr;
 	fib.ipv4_dst = h->ip.daddr;
-	fib.ifindex = ctx->ingress_ifindex;
-	// Needs IPv4 forwarding on the interface (the loader checks).
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-		return -1;
-	__builtin_memcpy(h->eth.h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(h->eth.h_source, fib.smac, ETH_ALEN);
-	if (fib.ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect(fib.ifindex, 0);
+	return next_hop(ctx, &fib, &h->eth, config);
+}
+
+static __always_inline int forward6(struct xdp_md *ctx, struct headers6 *h,
+				    const struct config *config)
+{
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET6;
+	fib.sport = h->udp.source;
+	fib.dport = h->udp.dest;
+	fib.tot_len = sizeof(struct ipv6hdr) + bpf_ntohs(h->ip.payload_len);
+	__builtin_memcpy(fib.ipv6_src, &h->ip.saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, &h->ip.daddr, 16);
+	return next_hop(ctx, &fib, &h->eth, config);
 }
 
 static __always_inline int pass(struct counters *counters)
@@ -339,8 +514,127 @@ static __always_inline int to_client(struct xdp_md *ctx, struct headers *h,
 	return action;
 }
 
-SEC("xdp")
-int turnpike_relay(struct xdp_md *ctx)
+static __always_inline void set_ip6(struct headers6 *h, const __u32 *saddr, const __u32 *daddr,
+				    __u16 payload_len)
+{
+	__builtin_memcpy(&h->ip.saddr, saddr, 16);
+	__builtin_memcpy(&h->ip.daddr, daddr, 16);
+	h->ip.payload_len = bpf_htons(sizeof(struct udphdr) + payload_len);
+	h->ip.hop_limit = 64;
+	h->udp.len = h->ip.payload_len;
+}
+
+// IPv6 ChannelData from a client (see to_peer). IPv6 has no DF bit: routers
+// never fragment, so DONT-FRAGMENT needs nothing here.
+static __always_inline int to_peer6(struct xdp_md *ctx, struct headers6 *h,
+				    __u16 payload_len, const struct config *config,
+				    struct counters *counters)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__be16 *channel = data + sizeof(*h);
+
+	if ((void *)(channel + 2) > end)
+		return XDP_PASS;
+	if ((((__u8 *)channel)[0] & 0xc0) != 0x40)
+		return XDP_PASS;
+	struct client_key6 key = {
+		.client_port = h->udp.source,
+		.server_port = h->udp.dest,
+		.channel = channel[0],
+	};
+	__builtin_memcpy(key.client_ip, &h->ip.saddr, 16);
+	__builtin_memcpy(key.server_ip, &h->ip.daddr, 16);
+	struct route6 *route = bpf_map_lookup_elem(&CLIENT_ROUTES6, &key);
+	if (!route)
+		return XDP_PASS;
+	__u16 data_len = bpf_ntohs(channel[1]);
+	if (payload_len != CHANNEL_HEADER_LEN + data_len || bpf_ktime_get_ns() >= route->until_ns)
+		return pass(counters);
+
+	struct headers6 new = *h;
+	new.udp.source = route->relay_port;
+	new.udp.dest = route->peer_port;
+	set_ip6(&new, route->relay_ip, route->peer_ip, data_len);
+	if (udp_checksum6(&new, 0, sum_bytes(channel + 2, end, data_len)))
+		return pass(counters);
+	int action = forward6(ctx, &new, config);
+	if (action < 0)
+		return pass(counters);
+
+	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER_LEN))
+		return pass(counters);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + sizeof(new) > end)
+		return XDP_DROP;
+	__builtin_memcpy(data, &new, sizeof(new));
+	if (counters) {
+		counters->to_peer_packets++;
+		counters->to_peer_bytes += data_len;
+	}
+	return action;
+}
+
+// An IPv6 datagram from a peer to a relayed address (see to_client).
+static __always_inline int to_client6(struct xdp_md *ctx, struct headers6 *h,
+				      __u16 payload_len, const struct config *config,
+				      struct counters *counters)
+{
+	struct peer_key6 key = {
+		.peer_port = h->udp.source,
+		.relay_port = h->udp.dest,
+	};
+	__builtin_memcpy(key.peer_ip, &h->ip.saddr, 16);
+	__builtin_memcpy(key.relay_ip, &h->ip.daddr, 16);
+	struct route6 *route = bpf_map_lookup_elem(&PEER_ROUTES6, &key);
+	if (!route)
+		return XDP_PASS;
+	// IPv6's 16-bit payload length covers the UDP header and the data.
+	if (bpf_ktime_get_ns() >= route->until_ns ||
+	    payload_len > 0xffff - sizeof(struct udphdr) - CHANNEL_HEADER_LEN)
+		return pass(counters);
+	__u32 mtu_len = 0;
+	if (bpf_check_mtu(ctx, 0, &mtu_len, CHANNEL_HEADER_LEN, 0))
+		return pass(counters);
+
+	__be16 channel_header[2] = { route->channel, bpf_htons(payload_len) };
+	__u32 channel_word = *(__u32 *)channel_header;
+	struct headers6 new = *h;
+	new.udp.source = route->server_port;
+	new.udp.dest = route->client_port;
+	set_ip6(&new, route->server_ip, route->client_ip, CHANNEL_HEADER_LEN + payload_len);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (udp_checksum6(&new, channel_word, sum_bytes(data + sizeof(new), end, payload_len)))
+		return pass(counters);
+	int action = forward6(ctx, &new, config);
+	if (action < 0)
+		return pass(counters);
+
+	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER_LEN))
+		return pass(counters);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + sizeof(new) + CHANNEL_HEADER_LEN > end)
+		return XDP_DROP;
+	__builtin_memcpy(data, &new, sizeof(new));
+	__builtin_memcpy(data + sizeof(new), channel_header, CHANNEL_HEADER_LEN);
+	if (counters) {
+		counters->to_client_packets++;
+		counters->to_client_bytes += payload_len;
+	}
+	return action;
+}
+
+static __always_inline int is_relay_port(const struct config *config, __be16 port)
+{
+	__u16 p = bpf_ntohs(port);
+	return config && p >= config->relay_port_min && p <= config->relay_port_max;
+}
+
+static __always_inline int relay4(struct xdp_md *ctx, const struct config *config,
+				  struct counters *counters)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -348,8 +642,7 @@ int turnpike_relay(struct xdp_md *ctx)
 
 	if ((void *)(h + 1) > end)
 		return XDP_PASS;
-	if (h->eth.h_proto != bpf_htons(ETH_P_IP) || h->ip.version != 4 || h->ip.ihl != 5 ||
-	    h->ip.protocol != IPPROTO_UDP)
+	if (h->ip.version != 4 || h->ip.ihl != 5 || h->ip.protocol != IPPROTO_UDP)
 		return XDP_PASS;
 	// Fragments are reassembled by the stack.
 	if (h->ip.frag_off & bpf_htons(IP_MF_OFFSET))
@@ -359,15 +652,53 @@ int turnpike_relay(struct xdp_md *ctx)
 	    bpf_ntohs(h->ip.tot_len) != sizeof(struct iphdr) + udp_len)
 		return XDP_PASS;
 	__u16 payload_len = udp_len - sizeof(struct udphdr);
+	struct headers copy = *h;
+	if (is_relay_port(config, h->udp.dest))
+		return to_client(ctx, &copy, payload_len, config, counters);
+	return to_peer(ctx, &copy, payload_len, config, counters);
+}
 
+static __always_inline int relay6(struct xdp_md *ctx, const struct config *config,
+				  struct counters *counters)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct headers6 *h = data;
+
+	if ((void *)(h + 1) > end)
+		return XDP_PASS;
+	// Extension headers (fragments among them) are the stack's.
+	if (h->ip.version != 6 || h->ip.nexthdr != IPPROTO_UDP)
+		return XDP_PASS;
+	__u16 udp_len = bpf_ntohs(h->udp.len);
+	// A zero UDP checksum is invalid over IPv6: the stack drops it.
+	if (udp_len < sizeof(struct udphdr) || (void *)&h->udp + udp_len > end ||
+	    bpf_ntohs(h->ip.payload_len) != udp_len || h->udp.check == 0)
+		return XDP_PASS;
+	__u16 payload_len = udp_len - sizeof(struct udphdr);
+	struct headers6 copy = *h;
+	if (is_relay_port(config, h->udp.dest))
+		return to_client6(ctx, &copy, payload_len, config, counters);
+	return to_peer6(ctx, &copy, payload_len, config, counters);
+}
+
+SEC("xdp")
+int turnpike_relay(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
 	__u32 zero = 0;
 	const struct config *config = bpf_map_lookup_elem(&CONFIG, &zero);
 	struct counters *counters = bpf_map_lookup_elem(&COUNTERS, &zero);
-	struct headers copy = *h;
-	__u16 port = bpf_ntohs(h->udp.dest);
-	if (config && port >= config->relay_port_min && port <= config->relay_port_max)
-		return to_client(ctx, &copy, payload_len, config, counters);
-	return to_peer(ctx, &copy, payload_len, config, counters);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return relay4(ctx, config, counters);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return relay6(ctx, config, counters);
+	return XDP_PASS;
 }
 
 // Dual licensed (see the first line); the kernel is told the GPL option,

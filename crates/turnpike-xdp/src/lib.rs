@@ -4,7 +4,7 @@
 //! Turnpike: every relayed datagram is received on one socket and sent from
 //! another, with a wake-up, two copies and a socket lookup each way. The
 //! program in `bpf/relay.bpf.c` moves the bulk of the traffic — ChannelData
-//! between IPv4 UDP clients and their peers — out of that path: it rewrites
+//! between UDP clients and their peers, IPv4 or IPv6 — out of that path: it rewrites
 //! each datagram in the driver's receive hook (ChannelData → UDP from the
 //! relayed address, UDP → ChannelData from the server's address) and sends it
 //! straight back out, so it never reaches a socket.
@@ -13,7 +13,8 @@
 //! announces each channel's route and until when it relays
 //! ([`turnpike_core::Event::RouteChannel`]), [`FastPath`] mirrors those into
 //! the program's maps, and the program hands everything else — other
-//! methods, Send/Data, IPv6, padded ChannelData, routes past their time —
+//! methods, Send/Data, a client and a peer of different families, padded
+//! ChannelData, routes past their time —
 //! to the stack unchanged, where the server's sockets handle it as before.
 //! If the server dies, the kernel detaches the program with it (a BPF link
 //! lives as long as its file descriptor), and the sockets carry everything.
@@ -23,7 +24,7 @@
 mod maps;
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
@@ -32,7 +33,7 @@ use aya::{Ebpf, include_bytes_aligned};
 use turnpike_core::ChannelRoute;
 
 pub use maps::Counters;
-use maps::{ClientKey, Config, PeerKey, Route};
+use maps::{ClientKey, ClientKey6, Config, PeerKey, PeerKey6, Route, Route6};
 
 /// The compiled program (built by `scripts/build-bpf`).
 static PROGRAM: &[u8] = include_bytes_aligned!("../bpf/relay.bpf.o");
@@ -99,9 +100,11 @@ pub struct FastPath {
     ebpf: Ebpf,
     client_routes: HashMap<MapData, ClientKey, Route>,
     peer_routes: HashMap<MapData, PeerKey, Route>,
+    client_routes6: HashMap<MapData, ClientKey6, Route6>,
+    peer_routes6: HashMap<MapData, PeerKey6, Route6>,
     counters: PerCpuArray<MapData, Counters>,
-    /// Entries of `client_routes` (one per channel), kept here so a metrics
-    /// scrape does not walk the map.
+    /// Entries of `client_routes` and `client_routes6` (one per channel),
+    /// kept here so a metrics scrape does not walk the maps.
     routes: usize,
     clock: MonotonicClock,
     interfaces: Vec<String>,
@@ -175,11 +178,15 @@ impl FastPath {
             .map_err(map_error)?;
         let client_routes = take_map(&mut ebpf, "CLIENT_ROUTES")?;
         let peer_routes = take_map(&mut ebpf, "PEER_ROUTES")?;
+        let client_routes6 = take_map(&mut ebpf, "CLIENT_ROUTES6")?;
+        let peer_routes6 = take_map(&mut ebpf, "PEER_ROUTES6")?;
         let counters = take_map(&mut ebpf, "COUNTERS")?;
         let mut fast_path = FastPath {
             ebpf,
             client_routes,
             peer_routes,
+            client_routes6,
+            peer_routes6,
             counters,
             routes: 0,
             clock: MonotonicClock::now(),
@@ -206,21 +213,37 @@ impl FastPath {
     }
 
     /// Installs or moves a channel's route, relayed until `until`. Routes
-    /// the program cannot carry (IPv6) are left to the sockets: `Ok(false)`.
+    /// the program cannot carry (a client and a peer of different
+    /// families) are left to the sockets: `Ok(false)`.
     pub fn route(&mut self, route: &ChannelRoute, until: Instant) -> Result<bool, Error> {
-        let Some((client_key, peer_key, mut value)) = entries(route) else {
-            return Ok(false);
-        };
-        value.until_ns = self.clock.ns(until);
-        let new = self.client_routes.get(&client_key, 0).is_err();
+        let until_ns = self.clock.ns(until);
         // The peer side first: until both are in, ChannelData cannot leave
         // through the program, so a peer cannot answer ahead of its route.
-        self.peer_routes
-            .insert(peer_key, value, 0)
-            .map_err(map_error)?;
-        self.client_routes
-            .insert(client_key, value, 0)
-            .map_err(map_error)?;
+        let new = match entries(route) {
+            None => return Ok(false),
+            Some(Entries::V4(client_key, peer_key, mut value)) => {
+                value.until_ns = until_ns;
+                let new = self.client_routes.get(&client_key, 0).is_err();
+                self.peer_routes
+                    .insert(peer_key, value, 0)
+                    .map_err(map_error)?;
+                self.client_routes
+                    .insert(client_key, value, 0)
+                    .map_err(map_error)?;
+                new
+            }
+            Some(Entries::V6(client_key, peer_key, mut value)) => {
+                value.until_ns = until_ns;
+                let new = self.client_routes6.get(&client_key, 0).is_err();
+                self.peer_routes6
+                    .insert(peer_key, value, 0)
+                    .map_err(map_error)?;
+                self.client_routes6
+                    .insert(client_key, value, 0)
+                    .map_err(map_error)?;
+                new
+            }
+        };
         if new {
             self.routes += 1;
         }
@@ -229,12 +252,20 @@ impl FastPath {
 
     /// Removes a channel's route.
     pub fn unroute(&mut self, route: &ChannelRoute) {
-        if let Some((client_key, peer_key, _)) = entries(route) {
-            // Absent already (never installed): nothing to do.
-            if self.client_routes.remove(&client_key).is_ok() {
-                self.routes = self.routes.saturating_sub(1);
+        // Absent already (never installed): nothing to do.
+        let removed = match entries(route) {
+            None => false,
+            Some(Entries::V4(client_key, peer_key, _)) => {
+                let _ = self.peer_routes.remove(&peer_key);
+                self.client_routes.remove(&client_key).is_ok()
             }
-            let _ = self.peer_routes.remove(&peer_key);
+            Some(Entries::V6(client_key, peer_key, _)) => {
+                let _ = self.peer_routes6.remove(&peer_key);
+                self.client_routes6.remove(&client_key).is_ok()
+            }
+        };
+        if removed {
+            self.routes = self.routes.saturating_sub(1);
         }
     }
 
@@ -299,54 +330,106 @@ where
     T::try_from(map).map_err(load_error)
 }
 
-/// The map entries of an IPv4 route.
-fn entries(route: &ChannelRoute) -> Option<(ClientKey, PeerKey, Route)> {
-    let client = v4(route.client.client)?;
-    let server = v4(route.client.server)?;
-    let relay = v4(route.relay)?;
-    let peer = v4(route.peer)?;
+/// A route's map entries, by family.
+enum Entries {
+    V4(ClientKey, PeerKey, Route),
+    V6(ClientKey6, PeerKey6, Route6),
+}
+
+/// The map entries of a route whose four addresses are of one family (an
+/// IPv4-mapped IPv6 address, as a dual-stack socket reports an IPv4 client,
+/// counts as IPv4: that is what the wire carries). `until_ns` is left 0.
+fn entries(route: &ChannelRoute) -> Option<Entries> {
+    let addrs = [
+        route.client.client,
+        route.client.server,
+        route.relay,
+        route.peer,
+    ];
     let channel = route.channel.to_be_bytes();
-    let value = Route {
-        client_ip: client.ip().octets(),
-        server_ip: server.ip().octets(),
-        relay_ip: relay.ip().octets(),
-        peer_ip: peer.ip().octets(),
-        client_port: client.port().to_be_bytes(),
-        server_port: server.port().to_be_bytes(),
-        relay_port: relay.port().to_be_bytes(),
-        peer_port: peer.port().to_be_bytes(),
+    let flags = if route.dont_fragment {
+        maps::ROUTE_DONT_FRAGMENT
+    } else {
+        0
+    };
+    let ports = addrs.map(|a| a.port().to_be_bytes());
+    if let [Some(client), Some(server), Some(relay), Some(peer)] = addrs.map(v4) {
+        let value = Route {
+            client_ip: client,
+            server_ip: server,
+            relay_ip: relay,
+            peer_ip: peer,
+            client_port: ports[0],
+            server_port: ports[1],
+            relay_port: ports[2],
+            peer_port: ports[3],
+            channel,
+            flags,
+            pad: 0,
+            until_ns: 0,
+        };
+        let client_key = ClientKey {
+            client_ip: client,
+            server_ip: server,
+            client_port: ports[0],
+            server_port: ports[1],
+            channel,
+            pad: [0; 2],
+        };
+        let peer_key = PeerKey {
+            peer_ip: peer,
+            relay_ip: relay,
+            peer_port: ports[3],
+            relay_port: ports[2],
+        };
+        return Some(Entries::V4(client_key, peer_key, value));
+    }
+    let [client, server, relay, peer] = addrs.map(v6);
+    let (client, server, relay, peer) = (client?, server?, relay?, peer?);
+    let value = Route6 {
+        client_ip: client,
+        server_ip: server,
+        relay_ip: relay,
+        peer_ip: peer,
+        client_port: ports[0],
+        server_port: ports[1],
+        relay_port: ports[2],
+        peer_port: ports[3],
         channel,
-        flags: if route.dont_fragment {
-            maps::ROUTE_DONT_FRAGMENT
-        } else {
-            0
-        },
+        flags,
         pad: 0,
         until_ns: 0,
     };
-    let client_key = ClientKey {
-        client_ip: value.client_ip,
-        server_ip: value.server_ip,
-        client_port: value.client_port,
-        server_port: value.server_port,
+    let client_key = ClientKey6 {
+        client_ip: client,
+        server_ip: server,
+        client_port: ports[0],
+        server_port: ports[1],
         channel,
         pad: [0; 2],
     };
-    let peer_key = PeerKey {
-        peer_ip: value.peer_ip,
-        relay_ip: value.relay_ip,
-        peer_port: value.peer_port,
-        relay_port: value.relay_port,
+    let peer_key = PeerKey6 {
+        peer_ip: peer,
+        relay_ip: relay,
+        peer_port: ports[3],
+        relay_port: ports[2],
     };
-    Some((client_key, peer_key, value))
+    Some(Entries::V6(client_key, peer_key, value))
 }
 
-/// An IPv4 address, including an IPv4-mapped IPv6 one as a dual-stack
-/// socket reports it (the wire carries IPv4 then).
-fn v4(addr: SocketAddr) -> Option<SocketAddrV4> {
+/// An IPv4 address's octets, including an IPv4-mapped IPv6 one.
+fn v4(addr: SocketAddr) -> Option<[u8; 4]> {
     match addr.ip() {
-        IpAddr::V4(ip) => Some(SocketAddrV4::new(ip, addr.port())),
-        IpAddr::V6(ip) => Some(SocketAddrV4::new(ip.to_ipv4_mapped()?, addr.port())),
+        IpAddr::V4(ip) => Some(ip.octets()),
+        IpAddr::V6(ip) => Some(ip.to_ipv4_mapped()?.octets()),
+    }
+}
+
+/// An IPv6 address's octets, unless it is IPv4 (or IPv4-mapped).
+fn v6(addr: SocketAddr) -> Option<[u8; 16]> {
+    match addr.ip() {
+        IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none() => Some(ip.octets()),
+        _ => None,
     }
 }
 

@@ -46,6 +46,46 @@ pub(crate) struct Route {
     pub(crate) until_ns: u64,
 }
 
+/// `struct client_key6`: [`ClientKey`] for IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientKey6 {
+    pub(crate) client_ip: [u8; 16],
+    pub(crate) server_ip: [u8; 16],
+    pub(crate) client_port: [u8; 2],
+    pub(crate) server_port: [u8; 2],
+    pub(crate) channel: [u8; 2],
+    pub(crate) pad: [u8; 2],
+}
+
+/// `struct peer_key6`: [`PeerKey`] for IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerKey6 {
+    pub(crate) peer_ip: [u8; 16],
+    pub(crate) relay_ip: [u8; 16],
+    pub(crate) peer_port: [u8; 2],
+    pub(crate) relay_port: [u8; 2],
+}
+
+/// `struct route6`: [`Route`] for IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route6 {
+    pub(crate) client_ip: [u8; 16],
+    pub(crate) server_ip: [u8; 16],
+    pub(crate) relay_ip: [u8; 16],
+    pub(crate) peer_ip: [u8; 16],
+    pub(crate) client_port: [u8; 2],
+    pub(crate) server_port: [u8; 2],
+    pub(crate) relay_port: [u8; 2],
+    pub(crate) peer_port: [u8; 2],
+    pub(crate) channel: [u8; 2],
+    pub(crate) flags: u16,
+    pub(crate) pad: u32,
+    pub(crate) until_ns: u64,
+}
+
 /// `struct config`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +122,12 @@ unsafe impl aya::Pod for PeerKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Route {}
 // SAFETY: as above.
+unsafe impl aya::Pod for ClientKey6 {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PeerKey6 {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Route6 {}
+// SAFETY: as above.
 unsafe impl aya::Pod for Config {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Counters {}
@@ -90,6 +136,9 @@ const _: () = {
     assert!(size_of::<ClientKey>() == 16);
     assert!(size_of::<PeerKey>() == 12);
     assert!(size_of::<Route>() == 40);
+    assert!(size_of::<ClientKey6>() == 40);
+    assert!(size_of::<PeerKey6>() == 36);
+    assert!(size_of::<Route6>() == 88);
     assert!(size_of::<Config>() == 8);
     assert!(size_of::<Counters>() == 40);
 };

@@ -4,7 +4,7 @@
 //! case it must leave to the stack. Needs CAP_BPF and CAP_NET_ADMIN (the
 //! test suite runs as root); it fails, never skips, without them.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -343,17 +343,228 @@ fn routes_past_their_time_or_removed_go_to_the_stack() {
     assert_eq!(fp.test_run(&to_client).unwrap().0, action::PASS);
 }
 
+/// A route whose client and peer are of different families (an IPv4
+/// client on an IPv6 relay, RFC 6156) needs a new IP header, which the
+/// program does not write: it stays on the sockets.
 #[test]
-fn ipv6_routes_are_left_to_the_sockets() {
+fn mixed_family_routes_are_left_to_the_sockets() {
     let mut fp = FastPath::load((50000, 50999), 1).unwrap();
-    let mut v6 = route();
-    v6.relay = "[2001:db8::10]:50001".parse().unwrap();
-    v6.peer = "[2001:db8::7]:6000".parse().unwrap();
-    assert!(
-        !fp.route(&v6, Instant::now() + Duration::from_secs(60))
-            .unwrap()
-    );
+    let mut mixed = route();
+    mixed.relay = "[2001:db8::10]:50001".parse().unwrap();
+    mixed.peer = "[2001:db8::7]:6000".parse().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    assert!(!fp.route(&mixed, until).unwrap());
     assert_eq!(fp.routes(), 0);
+    // An IPv4 client as a dual-stack listener reports it (IPv4-mapped) is
+    // IPv4 on the wire, and routed as such.
+    let mut mapped = route();
+    mapped.client.client = "[::ffff:198.51.100.20]:40000".parse().unwrap();
+    mapped.client.server = "[::ffff:192.0.2.10]:3478".parse().unwrap();
+    assert!(fp.route(&mapped, until).unwrap());
+    let (verdict, _) = fp
+        .test_run(&frame(
+            addr(CLIENT),
+            addr(SERVER),
+            &channel_data(CHANNEL, b"x"),
+            true,
+        ))
+        .unwrap();
+    assert_eq!(verdict, action::TX);
+}
+
+const CLIENT6: &str = "[2001:db8:1::20]:40000";
+const SERVER6: &str = "[2001:db8::10]:3478";
+const RELAY6: &str = "[2001:db8::10]:50001";
+const PEER6: &str = "[2001:db8:7::7]:6000";
+
+fn addr6(s: &str) -> SocketAddrV6 {
+    s.parse().unwrap()
+}
+
+fn route6() -> ChannelRoute {
+    ChannelRoute {
+        client: FiveTuple {
+            transport: Transport::Udp,
+            client: SocketAddr::V6(addr6(CLIENT6)),
+            server: SocketAddr::V6(addr6(SERVER6)),
+        },
+        channel: CHANNEL,
+        relay: SocketAddr::V6(addr6(RELAY6)),
+        peer: SocketAddr::V6(addr6(PEER6)),
+        dont_fragment: true,
+    }
+}
+
+/// The UDP checksum of an IPv6 datagram, from scratch (RFC 8200 §8.1).
+fn udp_checksum6(src: SocketAddrV6, dst: SocketAddrV6, payload: &[u8]) -> u16 {
+    let len = u16::try_from(8 + payload.len()).unwrap();
+    let mut header = Vec::new();
+    header.extend_from_slice(&src.ip().octets());
+    header.extend_from_slice(&dst.ip().octets());
+    header.extend_from_slice(&[0, 0]);
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 17]);
+    header.extend_from_slice(&src.port().to_be_bytes());
+    header.extend_from_slice(&dst.port().to_be_bytes());
+    header.extend_from_slice(&len.to_be_bytes());
+    let check = fold(sum16(&header) + sum16(payload));
+    if check == 0 { 0xffff } else { check }
+}
+
+/// An Ethernet/IPv6/UDP frame with a correct checksum.
+fn frame6(src: SocketAddrV6, dst: SocketAddrV6, payload: &[u8]) -> Vec<u8> {
+    let udp_len = u16::try_from(8 + payload.len()).unwrap();
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x86, 0xdd]);
+    // Version 6, traffic class 0, flow label 0x12345.
+    f.extend_from_slice(&[0x60, 0x01, 0x23, 0x45]);
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[17, 5]);
+    f.extend_from_slice(&src.ip().octets());
+    f.extend_from_slice(&dst.ip().octets());
+    f.extend_from_slice(&src.port().to_be_bytes());
+    f.extend_from_slice(&dst.port().to_be_bytes());
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&udp_checksum6(src, dst, payload).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Checks an IPv6 frame the program sent (payload length, hop limit,
+/// addresses, flow label kept, ports, UDP checksum) and returns its payload.
+fn check_sent6(f: &[u8], src: SocketAddrV6, dst: SocketAddrV6) -> Vec<u8> {
+    let ip = &f[14..54];
+    assert_eq!(
+        &ip[..4],
+        &[0x60, 0x01, 0x23, 0x45],
+        "version and flow label"
+    );
+    assert_eq!(
+        usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+        f.len() - 54,
+        "payload length"
+    );
+    assert_eq!((ip[6], ip[7]), (17, 64), "next header, hop limit");
+    assert_eq!(&ip[8..24], &src.ip().octets());
+    assert_eq!(&ip[24..40], &dst.ip().octets());
+    let udp = &f[54..62];
+    assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), src.port());
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), dst.port());
+    assert_eq!(
+        usize::from(u16::from_be_bytes([udp[4], udp[5]])),
+        f.len() - 54,
+        "UDP length"
+    );
+    let payload = f[62..].to_vec();
+    assert_eq!(
+        u16::from_be_bytes([udp[6], udp[7]]),
+        udp_checksum6(src, dst, &payload),
+        "UDP checksum"
+    );
+    payload
+}
+
+#[test]
+fn ipv6_channels_are_relayed_both_ways() {
+    let mut fp = FastPath::load((50000, 50999), 1).unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    assert!(fp.route(&route6(), until).unwrap());
+    for len in [0, 1, 100, 101, 1000, 1401] {
+        let data = payload(len);
+        let (verdict, out) = fp
+            .test_run(&frame6(
+                addr6(CLIENT6),
+                addr6(SERVER6),
+                &channel_data(CHANNEL, &data),
+            ))
+            .unwrap();
+        assert_eq!(verdict, action::TX, "to the peer, len {len}");
+        assert_eq!(
+            check_sent6(&out, addr6(RELAY6), addr6(PEER6)),
+            data,
+            "len {len}"
+        );
+
+        let (verdict, out) = fp
+            .test_run(&frame6(addr6(PEER6), addr6(RELAY6), &data))
+            .unwrap();
+        assert_eq!(verdict, action::TX, "to the client, len {len}");
+        assert_eq!(
+            check_sent6(&out, addr6(SERVER6), addr6(CLIENT6)),
+            channel_data(CHANNEL, &data),
+            "len {len}"
+        );
+    }
+    let c = fp.counters();
+    assert_eq!((c.to_peer_packets, c.to_client_packets), (6, 6));
+
+    // A datagram sent from this host carries only the pseudo-header's sum
+    // in its checksum field (the device would finish it): the program
+    // computes the new checksum afresh, whatever the field held. 3000
+    // bytes: several 512-byte blocks, 64-byte steps and a ragged tail.
+    for len in [3, 3001] {
+        let data = payload(len);
+        let mut f = frame6(addr6(PEER6), addr6(RELAY6), &data);
+        f[60..62].copy_from_slice(&[0x12, 0x34]);
+        let (verdict, out) = fp.test_run(&f).unwrap();
+        assert_eq!(verdict, action::TX, "len {len}");
+        assert_eq!(
+            check_sent6(&out, addr6(SERVER6), addr6(CLIENT6)),
+            channel_data(CHANNEL, &data),
+            "len {len}"
+        );
+    }
+}
+
+#[test]
+fn ipv6_packets_the_program_must_not_touch() {
+    let mut fp = FastPath::load((50000, 50999), 1).unwrap();
+    fp.route(&route6(), Instant::now() + Duration::from_secs(60))
+        .unwrap();
+    let to_peer = frame6(
+        addr6(CLIENT6),
+        addr6(SERVER6),
+        &channel_data(CHANNEL, b"data"),
+    );
+    let mut zero_checksum = to_peer.clone();
+    zero_checksum[60..62].copy_from_slice(&[0, 0]);
+    let mut extension_header = to_peer.clone();
+    extension_header[20] = 0; // hop-by-hop options first
+    let mut other_channel = frame6(
+        addr6(CLIENT6),
+        addr6(SERVER6),
+        &channel_data(CHANNEL + 1, b"data"),
+    );
+    let mut padded = channel_data(CHANNEL, b"dat");
+    padded.push(0);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a zero UDP checksum (invalid over IPv6)", zero_checksum),
+        ("an extension header", extension_header),
+        ("another channel", std::mem::take(&mut other_channel)),
+        (
+            "padded ChannelData",
+            frame6(addr6(CLIENT6), addr6(SERVER6), &padded),
+        ),
+        (
+            "another peer",
+            frame6(addr6("[2001:db8:7::8]:6000"), addr6(RELAY6), b"data"),
+        ),
+    ];
+    for (what, f) in cases {
+        let (verdict, out) = fp.test_run(&f).unwrap();
+        assert_eq!(verdict, action::PASS, "{what}");
+        assert_eq!(out, f, "{what}: unchanged");
+    }
+    // Lapsed, then removed.
+    fp.route(&route6(), Instant::now()).unwrap();
+    assert_eq!(fp.test_run(&to_peer).unwrap().0, action::PASS);
+    fp.route(&route6(), Instant::now() + Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(fp.test_run(&to_peer).unwrap().0, action::TX);
+    assert_eq!(fp.routes(), 1);
+    fp.unroute(&route6());
+    assert_eq!(fp.routes(), 0);
+    assert_eq!(fp.test_run(&to_peer).unwrap().0, action::PASS);
 }
 
 /// Runs `ip ARGS` and asserts it succeeded.

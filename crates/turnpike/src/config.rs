@@ -111,8 +111,8 @@ pub struct Config {
 }
 
 /// `[xdp]` section: the relay fast path ([`turnpike_xdp`]). An XDP program
-/// on the listed interfaces relays ChannelData between IPv4 UDP clients and
-/// their peers in the driver, without the sockets; everything else still
+/// on the listed interfaces relays ChannelData between UDP clients and their
+/// peers (IPv4 or IPv6) in the driver, without the sockets; everything else still
 /// goes through them. Off while `interfaces` is empty. Needs root (or
 /// CAP_BPF and CAP_NET_ADMIN) and Linux 5.12 or newer.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]

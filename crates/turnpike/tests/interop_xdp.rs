@@ -14,11 +14,16 @@ use std::process::{Command, Stdio};
 
 use support::uclient::{Run, assert_delivered};
 use support::{
-    PRIMARY_V4, Peer, ServerOptions, TestServer, admin_get, private_network_namespace, run,
+    PRIMARY_V4, PRIMARY_V6, Peer, ServerOptions, TestServer, admin_get, private_network_namespace,
+    run,
 };
 
 fn v4() -> IpAddr {
     PRIMARY_V4.into()
+}
+
+fn v6() -> IpAddr {
+    PRIMARY_V6.into()
 }
 
 fn xdp_server() -> TestServer {
@@ -105,15 +110,49 @@ fn client_to_client_is_relayed_in_the_kernel() {
     assert_eq!(relayed_in_kernel(&server), (200, 200));
 }
 
-/// Runs uclient with `args` against a peer through an XDP server and
-/// asserts that all `expected` messages of `len` bytes came back with the
-/// program relaying none of them: the sockets carried them, as before.
-fn delivered_by_the_sockets(what: &str, args: &[&str], expected: u64, len: u64) {
+/// Runs uclient with `args` (server address `server_ip`, peer
+/// `peer_ip`) through an XDP server and asserts that all `expected`
+/// messages of `len` bytes came back and that the program relayed
+/// `in_kernel` of them each way.
+fn delivered(
+    what: &str,
+    (server_ip, peer_ip): (IpAddr, IpAddr),
+    args: &[&str],
+    (expected, len): (u64, u64),
+    in_kernel: u64,
+) {
     let server = xdp_server();
-    let peer = Peer::start(&[v4()]);
-    let (out, rep) = Run::new(&server, v4(), args).peer(&peer, v4()).go();
+    let peer = Peer::start(&[peer_ip]);
+    let (out, rep) = Run::new(&server, server_ip, args).peer(&peer, peer_ip).go();
     assert_delivered(what, &out, &rep, expected, len);
-    assert_eq!(relayed_in_kernel(&server), (0, 0), "{what}");
+    assert_eq!(
+        relayed_in_kernel(&server),
+        (in_kernel, in_kernel),
+        "{what}\n{}",
+        server.describe()
+    );
+}
+
+/// IPv6 (RFC 6156) end to end: client, relay and peer on ::1, every message
+/// relayed by the program.
+#[test]
+fn ipv6_channel_data_is_relayed_in_the_kernel() {
+    let args = ["-m", "2", "-n", "50", "-l", "1000"];
+    delivered("XDP, IPv6 channels", (v6(), v6()), &args, (100, 1000), 100);
+}
+
+/// An IPv4 client with an IPv6 relay and peer would need a new IP header:
+/// the sockets carry it.
+#[test]
+fn mixed_families_stay_on_the_sockets() {
+    let args = ["-m", "2", "-n", "20", "-l", "500"];
+    delivered(
+        "XDP on, IPv4 client, IPv6 peer",
+        (v4(), v6()),
+        &args,
+        (40, 500),
+        0,
+    );
 }
 
 /// Send indications (`-s`) have no route: the program leaves them to the
@@ -121,7 +160,13 @@ fn delivered_by_the_sockets(what: &str, args: &[&str], expected: u64, len: u64) 
 #[test]
 fn send_indications_stay_on_the_sockets() {
     let args = ["-s", "-m", "2", "-n", "20", "-l", "1000"];
-    delivered_by_the_sockets("XDP on, Send indications", &args, 40, 1000);
+    delivered(
+        "XDP on, Send indications",
+        (v4(), v4()),
+        &args,
+        (40, 1000),
+        0,
+    );
 }
 
 /// Over TCP the client's ChannelData never reaches XDP as a datagram: the
@@ -129,7 +174,7 @@ fn send_indications_stay_on_the_sockets() {
 #[test]
 fn tcp_clients_stay_on_the_sockets() {
     let args = ["-t", "-c", "-m", "2", "-n", "30", "-l", "101"];
-    delivered_by_the_sockets("XDP on, TCP client", &args, 60, 101);
+    delivered("XDP on, TCP client", (v4(), v4()), &args, (60, 101), 0);
 }
 
 /// Runs `turnpike serve` with `[xdp] interfaces = [interface]` and returns
