@@ -187,11 +187,13 @@ struct headers6 {
 	struct udphdr udp;
 } __attribute__((packed, aligned(2)));
 
+// Folds a one's complement sum into 16 bits and complements it: four folds
+// take any sum below 2^48 down to 16 bits with no carry left.
 static __always_inline __u16 csum_fold(__u64 sum)
 {
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		sum = (sum & 0xffff) + (sum >> 16);
 	return (__u16)~sum;
 }
 
