@@ -24,7 +24,6 @@
 mod maps;
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
@@ -33,7 +32,7 @@ use aya::{Ebpf, include_bytes_aligned};
 use turnpike_core::ChannelRoute;
 
 pub use maps::Counters;
-use maps::{ClientKey, ClientKey6, Config, PeerKey, PeerKey6, Route, Route6};
+use maps::{ClientKey, Config, Entries, PeerKey, Route};
 
 /// The compiled program (built by `scripts/build-bpf`).
 static PROGRAM: &[u8] = include_bytes_aligned!("../bpf/relay.bpf.o");
@@ -98,13 +97,11 @@ fn map_error(err: impl fmt::Display) -> Error {
 /// The loaded program and its maps. Dropping it detaches the program.
 pub struct FastPath {
     ebpf: Ebpf,
-    client_routes: HashMap<MapData, ClientKey, Route>,
-    peer_routes: HashMap<MapData, PeerKey, Route>,
-    client_routes6: HashMap<MapData, ClientKey6, Route6>,
-    peer_routes6: HashMap<MapData, PeerKey6, Route6>,
+    v4: RouteMaps<4>,
+    v6: RouteMaps<16>,
     counters: PerCpuArray<MapData, Counters>,
-    /// Entries of `client_routes` and `client_routes6` (one per channel),
-    /// kept here so a metrics scrape does not walk the maps.
+    /// Client-side entries of both families (one per channel), kept here so
+    /// a metrics scrape does not walk the maps.
     routes: usize,
     clock: MonotonicClock,
     interfaces: Vec<String>,
@@ -176,17 +173,19 @@ impl FastPath {
                 0,
             )
             .map_err(map_error)?;
-        let client_routes = take_map(&mut ebpf, "CLIENT_ROUTES")?;
-        let peer_routes = take_map(&mut ebpf, "PEER_ROUTES")?;
-        let client_routes6 = take_map(&mut ebpf, "CLIENT_ROUTES6")?;
-        let peer_routes6 = take_map(&mut ebpf, "PEER_ROUTES6")?;
+        let v4 = RouteMaps {
+            client: take_map(&mut ebpf, "CLIENT_ROUTES")?,
+            peer: take_map(&mut ebpf, "PEER_ROUTES")?,
+        };
+        let v6 = RouteMaps {
+            client: take_map(&mut ebpf, "CLIENT_ROUTES6")?,
+            peer: take_map(&mut ebpf, "PEER_ROUTES6")?,
+        };
         let counters = take_map(&mut ebpf, "COUNTERS")?;
         let mut fast_path = FastPath {
             ebpf,
-            client_routes,
-            peer_routes,
-            client_routes6,
-            peer_routes6,
+            v4,
+            v6,
             counters,
             routes: 0,
             clock: MonotonicClock::now(),
@@ -217,32 +216,10 @@ impl FastPath {
     /// families) are left to the sockets: `Ok(false)`.
     pub fn route(&mut self, route: &ChannelRoute, until: Instant) -> Result<bool, Error> {
         let until_ns = self.clock.ns(until);
-        // The peer side first: until both are in, ChannelData cannot leave
-        // through the program, so a peer cannot answer ahead of its route.
         let new = match entries(route) {
             None => return Ok(false),
-            Some(Entries::V4(client_key, peer_key, mut value)) => {
-                value.until_ns = until_ns;
-                let new = self.client_routes.get(&client_key, 0).is_err();
-                self.peer_routes
-                    .insert(peer_key, value, 0)
-                    .map_err(map_error)?;
-                self.client_routes
-                    .insert(client_key, value, 0)
-                    .map_err(map_error)?;
-                new
-            }
-            Some(Entries::V6(client_key, peer_key, mut value)) => {
-                value.until_ns = until_ns;
-                let new = self.client_routes6.get(&client_key, 0).is_err();
-                self.peer_routes6
-                    .insert(peer_key, value, 0)
-                    .map_err(map_error)?;
-                self.client_routes6
-                    .insert(client_key, value, 0)
-                    .map_err(map_error)?;
-                new
-            }
+            Some(Family::V4(entries)) => self.v4.insert(entries, until_ns)?,
+            Some(Family::V6(entries)) => self.v6.insert(entries, until_ns)?,
         };
         if new {
             self.routes += 1;
@@ -252,17 +229,10 @@ impl FastPath {
 
     /// Removes a channel's route.
     pub fn unroute(&mut self, route: &ChannelRoute) {
-        // Absent already (never installed): nothing to do.
         let removed = match entries(route) {
             None => false,
-            Some(Entries::V4(client_key, peer_key, _)) => {
-                let _ = self.peer_routes.remove(&peer_key);
-                self.client_routes.remove(&client_key).is_ok()
-            }
-            Some(Entries::V6(client_key, peer_key, _)) => {
-                let _ = self.peer_routes6.remove(&peer_key);
-                self.client_routes6.remove(&client_key).is_ok()
-            }
+            Some(Family::V4(entries)) => self.v4.remove(&entries),
+            Some(Family::V6(entries)) => self.v6.remove(&entries),
         };
         if removed {
             self.routes = self.routes.saturating_sub(1);
@@ -330,107 +300,58 @@ where
     T::try_from(map).map_err(load_error)
 }
 
+/// One family's route maps.
+struct RouteMaps<const N: usize> {
+    client: HashMap<MapData, ClientKey<N>, Route<N>>,
+    peer: HashMap<MapData, PeerKey<N>, Route<N>>,
+}
+
+impl<const N: usize> RouteMaps<N> {
+    /// Writes a route; `true` if the channel had none.
+    fn insert(
+        &mut self,
+        (client, peer, mut route): Entries<N>,
+        until_ns: u64,
+    ) -> Result<bool, Error> {
+        route.until_ns = until_ns;
+        let new = self.client.get(&client, 0).is_err();
+        // The peer side first: until both are in, ChannelData cannot leave
+        // through the program, so a peer cannot answer ahead of its route.
+        self.peer.insert(peer, route, 0).map_err(map_error)?;
+        self.client.insert(client, route, 0).map_err(map_error)?;
+        Ok(new)
+    }
+
+    /// Removes a route; `true` if it was there.
+    fn remove(&mut self, (client, peer, _): &Entries<N>) -> bool {
+        let _ = self.peer.remove(peer);
+        self.client.remove(client).is_ok()
+    }
+}
+
 /// A route's map entries, by family.
-enum Entries {
-    V4(ClientKey, PeerKey, Route),
-    V6(ClientKey6, PeerKey6, Route6),
+enum Family {
+    V4(Entries<4>),
+    V6(Entries<16>),
 }
 
 /// The map entries of a route whose four addresses are of one family (an
-/// IPv4-mapped IPv6 address, as a dual-stack socket reports an IPv4 client,
-/// counts as IPv4: that is what the wire carries). `until_ns` is left 0.
-fn entries(route: &ChannelRoute) -> Option<Entries> {
+/// IPv4-mapped address counts as IPv4). `None` for a mixed route.
+fn entries(route: &ChannelRoute) -> Option<Family> {
     let addrs = [
         route.client.client,
         route.client.server,
         route.relay,
         route.peer,
     ];
-    let channel = route.channel.to_be_bytes();
-    let flags = if route.dont_fragment {
-        maps::ROUTE_DONT_FRAGMENT
-    } else {
-        0
-    };
-    let ports = addrs.map(|a| a.port().to_be_bytes());
-    if let [Some(client), Some(server), Some(relay), Some(peer)] = addrs.map(v4) {
-        let value = Route {
-            client_ip: client,
-            server_ip: server,
-            relay_ip: relay,
-            peer_ip: peer,
-            client_port: ports[0],
-            server_port: ports[1],
-            relay_port: ports[2],
-            peer_port: ports[3],
-            channel,
-            flags,
-            pad: 0,
-            until_ns: 0,
-        };
-        let client_key = ClientKey {
-            client_ip: client,
-            server_ip: server,
-            client_port: ports[0],
-            server_port: ports[1],
-            channel,
-            pad: [0; 2],
-        };
-        let peer_key = PeerKey {
-            peer_ip: peer,
-            relay_ip: relay,
-            peer_port: ports[3],
-            relay_port: ports[2],
-        };
-        return Some(Entries::V4(client_key, peer_key, value));
+    let (channel, df) = (route.channel, route.dont_fragment);
+    if let [Some(a), Some(b), Some(c), Some(d)] = addrs.map(maps::v4) {
+        return Some(Family::V4(Route::entries([a, b, c, d], addrs, channel, df)));
     }
-    let [client, server, relay, peer] = addrs.map(v6);
-    let (client, server, relay, peer) = (client?, server?, relay?, peer?);
-    let value = Route6 {
-        client_ip: client,
-        server_ip: server,
-        relay_ip: relay,
-        peer_ip: peer,
-        client_port: ports[0],
-        server_port: ports[1],
-        relay_port: ports[2],
-        peer_port: ports[3],
-        channel,
-        flags,
-        pad: 0,
-        until_ns: 0,
-    };
-    let client_key = ClientKey6 {
-        client_ip: client,
-        server_ip: server,
-        client_port: ports[0],
-        server_port: ports[1],
-        channel,
-        pad: [0; 2],
-    };
-    let peer_key = PeerKey6 {
-        peer_ip: peer,
-        relay_ip: relay,
-        peer_port: ports[3],
-        relay_port: ports[2],
-    };
-    Some(Entries::V6(client_key, peer_key, value))
-}
-
-/// An IPv4 address's octets, including an IPv4-mapped IPv6 one.
-fn v4(addr: SocketAddr) -> Option<[u8; 4]> {
-    match addr.ip() {
-        IpAddr::V4(ip) => Some(ip.octets()),
-        IpAddr::V6(ip) => Some(ip.to_ipv4_mapped()?.octets()),
+    if let [Some(a), Some(b), Some(c), Some(d)] = addrs.map(maps::v6) {
+        return Some(Family::V6(Route::entries([a, b, c, d], addrs, channel, df)));
     }
-}
-
-/// An IPv6 address's octets, unless it is IPv4 (or IPv4-mapped).
-fn v6(addr: SocketAddr) -> Option<[u8; 16]> {
-    match addr.ip() {
-        IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none() => Some(ip.octets()),
-        _ => None,
-    }
+    None
 }
 
 /// Maps [`Instant`]s to `CLOCK_MONOTONIC` nanoseconds, the clock the

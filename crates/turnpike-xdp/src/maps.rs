@@ -1,6 +1,11 @@
 //! The program's map layouts, mirrored from `bpf/relay.bpf.c` (keep the
-//! two in step; `tests/program.rs` fails if they drift). Addresses, ports
-//! and channel numbers are in network byte order, as on the wire.
+//! two in step; `tests/program.rs` fails if they drift). One Rust type per
+//! pair of C structs, generic over the address length: `N = 4` is IPv4
+//! (`struct client_key`, ...), `N = 16` IPv6 (`struct client_key6`, ...).
+//! Addresses, ports and channel numbers are in network byte order, as on
+//! the wire.
+
+use std::net::{IpAddr, SocketAddr};
 
 /// `ROUTE_DONT_FRAGMENT` in `struct route`'s flags.
 pub(crate) const ROUTE_DONT_FRAGMENT: u16 = 1;
@@ -8,9 +13,9 @@ pub(crate) const ROUTE_DONT_FRAGMENT: u16 = 1;
 /// `struct client_key`: ChannelData from a client's 5-tuple on a channel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ClientKey {
-    pub(crate) client_ip: [u8; 4],
-    pub(crate) server_ip: [u8; 4],
+pub(crate) struct ClientKey<const N: usize> {
+    pub(crate) client_ip: [u8; N],
+    pub(crate) server_ip: [u8; N],
     pub(crate) client_port: [u8; 2],
     pub(crate) server_port: [u8; 2],
     pub(crate) channel: [u8; 2],
@@ -20,9 +25,9 @@ pub(crate) struct ClientKey {
 /// `struct peer_key`: a datagram from a peer to a relayed address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct PeerKey {
-    pub(crate) peer_ip: [u8; 4],
-    pub(crate) relay_ip: [u8; 4],
+pub(crate) struct PeerKey<const N: usize> {
+    pub(crate) peer_ip: [u8; N],
+    pub(crate) relay_ip: [u8; N],
     pub(crate) peer_port: [u8; 2],
     pub(crate) relay_port: [u8; 2],
 }
@@ -31,11 +36,11 @@ pub(crate) struct PeerKey {
 /// (`CLOCK_MONOTONIC` nanoseconds).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Route {
-    pub(crate) client_ip: [u8; 4],
-    pub(crate) server_ip: [u8; 4],
-    pub(crate) relay_ip: [u8; 4],
-    pub(crate) peer_ip: [u8; 4],
+pub(crate) struct Route<const N: usize> {
+    pub(crate) client_ip: [u8; N],
+    pub(crate) server_ip: [u8; N],
+    pub(crate) relay_ip: [u8; N],
+    pub(crate) peer_ip: [u8; N],
     pub(crate) client_port: [u8; 2],
     pub(crate) server_port: [u8; 2],
     pub(crate) relay_port: [u8; 2],
@@ -46,44 +51,73 @@ pub(crate) struct Route {
     pub(crate) until_ns: u64,
 }
 
-/// `struct client_key6`: [`ClientKey`] for IPv6.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ClientKey6 {
-    pub(crate) client_ip: [u8; 16],
-    pub(crate) server_ip: [u8; 16],
-    pub(crate) client_port: [u8; 2],
-    pub(crate) server_port: [u8; 2],
-    pub(crate) channel: [u8; 2],
-    pub(crate) pad: [u8; 2],
+/// A route's two keys and its value.
+pub(crate) type Entries<const N: usize> = (ClientKey<N>, PeerKey<N>, Route<N>);
+
+impl<const N: usize> Route<N> {
+    /// The entries for a channel between `[client, server, relay, peer]`
+    /// (`until_ns` left 0).
+    pub(crate) fn entries(
+        ips: [[u8; N]; 4],
+        addrs: [SocketAddr; 4],
+        channel: u16,
+        dont_fragment: bool,
+    ) -> Entries<N> {
+        let [client_ip, server_ip, relay_ip, peer_ip] = ips;
+        let [client_port, server_port, relay_port, peer_port] =
+            addrs.map(|a| a.port().to_be_bytes());
+        let channel = channel.to_be_bytes();
+        let route = Route {
+            client_ip,
+            server_ip,
+            relay_ip,
+            peer_ip,
+            client_port,
+            server_port,
+            relay_port,
+            peer_port,
+            channel,
+            flags: if dont_fragment {
+                ROUTE_DONT_FRAGMENT
+            } else {
+                0
+            },
+            pad: 0,
+            until_ns: 0,
+        };
+        let client = ClientKey {
+            client_ip,
+            server_ip,
+            client_port,
+            server_port,
+            channel,
+            pad: [0; 2],
+        };
+        let peer = PeerKey {
+            peer_ip,
+            relay_ip,
+            peer_port,
+            relay_port,
+        };
+        (client, peer, route)
+    }
 }
 
-/// `struct peer_key6`: [`PeerKey`] for IPv6.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PeerKey6 {
-    pub(crate) peer_ip: [u8; 16],
-    pub(crate) relay_ip: [u8; 16],
-    pub(crate) peer_port: [u8; 2],
-    pub(crate) relay_port: [u8; 2],
+/// An IPv4 address's octets, including an IPv4-mapped IPv6 one (as a
+/// dual-stack socket reports an IPv4 client: the wire carries IPv4).
+pub(crate) fn v4(addr: SocketAddr) -> Option<[u8; 4]> {
+    match addr.ip() {
+        IpAddr::V4(ip) => Some(ip.octets()),
+        IpAddr::V6(ip) => Some(ip.to_ipv4_mapped()?.octets()),
+    }
 }
 
-/// `struct route6`: [`Route`] for IPv6.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Route6 {
-    pub(crate) client_ip: [u8; 16],
-    pub(crate) server_ip: [u8; 16],
-    pub(crate) relay_ip: [u8; 16],
-    pub(crate) peer_ip: [u8; 16],
-    pub(crate) client_port: [u8; 2],
-    pub(crate) server_port: [u8; 2],
-    pub(crate) relay_port: [u8; 2],
-    pub(crate) peer_port: [u8; 2],
-    pub(crate) channel: [u8; 2],
-    pub(crate) flags: u16,
-    pub(crate) pad: u32,
-    pub(crate) until_ns: u64,
+/// An IPv6 address's octets, unless it is IPv4 (or IPv4-mapped).
+pub(crate) fn v6(addr: SocketAddr) -> Option<[u8; 16]> {
+    match addr.ip() {
+        IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none() => Some(ip.octets()),
+        _ => None,
+    }
 }
 
 /// `struct config`.
@@ -113,32 +147,27 @@ pub struct Counters {
     pub passed: u64,
 }
 
-// SAFETY: plain `repr(C)` structs of integers and byte arrays, with no
-// implicit padding (every field is naturally aligned at its offset and the
-// sizes are multiples of the alignment), so every byte pattern is valid.
-unsafe impl aya::Pod for ClientKey {}
+// SAFETY: plain `repr(C)` structs of integers and byte arrays with no
+// implicit padding for the two address lengths used (4 and 16: every
+// field is naturally aligned at its offset and the sizes are multiples of
+// the alignment, asserted below), so every byte pattern is valid.
+unsafe impl<const N: usize> aya::Pod for ClientKey<N> {}
 // SAFETY: as above.
-unsafe impl aya::Pod for PeerKey {}
+unsafe impl<const N: usize> aya::Pod for PeerKey<N> {}
 // SAFETY: as above.
-unsafe impl aya::Pod for Route {}
-// SAFETY: as above.
-unsafe impl aya::Pod for ClientKey6 {}
-// SAFETY: as above.
-unsafe impl aya::Pod for PeerKey6 {}
-// SAFETY: as above.
-unsafe impl aya::Pod for Route6 {}
+unsafe impl<const N: usize> aya::Pod for Route<N> {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Config {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Counters {}
 
 const _: () = {
-    assert!(size_of::<ClientKey>() == 16);
-    assert!(size_of::<PeerKey>() == 12);
-    assert!(size_of::<Route>() == 40);
-    assert!(size_of::<ClientKey6>() == 40);
-    assert!(size_of::<PeerKey6>() == 36);
-    assert!(size_of::<Route6>() == 88);
+    assert!(size_of::<ClientKey<4>>() == 16);
+    assert!(size_of::<PeerKey<4>>() == 12);
+    assert!(size_of::<Route<4>>() == 40);
+    assert!(size_of::<ClientKey<16>>() == 40);
+    assert!(size_of::<PeerKey<16>>() == 36);
+    assert!(size_of::<Route<16>>() == 88);
     assert!(size_of::<Config>() == 8);
     assert!(size_of::<Counters>() == 40);
 };
