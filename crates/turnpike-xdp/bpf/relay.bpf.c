@@ -396,6 +396,48 @@ static __always_inline int pass(struct counters *counters)
 	return XDP_PASS;
 }
 
+// The last step towards a peer, for either family: drops the channel
+// header by moving the rewritten headers (`len` bytes) 4 bytes on, and
+// counts the datagram. `len` is a constant once inlined.
+static __always_inline int emit_to_peer(struct xdp_md *ctx, const void *headers, __u32 len,
+					__u16 data_len, int action, struct counters *counters)
+{
+	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER_LEN))
+		return pass(counters);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + len > end)
+		return XDP_DROP;
+	__builtin_memcpy(data, headers, len);
+	if (counters) {
+		counters->to_peer_packets++;
+		counters->to_peer_bytes += data_len;
+	}
+	return action;
+}
+
+// The last step towards a client, for either family: makes room for the
+// channel header before the payload, writes the rewritten headers and the
+// channel header there, and counts the datagram.
+static __always_inline int emit_to_client(struct xdp_md *ctx, const void *headers, __u32 len,
+					  const __be16 *channel_header, __u16 payload_len,
+					  int action, struct counters *counters)
+{
+	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER_LEN))
+		return pass(counters);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + len + CHANNEL_HEADER_LEN > end)
+		return XDP_DROP;
+	__builtin_memcpy(data, headers, len);
+	__builtin_memcpy(data + len, channel_header, CHANNEL_HEADER_LEN);
+	if (counters) {
+		counters->to_client_packets++;
+		counters->to_client_bytes += payload_len;
+	}
+	return action;
+}
+
 static __always_inline void set_ip(struct headers *h, __u32 saddr, __u32 daddr,
 				   __u16 payload_len, int dont_fragment)
 {
@@ -451,18 +493,7 @@ static __always_inline int to_peer(struct xdp_md *ctx, struct headers *h,
 	if (action < 0)
 		return pass(counters);
 
-	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER_LEN))
-		return pass(counters);
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	if (data + sizeof(new) > end)
-		return XDP_DROP;
-	__builtin_memcpy(data, &new, sizeof(new));
-	if (counters) {
-		counters->to_peer_packets++;
-		counters->to_peer_bytes += data_len;
-	}
-	return action;
+	return emit_to_peer(ctx, &new, sizeof(new), data_len, action, counters);
 }
 
 // A datagram from a peer to a relayed address with a channel: prepend the
@@ -501,19 +532,8 @@ static __always_inline int to_client(struct xdp_md *ctx, struct headers *h,
 	if (action < 0)
 		return pass(counters);
 
-	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER_LEN))
-		return pass(counters);
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	if (data + sizeof(new) + CHANNEL_HEADER_LEN > end)
-		return XDP_DROP;
-	__builtin_memcpy(data, &new, sizeof(new));
-	__builtin_memcpy(data + sizeof(new), channel_header, CHANNEL_HEADER_LEN);
-	if (counters) {
-		counters->to_client_packets++;
-		counters->to_client_bytes += payload_len;
-	}
-	return action;
+	return emit_to_client(ctx, &new, sizeof(new), channel_header, payload_len, action,
+			      counters);
 }
 
 static __always_inline void set_ip6(struct headers6 *h, const __u32 *saddr, const __u32 *daddr,
@@ -564,18 +584,7 @@ static __always_inline int to_peer6(struct xdp_md *ctx, struct headers6 *h,
 	if (action < 0)
 		return pass(counters);
 
-	if (bpf_xdp_adjust_head(ctx, CHANNEL_HEADER_LEN))
-		return pass(counters);
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	if (data + sizeof(new) > end)
-		return XDP_DROP;
-	__builtin_memcpy(data, &new, sizeof(new));
-	if (counters) {
-		counters->to_peer_packets++;
-		counters->to_peer_bytes += data_len;
-	}
-	return action;
+	return emit_to_peer(ctx, &new, sizeof(new), data_len, action, counters);
 }
 
 // An IPv6 datagram from a peer to a relayed address (see to_client).
@@ -614,19 +623,8 @@ static __always_inline int to_client6(struct xdp_md *ctx, struct headers6 *h,
 	if (action < 0)
 		return pass(counters);
 
-	if (bpf_xdp_adjust_head(ctx, -CHANNEL_HEADER_LEN))
-		return pass(counters);
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	if (data + sizeof(new) + CHANNEL_HEADER_LEN > end)
-		return XDP_DROP;
-	__builtin_memcpy(data, &new, sizeof(new));
-	__builtin_memcpy(data + sizeof(new), channel_header, CHANNEL_HEADER_LEN);
-	if (counters) {
-		counters->to_client_packets++;
-		counters->to_client_bytes += payload_len;
-	}
-	return action;
+	return emit_to_client(ctx, &new, sizeof(new), channel_header, payload_len, action,
+			      counters);
 }
 
 static __always_inline int is_relay_port(const struct config *config, __be16 port)
