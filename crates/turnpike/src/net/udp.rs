@@ -5,7 +5,8 @@
 //! this module moves datagrams in batches:
 //!
 //! - [`BatchUdpSocket::recv_batch`] makes one `recvmmsg(2)` call that fills up
-//!   to [`RecvBatch::capacity`] preallocated slots;
+//!   to [`RecvBatch::capacity`] preallocated slots, and receives every
+//!   datagram whole, whatever its size (see *Large datagrams*);
 //! - [`BatchUdpSocket::send_batch`] hands every queued datagram of a
 //!   [`SendBatch`] to `sendmmsg(2)`, usually in a single call, even when every
 //!   datagram goes to a different peer (which GSO cannot do).
@@ -26,6 +27,27 @@
 //!
 //! Readiness comes from tokio's [`AsyncFd`] (edge-triggered epoll): a call
 //! first tries the system call and only waits when the kernel says `EAGAIN`.
+//!
+//! # Large datagrams
+//!
+//! Media datagrams fit an Ethernet MTU, so receive slots are small (the
+//! caller picks `slot_size`, 2 KiB in the server) and packed, which keeps a
+//! batch in a few dozen cache lines. But a relay must also carry the rare
+//! datagram up to UDP's limit (65,507 bytes over IPv4, 65,527 over IPv6),
+//! and a datagram larger than its buffers is cut by the kernel and lost. So
+//! each slot is followed, for the kernel, by a second `iovec` into a spill
+//! area of its own: [`MAX_DATAGRAM`] bytes per slot of address space,
+//! mapped but not backed by memory until a large datagram is written there
+//! (an anonymous `MAP_NORESERVE` mapping; untouched pages cost nothing). A
+//! datagram that overflows its slot is made contiguous in the spill area
+//! (its first `slot_size` bytes are copied there: one small copy, only for
+//! large datagrams). Memory therefore grows only with large datagrams
+//! actually received, and at most to `capacity * MAX_DATAGRAM` per batch.
+//!
+//! A [`SendBatch`] packs datagrams of any size into one buffer with room
+//! for `capacity` datagrams of `slot_size` bytes plus one of
+//! [`MAX_DATAGRAM`]: small datagrams fill it as before, a large one simply
+//! takes more of it, and the batch reports itself full sooner.
 //!
 //! # Addresses
 //!
@@ -51,6 +73,16 @@ use tokio::io::unix::AsyncFd;
 /// The most datagrams one `recvmmsg`/`sendmmsg` call handles (the kernel
 /// clamps `vlen` to `UIO_MAXIOV`).
 const MAX_BATCH: usize = libc::UIO_MAXIOV as usize;
+
+/// The largest datagram a batch receives or queues: UDP's 16-bit length
+/// bounds every payload (65,507 bytes over IPv4, 65,527 over IPv6).
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Spill area per receive slot: room for [`MAX_DATAGRAM`], in whole pages.
+const SPILL_STRIDE: usize = 65_536;
+
+/// Send datagrams start on cache-line boundaries.
+const SEND_ALIGN: usize = 64;
 
 /// Bytes of control-message space per datagram: room for one
 /// `in6_pktinfo` (40 bytes with its header) plus a small extra message.
@@ -162,21 +194,7 @@ impl BatchUdpSocket {
             set_int_option(&socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
         }
         if opts.dont_fragment {
-            if ipv6 {
-                set_int_option(
-                    &socket,
-                    libc::IPPROTO_IPV6,
-                    libc::IPV6_MTU_DISCOVER,
-                    libc::IP_PMTUDISC_DO,
-                )?;
-            } else {
-                set_int_option(
-                    &socket,
-                    libc::IPPROTO_IP,
-                    libc::IP_MTU_DISCOVER,
-                    libc::IP_PMTUDISC_DO,
-                )?;
-            }
+            set_dont_fragment(&socket, ipv6, true)?;
         }
         if let Some(size) = opts.recv_buffer_size {
             set_buffer_size(&socket, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, size)?;
@@ -207,6 +225,20 @@ impl BatchUdpSocket {
     /// to port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether datagrams sent from now on may be fragmented (RFC 8656 §14,
+    /// "IPv4 Fragmentation" and "IPv6 Fragmentation"): with `true` the DF
+    /// bit is set (IPv4, `IP_PMTUDISC_DO`) or the kernel never fragments
+    /// (IPv6, `IPV6_DONTFRAG`), and a datagram larger than the path MTU
+    /// fails with `EMSGSIZE`; with `false` the DF bit is clear
+    /// (`IP_PMTUDISC_DONT`) and the kernel fragments what exceeds the MTU.
+    ///
+    /// # Errors
+    ///
+    /// The `setsockopt` error.
+    pub fn set_dont_fragment(&self, dont_fragment: bool) -> io::Result<()> {
+        set_dont_fragment(self.fd.get_ref(), self.ipv6, dont_fragment)
     }
 
     /// The kernel's receive buffer size (`SO_RCVBUF`; Linux reports twice
@@ -418,8 +450,9 @@ pub struct RecvMeta {
     /// or multicast datagram that group address). `None` if the kernel did
     /// not report it.
     pub destination: Option<IpAddr>,
-    /// The datagram was larger than the slot (`MSG_TRUNC`): the bytes
-    /// returned are its first `slot_size` bytes and the rest is lost.
+    /// The datagram was larger than the slot and its spill area together
+    /// (`MSG_TRUNC`), which a UDP datagram never is: the bytes returned
+    /// are its first [`MAX_DATAGRAM`] bytes and the rest is lost.
     pub truncated: bool,
 }
 
@@ -432,9 +465,9 @@ impl RecvMeta {
 }
 
 /// Preallocated buffers for [`BatchUdpSocket::recv_batch`]: `capacity`
-/// slots of `slot_size` bytes each, with their `iovec`s, `mmsghdr`s, source
-/// address and control-message buffers, all allocated once in
-/// [`new`](Self::new).
+/// slots of `slot_size` bytes each, their spill areas (see the module's
+/// *Large datagrams*), with their `iovec`s, `mmsghdr`s, source address and
+/// control-message buffers, all allocated once in [`new`](Self::new).
 ///
 /// `Send` (build it, then move it to its worker thread) but not `Sync`.
 /// The kernel-facing pointers point into the batch's own heap buffers and are
@@ -444,7 +477,11 @@ pub struct RecvBatch {
     slot_size: usize,
     /// `capacity * slot_size` payload bytes.
     buf: Box<[u8]>,
-    iovecs: Box<[libc::iovec]>,
+    /// `capacity * SPILL_STRIDE` bytes of address space: slot `i`'s
+    /// overflow, and then its whole datagram, at `i * SPILL_STRIDE`.
+    spill: LazyBytes,
+    /// Two per slot: the slot, then its spill area past the slot's length.
+    iovecs: Box<[[libc::iovec; 2]]>,
     hdrs: Box<[libc::mmsghdr]>,
     names: Box<[SockAddrBuf]>,
     cmsgs: Box<[CmsgBuf]>,
@@ -454,34 +491,43 @@ pub struct RecvBatch {
     len: usize,
 }
 
-// SAFETY: the only non-`Send` fields are the raw pointers inside `iovecs` and
-// `hdrs`. They only ever point into this batch's own boxed buffers (`buf`,
-// `iovecs`, `names`, `cmsgs`), which move with it; they are rewritten from
-// `&mut self` right before each system call and only dereferenced (by the
-// kernel and by the control-message parser) during that same `&mut self`
-// call. No pointer to anything outside the batch, and no shared state, is
-// ever stored, so handing the whole batch to another thread is sound.
+// SAFETY: the only non-`Send` fields are the raw pointers inside `iovecs`,
+// `hdrs` and `spill`. They only ever point into this batch's own buffers
+// (`buf`, `spill`, `iovecs`, `names`, `cmsgs`: heap or mapped memory that
+// moves with it and is freed only with it); the kernel-facing ones are
+// rewritten from `&mut self` right before each system call and only
+// dereferenced (by the kernel and by the control-message parser) during
+// that same `&mut self` call. No pointer to anything outside the batch, and
+// no shared state, is ever stored, so handing the whole batch to another
+// thread is sound.
 unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
-    /// Allocates a batch of `capacity` slots of `slot_size` bytes each.
+    /// Allocates a batch of `capacity` slots of `slot_size` bytes each,
+    /// and reserves (without backing it) the spill area that lets every
+    /// slot take a datagram of up to [`MAX_DATAGRAM`] bytes.
     ///
     /// `capacity` is clamped to `1..=`[`libc::UIO_MAXIOV`] (the kernel's own
-    /// limit per call) and `slot_size` to at least 1. Use a `slot_size` of at
-    /// least the largest datagram expected (e.g. 65 535 to never truncate);
-    /// larger datagrams are truncated ([`RecvMeta::truncated`]).
+    /// limit per call) and `slot_size` to `1..=`[`MAX_DATAGRAM`]. Choose a
+    /// `slot_size` that holds the common datagram (an Ethernet MTU's worth):
+    /// larger ones still arrive whole, at the cost of one copy of
+    /// `slot_size` bytes.
     ///
     /// # Panics
     ///
-    /// If `capacity * slot_size` overflows `usize` or cannot be allocated.
+    /// If the buffers cannot be allocated or the spill area not mapped.
     pub fn new(capacity: usize, slot_size: usize) -> Self {
         let capacity = capacity.clamp(1, MAX_BATCH);
-        let slot_size = slot_size.max(1);
+        let slot_size = slot_size.clamp(1, MAX_DATAGRAM);
+        let spill = LazyBytes::new(capacity * SPILL_STRIDE).unwrap_or_else(|err| {
+            panic!("cannot map {capacity} x 64 KiB for large datagrams: {err}")
+        });
         Self {
             capacity,
             slot_size,
             buf: zeroed_bytes(capacity, slot_size),
-            iovecs: (0..capacity).map(|_| empty_iovec()).collect(),
+            spill,
+            iovecs: (0..capacity).map(|_| [empty_iovec(); 2]).collect(),
             hdrs: (0..capacity).map(|_| zeroed_mmsghdr()).collect(),
             names: (0..capacity).map(|_| empty_sockaddr()).collect(),
             cmsgs: (0..capacity).map(|_| CmsgBuf([0; CMSG_CAP])).collect(),
@@ -495,7 +541,7 @@ impl RecvBatch {
         self.capacity
     }
 
-    /// The size of each slot: the longest datagram received whole.
+    /// The size of each slot: the longest datagram received without a copy.
     pub fn slot_size(&self) -> usize {
         self.slot_size
     }
@@ -511,8 +557,7 @@ impl RecvBatch {
         self.len == 0
     }
 
-    /// Datagram `i` of the last receive: its bytes (at most
-    /// [`slot_size`](Self::slot_size)) and metadata.
+    /// Datagram `i` of the last receive: all its bytes, and its metadata.
     ///
     /// # Panics
     ///
@@ -520,9 +565,14 @@ impl RecvBatch {
     pub fn get(&self, i: usize) -> (&[u8], RecvMeta) {
         let meta = self.metas[..self.len][i];
         let received = usize::try_from(self.hdrs[i].msg_len).unwrap_or(usize::MAX);
-        let start = i * self.slot_size;
-        let len = received.min(self.slot_size);
-        (&self.buf[start..start + len], meta)
+        if received <= self.slot_size {
+            let start = i * self.slot_size;
+            return (&self.buf[start..start + received], meta);
+        }
+        // `recv_from` made it contiguous in the spill area.
+        let start = i * SPILL_STRIDE;
+        let len = received.min(SPILL_STRIDE);
+        (&self.spill.as_slice()[start..start + len], meta)
     }
 
     /// The datagrams of the last receive, in order.
@@ -530,10 +580,11 @@ impl RecvBatch {
         (0..self.len).map(|i| self.get(i))
     }
 
-    /// Points every header at its slot, address and control buffers and
-    /// resets the lengths the kernel overwrites.
+    /// Points every header at its slot, spill area, address and control
+    /// buffers and resets the lengths the kernel overwrites.
     fn prepare(&mut self) {
         let buf = self.buf.as_mut_ptr();
+        let spill = self.spill.as_mut_ptr();
         let iovecs = self.iovecs.as_mut_ptr();
         let names = self.names.as_mut_ptr();
         let cmsgs = self.cmsgs.as_mut_ptr();
@@ -541,16 +592,28 @@ impl RecvBatch {
             let iov = iovecs.wrapping_add(i);
             // SAFETY: `i < capacity == iovecs.len()`, so `iov` is in bounds
             // of the `iovecs` allocation, and nothing else borrows it now.
+            // The spill pointer stays inside slot `i`'s own `SPILL_STRIDE`
+            // bytes of the mapping (`slot_size <= MAX_DATAGRAM <
+            // SPILL_STRIDE`), so the two vectors never overlap another
+            // slot's.
             unsafe {
-                *iov = libc::iovec {
-                    iov_base: buf.wrapping_add(i * self.slot_size).cast(),
-                    iov_len: self.slot_size,
-                };
+                *iov = [
+                    libc::iovec {
+                        iov_base: buf.wrapping_add(i * self.slot_size).cast(),
+                        iov_len: self.slot_size,
+                    },
+                    libc::iovec {
+                        iov_base: spill
+                            .wrapping_add(i * SPILL_STRIDE + self.slot_size)
+                            .cast(),
+                        iov_len: SPILL_STRIDE - self.slot_size,
+                    },
+                ];
             }
             hdr.msg_hdr.msg_name = names.wrapping_add(i).cast();
             hdr.msg_hdr.msg_namelen = mem::size_of::<SockAddrBuf>() as libc::socklen_t;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_iov = iov.cast();
+            hdr.msg_hdr.msg_iovlen = 2;
             hdr.msg_hdr.msg_control = cmsgs.wrapping_add(i).cast();
             hdr.msg_hdr.msg_controllen = CMSG_CAP as _;
             hdr.msg_hdr.msg_flags = 0;
@@ -558,15 +621,17 @@ impl RecvBatch {
         }
     }
 
-    /// One `recvmmsg` call (retried on `EINTR`); decodes the metadata.
+    /// One `recvmmsg` call (retried on `EINTR`); decodes the metadata and
+    /// makes large datagrams contiguous.
     fn recv_from(&mut self, fd: RawFd) -> io::Result<usize> {
         self.len = 0;
         let received = loop {
             self.prepare();
             // SAFETY: `prepare` just pointed every header at buffers owned by
-            // `self` with the right lengths (slot, `SockAddrBuf`, `CMSG_CAP`),
-            // and `&mut self` keeps them alive and unaliased for the call.
-            // `vlen` is the length of `hdrs`. A null timeout is allowed.
+            // `self` with the right lengths (slot and spill area,
+            // `SockAddrBuf`, `CMSG_CAP`), and `&mut self` keeps them alive
+            // and unaliased for the call. `vlen` is the length of `hdrs`. A
+            // null timeout is allowed.
             let rc = unsafe {
                 libc::recvmmsg(
                     fd,
@@ -602,6 +667,13 @@ impl RecvBatch {
                 destination,
                 truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             };
+            if usize::try_from(hdr.msg_len).unwrap_or(usize::MAX) > self.slot_size {
+                // The kernel wrote the rest behind the slot's spot in the
+                // spill area: put the head in front of it.
+                let slot = &self.buf[i * self.slot_size..(i + 1) * self.slot_size];
+                self.spill.as_mut_slice()[i * SPILL_STRIDE..][..self.slot_size]
+                    .copy_from_slice(slot);
+            }
         }
         self.len = received;
         Ok(received)
@@ -618,14 +690,17 @@ impl fmt::Debug for RecvBatch {
     }
 }
 
-/// Preallocated buffers for [`BatchUdpSocket::send_batch`]: `capacity`
-/// slots of `slot_size` bytes, each with its destination, optional source
-/// address and the kernel structures to send it, all allocated once in
+/// Preallocated buffers for [`BatchUdpSocket::send_batch`]: room for
+/// `capacity` datagrams of `slot_size` bytes, or fewer larger ones (each up
+/// to [`MAX_DATAGRAM`]), each with its destination, optional source address
+/// and the kernel structures to send it, all allocated once in
 /// [`new`](Self::new).
 ///
 /// Datagrams are written in place with [`push_with`](Self::push_with) (or
 /// copied with [`push`](Self::push)) and sent with
-/// [`BatchUdpSocket::send_batch`].
+/// [`BatchUdpSocket::send_batch`]. They are packed one after the other, so
+/// a large datagram takes more room and the batch is full sooner
+/// ([`is_full`](Self::is_full)).
 ///
 /// `Send` (build it, then move it to its worker thread) but not `Sync`.
 /// The kernel-facing pointers point into the batch's own heap buffers and are
@@ -633,8 +708,12 @@ impl fmt::Debug for RecvBatch {
 pub struct SendBatch {
     capacity: usize,
     slot_size: usize,
-    /// `capacity * slot_size` payload bytes.
+    /// `capacity * slot_size + MAX_DATAGRAM` payload bytes (a little more
+    /// for alignment).
     buf: Box<[u8]>,
+    /// Where the next datagram is written in `buf`.
+    end: usize,
+    offsets: Box<[usize]>,
     lens: Box<[usize]>,
     destinations: Box<[SocketAddr]>,
     sources: Box<[Option<IpAddr>]>,
@@ -642,7 +721,7 @@ pub struct SendBatch {
     hdrs: Box<[libc::mmsghdr]>,
     names: Box<[SockAddrBuf]>,
     cmsgs: Box<[CmsgBuf]>,
-    /// Slots `head..len` are queued; those before `head` were sent or
+    /// Datagrams `head..len` are queued; those before `head` were sent or
     /// dropped by a send that has not finished (it was cancelled).
     head: usize,
     len: usize,
@@ -659,21 +738,34 @@ pub struct SendBatch {
 unsafe impl Send for SendBatch {}
 
 impl SendBatch {
-    /// Allocates a batch of `capacity` slots of `slot_size` bytes each
-    /// (both clamped to at least 1). A capacity above
-    /// [`libc::UIO_MAXIOV`] works but needs one `sendmmsg` per
-    /// `UIO_MAXIOV` datagrams.
+    /// Allocates a batch with room for `capacity` datagrams of `slot_size`
+    /// bytes each (both clamped to at least 1, `slot_size` to at most
+    /// [`MAX_DATAGRAM`]), plus one of [`MAX_DATAGRAM`]: whatever is queued
+    /// before, the batch takes a datagram of any size until it is full. A
+    /// capacity above [`libc::UIO_MAXIOV`] works but needs one `sendmmsg`
+    /// per `UIO_MAXIOV` datagrams.
     ///
     /// # Panics
     ///
-    /// If `capacity * slot_size` overflows `usize` or cannot be allocated.
+    /// If the buffer size overflows `usize` or cannot be allocated.
     pub fn new(capacity: usize, slot_size: usize) -> Self {
         let capacity = capacity.max(1);
-        let slot_size = slot_size.max(1);
+        let slot_size = slot_size.clamp(1, MAX_DATAGRAM);
+        // Each datagram starts aligned, which costs up to SEND_ALIGN - 1
+        // bytes of padding behind it.
+        let room = (slot_size + SEND_ALIGN - 1) & !(SEND_ALIGN - 1);
+        let Some(size) = capacity
+            .checked_mul(room)
+            .and_then(|n| n.checked_add(MAX_DATAGRAM))
+        else {
+            panic!("UDP send batch of {capacity} datagrams of {slot_size} bytes overflows usize");
+        };
         Self {
             capacity,
             slot_size,
-            buf: zeroed_bytes(capacity, slot_size),
+            buf: vec![0; size].into_boxed_slice(),
+            end: 0,
+            offsets: vec![0; capacity].into_boxed_slice(),
             lens: vec![0; capacity].into_boxed_slice(),
             destinations: vec![UNSPECIFIED_SOURCE; capacity].into_boxed_slice(),
             sources: vec![None; capacity].into_boxed_slice(),
@@ -692,7 +784,8 @@ impl SendBatch {
         self.capacity
     }
 
-    /// The size of each slot: the longest datagram that can be queued.
+    /// The room per datagram when all are this small: the batch holds
+    /// [`capacity`](Self::capacity) of them.
     pub fn slot_size(&self) -> usize {
         self.slot_size
     }
@@ -707,9 +800,11 @@ impl SendBatch {
         self.head == self.len
     }
 
-    /// Whether no more datagram can be queued before the batch is sent.
+    /// Whether no more datagram can be queued before the batch is sent:
+    /// `capacity` are queued, or the room left might not hold one of
+    /// [`MAX_DATAGRAM`] bytes.
     pub fn is_full(&self) -> bool {
-        self.len == self.capacity
+        self.len == self.capacity || self.buf.len() - self.end < MAX_DATAGRAM
     }
 
     /// How many datagrams [`BatchUdpSocket::send_batch`] has dropped because
@@ -723,12 +818,19 @@ impl SendBatch {
     pub fn clear(&mut self) {
         self.head = 0;
         self.len = 0;
+        self.end = 0;
     }
 
-    /// Queues one datagram, written in place: `fill` gets the free slot
-    /// ([`slot_size`](Self::slot_size) bytes, holding stale data) and returns
-    /// how many bytes it wrote; 0 queues nothing (and a value above the slot
-    /// size is clamped to it).
+    /// The free room for the next datagram: [`MAX_DATAGRAM`] bytes
+    /// holding stale data. Only when not [`is_full`](Self::is_full).
+    fn free_room(&mut self) -> &mut [u8] {
+        &mut self.buf[self.end..self.end + MAX_DATAGRAM]
+    }
+
+    /// Queues one datagram, written in place: `fill` gets the free room
+    /// ([`MAX_DATAGRAM`] bytes, holding stale data) and returns how many
+    /// bytes it wrote; 0 queues nothing (and a larger value is clamped to
+    /// the room).
     ///
     /// `source_ip`, when set, is the local address to send from (an
     /// `IP_PKTINFO` / `IPV6_PKTINFO` control message): typically the
@@ -745,10 +847,9 @@ impl SendBatch {
         if self.is_full() {
             return false;
         }
-        let start = self.len * self.slot_size;
-        let written = fill(&mut self.buf[start..start + self.slot_size]);
+        let written = fill(self.free_room());
         if written > 0 {
-            self.enqueue(destination, source_ip, written.min(self.slot_size));
+            self.enqueue(destination, source_ip, written.min(MAX_DATAGRAM));
         }
         true
     }
@@ -757,26 +858,26 @@ impl SendBatch {
     /// datagram). See [`push_with`](Self::push_with) for `source_ip`.
     ///
     /// Returns `false`, queueing nothing, if the batch is full or `payload`
-    /// is longer than [`slot_size`](Self::slot_size).
+    /// is longer than [`MAX_DATAGRAM`].
     pub fn push(
         &mut self,
         destination: SocketAddr,
         source_ip: Option<IpAddr>,
         payload: &[u8],
     ) -> bool {
-        if self.is_full() || payload.len() > self.slot_size {
+        if self.is_full() || payload.len() > MAX_DATAGRAM {
             return false;
         }
-        let start = self.len * self.slot_size;
-        self.buf[start..start + payload.len()].copy_from_slice(payload);
+        self.free_room()[..payload.len()].copy_from_slice(payload);
         self.enqueue(destination, source_ip, payload.len());
         true
     }
 
     /// Queues a datagram written in place whose addresses are known only
     /// once it is written, as when the sans-IO core writes an answer straight
-    /// into the slot. `fill` returns the length, destination and source IP,
-    /// or `None` to queue nothing (the slot is then reused).
+    /// into the batch. `fill` gets the free room ([`MAX_DATAGRAM`] bytes)
+    /// and returns the length, destination and source IP, or `None` to
+    /// queue nothing (the room is then reused).
     ///
     /// Returns `false`, without calling `fill`, if the batch is full.
     pub fn push_in_place(
@@ -786,28 +887,30 @@ impl SendBatch {
         if self.is_full() {
             return false;
         }
-        let start = self.len * self.slot_size;
-        if let Some((written, destination, source_ip)) =
-            fill(&mut self.buf[start..start + self.slot_size])
+        if let Some((written, destination, source_ip)) = fill(self.free_room())
             && written > 0
         {
-            self.enqueue(destination, source_ip, written.min(self.slot_size));
+            self.enqueue(destination, source_ip, written.min(MAX_DATAGRAM));
         }
         true
     }
 
-    /// Records the datagram just written into slot `self.len`.
+    /// Records the datagram just written at `self.end`.
     fn enqueue(&mut self, destination: SocketAddr, source_ip: Option<IpAddr>, len: usize) {
         let i = self.len;
+        self.offsets[i] = self.end;
         self.lens[i] = len;
         self.destinations[i] = destination;
         self.sources[i] = source_ip;
         self.len += 1;
+        // An empty datagram still takes one aligned unit, so that offsets
+        // stay distinct.
+        self.end += (len.max(1) + SEND_ALIGN - 1) & !(SEND_ALIGN - 1);
     }
 
-    /// Fills the kernel structures of slots `start..end` (at most
-    /// `MAX_BATCH` of them). Stops at the first slot whose addresses cannot
-    /// be expressed on this socket and returns its index (or `end`).
+    /// Fills the kernel structures of datagrams `start..end` (at most
+    /// `MAX_BATCH` of them). Stops at the first datagram whose addresses
+    /// cannot be expressed on this socket and returns its index (or `end`).
     fn prepare(&mut self, start: usize, end: usize, ipv6_socket: bool) -> usize {
         // First the values (through safe indexing), then the pointers (all
         // derived after the last safe write, so they stay valid).
@@ -842,7 +945,7 @@ impl SendBatch {
             // bounds of the `iovecs` allocation, and nothing else borrows it.
             unsafe {
                 *iov = libc::iovec {
-                    iov_base: buf.wrapping_add(i * self.slot_size).cast(),
+                    iov_base: buf.wrapping_add(self.offsets[i]).cast(),
                     iov_len: self.lens[i],
                 };
             }
@@ -983,6 +1086,25 @@ fn set_int_option(
     }
 }
 
+/// See [`BatchUdpSocket::set_dont_fragment`].
+fn set_dont_fragment(socket: &Socket, ipv6: bool, dont_fragment: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int_option(
+            socket,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_DONTFRAG,
+            libc::c_int::from(dont_fragment),
+        )
+    } else {
+        let mode = if dont_fragment {
+            libc::IP_PMTUDISC_DO
+        } else {
+            libc::IP_PMTUDISC_DONT
+        };
+        set_int_option(socket, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, mode)
+    }
+}
+
 /// Sets a buffer size with the privileged `force` option (which ignores the
 /// `rmem_max`/`wmem_max` caps) when allowed, else with the plain one.
 fn set_buffer_size(
@@ -1000,6 +1122,65 @@ fn set_buffer_size(
             set_int_option(socket, libc::SOL_SOCKET, plain, value)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Anonymous private memory whose pages the kernel provides on first touch
+/// (`mmap` with `MAP_NORESERVE`): address space reserved up front, memory
+/// spent only where something is written. Reads of untouched pages see
+/// zeros. Unmapped when dropped.
+struct LazyBytes {
+    ptr: ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl LazyBytes {
+    fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh anonymous mapping: no address hint, no descriptor;
+        // the kernel picks the address and returns MAP_FAILED on error.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len.max(1),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = ptr::NonNull::new(addr.cast()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+        Ok(Self { ptr, len })
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is the start of a live, readable mapping of `len`
+        // bytes (at least 1) owned by `self`, zero-filled where never
+        // written; `&self` rules out a concurrent `&mut` from this type.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow
+        // exclusive (the kernel writes through raw pointers only inside a
+        // system call that has returned by now).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for LazyBytes {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made, unmapped once; no borrow of it
+        // outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len.max(1));
+        }
     }
 }
 
@@ -1332,6 +1513,39 @@ mod tests {
         assert_eq!(reply[0].1.source, SocketAddr::new(other, port));
     }
 
+    fn int_option(socket: &BatchUdpSocket, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.fd.as_raw_fd(),
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt({level}, {name})");
+        value
+    }
+
+    #[tokio::test]
+    async fn dont_fragment_is_switched_per_datagram() {
+        let v4 = bind("127.0.0.1:0");
+        v4.set_dont_fragment(true).unwrap();
+        let mode = int_option(&v4, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
+        assert_eq!(mode, libc::IP_PMTUDISC_DO, "DF set");
+        v4.set_dont_fragment(false).unwrap();
+        let mode = int_option(&v4, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
+        assert_eq!(mode, libc::IP_PMTUDISC_DONT, "DF clear: the kernel fragments");
+        let v6 = bind("[::1]:0");
+        v6.set_dont_fragment(true).unwrap();
+        assert_eq!(int_option(&v6, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG), 1);
+        v6.set_dont_fragment(false).unwrap();
+        assert_eq!(int_option(&v6, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG), 0);
+    }
+
     #[tokio::test]
     async fn reuse_port_and_dual_stack_binds() {
         let opts = UdpOptions {
@@ -1341,21 +1555,9 @@ mod tests {
             dont_fragment: true,
         };
         let a = BatchUdpSocket::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
-        let mut mode: libc::c_int = -1;
-        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `mode`.
-        let rc = unsafe {
-            libc::getsockopt(
-                a.fd.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                (&mut mode as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
         assert_eq!(
-            (rc, mode),
-            (0, libc::IP_PMTUDISC_DO),
+            int_option(&a, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            libc::IP_PMTUDISC_DO,
             "DONT-FRAGMENT sets the DF bit"
         );
         let b = BatchUdpSocket::bind(a.local_addr(), &opts).unwrap();
@@ -1416,23 +1618,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn oversized_datagram_is_truncated() {
+    async fn datagrams_larger_than_a_slot_arrive_whole() {
         let a = bind("127.0.0.1:0");
         let b = bind("127.0.0.1:0");
-        let mut send = SendBatch::new(4, 1500);
-        let big: Vec<u8> = (0..200u8).collect();
-        assert!(send.push(b.local_addr(), None, &big));
-        assert!(send.push(b.local_addr(), None, &big[..64]));
-        assert!(send.push(b.local_addr(), None, b""));
-        assert_eq!(within(a.send_batch(&mut send)).await.unwrap(), 3);
-        let mut recv = RecvBatch::new(4, 64);
-        let got = recv_n(&b, &mut recv, 3).await;
-        assert_eq!(got[0].0, &big[..64]);
-        assert!(got[0].1.truncated);
-        assert_eq!(got[1].0, &big[..64]);
-        assert!(!got[1].1.truncated);
-        assert!(got[2].0.is_empty());
-        assert!(!got[2].1.truncated);
+        // Larger than the slots, interleaved with small ones, several in
+        // one receive: each has its own spill area.
+        let sizes = [200, 64, 0, 65_507, 65, 9_000, 1];
+        let datagram = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 + n) as u8).collect() };
+        let mut send = SendBatch::new(8, 10_000);
+        for &n in &sizes {
+            assert!(send.push(b.local_addr(), None, &datagram(n)), "{n} bytes queued");
+        }
+        assert_eq!(
+            within(a.send_batch(&mut send)).await.unwrap(),
+            sizes.len()
+        );
+        let mut recv = RecvBatch::new(8, 64);
+        let got = recv_n(&b, &mut recv, sizes.len()).await;
+        for (&n, (bytes, meta)) in sizes.iter().zip(&got) {
+            assert_eq!(bytes.len(), n);
+            assert!(*bytes == datagram(n), "{n}-byte datagram intact");
+            assert!(!meta.truncated);
+        }
+        // The slots are reused for small datagrams afterwards.
+        assert!(send.push(b.local_addr(), None, b"small"));
+        within(a.send_batch(&mut send)).await.unwrap();
+        let got = recv_n(&b, &mut recv, 1).await;
+        assert_eq!(got[0].0, b"small");
     }
 
     #[tokio::test]
@@ -1493,7 +1705,7 @@ mod tests {
     async fn push_limits() {
         let mut send = SendBatch::new(2, 8);
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        assert!(!send.push(to, None, &[0; 9]));
+        assert!(!send.push(to, None, &vec![0; MAX_DATAGRAM + 1]));
         assert!(send.push_with(to, None, |_| 0));
         assert!(send.is_empty());
         assert!(send.push(to, None, b"12345678"));
@@ -1502,6 +1714,20 @@ mod tests {
         assert_eq!(send.len(), 2);
         assert!(!send.push(to, None, b"x"));
         assert!(!send.push_with(to, None, |_| unreachable!()));
+        send.clear();
+        // A large datagram takes the room of many small ones: the batch
+        // is full after it although it holds fewer than `capacity`.
+        let mut batch = SendBatch::new(4, 1000);
+        assert!(batch.push(to, None, &[1; 1000]));
+        assert!(batch.push(to, None, &[2; 60_000]));
+        assert!(batch.is_full());
+        assert_eq!(batch.len(), 2);
+        assert!(!batch.push(to, None, b"x"));
+        batch.clear();
+        for _ in 0..4 {
+            assert!(batch.push(to, None, &[3; 1000]), "small ones: `capacity` fit");
+        }
+        assert!(batch.is_full());
         let socket = bind("127.0.0.1:0");
         let mut empty = SendBatch::new(1, 1);
         assert_eq!(within(socket.send_batch(&mut empty)).await.unwrap(), 0);
