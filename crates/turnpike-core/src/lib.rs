@@ -16,7 +16,9 @@
 //! - [`relay`]: relay ports: what the shell binds for the core.
 //! - [`response`]: building responses and error responses.
 //! - [`config`]: what the core needs to know about its deployment.
-//! - [`packet`]: the input and output types crossing the I/O boundary.
+//! - [`packet`]: the input and output types crossing the I/O boundary, and
+//!   the size limits of each transport.
+//! - [`stats`]: per-shard counters, and why relayed data was dropped.
 
 pub mod allocation;
 pub mod auth;
@@ -31,6 +33,7 @@ pub mod peer_policy;
 pub mod relay;
 pub mod response;
 pub mod server;
+pub mod stats;
 pub(crate) mod turn;
 
 pub use allocation::{ChannelRoute, FiveTuple, Quotas};
@@ -39,7 +42,8 @@ pub use connection::ConnectionId;
 pub use credentials::{Lookup, UserKeys};
 pub use ephemeral::{Secrets, SharedSecret};
 pub use nonce::NonceKey;
-pub use packet::{Packet, Transmit, Transport};
+pub use packet::{MAX_DTLS_MESSAGE, Packet, Transmit, Transport, max_udp_payload};
 pub use peer_policy::PeerPolicy;
 pub use relay::{NoRelays, RelayOptions, RelayPorts, RelayProtocol};
-pub use server::{Event, Server, Shard, Stats};
+pub use server::{Event, Server, Shard};
+pub use stats::{DropReason, Drops, Stats};

@@ -28,6 +28,7 @@ use crate::ephemeral::Secrets;
 use crate::packet::{Packet, Transmit};
 use crate::relay::{NoRelays, PortPicker, RelayPorts};
 use crate::response::{self, ErrorDetails};
+use crate::stats::{DropReason, Stats};
 use crate::turn::{self, Request, Turn};
 
 /// How often expired allocations, permissions and channels are swept.
@@ -35,34 +36,6 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An unauthenticated answer may be at most this many times its request.
 const AMPLIFICATION_LIMIT: usize = 3;
-
-/// Per-shard counters. Plain integers: each shard owns its own, and the
-/// metrics endpoint sums them, so the packet path never touches shared memory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Binding requests answered with a success response.
-    pub binding_success: u64,
-    /// Requests answered with an error response.
-    pub error_responses: u64,
-    /// Packets dropped without an answer (garbage, wrong class, bad fingerprint).
-    pub dropped: u64,
-    /// Allocations created.
-    pub allocations_created: u64,
-    /// Requests whose credentials were refused (401 after an integrity
-    /// check, or an unknown user).
-    pub auth_failures: u64,
-    /// Challenges not sent because of the per-source rate limit or the
-    /// amplification budget.
-    pub challenges_suppressed: u64,
-    /// Datagrams relayed client → peer, and their payload bytes.
-    pub to_peer_packets: u64,
-    /// Payload bytes relayed client → peer.
-    pub to_peer_bytes: u64,
-    /// Datagrams relayed peer → client.
-    pub to_client_packets: u64,
-    /// Payload bytes relayed peer → client.
-    pub to_client_bytes: u64,
-}
 
 /// Something the shell must act on, drained with [`Server::poll_event`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -400,11 +373,12 @@ impl Server {
         match framing::classify(packet.data) {
             PacketKind::Stun => self.handle_stun(now, &packet, out),
             PacketKind::ChannelData => {
-                let transmit = self.turn.as_ref().and_then(|turn| {
-                    let five_tuple = five_tuple(&packet);
-                    turn::send::channel_data(turn, now, &five_tuple, packet.data, out)
-                });
-                self.count_to_peer(transmit)
+                let Some(turn) = self.turn.as_ref() else {
+                    return self.drop_packet();
+                };
+                let five_tuple = five_tuple(&packet);
+                let relayed = turn::send::channel_data(turn, now, &five_tuple, packet.data, out);
+                self.count_to_peer(relayed, &packet)
             }
             PacketKind::Dtls | PacketKind::Other => self.drop_packet(),
         }
@@ -419,25 +393,51 @@ impl Server {
         data: &[u8],
         out: &mut [u8],
     ) -> Option<Transmit> {
-        let transmit = turn::data::from_peer(self.turn.as_mut()?, now, relay, peer, data, out);
-        match transmit {
-            Some(t) => {
+        match turn::data::from_peer(self.turn.as_mut()?, now, relay, peer, data, out) {
+            Ok(t) => {
                 self.stats.to_client_packets += 1;
                 self.stats.to_client_bytes += data.len() as u64;
                 Some(t)
             }
-            None => self.drop_packet(),
+            Err(None) => self.drop_packet(),
+            Err(Some(reason)) => {
+                self.record_drop(reason, data.len(), peer, relay);
+                None
+            }
         }
     }
 
-    fn count_to_peer(&mut self, transmit: Option<Transmit>) -> Option<Transmit> {
-        match transmit {
-            Some(t) => {
+    /// Counts relayed data that was not delivered, by reason, and logs it
+    /// at debug level: the core's own drops (data too large for the way
+    /// out) and the shell's (a full queue, a path MTU the kernel enforced).
+    /// `from` and `to` are the addresses the data arrived between.
+    pub fn record_drop(
+        &mut self,
+        reason: DropReason,
+        bytes: usize,
+        from: SocketAddr,
+        to: SocketAddr,
+    ) {
+        self.stats.relay_drops.record(reason);
+        tracing::debug!(reason = reason.as_str(), bytes, %from, %to, "relayed data dropped");
+    }
+
+    fn count_to_peer(
+        &mut self,
+        relayed: turn::send::Relayed,
+        packet: &Packet<'_>,
+    ) -> Option<Transmit> {
+        match relayed {
+            Ok(t) => {
                 self.stats.to_peer_packets += 1;
                 self.stats.to_peer_bytes += t.len as u64;
                 Some(t)
             }
-            None => self.drop_packet(),
+            Err(None) => self.drop_packet(),
+            Err(Some(reason)) => {
+                self.record_drop(reason, packet.data.len(), packet.remote, packet.local);
+                None
+            }
         }
     }
 
@@ -460,21 +460,13 @@ impl Server {
         match message.message_type().class {
             Class::Request => {}
             Class::Indication if method == Method::SEND && !message.is_rfc3489() => {
-                let transmit =
-                    self.turn
-                        .as_ref()
-                        .zip(self.config.turn.as_ref())
-                        .and_then(|(turn, config)| {
-                            turn::send::indication(
-                                turn,
-                                config,
-                                now,
-                                &five_tuple(packet),
-                                &message,
-                                out,
-                            )
-                        });
-                return self.count_to_peer(transmit);
+                let (Some(turn), Some(config)) = (self.turn.as_ref(), self.config.turn.as_ref())
+                else {
+                    return self.drop_packet();
+                };
+                let five_tuple = five_tuple(packet);
+                let relayed = turn::send::indication(turn, config, now, &five_tuple, &message, out);
+                return self.count_to_peer(relayed, packet);
             }
             // Binding indications are keepalives; responses are not ours.
             _ => return self.drop_packet(),

@@ -40,9 +40,13 @@ pub struct DtlsConfig {
     /// long is dropped. Default 10 min; it must exceed the TURN refresh
     /// interval of quiet clients.
     pub idle_timeout: Duration,
-    /// Largest UDP payload the server sends: every DTLS record and every
-    /// handshake flight fragment fits one datagram of at most this size
-    /// (no path-MTU discovery). Default 1200, the usual WebRTC value.
+    /// Largest datagram of a handshake flight: handshake messages are
+    /// fragmented to fit it (no path-MTU discovery). Default 1200, the
+    /// usual WebRTC value. Application data is not bound by it: each
+    /// message is one record of up to 2^14 bytes (a STUN or ChannelData
+    /// message cannot span records), sent as one datagram, which IP
+    /// fragments past the path MTU as it would a plain UDP datagram of that
+    /// size.
     pub mtu: usize,
     /// HMAC-SHA256 key for the stateless cookies. Random per deployment;
     /// workers of one process should share it (a cookie from one worker is

@@ -32,12 +32,12 @@ pub enum DtlsError {
     /// finished yet.
     #[error("DTLS session with {0} is still handshaking")]
     NotEstablished(SocketAddr),
-    /// Application data larger than one record that fits the MTU.
-    #[error("{len} bytes do not fit one DTLS record (at most {max} bytes with this MTU)")]
+    /// Application data larger than one record.
+    #[error("{len} bytes do not fit one DTLS record (at most {max} bytes)")]
     TooLarge {
         /// Length of the data passed to `send`.
         len: usize,
-        /// Largest payload that fits one datagram.
+        /// Largest payload of one record.
         max: usize,
     },
     /// The peer already has the maximum number of outputs waiting in

@@ -70,8 +70,10 @@
 //! Each session is an `SslStream` over an in-memory datagram pipe (one
 //! `Vec` per datagram: OpenSSL 3.0 has no `BIO_s_dgram_mem`). The session is
 //! primed with `DTLSv1_listen` on the already-verified ClientHello, which
-//! sets OpenSSL's sequence numbers as after its own cookie exchange. MTU is
-//! fixed with `SSL_set_mtu` (no path-MTU queries on the pipe). DTLS 1.2
+//! sets OpenSSL's sequence numbers as after its own cookie exchange. The
+//! handshake MTU is fixed with `SSL_set_mtu` (no path-MTU queries on the
+//! pipe); application data goes out as one record per message, up to 2^14
+//! bytes, whatever that MTU (see [`DtlsConfig::mtu`]). DTLS 1.2
 //! only, ECDHE with AEAD suites, no compression, no renegotiation, no
 //! resumption, no client certificates.
 //!
@@ -98,8 +100,10 @@
 //! HelloVerifyRequests are started); events are never dropped, and there
 //! are at most two per session (plus one uncounted close_notify). A
 //! HelloVerifyRequest (45 bytes) is smaller than the smallest ClientHello
-//! that earns one (61 bytes): no amplification. Outgoing datagrams never exceed the MTU
-//! (≤ 65507), incoming ones over 65535 bytes are ignored. Timers live in
+//! that earns one (61 bytes): no amplification. Outgoing handshake
+//! datagrams never exceed the MTU (≤ 65507), application data records 2^14
+//! bytes of plaintext; incoming datagrams over 65535 bytes are ignored.
+//! Timers live in
 //! one ordered set with exactly one entry per session. No input panics
 //! (see the property tests).
 //!
@@ -151,7 +155,8 @@ const MAX_INPUT: usize = 65_535;
 /// [`DtlsServer::poll_output`] after every call into the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Send `data` (one datagram, at most the configured MTU) to `to`.
+    /// Send `data` (one datagram: handshake fragments of at most the
+    /// configured MTU, or one application data record) to `to`.
     Transmit { to: SocketAddr, data: Vec<u8> },
     /// Application data (one DTLS record's plaintext) received from `from`.
     Data { from: SocketAddr, data: Vec<u8> },
@@ -363,7 +368,7 @@ impl DtlsServer {
 
     /// Encrypts `data` as one DTLS record for the established session with
     /// `to` and queues the datagram ([`Output::Transmit`]). `data` must fit
-    /// one datagram: at most [`max_payload`](Self::max_payload) bytes.
+    /// one record: at most [`max_payload`](Self::max_payload) bytes.
     /// `now` is not used today; it keeps the signature uniform.
     pub fn send(&mut self, _now: Instant, to: SocketAddr, data: &[u8]) -> Result<(), DtlsError> {
         let max = self.max_payload();
@@ -492,9 +497,10 @@ impl DtlsServer {
         self.half_open
     }
 
-    /// Largest `data` [`send`](Self::send) accepts with this MTU.
+    /// Largest `data` [`send`](Self::send) accepts: one record's plaintext
+    /// (2^14 bytes), whatever the handshake MTU.
     pub fn max_payload(&self) -> usize {
-        (self.limits.mtu - ossl::RECORD_OVERHEAD).min(ossl::MAX_PLAINTEXT)
+        ossl::MAX_PLAINTEXT
     }
 
     /// Answers a ClientHello without a valid cookie. Stateless.

@@ -31,14 +31,11 @@ ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
 ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 const GROUPS: &str = "X25519:P-256:P-384";
 
-/// Largest record expansion of the suites in [`CIPHERS`]: 13-byte DTLS
-/// header + 8-byte explicit GCM nonce + 16-byte tag (ChaCha20-Poly1305 has
-/// no explicit nonce, so less).
-pub(crate) const RECORD_OVERHEAD: usize = 13 + 8 + 16;
 /// Largest plaintext of one record (2^14).
 pub(crate) const MAX_PLAINTEXT: usize = 16_384;
-/// Largest datagram the pipe passes on (UDP payload limit); OpenSSL never
-/// writes more than the MTU, this is a second fence.
+/// Largest datagram the pipe passes on (UDP payload limit); OpenSSL writes
+/// handshake datagrams of at most the MTU and application records of at
+/// most 2^14 bytes plus 37 of header, nonce and tag: this is a second fence.
 pub(crate) const MAX_DATAGRAM: usize = 65_507;
 /// Datagrams one session may write in one step before the pipe starts
 /// dropping (a handshake flight with a long chain is ~10 at MTU 1200).

@@ -230,5 +230,6 @@ pub(crate) fn render(
         source: to.server,
         destination: to.client,
         len,
+        dont_fragment: false,
     })
 }

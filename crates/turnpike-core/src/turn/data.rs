@@ -1,18 +1,27 @@
 //! Peer → client (RFC 8656 §11.3, §12.7): a datagram that arrived on a
 //! relayed address goes to the client as ChannelData if a channel is bound
 //! to the peer, else as a Data indication — and is dropped silently if the
-//! peer has no permission.
+//! peer has no permission. A datagram that cannot be framed for the
+//! client's transport (one UDP datagram, one DTLS record, a STUN message's
+//! 16-bit length) is dropped with [`DropReason::TooBigForClient`].
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand::RngCore;
 use turnpike_codec::channel_data::{self, ChannelData};
-use turnpike_codec::{Attribute, Class, MessageBuilder, MessageType, Method, TransactionId};
+use turnpike_codec::{
+    Attribute, Class, HEADER_LEN, MessageBuilder, MessageType, Method, TransactionId,
+};
 
 use super::Turn;
+use super::send::Relayed;
 use crate::packet::Transmit;
 use crate::relay::RelayProtocol;
+use crate::stats::DropReason;
+
+/// The longest STUN message body (a 16-bit length, in whole words).
+const MAX_BODY: usize = 0xFFFC;
 
 pub(crate) fn from_peer(
     turn: &mut Turn,
@@ -21,35 +30,60 @@ pub(crate) fn from_peer(
     peer: SocketAddr,
     data: &[u8],
     out: &mut [u8],
-) -> Option<Transmit> {
-    let allocation = turn
+) -> Relayed {
+    let id = turn
         .allocations
-        .get(turn.allocations.id_by_relay(RelayProtocol::Udp, relay)?)?;
+        .id_by_relay(RelayProtocol::Udp, relay)
+        .ok_or(None)?;
+    let allocation = turn.allocations.get(id).ok_or(None)?;
     if !allocation.has_permission(peer.ip(), now) {
-        return None;
+        return Err(None);
     }
     let five_tuple = allocation.five_tuple;
+    let limit = five_tuple
+        .transport
+        .max_message_len(five_tuple.client.ip());
+    let too_big = Some(DropReason::TooBigForClient);
     let len = match allocation.channel_for_peer(peer, now) {
         Some(channel) => {
             let stream = five_tuple.transport.is_stream();
-            out.get_mut(channel_data::HEADER_LEN..channel_data::HEADER_LEN + data.len())?
+            if ChannelData::encoded_len(data.len(), stream) > limit {
+                return Err(too_big);
+            }
+            out.get_mut(channel_data::HEADER_LEN..channel_data::HEADER_LEN + data.len())
+                .ok_or(too_big)?
                 .copy_from_slice(data);
-            ChannelData::write_header(out, channel, data.len(), stream).ok()?
+            ChannelData::write_header(out, channel, data.len(), stream).map_err(|_| too_big)?
         }
         None => {
+            let body = data_indication_body(peer, data.len());
+            if body > MAX_BODY || HEADER_LEN + body > limit {
+                return Err(too_big);
+            }
             let mut id = [0u8; 12];
             turn.rng.fill_bytes(&mut id);
             let kind = MessageType::new(Method::DATA, Class::Indication);
-            let mut msg = MessageBuilder::new(out, kind, TransactionId::Rfc5389(id)).ok()?;
-            msg.add(&Attribute::XorPeerAddress(peer)).ok()?;
-            msg.add(&Attribute::Data(data)).ok()?;
+            let mut msg =
+                MessageBuilder::new(out, kind, TransactionId::Rfc5389(id)).map_err(|_| too_big)?;
+            msg.add(&Attribute::XorPeerAddress(peer))
+                .map_err(|_| too_big)?;
+            msg.add(&Attribute::Data(data)).map_err(|_| too_big)?;
             msg.finish()
         }
     };
-    Some(Transmit {
+    Ok(Transmit {
         transport: five_tuple.transport,
         source: five_tuple.server,
         destination: five_tuple.client,
         len,
+        dont_fragment: false,
     })
+}
+
+/// The body of a Data indication carrying `data_len` bytes from `peer`:
+/// XOR-PEER-ADDRESS (4 + 8 or 20 bytes) and DATA (4 + the data, padded to
+/// a word).
+fn data_indication_body(peer: SocketAddr, data_len: usize) -> usize {
+    let address = if peer.is_ipv4() { 8 } else { 20 };
+    4 + address + 4 + data_len.next_multiple_of(4)
 }

@@ -1,7 +1,16 @@
 //! Client → peer: Send indications (RFC 8656 §11.2) and ChannelData
 //! (§12.6). This is the hot path: no allocation, no logging; anything
-//! wrong is dropped silently, as indications and ChannelData are never
-//! answered.
+//! wrong is dropped, as indications and ChannelData are never answered.
+//! What breaks the protocol's rules (no allocation, no permission, a
+//! malformed message) is dropped silently; data too large for one UDP
+//! datagram to the peer is dropped with a [`DropReason`], which the server
+//! counts and logs.
+//!
+//! DONT-FRAGMENT (§14, "IPv4 Fragmentation"): a Send indication carrying it
+//! goes out with the DF bit set. Otherwise the DF bit should be copied from
+//! the client's packet, which a socket cannot see; the allocation's own
+//! DONT-FRAGMENT stands in for it (a client that asked for it sends with DF
+//! itself), so data of such an allocation always goes out with DF.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -11,17 +20,35 @@ use turnpike_codec::{Attribute, ChannelData, Message};
 use super::Turn;
 use crate::allocation::FiveTuple;
 use crate::config::TurnConfig;
-use crate::packet::{Transmit, Transport};
+use crate::packet::{Transmit, Transport, max_udp_payload};
 use crate::relay::RelayProtocol;
+use crate::stats::DropReason;
 
-/// A datagram for a peer, already copied to `out`.
-fn to_peer(out: &mut [u8], relay: SocketAddr, peer: SocketAddr, data: &[u8]) -> Option<Transmit> {
-    out.get_mut(..data.len())?.copy_from_slice(data);
-    Some(Transmit {
+/// A relayed datagram (written to `out`), or why there is none: `None` for
+/// the protocol's silent drops, a reason for the counted ones.
+pub(crate) type Relayed = Result<Transmit, Option<DropReason>>;
+
+/// A datagram for a peer, copied to `out`. The shell gives an `out` that
+/// holds any UDP payload; one that does not is treated as the peer's limit.
+fn to_peer(
+    out: &mut [u8],
+    relay: SocketAddr,
+    peer: SocketAddr,
+    data: &[u8],
+    dont_fragment: bool,
+) -> Relayed {
+    if data.len() > max_udp_payload(peer.ip()) {
+        return Err(Some(DropReason::TooBigForPeer));
+    }
+    out.get_mut(..data.len())
+        .ok_or(Some(DropReason::TooBigForPeer))?
+        .copy_from_slice(data);
+    Ok(Transmit {
         transport: Transport::Udp,
         source: relay,
         destination: peer,
         len: data.len(),
+        dont_fragment,
     })
 }
 
@@ -33,12 +60,14 @@ pub(crate) fn indication(
     five_tuple: &FiveTuple,
     message: &Message<'_>,
     out: &mut [u8],
-) -> Option<Transmit> {
+) -> Relayed {
     let allocation = turn
         .allocations
-        .get(turn.allocations.id_by_five_tuple(five_tuple)?)?;
+        .get(turn.allocations.id_by_five_tuple(five_tuple).ok_or(None)?)
+        .ok_or(None)?;
     let mut peer = None;
     let mut data = None;
+    let mut dont_fragment = allocation.dont_fragment;
     for attr in message.attributes() {
         match attr.attr_type {
             turnpike_codec::AttrType::XOR_PEER_ADDRESS if peer.is_none() => {
@@ -49,19 +78,20 @@ pub(crate) fn indication(
                 }
             }
             turnpike_codec::AttrType::DATA if data.is_none() => data = Some(attr.value),
+            turnpike_codec::AttrType::DONT_FRAGMENT => dont_fragment = true,
             _ => {}
         }
     }
-    let (peer, data) = (peer?, data?);
+    let (peer, data) = (peer.ok_or(None)?, data.ok_or(None)?);
     // A TCP allocation relays connections, not datagrams (RFC 6062 §5).
     if allocation.protocol != RelayProtocol::Udp {
-        return None;
+        return Err(None);
     }
-    let relay = allocation.relay_for(peer.ip())?;
+    let relay = allocation.relay_for(peer.ip()).ok_or(None)?;
     if !allocation.has_permission(peer.ip(), now) || config.peer_policy.check(peer).is_err() {
-        return None;
+        return Err(None);
     }
-    to_peer(out, relay, peer, data)
+    to_peer(out, relay, peer, data, dont_fragment)
 }
 
 /// ChannelData from the client of `five_tuple`. The peer passed the policy
@@ -72,14 +102,18 @@ pub(crate) fn channel_data(
     five_tuple: &FiveTuple,
     packet: &[u8],
     out: &mut [u8],
-) -> Option<Transmit> {
-    let message = ChannelData::parse(packet).ok()?;
+) -> Relayed {
+    let message = ChannelData::parse(packet).map_err(|_| None)?;
     let allocation = turn
         .allocations
-        .get(turn.allocations.id_by_five_tuple(five_tuple)?)?;
-    let peer = allocation.channel_peer(message.channel, now)?;
+        .get(turn.allocations.id_by_five_tuple(five_tuple).ok_or(None)?)
+        .ok_or(None)?;
+    let peer = allocation
+        .channel_peer(message.channel, now)
+        .ok_or(None)?;
     if !allocation.has_permission(peer.ip(), now) {
-        return None;
+        return Err(None);
     }
-    to_peer(out, allocation.relay_for(peer.ip())?, peer, message.data)
+    let relay = allocation.relay_for(peer.ip()).ok_or(None)?;
+    to_peer(out, relay, peer, message.data, allocation.dont_fragment)
 }

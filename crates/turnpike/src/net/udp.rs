@@ -231,8 +231,9 @@ impl BatchUdpSocket {
     /// "IPv4 Fragmentation" and "IPv6 Fragmentation"): with `true` the DF
     /// bit is set (IPv4, `IP_PMTUDISC_DO`) or the kernel never fragments
     /// (IPv6, `IPV6_DONTFRAG`), and a datagram larger than the path MTU
-    /// fails with `EMSGSIZE`; with `false` the DF bit is clear
-    /// (`IP_PMTUDISC_DONT`) and the kernel fragments what exceeds the MTU.
+    /// fails with `EMSGSIZE`; with `false` the socket is back to the
+    /// kernel's default (`IP_PMTUDISC_WANT`: DF on datagrams that fit the
+    /// path MTU, larger ones fragmented by the kernel).
     ///
     /// # Errors
     ///
@@ -1099,7 +1100,7 @@ fn set_dont_fragment(socket: &Socket, ipv6: bool, dont_fragment: bool) -> io::Re
         let mode = if dont_fragment {
             libc::IP_PMTUDISC_DO
         } else {
-            libc::IP_PMTUDISC_DONT
+            libc::IP_PMTUDISC_WANT
         };
         set_int_option(socket, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, mode)
     }
@@ -1538,7 +1539,7 @@ mod tests {
         assert_eq!(mode, libc::IP_PMTUDISC_DO, "DF set");
         v4.set_dont_fragment(false).unwrap();
         let mode = int_option(&v4, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
-        assert_eq!(mode, libc::IP_PMTUDISC_DONT, "DF clear: the kernel fragments");
+        assert_eq!(mode, libc::IP_PMTUDISC_WANT, "back to the kernel's default");
         let v6 = bind("[::1]:0");
         v6.set_dont_fragment(true).unwrap();
         assert_eq!(int_option(&v6, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG), 1);

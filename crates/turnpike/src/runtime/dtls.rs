@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
-use turnpike_core::{FiveTuple, Packet, Transport};
-use turnpike_dtls::{Output, Sessions};
+use turnpike_core::{DropReason, FiveTuple, Packet, Transport};
+use turnpike_dtls::{DtlsError, Output, Sessions};
 
 use super::worker::{BATCH, RECV_ERROR_BACKOFF, RECV_SLOT, SEND_SLOT, WorkerCtx};
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch};
@@ -52,6 +52,7 @@ impl DtlsEndpoint {
             sessions: RefCell::new(sessions),
             locals: RefCell::new(FxHashMap::default()),
             generation: Cell::new(generation),
+            // One datagram at a time, of any size a record can have.
             tx: RefCell::new(SendBatch::new(1, SEND_SLOT)),
         }
     }
@@ -71,10 +72,15 @@ impl DtlsEndpoint {
 
     /// Encrypts one message for the established session with `peer`. The
     /// datagram goes out with the next [`drain`](Self::drain). A message
-    /// that does not fit one record is dropped, as an oversized datagram
-    /// would be.
-    pub(super) fn send(&self, now: Instant, peer: SocketAddr, message: &[u8]) {
-        let _ = self.sessions.borrow_mut().send(now, peer, message);
+    /// the session cannot take is dropped; the reason is returned when it
+    /// is worth counting (a client that has gone is not).
+    pub(super) fn send(&self, now: Instant, peer: SocketAddr, message: &[u8]) -> Option<DropReason> {
+        match self.sessions.borrow_mut().send(now, peer, message) {
+            Ok(()) => None,
+            Err(DtlsError::QueueFull(_)) => Some(DropReason::QueueFull),
+            Err(DtlsError::TooLarge { .. }) => Some(DropReason::TooBigForClient),
+            Err(_) => None,
+        }
     }
 
     /// Acts on everything the sessions produced: sends datagrams, hands
@@ -141,16 +147,17 @@ impl DtlsEndpoint {
             remote,
             data,
         };
-        let transmit = ctx.server.borrow_mut().handle_packet(now, packet, &mut out);
-        if let Some(t) = transmit {
+        let mut server = ctx.server.borrow_mut();
+        if let Some(t) = server.handle_packet(now, packet, &mut out) {
             let payload = &out[..t.len];
             if t.transport == Transport::Dtls && t.source == local {
-                self.send(now, t.destination, payload);
-            } else if let Some(relay) = ctx.relays.borrow().get(&t.source) {
-                relay.send(payload, t.destination);
+                // Answers to requests: the client retransmits what is lost.
+                let _ = self.send(now, t.destination, payload);
+            } else {
+                super::relay::to_peer(ctx, &mut server, &t, payload);
             }
         }
-        drop(out);
+        drop((server, out));
         ctx.after_packets();
     }
 

@@ -12,7 +12,14 @@
 //! Sockets reserved by EVEN-PORT's R bit leave the worker: the client's next
 //! Allocate (with the RESERVATION-TOKEN) may reach another worker, which
 //! takes the socket over from [`Reservations`].
+//!
+//! Datagrams of any size up to UDP's limit are relayed both ways: the
+//! shared receive batch takes them whole, and the core frames them for the
+//! client's transport or drops them with a reason it counts. What the
+//! kernel refuses on the way to a peer (larger than the path MTU with DF,
+//! a full send buffer) is counted here with [`Server::record_drop`].
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
@@ -22,7 +29,7 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 use socket2::Socket;
 use tokio::task::AbortHandle;
-use turnpike_core::{RelayOptions, RelayPorts, RelayProtocol};
+use turnpike_core::{DropReason, RelayOptions, RelayPorts, RelayProtocol, Server, Transmit};
 
 use super::dtls::DtlsEndpoint;
 use super::stream::StreamConn;
@@ -41,17 +48,21 @@ pub(super) enum ClientPath {
 }
 
 /// A relay socket of this worker.
-pub(super) enum Relay {
-    /// Bound during the packet being handled; its task starts after it.
-    Pending {
-        socket: BatchUdpSocket,
-        client: ClientPath,
-    },
-    /// Receiving.
-    Running {
-        socket: Rc<BatchUdpSocket>,
-        _task: TaskGuard,
-    },
+pub(super) struct Relay {
+    socket: Rc<BatchUdpSocket>,
+    /// Whether the socket sets DF now: switched when a datagram asks
+    /// otherwise (RFC 8656 §14), which only a client mixing Send
+    /// indications with and without DONT-FRAGMENT makes happen.
+    dont_fragment: Cell<bool>,
+    state: RelayState,
+}
+
+enum RelayState {
+    /// Bound during the packet being handled; its task starts after it and
+    /// carries peer data to this client.
+    Pending(ClientPath),
+    /// Receiving; the guard stops the task when the relay is removed.
+    Running { _task: TaskGuard },
 }
 
 /// Aborts a task (which closes its sockets) when dropped: when its relay
@@ -78,15 +89,51 @@ impl Drop for TaskGuard {
 }
 
 impl Relay {
-    /// Sends a client's datagram to a peer, without waiting: a full socket
-    /// buffer drops it, as a router would.
-    pub(super) fn send(&self, payload: &[u8], peer: SocketAddr) {
-        let socket = match self {
-            Relay::Pending { socket, .. } => socket,
-            Relay::Running { socket, .. } => socket,
-        };
-        let _ = socket.try_send_to(payload, peer);
+    fn pending(socket: BatchUdpSocket, client: ClientPath, dont_fragment: bool) -> Self {
+        Relay {
+            socket: Rc::new(socket),
+            dont_fragment: Cell::new(dont_fragment),
+            state: RelayState::Pending(client),
+        }
     }
+
+    /// Sends a client's datagram to a peer, without waiting: a full socket
+    /// buffer drops it, as a router would. The socket's DF setting follows
+    /// the datagram's.
+    fn send(&self, payload: &[u8], peer: SocketAddr, dont_fragment: bool) -> io::Result<()> {
+        if self.dont_fragment.get() != dont_fragment {
+            // Sending without the DF the client asked for would break its
+            // path MTU discovery: failing here drops the datagram instead.
+            self.socket.set_dont_fragment(dont_fragment)?;
+            self.dont_fragment.set(dont_fragment);
+        }
+        self.socket.try_send_to(payload, peer).map(drop)
+    }
+}
+
+/// Sends what the core produced for a peer (`payload`, described by `t`)
+/// from the relay socket of `t.source`, and counts it in `server` if the
+/// kernel refuses it. Returns `false` if `t` is not from a relay of this
+/// worker.
+pub(super) fn to_peer(ctx: &WorkerCtx, server: &mut Server, t: &Transmit, payload: &[u8]) -> bool {
+    let relays = ctx.relays.borrow();
+    let Some(relay) = relays.get(&t.source) else {
+        return false;
+    };
+    if let Err(err) = relay.send(payload, t.destination, t.dont_fragment) {
+        let reason = match err.raw_os_error() {
+            Some(libc::EMSGSIZE) if t.dont_fragment => Some(DropReason::PathMtu),
+            Some(libc::EMSGSIZE) => Some(DropReason::TooBigForPeer),
+            Some(libc::EAGAIN | libc::ENOBUFS) => Some(DropReason::QueueFull),
+            // Unreachable peers (queued ICMP errors) and the like: the
+            // datagram is lost as it would be in the network.
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            server.record_drop(reason, payload.len(), t.source, t.destination);
+        }
+    }
+    true
 }
 
 /// Reserved relay sockets, shared by all workers.
@@ -158,7 +205,7 @@ impl RelayPorts for ShellRelays {
         let client = ctx.client_path(&options).ok_or_else(no_client_path)?;
         ctx.relays
             .borrow_mut()
-            .insert(addr, Relay::Pending { socket, client });
+            .insert(addr, Relay::pending(socket, client, options.dont_fragment));
         ctx.pending.borrow_mut().push(addr);
         Ok(())
     }
@@ -175,8 +222,16 @@ impl RelayPorts for ShellRelays {
 
     fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], until: Instant) {
         let Ok(ctx) = self.ctx() else { return };
-        // Reservations are made right after `bind`, before the task starts.
-        if let Some(Relay::Pending { socket, .. }) = ctx.relays.borrow_mut().remove(&addr) {
+        // Reservations are made right after `bind`, before the task starts,
+        // so nothing else holds the socket yet.
+        let mut relays = ctx.relays.borrow_mut();
+        if let Some(Relay {
+            socket,
+            state: RelayState::Pending(_),
+            ..
+        }) = relays.remove(&addr)
+            && let Ok(socket) = Rc::try_unwrap(socket)
+        {
             self.reservations.put(token, socket.into_socket(), until);
         }
     }
@@ -191,9 +246,12 @@ impl RelayPorts for ShellRelays {
         let client = ctx.client_path(&options)?;
         let socket = BatchUdpSocket::from_socket(self.reservations.take(&token, now)?).ok()?;
         let addr = socket.local_addr();
+        // The socket was bound for the reserving Allocate, whose
+        // DONT-FRAGMENT may have differed.
+        socket.set_dont_fragment(options.dont_fragment).ok()?;
         ctx.relays
             .borrow_mut()
-            .insert(addr, Relay::Pending { socket, client });
+            .insert(addr, Relay::pending(socket, client, options.dont_fragment));
         ctx.pending.borrow_mut().push(addr);
         Some(addr)
     }
@@ -218,18 +276,17 @@ pub(super) fn start_pending(ctx: &Rc<WorkerCtx>) {
     let mut relays = ctx.relays.borrow_mut();
     for addr in pending {
         // Released again before it started (e.g. a failed EVEN-PORT pair).
-        let Some(Relay::Pending { socket, client }) = relays.remove(&addr) else {
+        let Some(relay) = relays.get_mut(&addr) else {
             continue;
         };
-        let socket = Rc::new(socket);
-        let task = tokio::task::spawn_local(relay_loop(Rc::clone(ctx), Rc::clone(&socket), client));
-        relays.insert(
-            addr,
-            Relay::Running {
-                socket,
-                _task: TaskGuard::new(task.abort_handle()),
-            },
-        );
+        let RelayState::Pending(client) = &relay.state else {
+            continue;
+        };
+        let loop_ = relay_loop(Rc::clone(ctx), Rc::clone(&relay.socket), client.clone());
+        let task = tokio::task::spawn_local(loop_);
+        relay.state = RelayState::Running {
+            _task: TaskGuard::new(task.abort_handle()),
+        };
     }
 }
 
@@ -298,7 +355,11 @@ fn to_stream_client(ctx: &WorkerCtx, relay: SocketAddr, conn: &StreamConn, now: 
             continue;
         }
         if let Some(t) = server.handle_peer_packet(now, relay, meta.source, data, &mut scratch) {
-            queued |= conn.push(&scratch[..t.len]);
+            if conn.push(&scratch[..t.len]) {
+                queued = true;
+            } else {
+                server.record_drop(DropReason::QueueFull, data.len(), meta.source, relay);
+            }
         }
     }
     if queued {
@@ -314,8 +375,10 @@ fn to_dtls_client(ctx: &WorkerCtx, relay: SocketAddr, endpoint: &DtlsEndpoint, n
         if meta.truncated {
             continue;
         }
-        if let Some(t) = server.handle_peer_packet(now, relay, meta.source, data, &mut scratch) {
-            endpoint.send(now, t.destination, &scratch[..t.len]);
+        if let Some(t) = server.handle_peer_packet(now, relay, meta.source, data, &mut scratch)
+            && let Some(reason) = endpoint.send(now, t.destination, &scratch[..t.len])
+        {
+            server.record_drop(reason, data.len(), meta.source, relay);
         }
     }
 }

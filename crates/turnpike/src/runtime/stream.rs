@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 use turnpike_core::{ConnectionId, FiveTuple, Packet, Transport};
 
 use super::tcp_relay;
-use super::worker::{SEND_SLOT, WorkerCtx};
+use super::worker::WorkerCtx;
 use crate::net::tcp::{FrameBuffer, NextFrame};
 
 /// Limits on client connections; see `[limits]` in the example config.
@@ -215,7 +215,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let auth_deadline = tokio::time::Instant::now() + limits.auth_timeout;
     let mut authenticated = false;
     let mut frames = FrameBuffer::new(2048);
-    let mut out = vec![0u8; SEND_SLOT].into_boxed_slice();
     loop {
         let idle = tokio::time::Instant::now() + limits.idle_timeout;
         let deadline = if authenticated {
@@ -237,7 +236,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Err(_) => return Ending::Closed,
         }
         loop {
-            let transmit = match frames.next_frame() {
+            match frames.next_frame() {
                 NextFrame::Frame(data) => {
                     // A data connection's ConnectionBind goes to the shard
                     // that holds the connection it names; on a control
@@ -277,22 +276,24 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         remote: five_tuple.client,
                         data,
                     };
-                    ctx.server
-                        .borrow_mut()
-                        .handle_packet(Instant::now(), packet, &mut out)
+                    // The worker's scratch buffer, not one per connection:
+                    // the answer or datagram leaves before the next await.
+                    let mut out = ctx.scratch.borrow_mut();
+                    let mut server = ctx.server.borrow_mut();
+                    if let Some(t) = server.handle_packet(Instant::now(), packet, &mut out) {
+                        let payload = &out[..t.len];
+                        if t.transport == five_tuple.transport && t.source == five_tuple.server {
+                            conn.push(payload);
+                            conn.flush();
+                        } else {
+                            super::relay::to_peer(ctx, &mut server, &t, payload);
+                        }
+                    }
                 }
                 NextFrame::NeedMore => break,
                 NextFrame::Invalid => return Ending::Closed,
-            };
-            ctx.after_packets();
-            let Some(t) = transmit else { continue };
-            let payload = &out[..t.len];
-            if t.transport == five_tuple.transport && t.source == five_tuple.server {
-                conn.push(payload);
-                conn.flush();
-            } else if let Some(relay) = ctx.relays.borrow().get(&t.source) {
-                relay.send(payload, t.destination);
             }
+            ctx.after_packets();
         }
         if !authenticated && ctx.server.borrow().has_allocation(&five_tuple) {
             authenticated = true;

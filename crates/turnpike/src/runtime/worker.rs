@@ -37,11 +37,16 @@ use crate::tls::Certificates;
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 pub(super) const BATCH: usize = 32;
 /// Receive slot: a full Ethernet-MTU datagram and then some. Larger datagrams
-/// are truncated by the kernel and dropped.
+/// (up to UDP's limit) still arrive whole, through the batch's spill area.
 pub(super) const RECV_SLOT: usize = 2048;
-/// Send slot: the largest thing the core writes — a padded RFC 5780 answer
-/// or a Data indication around a full receive slot.
+/// Room per datagram in a send batch: a Data indication around a full
+/// receive slot. Larger ones fit too; the batch just holds fewer.
 pub(super) const SEND_SLOT: usize = RECV_SLOT + 256;
+/// The largest message the core writes: a STUN message with a 65,532-byte
+/// body (relayed data framed for a stream client, a padded answer to a
+/// large request). Buffers the core writes into outside a send batch are
+/// this large.
+pub(super) const MAX_MESSAGE: usize = turnpike_codec::framing::MAX_FRAME_LEN;
 /// Room for what the core owes clients outside the packet path: Connect
 /// answers and ConnectionAttempts, a few dozen bytes each.
 const OWED_SLOT: usize = 512;
@@ -216,7 +221,7 @@ impl Worker {
                 relays: RefCell::new(FxHashMap::default()),
                 pending: RefCell::new(Vec::new()),
                 streams: RefCell::new(FxHashMap::default()),
-                scratch: RefCell::new(vec![0u8; SEND_SLOT].into_boxed_slice()),
+                scratch: RefCell::new(vec![0u8; MAX_MESSAGE].into_boxed_slice()),
                 connections: Arc::clone(&self.connections),
                 limits: self.limits,
                 flush: tokio::sync::Notify::new(),
@@ -437,7 +442,8 @@ impl WorkerCtx {
             Transport::Dtls => {
                 if let Some(d) = self.dtls.iter().find(|d| d.serves(transmit.source)) {
                     let now = Instant::now();
-                    d.send(now, transmit.destination, payload);
+                    // Answers the client retransmits if lost.
+                    let _ = d.send(now, transmit.destination, payload);
                     d.drain(self, now, None);
                 }
             }
@@ -470,7 +476,7 @@ impl WorkerCtx {
     /// Answers the requests held for a lookup that just completed. They go
     /// out with the relayed data on the next flush.
     fn replay(self: &Rc<Self>) {
-        let mut out = vec![0u8; SEND_SLOT];
+        let mut out = vec![0u8; MAX_MESSAGE];
         loop {
             let replayed = self
                 .server
@@ -543,19 +549,21 @@ async fn udp_loop(ctx: Rc<WorkerCtx>, index: usize) {
                     remote: meta.source,
                     data,
                 };
-                // The core writes straight into the send slot. `tx` holds as
-                // many slots as `rx` and is flushed after every receive, so
-                // it always has room.
-                tx.push_in_place(|slot| {
-                    let t = server.handle_packet(now, packet, slot)?;
+                // The core writes straight into the send batch. A batch holds
+                // as many small datagrams as `rx` and is flushed after every
+                // receive; large ones fill it sooner, so it is sent early then.
+                if tx.is_full() {
+                    let _ = socket.try_send_batch(&mut tx);
+                }
+                tx.push_in_place(|room| {
+                    let t = server.handle_packet(now, packet, room)?;
                     if t.source == local {
                         return Some((t.len, t.destination, wildcard.then_some(t.source.ip())));
                     }
-                    let payload = &slot[..t.len];
-                    if let Some(relay) = ctx.relays.borrow().get(&t.source) {
-                        // Client → peer. One sendto per datagram: each relay
-                        // is its own socket.
-                        relay.send(payload, t.destination);
+                    let payload = &room[..t.len];
+                    // Client → peer. One sendto per datagram: each relay
+                    // is its own socket.
+                    if super::relay::to_peer(&ctx, &mut server, &t, payload) {
                         return None;
                     }
                     // RFC 5780 CHANGE-REQUEST: another listener answers.
