@@ -12,6 +12,7 @@ mod support;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
+use support::sizes::{Transport, relay_every_size};
 use support::uclient::{Run, assert_delivered};
 use support::{
     PRIMARY_V4, PRIMARY_V6, Peer, ServerOptions, TestServer, admin_get, private_network_namespace,
@@ -28,6 +29,11 @@ fn v6() -> IpAddr {
 
 fn xdp_server() -> TestServer {
     private_network_namespace();
+    start_xdp_server()
+}
+
+/// The XDP server, in the namespace the thread is already in.
+fn start_xdp_server() -> TestServer {
     TestServer::start(ServerOptions {
         admin: true,
         xdp: true,
@@ -175,6 +181,49 @@ fn send_indications_stay_on_the_sockets() {
 fn tcp_clients_stay_on_the_sockets() {
     let args = ["-t", "-c", "-m", "2", "-n", "30", "-l", "101"];
     delivered("XDP on, TCP client", (v4(), v4()), &args, (60, 101), 0);
+}
+
+/// Payloads of every size, by channels and Send indications, over IPv4
+/// and IPv6, with the fast path on: on `lo`'s 64 KiB MTU the program
+/// rewrites every ChannelData datagram (however large), and the sockets
+/// carry the Send indications. Nothing is lost.
+#[test]
+fn every_size_is_relayed_with_the_fast_path_on() {
+    let server = xdp_server();
+    let peer = Peer::start(&[v4(), v6()]);
+    relay_every_size(&server, &peer, Transport::Udp, server.port, &[v4(), v6()]);
+    let (to_peer, to_client) = relayed_in_kernel(&server);
+    assert!(
+        to_peer > 0 && to_client > 0,
+        "channel data took the program: {to_peer} / {to_client}\n{}",
+        server.describe()
+    );
+}
+
+/// The same with `lo` at a 1,500-byte MTU: datagrams above it travel as
+/// IP fragments, which the program leaves to the stack; the stack
+/// reassembles them and the sockets must relay them. Nothing is lost, and
+/// the program still relays the channel messages that fit the MTU.
+#[test]
+fn what_the_program_cannot_rewrite_the_sockets_relay() {
+    private_network_namespace();
+    let mtu = run("ip", &["link", "set", "lo", "mtu", "1500"]);
+    assert_eq!(mtu.code(), Some(0), "{}", mtu.describe());
+    let server = start_xdp_server();
+    let peer = Peer::start(&[v4(), v6()]);
+    relay_every_size(&server, &peer, Transport::Udp, server.port, &[v4(), v6()]);
+    // Channel messages: 2 families x 7 sizes x MESSAGES, of which only the
+    // 500- and 1,200-byte ones fit a 1,500-byte packet.
+    let channel_messages = 2 * 7 * support::sizes::MESSAGES;
+    let fitting = 2 * 2 * support::sizes::MESSAGES;
+    assert_eq!(
+        relayed_in_kernel(&server),
+        (fitting, fitting),
+        "the program relays what fits the MTU, the sockets the other {} \
+         channel messages each way\n{}",
+        channel_messages - fitting,
+        server.describe()
+    );
 }
 
 /// Runs `turnpike serve` with `[xdp] interfaces = [interface]` and returns

@@ -87,3 +87,47 @@ fn data_indication_body(peer: SocketAddr, data_len: usize) -> usize {
     let address = if peer.is_ipv4() { 8 } else { 20 };
     4 + address + 4 + data_len.next_multiple_of(4)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::packet::{MAX_DTLS_MESSAGE, Transport, max_udp_payload};
+
+    const V4: &str = "192.0.2.1:5000";
+    const V6: &str = "[2001:db8::1]:5000";
+
+    /// The largest data a Data indication from `peer` carries to a client
+    /// of `transport` at `client`.
+    fn largest_indication(transport: Transport, client: IpAddr, peer: &str) -> usize {
+        let peer: SocketAddr = peer.parse().unwrap();
+        let limit = transport.max_message_len(client);
+        (0..=max_udp_payload(peer.ip()))
+            .rev()
+            .find(|&n| {
+                let body = data_indication_body(peer, n);
+                body <= MAX_BODY && HEADER_LEN + body <= limit
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn transport_limits() {
+        let (v4, v6): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "::1".parse().unwrap());
+        assert_eq!(max_udp_payload(v4), 65_507);
+        assert_eq!(max_udp_payload(v6), 65_527);
+        assert_eq!(Transport::Udp.max_message_len(v6), 65_527);
+        assert_eq!(Transport::Dtls.max_message_len(v4), MAX_DTLS_MESSAGE);
+        assert_eq!(Transport::Tls.max_message_len(v4), usize::MAX);
+        // Data indications: 20 + 4 + 8 or 20 + 4 + data padded to a word.
+        assert_eq!(largest_indication(Transport::Udp, v4, V4), 65_468);
+        assert_eq!(largest_indication(Transport::Udp, v6, V6), 65_476);
+        assert_eq!(largest_indication(Transport::Dtls, v4, V4), 16_348);
+        assert_eq!(largest_indication(Transport::Dtls, v6, V6), 16_336);
+        // On streams the body's 65,532 bytes bound it: every IPv4 peer
+        // datagram fits, an IPv6 peer's largest ones do not.
+        assert_eq!(largest_indication(Transport::Tcp, v4, V4), 65_507);
+        assert_eq!(largest_indication(Transport::Tcp, v6, V6), 65_504);
+    }
+}

@@ -27,6 +27,10 @@ pub const PASS: &str = "wonderland";
 pub const SERVER: &str = "192.0.2.10:3478";
 pub const CLIENT: &str = "198.51.100.20:40000";
 
+/// The output buffer the shell gives the core for relayed data: the largest
+/// message it may write (a STUN message with a 65,532-byte body).
+pub const OUT_LEN: usize = turnpike_codec::framing::MAX_FRAME_LEN;
+
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().expect("test address")
 }
@@ -209,7 +213,7 @@ impl Harness {
     }
 
     pub fn send_from(&mut self, client: &str, data: &[u8]) -> Option<Answer> {
-        let mut out = [0u8; 2048];
+        let mut out = vec![0u8; OUT_LEN];
         let packet = Packet {
             transport: self.transport,
             local: addr(SERVER),
@@ -229,18 +233,32 @@ impl Harness {
 
     /// A Send indication from the default client to `peer`.
     pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> Option<Answer> {
+        self.send_indication_with(peer, data, &[])
+    }
+
+    /// A Send indication from the default client to `peer`, with `extra`
+    /// attributes after DATA.
+    pub fn send_indication_with(
+        &mut self,
+        peer: SocketAddr,
+        data: &[u8],
+        extra: &[Attribute<'_>],
+    ) -> Option<Answer> {
         let tid = self.tid();
         let mut buf = vec![0u8; 256 + data.len()];
         let kind = MessageType::new(Method::SEND, Class::Indication);
         let mut msg = MessageBuilder::new(&mut buf, kind, tid).unwrap();
         msg.add(&Attribute::XorPeerAddress(peer)).unwrap();
         msg.add(&Attribute::Data(data)).unwrap();
+        for a in extra {
+            msg.add(a).unwrap();
+        }
         let len = msg.finish();
         self.send(&buf[..len])
     }
 
     pub fn peer_sends(&mut self, relay: SocketAddr, peer: &str, data: &[u8]) -> Option<Answer> {
-        let mut out = [0u8; 2048];
+        let mut out = vec![0u8; OUT_LEN];
         let transmit =
             self.server
                 .handle_peer_packet(self.now, relay, addr(peer), data, &mut out)?;

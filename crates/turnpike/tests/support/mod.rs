@@ -25,6 +25,7 @@
 
 pub mod cli;
 pub mod pki;
+pub mod sizes;
 pub mod uclient;
 
 use std::fmt::Write as _;
