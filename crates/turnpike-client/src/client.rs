@@ -218,6 +218,10 @@ impl TurnClient {
         peer: SocketAddr,
         data: &[u8],
     ) -> Result<(), ClientError> {
+        let needed = data::send_indication_len(peer, data.len());
+        if self.send_buf.len() < needed {
+            self.send_buf.resize(needed, 0);
+        }
         let len = data::encode_send_indication(&mut self.send_buf, rand::random(), peer, data)?;
         self.socket.send(&self.send_buf[..len]).await?;
         Ok(())

@@ -1,4 +1,5 @@
-//! A blocking client for TCP allocations (RFC 6062), over TCP.
+//! A blocking TURN client over a stream: TCP allocations (RFC 6062) over
+//! TCP, and UDP allocations over TCP or TLS (or any other byte stream).
 //!
 //! [`TcpRelayClient`] is one control connection: Allocate with
 //! REQUESTED-TRANSPORT TCP, CreatePermission, Connect, and the
@@ -8,9 +9,15 @@
 //! peer's bytes. Errors from the server come back as [`Reply`]s, so callers
 //! (tests, the `--tcp-relay` load generator) see exact codes.
 //!
-//! Indications and responses share the control connection: an indication
-//! that arrives while a response is awaited is kept for
-//! [`TcpRelayClient::next_indication`].
+//! Over a connection made with [`TcpRelayClient::over`] (a TLS stream, say)
+//! it also makes UDP allocations ([`TcpRelayClient::allocate_udp`]) and
+//! carries their data: ChannelData (padded to 4 bytes, RFC 8656 §12.5) and
+//! Send indications out, ChannelData and Data indications in
+//! ([`TcpRelayClient::next_data`]).
+//!
+//! Indications, relayed data and responses share the control connection:
+//! what arrives while a response is awaited is kept for
+//! [`TcpRelayClient::next_indication`] and [`TcpRelayClient::next_data`].
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -18,8 +25,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use turnpike_codec::attr::protocol;
+use turnpike_codec::framing::{self, Frame, PacketKind};
 use turnpike_codec::{
-    AttrType, Attribute, Class, HEADER_LEN, Message, MessageBuilder, MessageType, Method,
+    AttrType, Attribute, ChannelData, Class, Message, MessageBuilder, MessageType, Method,
     TransactionId,
 };
 
@@ -101,27 +109,109 @@ impl Reply {
 ///
 /// The stream's errors; `InvalidData` for something that is not STUN.
 pub fn read_message(stream: &mut impl Read) -> io::Result<Reply> {
-    let mut buf = vec![0u8; HEADER_LEN];
-    stream.read_exact(&mut buf)?;
-    let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-    buf.resize(HEADER_LEN + len, 0);
-    stream.read_exact(&mut buf[HEADER_LEN..])?;
-    Message::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(Reply(buf))
+    match read_frame(stream)? {
+        Received::Message(reply) => Ok(reply),
+        Received::Data(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "ChannelData where a STUN message was expected",
+        )),
+    }
 }
 
-/// A control connection to a TURN server over TCP.
+/// Relayed data received on a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamData {
+    /// ChannelData on `channel`.
+    Channel {
+        /// The channel number.
+        channel: u16,
+        /// The application data.
+        data: Vec<u8>,
+    },
+    /// A Data indication from `peer`.
+    Indication {
+        /// The peer.
+        peer: SocketAddr,
+        /// The application data.
+        data: Vec<u8>,
+    },
+}
+
+/// One frame of the stream: a STUN message (a Data indication is relayed
+/// data, not a message), or ChannelData.
+enum Received {
+    Message(Reply),
+    Data(StreamData),
+}
+
+/// Reads one STUN or ChannelData frame (RFC 8656 §12.5: ChannelData is
+/// padded to 4 bytes on streams).
+fn read_frame(stream: &mut impl Read) -> io::Result<Received> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut buf = vec![0u8; 4];
+    stream.read_exact(&mut buf)?;
+    let consumed = match framing::next_frame(&buf) {
+        Frame::Incomplete { needed } => needed,
+        Frame::Complete { consumed, .. } => consumed,
+        Frame::Invalid => return Err(invalid("neither STUN nor ChannelData on the stream")),
+    };
+    // At least the 4 bytes read: a frame is never shorter.
+    buf.resize(consumed, 0);
+    stream.read_exact(&mut buf[4..])?;
+    let Frame::Complete { kind, len, .. } = framing::next_frame(&buf) else {
+        return Err(invalid("a frame that does not hold together"));
+    };
+    match kind {
+        PacketKind::ChannelData => {
+            let message =
+                ChannelData::parse(&buf[..len]).map_err(|_| invalid("bad ChannelData"))?;
+            Ok(Received::Data(StreamData::Channel {
+                channel: message.channel,
+                data: message.data.to_vec(),
+            }))
+        }
+        _ => {
+            buf.truncate(len);
+            let message =
+                Message::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let kind = message.message_type();
+            if (kind.method, kind.class) == (Method::DATA, Class::Indication) {
+                let (mut peer, mut data) = (None, None);
+                for attr in message.decoded() {
+                    match attr {
+                        Ok(Attribute::XorPeerAddress(a)) => peer = Some(a),
+                        Ok(Attribute::Data(d)) => data = Some(d.to_vec()),
+                        _ => {}
+                    }
+                }
+                return match (peer, data) {
+                    (Some(peer), Some(data)) => {
+                        Ok(Received::Data(StreamData::Indication { peer, data }))
+                    }
+                    _ => Err(invalid(
+                        "a Data indication without XOR-PEER-ADDRESS or DATA",
+                    )),
+                };
+            }
+            Ok(Received::Message(Reply(buf)))
+        }
+    }
+}
+
+/// A control connection to a TURN server over TCP (or, made with
+/// [`over`](Self::over), any byte stream such as TLS).
 #[derive(Debug)]
-pub struct TcpRelayClient {
-    stream: TcpStream,
+pub struct TcpRelayClient<S = TcpStream> {
+    stream: S,
     server: SocketAddr,
     auth: AuthState,
     timeout: Duration,
     next_tid: u64,
     indications: VecDeque<Reply>,
+    data: VecDeque<StreamData>,
 }
 
-impl TcpRelayClient {
+impl TcpRelayClient<TcpStream> {
     /// Connects; every read waits at most `timeout`.
     ///
     /// # Errors
@@ -135,90 +225,7 @@ impl TcpRelayClient {
         let stream = TcpStream::connect_timeout(&server, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        Ok(TcpRelayClient {
-            stream,
-            server,
-            auth: AuthState::new(credentials),
-            timeout,
-            next_tid: rand::random(),
-            indications: VecDeque::new(),
-        })
-    }
-
-    /// Allocates a TCP relay, with `extra` attributes (e.g.
-    /// ADDITIONAL-ADDRESS-FAMILY): the answer (see [`Reply::relayed`]).
-    ///
-    /// # Errors
-    ///
-    /// Connection errors.
-    pub fn allocate(&mut self, extra: &[Attribute<'_>]) -> io::Result<Reply> {
-        let mut attrs = vec![Attribute::RequestedTransport(protocol::TCP)];
-        attrs.extend_from_slice(extra);
-        self.request(Method::ALLOCATE, &attrs)
-    }
-
-    /// CreatePermission for `peer`'s IP.
-    ///
-    /// # Errors
-    ///
-    /// Connection errors.
-    pub fn create_permission(&mut self, peer: SocketAddr) -> io::Result<Reply> {
-        self.request(
-            Method::CREATE_PERMISSION,
-            &[Attribute::XorPeerAddress(peer)],
-        )
-    }
-
-    /// Connect to `peer`: success with a CONNECTION-ID, or 403/446/447/….
-    ///
-    /// # Errors
-    ///
-    /// Connection errors.
-    pub fn connect_peer(&mut self, peer: SocketAddr) -> io::Result<Reply> {
-        self.request(Method::CONNECT, &[Attribute::XorPeerAddress(peer)])
-    }
-
-    /// Refresh with LIFETIME 0: deletes the allocation.
-    ///
-    /// # Errors
-    ///
-    /// Connection errors.
-    pub fn release(&mut self) -> io::Result<Reply> {
-        self.request(Method::REFRESH, &[Attribute::Lifetime(0)])
-    }
-
-    /// A request signed with the credentials, answered; a 401 or 438 is
-    /// followed by one retry with the realm and nonce it carries.
-    ///
-    /// # Errors
-    ///
-    /// Connection errors.
-    pub fn request(&mut self, method: Method, attrs: &[Attribute<'_>]) -> io::Result<Reply> {
-        let mut reply = self.exchange(method, attrs)?;
-        if matches!(reply.code(), Some(401 | 438)) && self.learn(&reply) {
-            reply = self.exchange(method, attrs)?;
-        }
-        Ok(reply)
-    }
-
-    /// The next indication (ConnectionAttempt), waiting at most the timeout.
-    ///
-    /// # Errors
-    ///
-    /// Connection errors and timeouts; `InvalidData` for a response nobody
-    /// asked for.
-    pub fn next_indication(&mut self) -> io::Result<Reply> {
-        if let Some(i) = self.indications.pop_front() {
-            return Ok(i);
-        }
-        let reply = read_message(&mut self.stream)?;
-        if reply.class() != Class::Indication {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a response while waiting for an indication",
-            ));
-        }
-        Ok(reply)
+        Ok(TcpRelayClient::over(stream, server, credentials, timeout))
     }
 
     /// Opens a data connection and binds it to connection `id`, signed with
@@ -259,10 +266,196 @@ impl TcpRelayClient {
         let reply = reply.ok_or_else(|| io::Error::other("no ConnectionBind answer"))?;
         Ok((data, reply))
     }
+}
+
+impl<S: Read + Write> TcpRelayClient<S> {
+    /// A client on a connection to `server` already made (and, for TLS,
+    /// handshaken). Reads must time out by themselves (`timeout` is what
+    /// the caller set, used for data connections).
+    pub fn over(
+        stream: S,
+        server: SocketAddr,
+        credentials: Credentials,
+        timeout: Duration,
+    ) -> Self {
+        TcpRelayClient {
+            stream,
+            server,
+            auth: AuthState::new(credentials),
+            timeout,
+            next_tid: rand::random(),
+            indications: VecDeque::new(),
+            data: VecDeque::new(),
+        }
+    }
+
+    /// Allocates a TCP relay, with `extra` attributes (e.g.
+    /// ADDITIONAL-ADDRESS-FAMILY): the answer (see [`Reply::relayed`]).
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn allocate(&mut self, extra: &[Attribute<'_>]) -> io::Result<Reply> {
+        let mut attrs = vec![Attribute::RequestedTransport(protocol::TCP)];
+        attrs.extend_from_slice(extra);
+        self.request(Method::ALLOCATE, &attrs)
+    }
+
+    /// Allocates a UDP relay, with `extra` attributes (e.g.
+    /// REQUESTED-ADDRESS-FAMILY).
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn allocate_udp(&mut self, extra: &[Attribute<'_>]) -> io::Result<Reply> {
+        let mut attrs = vec![Attribute::RequestedTransport(protocol::UDP)];
+        attrs.extend_from_slice(extra);
+        self.request(Method::ALLOCATE, &attrs)
+    }
+
+    /// CreatePermission for `peer`'s IP.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn create_permission(&mut self, peer: SocketAddr) -> io::Result<Reply> {
+        self.request(
+            Method::CREATE_PERMISSION,
+            &[Attribute::XorPeerAddress(peer)],
+        )
+    }
+
+    /// ChannelBind `channel` to `peer`.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> io::Result<Reply> {
+        self.request(
+            Method::CHANNEL_BIND,
+            &[
+                Attribute::ChannelNumber(channel),
+                Attribute::XorPeerAddress(peer),
+            ],
+        )
+    }
+
+    /// Sends `data` as ChannelData on `channel`, padded for the stream.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors; `InvalidInput` for more than 65,535 bytes.
+    pub fn send_channel_data(&mut self, channel: u16, data: &[u8]) -> io::Result<()> {
+        let mut buf = vec![0u8; ChannelData::encoded_len(data.len(), true)];
+        let len = ChannelData { channel, data }
+            .encode(&mut buf, true)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.stream.write_all(&buf[..len])
+    }
+
+    /// Sends `data` to `peer` in a Send indication.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors; `InvalidInput` if it does not fit a STUN message.
+    pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let mut buf = vec![0u8; crate::data::send_indication_len(peer, data.len())];
+        let len = crate::data::encode_send_indication(&mut buf, rand::random(), peer, data)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.stream.write_all(&buf[..len])
+    }
+
+    /// The next relayed data (ChannelData or a Data indication), waiting as
+    /// long as the stream's reads do. Other indications are kept for
+    /// [`next_indication`](Self::next_indication).
+    ///
+    /// # Errors
+    ///
+    /// Connection errors and timeouts; `InvalidData` for a response nobody
+    /// asked for.
+    pub fn next_data(&mut self) -> io::Result<StreamData> {
+        if let Some(d) = self.data.pop_front() {
+            return Ok(d);
+        }
+        loop {
+            match read_frame(&mut self.stream)? {
+                Received::Data(d) => return Ok(d),
+                Received::Message(reply) if reply.class() == Class::Indication => {
+                    self.indications.push_back(reply);
+                }
+                Received::Message(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a response while waiting for relayed data",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Connect to `peer`: success with a CONNECTION-ID, or 403/446/447/….
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn connect_peer(&mut self, peer: SocketAddr) -> io::Result<Reply> {
+        self.request(Method::CONNECT, &[Attribute::XorPeerAddress(peer)])
+    }
+
+    /// Refresh with LIFETIME 0: deletes the allocation.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn release(&mut self) -> io::Result<Reply> {
+        self.request(Method::REFRESH, &[Attribute::Lifetime(0)])
+    }
+
+    /// A request signed with the credentials, answered; a 401 or 438 is
+    /// followed by one retry with the realm and nonce it carries.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub fn request(&mut self, method: Method, attrs: &[Attribute<'_>]) -> io::Result<Reply> {
+        let mut reply = self.exchange(method, attrs)?;
+        if matches!(reply.code(), Some(401 | 438)) && self.learn(&reply) {
+            reply = self.exchange(method, attrs)?;
+        }
+        Ok(reply)
+    }
+
+    /// The next indication (ConnectionAttempt), waiting at most the timeout.
+    /// Relayed data arriving meanwhile is kept for
+    /// [`next_data`](Self::next_data).
+    ///
+    /// # Errors
+    ///
+    /// Connection errors and timeouts; `InvalidData` for a response nobody
+    /// asked for.
+    pub fn next_indication(&mut self) -> io::Result<Reply> {
+        if let Some(i) = self.indications.pop_front() {
+            return Ok(i);
+        }
+        loop {
+            match read_frame(&mut self.stream)? {
+                Received::Data(d) => self.data.push_back(d),
+                Received::Message(reply) if reply.class() == Class::Indication => {
+                    return Ok(reply);
+                }
+                Received::Message(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a response while waiting for an indication",
+                    ));
+                }
+            }
+        }
+    }
 
     /// The control connection's stream (to close it, or read what the
     /// server sends unasked).
-    pub fn stream(&self) -> &TcpStream {
+    pub fn stream(&self) -> &S {
         &self.stream
     }
 
@@ -288,7 +481,13 @@ impl TcpRelayClient {
             .transaction_id();
         self.stream.write_all(&request)?;
         loop {
-            let reply = read_message(&mut self.stream)?;
+            let reply = match read_frame(&mut self.stream)? {
+                Received::Data(d) => {
+                    self.data.push_back(d);
+                    continue;
+                }
+                Received::Message(reply) => reply,
+            };
             if reply.class() == Class::Indication {
                 self.indications.push_back(reply);
                 continue;

@@ -400,8 +400,8 @@ impl Server {
                 Some(t)
             }
             Err(None) => self.drop_packet(),
-            Err(Some(reason)) => {
-                self.record_drop(reason, data.len(), peer, relay);
+            Err(Some((reason, bytes))) => {
+                self.record_drop(reason, bytes, peer, relay);
                 None
             }
         }
@@ -410,7 +410,8 @@ impl Server {
     /// Counts relayed data that was not delivered, by reason, and logs it
     /// at debug level: the core's own drops (data too large for the way
     /// out) and the shell's (a full queue, a path MTU the kernel enforced).
-    /// `from` and `to` are the addresses the data arrived between.
+    /// `bytes` is the data's length (the payload, without TURN framing);
+    /// `from` and `to` are the addresses it arrived between.
     pub fn record_drop(
         &mut self,
         reason: DropReason,
@@ -419,7 +420,7 @@ impl Server {
         to: SocketAddr,
     ) {
         self.stats.relay_drops.record(reason);
-        tracing::debug!(reason = reason.as_str(), bytes, %from, %to, "relayed data dropped");
+        tracing::debug!(%reason, bytes, %from, %to, "relayed data dropped");
     }
 
     fn count_to_peer(
@@ -434,8 +435,8 @@ impl Server {
                 Some(t)
             }
             Err(None) => self.drop_packet(),
-            Err(Some(reason)) => {
-                self.record_drop(reason, packet.data.len(), packet.remote, packet.local);
+            Err(Some((reason, bytes))) => {
+                self.record_drop(reason, bytes, packet.remote, packet.local);
                 None
             }
         }

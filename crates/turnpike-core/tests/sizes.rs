@@ -191,14 +191,19 @@ fn client_data_larger_than_the_peers_udp_limit_is_dropped_and_counted() {
     // ChannelData on a stream can carry up to 65,535 bytes; an IPv4 peer
     // takes 65,507.
     let t = h.send(&channel_data(65_507, true)).expect("relayed");
-    assert_eq!((t.transmit.destination, t.bytes.len()), (addr(PEER), 65_507));
+    assert_eq!(
+        (t.transmit.destination, t.bytes.len()),
+        (addr(PEER), 65_507)
+    );
     assert!(h.send(&channel_data(65_508, true)).is_none());
     assert!(h.send(&channel_data(65_535, true)).is_none());
     assert_eq!(drops(&h, DropReason::TooBigForPeer), 2);
     assert_eq!(h.server.stats().to_peer_packets, 1);
 
     // The same through a Send indication.
-    let t = h.send_indication(addr(PEER), &vec![1; 65_507]).expect("relayed");
+    let t = h
+        .send_indication(addr(PEER), &vec![1; 65_507])
+        .expect("relayed");
     assert_eq!(t.bytes.len(), 65_507);
     assert!(h.send_indication(addr(PEER), &vec![1; 65_508]).is_none());
     assert_eq!(drops(&h, DropReason::TooBigForPeer), 3);
@@ -240,7 +245,12 @@ fn dont_fragment_follows_the_send_indication_and_the_allocation() {
         &[Attribute::XorPeerAddress(addr(PEER))],
         &creds,
     );
-    assert!(h.send(&channel_data(100, false)).unwrap().transmit.dont_fragment);
+    assert!(
+        h.send(&channel_data(100, false))
+            .unwrap()
+            .transmit
+            .dont_fragment
+    );
     assert!(
         h.send_indication(addr(PEER), b"x")
             .unwrap()

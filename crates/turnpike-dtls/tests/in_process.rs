@@ -615,7 +615,11 @@ fn send_limits() {
         };
         assert!(data.len() > len && data.len() <= len + 37, "{}", data.len());
         client.deliver(data.clone());
-        assert_eq!(client.read_all().unwrap(), vec![big], "{len} bytes arrive whole");
+        assert_eq!(
+            client.read_all().unwrap(),
+            vec![big],
+            "{len} bytes arrive whole"
+        );
     }
     assert_eq!(
         server.send(now, client.addr, &vec![0; max + 1]),

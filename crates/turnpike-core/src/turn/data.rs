@@ -40,10 +40,8 @@ pub(crate) fn from_peer(
         return Err(None);
     }
     let five_tuple = allocation.five_tuple;
-    let limit = five_tuple
-        .transport
-        .max_message_len(five_tuple.client.ip());
-    let too_big = Some(DropReason::TooBigForClient);
+    let limit = five_tuple.transport.max_message_len(five_tuple.client.ip());
+    let too_big = Some((DropReason::TooBigForClient, data.len()));
     let len = match allocation.channel_for_peer(peer, now) {
         Some(channel) => {
             let stream = five_tuple.transport.is_stream();

@@ -25,8 +25,9 @@ use crate::relay::RelayProtocol;
 use crate::stats::DropReason;
 
 /// A relayed datagram (written to `out`), or why there is none: `None` for
-/// the protocol's silent drops, a reason for the counted ones.
-pub(crate) type Relayed = Result<Transmit, Option<DropReason>>;
+/// the protocol's silent drops, a reason and the data's length for the
+/// counted ones.
+pub(crate) type Relayed = Result<Transmit, Option<(DropReason, usize)>>;
 
 /// A datagram for a peer, copied to `out`. The shell gives an `out` that
 /// holds any UDP payload; one that does not is treated as the peer's limit.
@@ -37,11 +38,12 @@ fn to_peer(
     data: &[u8],
     dont_fragment: bool,
 ) -> Relayed {
+    let too_big = Some((DropReason::TooBigForPeer, data.len()));
     if data.len() > max_udp_payload(peer.ip()) {
-        return Err(Some(DropReason::TooBigForPeer));
+        return Err(too_big);
     }
     out.get_mut(..data.len())
-        .ok_or(Some(DropReason::TooBigForPeer))?
+        .ok_or(too_big)?
         .copy_from_slice(data);
     Ok(Transmit {
         transport: Transport::Udp,
@@ -108,9 +110,7 @@ pub(crate) fn channel_data(
         .allocations
         .get(turn.allocations.id_by_five_tuple(five_tuple).ok_or(None)?)
         .ok_or(None)?;
-    let peer = allocation
-        .channel_peer(message.channel, now)
-        .ok_or(None)?;
+    let peer = allocation.channel_peer(message.channel, now).ok_or(None)?;
     if !allocation.has_permission(peer.ip(), now) {
         return Err(None);
     }

@@ -604,9 +604,7 @@ impl RecvBatch {
                         iov_len: self.slot_size,
                     },
                     libc::iovec {
-                        iov_base: spill
-                            .wrapping_add(i * SPILL_STRIDE + self.slot_size)
-                            .cast(),
+                        iov_base: spill.wrapping_add(i * SPILL_STRIDE + self.slot_size).cast(),
                         iov_len: SPILL_STRIDE - self.slot_size,
                     },
                 ];
@@ -1152,7 +1150,8 @@ impl LazyBytes {
         if addr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = ptr::NonNull::new(addr.cast()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+        let ptr =
+            ptr::NonNull::new(addr.cast()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
         Ok(Self { ptr, len })
     }
 
@@ -1628,12 +1627,12 @@ mod tests {
         let datagram = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 + n) as u8).collect() };
         let mut send = SendBatch::new(8, 10_000);
         for &n in &sizes {
-            assert!(send.push(b.local_addr(), None, &datagram(n)), "{n} bytes queued");
+            assert!(
+                send.push(b.local_addr(), None, &datagram(n)),
+                "{n} bytes queued"
+            );
         }
-        assert_eq!(
-            within(a.send_batch(&mut send)).await.unwrap(),
-            sizes.len()
-        );
+        assert_eq!(within(a.send_batch(&mut send)).await.unwrap(), sizes.len());
         let mut recv = RecvBatch::new(8, 64);
         let got = recv_n(&b, &mut recv, sizes.len()).await;
         for (&n, (bytes, meta)) in sizes.iter().zip(&got) {
@@ -1726,7 +1725,10 @@ mod tests {
         assert!(!batch.push(to, None, b"x"));
         batch.clear();
         for _ in 0..4 {
-            assert!(batch.push(to, None, &[3; 1000]), "small ones: `capacity` fit");
+            assert!(
+                batch.push(to, None, &[3; 1000]),
+                "small ones: `capacity` fit"
+            );
         }
         assert!(batch.is_full());
         let socket = bind("127.0.0.1:0");

@@ -74,7 +74,12 @@ impl DtlsEndpoint {
     /// datagram goes out with the next [`drain`](Self::drain). A message
     /// the session cannot take is dropped; the reason is returned when it
     /// is worth counting (a client that has gone is not).
-    pub(super) fn send(&self, now: Instant, peer: SocketAddr, message: &[u8]) -> Option<DropReason> {
+    pub(super) fn send(
+        &self,
+        now: Instant,
+        peer: SocketAddr,
+        message: &[u8],
+    ) -> Option<DropReason> {
         match self.sessions.borrow_mut().send(now, peer, message) {
             Ok(()) => None,
             Err(DtlsError::QueueFull(_)) => Some(DropReason::QueueFull),

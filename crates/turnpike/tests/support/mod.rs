@@ -88,6 +88,8 @@ pub struct ServerOptions {
     /// The XDP fast path on `lo` (`[xdp] interfaces = ["lo"]`): only in a
     /// network namespace of the test's own ([`private_network_namespace`]).
     pub xdp: bool,
+    /// `log.level`; `None`: `TURNPIKE_TEST_LOG_LEVEL`, else `info`.
+    pub log_level: Option<&'static str>,
 }
 
 /// The certificate of `[tls]`.
@@ -204,6 +206,7 @@ impl ServerOptions {
             limits: Vec::new(),
             admin: false,
             xdp: false,
+            log_level: None,
         }
     }
 
@@ -580,7 +583,10 @@ fn render_config(
     tls_port: Option<u16>,
     data_dir: &std::path::Path,
 ) -> String {
-    let level = std::env::var("TURNPIKE_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    let level = match options.log_level {
+        Some(level) => level.to_string(),
+        None => std::env::var("TURNPIKE_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+    };
     let mut listen = vec![format!("\"{}\"", SocketAddr::new(PRIMARY_V4.into(), port))];
     if options.ipv6 {
         listen.push(format!("\"{}\"", SocketAddr::new(PRIMARY_V6.into(), port)));
