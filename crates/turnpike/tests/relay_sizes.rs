@@ -317,3 +317,49 @@ fn tcp_and_tls_carry_the_largest_datagrams() {
         }
     }
 }
+
+/// DONT-FRAGMENT (RFC 8656 §14), on a path with a 1,500-byte MTU (the
+/// test's own network namespace, whose `lo` it shrinks): without it a
+/// 2,100-byte datagram is fragmented and arrives; with it on the
+/// allocation, datagrams to the peer carry DF, and one larger than the
+/// path MTU is refused by the kernel and dropped with a `path_mtu` debug
+/// line, while one that fits still arrives.
+#[tokio::test]
+async fn dont_fragment_drops_what_exceeds_the_path_mtu() {
+    support::private_network_namespace();
+    let mtu = support::run("ip", &["link", "set", "lo", "mtu", "1500"]);
+    assert_eq!(mtu.code(), Some(0), "{}", mtu.describe());
+    let server = TestServer::start(ServerOptions {
+        log_level: Some(LOG_LEVEL),
+        ..ServerOptions::turn()
+    });
+    let family: IpAddr = PRIMARY_V4.into();
+    for dont_fragment in [false, true] {
+        let credentials = Credentials::new(TURN_USER, TURN_PASSWORD);
+        let mut client = TurnClient::bind(SocketAddr::new(family, server.port), credentials)
+            .await
+            .unwrap();
+        let params = AllocateParams {
+            dont_fragment,
+            ..AllocateParams::default()
+        };
+        let relayed = client.allocate(params).await.unwrap().relayed;
+        let peer = peer_socket(family);
+        let peer_addr = peer.local_addr().unwrap();
+        client.create_permission(&[peer_addr]).await.unwrap();
+        let large = pattern(2_100);
+        client.send_indication(peer_addr, &large).await.unwrap();
+        if dont_fragment {
+            drop_logged(&server, "path_mtu", 2_100);
+        } else {
+            assert_eq!(peer_receives(&peer), (large, relayed), "fragmented");
+        }
+        let fits = pattern(1_400);
+        client.send_indication(peer_addr, &fits).await.unwrap();
+        assert_eq!(
+            peer_receives(&peer),
+            (fits, relayed),
+            "DF {dont_fragment}: within the MTU, it arrives"
+        );
+    }
+}
