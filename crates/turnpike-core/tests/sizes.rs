@@ -49,6 +49,17 @@ fn allocation(h: &mut Harness, transport: Transport, extra: &[Attribute<'_>]) ->
     relay
 }
 
+/// A permission for `peer` (on the allocation of the default client).
+fn permit(h: &mut Harness, peer: &str) {
+    let creds = h.creds();
+    let a = h.authed(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr(peer))],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success, "permission: {:?}", a.code());
+}
+
 fn drops(h: &Harness, reason: DropReason) -> u64 {
     h.server.stats().relay_drops.get(reason)
 }
@@ -121,13 +132,7 @@ fn udp_clients_get_peer_datagrams_up_to_the_largest_udp_payload() {
     // Without a channel: 20 + 12 + 4 + 65,468 = 65,504; 65,469 pads to
     // 65,472, which makes 65,508.
     let other = "93.184.216.34:5001";
-    let creds = h.creds();
-    let a = h.authed(
-        Method::CREATE_PERMISSION,
-        &[Attribute::XorPeerAddress(addr(other))],
-        &creds,
-    );
-    assert_eq!(a.class(), Class::Success);
+    permit(&mut h, other);
     assert!(peer_indication_to_client(&mut h, relay, other, 65_468));
     assert!(!peer_indication_to_client(&mut h, relay, other, 65_469));
     assert_eq!(h.server.stats().relay_drops.total(), 3);
@@ -143,12 +148,7 @@ fn dtls_clients_get_what_fits_one_record() {
     assert!(!peer_to_client(&mut h, relay, 16_381));
 
     let other = "93.184.216.34:5001";
-    let creds = h.creds();
-    h.authed(
-        Method::CREATE_PERMISSION,
-        &[Attribute::XorPeerAddress(addr(other))],
-        &creds,
-    );
+    permit(&mut h, other);
     // 20 + 12 + 4 + 16,348 = 16,384.
     assert!(peer_indication_to_client(&mut h, relay, other, 16_348));
     assert!(!peer_indication_to_client(&mut h, relay, other, 16_349));
@@ -173,12 +173,7 @@ fn stream_clients_get_every_udp_datagram_within_stun_lengths() {
         // allocation does not have: the IPv4 case is what is checked here,
         // and IPv6's arithmetic in the core's unit tests.
         let other = "93.184.216.34:5001";
-        let creds = h.creds();
-        h.authed(
-            Method::CREATE_PERMISSION,
-            &[Attribute::XorPeerAddress(addr(other))],
-            &creds,
-        );
+        permit(&mut h, other);
         assert!(peer_indication_to_client(&mut h, relay, other, 65_507));
         assert_eq!(h.server.stats().relay_drops.total(), 0, "{transport:?}");
     }
@@ -222,12 +217,7 @@ fn dont_fragment_follows_the_send_indication_and_the_allocation() {
     // the allocation's own DONT-FRAGMENT stands in.
     let mut h = Harness::new(|_| {});
     allocation(&mut h, Transport::Udp, &[]);
-    let creds = h.creds();
-    h.authed(
-        Method::CREATE_PERMISSION,
-        &[Attribute::XorPeerAddress(addr(PEER))],
-        &creds,
-    );
+    permit(&mut h, PEER);
     let plain = h.send_indication(addr(PEER), b"x").expect("relayed");
     assert!(!plain.transmit.dont_fragment);
     let df = h
@@ -239,12 +229,7 @@ fn dont_fragment_follows_the_send_indication_and_the_allocation() {
 
     let mut h = Harness::new(|_| {});
     allocation(&mut h, Transport::Udp, &[Attribute::DontFragment]);
-    let creds = h.creds();
-    h.authed(
-        Method::CREATE_PERMISSION,
-        &[Attribute::XorPeerAddress(addr(PEER))],
-        &creds,
-    );
+    permit(&mut h, PEER);
     assert!(
         h.send(&channel_data(100, false))
             .unwrap()

@@ -34,21 +34,23 @@ fn families() -> [IpAddr; 2] {
     [PRIMARY_V4.into(), PRIMARY_V6.into()]
 }
 
-/// A TURN server on 127.0.0.1 and ::1, with TLS and DTLS on its TLS port.
-fn server(pki: &Pki) -> TestServer {
+/// A TURN server on 127.0.0.1 and ::1, with TLS and DTLS on its TLS port
+/// (a certificate for "turn1" from `pki`), logging at `log_level`.
+fn server(pki: &Pki, log_level: Option<&'static str>) -> TestServer {
     let leaf = pki.leaf("turn1", KeyType::EcP256Sec1, 2);
     TestServer::start(ServerOptions {
         tls: Some(TlsFiles {
             certificate: leaf.chain,
             private_key: Some(leaf.key),
         }),
+        log_level,
         ..ServerOptions::turn()
     })
 }
 
 fn every_size_over(transport: Transport) {
     let pki = Pki::new();
-    let server = server(&pki);
+    let server = server(&pki, None);
     let peer = Peer::start(&families());
     let port = match transport {
         Transport::Udp | Transport::Tcp => server.port,
@@ -250,15 +252,7 @@ impl<T: Read + Write> ReadWrite for T {}
 #[test]
 fn tcp_and_tls_carry_the_largest_datagrams() {
     let pki = Pki::new();
-    let leaf = pki.leaf("turn1", KeyType::EcP256Sec1, 2);
-    let server = TestServer::start(ServerOptions {
-        tls: Some(TlsFiles {
-            certificate: leaf.chain,
-            private_key: Some(leaf.key),
-        }),
-        log_level: Some(LOG_LEVEL),
-        ..ServerOptions::turn()
-    });
+    let server = server(&pki, Some(LOG_LEVEL));
     for tls in [false, true] {
         for family in families() {
             let what = format!("{} {family}", if tls { "TLS" } else { "TCP" });
