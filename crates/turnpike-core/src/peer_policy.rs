@@ -23,11 +23,24 @@
 //!    ([`PeerDenied::OperatorDenied`]). It wins over everything else.
 //! 2. **Server sockets** ([`PeerPolicy::check`] only, it needs the port):
 //!    refused if any form, with the peer port, is one of this server's own
-//!    sockets ([`PeerDenied::ServerSocket`]). For a Teredo address the client
-//!    IPv4 and its (de-obfuscated) UDP port are checked too, since that is
-//!    where a Teredo relay would deliver the packet. The allow list does not
+//!    sockets ([`PeerDenied::ServerSocket`]). A socket bound to a wildcard
+//!    address is on every IP of the host, which is why the shell teaches
+//!    the policy the host's addresses as they are
+//!    ([`PeerPolicy::with_host_ips`]), not only those written in the
+//!    configuration. For a Teredo address the client IPv4 and its
+//!    (de-obfuscated) UDP port are checked too, since that is where a
+//!    Teredo relay would deliver the packet. The allow list does not
 //!    override this.
-//! 3. **Reserved ranges**: refused if any form falls in a built-in reserved
+//! 3. **Host services** ([`PeerPolicy::check`] only): on an IP of this host
+//!    that the allow list does not cover, only the relay ports are open
+//!    ([`PeerDenied::HostService`]). Two clients of the server reach each
+//!    other's relayed addresses there, which is all relaying to the host
+//!    is for; any other port is a service of the host (a database, an
+//!    exporter, a Docker socket) bound to a wildcard address, which traffic
+//!    from the host to itself reaches through `lo`, past the firewall that
+//!    keeps it from the outside. (coturn leaves these open unless
+//!    `denied-peer-ip` lists the public IP.)
+//! 4. **Reserved ranges**: refused if any form falls in a built-in reserved
 //!    range ([`PeerDenied::Reserved`]) that the operator's allow list does not
 //!    cover. An embedded IPv4 is covered if the allow list contains it. The
 //!    written IPv6 address is covered if the allow list contains it, or, when
@@ -78,8 +91,11 @@
 //!   after the named ranges: it is all special-purpose or unassigned.
 //! - **The server's own IPs are not refused wholesale**: a peer on one of
 //!   the server's relay addresses is another client's allocation (two clients
-//!   of the same server talking through it), which must keep working. Only
-//!   the server's listening sockets are refused.
+//!   of the same server talking through it), which must keep working. The
+//!   server's listening sockets, and every port outside the relay range,
+//!   are refused there. CreatePermission, which names no port, accepts the
+//!   host's IPs for that reason; the port is judged on every Send and at
+//!   ChannelBind.
 //!
 //! Not covered: a NAT64 *network-specific* prefix (RFC 6052) cannot be told
 //! from ordinary IPv6, so an operator running one must put it in the deny
@@ -118,6 +134,9 @@ pub enum PeerDenied {
     OperatorDenied,
     /// The peer is one of this server's own sockets.
     ServerSocket,
+    /// The peer is on one of this host's IPs, outside the relay port range:
+    /// a service of the host, not another client's relayed address.
+    HostService,
 }
 
 impl fmt::Display for PeerDenied {
@@ -133,6 +152,9 @@ impl fmt::Display for PeerDenied {
             PeerDenied::OperatorDenied => f.write_str("peer address is denied by the operator"),
             PeerDenied::ServerSocket => {
                 f.write_str("peer address is one of the server's own sockets")
+            }
+            PeerDenied::HostService => {
+                f.write_str("peer address is a port of this host outside the relay range")
             }
         }
     }
@@ -151,8 +173,13 @@ pub struct PeerPolicy {
     exact_sockets: Box<[SocketAddr]>,
     /// Ports of server sockets bound to a wildcard address.
     wildcard_ports: Box<[u16]>,
-    /// IPs of this host (canonical).
+    /// IPs of this host named in the configuration (canonical).
+    configured_ips: Box<[IpAddr]>,
+    /// Those and the host's own addresses (canonical, sorted).
     local_ips: Box<[IpAddr]>,
+    /// The relay port range: the only ports open on the host's IPs. `None`
+    /// leaves every port but the server sockets open.
+    relay_ports: Option<(u16, u16)>,
 }
 
 impl PeerPolicy {
@@ -194,16 +221,42 @@ impl PeerPolicy {
         exact_sockets.dedup();
         wildcard_ports.sort_unstable();
         wildcard_ports.dedup();
-        let mut local_ips: Vec<IpAddr> = local_ips.into_iter().map(canonical_ip).collect();
-        local_ips.sort_unstable();
-        local_ips.dedup();
+        let configured_ips = canonical_ips(local_ips);
         PeerPolicy {
             allowed: NetList::new(allowed),
             denied: NetList::new(denied),
             exact_sockets: exact_sockets.into(),
             wildcard_ports: wildcard_ports.into(),
-            local_ips: local_ips.into(),
+            local_ips: configured_ips.clone(),
+            configured_ips,
+            relay_ports: None,
         }
+    }
+
+    /// This policy with the relay port range `min..=max`: on the host's IPs
+    /// only those ports may be relayed to (rule 3 of the
+    /// [module documentation](self)).
+    #[must_use]
+    pub fn with_relay_ports(mut self, min: u16, max: u16) -> Self {
+        self.relay_ports = Some((min, max));
+        self
+    }
+
+    /// This policy with the host's addresses as they are now (every
+    /// interface's, from the shell), added to those of the configuration.
+    /// The addresses of an earlier call are replaced.
+    #[must_use]
+    pub fn with_host_ips(&self, host: &[IpAddr]) -> Self {
+        let ips = self.configured_ips.iter().chain(host).copied().collect();
+        PeerPolicy {
+            local_ips: canonical_ips(ips),
+            ..self.clone()
+        }
+    }
+
+    /// The IPs the policy takes for this host's.
+    pub fn local_ips(&self) -> &[IpAddr] {
+        &self.local_ips
     }
 
     /// The IP-level check, for CreatePermission (permissions are per IP,
@@ -215,13 +268,35 @@ impl PeerPolicy {
     }
 
     /// The full check, for ChannelBind, Send, ChannelData and TCP Connect:
-    /// the deny list, then the server's own sockets, then the reserved ranges.
+    /// the deny list, then the server's own sockets, then the host's other
+    /// ports, then the reserved ranges.
     pub fn check(&self, peer: SocketAddr) -> Result<(), PeerDenied> {
         let ip = peer.ip();
         let embedded = embedded_of(ip);
         self.check_denied(ip, &embedded)?;
         self.check_server_socket(ip, peer.port(), &embedded)?;
+        self.check_host_service(ip, peer.port(), &embedded)?;
         self.check_reserved(ip, &embedded)
+    }
+
+    fn check_host_service(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        embedded: &EmbeddedIpv4,
+    ) -> Result<(), PeerDenied> {
+        let Some((min, max)) = self.relay_ports else {
+            return Ok(());
+        };
+        if (min..=max).contains(&port) {
+            return Ok(());
+        }
+        let host = |ip: IpAddr| self.local_ips.contains(&ip) && !self.allowed.contains(ip);
+        if host(ip) || embedded.as_slice().iter().any(|&v4| host(IpAddr::V4(v4))) {
+            Err(PeerDenied::HostService)
+        } else {
+            Ok(())
+        }
     }
 
     fn check_denied(&self, ip: IpAddr, embedded: &EmbeddedIpv4) -> Result<(), PeerDenied> {
@@ -418,6 +493,14 @@ fn embedded_of(ip: IpAddr) -> EmbeddedIpv4 {
 
 fn ipv4_from(high: u16, low: u16) -> Ipv4Addr {
     Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))
+}
+
+/// Canonical (no mapped forms), sorted and without duplicates.
+fn canonical_ips(ips: Vec<IpAddr>) -> Box<[IpAddr]> {
+    let mut ips: Vec<IpAddr> = ips.into_iter().map(canonical_ip).collect();
+    ips.sort_unstable();
+    ips.dedup();
+    ips.into()
 }
 
 /// IPv4-mapped IPv6 to IPv4; anything else unchanged.
@@ -799,6 +882,88 @@ mod tests {
     const PUBLIC_A: Ipv4Addr = Ipv4Addr::new(8, 8, 4, 4);
     const PUBLIC_B: Ipv4Addr = Ipv4Addr::new(1, 1, 1, 1);
     const TEREDO_PORT: u16 = 40000;
+
+    /// Wildcard listeners, no IP in the configuration: the host's address
+    /// is known only once the shell reports it. Then its listener ports
+    /// and every port outside the relay range are refused there, in every
+    /// form, while relayed addresses (another client's allocation) and the
+    /// IP itself (CreatePermission) stay open.
+    #[test]
+    fn the_hosts_own_addresses_expose_only_relay_ports() {
+        let config = PeerPolicy::new(
+            vec![],
+            vec![],
+            vec![
+                sock("0.0.0.0:3478"),
+                sock("[::]:3478"),
+                sock("0.0.0.0:5349"),
+            ],
+            vec![],
+        )
+        .with_relay_ports(49152, 65535);
+        let public = "11.22.33.44";
+        assert_eq!(
+            config.check(sock("11.22.33.44:3478")),
+            Ok(()),
+            "unknown host IP"
+        );
+        let host = config.with_host_ips(&[ip(public), ip("2001:db8:1::7"), ip("127.0.0.1")]);
+        for peer in [
+            "11.22.33.44:3478",
+            "11.22.33.44:5349",
+            "[2002:b16:212c::]:3478",
+        ] {
+            assert_eq!(
+                host.check(sock(peer)),
+                Err(PeerDenied::ServerSocket),
+                "{peer}"
+            );
+        }
+        for peer in [
+            "11.22.33.44:6379",
+            "11.22.33.44:22",
+            "[2002:b16:212c::]:5432",
+        ] {
+            assert_eq!(
+                host.check(sock(peer)),
+                Err(PeerDenied::HostService),
+                "{peer}"
+            );
+        }
+        assert_eq!(host.check(sock("11.22.33.44:49152")), Ok(()));
+        assert_eq!(host.check(sock("11.22.33.44:65535")), Ok(()));
+        assert_eq!(host.check_ip(ip(public)), Ok(()));
+        // Other public peers keep every port.
+        assert_eq!(host.check(sock("93.184.216.34:6379")), Ok(()));
+        // A later report replaces the host's addresses.
+        let moved = host.with_host_ips(&[ip("11.22.33.45")]);
+        assert_eq!(moved.check(sock("11.22.33.44:6379")), Ok(()));
+        assert_eq!(
+            moved.check(sock("11.22.33.45:6379")),
+            Err(PeerDenied::HostService)
+        );
+
+        // The configuration's IPs stay whatever the host reports, and the
+        // operator's allow list opens a host IP's ports (a test setup
+        // relaying to its own loopback) but never the listeners.
+        let allowing = PeerPolicy::new(
+            vec![net("127.0.0.0/8")],
+            vec![],
+            vec![sock("127.0.0.1:3478")],
+            vec![ip("127.0.0.1"), ip("198.51.100.1")],
+        )
+        .with_relay_ports(49152, 65535)
+        .with_host_ips(&[]);
+        assert_eq!(allowing.check(sock("127.0.0.1:6379")), Ok(()));
+        assert_eq!(
+            allowing.check(sock("127.0.0.1:3478")),
+            Err(PeerDenied::ServerSocket)
+        );
+        assert_eq!(
+            allowing.check(sock("198.51.100.1:6379")),
+            Err(PeerDenied::HostService)
+        );
+    }
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

@@ -151,6 +151,10 @@ impl Server {
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             shard: (shard.index, shard.count),
+            peer_policy: t
+                .peer_policy
+                .clone()
+                .with_relay_ports(t.min_port, t.max_port),
         });
         Server {
             config,
@@ -227,6 +231,17 @@ impl Server {
         self.turn
             .as_ref()
             .is_some_and(|t| t.allocations.id_by_five_tuple(five_tuple).is_some())
+    }
+
+    /// The host's addresses as they are now (every interface's): the peer
+    /// policy refuses the server's wildcard sockets and every port outside
+    /// the relay range on them (see [`PeerPolicy`](crate::PeerPolicy)).
+    /// Replaces the addresses of an earlier call; the configuration's own
+    /// stay. Channels already bound keep relaying.
+    pub fn set_host_addresses(&mut self, addresses: &[std::net::IpAddr]) {
+        if let Some(turn) = self.turn.as_mut() {
+            turn.peer_policy = turn.peer_policy.with_host_ips(addresses);
+        }
     }
 
     /// Replaces the shared secrets of time-limited credentials.
@@ -461,12 +476,11 @@ impl Server {
         match message.message_type().class {
             Class::Request => {}
             Class::Indication if method == Method::SEND && !message.is_rfc3489() => {
-                let (Some(turn), Some(config)) = (self.turn.as_ref(), self.config.turn.as_ref())
-                else {
+                let Some(turn) = self.turn.as_ref() else {
                     return self.drop_packet();
                 };
                 let five_tuple = five_tuple(packet);
-                let relayed = turn::send::indication(turn, config, now, &five_tuple, &message, out);
+                let relayed = turn::send::indication(turn, now, &five_tuple, &message, out);
                 return self.count_to_peer(relayed, packet);
             }
             // Binding indications are keepalives; responses are not ours.

@@ -38,7 +38,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     if !same_family(&allocation.relays, peer.ip()) {
         return req.error(out, 443);
     }
-    if config.peer_policy.check(peer).is_err() {
+    if turn.peer_policy.check(peer).is_err() {
         return req.error(out, 403);
     }
     let now = req.now;

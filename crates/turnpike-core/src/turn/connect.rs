@@ -52,7 +52,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     let Some(relay) = allocation.relay_for(peer.ip()) else {
         return req.error(out, 443);
     };
-    if config.peer_policy.check(peer).is_err() {
+    if turn.peer_policy.check(peer).is_err() {
         return req.error(out, 403);
     }
     let exists = allocation

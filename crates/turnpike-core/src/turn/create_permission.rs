@@ -20,7 +20,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
                 if !same_family(&relays, peer.ip()) {
                     return req.error(out, 443);
                 }
-                if req.config.peer_policy.check_ip(peer.ip()).is_err() {
+                if turn.peer_policy.check_ip(peer.ip()).is_err() {
                     return req.error(out, 403);
                 }
             }

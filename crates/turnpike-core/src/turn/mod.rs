@@ -40,6 +40,7 @@ use crate::connection::{ConnectionId, Connections, Outgoing, State};
 use crate::credentials::{Credentials, User, Waiting};
 use crate::ephemeral::Secrets;
 use crate::packet::Packet;
+use crate::peer_policy::PeerPolicy;
 use crate::relay::{PortPicker, RelayPorts};
 use crate::response::reason_phrase;
 use crate::server::Event;
@@ -61,6 +62,9 @@ pub(crate) struct Turn {
     pub(crate) events: VecDeque<Event>,
     /// This shard's number and the shard count (for connection identifiers).
     pub(crate) shard: (usize, usize),
+    /// The configuration's peer policy, with the relay port range and the
+    /// host's addresses as the shell last reported them.
+    pub(crate) peer_policy: PeerPolicy,
 }
 
 impl std::fmt::Debug for Turn {

@@ -19,7 +19,6 @@ use turnpike_codec::{Attribute, ChannelData, Message};
 
 use super::Turn;
 use crate::allocation::FiveTuple;
-use crate::config::TurnConfig;
 use crate::packet::{Transmit, Transport, max_udp_payload};
 use crate::relay::RelayProtocol;
 use crate::stats::DropReason;
@@ -57,7 +56,6 @@ fn to_peer(
 /// A Send indication from the client of `five_tuple`.
 pub(crate) fn indication(
     turn: &Turn,
-    config: &TurnConfig,
     now: Instant,
     five_tuple: &FiveTuple,
     message: &Message<'_>,
@@ -90,7 +88,7 @@ pub(crate) fn indication(
         return Err(None);
     }
     let relay = allocation.relay_for(peer.ip()).ok_or(None)?;
-    if !allocation.has_permission(peer.ip(), now) || config.peer_policy.check(peer).is_err() {
+    if !allocation.has_permission(peer.ip(), now) || turn.peer_policy.check(peer).is_err() {
         return Err(None);
     }
     to_peer(out, relay, peer, data, dont_fragment)

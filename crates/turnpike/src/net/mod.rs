@@ -7,6 +7,8 @@
 //!   wildcard-bound socket per worker serves every local address.
 //! - [`tcp`]: per-worker `SO_REUSEPORT` TCP listeners and STUN/ChannelData
 //!   message framing on each connection.
+//! - [`host`]: the host's own IP addresses, for the peer policy.
 
+pub mod host;
 pub mod tcp;
 pub mod udp;

@@ -16,7 +16,7 @@ mod tcp_relay;
 mod worker;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -98,6 +98,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
+    let host_addresses = if config.turn.enabled {
+        Some(watch_host_addresses(&control)?)
+    } else {
+        None
+    };
     let reservations = Arc::new(Reservations::default());
     let connections = Arc::new(ConnectionCounts::default());
     let listeners = config.listeners();
@@ -134,6 +139,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             core: Arc::clone(&core),
             credentials: credentials.clone(),
             secrets: secrets.clone(),
+            host_addresses: host_addresses.clone(),
             reservations: Arc::clone(&reservations),
             connections: Arc::clone(&connections),
             limits,
@@ -241,6 +247,22 @@ fn open_credentials(
             .refresh_secrets(publish, Duration::from_secs(db.secrets_refresh.into())),
     );
     Ok((credentials, receive))
+}
+
+/// Reads the host's addresses, which the peer policy refuses (its
+/// listeners, and every port outside the relay range) whatever the
+/// configuration names, and keeps them current. Not knowing them at start
+/// is an error: the policy would have a hole where the wildcard listeners
+/// are.
+fn watch_host_addresses(
+    control: &tokio::runtime::Runtime,
+) -> anyhow::Result<watch::Receiver<Arc<[IpAddr]>>> {
+    let addresses = crate::net::host::addresses()
+        .map_err(|e| anyhow!("cannot read this host's IP addresses (getifaddrs): {e}"))?;
+    tracing::debug!(?addresses, "the host's addresses");
+    let (publish, receive) = watch::channel(addresses.into());
+    control.spawn(crate::net::host::watch(publish));
+    Ok(receive)
 }
 
 /// Loads the TLS certificate (when `tls.certificate` is set), checks that

@@ -7,7 +7,7 @@
 //! never across one.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -62,6 +62,9 @@ pub(super) struct Worker {
     pub(super) credentials: Option<Arc<Credentials>>,
     /// The shared secrets as they change; `None` when TURN is off.
     pub(super) secrets: Option<watch::Receiver<Secrets>>,
+    /// The host's IP addresses as they change, for the peer policy; `None`
+    /// when TURN is off.
+    pub(super) host_addresses: Option<watch::Receiver<Arc<[IpAddr]>>>,
     pub(super) reservations: Arc<Reservations>,
     /// Client connections per source IP, all workers together.
     pub(super) connections: Arc<ConnectionCounts>,
@@ -185,6 +188,12 @@ impl Worker {
             tokio::task::spawn_local(timer_loop(Rc::clone(&ctx), Arc::clone(&self.reservations)));
             if let Some(secrets) = self.secrets.clone() {
                 tokio::task::spawn_local(secrets_loop(Rc::clone(&ctx), secrets));
+            }
+            if let Some(addresses) = self.host_addresses.clone() {
+                // The first set is in place before any packet is handled.
+                let current = addresses.borrow().clone();
+                ctx.server.borrow_mut().set_host_addresses(&current);
+                tokio::task::spawn_local(host_addresses_loop(Rc::clone(&ctx), addresses));
             }
             tokio::task::spawn_local(super::relay::flusher(Rc::clone(&ctx)));
             if let Some(inbox) = inbox {
@@ -490,6 +499,14 @@ impl WorkerCtx {
             self.after_packets();
             self.deliver(transmit, &out[..transmit.len]);
         }
+    }
+}
+
+/// Hands each new set of the host's addresses to the shard.
+async fn host_addresses_loop(ctx: Rc<WorkerCtx>, mut addresses: watch::Receiver<Arc<[IpAddr]>>) {
+    while addresses.changed().await.is_ok() {
+        let current = addresses.borrow_and_update().clone();
+        ctx.server.borrow_mut().set_host_addresses(&current);
     }
 }
 

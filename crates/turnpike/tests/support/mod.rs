@@ -90,6 +90,9 @@ pub struct ServerOptions {
     pub xdp: bool,
     /// `log.level`; `None`: `TURNPIKE_TEST_LOG_LEVEL`, else `info`.
     pub log_level: Option<&'static str>,
+    /// Listen on the wildcard addresses (`0.0.0.0:P`, and `[::]:P` with
+    /// `ipv6`), as the defaults do, instead of the loopback ones.
+    pub wildcard: bool,
 }
 
 /// The certificate of `[tls]`.
@@ -207,6 +210,7 @@ impl ServerOptions {
             admin: false,
             xdp: false,
             log_level: None,
+            wildcard: false,
         }
     }
 
@@ -587,9 +591,14 @@ fn render_config(
         Some(level) => level.to_string(),
         None => std::env::var("TURNPIKE_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
     };
-    let mut listen = vec![format!("\"{}\"", SocketAddr::new(PRIMARY_V4.into(), port))];
+    let (v4, v6): (IpAddr, IpAddr) = if options.wildcard {
+        (Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into())
+    } else {
+        (PRIMARY_V4.into(), PRIMARY_V6.into())
+    };
+    let mut listen = vec![format!("\"{}\"", SocketAddr::new(v4, port))];
     if options.ipv6 {
-        listen.push(format!("\"{}\"", SocketAddr::new(PRIMARY_V6.into(), port)));
+        listen.push(format!("\"{}\"", SocketAddr::new(v6, port)));
     }
     let mut s = String::new();
     let _ = writeln!(s, "[server]\nworkers = 2\n");
