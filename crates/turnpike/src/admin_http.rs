@@ -28,9 +28,13 @@
 //! refuses non-loopback addresses unless `admin.allow_remote`, the TURN
 //! peer policy refuses the admin addresses as peers, and connections are
 //! bounded: at most [`MAX_CONNECTIONS`] at once (more wait in the kernel's
-//! backlog) and each closed after [`IDLE_TIMEOUT`] without a byte from the
-//! client, so a forgotten or hostile client cannot pile up descriptors the
-//! relay needs.
+//! backlog), each must send a whole request within [`REQUEST_TIMEOUT`] of
+//! connecting or of starting it (bytes trickled in do not extend that),
+//! and an idle keep-alive connection is closed after [`IDLE_TIMEOUT`]. So
+//! a forgotten or hostile client cannot pile up descriptors the relay
+//! needs, and clients holding every slot with unfinished requests delay a
+//! scraper (waiting in the backlog, served in turn) by at most
+//! [`REQUEST_TIMEOUT`], never lock it out.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -60,10 +64,14 @@ use crate::tls::{Certificates, format_rfc3339};
 /// Admin connections open at once, over all admin addresses.
 pub const MAX_CONNECTIONS: usize = 32;
 
-/// An admin connection is closed after this long without a byte from the
-/// client (a scraper's keep-alive connection between scrapes included;
-/// it reconnects).
+/// An idle keep-alive connection is closed after this long without the
+/// start of a new request (a scraper's connection between scrapes
+/// included; it reconnects).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request (its headers and body) must arrive whole within this long of
+/// the connection's opening or of its own first byte.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `Content-Type` of `/metrics`: the Prometheus text format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -371,7 +379,8 @@ impl axum::serve::Listener for Bounded {
                     let _ = stream.set_nodelay(true);
                     let connection = Connection {
                         stream,
-                        idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+                        deadline: Box::pin(tokio::time::sleep(REQUEST_TIMEOUT)),
+                        between_requests: false,
                         _slot: slot,
                     };
                     return (connection, peer);
@@ -391,23 +400,32 @@ impl axum::serve::Listener for Bounded {
     }
 }
 
-/// An accepted admin connection: fails with `TimedOut` once the client has
-/// sent nothing for [`IDLE_TIMEOUT`], and frees its slot when dropped.
+/// An accepted admin connection: fails with `TimedOut` when a request takes
+/// longer than [`REQUEST_TIMEOUT`] to arrive, or the connection idles for
+/// [`IDLE_TIMEOUT`] between requests, and frees its slot when dropped.
 struct Connection {
     stream: TcpStream,
-    idle: Pin<Box<tokio::time::Sleep>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// A response went out and the next request has not started: the next
+    /// byte read starts the request's own deadline.
+    between_requests: bool,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Connection {
-    fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.idle.as_mut().poll(cx) {
+    fn check_deadline(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "admin connection idle",
+                "admin request too slow, or connection idle",
             )),
             Poll::Pending => Ok(()),
         }
+    }
+
+    fn restart_deadline(&mut self, after: Duration) {
+        let deadline = tokio::time::Instant::now() + after;
+        self.deadline.as_mut().reset(deadline);
     }
 }
 
@@ -421,11 +439,13 @@ impl AsyncRead for Connection {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.stream).poll_read(cx, buf);
         match &result {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                let deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
-                this.idle.as_mut().reset(deadline);
+            // Only the first byte of a request sets its deadline: bytes
+            // trickled in afterwards do not move it.
+            Poll::Ready(Ok(())) if buf.filled().len() > before && this.between_requests => {
+                this.between_requests = false;
+                this.restart_deadline(REQUEST_TIMEOUT);
             }
-            Poll::Pending => this.check_idle(cx)?,
+            Poll::Pending => this.check_deadline(cx)?,
             _ => {}
         }
         result
@@ -439,8 +459,15 @@ impl AsyncWrite for Connection {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        this.check_idle(cx)?;
-        Pin::new(&mut this.stream).poll_write(cx, data)
+        this.check_deadline(cx)?;
+        let result = Pin::new(&mut this.stream).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            // A response is going out: the connection now waits for the
+            // next request.
+            this.between_requests = true;
+            this.restart_deadline(IDLE_TIMEOUT);
+        }
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -457,8 +484,13 @@ impl AsyncWrite for Connection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        this.check_idle(cx)?;
-        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+        this.check_deadline(cx)?;
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.between_requests = true;
+            this.restart_deadline(IDLE_TIMEOUT);
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -367,6 +367,63 @@ fn connections_are_bounded() {
     assert_eq!(parse_response(&raw).status, 200);
 }
 
+/// Clients that take every slot and trickle their requests a byte at a
+/// time (reconnecting when cut off) cannot lock out a scraper: a request
+/// must arrive whole within 5 s, bytes do not extend that, so the scraper,
+/// waiting in the kernel's backlog, is served in turn. Before, every byte
+/// restarted a 30 s idle timer and 40 such clients held `/metrics` for as
+/// long as they liked.
+#[test]
+fn trickling_clients_cannot_lock_out_the_scraper() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let server = TestServer::start(ServerOptions {
+        admin: true,
+        ..ServerOptions::basic()
+    });
+    let port = admin_port(&server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..40)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+                while !stop.load(Ordering::Relaxed) {
+                    let mut stream = connect(port);
+                    for byte in request.iter().cycle() {
+                        if stop.load(Ordering::Relaxed) || stream.write_all(&[*byte]).is_err() {
+                            break;
+                        }
+                        // The attack itself: one byte every half second.
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let them take the slots: the admin endpoint sees 40 connections.
+    eventually("40 trickling connections", STEP, || {
+        let out = std::process::Command::new("ss")
+            .args(["-Htn", "state", "established", &format!("dport = :{port}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count() >= 40
+    });
+    let started = Instant::now();
+    let response = http(port, "GET", "/metrics");
+    let waited = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tricklers {
+        t.join().unwrap();
+    }
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    assert!(
+        waited < STEP,
+        "the scraper was served after {waited:?}, within the 5 s request timeout plus its turn"
+    );
+}
+
 /// The endpoint has no authentication: an address other than loopback is a
 /// configuration error (one line, exit 2) unless `admin.allow_remote`.
 #[test]
