@@ -26,6 +26,9 @@ pub struct Config {
     pub allow_padding: bool,
     /// TURN; `None` serves STUN only.
     pub turn: Option<TurnConfig>,
+    /// Which client addresses share a per-source budget (challenges per
+    /// second, held credential lookups).
+    pub sources: crate::source::SourcePrefix,
 }
 
 /// TURN settings (RFC 8656).

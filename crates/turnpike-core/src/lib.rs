@@ -19,6 +19,7 @@
 //! - [`packet`]: the input and output types crossing the I/O boundary, and
 //!   the size limits of each transport.
 //! - [`stats`]: per-shard counters, and why relayed data was dropped.
+//! - [`source`]: which client addresses count as one source for limits.
 
 pub mod allocation;
 pub mod auth;
@@ -33,6 +34,7 @@ pub mod peer_policy;
 pub mod relay;
 pub mod response;
 pub mod server;
+pub mod source;
 pub mod stats;
 pub(crate) mod turn;
 
@@ -46,4 +48,5 @@ pub use packet::{MAX_DTLS_MESSAGE, Packet, Transmit, Transport, max_udp_payload}
 pub use peer_policy::PeerPolicy;
 pub use relay::{NoRelays, RelayOptions, RelayPorts, RelayProtocol};
 pub use server::{Event, Server, Shard};
+pub use source::SourcePrefix;
 pub use stats::{DropReason, Drops, Stats};

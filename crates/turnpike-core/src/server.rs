@@ -9,7 +9,7 @@
 //! deletion.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -651,9 +651,10 @@ impl Server {
             .len()
             .saturating_mul(AMPLIFICATION_LIMIT)
             .min(out.len());
+        let source = self.config.sources.key(packet.remote.ip());
         let allowed = self
             .limiter
-            .allow(packet.remote, now, config.challenges_per_second);
+            .allow(source, now, config.challenges_per_second);
         let len = allowed
             .then(|| {
                 auth::write_challenge(
@@ -766,12 +767,12 @@ impl Default for ChallengeLimiter {
 }
 
 impl ChallengeLimiter {
-    fn allow(&mut self, source: SocketAddr, now: Instant, per_second: u16) -> bool {
+    fn allow(&mut self, source: IpAddr, now: Instant, per_second: u16) -> bool {
         use std::hash::BuildHasher;
         let origin = *self.origin.get_or_insert(now);
         let second = now.saturating_duration_since(origin).as_secs() + 1;
         // The modulo keeps the index in range whatever the hash.
-        let bucket = (self.hasher.hash_one(source.ip()) % LIMITER_BUCKETS as u64) as usize;
+        let bucket = (self.hasher.hash_one(source) % LIMITER_BUCKETS as u64) as usize;
         let entry = &mut self.buckets[bucket];
         if entry.0 != second {
             *entry = (second, 0);

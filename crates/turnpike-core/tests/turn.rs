@@ -848,6 +848,28 @@ fn challenges_are_rate_limited_per_source() {
     assert!(h.send(&req).is_some());
 }
 
+/// IPv6 clients share the budget of their /64: 20 addresses of one /64
+/// get 5 challenges between them, another /64 has its own.
+#[test]
+fn ipv6_challenges_are_rate_limited_per_prefix() {
+    let mut h = Harness::new(|t| t.challenges_per_second = 5);
+    let tid = h.tid();
+    let req = h.request(
+        Method::ALLOCATE,
+        tid,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        None,
+    );
+    let answered = (0..20)
+        .filter(|i| {
+            let client = format!("[2001:db8:1:2::{:x}]:4000", i + 1);
+            h.send_from(&client, &req).is_some()
+        })
+        .count();
+    assert_eq!(answered, 5, "one /64, one budget");
+    assert!(h.send_from("[2001:db8:1:3::1]:4000", &req).is_some());
+}
+
 #[test]
 fn a_flood_of_unauthenticated_allocates_keeps_no_state() {
     let mut h = Harness::new(|_| {});

@@ -30,6 +30,9 @@ pub struct DtlsConfig {
     pub max_half_open_total: usize,
     /// Handshakes in progress per source IP. Default 8.
     pub max_half_open_per_ip: usize,
+    /// IPv6 sources are counted per prefix of this many bits for the
+    /// per-IP caps (1 to 128; default 64: a host is given a whole /64).
+    pub ipv6_prefix: u8,
     /// Established plus half-open sessions per source IP; 0 = unlimited
     /// (the default: many clients share one NAT address).
     pub max_sessions_per_ip: usize,
@@ -62,6 +65,7 @@ impl DtlsConfig {
             key_pem,
             max_half_open_total: 1024,
             max_half_open_per_ip: 8,
+            ipv6_prefix: 64,
             max_sessions_per_ip: 0,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
@@ -76,6 +80,9 @@ impl DtlsConfig {
         }
         if self.max_half_open_per_ip == 0 {
             return Err(DtlsError::Config("max_half_open_per_ip must be at least 1"));
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(DtlsError::Config("ipv6_prefix must be between 1 and 128"));
         }
         if self.handshake_timeout.is_zero() {
             return Err(DtlsError::Config("handshake_timeout must not be zero"));
@@ -116,6 +123,7 @@ impl fmt::Debug for DtlsConfig {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("mtu", &self.mtu)
+            .field("ipv6_prefix", &self.ipv6_prefix)
             .field("cookie_secret", &format_args!("<redacted>"))
             .finish()
     }

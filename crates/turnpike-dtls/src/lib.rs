@@ -243,9 +243,24 @@ struct Limits {
     max_half_open_total: usize,
     max_half_open_per_ip: usize,
     max_sessions_per_ip: usize,
+    ipv6_prefix: u8,
     handshake_timeout: Duration,
     idle_timeout: Duration,
     mtu: usize,
+}
+
+impl Limits {
+    /// The key `addr`'s per-IP caps are counted under: its IPv4 address,
+    /// or its IPv6 address cut to `ipv6_prefix` bits.
+    fn source(&self, addr: SocketAddr) -> IpAddr {
+        match addr.ip().to_canonical() {
+            IpAddr::V6(v6) => {
+                let bits = u32::from(self.ipv6_prefix.clamp(1, 128));
+                IpAddr::V6((u128::from(v6) & (u128::MAX << (128 - bits))).into())
+            }
+            v4 => v4,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -305,6 +320,7 @@ impl DtlsServer {
                 max_half_open_total: config.max_half_open_total,
                 max_half_open_per_ip: config.max_half_open_per_ip,
                 max_sessions_per_ip: config.max_sessions_per_ip,
+                ipv6_prefix: config.ipv6_prefix,
                 handshake_timeout: config.handshake_timeout,
                 idle_timeout: config.idle_timeout,
                 mtu: config.mtu,
@@ -520,7 +536,11 @@ impl DtlsServer {
     /// the caps, and lets OpenSSL answer it.
     fn accept(&mut self, now: Instant, from: SocketAddr, data: &[u8], hello: &ClientHello<'_>) {
         let l = self.limits;
-        let count = self.per_ip.get(&from.ip()).copied().unwrap_or_default();
+        let count = self
+            .per_ip
+            .get(&self.limits.source(from))
+            .copied()
+            .unwrap_or_default();
         if self.queue.len() >= QUEUE_CAP
             || self.half_open >= l.max_half_open_total
             || count.half_open >= l.max_half_open_per_ip
@@ -566,7 +586,7 @@ impl DtlsServer {
             },
         );
         self.half_open += 1;
-        let count = self.per_ip.entry(from.ip()).or_default();
+        let count = self.per_ip.entry(self.limits.source(from)).or_default();
         count.half_open += 1;
         count.total += 1;
         self.step(now, from, None);
@@ -596,7 +616,7 @@ impl DtlsServer {
                     peer.last_rx = now;
                     peer.flight = None;
                     self.half_open -= 1;
-                    if let Some(count) = self.per_ip.get_mut(&addr.ip()) {
+                    if let Some(count) = self.per_ip.get_mut(&self.limits.source(addr)) {
                         count.half_open = count.half_open.saturating_sub(1);
                     }
                 }
@@ -727,7 +747,7 @@ impl DtlsServer {
         if handshaking {
             self.half_open -= 1;
         }
-        if let Entry::Occupied(mut e) = self.per_ip.entry(addr.ip()) {
+        if let Entry::Occupied(mut e) = self.per_ip.entry(self.limits.source(addr)) {
             let count = e.get_mut();
             if handshaking {
                 count.half_open = count.half_open.saturating_sub(1);

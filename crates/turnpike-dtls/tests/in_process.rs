@@ -419,6 +419,30 @@ fn half_open_cap_per_ip() {
     assert_eq!(server.half_open(), 2);
 }
 
+/// IPv6 sources count per /64: three addresses of one /64 share the cap
+/// of 2, a neighbouring /64 has its own.
+#[test]
+fn half_open_cap_counts_ipv6_per_prefix() {
+    let id = identity(KeyKind::Ecdsa, "turn.example");
+    let mut cfg = config(&id);
+    cfg.max_half_open_per_ip = 2;
+    let mut server = DtlsServer::new(cfg).unwrap();
+    let now = Instant::now();
+    let mut clients: Vec<Client> = (1..=3)
+        .map(|i| Client::new(addr(&format!("[2001:db8:1:2::{i}]:41000")), &id.leaf))
+        .collect();
+    assert!(!cookie_then_hello(&mut server, &mut clients[0], now).is_empty());
+    assert!(!cookie_then_hello(&mut server, &mut clients[1], now).is_empty());
+    assert_eq!(
+        cookie_then_hello(&mut server, &mut clients[2], now),
+        vec![],
+        "another address of the same /64 is the same source"
+    );
+    let mut other = Client::new(addr("[2001:db8:1:3::1]:41000"), &id.leaf);
+    assert!(!cookie_then_hello(&mut server, &mut other, now).is_empty());
+    assert_eq!(server.half_open(), 3);
+}
+
 #[test]
 fn half_open_cap_total_and_session_cap_per_ip() {
     let id = identity(KeyKind::Ecdsa, "turn.example");

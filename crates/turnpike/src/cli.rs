@@ -678,6 +678,17 @@ pub struct Settings {
     )]
     pub max_connections_per_ip: Option<u32>,
 
+    /// limits.ipv6_prefix: IPv6 clients count as one source per prefix of
+    /// this many bits, for every per-source limit [default: 64]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_IPV6_PREFIX",
+        value_name = "BITS",
+        help_heading = "Limits"
+    )]
+    pub ipv6_prefix: Option<u8>,
+
     /// limits.max_handshakes: TLS and DTLS handshakes in progress,
     /// server-wide [default: 1024]
     #[arg(
@@ -987,6 +998,7 @@ impl Settings {
             tls_min_version: self.tls_min_version,
             tls_reload_interval: self.tls_reload_interval,
             max_connections_per_ip: self.max_connections_per_ip,
+            ipv6_prefix: self.ipv6_prefix,
             max_handshakes: self.max_handshakes,
             handshake_timeout: self.handshake_timeout,
             auth_timeout: self.auth_timeout,
@@ -1302,6 +1314,7 @@ mod tests {
             "--tls-min-version=1.3",
             "--tls-reload-interval=0",
             "--max-connections-per-ip=0",
+            "--ipv6-prefix=56",
             "--max-handshakes=13",
             "--handshake-timeout=14",
             "--auth-timeout=15",
@@ -1393,6 +1406,7 @@ mod tests {
                 tls_min_version: Some(TlsVersion::Tls13),
                 tls_reload_interval: Some(0),
                 max_connections_per_ip: Some(0),
+                ipv6_prefix: Some(56),
                 max_handshakes: Some(13),
                 handshake_timeout: Some(14),
                 auth_timeout: Some(15),

@@ -297,6 +297,9 @@ impl<'de> Deserialize<'de> for TlsVersion {
 pub struct LimitsConfig {
     /// TCP, TLS and DTLS connections from one source IP; 0 = unlimited.
     pub max_connections_per_ip: u32,
+    /// IPv6 clients count as one source per prefix of this many bits for
+    /// every per-source limit (connections, challenges, DTLS handshakes).
+    pub ipv6_prefix: u8,
     /// TLS and DTLS handshakes in progress, server-wide.
     pub max_handshakes: u32,
     /// Seconds a TLS or DTLS handshake may take.
@@ -322,6 +325,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_connections_per_ip: 64,
+            ipv6_prefix: turnpike_core::SourcePrefix::DEFAULT_IPV6_BITS,
             max_handshakes: 1024,
             handshake_timeout: 10,
             auth_timeout: 30,
@@ -748,6 +752,8 @@ pub struct Overrides {
     pub tls_reload_interval: Option<u32>,
     /// `limits.max_connections_per_ip`.
     pub max_connections_per_ip: Option<u32>,
+    /// `limits.ipv6_prefix`.
+    pub ipv6_prefix: Option<u8>,
     /// `limits.max_handshakes`.
     pub max_handshakes: Option<u32>,
     /// `limits.handshake_timeout`.
@@ -993,6 +999,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         "limits",
         &[
             "max_connections_per_ip",
+            "ipv6_prefix",
             "max_handshakes",
             "handshake_timeout",
             "auth_timeout",
@@ -1116,6 +1123,7 @@ impl Config {
         set(&mut tls.reload_interval, o.tls_reload_interval);
         let limits = &mut self.limits;
         set(&mut limits.max_connections_per_ip, o.max_connections_per_ip);
+        set(&mut limits.ipv6_prefix, o.ipv6_prefix);
         set(&mut limits.max_handshakes, o.max_handshakes);
         set(&mut limits.handshake_timeout, o.handshake_timeout);
         set(&mut limits.auth_timeout, o.auth_timeout);
@@ -1274,7 +1282,13 @@ impl Config {
                 .turn
                 .enabled
                 .then(|| self.core_turn(nonce_secret, epoch)),
+            sources: self.sources(),
         }
+    }
+
+    /// Which client addresses share a per-source budget.
+    pub fn sources(&self) -> turnpike_core::SourcePrefix {
+        turnpike_core::SourcePrefix::new(self.limits.ipv6_prefix)
     }
 
     /// The core's TURN settings (whether or not `turn.enabled`). The peer
@@ -1714,6 +1728,12 @@ impl Config {
     /// The `[limits]` ranges.
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
+        if !(16..=128).contains(&l.ipv6_prefix) {
+            return Err(ConfigError::invalid(format!(
+                "limits.ipv6_prefix = {} is out of range; use 16 to 128 bits (default 64: a host's /64 is one source)",
+                l.ipv6_prefix
+            )));
+        }
         for (key, value, min, max, default, unit) in [
             (
                 "max_handshakes",
@@ -3878,6 +3898,7 @@ mod tests {
             reload_interval = 0
             [limits]
             max_connections_per_ip = 0
+            ipv6_prefix = 48
             max_handshakes = 1
             handshake_timeout = 3600
             auth_timeout = 1
@@ -3906,6 +3927,7 @@ mod tests {
             c.limits,
             LimitsConfig {
                 max_connections_per_ip: 0,
+                ipv6_prefix: 48,
                 max_handshakes: 1,
                 handshake_timeout: 3600,
                 auth_timeout: 1,
@@ -4094,6 +4116,10 @@ mod tests {
                     "[stun]\nlisten = [\"192.0.2.1:3478\"]\nalternate_ip = \"192.0.2.2\"\n{cert}listen = [\"192.0.2.2:3479\"]\n"
                 ),
                 "collides with the STUN listener 192.0.2.2:3479",
+            ),
+            (
+                "[limits]\nipv6_prefix = 8\n".into(),
+                "limits.ipv6_prefix = 8 is out of range; use 16 to 128 bits (default 64: a host's /64 is one source)",
             ),
             (
                 "[limits]\nmax_handshakes = 0\n".into(),

@@ -104,7 +104,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let reservations = Arc::new(Reservations::default());
-    let connections = Arc::new(ConnectionCounts::default());
+    let connections = Arc::new(ConnectionCounts::new(config.sources()));
     let listeners = config.listeners();
     let (udp, tcp) = (config.stun.udp, config.stun.tcp);
     probe_listeners(&listeners, udp, tcp)?;
@@ -310,6 +310,7 @@ fn start_tls(
             // Each worker holds its share of the server-wide cap.
             max_half_open: (max_handshakes / workers.max(1)).max(1),
             max_sessions_per_ip: usize::try_from(l.max_connections_per_ip).unwrap_or(0),
+            ipv6_prefix: l.ipv6_prefix,
             handshake_timeout,
             idle_timeout: Duration::from_secs(l.idle_timeout.into()),
         },

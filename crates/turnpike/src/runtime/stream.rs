@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
-use turnpike_core::{ConnectionId, FiveTuple, Packet, Transport};
+use turnpike_core::{ConnectionId, FiveTuple, Packet, SourcePrefix, Transport};
 
 use super::tcp_relay;
 use super::worker::WorkerCtx;
@@ -64,11 +64,13 @@ impl Default for StreamLimits {
     }
 }
 
-/// Connections per source IP, shared by the workers (touched on accept and
-/// close only).
+/// Connections per source, shared by the workers (touched on accept and
+/// close only). A source is an IPv4 address or an IPv6 prefix
+/// ([`SourcePrefix`]).
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionCounts {
     by_ip: Mutex<FxHashMap<IpAddr, u32>>,
+    sources: SourcePrefix,
 }
 
 /// One counted connection; uncounted when dropped.
@@ -79,8 +81,17 @@ pub(crate) struct Counted {
 }
 
 impl ConnectionCounts {
-    /// Counts a connection from `ip`, unless it already has `limit`.
+    /// Counts connections per source as `sources` says.
+    pub(crate) fn new(sources: SourcePrefix) -> Self {
+        ConnectionCounts {
+            by_ip: Mutex::default(),
+            sources,
+        }
+    }
+
+    /// Counts a connection from `ip`, unless its source already has `limit`.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, limit: u32) -> Option<Counted> {
+        let ip = self.sources.key(ip);
         let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
         let count = by_ip.entry(ip).or_insert(0);
         if limit != 0 && *count >= limit {

@@ -104,6 +104,8 @@ pub(super) struct DtlsSettings {
     pub(super) cookie_secret: [u8; 32],
     pub(super) max_half_open: usize,
     pub(super) max_sessions_per_ip: usize,
+    /// IPv6 sources are counted per prefix of this many bits.
+    pub(super) ipv6_prefix: u8,
     pub(super) handshake_timeout: Duration,
     pub(super) idle_timeout: Duration,
 }
@@ -289,6 +291,7 @@ impl Worker {
                     DtlsConfig::new(pem.chain.clone(), pem.key.clone(), d.cookie_secret);
                 config.max_half_open_total = d.max_half_open;
                 config.max_sessions_per_ip = d.max_sessions_per_ip;
+                config.ipv6_prefix = d.ipv6_prefix;
                 config.handshake_timeout = d.handshake_timeout;
                 config.idle_timeout = d.idle_timeout;
                 let sessions = DtlsServer::new(config)
