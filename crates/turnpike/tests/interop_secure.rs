@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use support::dtls::{DtlsClient, Received};
 use support::pki::{KeyType, Pki, Renewable, served_subject};
 use support::uclient::{Run, assert_delivered};
 use support::{PRIMARY_V4, PRIMARY_V6, Peer, ServerOptions, TestServer, TlsFiles, eventually};
@@ -308,5 +309,67 @@ fn idle_connections_are_closed_and_clients_still_served() {
         &rep,
         10,
         200,
+    );
+}
+
+/// A DTLS session that makes no allocation is closed `auth_timeout` after
+/// its handshake, however many Binding requests it sends (they are
+/// answered meanwhile). Before, only the 600 s idle timeout ended it, and
+/// each Binding kept it alive.
+#[test]
+fn dtls_sessions_without_an_allocation_end_at_the_auth_timeout() {
+    let pki = Pki::new();
+    let server = secure_server(&pki, vec![("auth_timeout", 2)]);
+    let addr = SocketAddr::new(v4(), tls_port(&server));
+    let opened = Instant::now();
+    let mut client = DtlsClient::connect(addr, Duration::from_millis(500));
+    let mut answered = 0;
+    loop {
+        assert!(
+            opened.elapsed() < Duration::from_secs(15),
+            "the session is still open after {:?} ({answered} Bindings answered)",
+            opened.elapsed()
+        );
+        client.send(&support::binding_request().0);
+        match client.receive() {
+            Received::Data(_) => answered += 1,
+            Received::Closed => break,
+            Received::Nothing => {}
+        }
+    }
+    assert!(
+        answered >= 1,
+        "Binding requests were answered while it lasted"
+    );
+    assert!(
+        opened.elapsed() >= Duration::from_secs(2),
+        "closed before the auth timeout"
+    );
+}
+
+/// DTLS sessions count against `max_connections_per_ip` like TCP and TLS
+/// connections, all workers together: with a limit of 2, two of six
+/// sessions from one address are served and the others are closed once
+/// established. Before, each of the two workers allowed 2.
+#[test]
+fn dtls_sessions_count_against_the_per_source_limit_server_wide() {
+    let pki = Pki::new();
+    let server = secure_server(&pki, vec![("max_connections_per_ip", 2)]);
+    let addr = SocketAddr::new(v4(), tls_port(&server));
+    let mut sessions: Vec<DtlsClient> = (0..6)
+        .map(|_| DtlsClient::connect(addr, Duration::from_secs(2)))
+        .collect();
+    let mut served = 0;
+    for session in &mut sessions {
+        session.send(&support::binding_request().0);
+        match session.receive() {
+            Received::Data(_) => served += 1,
+            Received::Closed => {}
+            Received::Nothing => panic!("neither an answer nor close_notify within 2 s"),
+        }
+    }
+    assert_eq!(
+        served, 2,
+        "two sessions for the source, all workers together"
     );
 }

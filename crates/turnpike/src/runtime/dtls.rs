@@ -9,6 +9,13 @@
 //! address the client talks to. A session that ends (close_notify, idle or
 //! handshake timeout) ends its allocation, as a closed TCP connection does.
 //!
+//! Sessions are held to the limits of TCP and TLS connections: each counts
+//! against its source's `limits.max_connections_per_ip`, all workers and
+//! connection transports together (a session over it is closed as soon as
+//! it is established), and one that has made no allocation
+//! `limits.auth_timeout` after it was established is closed, whatever else
+//! it sends (Binding requests do not keep it).
+//!
 //! DTLS costs a few allocations per datagram (one buffer per record each
 //! way, inside the session library); the plain UDP path stays free of them.
 
@@ -22,20 +29,32 @@ use rustc_hash::FxHashMap;
 use turnpike_core::{DropReason, FiveTuple, Packet, Transport};
 use turnpike_dtls::{DtlsError, Output, Sessions};
 
+use super::stream::Counted;
 use super::worker::{BATCH, RECV_ERROR_BACKOFF, RECV_SLOT, SEND_SLOT, WorkerCtx};
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch};
 use crate::tls::Certificates;
 
-/// How often a worker checks whether the certificate was renewed.
+/// How often a worker checks whether the certificate was renewed, and
+/// closes sessions past their authentication deadline.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);
+
+/// What the shell keeps about an established session.
+struct Session {
+    /// The local IP the peer talks to (a wildcard socket learns it from
+    /// each datagram).
+    local: IpAddr,
+    /// Closed then unless it has made an allocation; `None` once it has.
+    auth_deadline: Option<Instant>,
+    /// Its place in the per-source connection count.
+    _counted: Counted,
+}
 
 /// One DTLS socket of a worker and its sessions.
 pub(super) struct DtlsEndpoint {
     socket: BatchUdpSocket,
     sessions: RefCell<Box<dyn Sessions>>,
-    /// The local IP each established peer talks to (a wildcard socket
-    /// learns it from each datagram); bounded by the sessions.
-    locals: RefCell<FxHashMap<SocketAddr, IpAddr>>,
+    /// Established sessions by peer; bounded by the sessions.
+    locals: RefCell<FxHashMap<SocketAddr, Session>>,
     /// The certificate generation the sessions were given.
     generation: Cell<u64>,
     tx: RefCell<SendBatch>,
@@ -107,27 +126,35 @@ impl DtlsEndpoint {
                 Some(Output::Transmit { to, data }) => {
                     let ip = match arrived {
                         Some((from, ip)) if from == to => Some(ip),
-                        _ => self.locals.borrow().get(&to).copied(),
+                        _ => self.locals.borrow().get(&to).map(|s| s.local),
                     };
                     self.transmit(to, ip, &data);
                 }
                 Some(Output::Established { peer }) => {
-                    if let Some((from, ip)) = arrived.filter(|(from, _)| *from == peer) {
-                        self.locals.borrow_mut().insert(from, ip);
-                    }
+                    let Some((from, ip)) = arrived.filter(|(from, _)| *from == peer) else {
+                        continue;
+                    };
+                    let limit = ctx.limits.per_ip;
+                    let Some(counted) = ctx.connections.admit(from.ip(), limit) else {
+                        // Over its source's connection limit.
+                        self.sessions.borrow_mut().close(peer);
+                        continue;
+                    };
+                    let session = Session {
+                        local: ip,
+                        auth_deadline: Some(now + ctx.limits.auth_timeout),
+                        _counted: counted,
+                    };
+                    self.locals.borrow_mut().insert(from, session);
                 }
                 Some(Output::Closed { peer }) => {
-                    if let Some(ip) = self.locals.borrow_mut().remove(&peer) {
-                        let five_tuple = FiveTuple {
-                            transport: Transport::Dtls,
-                            client: peer,
-                            server: SocketAddr::new(ip, bound.port()),
-                        };
+                    if let Some(session) = self.locals.borrow_mut().remove(&peer) {
+                        let five_tuple = self.five_tuple(peer, session.local);
                         ctx.server.borrow_mut().connection_closed(&five_tuple);
                     }
                 }
                 Some(Output::Data { from, data }) => {
-                    let Some(ip) = self.locals.borrow().get(&from).copied() else {
+                    let Some(ip) = self.locals.borrow().get(&from).map(|s| s.local) else {
                         continue;
                     };
                     self.to_core(ctx, now, SocketAddr::new(ip, bound.port()), from, &data);
@@ -164,6 +191,40 @@ impl DtlsEndpoint {
         }
         drop((server, out));
         ctx.after_packets();
+    }
+
+    /// The 5-tuple of the session with `peer`, talking to `local`.
+    fn five_tuple(&self, peer: SocketAddr, local: IpAddr) -> FiveTuple {
+        FiveTuple {
+            transport: Transport::Dtls,
+            client: peer,
+            server: SocketAddr::new(local, self.local_addr().port()),
+        }
+    }
+
+    /// Closes the sessions that made no allocation by their deadline, as
+    /// a TCP connection without one is closed (slowloris over DTLS).
+    fn close_unauthenticated(&self, ctx: &WorkerCtx, now: Instant) {
+        let mut overdue = Vec::new();
+        {
+            let server = ctx.server.borrow();
+            for (&peer, session) in self.locals.borrow_mut().iter_mut() {
+                let Some(deadline) = session.auth_deadline else {
+                    continue;
+                };
+                if server.has_allocation(&self.five_tuple(peer, session.local)) {
+                    session.auth_deadline = None;
+                } else if now >= deadline {
+                    overdue.push(peer);
+                }
+            }
+        }
+        for peer in overdue {
+            // close() sends close_notify and forgets the session without a
+            // Closed output: nothing was allocated to clean up.
+            self.sessions.borrow_mut().close(peer);
+            self.locals.borrow_mut().remove(&peer);
+        }
     }
 
     fn transmit(&self, to: SocketAddr, source_ip: Option<IpAddr>, datagram: &[u8]) {
@@ -231,7 +292,12 @@ pub(super) async fn dtls_loop(
                 endpoint.sessions.borrow_mut().handle_timeout(now);
                 endpoint.drain(&ctx, now, None);
             }
-            _ = certificate_check.tick() => endpoint.refresh_certificate(&certs),
+            _ = certificate_check.tick() => {
+                endpoint.refresh_certificate(&certs);
+                let now = Instant::now();
+                endpoint.close_unauthenticated(&ctx, now);
+                endpoint.drain(&ctx, now, None);
+            }
         }
     }
 }

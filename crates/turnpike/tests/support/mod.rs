@@ -24,6 +24,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod dtls;
 pub mod pki;
 pub mod sizes;
 pub mod uclient;
