@@ -14,7 +14,7 @@
 //! first retransmission (and TCP clients never retransmit).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use rustc_hash::FxHashMap;
 use turnpike_codec::integrity::{self, Sha1Key, Sha256Key};
 
 use crate::packet::{Packet, Transport};
+use crate::rate::PerSourceRate;
 
 /// The long-term keys of one user in one realm. A key may be missing when
 /// the user was imported from a store that kept only the other one (coturn
@@ -208,6 +209,12 @@ const MAX_HELD: usize = 256;
 pub(crate) const MAX_HELD_LEN: usize = 1280;
 /// Lookups in flight per shard.
 pub(crate) const MAX_LOOKUPS: usize = 64;
+/// Requests held per source ([`SourcePrefix`](crate::SourcePrefix) key).
+pub(crate) const MAX_HELD_PER_SOURCE: usize = 16;
+/// Lookups in flight per source.
+pub(crate) const MAX_LOOKUPS_PER_SOURCE: usize = 4;
+/// Lookups a source may start per second.
+pub(crate) const LOOKUPS_PER_SOURCE_PER_SECOND: u16 = 20;
 /// A lookup the shell has not answered by then is forgotten with its
 /// requests (the shell answers within its own database timeout).
 pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -216,6 +223,8 @@ pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub(crate) struct Held {
     username: Box<str>,
+    /// Its source's [`SourcePrefix`](crate::SourcePrefix) key.
+    source: IpAddr,
     pub(crate) transport: Transport,
     pub(crate) local: SocketAddr,
     pub(crate) remote: SocketAddr,
@@ -223,11 +232,22 @@ pub(crate) struct Held {
 }
 
 /// Lookups in flight and the requests waiting on them.
+///
+/// A lookup starts before MESSAGE-INTEGRITY can be checked (the keys are
+/// what is being looked up), so a source that sends random usernames
+/// costs a database query each. Per source, at most
+/// [`MAX_LOOKUPS_PER_SOURCE`] lookups are in flight,
+/// [`LOOKUPS_PER_SOURCE_PER_SECOND`] start per second and
+/// [`MAX_HELD_PER_SOURCE`] requests wait: one source cannot fill the
+/// shard's budget ([`MAX_LOOKUPS`], [`MAX_HELD`]) and starve the new users
+/// of others.
 #[derive(Debug, Default)]
 pub(crate) struct Waiting {
-    lookups: FxHashMap<Box<str>, Instant>,
+    /// When each lookup started, and for which source.
+    lookups: FxHashMap<Box<str>, (Instant, IpAddr)>,
     held: Vec<Held>,
     ready: VecDeque<Held>,
+    started: PerSourceRate,
 }
 
 /// What [`Waiting::hold`] did with a request.
@@ -242,16 +262,36 @@ pub(crate) enum Hold {
 }
 
 impl Waiting {
-    /// Holds `packet`, which named `username`, until the lookup completes.
-    /// The request has passed the nonce check, so its source completed a
-    /// round trip with us; it is still unauthenticated, hence the bounds.
-    pub(crate) fn hold(&mut self, now: Instant, username: &str, packet: &Packet<'_>) -> Hold {
+    /// Holds `packet`, which named `username`, from `source` (its
+    /// [`SourcePrefix`](crate::SourcePrefix) key), until the lookup
+    /// completes. The request has passed the nonce check, so its source
+    /// completed a round trip with us; it is still unauthenticated, hence
+    /// the bounds.
+    pub(crate) fn hold(
+        &mut self,
+        now: Instant,
+        username: &str,
+        packet: &Packet<'_>,
+        source: IpAddr,
+    ) -> Hold {
         let in_flight = self.lookups.contains_key(username);
+        let held_by_source = self.held.iter().filter(|h| h.source == source).count();
         if packet.data.len() > MAX_HELD_LEN
             || self.held.len() >= MAX_HELD
-            || (!in_flight && self.lookups.len() >= MAX_LOOKUPS)
+            || held_by_source >= MAX_HELD_PER_SOURCE
         {
             return Hold::Dropped;
+        }
+        if !in_flight {
+            let looked_up_by_source = self.lookups.values().filter(|l| l.1 == source).count();
+            if self.lookups.len() >= MAX_LOOKUPS
+                || looked_up_by_source >= MAX_LOOKUPS_PER_SOURCE
+                || !self
+                    .started
+                    .allow(source, now, LOOKUPS_PER_SOURCE_PER_SECOND)
+            {
+                return Hold::Dropped;
+            }
         }
         // A retransmission of a request already held adds nothing.
         let duplicate = self.held.iter().any(|h| {
@@ -260,6 +300,7 @@ impl Waiting {
         if !duplicate {
             self.held.push(Held {
                 username: username.into(),
+                source,
                 transport: packet.transport,
                 local: packet.local,
                 remote: packet.remote,
@@ -269,7 +310,7 @@ impl Waiting {
         if in_flight {
             Hold::Queued
         } else {
-            self.lookups.insert(username.into(), now);
+            self.lookups.insert(username.into(), (now, source));
             Hold::Lookup
         }
     }
@@ -294,7 +335,7 @@ impl Waiting {
     /// Forgets lookups older than [`LOOKUP_TIMEOUT`] and their requests.
     pub(crate) fn expire(&mut self, now: Instant) {
         self.lookups
-            .retain(|_, started| now.saturating_duration_since(*started) < LOOKUP_TIMEOUT);
+            .retain(|_, (started, _)| now.saturating_duration_since(*started) < LOOKUP_TIMEOUT);
         let lookups = &self.lookups;
         self.held.retain(|h| lookups.contains_key(&h.username));
     }
@@ -371,23 +412,94 @@ mod tests {
             remote: addr,
             data,
         };
-        assert_eq!(w.hold(now, "alice", &packet(b"one")), Hold::Lookup);
-        assert_eq!(w.hold(now, "alice", &packet(b"one")), Hold::Queued);
-        assert_eq!(w.hold(now, "alice", &packet(b"two")), Hold::Queued);
+        let src = addr.ip();
+        assert_eq!(w.hold(now, "alice", &packet(b"one"), src), Hold::Lookup);
+        assert_eq!(w.hold(now, "alice", &packet(b"one"), src), Hold::Queued);
+        assert_eq!(w.hold(now, "alice", &packet(b"two"), src), Hold::Queued);
         assert_eq!(w.held.len(), 2);
         let big = vec![0u8; MAX_HELD_LEN + 1].leak();
-        assert_eq!(w.hold(now, "bob", &packet(big)), Hold::Dropped);
+        assert_eq!(w.hold(now, "bob", &packet(big), src), Hold::Dropped);
         w.complete("alice");
         assert_eq!(w.next_ready().map(|h| h.data.len()), Some(3));
         assert!(w.next_ready().is_some());
         assert!(w.next_ready().is_none());
         assert!(w.is_empty());
 
+        // The shard's budget, from many sources.
         for i in 0..MAX_LOOKUPS {
-            assert_eq!(w.hold(now, &format!("u{i}"), &packet(b"x")), Hold::Lookup);
+            let source = IpAddr::from([10, 0, 0, i as u8]);
+            assert_eq!(
+                w.hold(now, &format!("u{i}"), &packet(b"x"), source),
+                Hold::Lookup
+            );
         }
-        assert_eq!(w.hold(now, "one-too-many", &packet(b"x")), Hold::Dropped);
+        let fresh = IpAddr::from([10, 0, 1, 1]);
+        assert_eq!(
+            w.hold(now, "one-too-many", &packet(b"x"), fresh),
+            Hold::Dropped
+        );
         w.expire(now + LOOKUP_TIMEOUT);
         assert!(w.is_empty() && w.held.is_empty());
+    }
+
+    /// One source flooding random usernames gets 4 lookups in flight, 20
+    /// started per second and 16 held requests; the shard's other sources
+    /// keep theirs.
+    #[test]
+    fn one_source_cannot_take_the_shards_lookups() {
+        let now = Instant::now();
+        let mut w = Waiting::default();
+        let flooder: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let packet = |remote: SocketAddr, data: &'static [u8]| Packet {
+            transport: Transport::Udp,
+            local: "192.0.2.10:3478".parse().unwrap(),
+            remote,
+            data,
+        };
+        let source = flooder.ip();
+        let outcomes: Vec<Hold> = (0..100)
+            .map(|i| w.hold(now, &format!("random{i}"), &packet(flooder, b"x"), source))
+            .collect();
+        let lookups = outcomes.iter().filter(|h| **h == Hold::Lookup).count();
+        assert_eq!(lookups, MAX_LOOKUPS_PER_SOURCE);
+        // A legitimate new user from elsewhere is looked up at once.
+        let user: SocketAddr = "203.0.113.9:6000".parse().unwrap();
+        assert_eq!(
+            w.hold(now, "new-user", &packet(user, b"y"), user.ip()),
+            Hold::Lookup
+        );
+        // Completed lookups free the flooder's slots, up to its rate.
+        for i in 0..100 {
+            w.complete(&format!("random{i}"));
+        }
+        let mut started = MAX_LOOKUPS_PER_SOURCE;
+        for round in 0..10 {
+            for i in 0..10 {
+                let name = format!("again{round}-{i}");
+                if w.hold(now, &name, &packet(flooder, b"x"), source) == Hold::Lookup {
+                    started += 1;
+                    w.complete(&name);
+                }
+            }
+        }
+        assert_eq!(
+            started,
+            usize::from(LOOKUPS_PER_SOURCE_PER_SECOND),
+            "per second"
+        );
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            w.hold(later, "next-second", &packet(flooder, b"x"), source),
+            Hold::Lookup
+        );
+        // Held requests per source: behind one slow lookup, 16 at most.
+        let mut w = Waiting::default();
+        let held = (0..40u8)
+            .filter(|i| {
+                let data: &'static [u8] = vec![*i].leak();
+                w.hold(now, "slow", &packet(flooder, data), source) != Hold::Dropped
+            })
+            .count();
+        assert_eq!(held, MAX_HELD_PER_SOURCE);
     }
 }

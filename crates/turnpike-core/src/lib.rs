@@ -31,6 +31,7 @@ pub mod ephemeral;
 pub mod nonce;
 pub mod packet;
 pub mod peer_policy;
+pub(crate) mod rate;
 pub mod relay;
 pub mod response;
 pub mod server;

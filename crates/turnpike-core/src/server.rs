@@ -9,7 +9,7 @@
 //! deletion.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use crate::connection::{ConnectionId, Connections};
 use crate::credentials::{Credentials, Hold, Lookup, UserKeys, Waiting};
 use crate::ephemeral::Secrets;
 use crate::packet::{Packet, Transmit};
+use crate::rate::PerSourceRate;
 use crate::relay::{NoRelays, PortPicker, RelayPorts};
 use crate::response::{self, ErrorDetails};
 use crate::stats::{DropReason, Stats};
@@ -125,7 +126,7 @@ pub struct Server {
     config: Arc<Config>,
     stats: Stats,
     turn: Option<Turn>,
-    limiter: ChallengeLimiter,
+    limiter: PerSourceRate,
     events: VecDeque<Event>,
     next_sweep: Option<Instant>,
 }
@@ -160,7 +161,7 @@ impl Server {
             config,
             stats: Stats::default(),
             turn,
-            limiter: ChallengeLimiter::default(),
+            limiter: PerSourceRate::default(),
             events: VecDeque::new(),
             next_sweep: None,
         }
@@ -570,9 +571,23 @@ impl Server {
                 return self.reply_error(packet, method, tid, 400, details, out);
             }
             Auth::Unknown { username } => {
-                if turn.waiting.hold(now, &username, packet) == Hold::Lookup {
-                    self.events.push_back(Event::NeedCredentials { username });
-                    self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
+                let source = self.config.sources.key(packet.remote.ip());
+                match turn.waiting.hold(now, &username, packet, source) {
+                    Hold::Lookup => {
+                        self.events.push_back(Event::NeedCredentials { username });
+                        self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
+                    }
+                    Hold::Queued => {}
+                    // A datagram client retransmits and is answered once
+                    // there is room; a stream client would wait in vain.
+                    Hold::Dropped if packet.transport.is_stream() => {
+                        let details = ErrorDetails {
+                            unknown_attributes: &[],
+                            fingerprint,
+                        };
+                        return self.reply_error(packet, method, tid, 500, details, out);
+                    }
+                    Hold::Dropped => {}
                 }
                 return None;
             }
@@ -741,46 +756,5 @@ fn five_tuple(packet: &Packet<'_>) -> FiveTuple {
         transport: packet.transport,
         client: packet.remote,
         server: packet.local,
-    }
-}
-
-/// Limits 401/438 answers per source address: a fixed table of buckets
-/// indexed by a keyed hash of the address, so memory stays constant however
-/// many (spoofed) sources there are; colliding sources share a bucket.
-#[derive(Debug)]
-struct ChallengeLimiter {
-    buckets: Box<[(u64, u16)]>,
-    hasher: std::hash::RandomState,
-    origin: Option<Instant>,
-}
-
-const LIMITER_BUCKETS: usize = 4096;
-
-impl Default for ChallengeLimiter {
-    fn default() -> Self {
-        ChallengeLimiter {
-            buckets: vec![(0, 0); LIMITER_BUCKETS].into_boxed_slice(),
-            hasher: std::hash::RandomState::new(),
-            origin: None,
-        }
-    }
-}
-
-impl ChallengeLimiter {
-    fn allow(&mut self, source: IpAddr, now: Instant, per_second: u16) -> bool {
-        use std::hash::BuildHasher;
-        let origin = *self.origin.get_or_insert(now);
-        let second = now.saturating_duration_since(origin).as_secs() + 1;
-        // The modulo keeps the index in range whatever the hash.
-        let bucket = (self.hasher.hash_one(source) % LIMITER_BUCKETS as u64) as usize;
-        let entry = &mut self.buckets[bucket];
-        if entry.0 != second {
-            *entry = (second, 0);
-        }
-        if entry.1 >= per_second {
-            return false;
-        }
-        entry.1 += 1;
-        true
     }
 }

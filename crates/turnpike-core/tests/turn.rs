@@ -870,6 +870,39 @@ fn ipv6_challenges_are_rate_limited_per_prefix() {
     assert!(h.send_from("[2001:db8:1:3::1]:4000", &req).is_some());
 }
 
+/// Requests naming unknown users wait for a lookup, at most 4 in flight
+/// per source. Beyond that a datagram client is left to retransmit, but a
+/// stream client (which never does) is answered 500 at once rather than
+/// left hanging.
+#[test]
+fn stream_clients_get_500_when_their_request_cannot_be_held() {
+    for (transport, answered) in [(Transport::Udp, 0), (Transport::Tcp, 6)] {
+        let mut h = Harness::new(|_| {});
+        h.transport = transport;
+        let nonce = h.creds().nonce;
+        let codes: Vec<Option<u16>> = (0..10)
+            .map(|i| {
+                let creds = Creds {
+                    user: leak(format!("ghost{i}")),
+                    pass: "junk",
+                    nonce: nonce.clone(),
+                };
+                let tid = h.tid();
+                let attrs = [Attribute::RequestedTransport(protocol::UDP)];
+                let request = h.request(Method::ALLOCATE, tid, &attrs, Some(&creds));
+                h.send(&request)
+                    .map(|a| a.code().expect("an error response"))
+            })
+            .collect();
+        assert_eq!(
+            codes.iter().filter(|c| c.is_none()).count(),
+            10 - answered,
+            "{transport:?}: held (4) or silently dropped"
+        );
+        assert!(codes.iter().flatten().all(|&c| c == 500), "{codes:?}");
+    }
+}
+
 #[test]
 fn a_flood_of_unauthenticated_allocates_keeps_no_state() {
     let mut h = Harness::new(|_| {});

@@ -169,14 +169,20 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("turnpike");
         }
+        // The server cancels a statement still running when we stop
+        // waiting for it (a pool connection is dropped on our deadline, but
+        // PostgreSQL notices that only when it next writes to it), so slow
+        // queries cannot pile up on the server under a flood of lookups.
+        let op_timeout = options.connect_timeout.max(Duration::from_secs(1)) * 2;
+        let mut server_options = format!("-c statement_timeout={}", op_timeout.as_millis());
         if options.schema == Schema::Coturn {
-            let read_only = "-c default_transaction_read_only=on";
-            let options = match config.get_options() {
-                Some(given) => format!("{given} {read_only}"),
-                None => read_only.to_owned(),
-            };
-            config.options(options);
+            server_options.push_str(" -c default_transaction_read_only=on");
         }
+        let server_options = match config.get_options() {
+            Some(given) => format!("{given} {server_options}"),
+            None => server_options,
+        };
+        config.options(server_options);
         let pool_size = options.pool_size.max(1);
         let manager = Manager::from_config(
             config,
@@ -201,7 +207,7 @@ impl PostgresStore {
                 pool,
                 pool_size,
                 connect_timeout: options.connect_timeout,
-                op_timeout: options.connect_timeout.max(Duration::from_secs(1)) * 2,
+                op_timeout,
                 backoff: Mutex::new(Backoff {
                     retry_at: None,
                     delay: BACKOFF_MIN,

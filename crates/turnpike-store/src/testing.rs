@@ -278,17 +278,38 @@ impl TestPostgres {
         }
     }
 
-    fn run_psql(&self, role: &str, database: &str, sql: &str) -> Output {
+    /// Starts psql running `sql` in the `turnpike` database as the role
+    /// `turnpike`, without waiting for it: for a session that holds a lock
+    /// while the code under test runs. Kill the child when done.
+    ///
+    /// # Panics
+    ///
+    /// If psql cannot be started.
+    pub fn psql_in_background(&self, sql: &str) -> std::process::Child {
+        self.psql_command(ROLE, DATABASE, sql)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("TestPostgres: cannot run psql: {e}"))
+    }
+
+    fn psql_command(&self, role: &str, database: &str, sql: &str) -> Command {
         // psql is a client: it needs no special OS user, and connects through
         // the instance's own socket directory (trusted: no password).
-        Command::new(self.bin.join("psql"))
+        let mut command = Command::new(self.bin.join("psql"));
+        command
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .arg("-h")
             .arg(&self.socket_dir)
             .args(["-p", &self.port.to_string(), "-U", role, "-d", database])
             .args(["-c", sql])
             .env("LC_ALL", "C")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run_psql(&self, role: &str, database: &str, sql: &str) -> Output {
+        self.psql_command(role, database, sql)
             .output()
             .unwrap_or_else(|e| panic!("TestPostgres: cannot run psql: {e}"))
     }

@@ -676,6 +676,46 @@ async fn postgres_outage_fails_fast_and_recovers() {
     assert!(store.user_keys(REALM, "bob").await.unwrap().is_some());
 }
 
+/// A lookup that outlives its deadline is cancelled by PostgreSQL itself
+/// (`statement_timeout`), not left running: under a flood of lookups of
+/// unknown names, abandoned queries would otherwise pile up on the server.
+/// A psql session holds a lock on the users table; the lookup waits for it,
+/// gives up at its deadline (10 s: twice the 5 s connect timeout), and the
+/// server stops waiting too.
+#[tokio::test]
+async fn postgres_cancels_a_lookup_nobody_waits_for() {
+    let (mut db, store) = postgres_with_alice().await;
+    let mut holder = db.pg().psql_in_background(
+        "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);",
+    );
+    let locked = "SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND granted";
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE application_name = 'turnpike' AND wait_event_type = 'Lock'";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db.pg().psql(locked) != "1" {
+        assert!(Instant::now() < deadline, "psql never took the lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let result = store.user_keys(REALM, "alice").await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    // The statement is cancelled at the same deadline on the server side;
+    // allow a moment for the backend to notice.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let still = loop {
+        let still = db.pg().psql(waiting);
+        if still == "0" || Instant::now() >= deadline {
+            break still;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(still, "0", "the abandoned lookup still waits on the server");
+}
+
 /// Pooled connections die with a restart; the first call afterwards must
 /// not see that (they are replaced, the call retried).
 #[tokio::test]

@@ -129,15 +129,21 @@ impl Credentials {
         }
         let store = self.store.clone();
         let (realm, name) = (self.realm.clone(), username.to_owned());
-        let query = self
+        let mut query = self
             .control
             .spawn(async move { store.user_keys(&realm, &name).await });
-        let result = match tokio::time::timeout(self.options.timeout, query).await {
+        let result = match tokio::time::timeout(self.options.timeout, &mut query).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(StoreError::Unavailable(format!(
                 "lookup task failed: {join}"
             ))),
-            Err(_) => Err(self.timed_out()),
+            Err(_) => {
+                // Nobody waits for it any more: stop it, so slow lookups
+                // cannot pile up behind the ones still wanted (PostgreSQL
+                // also cancels the statement itself, see turnpike-store).
+                query.abort();
+                Err(self.timed_out())
+            }
         };
         let now = Instant::now();
         match result {
