@@ -158,15 +158,18 @@ impl Allocation {
     /// Binds or refreshes a channel, enforcing RFC 8656 §12's rules: a number
     /// stays with its peer and a peer with its number, including for
     /// [`CHANNEL_COOLDOWN`] after expiry.
+    /// Binds `number` to `peer` (or refreshes the binding). Channels past
+    /// their cool-down are dropped first and go to `dropped`, whose fast-path
+    /// routes must be withdrawn as the sweep's are.
     pub(crate) fn bind_channel(
         &mut self,
         number: u16,
         peer: SocketAddr,
-        expires: Instant,
-        now: Instant,
+        (expires, now): (Instant, Instant),
         max: usize,
+        dropped: &mut Vec<Channel>,
     ) -> Result<(), BindError> {
-        self.channels.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+        self.drop_cooled_channels(now, dropped);
         for c in &mut self.channels {
             match (c.number == number, c.peer == peer) {
                 (true, true) => {
@@ -192,6 +195,11 @@ impl Allocation {
     /// channels dropped go to `dropped`.
     pub(crate) fn sweep(&mut self, now: Instant, dropped: &mut Vec<Channel>) {
         self.permissions.retain(|p| p.expires > now);
+        self.drop_cooled_channels(now, dropped);
+    }
+
+    /// Drops the channels whose cool-down (RFC 8656 §12) is over.
+    fn drop_cooled_channels(&mut self, now: Instant, dropped: &mut Vec<Channel>) {
         self.channels.retain(|c| {
             let keep = c.expires + CHANNEL_COOLDOWN > now;
             if !keep {

@@ -304,3 +304,38 @@ fn ipv6_peers_route_through_the_ipv6_relay() {
     bind(&mut h, &creds, CHANNEL, peer);
     only_route(&events(&mut h), route(relay, CHANNEL, peer));
 }
+
+/// A binding whose cool-down ends just as the client binds its number to
+/// another peer (before the sweep drops it) is unrouted all the same:
+/// otherwise the rebinding overwrote the client-side route and left the old
+/// peer's route in the fast path's map for good, and a client cycling
+/// channels filled the map for everyone.
+#[test]
+fn a_binding_dropped_by_a_rebind_is_unrouted() {
+    let mut h = routed_harness();
+    let creds = h.creds();
+    let relay = h.allocate(&creds);
+    bind(&mut h, &creds, CHANNEL, PEER);
+    let first = route(relay, CHANNEL, PEER);
+    only_route(&events(&mut h), first);
+    // Keep the allocation alive, then let the channel expire and cool down
+    // without a sweep running in between.
+    let refreshed = h.authed(Method::REFRESH, &[Attribute::Lifetime(3600)], &creds);
+    assert_eq!(refreshed.class(), Class::Success);
+    events(&mut h);
+    h.now += Duration::from_secs(600 + 300 + 1);
+    let creds = h.creds();
+    let other = "93.184.216.35:7000";
+    bind(&mut h, &creds, CHANNEL, other);
+    let events = events(&mut h);
+    assert!(
+        events.contains(&Event::UnrouteChannel { route: first }),
+        "the cooled-down binding's route is withdrawn: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RouteChannel { route, .. } if route.peer == addr(other))),
+        "{events:?}"
+    );
+}

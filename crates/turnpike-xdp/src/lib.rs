@@ -94,6 +94,9 @@ fn map_error(err: impl fmt::Display) -> Error {
     Error::Map(err.to_string())
 }
 
+/// Routes each family's maps hold (`MAX_ROUTES` in the program's source).
+pub const MAX_ROUTES: usize = 65_536;
+
 /// The loaded program and its maps. Dropping it detaches the program.
 pub struct FastPath {
     ebpf: Ebpf,
@@ -214,17 +217,25 @@ impl FastPath {
     /// Installs or moves a channel's route, relayed until `until`. Routes
     /// the program cannot carry (a client and a peer of different
     /// families) are left to the sockets: `Ok(false)`.
+    ///
+    /// When the family's map is full, the routes past their `until` are
+    /// removed first (the program ignores them anyway): a route whose
+    /// unroute never came cannot keep the fast path from everyone else.
     pub fn route(&mut self, route: &ChannelRoute, until: Instant) -> Result<bool, Error> {
         let until_ns = self.clock.ns(until);
-        let new = match entries(route) {
+        let now_ns = self.clock.ns(Instant::now());
+        let (new, evicted) = match entries(route) {
             None => return Ok(false),
-            Some(Family::V4(entries)) => self.v4.insert(entries, until_ns)?,
-            Some(Family::V6(entries)) => self.v6.insert(entries, until_ns)?,
+            Some(Family::V4(entries)) => self.v4.insert(entries, until_ns, now_ns)?,
+            Some(Family::V6(entries)) => self.v6.insert(entries, until_ns, now_ns)?,
         };
-        if new {
-            self.routes += 1;
-        }
+        self.routes = self.routes.saturating_sub(evicted) + usize::from(new);
         Ok(true)
+    }
+
+    /// The most routes (channels) each address family's maps hold.
+    pub const fn capacity() -> usize {
+        MAX_ROUTES
     }
 
     /// Removes a channel's route.
@@ -307,19 +318,65 @@ struct RouteMaps<const N: usize> {
 }
 
 impl<const N: usize> RouteMaps<N> {
-    /// Writes a route; `true` if the channel had none.
+    /// Writes a route; `true` if the channel had none. A full map first
+    /// gives up the routes that lapsed (past their `until`, which the
+    /// program no longer uses, but which an unroute may never come for),
+    /// then the write is tried again. Returns also how many client-side
+    /// routes went.
     fn insert(
+        &mut self,
+        entries: Entries<N>,
+        until_ns: u64,
+        now_ns: u64,
+    ) -> Result<(bool, usize), Error> {
+        match self.write(entries, until_ns) {
+            Err(err) if map_full(&err) => {
+                let evicted = self.evict_lapsed(now_ns);
+                Ok((self.write(entries, until_ns).map_err(map_error)?, evicted))
+            }
+            result => Ok((result.map_err(map_error)?, 0)),
+        }
+    }
+
+    fn write(
         &mut self,
         (client, peer, mut route): Entries<N>,
         until_ns: u64,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, aya::maps::MapError> {
         route.until_ns = until_ns;
         let new = self.client.get(&client, 0).is_err();
         // The peer side first: until both are in, ChannelData cannot leave
         // through the program, so a peer cannot answer ahead of its route.
-        self.peer.insert(peer, route, 0).map_err(map_error)?;
-        self.client.insert(client, route, 0).map_err(map_error)?;
+        self.peer.insert(peer, route, 0)?;
+        self.client.insert(client, route, 0)?;
         Ok(new)
+    }
+
+    /// Removes the entries past their `until`; returns how many
+    /// client-side ones (channels) went.
+    fn evict_lapsed(&mut self, now_ns: u64) -> usize {
+        let lapsed: Vec<ClientKey<N>> = self
+            .client
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, route)| route.until_ns <= now_ns)
+            .map(|(key, _)| key)
+            .collect();
+        let evicted = lapsed
+            .iter()
+            .filter(|key| self.client.remove(key).is_ok())
+            .count();
+        let lapsed: Vec<PeerKey<N>> = self
+            .peer
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, route)| route.until_ns <= now_ns)
+            .map(|(key, _)| key)
+            .collect();
+        for key in &lapsed {
+            let _ = self.peer.remove(key);
+        }
+        evicted
     }
 
     /// Removes a route; `true` if it was there.
@@ -327,6 +384,14 @@ impl<const N: usize> RouteMaps<N> {
         let _ = self.peer.remove(peer);
         self.client.remove(client).is_ok()
     }
+}
+
+/// Whether a map write failed because the map is full (`E2BIG`).
+fn map_full(err: &aya::maps::MapError) -> bool {
+    matches!(
+        err,
+        aya::maps::MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG)
+    )
 }
 
 /// A route's map entries, by family.

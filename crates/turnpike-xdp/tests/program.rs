@@ -687,3 +687,44 @@ fn the_committed_object_matches_its_source() {
         "crates/turnpike-xdp/bpf/relay.bpf.o is stale: run scripts/build-bpf and commit it"
     );
 }
+
+/// A full route map gives up the routes past their time rather than
+/// refusing the new one: a route whose unroute never came cannot take the
+/// fast path from everyone else. Only lapsed routes go; live ones stay.
+#[test]
+fn a_full_map_evicts_lapsed_routes() {
+    let mut fast_path = FastPath::load((50000, 50999), 1).expect("needs CAP_BPF, run as root");
+    let lapsed = Instant::now() - Duration::from_secs(1);
+    let live = Instant::now() + Duration::from_secs(600);
+    let nth = |i: usize| {
+        let mut r = route();
+        // 16 channels per client port, ports from 1024 on.
+        let port = 1024 + u16::try_from(i / 16).unwrap();
+        r.client.client = SocketAddr::V4(SocketAddrV4::new(*addr(CLIENT).ip(), port));
+        r.channel = 0x4000 + u16::try_from(i % 16).unwrap();
+        r
+    };
+    let capacity = FastPath::capacity();
+    // One live route, the rest lapsed, until the map is full.
+    assert!(fast_path.route(&nth(0), live).unwrap());
+    for i in 1..capacity {
+        assert!(fast_path.route(&nth(i), lapsed).unwrap(), "route {i}");
+    }
+    assert_eq!(fast_path.routes(), capacity);
+    // Full: the next route evicts the lapsed ones and goes in.
+    assert!(fast_path.route(&nth(capacity), live).unwrap());
+    assert_eq!(fast_path.routes(), 2, "the live route and the new one");
+    // The first live route still relays.
+    let payload = b"still here";
+    let survivor = nth(0);
+    let SocketAddr::V4(client) = survivor.client.client else {
+        unreachable!()
+    };
+    let mut channel_data = survivor.channel.to_be_bytes().to_vec();
+    channel_data.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+    channel_data.extend_from_slice(payload);
+    let (action, _) = fast_path
+        .test_run(&frame(client, addr(SERVER), &channel_data, true))
+        .unwrap();
+    assert_ne!(action, action::PASS, "the live route survived the eviction");
+}

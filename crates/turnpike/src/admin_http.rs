@@ -9,6 +9,7 @@
 //!   certificate or key, [`Certificates::generation`]) and
 //!   `turnpike_tls_certificate_info{subject="…"} 1`.
 //!   With the XDP fast path on, `turnpike_xdp_routes`,
+//!   `turnpike_xdp_route_capacity`,
 //!   `turnpike_xdp_relayed_packets_total{direction}`,
 //!   `turnpike_xdp_relayed_bytes_total{direction}` and
 //!   `turnpike_xdp_passed_packets_total`.
@@ -184,6 +185,13 @@ fn xdp_metrics(out: &mut String, c: &Counters, routes: usize) {
         "gauge",
         "Channel routes installed in the XDP fast path.",
         &format!(" {routes}"),
+    );
+    metric(
+        out,
+        "turnpike_xdp_route_capacity",
+        "gauge",
+        "Channel routes the XDP fast path holds per address family; when full, routes past their time are evicted first.",
+        &format!(" {}", FastPath::capacity()),
     );
     for (name, help, to_peer, to_client) in [
         (

@@ -7,6 +7,7 @@ use turnpike_codec::channel_data::is_channel_number;
 use super::{Request, Turn, same_family};
 use crate::allocation::BindError;
 use crate::relay::RelayProtocol;
+use crate::server::Event;
 
 pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
     let id = match req.own_allocation(&turn.allocations) {
@@ -42,13 +43,25 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
         return req.error(out, 403);
     }
     let now = req.now;
-    match allocation.bind_channel(
+    let mut cooled = Vec::new();
+    let bound = allocation.bind_channel(
         number,
         peer,
-        now + config.channel_lifetime,
-        now,
+        (now + config.channel_lifetime, now),
         config.max_channels,
-    ) {
+        &mut cooled,
+    );
+    // Bindings that ended their cool-down here rather than in the sweep
+    // leave the fast path too; a rebinding of the number would otherwise
+    // overwrite its client-side route but strand the peer-side one.
+    if config.channel_routes {
+        for channel in &cooled {
+            if let Some(route) = allocation.route(channel) {
+                turn.events.push_back(Event::UnrouteChannel { route });
+            }
+        }
+    }
+    match bound {
         Ok(()) => {}
         Err(BindError::Conflict) => return req.error(out, 400),
         Err(BindError::Full) => return req.error(out, 508),
