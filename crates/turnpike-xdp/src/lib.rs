@@ -379,10 +379,22 @@ impl<const N: usize> RouteMaps<N> {
         evicted
     }
 
-    /// Removes a route; `true` if it was there.
-    fn remove(&mut self, (client, peer, _): &Entries<N>) -> bool {
-        let _ = self.peer.remove(peer);
-        self.client.remove(client).is_ok()
+    /// Removes a route; `true` if it was there. An entry is removed only
+    /// while it still holds this route: a relayed port freed with its
+    /// allocation may already carry a new allocation's route (written by
+    /// another worker before this unroute came), which stays.
+    fn remove(&mut self, (client, peer, route): &Entries<N>) -> bool {
+        if self
+            .peer
+            .get(peer, 0)
+            .is_ok_and(|stored| stored.same_route(route))
+        {
+            let _ = self.peer.remove(peer);
+        }
+        self.client
+            .get(client, 0)
+            .is_ok_and(|stored| stored.same_route(route))
+            && self.client.remove(client).is_ok()
     }
 }
 

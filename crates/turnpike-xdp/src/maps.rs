@@ -55,6 +55,28 @@ pub(crate) struct Route<const N: usize> {
 pub(crate) type Entries<const N: usize> = (ClientKey<N>, PeerKey<N>, Route<N>);
 
 impl<const N: usize> Route<N> {
+    /// Whether `other` is the same channel between the same four addresses
+    /// (whatever its lapse time and flags).
+    pub(crate) fn same_route(&self, other: &Route<N>) -> bool {
+        (
+            self.client_ip,
+            self.server_ip,
+            self.relay_ip,
+            self.peer_ip,
+            [self.client_port, self.server_port],
+            [self.relay_port, self.peer_port],
+            self.channel,
+        ) == (
+            other.client_ip,
+            other.server_ip,
+            other.relay_ip,
+            other.peer_ip,
+            [other.client_port, other.server_port],
+            [other.relay_port, other.peer_port],
+            other.channel,
+        )
+    }
+
     /// The entries for a channel between `[client, server, relay, peer]`
     /// (`until_ns` left 0).
     pub(crate) fn entries(

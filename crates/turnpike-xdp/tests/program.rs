@@ -728,3 +728,39 @@ fn a_full_map_evicts_lapsed_routes() {
         .unwrap();
     assert_ne!(action, action::PASS, "the live route survived the eviction");
 }
+
+/// A relayed port freed with its allocation may be bound again, by another
+/// worker, for a new allocation with a route to the same peer before the
+/// old allocation's unroute arrives. That late unroute must leave the new
+/// route alone: each entry goes only while it still holds its own route.
+#[test]
+fn a_late_unroute_leaves_a_reused_ports_new_route() {
+    let mut fp = loaded();
+    let old = route();
+    let mut new = route();
+    new.client.client = SocketAddr::V4(addr("198.51.100.21:40001"));
+    new.channel = 0x4002;
+    assert!(
+        fp.route(&new, Instant::now() + Duration::from_secs(60))
+            .unwrap()
+    );
+    fp.unroute(&old);
+    // The peer's datagrams to the reused port reach the new client.
+    let (verdict, out) = fp
+        .test_run(&frame(addr(PEER), addr(RELAY), b"to the new client", true))
+        .unwrap();
+    assert_eq!(verdict, action::TX, "the new route's peer side survived");
+    let sent = check_sent(&out, addr(SERVER), addr("198.51.100.21:40001"), true);
+    assert_eq!(sent, channel_data(0x4002, b"to the new client"));
+    // The old client's own entry did go.
+    let (verdict, _) = fp
+        .test_run(&frame(
+            addr(CLIENT),
+            addr(SERVER),
+            &channel_data(CHANNEL, b"x"),
+            true,
+        ))
+        .unwrap();
+    assert_eq!(verdict, action::PASS);
+    assert_eq!(fp.routes(), 1);
+}
