@@ -214,6 +214,21 @@ impl FastPath {
         &self.interfaces
     }
 
+    /// The attached interfaces (loopback aside) with IPv6 forwarding off,
+    /// where the kernel's routing table answers the program no IPv6 next
+    /// hop: IPv6 channels there take the socket path.
+    pub fn ipv6_forwarding_off(&self) -> Vec<String> {
+        self.interfaces
+            .iter()
+            .filter(|name| !is_loopback(name))
+            .filter(|name| {
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/forwarding"))
+                    .is_ok_and(|value| value.trim() == "0")
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Installs or moves a channel's route, relayed until `until`. Routes
     /// the program cannot carry (a client and a peer of different
     /// families) are left to the sockets: `Ok(false)`.

@@ -226,6 +226,40 @@ fn what_the_program_cannot_rewrite_the_sockets_relay() {
     );
 }
 
+/// IPv6 forwarding off on an attached interface is no error (IPv4 works),
+/// but IPv6 channels there would quietly take the socket path: the server
+/// says so once at start, with the fix.
+#[test]
+fn ipv6_forwarding_off_is_a_warning_at_start() {
+    private_network_namespace();
+    for args in [
+        &["link", "add", "x0", "type", "veth", "peer", "name", "x1"][..],
+        &["link", "set", "x0", "up"],
+        &["link", "set", "x1", "up"],
+    ] {
+        let out = run("ip", args);
+        assert_eq!(out.code(), Some(0), "{}", out.describe());
+    }
+    std::fs::write("/proc/sys/net/ipv4/conf/x0/forwarding", "1").unwrap();
+    std::fs::write("/proc/sys/net/ipv6/conf/x0/forwarding", "0").unwrap();
+    let server = TestServer::start(ServerOptions {
+        xdp: true,
+        xdp_interfaces: vec!["lo", "x0"],
+        ..ServerOptions::turn()
+    });
+    let output = server.output();
+    assert!(
+        output.lines().any(|l| l.contains("WARN")
+            && l.contains("net.ipv6.conf.x0.forwarding is 0")
+            && l.contains("sysctl -w net.ipv6.conf.x0.forwarding=1")),
+        "{output}"
+    );
+    assert!(
+        !output.contains("net.ipv6.conf.lo."),
+        "loopback needs no forwarding"
+    );
+}
+
 /// Runs `turnpike serve` with `[xdp] interfaces = [interface]` and returns
 /// its one error line, after asserting exit status 1.
 fn start_error(interface: &str) -> String {

@@ -59,6 +59,12 @@ fn start_fast_path(config: &Config) -> anyhow::Result<Option<Arc<Mutex<FastPath>
         mode = xdp.mode.as_str(),
         "XDP fast path attached"
     );
+    for name in fast_path.ipv6_forwarding_off() {
+        tracing::warn!(
+            interface = %name,
+            "net.ipv6.conf.{name}.forwarding is 0: the kernel gives the XDP program no IPv6 next hop there, so IPv6 channels take the socket path; run `sysctl -w net.ipv6.conf.{name}.forwarding=1` (and accept_ra = 2 if the host's IPv6 route comes from router advertisements)"
+        );
+    }
     Ok(Some(Arc::new(Mutex::new(fast_path))))
 }
 

@@ -94,6 +94,8 @@ pub struct ServerOptions {
     /// Listen on the wildcard addresses (`0.0.0.0:P`, and `[::]:P` with
     /// `ipv6`), as the defaults do, instead of the loopback ones.
     pub wildcard: bool,
+    /// With `xdp`: the interfaces instead of `lo`.
+    pub xdp_interfaces: Vec<&'static str>,
 }
 
 /// The certificate of `[tls]`.
@@ -212,6 +214,7 @@ impl ServerOptions {
             xdp: false,
             log_level: None,
             wildcard: false,
+            xdp_interfaces: Vec::new(),
         }
     }
 
@@ -659,7 +662,12 @@ fn render_config(
         }
     }
     if options.xdp {
-        let _ = writeln!(s, "\n[xdp]\ninterfaces = [\"lo\"]");
+        let interfaces: Vec<&str> = if options.xdp_interfaces.is_empty() {
+            vec!["lo"]
+        } else {
+            options.xdp_interfaces.clone()
+        };
+        let _ = writeln!(s, "\n[xdp]\ninterfaces = {interfaces:?}");
     }
     if let Some(turn) = &options.turn {
         render_turn(&mut s, turn);
