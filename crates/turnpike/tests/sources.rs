@@ -1,8 +1,10 @@
-//! Per-source limits count an IPv6 client per /64 (`limits.ipv6_prefix`),
-//! as a host is usually given a whole /64: before, they counted per /128,
-//! so 40 connections from 40 addresses of one /64 were all held with
-//! `max_connections_per_ip = 8`. The test makes a network namespace of its
-//! own whose loopback carries the client addresses.
+//! Limits of the connection transports. Per-source limits count an IPv6
+//! client per /64 (`limits.ipv6_prefix`), as a host is usually given a
+//! whole /64: before, they counted per /128, so 40 connections from 40
+//! addresses of one /64 were all held with `max_connections_per_ip = 8`
+//! (the test makes a network namespace of its own whose loopback carries
+//! the client addresses). And a connection that has not authenticated
+//! cannot make the server buffer a large message.
 
 mod support;
 
@@ -71,4 +73,28 @@ fn connections_per_source_count_ipv6_per_prefix() {
     );
     let mut stream = connect_from(other, addr);
     assert!(served(&mut stream), "another /64 has its own budget");
+}
+
+/// A connection that has not authenticated cannot make the server buffer
+/// a large message: a STUN header announcing a 60,000-byte body closes it
+/// at once. Before, the buffer grew to 64 KiB for it and the connection
+/// stayed until the authentication timeout.
+#[test]
+fn unauthenticated_connections_cannot_announce_large_messages() {
+    let server = TestServer::start(ServerOptions::basic());
+    let mut stream = TcpStream::connect_timeout(&server.v4(), STEP).unwrap();
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    let mut header = [0u8; 20];
+    header[..4].copy_from_slice(&[0x00, 0x01, 0xEA, 0x60]);
+    header[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+    stream.write_all(&header).unwrap();
+    let mut rest = Vec::new();
+    let closed = match stream.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(
+        closed,
+        "the connection is closed, not left waiting for 60,000 bytes"
+    );
 }

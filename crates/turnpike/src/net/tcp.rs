@@ -83,12 +83,27 @@ pub async fn connect_from(local: SocketAddr, peer: SocketAddr) -> io::Result<Tcp
 }
 
 /// Accumulates a byte stream and yields whole messages.
+///
+/// The buffer grows only as far as the message being assembled needs, and
+/// only up to a limit: [`UNAUTHENTICATED_FRAME_LEN`] until
+/// [`allow_large_frames`](Self::allow_large_frames) (a client that has not
+/// authenticated has no business sending more than a TURN request), then
+/// [`MAX_FRAME_LEN`]. A larger frame makes the stream invalid. Whenever
+/// everything received has been cut into messages, a grown buffer shrinks
+/// back to its initial size, so an idle connection does not keep 64 KiB
+/// because of one large message.
 #[derive(Debug)]
 pub struct FrameBuffer {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    initial: usize,
+    limit: usize,
 }
+
+/// The largest frame a connection may send before it has authenticated
+/// (made an allocation): room for any TURN request, not for relayed data.
+pub const UNAUTHENTICATED_FRAME_LEN: usize = 4096;
 
 /// What [`FrameBuffer::next_frame`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -97,18 +112,28 @@ pub enum NextFrame<'a> {
     Frame(&'a [u8]),
     /// More bytes are needed: call [`FrameBuffer::read_slot`] and read.
     NeedMore,
-    /// The stream is not STUN/ChannelData: close the connection.
+    /// The stream is not STUN/ChannelData, or a frame is larger than
+    /// allowed: close the connection.
     Invalid,
 }
 
 impl FrameBuffer {
-    /// Starts with `initial` bytes of room; grows to at most [`MAX_FRAME_LEN`].
+    /// Starts with `initial` bytes of room; grows to at most
+    /// [`UNAUTHENTICATED_FRAME_LEN`] until told otherwise.
     pub fn new(initial: usize) -> Self {
+        let initial = initial.clamp(64, MAX_FRAME_LEN);
         FrameBuffer {
-            buf: vec![0; initial.clamp(64, MAX_FRAME_LEN)],
+            buf: vec![0; initial],
             start: 0,
             end: 0,
+            initial,
+            limit: UNAUTHENTICATED_FRAME_LEN.max(initial),
         }
+    }
+
+    /// Lets frames grow to [`MAX_FRAME_LEN`]: the client has authenticated.
+    pub fn allow_large_frames(&mut self) {
+        self.limit = MAX_FRAME_LEN;
     }
 
     /// Cuts the next message off the front of the buffer.
@@ -119,6 +144,7 @@ impl FrameBuffer {
                 self.start += consumed;
                 NextFrame::Frame(&self.buf[frame_start..frame_start + len])
             }
+            Frame::Incomplete { needed } if needed > self.limit => NextFrame::Invalid,
             Frame::Incomplete { needed } => {
                 self.make_room(needed);
                 NextFrame::NeedMore
@@ -135,13 +161,21 @@ impl FrameBuffer {
             self.start = 0;
         }
         if needed > self.buf.len() {
-            // `needed` is at most MAX_FRAME_LEN, which bounds the growth.
-            self.buf.resize(needed.min(MAX_FRAME_LEN), 0);
+            // `needed` is at most the limit, which bounds the growth.
+            self.buf.resize(needed.min(self.limit), 0);
         }
     }
 
     /// Free space to read into; call [`filled`](Self::filled) after reading.
     pub fn read_slot(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > self.initial {
+                self.buf.truncate(self.initial);
+                self.buf.shrink_to_fit();
+            }
+        }
         if self.end == self.buf.len() {
             self.make_room(self.buf.len());
         }
@@ -198,5 +232,34 @@ mod tests {
         bad.read_slot()[..4].copy_from_slice(&[0xFF; 4]);
         bad.filled(4);
         assert_eq!(bad.next_frame(), NextFrame::Invalid);
+    }
+
+    /// Before authentication a frame may not exceed a TURN request's size,
+    /// after it any size; a grown buffer shrinks back once drained.
+    #[test]
+    fn frames_are_bounded_until_authenticated_and_the_buffer_shrinks() {
+        // A STUN header announcing a 60,000-byte body.
+        let huge = [0x00, 0x01, 0xEA, 0x60];
+        let mut fb = FrameBuffer::new(2048);
+        fb.read_slot()[..4].copy_from_slice(&huge);
+        fb.filled(4);
+        assert_eq!(fb.next_frame(), NextFrame::Invalid, "unauthenticated");
+
+        let mut fb = FrameBuffer::new(2048);
+        fb.allow_large_frames();
+        fb.read_slot()[..4].copy_from_slice(&huge);
+        fb.filled(4);
+        assert_eq!(fb.next_frame(), NextFrame::NeedMore);
+        let mut left = 20 + 60_000 - 4;
+        while left > 0 {
+            let slot = fb.read_slot();
+            let n = slot.len().min(left);
+            slot[..n].fill(0);
+            fb.filled(n);
+            left -= n;
+        }
+        assert!(matches!(fb.next_frame(), NextFrame::Frame(f) if f.len() == 60_020));
+        assert_eq!(fb.next_frame(), NextFrame::NeedMore);
+        assert_eq!(fb.read_slot().len(), 2048, "shrunk back once drained");
     }
 }

@@ -241,6 +241,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // credential lookup and answered afterwards.
             Err(_) if deadline < idle && ctx.server.borrow().has_allocation(&five_tuple) => {
                 authenticated = true;
+                frames.allow_large_frames();
                 continue;
             }
             // Idle, or still without an allocation at the deadline.
@@ -305,9 +306,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 NextFrame::Invalid => return Ending::Closed,
             }
             ctx.after_packets();
-        }
-        if !authenticated && ctx.server.borrow().has_allocation(&five_tuple) {
-            authenticated = true;
+            // Checked after each message: relayed data may follow the
+            // Allocate in the same read.
+            if !authenticated && ctx.server.borrow().has_allocation(&five_tuple) {
+                authenticated = true;
+                frames.allow_large_frames();
+            }
         }
     }
 }
