@@ -678,6 +678,17 @@ pub struct Settings {
     )]
     pub max_connections_per_ip: Option<u32>,
 
+    /// limits.max_connections: TCP, TLS and DTLS connections in all,
+    /// 0 = unlimited [default: 50000]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MAX_CONNECTIONS",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub max_connections: Option<u32>,
+
     /// limits.ipv6_prefix: IPv6 clients count as one source per prefix of
     /// this many bits, for every per-source limit [default: 64]
     #[arg(
@@ -998,6 +1009,7 @@ impl Settings {
             tls_min_version: self.tls_min_version,
             tls_reload_interval: self.tls_reload_interval,
             max_connections_per_ip: self.max_connections_per_ip,
+            max_connections: self.max_connections,
             ipv6_prefix: self.ipv6_prefix,
             max_handshakes: self.max_handshakes,
             handshake_timeout: self.handshake_timeout,
@@ -1314,6 +1326,7 @@ mod tests {
             "--tls-min-version=1.3",
             "--tls-reload-interval=0",
             "--max-connections-per-ip=0",
+            "--max-connections=9",
             "--ipv6-prefix=56",
             "--max-handshakes=13",
             "--handshake-timeout=14",
@@ -1406,6 +1419,7 @@ mod tests {
                 tls_min_version: Some(TlsVersion::Tls13),
                 tls_reload_interval: Some(0),
                 max_connections_per_ip: Some(0),
+                max_connections: Some(9),
                 ipv6_prefix: Some(56),
                 max_handshakes: Some(13),
                 handshake_timeout: Some(14),

@@ -297,6 +297,8 @@ impl<'de> Deserialize<'de> for TlsVersion {
 pub struct LimitsConfig {
     /// TCP, TLS and DTLS connections from one source IP; 0 = unlimited.
     pub max_connections_per_ip: u32,
+    /// TCP, TLS and DTLS connections in all; 0 = unlimited.
+    pub max_connections: u32,
     /// IPv6 clients count as one source per prefix of this many bits for
     /// every per-source limit (connections, challenges, DTLS handshakes).
     pub ipv6_prefix: u8,
@@ -325,6 +327,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_connections_per_ip: 64,
+            max_connections: 50_000,
             ipv6_prefix: turnpike_core::SourcePrefix::DEFAULT_IPV6_BITS,
             max_handshakes: 1024,
             handshake_timeout: 10,
@@ -752,6 +755,8 @@ pub struct Overrides {
     pub tls_reload_interval: Option<u32>,
     /// `limits.max_connections_per_ip`.
     pub max_connections_per_ip: Option<u32>,
+    /// `limits.max_connections`.
+    pub max_connections: Option<u32>,
     /// `limits.ipv6_prefix`.
     pub ipv6_prefix: Option<u8>,
     /// `limits.max_handshakes`.
@@ -999,6 +1004,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         "limits",
         &[
             "max_connections_per_ip",
+            "max_connections",
             "ipv6_prefix",
             "max_handshakes",
             "handshake_timeout",
@@ -1123,6 +1129,7 @@ impl Config {
         set(&mut tls.reload_interval, o.tls_reload_interval);
         let limits = &mut self.limits;
         set(&mut limits.max_connections_per_ip, o.max_connections_per_ip);
+        set(&mut limits.max_connections, o.max_connections);
         set(&mut limits.ipv6_prefix, o.ipv6_prefix);
         set(&mut limits.max_handshakes, o.max_handshakes);
         set(&mut limits.handshake_timeout, o.handshake_timeout);
@@ -3898,6 +3905,7 @@ mod tests {
             reload_interval = 0
             [limits]
             max_connections_per_ip = 0
+            max_connections = 7
             ipv6_prefix = 48
             max_handshakes = 1
             handshake_timeout = 3600
@@ -3927,6 +3935,7 @@ mod tests {
             c.limits,
             LimitsConfig {
                 max_connections_per_ip: 0,
+                max_connections: 7,
                 ipv6_prefix: 48,
                 max_handshakes: 1,
                 handshake_timeout: 3600,

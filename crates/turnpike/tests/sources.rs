@@ -98,3 +98,33 @@ fn unauthenticated_connections_cannot_announce_large_messages() {
         "the connection is closed, not left waiting for 60,000 bytes"
     );
 }
+
+/// `limits.max_connections` caps the connections of all sources together:
+/// with 3, a fourth from another address is closed at once, and served
+/// again once one of the three has gone.
+#[test]
+fn connections_are_capped_server_wide() {
+    let server = TestServer::start(ServerOptions {
+        limits: vec![("max_connections", 3)],
+        ..ServerOptions::basic()
+    });
+    let connect = |source: [u8; 4]| {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+        socket.connect_timeout(&server.v4().into(), STEP).unwrap();
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        stream
+    };
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect([127, 0, 0, 1])).collect();
+    for stream in &mut held {
+        assert!(served(stream));
+    }
+    let mut fourth = connect([127, 0, 0, 2]);
+    assert!(!served(&mut fourth), "over the server-wide limit");
+    drop(held.pop());
+    // The closed connection is uncounted as the server notices it.
+    support::eventually("a slot frees up", STEP, || {
+        served(&mut connect([127, 0, 0, 2]))
+    });
+}

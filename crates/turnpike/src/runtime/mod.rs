@@ -110,7 +110,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let reservations = Arc::new(Reservations::default());
-    let connections = Arc::new(ConnectionCounts::new(config.sources()));
+    let connections = Arc::new(ConnectionCounts::new(
+        config.sources(),
+        config.limits.max_connections,
+    ));
     let listeners = config.listeners();
     let (udp, tcp) = (config.stun.udp, config.stun.tcp);
     probe_listeners(&listeners, udp, tcp)?;

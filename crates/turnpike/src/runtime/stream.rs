@@ -64,13 +64,21 @@ impl Default for StreamLimits {
     }
 }
 
-/// Connections per source, shared by the workers (touched on accept and
-/// close only). A source is an IPv4 address or an IPv6 prefix
+/// Connections per source and in all, shared by the workers (touched on
+/// accept and close only). A source is an IPv4 address or an IPv6 prefix
 /// ([`SourcePrefix`]).
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionCounts {
-    by_ip: Mutex<FxHashMap<IpAddr, u32>>,
+    counts: Mutex<Counts>,
     sources: SourcePrefix,
+    /// Connections in all; 0: no limit.
+    max_total: u32,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    by_source: FxHashMap<IpAddr, u32>,
+    total: u32,
 }
 
 /// One counted connection; uncounted when dropped.
@@ -81,23 +89,30 @@ pub(crate) struct Counted {
 }
 
 impl ConnectionCounts {
-    /// Counts connections per source as `sources` says.
-    pub(crate) fn new(sources: SourcePrefix) -> Self {
+    /// Counts connections per source as `sources` says, and at most
+    /// `max_total` in all (0: no limit).
+    pub(crate) fn new(sources: SourcePrefix, max_total: u32) -> Self {
         ConnectionCounts {
-            by_ip: Mutex::default(),
+            counts: Mutex::default(),
             sources,
+            max_total,
         }
     }
 
-    /// Counts a connection from `ip`, unless its source already has `limit`.
+    /// Counts a connection from `ip`, unless its source already has `limit`
+    /// (0: no limit) or the server its total.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, limit: u32) -> Option<Counted> {
         let ip = self.sources.key(ip);
-        let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = by_ip.entry(ip).or_insert(0);
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.max_total != 0 && counts.total >= self.max_total {
+            return None;
+        }
+        let count = counts.by_source.entry(ip).or_insert(0);
         if limit != 0 && *count >= limit {
             return None;
         }
         *count += 1;
+        counts.total += 1;
         Some(Counted {
             counts: Arc::clone(self),
             ip,
@@ -107,12 +122,13 @@ impl ConnectionCounts {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let mut by_ip = self
+        let mut counts = self
             .counts
-            .by_ip
+            .counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Entry::Occupied(mut e) = by_ip.entry(self.ip) {
+        counts.total = counts.total.saturating_sub(1);
+        if let Entry::Occupied(mut e) = counts.by_source.entry(self.ip) {
             *e.get_mut() -= 1;
             if *e.get() == 0 {
                 e.remove();
