@@ -20,6 +20,7 @@
 //!   the size limits of each transport.
 //! - [`stats`]: per-shard counters, and why relayed data was dropped.
 //! - [`source`]: which client addresses count as one source for limits.
+//! - [`rate`]: per-source rates in constant memory.
 
 pub mod allocation;
 pub mod auth;
@@ -31,7 +32,7 @@ pub mod ephemeral;
 pub mod nonce;
 pub mod packet;
 pub mod peer_policy;
-pub(crate) mod rate;
+pub mod rate;
 pub mod relay;
 pub mod response;
 pub mod server;
@@ -47,6 +48,7 @@ pub use ephemeral::{Secrets, SharedSecret};
 pub use nonce::NonceKey;
 pub use packet::{MAX_DTLS_MESSAGE, Packet, Transmit, Transport, max_udp_payload};
 pub use peer_policy::PeerPolicy;
+pub use rate::PerSourceRate;
 pub use relay::{NoRelays, RelayOptions, RelayPorts, RelayProtocol};
 pub use server::{Event, Server, Shard};
 pub use source::SourcePrefix;

@@ -12,7 +12,7 @@ const BUCKETS: usize = 4096;
 
 /// Counts events per source and second.
 #[derive(Debug)]
-pub(crate) struct PerSourceRate {
+pub struct PerSourceRate {
     buckets: Box<[(u64, u16)]>,
     hasher: std::hash::RandomState,
     origin: Option<Instant>,
@@ -31,7 +31,7 @@ impl Default for PerSourceRate {
 impl PerSourceRate {
     /// Counts one event of `source` (a [`SourcePrefix`](crate::SourcePrefix)
     /// key) at `now`, unless it already had `per_second` this second.
-    pub(crate) fn allow(&mut self, source: IpAddr, now: Instant, per_second: u16) -> bool {
+    pub fn allow(&mut self, source: IpAddr, now: Instant, per_second: u16) -> bool {
         let origin = *self.origin.get_or_insert(now);
         let second = now.saturating_duration_since(origin).as_secs() + 1;
         // The modulo keeps the index in range whatever the hash.

@@ -33,6 +33,9 @@ pub struct DtlsConfig {
     /// IPv6 sources are counted per prefix of this many bits for the
     /// per-IP caps (1 to 128; default 64: a host is given a whole /64).
     pub ipv6_prefix: u8,
+    /// Handshakes (cookie-valid ClientHellos) one source may start per
+    /// second; more are dropped until the next second. Default 20.
+    pub max_handshakes_per_ip_per_second: u16,
     /// Established plus half-open sessions per source IP; 0 = unlimited
     /// (the default: many clients share one NAT address).
     pub max_sessions_per_ip: usize,
@@ -66,6 +69,7 @@ impl DtlsConfig {
             max_half_open_total: 1024,
             max_half_open_per_ip: 8,
             ipv6_prefix: 64,
+            max_handshakes_per_ip_per_second: 20,
             max_sessions_per_ip: 0,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
@@ -80,6 +84,11 @@ impl DtlsConfig {
         }
         if self.max_half_open_per_ip == 0 {
             return Err(DtlsError::Config("max_half_open_per_ip must be at least 1"));
+        }
+        if self.max_handshakes_per_ip_per_second == 0 {
+            return Err(DtlsError::Config(
+                "max_handshakes_per_ip_per_second must be at least 1",
+            ));
         }
         if !(1..=128).contains(&self.ipv6_prefix) {
             return Err(DtlsError::Config("ipv6_prefix must be between 1 and 128"));

@@ -225,6 +225,11 @@ pub struct DtlsServer {
     /// are chosen by clients, and one keyed hash per datagram is ~20 ns.
     peers: HashMap<SocketAddr, Peer>,
     per_ip: HashMap<IpAddr, IpCount>,
+    /// Handshakes started per source in the second `started_second` (from
+    /// the first call's `now`); cleared when the second changes, so it
+    /// holds at most the sources of one second, each proven by a cookie.
+    started: HashMap<IpAddr, u16>,
+    started_second: Option<(Instant, u64)>,
     half_open: usize,
     /// One entry per session: (its earliest deadline, address). For
     /// established sessions the deadline may be early (idle is re-checked
@@ -244,6 +249,7 @@ struct Limits {
     max_half_open_per_ip: usize,
     max_sessions_per_ip: usize,
     ipv6_prefix: u8,
+    max_handshakes_per_ip_per_second: u16,
     handshake_timeout: Duration,
     idle_timeout: Duration,
     mtu: usize,
@@ -321,12 +327,15 @@ impl DtlsServer {
                 max_half_open_per_ip: config.max_half_open_per_ip,
                 max_sessions_per_ip: config.max_sessions_per_ip,
                 ipv6_prefix: config.ipv6_prefix,
+                max_handshakes_per_ip_per_second: config.max_handshakes_per_ip_per_second,
                 handshake_timeout: config.handshake_timeout,
                 idle_timeout: config.idle_timeout,
                 mtu: config.mtu,
             },
             peers: HashMap::new(),
             per_ip: HashMap::new(),
+            started: HashMap::new(),
+            started_second: None,
             half_open: 0,
             timers: BTreeSet::new(),
             queue: VecDeque::new(),
@@ -519,6 +528,23 @@ impl DtlsServer {
         ossl::MAX_PLAINTEXT
     }
 
+    /// Counts a handshake of `from`'s source in the current second, unless
+    /// it already started [`DtlsConfig::max_handshakes_per_ip_per_second`].
+    fn start_allowed(&mut self, now: Instant, from: SocketAddr) -> bool {
+        let (origin, second) = *self.started_second.get_or_insert((now, 0));
+        let this_second = now.saturating_duration_since(origin).as_secs();
+        if this_second != second {
+            self.started.clear();
+            self.started_second = Some((origin, this_second));
+        }
+        let count = self.started.entry(self.limits.source(from)).or_insert(0);
+        if *count >= self.limits.max_handshakes_per_ip_per_second {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
     /// Answers a ClientHello without a valid cookie. Stateless.
     fn hello_verify(&mut self, now: Instant, to: SocketAddr, hello: &ClientHello<'_>) {
         if self.queue.len() >= QUEUE_CAP {
@@ -545,6 +571,7 @@ impl DtlsServer {
             || self.half_open >= l.max_half_open_total
             || count.half_open >= l.max_half_open_per_ip
             || (l.max_sessions_per_ip != 0 && count.total >= l.max_sessions_per_ip)
+            || !self.start_allowed(now, from)
         {
             return;
         }

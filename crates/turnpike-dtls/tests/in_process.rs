@@ -443,6 +443,29 @@ fn half_open_cap_counts_ipv6_per_prefix() {
     assert_eq!(server.half_open(), 3);
 }
 
+/// A source may start only so many handshakes per second, however fast
+/// they finish: the third within a second gets nothing, the next second
+/// starts afresh.
+#[test]
+fn handshakes_per_source_and_second_are_capped() {
+    let id = identity(KeyKind::Ecdsa, "turn.example");
+    let mut cfg = config(&id);
+    cfg.max_handshakes_per_ip_per_second = 2;
+    let mut server = DtlsServer::new(cfg).unwrap();
+    let now = Instant::now();
+    for i in 0..2 {
+        let mut c = Client::new(addr(&format!("192.0.2.40:{}", 41000 + i)), &id.leaf);
+        connect(&mut server, &mut c, now);
+    }
+    let mut third = Client::new(addr("192.0.2.40:41002"), &id.leaf);
+    assert_eq!(cookie_then_hello(&mut server, &mut third, now), vec![]);
+    let mut other = Client::new(addr("192.0.2.41:41000"), &id.leaf);
+    connect(&mut server, &mut other, now);
+    let later = now + Duration::from_secs(1);
+    let mut next = Client::new(addr("192.0.2.40:41003"), &id.leaf);
+    assert!(!cookie_then_hello(&mut server, &mut next, later).is_empty());
+}
+
 #[test]
 fn half_open_cap_total_and_session_cap_per_ip() {
     let id = identity(KeyKind::Ecdsa, "turn.example");

@@ -711,6 +711,17 @@ pub struct Settings {
     )]
     pub max_handshakes: Option<u32>,
 
+    /// limits.handshakes_per_second_per_ip: TLS and DTLS handshakes one
+    /// source may start per second [default: 20]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_HANDSHAKES_PER_SECOND_PER_IP",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub handshakes_per_second_per_ip: Option<u32>,
+
     /// limits.handshake_timeout: seconds a TLS or DTLS handshake may take
     /// [default: 10]
     #[arg(
@@ -1012,6 +1023,7 @@ impl Settings {
             max_connections: self.max_connections,
             ipv6_prefix: self.ipv6_prefix,
             max_handshakes: self.max_handshakes,
+            handshakes_per_second_per_ip: self.handshakes_per_second_per_ip,
             handshake_timeout: self.handshake_timeout,
             auth_timeout: self.auth_timeout,
             idle_timeout: self.idle_timeout,
@@ -1329,6 +1341,7 @@ mod tests {
             "--max-connections=9",
             "--ipv6-prefix=56",
             "--max-handshakes=13",
+            "--handshakes-per-second-per-ip=5",
             "--handshake-timeout=14",
             "--auth-timeout=15",
             "--idle-timeout=16",
@@ -1422,6 +1435,7 @@ mod tests {
                 max_connections: Some(9),
                 ipv6_prefix: Some(56),
                 max_handshakes: Some(13),
+                handshakes_per_second_per_ip: Some(5),
                 handshake_timeout: Some(14),
                 auth_timeout: Some(15),
                 idle_timeout: Some(16),

@@ -304,6 +304,8 @@ pub struct LimitsConfig {
     pub ipv6_prefix: u8,
     /// TLS and DTLS handshakes in progress, server-wide.
     pub max_handshakes: u32,
+    /// TLS and DTLS handshakes one source may start per second.
+    pub handshakes_per_second_per_ip: u32,
     /// Seconds a TLS or DTLS handshake may take.
     pub handshake_timeout: u32,
     /// Seconds a connection may stay open without a successful
@@ -330,6 +332,7 @@ impl Default for LimitsConfig {
             max_connections: 50_000,
             ipv6_prefix: turnpike_core::SourcePrefix::DEFAULT_IPV6_BITS,
             max_handshakes: 1024,
+            handshakes_per_second_per_ip: 20,
             handshake_timeout: 10,
             auth_timeout: 30,
             idle_timeout: 600,
@@ -761,6 +764,8 @@ pub struct Overrides {
     pub ipv6_prefix: Option<u8>,
     /// `limits.max_handshakes`.
     pub max_handshakes: Option<u32>,
+    /// `limits.handshakes_per_second_per_ip`.
+    pub handshakes_per_second_per_ip: Option<u32>,
     /// `limits.handshake_timeout`.
     pub handshake_timeout: Option<u32>,
     /// `limits.auth_timeout`.
@@ -1007,6 +1012,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_connections",
             "ipv6_prefix",
             "max_handshakes",
+            "handshakes_per_second_per_ip",
             "handshake_timeout",
             "auth_timeout",
             "idle_timeout",
@@ -1132,6 +1138,10 @@ impl Config {
         set(&mut limits.max_connections, o.max_connections);
         set(&mut limits.ipv6_prefix, o.ipv6_prefix);
         set(&mut limits.max_handshakes, o.max_handshakes);
+        set(
+            &mut limits.handshakes_per_second_per_ip,
+            o.handshakes_per_second_per_ip,
+        );
         set(&mut limits.handshake_timeout, o.handshake_timeout);
         set(&mut limits.auth_timeout, o.auth_timeout);
         set(&mut limits.idle_timeout, o.idle_timeout);
@@ -1748,6 +1758,14 @@ impl Config {
                 1,
                 MAX_HANDSHAKES,
                 1024,
+                "handshakes",
+            ),
+            (
+                "handshakes_per_second_per_ip",
+                l.handshakes_per_second_per_ip,
+                1,
+                u32::from(u16::MAX),
+                20,
                 "handshakes",
             ),
             (
@@ -3908,6 +3926,7 @@ mod tests {
             max_connections = 7
             ipv6_prefix = 48
             max_handshakes = 1
+            handshakes_per_second_per_ip = 3
             handshake_timeout = 3600
             auth_timeout = 1
             idle_timeout = 3600
@@ -3938,6 +3957,7 @@ mod tests {
                 max_connections: 7,
                 ipv6_prefix: 48,
                 max_handshakes: 1,
+                handshakes_per_second_per_ip: 3,
                 handshake_timeout: 3600,
                 auth_timeout: 1,
                 idle_timeout: 3600,

@@ -373,3 +373,50 @@ fn dtls_sessions_count_against_the_per_source_limit_server_wide() {
         "two sessions for the source, all workers together"
     );
 }
+
+/// A source may start only `handshakes_per_second_per_ip` TLS handshakes a
+/// second: of ten connections opened at once, at most two per second get
+/// a handshake (four if they straddle a second), the rest are closed.
+#[test]
+fn tls_handshakes_per_source_and_second_are_capped() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+
+    let pki = Pki::new();
+    let server = secure_server(&pki, vec![("handshakes_per_second_per_ip", 2)]);
+    let addr = SocketAddr::new(v4(), tls_port(&server));
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.root()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let started = Instant::now();
+    let handshaken = (0..10)
+        .filter(|_| {
+            let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let name = ServerName::try_from("turn1").unwrap();
+            let mut tls = rustls::ClientConnection::new(Arc::clone(&config), name).unwrap();
+            while tls.is_handshaking() {
+                if tls.complete_io(&mut tcp).is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .count();
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(
+        handshaken >= 1 && handshaken as u64 <= 2 * seconds && handshaken < 10,
+        "{handshaken} of 10 handshakes in {:?}",
+        started.elapsed()
+    );
+}

@@ -313,6 +313,9 @@ fn start_tls(
         dtls_listen: tls.dtls_listen.clone(),
         handshakes: Arc::default(),
         max_handshakes,
+        handshake_rate: Arc::default(),
+        handshakes_per_second: u16::try_from(l.handshakes_per_second_per_ip).unwrap_or(u16::MAX),
+        sources: config.sources(),
         handshake_timeout,
         dtls: DtlsSettings {
             cookie_secret,
@@ -320,6 +323,10 @@ fn start_tls(
             max_half_open: (max_handshakes / workers.max(1)).max(1),
             max_sessions_per_ip: usize::try_from(l.max_connections_per_ip).unwrap_or(0),
             ipv6_prefix: l.ipv6_prefix,
+            // A client's datagrams reach one worker, so the per-worker rate
+            // is the source's.
+            handshakes_per_second_per_ip: u16::try_from(l.handshakes_per_second_per_ip)
+                .unwrap_or(u16::MAX),
             handshake_timeout,
             idle_timeout: Duration::from_secs(l.idle_timeout.into()),
         },

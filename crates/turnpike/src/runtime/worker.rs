@@ -19,7 +19,10 @@ use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
-use turnpike_core::{Event, Packet, RelayOptions, Secrets, Server, Shard, Transmit, Transport};
+use turnpike_core::{
+    Event, Packet, PerSourceRate, RelayOptions, Secrets, Server, Shard, SourcePrefix, Transmit,
+    Transport,
+};
 use turnpike_dtls::{DtlsConfig, DtlsServer};
 use turnpike_xdp::FastPath;
 
@@ -92,6 +95,11 @@ pub(super) struct Secure {
     /// TLS handshakes in progress, all workers together.
     pub(super) handshakes: Arc<AtomicUsize>,
     pub(super) max_handshakes: usize,
+    /// TLS handshakes started per source this second, all workers together
+    /// (touched once per accepted connection).
+    pub(super) handshake_rate: Arc<Mutex<PerSourceRate>>,
+    pub(super) handshakes_per_second: u16,
+    pub(super) sources: SourcePrefix,
     pub(super) handshake_timeout: Duration,
     /// DTLS session settings (certificate, caps, cookie secret) for this
     /// worker's share of the limits.
@@ -106,6 +114,8 @@ pub(super) struct DtlsSettings {
     pub(super) max_sessions_per_ip: usize,
     /// IPv6 sources are counted per prefix of this many bits.
     pub(super) ipv6_prefix: u8,
+    /// Handshakes one source may start per second on this worker.
+    pub(super) handshakes_per_second_per_ip: u16,
     pub(super) handshake_timeout: Duration,
     pub(super) idle_timeout: Duration,
 }
@@ -292,6 +302,7 @@ impl Worker {
                 config.max_half_open_total = d.max_half_open;
                 config.max_sessions_per_ip = d.max_sessions_per_ip;
                 config.ipv6_prefix = d.ipv6_prefix;
+                config.max_handshakes_per_ip_per_second = d.handshakes_per_second_per_ip;
                 config.handshake_timeout = d.handshake_timeout;
                 config.idle_timeout = d.idle_timeout;
                 let sessions = DtlsServer::new(config)
@@ -321,6 +332,15 @@ async fn tls_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, secure: Secu
         let Some(counted) = ctx.connections.admit(remote.ip(), ctx.limits.per_ip) else {
             continue;
         };
+        let source = secure.sources.key(remote.ip());
+        let started = secure
+            .handshake_rate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(source, Instant::now(), secure.handshakes_per_second);
+        if !started {
+            continue;
+        }
         if secure.handshakes.fetch_add(1, Ordering::Relaxed) >= secure.max_handshakes {
             secure.handshakes.fetch_sub(1, Ordering::Relaxed);
             continue;
