@@ -13,6 +13,15 @@
 // server's sockets apply the protocol's rules: the fast path never decides
 // anything the core has not decided first.
 //
+// What it writes is what the sockets would: TTL/hop limit 64, DSCP 0, a
+// fresh IPv4 identification (0 for a datagram with DF, as Linux gives an
+// unconnected socket's, else random) and no IPv6 flow label, so nothing
+// of the sender's headers crosses the relay but the ECN bits, which are
+// carried on (RFC 8656 §14's preferred behaviour: congestion marks reach
+// the endpoints) and the DF bit (copied, or set for DONT-FRAGMENT). A
+// datagram whose IPv4 header checksum or IPv6 UDP checksum is wrong goes to
+// the stack, which drops it: the rewrite would otherwise make it valid.
+//
 // Built with `scripts/build-bpf` (clang -target bpf); the object is
 // committed next to this file and checked against a rebuild by the tests.
 
@@ -313,6 +322,42 @@ static __always_inline __s64 sum_bytes(void *p, void *end, __u32 len)
 	return (__s64)tail;
 }
 
+// The IPv6 pseudo-header's sum: addresses, upper-layer length and next
+// header (network-order 16-bit words, unfolded).
+static __always_inline __u64 pseudo6_sum(const struct headers6 *h)
+{
+	// Source and destination: 16 16-bit words from offset 22 (Ethernet 14,
+	// then 8 bytes of IPv6 header).
+	const __u16 *addrs = (const __u16 *)h + (sizeof(struct ethhdr) + 8) / 2;
+	__u64 sum = 0;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		sum += addrs[i];
+	// Upper-layer length (32 bits, the upper half zero) and next header,
+	// in network order.
+	sum += (__u32)h->udp.len << 16;
+	sum += bpf_htonl(IPPROTO_UDP);
+	return sum;
+}
+
+// Whether an incoming IPv6 datagram's UDP checksum holds, given the sum of
+// its payload (`first_word`, the ChannelData header or 0, then
+// `payload_sum`): either complete and right, or the pseudo-header's sum
+// alone, which a sender on this host leaves for the device to finish
+// (CHECKSUM_PARTIAL; the stack trusts those too).
+static __always_inline int udp_checksum6_ok(const struct headers6 *h, __u32 first_word,
+					    __s64 payload_sum)
+{
+	if (payload_sum < 0)
+		return 0;
+	__u64 pseudo = pseudo6_sum(h);
+	__u16 full = csum_fold(pseudo + ports_word(&h->udp) + h->udp.len + first_word +
+			       (__u64)payload_sum);
+	if (full == 0)
+		full = 0xffff;
+	return h->udp.check == full || h->udp.check == (__u16)~csum_fold(pseudo);
+}
+
 // IPv6: the UDP checksum of the rewritten datagram, computed afresh over
 // the pseudo-header, the header, `channel_word` (0 when there is none) and
 // `payload_sum`. Not updated from the old one: a datagram sent from this
@@ -324,17 +369,8 @@ static __always_inline int udp_checksum6(struct headers6 *new, __u32 channel_wor
 {
 	if (payload_sum < 0)
 		return -1;
-	__u64 sum = (__u64)payload_sum + channel_word;
-	// Source and destination: 16 16-bit words from offset 22 (Ethernet 14,
-	// then 8 bytes of IPv6 header).
-	__u16 *addrs = (__u16 *)new + (sizeof(struct ethhdr) + 8) / 2;
-#pragma unroll
-	for (int i = 0; i < 16; i++)
-		sum += addrs[i];
-	// Upper-layer length (32 bits, the upper half zero) and next header,
-	// in network order; then the header with a zero checksum.
-	sum += (__u32)new->udp.len << 16;
-	sum += bpf_htonl(IPPROTO_UDP);
+	__u64 sum = (__u64)payload_sum + channel_word + pseudo6_sum(new);
+	// Then the header with a zero checksum.
 	sum += ports_word(&new->udp);
 	sum += new->udp.len;
 	__u16 check = csum_fold(sum);
@@ -445,9 +481,28 @@ static __always_inline void set_ip(struct headers *h, __u32 saddr, __u32 daddr,
 	h->ip.daddr = daddr;
 	h->ip.tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct udphdr) + payload_len);
 	h->ip.ttl = 64;
+	// ECN carried on, DSCP as a socket's (0).
+	h->ip.tos &= 0x03;
+	// Only DF survives of the flags (fragments never get here).
+	h->ip.frag_off &= bpf_htons(IP_DF);
 	if (dont_fragment)
 		h->ip.frag_off = bpf_htons(IP_DF);
+	// The sender's identification would leak its host's counter: 0 for an
+	// atomic datagram (RFC 6864), a random one where it may be fragmented.
+	h->ip.id = h->ip.frag_off ? 0 : (__u16)bpf_get_prandom_u32();
 	h->udp.len = bpf_htons(sizeof(struct udphdr) + payload_len);
+}
+
+// Whether an IPv4 header (20 bytes, no options) has a valid checksum.
+static __always_inline int ip_checksum_ok(const struct headers *h)
+{
+	const __u16 *words = (const __u16 *)h + sizeof(struct ethhdr) / 2;
+	__u64 sum = 0;
+
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(struct iphdr) / 2); i++)
+		sum += words[i];
+	return csum_fold(sum) == 0;
 }
 
 // ChannelData from a client: strip the channel header, send the payload from
@@ -543,6 +598,12 @@ static __always_inline void set_ip6(struct headers6 *h, const __u32 *saddr, cons
 	__builtin_memcpy(&h->ip.daddr, daddr, 16);
 	h->ip.payload_len = bpf_htons(sizeof(struct udphdr) + payload_len);
 	h->ip.hop_limit = 64;
+	// Traffic class: DSCP as a socket's (0), ECN carried on (its two low
+	// bits, the top of flow_lbl[0]); no flow label (RFC 6437: unlabelled).
+	h->ip.priority = 0;
+	h->ip.flow_lbl[0] &= 0x30;
+	h->ip.flow_lbl[1] = 0;
+	h->ip.flow_lbl[2] = 0;
 	h->udp.len = h->ip.payload_len;
 }
 
@@ -574,11 +635,14 @@ static __always_inline int to_peer6(struct xdp_md *ctx, struct headers6 *h,
 	if (payload_len != CHANNEL_HEADER_LEN + data_len || bpf_ktime_get_ns() >= route->until_ns)
 		return pass(counters);
 
+	__s64 payload_sum = sum_bytes(channel + 2, end, data_len);
+	if (!udp_checksum6_ok(h, *(__u32 *)channel, payload_sum))
+		return pass(counters);
 	struct headers6 new = *h;
 	new.udp.source = route->relay_port;
 	new.udp.dest = route->peer_port;
 	set_ip6(&new, route->relay_ip, route->peer_ip, data_len);
-	if (udp_checksum6(&new, 0, sum_bytes(channel + 2, end, data_len)))
+	if (udp_checksum6(&new, 0, payload_sum))
 		return pass(counters);
 	int action = forward6(ctx, &new, config);
 	if (action < 0)
@@ -611,13 +675,16 @@ static __always_inline int to_client6(struct xdp_md *ctx, struct headers6 *h,
 
 	__be16 channel_header[2] = { route->channel, bpf_htons(payload_len) };
 	__u32 channel_word = *(__u32 *)channel_header;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__s64 payload_sum = sum_bytes(data + sizeof(*h), end, payload_len);
+	if (!udp_checksum6_ok(h, 0, payload_sum))
+		return pass(counters);
 	struct headers6 new = *h;
 	new.udp.source = route->server_port;
 	new.udp.dest = route->client_port;
 	set_ip6(&new, route->server_ip, route->client_ip, CHANNEL_HEADER_LEN + payload_len);
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	if (udp_checksum6(&new, channel_word, sum_bytes(data + sizeof(new), end, payload_len)))
+	if (udp_checksum6(&new, channel_word, payload_sum))
 		return pass(counters);
 	int action = forward6(ctx, &new, config);
 	if (action < 0)
@@ -644,8 +711,9 @@ static __always_inline int relay4(struct xdp_md *ctx, const struct config *confi
 		return XDP_PASS;
 	if (h->ip.version != 4 || h->ip.ihl != 5 || h->ip.protocol != IPPROTO_UDP)
 		return XDP_PASS;
-	// Fragments are reassembled by the stack.
-	if (h->ip.frag_off & bpf_htons(IP_MF_OFFSET))
+	// Fragments are reassembled by the stack, and a corrupted header is
+	// dropped there (recomputing its checksum would make it valid).
+	if (h->ip.frag_off & bpf_htons(IP_MF_OFFSET) || !ip_checksum_ok(h))
 		return XDP_PASS;
 	__u16 udp_len = bpf_ntohs(h->udp.len);
 	if (udp_len < sizeof(struct udphdr) || (void *)&h->udp + udp_len > end ||

@@ -82,7 +82,8 @@ fn frame(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], checksum: bool) -
     let mut f = vec![0u8; 12];
     f.extend_from_slice(&[0x08, 0x00]);
     let ip_start = f.len();
-    f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0]);
+    // DSCP 46 (EF) with ECN ECT(1), identification 0x1234, DF.
+    f.extend_from_slice(&[0x45, 0xB9, 0, 0, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0]);
     f[ip_start + 2..ip_start + 4].copy_from_slice(&(20 + udp_len).to_be_bytes());
     f.extend_from_slice(&src.ip().octets());
     f.extend_from_slice(&dst.ip().octets());
@@ -113,10 +114,15 @@ fn payload(len: usize) -> Vec<u8> {
 }
 
 /// Checks a frame the program sent: its IPv4 header (checksum, length, TTL,
-/// DF) and its UDP header and checksum, and returns the UDP payload.
+/// DF; DSCP 0 and the ECN bits carried on; identification 0 with DF) and
+/// its UDP header and checksum, and returns the UDP payload.
 fn check_sent(f: &[u8], src: SocketAddrV4, dst: SocketAddrV4, df: bool) -> Vec<u8> {
     let ip = &f[14..34];
     assert_eq!(fold(sum16(ip)), 0, "IPv4 header checksum");
+    assert_eq!(ip[1], 0x01, "DSCP 0 as a socket's, ECN ECT(1) carried on");
+    if df {
+        assert_eq!(&ip[4..6], &[0, 0], "identification 0 with DF (RFC 6864)");
+    }
     assert_eq!(
         usize::from(u16::from_be_bytes([ip[2], ip[3]])),
         f.len() - 14,
@@ -416,8 +422,9 @@ fn frame6(src: SocketAddrV6, dst: SocketAddrV6, payload: &[u8]) -> Vec<u8> {
     let udp_len = u16::try_from(8 + payload.len()).unwrap();
     let mut f = vec![0u8; 12];
     f.extend_from_slice(&[0x86, 0xdd]);
-    // Version 6, traffic class 0, flow label 0x12345.
-    f.extend_from_slice(&[0x60, 0x01, 0x23, 0x45]);
+    // Version 6, traffic class 0xB9 (DSCP 46, ECN ECT(1)), flow label
+    // 0x12345.
+    f.extend_from_slice(&[0x6B, 0x91, 0x23, 0x45]);
     f.extend_from_slice(&udp_len.to_be_bytes());
     f.extend_from_slice(&[17, 5]);
     f.extend_from_slice(&src.ip().octets());
@@ -431,13 +438,14 @@ fn frame6(src: SocketAddrV6, dst: SocketAddrV6, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Checks an IPv6 frame the program sent (payload length, hop limit,
-/// addresses, flow label kept, ports, UDP checksum) and returns its payload.
+/// addresses, traffic class DSCP 0 with the ECN bits carried on, no flow
+/// label, ports, UDP checksum) and returns its payload.
 fn check_sent6(f: &[u8], src: SocketAddrV6, dst: SocketAddrV6) -> Vec<u8> {
     let ip = &f[14..54];
     assert_eq!(
         &ip[..4],
-        &[0x60, 0x01, 0x23, 0x45],
-        "version and flow label"
+        &[0x60, 0x10, 0x00, 0x00],
+        "version, traffic class 0x01 (ECN only), no flow label"
     );
     assert_eq!(
         usize::from(u16::from_be_bytes([ip[4], ip[5]])),
@@ -499,13 +507,16 @@ fn ipv6_channels_are_relayed_both_ways() {
     assert_eq!((c.to_peer_packets, c.to_client_packets), (6, 6));
 
     // A datagram sent from this host carries only the pseudo-header's sum
-    // in its checksum field (the device would finish it): the program
-    // computes the new checksum afresh, whatever the field held. 3000
-    // bytes: several 512-byte blocks, 64-byte steps and a ragged tail.
+    // in its checksum field (the device would finish it; the stack trusts
+    // it): the program computes the new checksum afresh. Any other wrong
+    // value is a corrupted datagram, left to the stack to drop (rewritten,
+    // it would leave with a valid checksum). 3000 bytes: several 512-byte
+    // blocks, 64-byte steps and a ragged tail.
     for len in [3, 3001] {
         let data = payload(len);
         let mut f = frame6(addr6(PEER6), addr6(RELAY6), &data);
-        f[60..62].copy_from_slice(&[0x12, 0x34]);
+        let udp_len = u16::try_from(8 + len).unwrap();
+        f[60..62].copy_from_slice(&partial6(addr6(PEER6), addr6(RELAY6), udp_len).to_be_bytes());
         let (verdict, out) = fp.test_run(&f).unwrap();
         assert_eq!(verdict, action::TX, "len {len}");
         assert_eq!(
@@ -513,7 +524,39 @@ fn ipv6_channels_are_relayed_both_ways() {
             channel_data(CHANNEL, &data),
             "len {len}"
         );
+        f[60..62].copy_from_slice(&[0x12, 0x34]);
+        assert_eq!(
+            fp.test_run(&f).unwrap().0,
+            action::PASS,
+            "corrupted, len {len}"
+        );
+        // Corrupted on the way from the client too.
+        let mut f = frame6(
+            addr6(CLIENT6),
+            addr6(SERVER6),
+            &channel_data(CHANNEL, &data),
+        );
+        let last = f.len() - 1;
+        f[last] ^= 0x40;
+        assert_eq!(
+            fp.test_run(&f).unwrap().0,
+            action::PASS,
+            "corrupted, len {len}"
+        );
     }
+}
+
+/// The checksum field of a datagram whose sender left the checksum to the
+/// device (CHECKSUM_PARTIAL): the pseudo-header's sum, folded, not
+/// complemented.
+fn partial6(src: SocketAddrV6, dst: SocketAddrV6, udp_len: u16) -> u16 {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 0]);
+    pseudo.extend_from_slice(&udp_len.to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    !fold(sum16(&pseudo))
 }
 
 #[test]
@@ -763,4 +806,57 @@ fn a_late_unroute_leaves_a_reused_ports_new_route() {
         .unwrap();
     assert_eq!(verdict, action::PASS);
     assert_eq!(fp.routes(), 1);
+}
+
+/// A corrupted IPv4 header goes to the stack, which drops it: the program
+/// would recompute its checksum and make it valid.
+#[test]
+fn a_corrupted_ipv4_header_is_left_to_the_stack() {
+    let mut fp = loaded();
+    let mut f = frame(
+        addr(CLIENT),
+        addr(SERVER),
+        &channel_data(CHANNEL, b"data"),
+        true,
+    );
+    f[14 + 8] = 63; // the TTL changed, the checksum did not follow
+    assert_eq!(fp.test_run(&f).unwrap().0, action::PASS);
+    let mut f = frame(addr(PEER), addr(RELAY), b"data", true);
+    f[14 + 10] ^= 0xff;
+    assert_eq!(fp.test_run(&f).unwrap().0, action::PASS);
+    assert_eq!(
+        fp.counters().to_peer_packets + fp.counters().to_client_packets,
+        0
+    );
+}
+
+/// Without DF a datagram may be fragmented on the way, so it needs an
+/// identification: a random one, never the sender's (which would leak its
+/// host's counter across the relay).
+#[test]
+fn without_df_the_identification_is_fresh() {
+    let mut fp = loaded();
+    let mut f = frame(
+        addr(CLIENT),
+        addr(SERVER),
+        &channel_data(CHANNEL, b"data"),
+        true,
+    );
+    // Clear DF and fix the header checksum.
+    f[14 + 6] = 0;
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let check = fold(sum16(&f[14..34]));
+    f[14 + 10..14 + 12].copy_from_slice(&check.to_be_bytes());
+    let ids: Vec<[u8; 2]> = (0..3)
+        .map(|_| {
+            let (verdict, out) = fp.test_run(&f).unwrap();
+            assert_eq!(verdict, action::TX);
+            check_sent(&out, addr(RELAY), addr(PEER), false);
+            [out[14 + 4], out[14 + 5]]
+        })
+        .collect();
+    assert!(
+        ids.iter().any(|id| *id != [0x12, 0x34]) && ids.iter().any(|id| *id != ids[0]),
+        "the sender's identification, or the same one each time: {ids:?}"
+    );
 }
