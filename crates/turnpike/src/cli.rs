@@ -766,6 +766,17 @@ pub struct Settings {
     )]
     pub max_buffered_bytes: Option<u32>,
 
+    /// limits.max_buffered_bytes_total: outgoing bytes queued over all
+    /// connections before relayed data is dropped [default: 268435456]
+    #[arg(
+        long,
+        global = true,
+        env = "TURNPIKE_MAX_BUFFERED_BYTES_TOTAL",
+        value_name = "BYTES",
+        help_heading = "Limits"
+    )]
+    pub max_buffered_bytes_total: Option<u64>,
+
     /// limits.max_peer_connections_per_allocation: TCP connections to or
     /// from peers (RFC 6062) one TCP allocation may hold, 1 to 1024
     /// [default: 32]
@@ -1028,6 +1039,7 @@ impl Settings {
             auth_timeout: self.auth_timeout,
             idle_timeout: self.idle_timeout,
             max_buffered_bytes: self.max_buffered_bytes,
+            max_buffered_bytes_total: self.max_buffered_bytes_total,
             max_peer_connections_per_allocation: self.max_peer_connections_per_allocation,
             max_peer_connections: self.max_peer_connections,
             admin_listen: listen_addrs(self.admin_listen.as_ref()),
@@ -1346,6 +1358,7 @@ mod tests {
             "--auth-timeout=15",
             "--idle-timeout=16",
             "--max-buffered-bytes=65536",
+            "--max-buffered-bytes-total=1000000",
             "--max-peer-connections-per-allocation=17",
             "--max-peer-connections=0",
             "--admin-listen=127.0.0.1:9090,none",
@@ -1440,6 +1453,7 @@ mod tests {
                 auth_timeout: Some(15),
                 idle_timeout: Some(16),
                 max_buffered_bytes: Some(65536),
+                max_buffered_bytes_total: Some(1_000_000),
                 max_peer_connections_per_allocation: Some(17),
                 max_peer_connections: Some(0),
                 admin_listen: Some(vec![addr("127.0.0.1:9090"), addr("[::1]:9090")]),

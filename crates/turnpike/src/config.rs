@@ -315,6 +315,9 @@ pub struct LimitsConfig {
     pub idle_timeout: u32,
     /// Outgoing bytes queued per connection before relayed data is dropped.
     pub max_buffered_bytes: u32,
+    /// Outgoing bytes queued over all connections (split between the
+    /// workers) before relayed data is dropped.
+    pub max_buffered_bytes_total: u64,
     /// TCP connections to or from peers (RFC 6062) that one TCP allocation
     /// may hold at once, in any state (connecting, waiting for
     /// ConnectionBind, relaying); a Connect beyond it gets 508 and a peer
@@ -337,6 +340,7 @@ impl Default for LimitsConfig {
             auth_timeout: 30,
             idle_timeout: 600,
             max_buffered_bytes: 262_144,
+            max_buffered_bytes_total: 268_435_456,
             max_peer_connections_per_allocation: 32,
             max_peer_connections: 16_384,
         }
@@ -774,6 +778,8 @@ pub struct Overrides {
     pub idle_timeout: Option<u32>,
     /// `limits.max_buffered_bytes`.
     pub max_buffered_bytes: Option<u32>,
+    /// `limits.max_buffered_bytes_total`.
+    pub max_buffered_bytes_total: Option<u64>,
     /// `limits.max_peer_connections_per_allocation`.
     pub max_peer_connections_per_allocation: Option<u32>,
     /// `limits.max_peer_connections`.
@@ -1017,6 +1023,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "auth_timeout",
             "idle_timeout",
             "max_buffered_bytes",
+            "max_buffered_bytes_total",
             "max_peer_connections_per_allocation",
             "max_peer_connections",
         ],
@@ -1146,6 +1153,10 @@ impl Config {
         set(&mut limits.auth_timeout, o.auth_timeout);
         set(&mut limits.idle_timeout, o.idle_timeout);
         set(&mut limits.max_buffered_bytes, o.max_buffered_bytes);
+        set(
+            &mut limits.max_buffered_bytes_total,
+            o.max_buffered_bytes_total,
+        );
         set(
             &mut limits.max_peer_connections_per_allocation,
             o.max_peer_connections_per_allocation,
@@ -1745,6 +1756,12 @@ impl Config {
     /// The `[limits]` ranges.
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
+        if l.max_buffered_bytes_total < u64::from(l.max_buffered_bytes) {
+            return Err(ConfigError::invalid(format!(
+                "limits.max_buffered_bytes_total = {} is below limits.max_buffered_bytes = {}; give it at least that (default 268435456: 256 MiB)",
+                l.max_buffered_bytes_total, l.max_buffered_bytes
+            )));
+        }
         if !(16..=128).contains(&l.ipv6_prefix) {
             return Err(ConfigError::invalid(format!(
                 "limits.ipv6_prefix = {} is out of range; use 16 to 128 bits (default 64: a host's /64 is one source)",
@@ -3931,6 +3948,7 @@ mod tests {
             auth_timeout = 1
             idle_timeout = 3600
             max_buffered_bytes = 16384
+            max_buffered_bytes_total = 1048576
             max_peer_connections_per_allocation = 1024
             max_peer_connections = 0
             "#,
@@ -3962,6 +3980,7 @@ mod tests {
                 auth_timeout: 1,
                 idle_timeout: 3600,
                 max_buffered_bytes: 16384,
+                max_buffered_bytes_total: 1_048_576,
                 max_peer_connections_per_allocation: 1024,
                 max_peer_connections: 0,
             }
@@ -4145,6 +4164,10 @@ mod tests {
                     "[stun]\nlisten = [\"192.0.2.1:3478\"]\nalternate_ip = \"192.0.2.2\"\n{cert}listen = [\"192.0.2.2:3479\"]\n"
                 ),
                 "collides with the STUN listener 192.0.2.2:3479",
+            ),
+            (
+                "[limits]\nmax_buffered_bytes_total = 1000\n".into(),
+                "limits.max_buffered_bytes_total = 1000 is below limits.max_buffered_bytes = 262144; give it at least that (default 268435456: 256 MiB)",
             ),
             (
                 "[limits]\nipv6_prefix = 8\n".into(),

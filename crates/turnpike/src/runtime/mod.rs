@@ -131,6 +131,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         auth_timeout: Duration::from_secs(l.auth_timeout.into()),
         idle_timeout: Duration::from_secs(l.idle_timeout.into()),
         max_buffered: usize::try_from(l.max_buffered_bytes).unwrap_or(usize::MAX),
+        max_buffered_per_worker: usize::try_from(
+            l.max_buffered_bytes_total / workers.max(1) as u64,
+        )
+        .unwrap_or(usize::MAX),
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

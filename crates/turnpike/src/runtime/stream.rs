@@ -51,6 +51,10 @@ pub(crate) struct StreamLimits {
     /// Bytes queued for writing per connection; beyond, relayed data is
     /// dropped.
     pub(crate) max_buffered: usize,
+    /// Bytes queued for writing over all of one worker's connections (its
+    /// share of `limits.max_buffered_bytes_total`); beyond, relayed data is
+    /// dropped.
+    pub(crate) max_buffered_per_worker: usize,
 }
 
 impl Default for StreamLimits {
@@ -60,6 +64,7 @@ impl Default for StreamLimits {
             auth_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             max_buffered: 256 * 1024,
+            max_buffered_per_worker: 256 * 1024 * 1024,
         }
     }
 }
@@ -137,12 +142,61 @@ impl Drop for Counted {
     }
 }
 
+/// Bytes queued towards the clients of one worker's connections, and how
+/// many may be: slow clients together cannot make a worker hold more than
+/// its share, however many connections they open. Single-threaded, like
+/// the worker.
+#[derive(Debug)]
+pub(crate) struct QueueBudget {
+    used: Cell<usize>,
+    max: usize,
+}
+
+impl QueueBudget {
+    pub(crate) fn new(max: usize) -> Self {
+        QueueBudget {
+            used: Cell::new(0),
+            max,
+        }
+    }
+
+    /// Takes `n` bytes, unless that would exceed the budget.
+    fn take(&self, n: usize) -> bool {
+        let used = self.used.get() + n;
+        if used > self.max {
+            return false;
+        }
+        self.used.set(used);
+        true
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.set(self.used.get().saturating_sub(n));
+    }
+}
+
+/// Bytes taken from a [`QueueBudget`], given back when dropped (written, or
+/// abandoned with the connection).
+struct Taken<'a> {
+    budget: &'a QueueBudget,
+    bytes: usize,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
+}
+
 /// The write side of one client connection, shared by its reader, its
 /// writer and the relay tasks of its allocation.
 #[derive(Debug)]
 pub(super) struct StreamConn {
     queue: RefCell<Vec<u8>>,
     limit: usize,
+    /// The worker's budget, which every byte in `queue` (and in the
+    /// writer's hands) is taken from.
+    budget: Rc<QueueBudget>,
     wake: Notify,
     closed: Cell<bool>,
     /// The writer sends what is queued, then hands its half of the stream
@@ -151,10 +205,11 @@ pub(super) struct StreamConn {
 }
 
 impl StreamConn {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, budget: Rc<QueueBudget>) -> Self {
         StreamConn {
             queue: RefCell::new(Vec::new()),
             limit,
+            budget,
             wake: Notify::new(),
             closed: Cell::new(false),
             handover: Cell::new(false),
@@ -162,10 +217,14 @@ impl StreamConn {
     }
 
     /// Queues one whole message for the client; drops it (returning
-    /// `false`) when the queue is full or the connection closed.
+    /// `false`) when the connection's queue or the worker's budget is full,
+    /// or the connection closed.
     pub(super) fn push(&self, message: &[u8]) -> bool {
         let mut queue = self.queue.borrow_mut();
-        if self.closed.get() || queue.len() + message.len() > self.limit {
+        if self.closed.get()
+            || queue.len() + message.len() > self.limit
+            || !self.budget.take(message.len())
+        {
             return false;
         }
         queue.extend_from_slice(message);
@@ -175,6 +234,12 @@ impl StreamConn {
     /// Wakes the writer after one or more [`push`](Self::push)es.
     pub(super) fn flush(&self) {
         self.wake.notify_one();
+    }
+}
+
+impl Drop for StreamConn {
+    fn drop(&mut self) {
+        self.budget.give_back(self.queue.get_mut().len());
     }
 }
 
@@ -202,7 +267,7 @@ pub(super) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let conn = Rc::new(StreamConn::new(limits.max_buffered));
+    let conn = Rc::new(StreamConn::new(limits.max_buffered, Rc::clone(&ctx.queued)));
     let key = (local, remote);
     ctx.streams.borrow_mut().insert(key, Rc::clone(&conn));
     let five_tuple = FiveTuple {
@@ -343,6 +408,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(conn: Rc<StreamConn>, mut writer: W) 
             if sending.is_empty() {
                 break;
             }
+            // Given back once written, or if the connection goes first.
+            let _taken = Taken {
+                budget: &conn.budget,
+                bytes: sending.len(),
+            };
             writer.write_all(&sending).await.ok()?;
             sending.clear();
         }
@@ -350,5 +420,35 @@ async fn write_loop<W: AsyncWrite + Unpin>(conn: Rc<StreamConn>, mut writer: W) 
             writer.flush().await.ok()?;
             return Some(writer);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One worker's connections share its budget: a slow client's queue
+    /// counts against the others', and what is written or abandoned is
+    /// given back.
+    #[test]
+    fn queued_bytes_are_bounded_per_worker() {
+        let budget = Rc::new(QueueBudget::new(1000));
+        let a = StreamConn::new(600, Rc::clone(&budget));
+        let b = StreamConn::new(600, Rc::clone(&budget));
+        assert!(a.push(&[0; 600]));
+        assert!(!a.push(&[0; 1]), "the connection's own limit");
+        assert!(b.push(&[0; 400]));
+        assert!(!b.push(&[0; 1]), "the worker's budget");
+        // Written: swapped out by the writer and given back.
+        let written = std::mem::take(&mut *a.queue.borrow_mut());
+        drop(Taken {
+            budget: &budget,
+            bytes: written.len(),
+        });
+        assert!(b.push(&[0; 200]));
+        // Abandoned with the connection.
+        drop(b);
+        assert_eq!(budget.used.get(), 0);
+        assert!(a.push(&[0; 600]));
     }
 }

@@ -29,7 +29,7 @@ use turnpike_xdp::FastPath;
 use super::bind_error;
 use super::dtls::{self, DtlsEndpoint};
 use super::relay::{ClientPath, Relay, Reservations, ShellRelays};
-use super::stream::{self, ConnectionCounts, StreamConn, StreamLimits};
+use super::stream::{self, ConnectionCounts, QueueBudget, StreamConn, StreamLimits};
 use super::tcp_relay::{self, Mail, TcpRelays};
 use crate::config::Listener;
 use crate::credentials::Credentials;
@@ -137,6 +137,8 @@ pub(super) struct WorkerCtx {
     pub(super) streams: RefCell<FxHashMap<(SocketAddr, SocketAddr), Rc<StreamConn>>>,
     /// Scratch space for relayed data bound for a connection.
     pub(super) scratch: RefCell<Box<[u8]>>,
+    /// Bytes queued towards this worker's connections, and their bound.
+    pub(super) queued: Rc<QueueBudget>,
     pub(super) connections: Arc<ConnectionCounts>,
     pub(super) limits: StreamLimits,
     /// Wakes the task that sends [`client_tx`](Self::client_tx).
@@ -243,6 +245,7 @@ impl Worker {
                 pending: RefCell::new(Vec::new()),
                 streams: RefCell::new(FxHashMap::default()),
                 scratch: RefCell::new(vec![0u8; MAX_MESSAGE].into_boxed_slice()),
+                queued: Rc::new(QueueBudget::new(self.limits.max_buffered_per_worker)),
                 connections: Arc::clone(&self.connections),
                 limits: self.limits,
                 flush: tokio::sync::Notify::new(),
