@@ -34,7 +34,7 @@ pub struct DtlsConfig {
     /// per-IP caps (1 to 128; default 64: a host is given a whole /64).
     pub ipv6_prefix: u8,
     /// Handshakes (cookie-valid ClientHellos) one source may start per
-    /// second; more are dropped until the next second. Default 20.
+    /// second; more are dropped until the next second. Default 100 (a TLS 1.2 ECDSA handshake costs about a millisecond of CPU).
     pub max_handshakes_per_ip_per_second: u16,
     /// Established plus half-open sessions per source IP; 0 = unlimited
     /// (the default: many clients share one NAT address).
@@ -69,7 +69,7 @@ impl DtlsConfig {
             max_half_open_total: 1024,
             max_half_open_per_ip: 8,
             ipv6_prefix: 64,
-            max_handshakes_per_ip_per_second: 20,
+            max_handshakes_per_ip_per_second: 100,
             max_sessions_per_ip: 0,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),

@@ -712,7 +712,7 @@ pub struct Settings {
     pub max_handshakes: Option<u32>,
 
     /// limits.handshakes_per_second_per_ip: TLS and DTLS handshakes one
-    /// source may start per second [default: 20]
+    /// source may start per second [default: 100]
     #[arg(
         long,
         global = true,

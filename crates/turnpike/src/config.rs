@@ -335,7 +335,7 @@ impl Default for LimitsConfig {
             max_connections: 50_000,
             ipv6_prefix: turnpike_core::SourcePrefix::DEFAULT_IPV6_BITS,
             max_handshakes: 1024,
-            handshakes_per_second_per_ip: 20,
+            handshakes_per_second_per_ip: 100,
             handshake_timeout: 10,
             auth_timeout: 30,
             idle_timeout: 600,
@@ -1782,7 +1782,7 @@ impl Config {
                 l.handshakes_per_second_per_ip,
                 1,
                 u32::from(u16::MAX),
-                20,
+                100,
                 "handshakes",
             ),
             (
