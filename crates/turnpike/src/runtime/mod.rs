@@ -325,7 +325,12 @@ fn start_tls(
             cookie_secret,
             // Each worker holds its share of the server-wide cap.
             max_half_open: (max_handshakes / workers.max(1)).max(1),
-            max_sessions_per_ip: usize::try_from(l.max_connections_per_ip).unwrap_or(0),
+            // Sessions count against max_connections_per_ip server-wide, in
+            // the shell, once established (runtime/dtls.rs); a per-worker
+            // cap here as well would refuse handshakes the server-wide
+            // count has room for, and a session it counts as over would
+            // never be told so.
+            max_sessions_per_ip: 0,
             ipv6_prefix: l.ipv6_prefix,
             // A client's datagrams reach one worker, so the per-worker rate
             // is the source's.
