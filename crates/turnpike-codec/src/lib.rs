@@ -12,6 +12,8 @@
 //! Nothing here panics on input: every malformed buffer yields an error value,
 //! and every length and count read from the wire is bounded.
 
+#![forbid(unsafe_code)]
+
 pub mod attr;
 pub mod channel_data;
 pub mod error;

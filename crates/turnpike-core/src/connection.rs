@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rand::rngs::SmallRng;
 use rustc_hash::FxHashMap;
 use turnpike_codec::{AttrType, Attribute, Class, Header, Message, Method, TransactionId};
 
@@ -59,8 +58,10 @@ impl ConnectionId {
         }
     }
 
-    /// A fresh random identifier of shard `index` among `count`.
-    fn random(rng: &mut SmallRng, index: usize, count: usize) -> ConnectionId {
+    /// A fresh random identifier of shard `index` among `count`, from a
+    /// cryptographically secure `rng`: a client that guessed another's
+    /// could bind its peer connection.
+    fn random(rng: &mut impl Rng, index: usize, count: usize) -> ConnectionId {
         let count = shard_count(count);
         let index = u32::try_from(index).unwrap_or(0) % count;
         loop {
@@ -152,7 +153,7 @@ impl Connections {
     /// Adds a connection under a fresh identifier.
     pub(crate) fn insert(
         &mut self,
-        rng: &mut SmallRng,
+        rng: &mut impl Rng,
         shard: (usize, usize),
         connection: Connection,
     ) -> ConnectionId {
@@ -193,10 +194,11 @@ impl Connections {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use rand::rngs::StdRng;
 
     #[test]
     fn identifiers_name_their_shard() {
-        let mut rng = SmallRng::seed_from_u64(7);
+        let mut rng = StdRng::seed_from_u64(7);
         for count in [1, 2, 3, 7, 64] {
             for index in 0..count {
                 for _ in 0..200 {

@@ -241,7 +241,7 @@ pub(crate) struct Held {
 /// [`MAX_HELD_PER_SOURCE`] requests wait: one source cannot fill the
 /// shard's budget ([`MAX_LOOKUPS`], [`MAX_HELD`]) and starve the new users
 /// of others.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Waiting {
     /// When each lookup started, and for which source.
     lookups: FxHashMap<Box<str>, (Instant, IpAddr)>,
@@ -262,6 +262,16 @@ pub(crate) enum Hold {
 }
 
 impl Waiting {
+    /// Nothing waiting; the rate table keyed with `rate_key`.
+    pub(crate) fn new(rate_key: [u64; 2]) -> Self {
+        Waiting {
+            lookups: FxHashMap::default(),
+            held: Vec::new(),
+            ready: VecDeque::new(),
+            started: PerSourceRate::new(rate_key),
+        }
+    }
+
     /// Holds `packet`, which named `username`, from `source` (its
     /// [`SourcePrefix`](crate::SourcePrefix) key), until the lookup
     /// completes. The request has passed the nonce check, so its source
@@ -404,7 +414,7 @@ mod tests {
     #[test]
     fn holding_is_bounded_and_deduplicated() {
         let now = Instant::now();
-        let mut w = Waiting::default();
+        let mut w = Waiting::new([1, 2]);
         let addr: SocketAddr = "192.0.2.1:5000".parse().unwrap();
         let packet = |data: &'static [u8]| Packet {
             transport: Transport::Udp,
@@ -448,7 +458,7 @@ mod tests {
     #[test]
     fn one_source_cannot_take_the_shards_lookups() {
         let now = Instant::now();
-        let mut w = Waiting::default();
+        let mut w = Waiting::new([1, 2]);
         let flooder: SocketAddr = "198.51.100.7:5000".parse().unwrap();
         let packet = |remote: SocketAddr, data: &'static [u8]| Packet {
             transport: Transport::Udp,
@@ -493,7 +503,7 @@ mod tests {
             Hold::Lookup
         );
         // Held requests per source: behind one slow lookup, 16 at most.
-        let mut w = Waiting::default();
+        let mut w = Waiting::new([1, 2]);
         let held = (0..40u8)
             .filter(|i| {
                 let data: &'static [u8] = vec![*i].leak();

@@ -22,6 +22,8 @@
 //! - [`source`]: which client addresses count as one source for limits.
 //! - [`rate`]: per-source rates in constant memory.
 
+#![forbid(unsafe_code)]
+
 pub mod allocation;
 pub mod auth;
 pub mod binding;

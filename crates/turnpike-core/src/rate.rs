@@ -1,12 +1,17 @@
 //! Per-source rates in constant memory: how many times a source did
 //! something in the current second (challenges answered, credential lookups
-//! started). A fixed table of buckets indexed by a keyed hash of the source,
-//! so memory stays constant however many (spoofed) sources there are;
-//! colliding sources share a bucket, which errs on the strict side.
+//! started, handshakes). A fixed table of buckets indexed by a keyed hash
+//! (SipHash-1-3) of the source, so memory stays constant however many
+//! (spoofed) sources there are; colliding sources share a bucket, which
+//! errs on the strict side, and without the key nobody can choose to
+//! collide with someone else's. The key is given, so a shard seeded for a
+//! test behaves the same in every run.
 
-use std::hash::BuildHasher;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::Instant;
+
+use siphasher::sip::SipHasher13;
 
 const BUCKETS: usize = 4096;
 
@@ -14,28 +19,30 @@ const BUCKETS: usize = 4096;
 #[derive(Debug)]
 pub struct PerSourceRate {
     buckets: Box<[(u64, u16)]>,
-    hasher: std::hash::RandomState,
+    key: [u64; 2],
     origin: Option<Instant>,
 }
 
-impl Default for PerSourceRate {
-    fn default() -> Self {
+impl PerSourceRate {
+    /// An empty table whose buckets are chosen by SipHash keyed with `key`
+    /// (random in production).
+    pub fn new(key: [u64; 2]) -> Self {
         PerSourceRate {
             buckets: vec![(0, 0); BUCKETS].into_boxed_slice(),
-            hasher: std::hash::RandomState::new(),
+            key,
             origin: None,
         }
     }
-}
 
-impl PerSourceRate {
     /// Counts one event of `source` (a [`SourcePrefix`](crate::SourcePrefix)
     /// key) at `now`, unless it already had `per_second` this second.
     pub fn allow(&mut self, source: IpAddr, now: Instant, per_second: u16) -> bool {
         let origin = *self.origin.get_or_insert(now);
         let second = now.saturating_duration_since(origin).as_secs() + 1;
+        let mut hasher = SipHasher13::new_with_keys(self.key[0], self.key[1]);
+        source.hash(&mut hasher);
         // The modulo keeps the index in range whatever the hash.
-        let bucket = (self.hasher.hash_one(source) % BUCKETS as u64) as usize;
+        let bucket = (hasher.finish() % BUCKETS as u64) as usize;
         let entry = &mut self.buckets[bucket];
         if entry.0 != second {
             *entry = (second, 0);

@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
+use rand::rngs::{SmallRng, StdRng};
+use rand::{Rng, SeedableRng};
 use turnpike_codec::framing::{self, PacketKind};
 use turnpike_codec::{Class, DecodeError, Header, Message, Method, TransactionId};
 
@@ -105,9 +105,15 @@ pub struct Shard {
     pub index: usize,
     /// How many shards there are.
     pub count: usize,
-    /// Seed of the shard's random numbers (ports, tokens, transaction IDs):
-    /// from the OS in production, fixed in tests for determinism.
+    /// Seed of the shard's ordinary random numbers (relay ports and IPs)
+    /// and of the keys of its per-source rate tables: from the OS in
+    /// production, fixed in tests for determinism.
     pub seed: u64,
+    /// Seed of the shard's cryptographically secure generator, for what a
+    /// client could exploit by guessing: CONNECTION-IDs, RESERVATION-TOKENs
+    /// and the transaction IDs of the indications the server originates.
+    /// From the OS in production, fixed in tests.
+    pub secret_seed: [u8; 32],
 }
 
 impl Default for Shard {
@@ -116,8 +122,14 @@ impl Default for Shard {
             index: 0,
             count: 1,
             seed: 0,
+            secret_seed: [0; 32],
         }
     }
+}
+
+/// A key for a [`PerSourceRate`] table.
+fn rate_key(rng: &mut SmallRng) -> [u64; 2] {
+    [rng.random(), rng.random()]
 }
 
 /// One shard of the server.
@@ -140,13 +152,17 @@ impl Server {
 
     /// A shard that binds relay sockets through `relays`.
     pub fn with_relays(config: Arc<Config>, shard: Shard, relays: Box<dyn RelayPorts>) -> Self {
+        // Keys of the rate tables, from the shard's seed (a stream of its
+        // own, so the ports drawn from the seed stay as they were).
+        let mut keys = SmallRng::seed_from_u64(shard.seed ^ 0x7261_7465_6b65_7973);
         let turn = config.turn.as_ref().map(|t| Turn {
             allocations: Allocations::default(),
             users: Credentials::default(),
             secrets: Secrets::default(),
-            waiting: Waiting::default(),
+            waiting: Waiting::new(rate_key(&mut keys)),
             ports: PortPicker::new(t.min_port, t.max_port, shard.index, shard.count),
             rng: SmallRng::seed_from_u64(shard.seed),
+            secure_rng: StdRng::from_seed(shard.secret_seed),
             relays,
             connections: Connections::default(),
             outgoing: VecDeque::new(),
@@ -161,7 +177,7 @@ impl Server {
             config,
             stats: Stats::default(),
             turn,
-            limiter: PerSourceRate::default(),
+            limiter: PerSourceRate::new(rate_key(&mut keys)),
             events: VecDeque::new(),
             next_sweep: None,
         }

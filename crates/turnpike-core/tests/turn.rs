@@ -15,7 +15,9 @@ use turnpike_codec::{
     Sha256Key,
 };
 use turnpike_core::ephemeral::Format;
-use turnpike_core::{Event, FiveTuple, Lookup, Packet, PeerPolicy, Secrets, Transport, UserKeys};
+use turnpike_core::{
+    Event, FiveTuple, Lookup, Packet, PeerPolicy, Secrets, Shard, Transport, UserKeys,
+};
 
 use common::*;
 
@@ -581,6 +583,36 @@ fn no_free_port_is_508_and_returns_the_quota() {
     assert_eq!(a.code(), Some(508));
     h.relays.0.lock().unwrap().refuse_all = false;
     h.allocate(&creds);
+}
+
+/// What a client could exploit by guessing comes from the shard's secure
+/// generator, not from the seed of its ports: two shards with the same
+/// seed pick the same relay port but hand out different tokens.
+#[test]
+fn reservation_tokens_come_from_the_secret_seed() {
+    let token_and_port = |secret_seed: [u8; 32]| {
+        let shard = Shard {
+            secret_seed,
+            ..Shard::default()
+        };
+        let mut h = Harness::with_shard(shard, |_| {});
+        let creds = h.creds();
+        let attrs = [
+            Attribute::RequestedTransport(protocol::UDP),
+            Attribute::EvenPort(true),
+        ];
+        let a = h.authed(Method::ALLOCATE, &attrs, &creds);
+        let token = match a.attr(AttrType::RESERVATION_TOKEN) {
+            Some(Attribute::ReservationToken(t)) => *t,
+            other => panic!("no token: {other:?}"),
+        };
+        (token, a.relayed()[0])
+    };
+    let (token_a, port_a) = token_and_port([1; 32]);
+    let (token_b, port_b) = token_and_port([2; 32]);
+    assert_eq!(port_a, port_b, "ports follow the ordinary seed");
+    assert_ne!(token_a, token_b, "tokens follow the secret one");
+    assert_eq!(token_and_port([1; 32]).0, token_a, "deterministic in tests");
 }
 
 #[test]

@@ -212,7 +212,7 @@ fn bind_reserved_pair(
         let odd = SocketAddr::new(even.ip(), even.port() + 1);
         if turn.relays.bind(odd, options).is_ok() {
             let mut token = [0u8; 8];
-            turn.rng.fill_bytes(&mut token);
+            turn.secure_rng.fill_bytes(&mut token);
             turn.relays.reserve(odd, token, req.now + RESERVATION_TIME);
             return Ok((even, token));
         }

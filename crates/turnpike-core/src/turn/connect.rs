@@ -83,7 +83,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     };
     let conn_id = turn
         .connections
-        .insert(&mut turn.rng, turn.shard, connection);
+        .insert(&mut turn.secure_rng, turn.shard, connection);
     // The allocation was found above and nothing removed it since.
     turn.allocations.get_mut(id)?.connections.push(conn_id);
     turn.events.push_back(Event::OpenConnection {
@@ -170,7 +170,7 @@ pub(crate) fn from_peer(
     };
     let conn_id = turn
         .connections
-        .insert(&mut turn.rng, turn.shard, connection);
+        .insert(&mut turn.secure_rng, turn.shard, connection);
     turn.allocations.get_mut(id)?.connections.push(conn_id);
     turn.outgoing.push_back(Outgoing::Attempt {
         to,
@@ -217,7 +217,7 @@ pub(crate) fn render(
         }
         Outgoing::Attempt { to, id, peer } => {
             let mut tid = [0u8; 12];
-            turn.rng.fill_bytes(&mut tid);
+            turn.secure_rng.fill_bytes(&mut tid);
             let kind = MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication);
             let mut msg = MessageBuilder::new(out, kind, TransactionId::Rfc5389(tid)).ok()?;
             msg.add(&Attribute::XorPeerAddress(peer)).ok()?;

@@ -59,7 +59,7 @@ pub(crate) fn from_peer(
                 return Err(too_big);
             }
             let mut id = [0u8; 12];
-            turn.rng.fill_bytes(&mut id);
+            turn.secure_rng.fill_bytes(&mut id);
             let kind = MessageType::new(Method::DATA, Class::Indication);
             let mut msg =
                 MessageBuilder::new(out, kind, TransactionId::Rfc5389(id)).map_err(|_| too_big)?;

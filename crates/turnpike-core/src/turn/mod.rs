@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::rngs::SmallRng;
+use rand::rngs::{SmallRng, StdRng};
 use turnpike_codec::{Attribute, EncodeError, ErrorCode, Message, MessageBuilder};
 
 use std::collections::VecDeque;
@@ -52,7 +52,12 @@ pub(crate) struct Turn {
     pub(crate) secrets: Secrets,
     pub(crate) waiting: Waiting,
     pub(crate) ports: PortPicker,
+    /// Ports and relay IPs: nothing a client gains by predicting.
     pub(crate) rng: SmallRng,
+    /// CONNECTION-IDs, RESERVATION-TOKENs, transaction IDs of indications
+    /// the server originates: a CSPRNG (ChaCha12), as a client guessing
+    /// them could bind another's connection or claim another's port.
+    pub(crate) secure_rng: StdRng,
     pub(crate) relays: Box<dyn RelayPorts>,
     /// Peer connections of this shard's TCP allocations.
     pub(crate) connections: Connections,

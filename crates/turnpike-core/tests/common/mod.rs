@@ -162,10 +162,15 @@ impl Answer {
 
 impl Harness {
     pub fn new(tweak: impl FnOnce(&mut TurnConfig)) -> Harness {
+        Harness::with_shard(Shard::default(), tweak)
+    }
+
+    /// A harness whose shard is `shard` (its seeds, say).
+    pub fn with_shard(shard: Shard, tweak: impl FnOnce(&mut TurnConfig)) -> Harness {
         let now = Instant::now();
         let relays = FakeRelays::default();
         let config = Arc::new(turn_config(now, tweak));
-        let mut server = Server::with_relays(config, Shard::default(), Box::new(relays.clone()));
+        let mut server = Server::with_relays(config, shard, Box::new(relays.clone()));
         server.insert_credentials(now, USER, UserKeys::from_password(USER, REALM, PASS));
         server.insert_credentials(now, "bob", UserKeys::from_password("bob", REALM, "builder"));
         Harness {

@@ -25,7 +25,7 @@ use anyhow::{Context, anyhow};
 use rand::RngCore;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
-use turnpike_core::{Secrets, WallClock};
+use turnpike_core::{PerSourceRate, Secrets, WallClock};
 use turnpike_store::Store;
 use turnpike_xdp::FastPath;
 
@@ -317,7 +317,7 @@ fn start_tls(
         dtls_listen: tls.dtls_listen.clone(),
         handshakes: Arc::default(),
         max_handshakes,
-        handshake_rate: Arc::default(),
+        handshake_rate: Arc::new(Mutex::new(PerSourceRate::new(rand::random()))),
         handshakes_per_second: u16::try_from(l.handshakes_per_second_per_ip).unwrap_or(u16::MAX),
         sources: config.sources(),
         handshake_timeout,

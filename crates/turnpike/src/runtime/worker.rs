@@ -222,10 +222,13 @@ impl Worker {
     fn context(&self, sockets: Vec<BatchUdpSocket>, dtls: Vec<DtlsEndpoint>) -> Rc<WorkerCtx> {
         let mut seed = [0u8; 8];
         rand::rng().fill_bytes(&mut seed);
+        let mut secret_seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret_seed);
         let shard = Shard {
             index: self.id,
             count: self.workers,
             seed: u64::from_le_bytes(seed),
+            secret_seed,
         };
         let client_tx = (0..sockets.len())
             .map(|_| RefCell::new(SendBatch::new(BATCH, SEND_SLOT)))
