@@ -16,46 +16,15 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use turnpike_codec::TransactionId;
 
-use crate::connection::ConnectionId;
 use crate::credentials::User;
-use crate::packet::Transport;
+use crate::ids::{AllocationId, ConnectionId, PeerSocket, RelayedAddress};
+use crate::output::ChannelRoute;
+use crate::packet::{FiveTuple, Transport};
 use crate::relay::RelayProtocol;
 
 /// How long a channel number and its peer stay reserved after the binding
 /// expires (RFC 8656 §12: no rebinding to something else for 5 minutes).
 pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
-
-/// The client side of an allocation: transport, client address, and the
-/// server address the client talks to (RFC 8656 §2.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FiveTuple {
-    /// Client-to-server transport.
-    pub transport: Transport,
-    /// The client's (server-reflexive) address.
-    pub client: SocketAddr,
-    /// The server address the client sends to.
-    pub server: SocketAddr,
-}
-
-/// A channel binding as a relay fast path outside the core sees it (see
-/// [`TurnConfig::channel_routes`](crate::TurnConfig::channel_routes)):
-/// ChannelData on `channel` from the client of `client` goes to `peer` from
-/// `relay`, and datagrams from `peer` to `relay` go to the client as
-/// ChannelData on `channel`. Only allocations whose client and relay are
-/// both UDP have routes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChannelRoute {
-    /// The allocation's 5-tuple.
-    pub client: FiveTuple,
-    /// The channel number.
-    pub channel: u16,
-    /// The relayed address of the peer's family, as bound.
-    pub relay: SocketAddr,
-    /// The peer.
-    pub peer: SocketAddr,
-    /// Datagrams to the peer carry the Don't Fragment bit.
-    pub dont_fragment: bool,
-}
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Permission {
@@ -218,8 +187,8 @@ impl Allocation {
         Some(ChannelRoute {
             client: self.five_tuple,
             channel: channel.number,
-            relay: self.relay_for(channel.peer.ip())?,
-            peer: channel.peer,
+            relay: RelayedAddress(self.relay_for(channel.peer.ip())?),
+            peer: PeerSocket(channel.peer),
             dont_fragment: self.dont_fragment,
         })
     }
@@ -236,9 +205,6 @@ impl Allocation {
         (until > now).then_some(until)
     }
 }
-
-/// Identifies an allocation within its shard.
-pub(crate) type AllocationId = u32;
 
 /// A shard's allocations with their indexes.
 #[derive(Debug, Default)]
@@ -314,6 +280,11 @@ impl Allocations {
     }
 
     /// Ids of allocations whose lifetime is over.
+    /// When the next allocation expires.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.slots.iter().flatten().map(|a| a.expires).min()
+    }
+
     pub(crate) fn expired(&self, now: Instant) -> Vec<AllocationId> {
         self.slots
             .iter()

@@ -20,7 +20,7 @@ use turnpike_codec::{
     Sha1Key, Sha256Key, TransactionId,
 };
 
-use crate::credentials::{Credentials, Known, User, UserKeys};
+use crate::credentials::{KeyCache, Known, User, UserKeys};
 use crate::ephemeral::{self, Secrets};
 use crate::nonce::{self, NonceCheck, NonceKey};
 
@@ -77,7 +77,7 @@ pub(crate) enum Auth {
 pub(crate) struct Context<'a> {
     pub(crate) realm: &'a str,
     pub(crate) nonces: &'a NonceKey,
-    pub(crate) users: &'a Credentials,
+    pub(crate) users: &'a KeyCache,
     pub(crate) secrets: &'a Secrets,
     /// Separator of TURN REST API usernames (`expiry:user`).
     pub(crate) separator: char,

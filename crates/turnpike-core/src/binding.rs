@@ -18,7 +18,8 @@ use std::net::SocketAddr;
 use turnpike_codec::{AttrType, Attribute, EncodeError, Message, MessageBuilder};
 
 use crate::config::Config;
-use crate::packet::{Packet, Transmit};
+use crate::output::{Destination, Transmit};
+use crate::packet::{FiveTuple, Packet};
 use crate::response::{self, ErrorDetails};
 
 /// What a Binding request turned into.
@@ -136,9 +137,15 @@ pub(crate) fn handle_request(
         msg.add_fingerprint()?;
     }
     let len = msg.finish();
-    Ok(Outcome::Success(Transmit {
-        source,
-        destination,
-        ..Transmit::reply(packet, len)
-    }))
+    let five_tuple = FiveTuple {
+        transport: packet.transport,
+        client: destination,
+        server: source,
+    };
+    let to = if source == packet.local {
+        Destination::Client(five_tuple)
+    } else {
+        Destination::Alternate(five_tuple)
+    };
+    Ok(Outcome::Success(Transmit { to, len }))
 }

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rustc_hash::FxHashMap;
-use turnpike_codec::{AttrType, Attribute, Class, Header, Message, Method, TransactionId};
+use turnpike_codec::TransactionId;
 
-use crate::allocation::{AllocationId, FiveTuple};
 use crate::auth::Integrity;
+use crate::ids::{AllocationId, ConnectionId};
+use crate::packet::FiveTuple;
 
 /// How long the server tries to reach a peer for a Connect before answering
 /// 447 (RFC 6062 §5.2: at least 30 seconds).
@@ -29,62 +30,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection waits for its ConnectionBind (RFC 6062 §5.2, §5.3:
 /// 30 seconds, then it is closed).
 pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A CONNECTION-ID (RFC 6062 §6.2.1). Random, so a client cannot guess
-/// another's, and congruent to the shard number modulo the shard count, so
-/// the shell can route a ConnectionBind that arrives on any worker to the
-/// shard holding the connection ([`ConnectionId::shard`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(pub u32);
-
-impl ConnectionId {
-    /// The shard that holds this connection among `count` shards.
-    pub fn shard(self, count: usize) -> usize {
-        // The remainder is below `count`, so it fits a usize.
-        (self.0 % shard_count(count)) as usize
-    }
-
-    /// The CONNECTION-ID of a ConnectionBind request, if `data` is one: the
-    /// shell's routing question, answered before the message reaches a shard.
-    pub fn of_connection_bind(data: &[u8]) -> Option<ConnectionId> {
-        // The header alone rules out every other message, before parsing.
-        let kind = Header::peek(data)?.message_type;
-        if kind.method != Method::CONNECTION_BIND || kind.class != Class::Request {
-            return None;
-        }
-        match Message::parse(data).ok()?.get(AttrType::CONNECTION_ID)? {
-            Ok(Attribute::ConnectionId(id)) => Some(ConnectionId(id)),
-            _ => None,
-        }
-    }
-
-    /// A fresh random identifier of shard `index` among `count`, from a
-    /// cryptographically secure `rng`: a client that guessed another's
-    /// could bind its peer connection.
-    fn random(rng: &mut impl Rng, index: usize, count: usize) -> ConnectionId {
-        let count = shard_count(count);
-        let index = u32::try_from(index).unwrap_or(0) % count;
-        loop {
-            let r: u32 = rng.random();
-            let id = (r - r % count).checked_add(index);
-            // Zero is avoided: some clients treat it as "no connection".
-            if let Some(id) = id.filter(|&id| id != 0) {
-                return ConnectionId(id);
-            }
-        }
-    }
-}
-
-/// The shard count as a divisor: at least 1.
-fn shard_count(count: usize) -> u32 {
-    u32::try_from(count.max(1)).unwrap_or(u32::MAX)
-}
-
-impl std::fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:08x}", self.0)
-    }
-}
 
 /// What the answer to a Connect needs once the shell reports the outcome:
 /// it is signed the way the request was.
@@ -118,7 +63,7 @@ pub(crate) struct Connection {
 }
 
 /// Something the core owes a client's control connection, rendered by
-/// [`Server::poll_transmit`](crate::Server::poll_transmit).
+/// [`Server::poll_output`](crate::Server::poll_output).
 #[derive(Debug)]
 pub(crate) enum Outgoing {
     /// The answer to a Connect: its CONNECTION-ID, or an error code.
@@ -177,6 +122,17 @@ impl Connections {
         self.by_id.remove(&id)
     }
 
+    /// The earliest Connect or ConnectionBind deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.by_id
+            .values()
+            .filter_map(|c| match c.state {
+                State::Connecting { deadline, .. } | State::Unbound { deadline } => Some(deadline),
+                State::Bound => None,
+            })
+            .min()
+    }
+
     /// Connections whose Connect or ConnectionBind deadline has passed.
     pub(crate) fn overdue(&self, now: Instant) -> Vec<ConnectionId> {
         self.by_id
@@ -187,26 +143,5 @@ impl Connections {
             })
             .map(|(&id, _)| id)
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
-
-    #[test]
-    fn identifiers_name_their_shard() {
-        let mut rng = StdRng::seed_from_u64(7);
-        for count in [1, 2, 3, 7, 64] {
-            for index in 0..count {
-                for _ in 0..200 {
-                    let id = ConnectionId::random(&mut rng, index, count);
-                    assert_ne!(id.0, 0);
-                    assert_eq!(id.shard(count), index);
-                }
-            }
-        }
     }
 }

@@ -105,7 +105,7 @@ impl Entry {
 
 /// Usernames and USERHASHes to keys, each for a limited time unless static.
 #[derive(Debug)]
-pub(crate) struct Credentials {
+pub(crate) struct KeyCache {
     by_name: FxHashMap<Arc<str>, Entry>,
     by_userhash: FxHashMap<[u8; 32], Arc<str>>,
     capacity: usize,
@@ -116,9 +116,9 @@ pub(crate) struct Credentials {
 /// clients that completed a nonce round trip.
 const DEFAULT_CAPACITY: usize = 65_536;
 
-impl Default for Credentials {
+impl Default for KeyCache {
     fn default() -> Self {
-        Credentials {
+        KeyCache {
             by_name: FxHashMap::default(),
             by_userhash: FxHashMap::default(),
             capacity: DEFAULT_CAPACITY,
@@ -126,7 +126,7 @@ impl Default for Credentials {
     }
 }
 
-impl Credentials {
+impl KeyCache {
     /// Records what is known about `username` until `valid_until` (`None`:
     /// for good).
     pub(crate) fn insert(
@@ -366,7 +366,7 @@ mod tests {
     #[test]
     fn entries_expire_and_static_ones_do_not() {
         let now = Instant::now();
-        let mut c = Credentials::default();
+        let mut c = KeyCache::default();
         c.insert(now, "static", "r", Lookup::Found(keys()), None);
         c.insert(
             now,
@@ -396,9 +396,9 @@ mod tests {
     #[test]
     fn a_full_cache_evicts_but_keeps_static_users() {
         let now = Instant::now();
-        let mut c = Credentials {
+        let mut c = KeyCache {
             capacity: 3,
-            ..Credentials::default()
+            ..KeyCache::default()
         };
         c.insert(now, "static", "r", Lookup::Found(keys()), None);
         let soon = Some(now + Duration::from_secs(60));

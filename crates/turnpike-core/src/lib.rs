@@ -6,6 +6,9 @@
 //! bytes between it and the kernel.
 //!
 //! - [`server`]: [`Server`], the entry point: demultiplexing and method dispatch.
+//! - [`output`]: what the core asks of the shell ([`Output`]: transmits by
+//!   [`Destination`], [`Event`]s, the next timeout), all from
+//!   [`Server::poll_output`].
 //! - [`binding`]: where a Binding request is answered (RFC 8489, RFC 3489, RFC 5780).
 //! - [`turn`]: TURN methods, one file each (`turn/allocate.rs`, `turn/refresh.rs`, ...).
 //! - [`auth`], [`nonce`], [`credentials`], [`ephemeral`]: the long-term
@@ -13,11 +16,14 @@
 //! - [`allocation`]: allocations, permissions, channels, quotas.
 //! - [`connection`]: peer connections of TCP allocations (RFC 6062).
 //! - [`peer_policy`]: which peers may be relayed to (anti-SSRF).
-//! - [`relay`]: relay ports: what the shell binds for the core.
+//! - [`relay`]: relayed addresses: what the shell binds for the core
+//!   ([`RelayBinder`]), and how a shard picks ports.
 //! - [`response`]: building responses and error responses.
 //! - [`config`]: what the core needs to know about its deployment.
-//! - [`packet`]: the input and output types crossing the I/O boundary, and
-//!   the size limits of each transport.
+//! - [`packet`]: a client packet as it enters ([`Packet`], [`FiveTuple`]),
+//!   and the size limits of each transport.
+//! - [`ids`]: identifiers and addresses named for their role
+//!   ([`ConnectionId`], [`PeerSocket`], [`RelayedAddress`]).
 //! - [`stats`]: per-shard counters, and why relayed data was dropped.
 //! - [`source`]: which client addresses count as one source for limits.
 //! - [`rate`]: per-source rates in constant memory.
@@ -31,7 +37,9 @@ pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod ephemeral;
+pub mod ids;
 pub mod nonce;
+pub mod output;
 pub mod packet;
 pub mod peer_policy;
 pub mod rate;
@@ -42,16 +50,17 @@ pub mod source;
 pub mod stats;
 pub(crate) mod turn;
 
-pub use allocation::{ChannelRoute, FiveTuple, Quotas};
+pub use allocation::Quotas;
 pub use config::{Config, NatDiscovery, TurnConfig, WallClock};
-pub use connection::ConnectionId;
 pub use credentials::{Lookup, UserKeys};
 pub use ephemeral::{Secrets, SharedSecret};
+pub use ids::{ConnectionId, PeerSocket, RelayedAddress};
 pub use nonce::NonceKey;
-pub use packet::{MAX_DTLS_MESSAGE, Packet, Transmit, Transport, max_udp_payload};
+pub use output::{ChannelRoute, Destination, Event, Output, Transmit};
+pub use packet::{FiveTuple, MAX_DTLS_MESSAGE, Packet, Transport, max_udp_payload};
 pub use peer_policy::PeerPolicy;
 pub use rate::PerSourceRate;
-pub use relay::{NoRelays, RelayOptions, RelayPorts, RelayProtocol};
-pub use server::{Event, Server, Shard};
+pub use relay::{NoRelays, RelayBinder, RelayOptions, RelayProtocol};
+pub use server::{Server, Shard};
 pub use source::SourcePrefix;
 pub use stats::{DropReason, Drops, Stats};

@@ -1,4 +1,5 @@
-//! The types that cross the boundary between the core and the I/O shell.
+//! What a client packet is as it enters the core (its transport, its
+//! 5-tuple), and the size limits of each transport.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -69,36 +70,25 @@ pub struct Packet<'a> {
     pub data: &'a [u8],
 }
 
-/// An answer the shell must send. Its bytes are the first `len` bytes of the
-/// buffer the caller passed to the core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// The transport to send on.
-    pub transport: Transport,
-    /// The local address to send from. For connection transports it is the
-    /// connection's own local address; for UDP it may be another of the
-    /// server's addresses (RFC 5780 CHANGE-REQUEST).
-    pub source: SocketAddr,
-    /// Where to send it.
-    pub destination: SocketAddr,
-    /// How many bytes of the output buffer to send.
-    pub len: usize,
-    /// Send it with the DF bit set (IPv4) or unfragmented (IPv6): data for
-    /// a peer whose Send indication, or whose allocation's Allocate,
-    /// carried DONT-FRAGMENT (RFC 8656 §7.2, §11.2, §14). Larger than the
-    /// path MTU, it is dropped rather than fragmented.
-    pub dont_fragment: bool,
-}
-
-impl Transmit {
-    /// An answer of `len` bytes to `packet`, from the address it arrived on.
-    pub fn reply(packet: &Packet<'_>, len: usize) -> Transmit {
-        Transmit {
-            transport: packet.transport,
-            source: packet.local,
-            destination: packet.remote,
-            len,
-            dont_fragment: false,
+impl Packet<'_> {
+    /// The 5-tuple it arrived on, the client's side of an allocation.
+    pub fn five_tuple(&self) -> FiveTuple {
+        FiveTuple {
+            transport: self.transport,
+            client: self.remote,
+            server: self.local,
         }
     }
+}
+
+/// The client side of an allocation: transport, client address, and the
+/// server address the client talks to (RFC 8656 §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    /// Client-to-server transport.
+    pub transport: Transport,
+    /// The client's (server-reflexive) address.
+    pub client: SocketAddr,
+    /// The server address the client sends to.
+    pub server: SocketAddr,
 }

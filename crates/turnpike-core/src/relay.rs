@@ -1,23 +1,25 @@
-//! Relayed transport addresses: the shell's side ([`RelayPorts`], which
+//! Relayed transport addresses: the shell's side ([`RelayBinder`], which
 //! binds sockets) and the core's side (choosing ports).
 //!
 //! Binding is the one place the core needs an answer from the operating
-//! system before it can reply (the port may be taken by another program),
-//! so it calls the shell synchronously through this trait; tests supply a
-//! fake. Everything else the shell learns by reading `Transmit`s.
+//! system before it can reply (the port may be taken by another program, a
+//! reservation may have lapsed), so it asks the shell synchronously through
+//! this trait; tests supply a fake. Everything else about relay sockets
+//! (closing them, setting one aside for EVEN-PORT) is an
+//! [`Event`](crate::Event) the shell acts on afterwards.
 //!
 //! Each shard chooses only from its own share of the port range (port pairs
 //! whose index is congruent to the shard number), so shards never race for a
 //! port and an even port always comes with its odd neighbour for EVEN-PORT.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-use crate::packet::Transport;
+use crate::ids::RelayedAddress;
+use crate::packet::FiveTuple;
 
 /// What a relayed address carries (REQUESTED-TRANSPORT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,51 +39,59 @@ pub struct RelayOptions {
     /// Set the IP Don't Fragment bit on datagrams to peers (DONT-FRAGMENT).
     pub dont_fragment: bool,
     /// The allocation's 5-tuple, which says how relayed data reaches the
-    /// client: the transport…
-    pub transport: Transport,
-    /// …the server address the client talks to (relayed data leaves from
-    /// it)…
-    pub server: SocketAddr,
-    /// …and the client's address.
-    pub client: SocketAddr,
+    /// client: its transport, the server address the client talks to
+    /// (relayed data leaves from it) and the client's address.
+    pub client: FiveTuple,
 }
 
-/// What the shell does for the core with relay sockets.
-pub trait RelayPorts {
+/// Binds relay sockets for the core, synchronously: the answer (bound or
+/// not, which address) decides the Allocate's response, so it cannot wait
+/// for a later poll. Closing one needs no answer and is an
+/// [`Event::ReleaseRelay`](crate::Event::ReleaseRelay).
+pub trait RelayBinder {
     /// Binds a relayed address. UDP: a socket whose datagrams go to
     /// [`Server::handle_peer_packet`](crate::Server::handle_peer_packet).
     /// TCP: a listening socket whose incoming connections are announced to
     /// [`Server::peer_connected`](crate::Server::peer_connected), and from
     /// whose address [`Event::OpenConnection`](crate::Event::OpenConnection)s
     /// are opened. Either fails with `AddrInUse` when the port is taken.
-    fn bind(&mut self, addr: SocketAddr, options: RelayOptions) -> io::Result<()>;
-    /// Closes the `protocol` socket bound to `addr` (a TCP relay's peer connections
-    /// are closed through [`Event::CloseConnection`](crate::Event::CloseConnection)).
-    fn release(&mut self, addr: SocketAddr, protocol: RelayProtocol);
-    /// Keeps the socket bound to `addr` aside under `token` until `until`
-    /// (EVEN-PORT with the R bit). Any shard may redeem it: the client's
-    /// second Allocate may land on another worker.
-    fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], until: Instant);
-    /// Takes over a reserved socket for the allocation `options` describes;
-    /// `None` if the token is unknown or expired.
-    fn redeem(&mut self, token: [u8; 8], now: Instant, options: RelayOptions)
-    -> Option<SocketAddr>;
+    /// The socket is closed on [`Event::ReleaseRelay`](crate::Event::ReleaseRelay).
+    fn bind(&mut self, relay: RelayedAddress, options: RelayOptions) -> io::Result<()>;
+    /// Binds a UDP relayed address for no allocation yet and keeps it aside
+    /// under `token` until `until` (EVEN-PORT with the R bit): the client's
+    /// next Allocate, which may land on another worker, takes it over.
+    /// Fails with `AddrInUse` when the port is taken. An unclaimed
+    /// reservation is closed at `until`.
+    fn reserve(&mut self, relay: RelayedAddress, token: [u8; 8], until: Instant) -> io::Result<()>;
+    /// Takes over the socket reserved under `token` (on any worker) for the
+    /// allocation `options` describes; `None` if the token is unknown or
+    /// expired.
+    fn take_reserved(
+        &mut self,
+        token: [u8; 8],
+        now: Instant,
+        options: RelayOptions,
+    ) -> Option<RelayedAddress>;
 }
 
-/// A [`RelayPorts`] that cannot bind anything: for a STUN-only server.
+/// A [`RelayBinder`] that cannot bind anything: for a STUN-only server.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoRelays;
 
-impl RelayPorts for NoRelays {
-    fn bind(&mut self, _: SocketAddr, _: RelayOptions) -> io::Result<()> {
+impl RelayBinder for NoRelays {
+    fn bind(&mut self, _: RelayedAddress, _: RelayOptions) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "TURN is disabled",
         ))
     }
-    fn release(&mut self, _: SocketAddr, _: RelayProtocol) {}
-    fn reserve(&mut self, _: SocketAddr, _: [u8; 8], _: Instant) {}
-    fn redeem(&mut self, _: [u8; 8], _: Instant, _: RelayOptions) -> Option<SocketAddr> {
+    fn reserve(&mut self, _: RelayedAddress, _: [u8; 8], _: Instant) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "TURN is disabled",
+        ))
+    }
+    fn take_reserved(&mut self, _: [u8; 8], _: Instant, _: RelayOptions) -> Option<RelayedAddress> {
         None
     }
 }

@@ -1,14 +1,15 @@
 //! [`Server`]: one shard of the STUN/TURN server.
 //!
 //! Each worker thread owns one `Server`. Client packets enter through
-//! [`Server::handle_packet`], peer datagrams through
+//! [`Server::handle_client_packet`], peer datagrams through
 //! [`Server::handle_peer_packet`]; both write any answer into the caller's
-//! buffer and describe it with a [`Transmit`]. Time moves only through the
-//! `now` arguments and [`Server::handle_timeout`]. Shards share nothing on
-//! the packet path; quotas are shared but touched only by Allocate and
-//! deletion.
+//! buffer. Everything the core wants done leaves through one door,
+//! [`Server::poll_output`]: that answer, the events only the shell can act
+//! on, what the core owes clients outside a request's answer, and finally
+//! when its timer is due. Time moves only through the `now` arguments and
+//! [`Server::handle_timeout`]. Shards share nothing on the packet path;
+//! quotas are shared but touched only by Allocate and deletion.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,16 +19,18 @@ use rand::{Rng, SeedableRng};
 use turnpike_codec::framing::{self, PacketKind};
 use turnpike_codec::{Class, DecodeError, Header, Message, Method, TransactionId};
 
-use crate::allocation::{Allocations, ChannelRoute, FiveTuple};
+use crate::allocation::Allocations;
 use crate::auth::{self, Auth};
 use crate::binding::{self, Outcome};
 use crate::config::{Config, TurnConfig};
-use crate::connection::{ConnectionId, Connections};
-use crate::credentials::{Credentials, Hold, Lookup, UserKeys, Waiting};
+use crate::connection::Connections;
+use crate::credentials::{Hold, KeyCache, Lookup, UserKeys, Waiting};
 use crate::ephemeral::Secrets;
-use crate::packet::{Packet, Transmit};
+use crate::ids::{ConnectionId, PeerSocket, RelayedAddress};
+use crate::output::{Event, Output, Transmit};
+use crate::packet::{FiveTuple, Packet};
 use crate::rate::PerSourceRate;
-use crate::relay::{NoRelays, PortPicker, RelayPorts};
+use crate::relay::{NoRelays, PortPicker, RelayBinder};
 use crate::response::{self, ErrorDetails};
 use crate::stats::{DropReason, Stats};
 use crate::turn::{self, Request, Turn};
@@ -37,66 +40,6 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An unauthenticated answer may be at most this many times its request.
 const AMPLIFICATION_LIMIT: usize = 3;
-
-/// Something the shell must act on, drained with [`Server::poll_event`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// A request named a user this shard has no current keys for: look it
-    /// up (asynchronously) and call [`Server::resolve_credentials`]. The
-    /// request is held meanwhile and answered through
-    /// [`Server::poll_replay`] once the lookup is resolved.
-    NeedCredentials {
-        /// The USERNAME.
-        username: Box<str>,
-    },
-    /// A Connect (RFC 6062) was accepted: open a TCP connection from the
-    /// relayed address `relay` (the TCP relay's own port) to `peer`, then
-    /// call [`Server::connect_finished`]. Nothing is read from it until
-    /// [`Event::ConnectionBound`]: until then the kernel's receive buffer
-    /// holds what the peer sends, and TCP flow control bounds it.
-    OpenConnection {
-        /// The connection's CONNECTION-ID.
-        id: ConnectionId,
-        /// The TCP allocation's relayed address.
-        relay: SocketAddr,
-        /// Where to connect.
-        peer: SocketAddr,
-    },
-    /// The client's data connection `client` was bound to the peer connection
-    /// `id` (the success answer is the packet's transmit, to be sent
-    /// first): from now on, relay bytes between the two. When either side
-    /// closes, close the other and call [`Server::peer_connection_closed`].
-    ConnectionBound {
-        /// The peer connection.
-        id: ConnectionId,
-        /// The data connection's 5-tuple.
-        client: FiveTuple,
-    },
-    /// Close the peer connection `id` and, if bound, its data connection:
-    /// its allocation ended, or it waited too long to be bound.
-    CloseConnection {
-        /// The peer connection.
-        id: ConnectionId,
-    },
-    /// A channel relays (it was bound, or its lifetime, its peer's
-    /// permission's or its allocation's changed): a fast path may carry its
-    /// ChannelData and its peer's datagrams until `until`, as the core
-    /// would. Only with [`TurnConfig::channel_routes`]. Past `until` the
-    /// packets must reach the core again, which decides; a later event may
-    /// move `until` either way.
-    RouteChannel {
-        /// The route.
-        route: ChannelRoute,
-        /// When the channel, the peer's permission or the allocation lapses.
-        until: Instant,
-    },
-    /// The channel's route is gone (its allocation was deleted, or its
-    /// binding ended its cool-down): forget it.
-    UnrouteChannel {
-        /// The route, as announced.
-        route: ChannelRoute,
-    },
-}
 
 /// Identifies a shard among the server's workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +82,12 @@ pub struct Server {
     stats: Stats,
     turn: Option<Turn>,
     limiter: PerSourceRate,
-    events: VecDeque<Event>,
+    /// The transmit of the latest input, written to that input's buffer;
+    /// the first thing [`poll_output`](Self::poll_output) hands out.
+    answer: Option<Transmit>,
+    /// The time of the latest input: requests held for a lookup are
+    /// answered as of then when `poll_output` gets to them.
+    now: Option<Instant>,
     next_sweep: Option<Instant>,
 }
 
@@ -151,13 +99,13 @@ impl Server {
     }
 
     /// A shard that binds relay sockets through `relays`.
-    pub fn with_relays(config: Arc<Config>, shard: Shard, relays: Box<dyn RelayPorts>) -> Self {
+    pub fn with_relays(config: Arc<Config>, shard: Shard, relays: Box<dyn RelayBinder>) -> Self {
         // Keys of the rate tables, from the shard's seed (a stream of its
         // own, so the ports drawn from the seed stay as they were).
         let mut keys = SmallRng::seed_from_u64(shard.seed ^ 0x7261_7465_6b65_7973);
         let turn = config.turn.as_ref().map(|t| Turn {
             allocations: Allocations::default(),
-            users: Credentials::default(),
+            users: KeyCache::default(),
             secrets: Secrets::default(),
             waiting: Waiting::new(rate_key(&mut keys)),
             ports: PortPicker::new(t.min_port, t.max_port, shard.index, shard.count),
@@ -165,8 +113,9 @@ impl Server {
             secure_rng: StdRng::from_seed(shard.secret_seed),
             relays,
             connections: Connections::default(),
-            outgoing: VecDeque::new(),
-            events: VecDeque::new(),
+            outgoing: std::collections::VecDeque::new(),
+            events: std::collections::VecDeque::new(),
+            deadline: None,
             shard: (shard.index, shard.count),
             peer_policy: t
                 .peer_policy
@@ -178,7 +127,8 @@ impl Server {
             stats: Stats::default(),
             turn,
             limiter: PerSourceRate::new(rate_key(&mut keys)),
-            events: VecDeque::new(),
+            answer: None,
+            now: None,
             next_sweep: None,
         }
     }
@@ -208,7 +158,7 @@ impl Server {
 
     /// Answers an [`Event::NeedCredentials`]: what the store said about
     /// `username`, trusted until `valid_until`. Requests held for the user
-    /// become ready for [`poll_replay`](Self::poll_replay).
+    /// are answered through [`poll_output`](Self::poll_output).
     pub fn resolve_credentials(
         &mut self,
         now: Instant,
@@ -216,6 +166,7 @@ impl Server {
         lookup: Lookup,
         valid_until: Instant,
     ) {
+        self.now = Some(now);
         if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {
             turn.users
                 .insert(now, username, &config.realm, lookup, Some(valid_until));
@@ -268,51 +219,61 @@ impl Server {
         }
     }
 
-    /// Handles the next request that was held for a credential lookup now
-    /// resolved, exactly as [`handle_packet`](Self::handle_packet) would
-    /// have; `None` when no held request is ready. Call it until it returns
-    /// `None` after each [`resolve_credentials`](Self::resolve_credentials).
-    /// The returned transmit may be for any transport and local address
-    /// (the held request's).
-    pub fn poll_replay(&mut self, now: Instant, out: &mut [u8]) -> Option<Option<Transmit>> {
-        let held = self.turn.as_mut()?.waiting.next_ready()?;
-        let packet = Packet {
-            transport: held.transport,
-            local: held.local,
-            remote: held.remote,
-            data: &held.data,
-        };
-        Some(self.handle_packet(now, packet, out))
-    }
-
-    /// The next event for the shell.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events
-            .pop_front()
-            .or_else(|| self.turn.as_mut()?.events.pop_front())
-    }
-
-    /// The next message the core owes a client outside the answer to a
-    /// packet (the deferred answer to a Connect, a ConnectionAttempt),
-    /// written to `out`; `None` when there is none. Call it until `None`
-    /// after handling packets, timeouts and the shell's reports.
-    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
-        let software = self.config.software.as_deref();
-        let turn = self.turn.as_mut()?;
-        loop {
-            let outgoing = turn.outgoing.pop_front()?;
-            // An answer that does not fit `out` is dropped; the next one may.
-            if let Some(transmit) = turn::connect::render(outgoing, software, turn, out) {
-                return Some(transmit);
+    /// The next thing the shell must do: call it after every input until it
+    /// returns [`Output::Timeout`].
+    ///
+    /// In order: the transmit of the latest input (already in the buffer
+    /// passed with it; `out` is not touched), the events that input or an
+    /// earlier report raised, the answers to requests held for a credential
+    /// lookup now resolved (answered as if they had just arrived, written to
+    /// `out`), what the core owes clients outside a request's answer (the
+    /// deferred answer to a Connect, a ConnectionAttempt; written to `out`),
+    /// and last when [`handle_timeout`](Self::handle_timeout) is next due.
+    /// `out` should be as large as for
+    /// [`handle_client_packet`](Self::handle_client_packet).
+    pub fn poll_output(&mut self, out: &mut [u8]) -> Output {
+        if let Some(transmit) = self.answer.take() {
+            return Output::Transmit(transmit);
+        }
+        if let Some(event) = self.turn.as_mut().and_then(|t| t.events.pop_front()) {
+            return Output::Event(event);
+        }
+        while let (Some(now), Some(held)) = (
+            self.now,
+            self.turn.as_mut().and_then(|t| t.waiting.next_ready()),
+        ) {
+            let packet = Packet {
+                transport: held.transport,
+                local: held.local,
+                remote: held.remote,
+                data: &held.data,
+            };
+            self.answer = self.client_packet(now, packet, out);
+            if let Some(transmit) = self.answer.take() {
+                return Output::Transmit(transmit);
+            }
+            if let Some(event) = self.turn.as_mut().and_then(|t| t.events.pop_front()) {
+                return Output::Event(event);
             }
         }
+        let software = self.config.software.as_deref();
+        if let Some(turn) = self.turn.as_mut() {
+            while let Some(outgoing) = turn.outgoing.pop_front() {
+                // One that does not fit `out` is dropped; the next may fit.
+                if let Some(transmit) = turn::connect::render(outgoing, software, turn, out) {
+                    return Output::Transmit(transmit);
+                }
+            }
+        }
+        Output::Timeout(self.poll_timeout())
     }
 
     /// The shell's report on an [`Event::OpenConnection`]: whether the
     /// connection to the peer was established. The Connect is answered
-    /// through [`poll_transmit`](Self::poll_transmit) (447 if not). After a
+    /// through [`poll_output`](Self::poll_output) (447 if not). After a
     /// failure, drop the connection; no [`Event::CloseConnection`] follows.
     pub fn connect_finished(&mut self, now: Instant, id: ConnectionId, established: bool) {
+        self.now = Some(now);
         if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {
             turn::connect::finished(turn, config, now, id, established);
         }
@@ -320,15 +281,17 @@ impl Server {
 
     /// A peer connected to the TCP relay `relay` (RFC 6062 §5.3). `Some`: the
     /// client is told (a ConnectionAttempt through
-    /// [`poll_transmit`](Self::poll_transmit)); keep the connection, unread,
+    /// [`poll_output`](Self::poll_output)); keep the connection, unread,
     /// under that identifier. `None`: the peer has no permission (or a limit
-    /// is reached): close it.
+    /// is reached): close it. The shell needs the answer before it can file
+    /// the socket, hence a return value rather than an output.
     pub fn peer_connected(
         &mut self,
         now: Instant,
-        relay: SocketAddr,
-        peer: SocketAddr,
+        relay: RelayedAddress,
+        peer: PeerSocket,
     ) -> Option<ConnectionId> {
+        self.now = Some(now);
         let (turn, config) = self.turn.as_mut().zip(self.config.turn.as_ref())?;
         let id = turn::connect::from_peer(turn, config, now, relay, peer)?;
         self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
@@ -349,21 +312,33 @@ impl Server {
         self.turn.as_ref().map_or(0, |t| t.connections.len())
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called
+    /// (also the last output of [`poll_output`](Self::poll_output)): when
+    /// the first allocation expires or a Connect or ConnectionBind runs out
+    /// of time, or for the periodic sweep of permissions, channels and held
+    /// lookups, whichever comes first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sweep
+        let deadline = self.turn.as_ref().and_then(|t| t.deadline);
+        match (self.next_sweep, deadline) {
+            (Some(sweep), Some(deadline)) => Some(sweep.min(deadline)),
+            (sweep, deadline) => sweep.or(deadline),
+        }
     }
 
-    /// Expires allocations (closing their relays), permissions and channels.
-    /// One sweep per [`SWEEP_INTERVAL`] over the shard's allocations: cheaper
-    /// than a timer per object, and exact to the second.
+    /// Expires allocations (closing their relays), peer connections that
+    /// ran out of time, permissions and channels. Allocations and peer
+    /// connections go at their exact deadlines; permissions, channels and
+    /// held lookups in one sweep per [`SWEEP_INTERVAL`] over the shard's
+    /// allocations (a lookup ignores an expired one meanwhile), which is
+    /// cheaper than a timer per object.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
         let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) else {
             return;
         };
-        if self.next_sweep.is_some_and(|t| t > now) {
-            return;
-        }
         for id in turn.allocations.expired(now) {
             turn.delete(config, id);
         }
@@ -385,6 +360,7 @@ impl Server {
             }
         });
         turn.waiting.expire(now);
+        turn.deadline = turn.next_deadline();
         self.next_sweep = (turn.allocations.len() > 0
             || !turn.waiting.is_empty()
             || !turn.connections.is_empty())
@@ -393,10 +369,18 @@ impl Server {
 
     /// Handles one datagram, or one message framed from a stream, from a
     /// client. If an answer or a relayed datagram is due, it is written to
-    /// the start of `out` and described by the returned [`Transmit`]. `out`
-    /// should hold at least as many bytes as the largest datagram relayed
-    /// plus 64.
-    pub fn handle_packet(
+    /// the start of `out`, and the next [`poll_output`](Self::poll_output)
+    /// returns it. `out` should hold at least as many bytes as the largest
+    /// message the core writes
+    /// ([`MAX_FRAME_LEN`](turnpike_codec::framing::MAX_FRAME_LEN)); a
+    /// smaller one drops what does not fit.
+    pub fn handle_client_packet(&mut self, now: Instant, packet: Packet<'_>, out: &mut [u8]) {
+        debug_assert!(self.answer.is_none(), "poll_output after every input");
+        self.now = Some(now);
+        self.answer = self.client_packet(now, packet, out);
+    }
+
+    fn client_packet(
         &mut self,
         now: Instant,
         packet: Packet<'_>,
@@ -408,7 +392,7 @@ impl Server {
                 let Some(turn) = self.turn.as_ref() else {
                     return self.drop_packet();
                 };
-                let five_tuple = five_tuple(&packet);
+                let five_tuple = packet.five_tuple();
                 let relayed = turn::send::channel_data(turn, now, &five_tuple, packet.data, out);
                 self.count_to_peer(relayed, &packet)
             }
@@ -416,16 +400,24 @@ impl Server {
         }
     }
 
-    /// Handles a datagram a peer sent to the relayed address `relay`.
+    /// Handles a datagram a peer sent to the relayed address `relay`. The
+    /// client's copy, if it gets one, is written to the start of `out` (as
+    /// large as for [`handle_client_packet`](Self::handle_client_packet))
+    /// and returned by the next [`poll_output`](Self::poll_output).
     pub fn handle_peer_packet(
         &mut self,
         now: Instant,
-        relay: SocketAddr,
-        peer: SocketAddr,
+        relay: RelayedAddress,
+        peer: PeerSocket,
         data: &[u8],
         out: &mut [u8],
-    ) -> Option<Transmit> {
-        match turn::data::from_peer(self.turn.as_mut()?, now, relay, peer, data, out) {
+    ) {
+        debug_assert!(self.answer.is_none(), "poll_output after every input");
+        self.now = Some(now);
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        self.answer = match turn::data::from_peer(turn, now, relay, peer, data, out) {
             Ok(t) => {
                 self.stats.to_client_packets += 1;
                 self.stats.to_client_bytes += data.len() as u64;
@@ -433,10 +425,10 @@ impl Server {
             }
             Err(None) => self.drop_packet(),
             Err(Some((reason, bytes))) => {
-                self.record_drop(reason, bytes, peer, relay);
+                self.record_drop(reason, bytes, peer.0, relay.0);
                 None
             }
-        }
+        };
     }
 
     /// Counts relayed data that was not delivered, by reason, and logs it
@@ -496,7 +488,7 @@ impl Server {
                 let Some(turn) = self.turn.as_ref() else {
                     return self.drop_packet();
                 };
-                let five_tuple = five_tuple(packet);
+                let five_tuple = packet.five_tuple();
                 let relayed = turn::send::indication(turn, now, &five_tuple, &message, out);
                 return self.count_to_peer(relayed, packet);
             }
@@ -590,7 +582,7 @@ impl Server {
                 let source = self.config.sources.key(packet.remote.ip());
                 match turn.waiting.hold(now, &username, packet, source) {
                     Hold::Lookup => {
-                        self.events.push_back(Event::NeedCredentials { username });
+                        turn.events.push_back(Event::NeedCredentials { username });
                         self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
                     }
                     Hold::Queued => {}
@@ -764,13 +756,5 @@ impl Server {
     fn drop_packet(&mut self) -> Option<Transmit> {
         self.stats.dropped += 1;
         None
-    }
-}
-
-fn five_tuple(packet: &Packet<'_>) -> FiveTuple {
-    FiveTuple {
-        transport: packet.transport,
-        client: packet.remote,
-        server: packet.local,
     }
 }

@@ -9,7 +9,7 @@ use turnpike_codec::attr::ChangeRequest;
 use turnpike_codec::{
     AttrType, Attribute, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
 };
-use turnpike_core::{Config, NatDiscovery, Packet, Server, Transmit, Transport};
+use turnpike_core::{Config, NatDiscovery, Output, Packet, Server, Transmit, Transport};
 
 const LOCAL: &str = "127.0.0.1:3478";
 const REMOTE: &str = "192.0.2.7:50000";
@@ -84,6 +84,19 @@ impl Answer {
     }
 }
 
+/// Handles `packet` and polls the answer, as the shell does.
+fn handle(server: &mut Server, packet: Packet<'_>, out: &mut [u8]) -> Option<Transmit> {
+    server.handle_client_packet(Instant::now(), packet, out);
+    let mut answer = None;
+    loop {
+        match server.poll_output(out) {
+            Output::Transmit(t) if answer.is_none() => answer = Some(t),
+            Output::Timeout(_) => return answer,
+            other => panic!("a STUN server has nothing else to say: {other:?}"),
+        }
+    }
+}
+
 fn send(config: Config, transport: Transport, local: &str, data: &[u8]) -> Option<Answer> {
     let mut server = Server::new(Arc::new(config));
     let mut out = [0u8; 2048];
@@ -93,7 +106,7 @@ fn send(config: Config, transport: Transport, local: &str, data: &[u8]) -> Optio
         remote: addr(REMOTE),
         data,
     };
-    let transmit = server.handle_packet(Instant::now(), packet, &mut out)?;
+    let transmit = handle(&mut server, packet, &mut out)?;
     Some(Answer {
         transmit,
         bytes: out[..transmit.len].to_vec(),
@@ -137,8 +150,8 @@ fn rfc8489_binding_gets_xor_mapped_address_and_software() {
         a.attr(AttrType::OTHER_ADDRESS).is_none(),
         "no RFC 5780 attributes without an alternate address"
     );
-    assert_eq!(a.transmit.destination, addr(REMOTE));
-    assert_eq!(a.transmit.source, addr(LOCAL));
+    assert_eq!(a.transmit.destination(), addr(REMOTE));
+    assert_eq!(a.transmit.source(), addr(LOCAL));
 }
 
 #[test]
@@ -176,18 +189,13 @@ fn ipv6_binding() {
     let mut out = [0u8; 1500];
     let remote = addr("[2001:db8::5]:4000");
     let data = request(TID, &[], false);
-    let t = server
-        .handle_packet(
-            Instant::now(),
-            Packet {
-                transport: Transport::Udp,
-                local: addr("[::1]:3478"),
-                remote,
-                data: &data,
-            },
-            &mut out,
-        )
-        .unwrap();
+    let packet = Packet {
+        transport: Transport::Udp,
+        local: addr("[::1]:3478"),
+        remote,
+        data: &data,
+    };
+    let t = handle(&mut server, packet, &mut out).unwrap();
     let m = Message::parse(&out[..t.len]).unwrap();
     assert_eq!(
         m.get(AttrType::XOR_MAPPED_ADDRESS),
@@ -204,7 +212,7 @@ fn tcp_binding_answers_on_the_connection() {
         &request(TID, &[], false),
     )
     .unwrap();
-    assert_eq!(a.transmit.transport, Transport::Tcp);
+    assert_eq!(a.transmit.transport(), Transport::Tcp);
     assert_eq!(
         a.attr(AttrType::XOR_MAPPED_ADDRESS),
         Some(Attribute::XorMappedAddress(addr(REMOTE)))
@@ -246,7 +254,7 @@ fn classic_rfc3489_with_alternate_reports_changed_address_and_changes_path() {
         &request(CLASSIC_TID, &[change_both], false),
     )
     .unwrap();
-    assert_eq!(a.transmit.source, addr("127.0.0.2:3479"));
+    assert_eq!(a.transmit.source(), addr("127.0.0.2:3479"));
     assert_eq!(
         a.attr(AttrType::SOURCE_ADDRESS),
         Some(Attribute::SourceAddress(addr("127.0.0.2:3479")))
@@ -261,7 +269,7 @@ fn classic_rfc3489_with_alternate_reports_changed_address_and_changes_path() {
         &request(CLASSIC_TID, &[change_port], false),
     )
     .unwrap();
-    assert_eq!(a.transmit.source, addr("127.0.0.1:3479"));
+    assert_eq!(a.transmit.source(), addr("127.0.0.1:3479"));
 }
 
 #[test]
@@ -294,7 +302,7 @@ fn rfc5780_attributes_relative_to_the_receiving_address() {
         &request(TID, &[change_ip], false),
     )
     .unwrap();
-    assert_eq!(a.transmit.source, addr("127.0.0.1:3478"));
+    assert_eq!(a.transmit.source(), addr("127.0.0.1:3478"));
     assert_eq!(
         a.attr(AttrType::RESPONSE_ORIGIN),
         Some(Attribute::ResponseOrigin(addr("127.0.0.1:3478")))
@@ -310,7 +318,7 @@ fn change_request_without_alternate_is_420() {
     let a = udp(Config::default(), &request(TID, &[change], false)).unwrap();
     assert_eq!(a.error_code(), Some(420));
     assert_eq!(a.unknown_attributes(), vec![AttrType::CHANGE_REQUEST.0]);
-    assert_eq!(a.transmit.source, addr(LOCAL));
+    assert_eq!(a.transmit.source(), addr(LOCAL));
 }
 
 #[test]
@@ -362,7 +370,7 @@ fn response_port_only_when_enabled() {
         &request(TID, &[Attribute::ResponsePort(40000)], false),
     )
     .unwrap();
-    assert_eq!(a.transmit.destination, addr("192.0.2.7:40000"));
+    assert_eq!(a.transmit.destination(), addr("192.0.2.7:40000"));
     assert_eq!(
         a.attr(AttrType::XOR_MAPPED_ADDRESS),
         Some(Attribute::XorMappedAddress(addr(REMOTE)))
@@ -543,7 +551,7 @@ fn stats_count_outcomes() {
             remote: addr(REMOTE),
             data,
         };
-        server.handle_packet(Instant::now(), p, &mut out);
+        handle(&mut server, p, &mut out);
     }
     let s = server.stats();
     assert_eq!((s.binding_success, s.error_responses, s.dropped), (1, 1, 1));
@@ -563,5 +571,5 @@ fn tiny_output_buffer_drops_instead_of_panicking() {
         remote: addr(REMOTE),
         data: &data,
     };
-    assert!(server.handle_packet(Instant::now(), p, &mut out).is_none());
+    assert!(handle(&mut server, p, &mut out).is_none());
 }

@@ -21,7 +21,7 @@ fn routed_harness() -> Harness {
 }
 
 fn events(h: &mut Harness) -> Vec<Event> {
-    std::iter::from_fn(|| h.server.poll_event()).collect()
+    std::iter::from_fn(|| h.poll_event()).collect()
 }
 
 fn bind(h: &mut Harness, creds: &Creds, channel: u16, peer: &str) {
@@ -44,8 +44,8 @@ fn route(relay: SocketAddr, channel: u16, peer: &str) -> ChannelRoute {
             server: addr(SERVER),
         },
         channel,
-        relay,
-        peer: addr(peer),
+        relay: turnpike_core::RelayedAddress(relay),
+        peer: turnpike_core::PeerSocket(addr(peer)),
         dont_fragment: false,
     }
 }
@@ -335,7 +335,7 @@ fn a_binding_dropped_by_a_rebind_is_unrouted() {
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, Event::RouteChannel { route, .. } if route.peer == addr(other))),
+            .any(|e| matches!(e, Event::RouteChannel { route, .. } if route.peer.0 == addr(other))),
         "{events:?}"
     );
 }

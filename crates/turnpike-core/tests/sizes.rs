@@ -187,7 +187,7 @@ fn client_data_larger_than_the_peers_udp_limit_is_dropped_and_counted() {
     // takes 65,507.
     let t = h.send(&channel_data(65_507, true)).expect("relayed");
     assert_eq!(
-        (t.transmit.destination, t.bytes.len()),
+        (t.transmit.destination(), t.bytes.len()),
         (addr(PEER), 65_507)
     );
     assert!(h.send(&channel_data(65_508, true)).is_none());
@@ -219,13 +219,13 @@ fn dont_fragment_follows_the_send_indication_and_the_allocation() {
     allocation(&mut h, Transport::Udp, &[]);
     permit(&mut h, PEER);
     let plain = h.send_indication(addr(PEER), b"x").expect("relayed");
-    assert!(!plain.transmit.dont_fragment);
+    assert!(!plain.transmit.dont_fragment());
     let df = h
         .send_indication_with(addr(PEER), b"x", &[Attribute::DontFragment])
         .expect("relayed");
-    assert!(df.transmit.dont_fragment);
+    assert!(df.transmit.dont_fragment());
     let channel = h.send(&channel_data(100, false)).expect("relayed");
-    assert!(!channel.transmit.dont_fragment);
+    assert!(!channel.transmit.dont_fragment());
 
     let mut h = Harness::new(|_| {});
     allocation(&mut h, Transport::Udp, &[Attribute::DontFragment]);
@@ -234,18 +234,18 @@ fn dont_fragment_follows_the_send_indication_and_the_allocation() {
         h.send(&channel_data(100, false))
             .unwrap()
             .transmit
-            .dont_fragment
+            .dont_fragment()
     );
     assert!(
         h.send_indication(addr(PEER), b"x")
             .unwrap()
             .transmit
-            .dont_fragment
+            .dont_fragment()
     );
     // Answers to the client never carry it.
     let creds = h.creds();
     let a = h.authed(Method::REFRESH, &[Attribute::Lifetime(600)], &creds);
-    assert!(!a.transmit.dont_fragment);
+    assert!(!a.transmit.dont_fragment());
 }
 
 #[test]

@@ -45,20 +45,12 @@ fn connect(h: &mut Harness, creds: &Creds, peer: SocketAddr) -> Option<Answer> {
 }
 
 fn events(h: &mut Harness) -> Vec<Event> {
-    std::iter::from_fn(|| h.server.poll_event()).collect()
+    std::iter::from_fn(|| h.poll_event()).collect()
 }
 
 /// The messages the core owes clients outside packet answers.
 fn owed(h: &mut Harness) -> Vec<Answer> {
-    let mut answers = Vec::new();
-    let mut out = [0u8; 2048];
-    while let Some(transmit) = h.server.poll_transmit(&mut out) {
-        answers.push(Answer {
-            transmit,
-            bytes: out[..transmit.len].to_vec(),
-        });
-    }
-    answers
+    h.owed()
 }
 
 fn connection_id(answer: &Answer) -> ConnectionId {
@@ -86,7 +78,7 @@ fn connect_and_finish(
                 peer: to,
             },
         ] => {
-            assert_eq!((*from, *to), (relay, peer));
+            assert_eq!((from.0, to.0), (relay, peer));
             *id
         }
         other => panic!("expected one OpenConnection: {other:?}"),
@@ -198,14 +190,14 @@ fn connect_then_bind_on_a_new_connection() {
     assert_eq!(answer.message().message_type().method, Method::CONNECT);
     assert_eq!(connection_id(&answer), id);
     verify_md5(&answer, USER, PASS);
-    assert_eq!(answer.transmit.transport, Transport::Tcp);
-    assert_eq!(answer.transmit.destination, addr(CLIENT));
-    assert_eq!(answer.transmit.source, addr(SERVER));
+    assert_eq!(answer.transmit.transport(), Transport::Tcp);
+    assert_eq!(answer.transmit.destination(), addr(CLIENT));
+    assert_eq!(answer.transmit.source(), addr(SERVER));
     assert_eq!(h.server.peer_connection_count(), 1);
 
     let bound = connection_bind(&mut h, DATA_CLIENT, id);
     assert_eq!(bound.class(), Class::Success, "{:?}", bound.code());
-    assert_eq!(bound.transmit.destination, addr(DATA_CLIENT));
+    assert_eq!(bound.transmit.destination(), addr(DATA_CLIENT));
     verify_md5(&bound, USER, PASS);
     let data = FiveTuple {
         client: addr(DATA_CLIENT),
@@ -306,11 +298,7 @@ fn peers_with_a_permission_connect_and_the_client_is_told() {
     let creds = h.creds();
     let relay = allocate_tcp(&mut h, &creds, &[])[0];
     let peer = addr(PEER);
-    assert_eq!(
-        h.server.peer_connected(h.now, relay, peer),
-        None,
-        "no permission: refused"
-    );
+    assert_eq!(h.peer_connects(relay, peer), None, "no permission: refused");
     assert!(owed(&mut h).is_empty());
     let a = h.authed(
         Method::CREATE_PERMISSION,
@@ -319,11 +307,8 @@ fn peers_with_a_permission_connect_and_the_client_is_told() {
     );
     assert_eq!(a.class(), Class::Success);
     let unknown_relay = SocketAddr::new(relay.ip(), relay.port() ^ 1);
-    assert_eq!(h.server.peer_connected(h.now, unknown_relay, peer), None);
-    let id = h
-        .server
-        .peer_connected(h.now, relay, peer)
-        .expect("permitted peer");
+    assert_eq!(h.peer_connects(unknown_relay, peer), None);
+    let id = h.peer_connects(relay, peer).expect("permitted peer");
     let attempts = owed(&mut h);
     assert_eq!(attempts.len(), 1);
     let attempt = &attempts[0];
@@ -337,8 +322,8 @@ fn peers_with_a_permission_connect_and_the_client_is_told() {
         attempt.attr(AttrType::XOR_PEER_ADDRESS),
         Some(Attribute::XorPeerAddress(peer))
     );
-    assert_eq!(attempt.transmit.destination, addr(CLIENT));
-    assert_eq!(attempt.transmit.transport, Transport::Tcp);
+    assert_eq!(attempt.transmit.destination(), addr(CLIENT));
+    assert_eq!(attempt.transmit.transport(), Transport::Tcp);
 
     let bound = connection_bind(&mut h, DATA_CLIENT, id);
     assert_eq!(bound.class(), Class::Success);
@@ -351,7 +336,7 @@ fn peers_with_a_permission_connect_and_the_client_is_told() {
     // connections are refused again; the bound one is not touched.
     h.advance(301);
     let other = SocketAddr::new(peer.ip(), 7000);
-    assert_eq!(h.server.peer_connected(h.now, relay, other), None);
+    assert_eq!(h.peer_connects(relay, other), None);
     assert_eq!(h.server.peer_connection_count(), 1);
 }
 
@@ -487,8 +472,7 @@ fn connections_are_limited_per_allocation_and_in_total() {
         &creds,
     );
     assert_eq!(
-        h.server
-            .peer_connected(h.now, relay, "93.184.216.34:7000".parse().unwrap()),
+        h.peer_connects(relay, addr("93.184.216.34:7000")),
         None,
         "peer-initiated ones count too"
     );
@@ -544,7 +528,7 @@ fn every_forbidden_peer_is_refused_on_connect() {
         );
         assert_eq!(a.code(), Some(403), "CreatePermission for {peer}");
         let relay = if peer.is_ipv4() { relays[0] } else { relays[1] };
-        assert_eq!(h.server.peer_connected(h.now, relay, peer), None);
+        assert_eq!(h.peer_connects(relay, peer), None);
     }
     assert!(
         events(&mut h).is_empty(),

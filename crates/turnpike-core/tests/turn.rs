@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use turnpike_codec::attr::{PasswordAlgorithm, PasswordAlgorithms, password_algorithm, protocol};
 use turnpike_codec::integrity::{long_term_key_sha256, userhash};
@@ -119,12 +119,12 @@ fn unknown_user_is_held_looked_up_and_answered() {
     assert!(h.send(&req).is_none());
     assert!(h.send(&req).is_none());
     assert_eq!(
-        h.server.poll_event(),
+        h.poll_event(),
         Some(Event::NeedCredentials {
             username: "carol".into()
         })
     );
-    assert_eq!(h.server.poll_event(), None);
+    assert_eq!(h.poll_event(), None);
     assert!(h.replay().is_empty(), "nothing is ready before the lookup");
 
     let keys = UserKeys::from_password("carol", REALM, "secret");
@@ -134,7 +134,7 @@ fn unknown_user_is_held_looked_up_and_answered() {
     let answers = h.replay();
     assert_eq!(answers.len(), 1, "the retransmission was held once");
     assert_eq!(answers[0].class(), Class::Success);
-    assert_eq!(answers[0].transmit.destination, addr(CLIENT));
+    assert_eq!(answers[0].transmit.destination(), addr(CLIENT));
     verify_md5(&answers[0], "carol", "secret");
 
     // Within the validity the cache answers; afterwards it asks again.
@@ -146,13 +146,13 @@ fn unknown_user_is_held_looked_up_and_answered() {
         &more,
     );
     assert_eq!(a.class(), Class::Success);
-    assert_eq!(h.server.poll_event(), None);
+    assert_eq!(h.poll_event(), None);
     h.advance(61);
     let late = h.creds_for("198.51.100.8:4000", "carol", "secret");
     let req = h.allocate_request(&late);
     assert!(h.send_from("198.51.100.8:4000", &req).is_none());
     assert!(matches!(
-        h.server.poll_event(),
+        h.poll_event(),
         Some(Event::NeedCredentials { .. })
     ));
 }
@@ -168,7 +168,7 @@ fn users_the_store_does_not_know_get_401_and_an_unreachable_store_500() {
         let req = h.allocate_request(&creds);
         assert!(h.send(&req).is_none());
         assert_eq!(
-            h.server.poll_event(),
+            h.poll_event(),
             Some(Event::NeedCredentials {
                 username: user.into()
             })
@@ -181,7 +181,7 @@ fn users_the_store_does_not_know_get_401_and_an_unreachable_store_500() {
         // Until the verdict expires it comes from the cache, without a lookup.
         let again = h.send(&req).expect("answered from the cache");
         assert_eq!(again.code(), Some(code), "{user}");
-        assert_eq!(h.server.poll_event(), None);
+        assert_eq!(h.poll_event(), None);
     }
     assert_eq!(
         h.server.stats().auth_failures,
@@ -197,7 +197,7 @@ fn lookups_that_never_complete_are_forgotten() {
     let creds = h.creds_for(CLIENT, "erin", "pw");
     let req = h.allocate_request(&creds);
     assert!(h.send(&req).is_none());
-    assert!(h.server.poll_event().is_some());
+    assert!(h.poll_event().is_some());
     assert!(
         h.server.poll_timeout().is_some(),
         "a held request keeps the timer running"
@@ -319,6 +319,77 @@ fn allocations_expire_on_the_sweep() {
     assert_eq!(h.server.poll_timeout(), None, "nothing left to sweep");
 }
 
+/// Follows the server's timer as the shell does: to each timeout it asks
+/// for, until `done` holds or `limit` passes. Returns when `done` held.
+fn follow_timer(h: &mut Harness, limit: Instant, done: impl Fn(&mut Harness) -> bool) -> Instant {
+    while !done(h) {
+        let at = h.timeout.expect("a timer runs while there is state");
+        assert!(at <= limit, "nothing happened by {:?}", limit - h.now);
+        h.now = at;
+        h.server.handle_timeout(at);
+        h.drain_owed();
+    }
+    h.now
+}
+
+/// Allocations go when their lifetime ends, not at the next periodic sweep
+/// after it: the timer the core asks for is the earliest expiry.
+#[test]
+fn an_allocation_goes_at_its_expiry_not_at_the_next_sweep() {
+    let mut h = Harness::new(|t| {
+        t.default_lifetime = Duration::from_secs(2);
+        t.max_lifetime = Duration::from_secs(2);
+    });
+    // Another allocation starts the periodic sweep, out of step with the
+    // one under test.
+    let bob = h.creds_for("198.51.100.30:4000", "bob", "builder");
+    let a = h.authed_from(
+        "198.51.100.30:4000",
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::UDP)],
+        &bob,
+    );
+    assert_eq!(a.class(), Class::Success);
+    h.advance_by(Duration::from_millis(300));
+    let creds = h.creds();
+    let created = h.now;
+    let relay = h.allocate(&creds);
+    let expiry = created + Duration::from_secs(2);
+    assert!(h.timeout.is_some_and(|t| t <= expiry), "{:?}", h.timeout);
+
+    let gone = follow_timer(&mut h, expiry, |h| !h.bound().contains(&relay));
+    assert_eq!(gone, expiry, "deleted at its expiry, to the nanosecond");
+    assert_eq!(h.server.allocation_count(), 0, "bob's went 300 ms earlier");
+}
+
+/// RFC 6062's 30-second timers fire on time too.
+#[test]
+fn a_connect_deadline_is_the_timer() {
+    let mut h = Harness::new(|_| {});
+    h.transport = Transport::Tcp;
+    let creds = h.creds();
+    let a = h.authed(
+        Method::ALLOCATE,
+        &[Attribute::RequestedTransport(protocol::TCP)],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success);
+    h.advance_by(Duration::from_millis(700));
+    let asked = h.now;
+    let tid = h.tid();
+    let req = h.request(
+        Method::CONNECT,
+        tid,
+        &[Attribute::XorPeerAddress(addr(PEER))],
+        Some(&creds),
+    );
+    assert!(h.send(&req).is_none(), "answered once the shell reports");
+    let deadline = asked + turnpike_core::connection::CONNECT_TIMEOUT;
+    let answered = follow_timer(&mut h, deadline, |h| !h.outbox.is_empty());
+    assert_eq!(answered, deadline);
+    assert_eq!(h.owed()[0].code(), Some(447));
+}
+
 #[test]
 fn other_clients_and_users_cannot_touch_an_allocation() {
     let mut h = Harness::new(|_| {});
@@ -357,13 +428,13 @@ fn send_needs_a_permission_which_expires() {
     );
     assert_eq!(a.class(), Class::Success);
     let t = send(&mut h).expect("relayed");
-    assert_eq!(t.transmit.source, relay);
-    assert_eq!(t.transmit.destination, addr(PEER));
+    assert_eq!(t.transmit.source(), relay);
+    assert_eq!(t.transmit.destination(), addr(PEER));
     assert_eq!(t.bytes, b"hello peer");
     // Peer answers: a Data indication to the client, from the server address.
     let back = h.peer_sends(relay, PEER, b"hi client").expect("to client");
-    assert_eq!(back.transmit.destination, addr(CLIENT));
-    assert_eq!(back.transmit.source, addr(SERVER));
+    assert_eq!(back.transmit.destination(), addr(CLIENT));
+    assert_eq!(back.transmit.source(), addr(SERVER));
     assert_eq!(
         back.message().message_type(),
         MessageType::new(Method::DATA, Class::Indication)
@@ -442,7 +513,7 @@ fn channels_relay_both_ways_and_follow_the_rebinding_rules() {
     .unwrap();
     let t = h.send(&cd[..len]).expect("relayed");
     assert_eq!(
-        (t.transmit.source, t.transmit.destination),
+        (t.transmit.source(), t.transmit.destination()),
         (relay, addr(PEER))
     );
     assert_eq!(t.bytes, b"over the channel");
@@ -959,10 +1030,11 @@ fn a_flood_of_unauthenticated_allocates_keeps_no_state() {
             remote: client,
             data: &req,
         };
-        let _ = h.server.handle_packet(h.now, packet, &mut out);
+        h.server.handle_client_packet(h.now, packet, &mut out);
+        h.drain(&mut out);
     }
     assert_eq!(h.server.allocation_count(), 0);
-    assert_eq!(h.server.poll_event(), None);
+    assert_eq!(h.poll_event(), None);
     assert!(h.bound().is_empty());
 }
 
@@ -1064,7 +1136,7 @@ fn send_rechecks_the_policy_for_the_servers_own_sockets() {
     );
     let other_relay = "192.0.2.10:50123";
     let t = send(&mut h, other_relay).expect("another port of the server's IP (a relay) is fine");
-    assert_eq!(t.transmit.source, relay);
+    assert_eq!(t.transmit.source(), relay);
 }
 
 #[test]
@@ -1167,8 +1239,8 @@ fn turn_over_tcp_lives_and_dies_with_its_connection() {
     let data = h
         .peer_sends(relay, PEER, b"hello")
         .expect("relayed to the client");
-    assert_eq!(data.transmit.transport, Transport::Tcp);
-    assert_eq!(data.transmit.destination, addr(CLIENT));
+    assert_eq!(data.transmit.transport(), Transport::Tcp);
+    assert_eq!(data.transmit.destination(), addr(CLIENT));
     assert_eq!(
         data.bytes,
         [
@@ -1212,7 +1284,7 @@ fn rest_credentials_from_every_current_secret_and_no_other() {
         verify_md5(&a, creds.user, creds.pass);
     }
     // Never a database lookup for an ephemeral username.
-    assert_eq!(h.server.poll_event(), None);
+    assert_eq!(h.poll_event(), None);
 
     let client = "198.51.100.9:9";
     let wrong = h.ephemeral_creds(client, format!("{expiry}:alice"), Format::Rest, "guess");

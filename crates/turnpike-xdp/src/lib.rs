@@ -433,8 +433,8 @@ fn entries(route: &ChannelRoute) -> Option<Family> {
     let addrs = [
         route.client.client,
         route.client.server,
-        route.relay,
-        route.peer,
+        route.relay.0,
+        route.peer.0,
     ];
     let (channel, df) = (route.channel, route.dont_fragment);
     if let [Some(a), Some(b), Some(c), Some(d)] = addrs.map(maps::v4) {

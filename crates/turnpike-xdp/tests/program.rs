@@ -8,7 +8,7 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use turnpike_core::{ChannelRoute, FiveTuple, Transport};
+use turnpike_core::{ChannelRoute, FiveTuple, PeerSocket, RelayedAddress, Transport};
 use turnpike_xdp::{FastPath, action};
 
 const CLIENT: &str = "198.51.100.20:40000";
@@ -29,8 +29,8 @@ fn route() -> ChannelRoute {
             server: SocketAddr::V4(addr(SERVER)),
         },
         channel: CHANNEL,
-        relay: SocketAddr::V4(addr(RELAY)),
-        peer: SocketAddr::V4(addr(PEER)),
+        relay: RelayedAddress(SocketAddr::V4(addr(RELAY))),
+        peer: PeerSocket(SocketAddr::V4(addr(PEER))),
         dont_fragment: false,
     }
 }
@@ -356,8 +356,8 @@ fn routes_past_their_time_or_removed_go_to_the_stack() {
 fn mixed_family_routes_are_left_to_the_sockets() {
     let mut fp = FastPath::load((50000, 50999), 1).unwrap();
     let mut mixed = route();
-    mixed.relay = "[2001:db8::10]:50001".parse().unwrap();
-    mixed.peer = "[2001:db8::7]:6000".parse().unwrap();
+    mixed.relay = RelayedAddress("[2001:db8::10]:50001".parse().unwrap());
+    mixed.peer = PeerSocket("[2001:db8::7]:6000".parse().unwrap());
     let until = Instant::now() + Duration::from_secs(60);
     assert!(!fp.route(&mixed, until).unwrap());
     assert_eq!(fp.routes(), 0);
@@ -395,8 +395,8 @@ fn route6() -> ChannelRoute {
             server: SocketAddr::V6(addr6(SERVER6)),
         },
         channel: CHANNEL,
-        relay: SocketAddr::V6(addr6(RELAY6)),
-        peer: SocketAddr::V6(addr6(PEER6)),
+        relay: RelayedAddress(SocketAddr::V6(addr6(RELAY6))),
+        peer: PeerSocket(SocketAddr::V6(addr6(PEER6))),
         dont_fragment: true,
     }
 }

@@ -60,7 +60,7 @@ struct Cached {
 
 /// The credential sources of one server.
 #[derive(Debug)]
-pub struct Credentials {
+pub struct CredentialSource {
     realm: String,
     static_users: Vec<(String, UserKeys)>,
     static_secrets: Vec<SharedSecret>,
@@ -73,7 +73,7 @@ pub struct Credentials {
     down: Mutex<bool>,
 }
 
-impl Credentials {
+impl CredentialSource {
     /// Credentials for `realm` from the config file's users and secrets and
     /// from `store`, whose calls run on `control`.
     pub fn new(
@@ -92,7 +92,7 @@ impl Credentials {
                 value: s.as_bytes().into(),
             })
             .collect();
-        Credentials {
+        CredentialSource {
             realm: realm.to_owned(),
             static_users,
             static_secrets,

@@ -11,6 +11,8 @@ use turnpike_codec::{AddressFamily, AttrType, Attribute, ErrorCode};
 use super::{Request, Turn, granted_lifetime, lifetime_secs};
 use crate::allocation::Allocation;
 use crate::config::TurnConfig;
+use crate::ids::RelayedAddress;
+use crate::output::Event;
 use crate::relay::{RelayOptions, RelayProtocol};
 use crate::response::reason_phrase;
 
@@ -118,15 +120,17 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     let options = RelayOptions {
         protocol: relay_protocol,
         dont_fragment: asked.dont_fragment,
-        transport: req.packet.transport,
-        server: req.packet.local,
-        client: req.packet.remote,
+        client: req.five_tuple(),
     };
     let primary = asked.family.unwrap_or(AddressFamily::V4);
     let mut relays = [None, None];
     let mut reservation = None;
     let bound = match (asked.token, asked.even_port) {
-        (Some(token), _) => turn.relays.redeem(token, req.now, options).ok_or(508),
+        (Some(token), _) => turn
+            .relays
+            .take_reserved(token, req.now, options)
+            .map(|relay| relay.0)
+            .ok_or(508),
         (None, Some(true)) => {
             bind_reserved_pair(req, turn, primary, options).map(|(addr, token)| {
                 reservation = Some(token);
@@ -152,6 +156,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     }
 
     let lifetime = granted_lifetime(req, asked.lifetime);
+    turn.wake_at(req.now + lifetime);
     turn.allocations.insert(Allocation {
         five_tuple,
         user: std::sync::Arc::clone(&req.user),
@@ -210,13 +215,20 @@ fn bind_reserved_pair(
     for _ in 0..BIND_ATTEMPTS {
         let even = bind_relay(req, turn, family, true, options)?;
         let odd = SocketAddr::new(even.ip(), even.port() + 1);
-        if turn.relays.bind(odd, options).is_ok() {
-            let mut token = [0u8; 8];
-            turn.secure_rng.fill_bytes(&mut token);
-            turn.relays.reserve(odd, token, req.now + RESERVATION_TIME);
+        let mut token = [0u8; 8];
+        turn.secure_rng.fill_bytes(&mut token);
+        let until = req.now + RESERVATION_TIME;
+        if turn
+            .relays
+            .reserve(RelayedAddress(odd), token, until)
+            .is_ok()
+        {
             return Ok((even, token));
         }
-        turn.relays.release(even, RelayProtocol::Udp);
+        turn.events.push_back(Event::ReleaseRelay {
+            relay: RelayedAddress(even),
+            protocol: RelayProtocol::Udp,
+        });
     }
     Err(508)
 }
@@ -261,7 +273,7 @@ fn bind_relay(
         if turn.allocations.is_relay(options.protocol, addr) {
             continue;
         }
-        match turn.relays.bind(addr, options) {
+        match turn.relays.bind(RelayedAddress(addr), options) {
             Ok(()) => return Ok(addr),
             // Taken by another program or a reservation: try another port.
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,

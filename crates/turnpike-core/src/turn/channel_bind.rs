@@ -6,8 +6,8 @@ use turnpike_codec::channel_data::is_channel_number;
 
 use super::{Request, Turn, same_family};
 use crate::allocation::BindError;
+use crate::output::Event;
 use crate::relay::RelayProtocol;
-use crate::server::Event;
 
 pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
     let id = match req.own_allocation(&turn.allocations) {

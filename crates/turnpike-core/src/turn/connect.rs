@@ -9,7 +9,6 @@
 //! shell is asked to connect anywhere: the Connect path is where TURN
 //! servers have been turned into SSRF proxies.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand::RngCore;
@@ -20,12 +19,12 @@ use turnpike_codec::{
 use super::{Request, Turn};
 use crate::config::TurnConfig;
 use crate::connection::{
-    BIND_TIMEOUT, CONNECT_TIMEOUT, Connection, ConnectionId, Outgoing, PendingAnswer, State,
+    BIND_TIMEOUT, CONNECT_TIMEOUT, Connection, Outgoing, PendingAnswer, State,
 };
-use crate::packet::Transmit;
+use crate::ids::{ConnectionId, PeerSocket, RelayedAddress};
+use crate::output::{Destination, Event, Transmit};
 use crate::relay::RelayProtocol;
 use crate::response::reason_phrase;
-use crate::server::Event;
 
 pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
     let id = match req.own_allocation(&turn.allocations) {
@@ -84,12 +83,13 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     let conn_id = turn
         .connections
         .insert(&mut turn.secure_rng, turn.shard, connection);
+    turn.wake_at(req.now + CONNECT_TIMEOUT);
     // The allocation was found above and nothing removed it since.
     turn.allocations.get_mut(id)?.connections.push(conn_id);
     turn.events.push_back(Event::OpenConnection {
         id: conn_id,
-        relay,
-        peer,
+        relay: RelayedAddress(relay),
+        peer: PeerSocket(peer),
     });
     // Answered when the shell reports how the connection went.
     None
@@ -122,6 +122,7 @@ pub(crate) fn finished(
         },
     );
     let allocation = connection.allocation;
+    turn.wake_at(now + BIND_TIMEOUT);
     let (State::Connecting { answer, .. }, Some(allocation)) =
         (state, turn.allocations.get(allocation))
     else {
@@ -141,9 +142,10 @@ pub(crate) fn from_peer(
     turn: &mut Turn,
     config: &TurnConfig,
     now: Instant,
-    relay: SocketAddr,
-    peer: SocketAddr,
+    relay: RelayedAddress,
+    peer: PeerSocket,
 ) -> Option<ConnectionId> {
+    let (relay, peer) = (relay.0, peer.0);
     let id = turn.allocations.id_by_relay(RelayProtocol::Tcp, relay)?;
     let allocation = turn.allocations.get(id)?;
     if !allocation.has_permission(peer.ip(), now) {
@@ -172,6 +174,7 @@ pub(crate) fn from_peer(
         .connections
         .insert(&mut turn.secure_rng, turn.shard, connection);
     turn.allocations.get_mut(id)?.connections.push(conn_id);
+    turn.wake_at(now + BIND_TIMEOUT);
     turn.outgoing.push_back(Outgoing::Attempt {
         to,
         id: conn_id,
@@ -226,10 +229,7 @@ pub(crate) fn render(
         }
     };
     Some(Transmit {
-        transport: to.transport,
-        source: to.server,
-        destination: to.client,
+        to: Destination::Client(to),
         len,
-        dont_fragment: false,
     })
 }

@@ -12,8 +12,9 @@ use std::net::SocketAddr;
 use turnpike_codec::{AttrType, Attribute, Message};
 
 use super::{Request, Turn};
-use crate::connection::{ConnectionId, State};
-use crate::server::Event;
+use crate::connection::State;
+use crate::ids::ConnectionId;
+use crate::output::Event;
 
 pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
     // A data connection is a connection of its own, never the control

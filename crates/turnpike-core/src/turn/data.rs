@@ -16,7 +16,8 @@ use turnpike_codec::{
 
 use super::Turn;
 use super::send::Relayed;
-use crate::packet::Transmit;
+use crate::ids::{PeerSocket, RelayedAddress};
+use crate::output::{Destination, Transmit};
 use crate::relay::RelayProtocol;
 use crate::stats::DropReason;
 
@@ -26,11 +27,12 @@ const MAX_BODY: usize = 0xFFFC;
 pub(crate) fn from_peer(
     turn: &mut Turn,
     now: Instant,
-    relay: SocketAddr,
-    peer: SocketAddr,
+    relay: RelayedAddress,
+    peer: PeerSocket,
     data: &[u8],
     out: &mut [u8],
 ) -> Relayed {
+    let (relay, peer) = (relay.0, peer.0);
     let id = turn
         .allocations
         .id_by_relay(RelayProtocol::Udp, relay)
@@ -70,11 +72,8 @@ pub(crate) fn from_peer(
         }
     };
     Ok(Transmit {
-        transport: five_tuple.transport,
-        source: five_tuple.server,
-        destination: five_tuple.client,
+        to: Destination::Client(five_tuple),
         len,
-        dont_fragment: false,
     })
 }
 

@@ -33,22 +33,23 @@ use turnpike_codec::{Attribute, EncodeError, ErrorCode, Message, MessageBuilder}
 
 use std::collections::VecDeque;
 
-use crate::allocation::{AllocationId, Allocations, FiveTuple};
+use crate::allocation::Allocations;
 use crate::auth::Integrity;
 use crate::config::TurnConfig;
-use crate::connection::{ConnectionId, Connections, Outgoing, State};
-use crate::credentials::{Credentials, User, Waiting};
+use crate::connection::{Connections, Outgoing, State};
+use crate::credentials::{KeyCache, User, Waiting};
 use crate::ephemeral::Secrets;
-use crate::packet::Packet;
+use crate::ids::{AllocationId, ConnectionId, RelayedAddress};
+use crate::output::Event;
+use crate::packet::{FiveTuple, Packet};
 use crate::peer_policy::PeerPolicy;
-use crate::relay::{PortPicker, RelayPorts};
+use crate::relay::{PortPicker, RelayBinder};
 use crate::response::reason_phrase;
-use crate::server::Event;
 
 /// A shard's TURN state.
 pub(crate) struct Turn {
     pub(crate) allocations: Allocations,
-    pub(crate) users: Credentials,
+    pub(crate) users: KeyCache,
     pub(crate) secrets: Secrets,
     pub(crate) waiting: Waiting,
     pub(crate) ports: PortPicker,
@@ -58,13 +59,17 @@ pub(crate) struct Turn {
     /// the server originates: a CSPRNG (ChaCha12), as a client guessing
     /// them could bind another's connection or claim another's port.
     pub(crate) secure_rng: StdRng,
-    pub(crate) relays: Box<dyn RelayPorts>,
+    pub(crate) relays: Box<dyn RelayBinder>,
     /// Peer connections of this shard's TCP allocations.
     pub(crate) connections: Connections,
     /// Answers and indications owed to clients outside a request's answer.
     pub(crate) outgoing: VecDeque<Outgoing>,
-    /// What the shell must do about peer connections.
+    /// What the shell must do, in order.
     pub(crate) events: VecDeque<Event>,
+    /// The earliest deadline set since the last timeout (an allocation's
+    /// expiry, a Connect's or ConnectionBind's 30 s): the shard's timer
+    /// fires then, not at the next periodic sweep.
+    pub(crate) deadline: Option<Instant>,
     /// This shard's number and the shard count (for connection identifiers).
     pub(crate) shard: (usize, usize),
     /// The configuration's peer policy, with the relay port range and the
@@ -81,6 +86,22 @@ impl std::fmt::Debug for Turn {
 }
 
 impl Turn {
+    /// Makes the shard's timer fire at `at` at the latest.
+    pub(crate) fn wake_at(&mut self, at: Instant) {
+        self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
+    }
+
+    /// The earliest deadline of the shard's allocations and peer
+    /// connections, found anew after a timeout (a scan, as the sweep is).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let allocations = self.allocations.next_expiry();
+        let connections = self.connections.next_deadline();
+        match (allocations, connections) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
+    }
+
     /// Deletes an allocation: closes its sockets and peer connections and
     /// returns its quota.
     pub(crate) fn delete(&mut self, config: &TurnConfig, id: AllocationId) {
@@ -98,7 +119,10 @@ impl Turn {
                     .push_back(Event::CloseConnection { id: connection });
             }
             for relay in allocation.relays.into_iter().flatten() {
-                self.relays.release(relay, allocation.protocol);
+                self.events.push_back(Event::ReleaseRelay {
+                    relay: RelayedAddress(relay),
+                    protocol: allocation.protocol,
+                });
             }
             config.quotas.release(&allocation.user.name);
         }
@@ -169,11 +193,7 @@ pub(crate) struct Request<'a, 'm> {
 
 impl Request<'_, '_> {
     pub(crate) fn five_tuple(&self) -> FiveTuple {
-        FiveTuple {
-            transport: self.packet.transport,
-            client: self.packet.remote,
-            server: self.packet.local,
-        }
+        self.packet.five_tuple()
     }
 
     /// Writes a signed success response with the attributes `fill` adds.

@@ -34,6 +34,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
     }
     let granted = granted_lifetime(req, lifetime);
     turn.allocations.get_mut(id)?.expires = req.now + granted;
+    turn.wake_at(req.now + granted);
     turn.route_channels(req.config, id, req.now, None);
     req.success(out, |msg| {
         msg.add(&Attribute::Lifetime(lifetime_secs(granted)))

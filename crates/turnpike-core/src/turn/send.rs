@@ -18,8 +18,9 @@ use std::time::Instant;
 use turnpike_codec::{Attribute, ChannelData, Message};
 
 use super::Turn;
-use crate::allocation::FiveTuple;
-use crate::packet::{Transmit, Transport, max_udp_payload};
+use crate::ids::{PeerSocket, RelayedAddress};
+use crate::output::{Destination, Transmit};
+use crate::packet::{FiveTuple, max_udp_payload};
 use crate::relay::RelayProtocol;
 use crate::stats::DropReason;
 
@@ -45,11 +46,12 @@ fn to_peer(
         .ok_or(too_big)?
         .copy_from_slice(data);
     Ok(Transmit {
-        transport: Transport::Udp,
-        source: relay,
-        destination: peer,
+        to: Destination::Peer {
+            relay: RelayedAddress(relay),
+            peer: PeerSocket(peer),
+            dont_fragment,
+        },
         len: data.len(),
-        dont_fragment,
     })
 }
 

@@ -3,7 +3,7 @@
 //! does. Each test binary uses a part of it.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,8 +17,9 @@ use turnpike_codec::{
 };
 use turnpike_core::ephemeral::{self, Format};
 use turnpike_core::{
-    Config, NonceKey, Packet, PeerPolicy, RelayOptions, RelayPorts, RelayProtocol, Server, Shard,
-    SharedSecret, Transmit, Transport, TurnConfig, UserKeys, WallClock,
+    Config, ConnectionId, Event, NonceKey, Output, Packet, PeerPolicy, PeerSocket, RelayBinder,
+    RelayOptions, RelayedAddress, Server, Shard, SharedSecret, Transmit, Transport, TurnConfig,
+    UserKeys, WallClock,
 };
 
 pub const REALM: &str = "turnpike.test"; // 13 characters
@@ -49,25 +50,49 @@ pub struct Sockets {
 #[derive(Clone, Default)]
 pub struct FakeRelays(pub Arc<Mutex<Sockets>>);
 
-impl RelayPorts for FakeRelays {
-    fn bind(&mut self, addr: SocketAddr, options: RelayOptions) -> io::Result<()> {
+impl RelayBinder for FakeRelays {
+    fn bind(&mut self, relay: RelayedAddress, options: RelayOptions) -> io::Result<()> {
         let mut s = self.0.lock().unwrap();
         s.options.push(options);
-        if s.refuse_all || !s.bound.insert(addr) {
+        if s.refuse_all || !s.bound.insert(relay.0) {
             return Err(io::ErrorKind::AddrInUse.into());
         }
         Ok(())
     }
-    fn release(&mut self, addr: SocketAddr, _: RelayProtocol) {
+    fn reserve(&mut self, relay: RelayedAddress, token: [u8; 8], _: Instant) -> io::Result<()> {
         let mut s = self.0.lock().unwrap();
-        s.bound.remove(&addr);
-        s.released.push(addr);
+        if s.refuse_all || !s.bound.insert(relay.0) {
+            return Err(io::ErrorKind::AddrInUse.into());
+        }
+        s.reserved.insert(token, relay.0);
+        Ok(())
     }
-    fn reserve(&mut self, addr: SocketAddr, token: [u8; 8], _: Instant) {
-        self.0.lock().unwrap().reserved.insert(token, addr);
+    fn take_reserved(
+        &mut self,
+        token: [u8; 8],
+        _: Instant,
+        _: RelayOptions,
+    ) -> Option<RelayedAddress> {
+        self.0
+            .lock()
+            .unwrap()
+            .reserved
+            .remove(&token)
+            .map(RelayedAddress)
     }
-    fn redeem(&mut self, token: [u8; 8], _: Instant, _: RelayOptions) -> Option<SocketAddr> {
-        self.0.lock().unwrap().reserved.remove(&token)
+}
+
+impl FakeRelays {
+    /// Closes a relay socket as the shell does on [`Event::ReleaseRelay`];
+    /// `false` for any other event.
+    pub fn apply(&self, event: &Event) -> bool {
+        let Event::ReleaseRelay { relay, .. } = *event else {
+            return false;
+        };
+        let mut s = self.0.lock().unwrap();
+        s.bound.remove(&relay.0);
+        s.released.push(relay.0);
+        true
     }
 }
 
@@ -78,6 +103,15 @@ pub struct Harness {
     pub next_tid: u8,
     /// What client packets arrive over.
     pub transport: Transport,
+    /// Events polled from the server and not yet looked at
+    /// ([`Event::ReleaseRelay`] is carried out by [`FakeRelays`] instead).
+    pub events: VecDeque<Event>,
+    /// Messages polled from the server that answered no input of the
+    /// harness: replayed answers, deferred Connect answers,
+    /// ConnectionAttempts.
+    pub outbox: VecDeque<Answer>,
+    /// The last timeout the server asked for.
+    pub timeout: Option<Instant>,
 }
 
 pub fn turn_config(epoch: Instant, tweak: impl FnOnce(&mut TurnConfig)) -> Config {
@@ -179,7 +213,64 @@ impl Harness {
             now,
             next_tid: 0,
             transport: Transport::Udp,
+            events: VecDeque::new(),
+            outbox: VecDeque::new(),
+            timeout: None,
         }
+    }
+
+    /// Polls the server after an input handled with `out`, with that same
+    /// buffer, as the shell does: the answer to the input, which comes
+    /// first, is returned; events and other messages are kept in
+    /// [`events`](Self::events) and [`outbox`](Self::outbox).
+    pub fn drain(&mut self, out: &mut [u8]) -> Option<Answer> {
+        self.poll_all(out, true)
+    }
+
+    /// Polls the server after something other than a packet.
+    pub fn drain_owed(&mut self) {
+        let mut out = vec![0u8; OUT_LEN];
+        self.poll_all(&mut out, false);
+    }
+
+    fn poll_all(&mut self, out: &mut [u8], mut first: bool) -> Option<Answer> {
+        let mut answer = None;
+        loop {
+            match self.server.poll_output(out) {
+                Output::Transmit(transmit) if first => {
+                    answer = Some(Answer {
+                        transmit,
+                        bytes: out[..transmit.len].to_vec(),
+                    });
+                }
+                Output::Transmit(transmit) => self.outbox.push_back(Answer {
+                    transmit,
+                    bytes: out[..transmit.len].to_vec(),
+                }),
+                Output::Event(event) => {
+                    if !self.relays.apply(&event) {
+                        self.events.push_back(event);
+                    }
+                }
+                Output::Timeout(at) => {
+                    self.timeout = at;
+                    return answer;
+                }
+            }
+            first = false;
+        }
+    }
+
+    /// The next event the server raised.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.drain_owed();
+        self.events.pop_front()
+    }
+
+    /// Messages the server sent that answered no input of the harness.
+    pub fn owed(&mut self) -> Vec<Answer> {
+        self.drain_owed();
+        self.outbox.drain(..).collect()
     }
 
     pub fn tid(&mut self) -> TransactionId {
@@ -188,8 +279,13 @@ impl Harness {
     }
 
     pub fn advance(&mut self, secs: u64) {
-        self.now += Duration::from_secs(secs);
+        self.advance_by(Duration::from_secs(secs));
+    }
+
+    pub fn advance_by(&mut self, by: Duration) {
+        self.now += by;
         self.server.handle_timeout(self.now);
+        self.drain_owed();
     }
 
     pub fn request(
@@ -225,11 +321,8 @@ impl Harness {
             remote: addr(client),
             data,
         };
-        let transmit = self.server.handle_packet(self.now, packet, &mut out)?;
-        Some(Answer {
-            transmit,
-            bytes: out[..transmit.len].to_vec(),
-        })
+        self.server.handle_client_packet(self.now, packet, &mut out);
+        self.drain(&mut out)
     }
 
     pub fn send(&mut self, data: &[u8]) -> Option<Answer> {
@@ -264,13 +357,10 @@ impl Harness {
 
     pub fn peer_sends(&mut self, relay: SocketAddr, peer: &str, data: &[u8]) -> Option<Answer> {
         let mut out = vec![0u8; OUT_LEN];
-        let transmit =
-            self.server
-                .handle_peer_packet(self.now, relay, addr(peer), data, &mut out)?;
-        Some(Answer {
-            transmit,
-            bytes: out[..transmit.len].to_vec(),
-        })
+        let (relay, peer) = (RelayedAddress(relay), PeerSocket(addr(peer)));
+        self.server
+            .handle_peer_packet(self.now, relay, peer, data, &mut out);
+        self.drain(&mut out)
     }
 
     /// Gets a nonce the way a client does: an unauthenticated Allocate.
@@ -332,19 +422,15 @@ impl Harness {
         a.relayed()[0]
     }
 
+    /// A peer connects to the TCP relay `relay`.
+    pub fn peer_connects(&mut self, relay: SocketAddr, peer: SocketAddr) -> Option<ConnectionId> {
+        self.server
+            .peer_connected(self.now, RelayedAddress(relay), PeerSocket(peer))
+    }
+
     /// Answers to held requests whose lookups were resolved.
     pub fn replay(&mut self) -> Vec<Answer> {
-        let mut answers = Vec::new();
-        let mut out = [0u8; 2048];
-        while let Some(transmit) = self.server.poll_replay(self.now, &mut out) {
-            if let Some(transmit) = transmit {
-                answers.push(Answer {
-                    transmit,
-                    bytes: out[..transmit.len].to_vec(),
-                });
-            }
-        }
-        answers
+        self.owed()
     }
 
     /// Credentials minted from a shared secret, as an application does.
@@ -359,7 +445,10 @@ impl Harness {
         self.creds_for(client, leak(username), leak(pass))
     }
 
-    pub fn bound(&self) -> HashSet<SocketAddr> {
+    /// The relay sockets bound now, once the shell has acted on what the
+    /// server asked.
+    pub fn bound(&mut self) -> HashSet<SocketAddr> {
+        self.drain_owed();
         self.relays.0.lock().unwrap().bound.clone()
     }
 }

@@ -9,10 +9,13 @@
 //! beyond a short probe (to report "address in use" clearly), then waits for
 //! SIGTERM/SIGINT and shuts the workers down.
 
+mod binder;
+mod context;
 mod dtls;
-mod relay;
 mod stream;
+mod task;
 mod tcp_relay;
+mod udp_relay;
 mod worker;
 
 use std::io;
@@ -30,10 +33,10 @@ use turnpike_store::Store;
 use turnpike_xdp::FastPath;
 
 use crate::config::{Config, Listener, XdpMode};
-use crate::credentials::{CacheOptions, Credentials};
+use crate::credentials::{CacheOptions, CredentialSource};
 use crate::tls::Certificates;
-use relay::Reservations;
-use stream::{ConnectionCounts, StreamLimits};
+use stream::conn::{ConnectionCounts, StreamLimits};
+use udp_relay::socket::Reservations;
 use worker::{DtlsSettings, Secure, Worker};
 
 /// Loads the XDP fast path and attaches it to `xdp.interfaces`, if any.
@@ -222,7 +225,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 fn open_credentials(
     config: &Config,
     control: &tokio::runtime::Runtime,
-) -> anyhow::Result<(Arc<Credentials>, watch::Receiver<Secrets>)> {
+) -> anyhow::Result<(Arc<CredentialSource>, watch::Receiver<Secrets>)> {
     let options = config.store_options(true).map_err(|e| anyhow!("{e}"))?;
     let location = options.location.redacted();
     let db = &config.database;
@@ -236,7 +239,7 @@ fn open_credentials(
             anyhow::Ok(store)
         })
         .map_err(|e| anyhow!("cannot open the credential database {location}: {e}"))?;
-    let credentials = Arc::new(Credentials::new(
+    let credentials = Arc::new(CredentialSource::new(
         &config.turn.realm,
         config.user_keys(),
         &config.turn.secrets,

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
@@ -19,42 +19,27 @@ use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
-use turnpike_core::{
-    Event, Packet, PerSourceRate, RelayOptions, Secrets, Server, Shard, SourcePrefix, Transmit,
-    Transport,
-};
+use turnpike_core::{Packet, PerSourceRate, Secrets, Server, Shard, SourcePrefix, Transport};
 use turnpike_dtls::{DtlsConfig, DtlsServer};
 use turnpike_xdp::FastPath;
 
 use super::bind_error;
-use super::dtls::{self, DtlsEndpoint};
-use super::relay::{ClientPath, Relay, Reservations, ShellRelays};
-use super::stream::{self, ConnectionCounts, QueueBudget, StreamConn, StreamLimits};
-use super::tcp_relay::{self, Mail, TcpRelays};
+use super::binder::ShellRelayBinder;
+use super::context::{
+    BATCH, MAX_MESSAGE, RECV_ERROR_BACKOFF, RECV_SLOT, SEND_SLOT, Timer, WorkerCtx, sleep_until,
+};
+use super::dtls::{self, endpoint::DtlsEndpoint};
+use super::stream::{
+    self,
+    conn::{ConnectionCounts, QueueBudget, StreamLimits},
+};
+use super::tcp_relay::{self, peers::Mail, peers::TcpRelays};
+use super::udp_relay::{self, socket::Reservations};
 use crate::config::Listener;
-use crate::credentials::Credentials;
+use crate::credentials::CredentialSource;
 use crate::net::tcp;
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch, UdpOptions};
 use crate::tls::Certificates;
-
-/// Datagrams per `recvmmsg`/`sendmmsg`.
-pub(super) const BATCH: usize = 32;
-/// Receive slot: a full Ethernet-MTU datagram and then some. Larger datagrams
-/// (up to UDP's limit) still arrive whole, through the batch's spill area.
-pub(super) const RECV_SLOT: usize = 2048;
-/// Room per datagram in a send batch: a Data indication around a full
-/// receive slot. Larger ones fit too; the batch just holds fewer.
-pub(super) const SEND_SLOT: usize = RECV_SLOT + 256;
-/// The largest message the core writes: a STUN message with a 65,532-byte
-/// body (relayed data framed for a stream client, a padded answer to a
-/// large request). Buffers the core writes into outside a send batch are
-/// this large.
-pub(super) const MAX_MESSAGE: usize = turnpike_codec::framing::MAX_FRAME_LEN;
-/// Room for what the core owes clients outside the packet path: Connect
-/// answers and ConnectionAttempts, a few dozen bytes each.
-const OWED_SLOT: usize = 512;
-/// Pause after a receive error that is not transient.
-pub(super) const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 /// What one worker thread needs.
 pub(super) struct Worker {
@@ -62,7 +47,7 @@ pub(super) struct Worker {
     pub(super) workers: usize,
     pub(super) core: Arc<turnpike_core::Config>,
     /// Credential sources; `None` when TURN is off.
-    pub(super) credentials: Option<Arc<Credentials>>,
+    pub(super) credentials: Option<Arc<CredentialSource>>,
     /// The shared secrets as they change; `None` when TURN is off.
     pub(super) secrets: Option<watch::Receiver<Secrets>>,
     /// The host's IP addresses as they change, for the peer policy; `None`
@@ -120,38 +105,6 @@ pub(super) struct DtlsSettings {
     pub(super) idle_timeout: Duration,
 }
 
-/// State shared by a worker's tasks.
-pub(super) struct WorkerCtx {
-    pub(super) server: RefCell<Server>,
-    /// UDP listener sockets.
-    pub(super) listeners: Box<[BatchUdpSocket]>,
-    /// Answers to clients produced by relay sockets, one batch per listener.
-    pub(super) client_tx: Box<[RefCell<SendBatch>]>,
-    /// The receive buffer all relay sockets share.
-    pub(super) peer_rx: RefCell<RecvBatch>,
-    /// Relay sockets by relayed address.
-    pub(super) relays: RefCell<FxHashMap<SocketAddr, Relay>>,
-    /// Relays bound while handling the current batch, to start after it.
-    pub(super) pending: RefCell<Vec<SocketAddr>>,
-    /// Client connections (TCP, TLS) by (local, remote) address.
-    pub(super) streams: RefCell<FxHashMap<(SocketAddr, SocketAddr), Rc<StreamConn>>>,
-    /// Scratch space for relayed data bound for a connection.
-    pub(super) scratch: RefCell<Box<[u8]>>,
-    /// Bytes queued towards this worker's connections, and their bound.
-    pub(super) queued: Rc<QueueBudget>,
-    pub(super) connections: Arc<ConnectionCounts>,
-    pub(super) limits: StreamLimits,
-    /// Wakes the task that sends [`client_tx`](Self::client_tx).
-    pub(super) flush: tokio::sync::Notify,
-    /// DTLS sockets and their sessions.
-    pub(super) dtls: Box<[Rc<DtlsEndpoint>]>,
-    /// TCP relays and their peer connections (RFC 6062).
-    pub(super) tcp: TcpRelays,
-    credentials: Option<Arc<Credentials>>,
-    /// Channel routes go here (the core announces them only when it is on).
-    fast_path: Option<Arc<Mutex<FastPath>>>,
-}
-
 /// Sockets a worker binds.
 struct Bound {
     udp: Vec<BatchUdpSocket>,
@@ -199,7 +152,7 @@ impl Worker {
                     tokio::task::spawn_local(dtls::dtls_loop(ctx2, endpoint, certs));
                 }
             }
-            tokio::task::spawn_local(timer_loop(Rc::clone(&ctx), Arc::clone(&self.reservations)));
+            tokio::task::spawn_local(timer_loop(Rc::clone(&ctx)));
             if let Some(secrets) = self.secrets.clone() {
                 tokio::task::spawn_local(secrets_loop(Rc::clone(&ctx), secrets));
             }
@@ -209,7 +162,8 @@ impl Worker {
                 ctx.server.borrow_mut().set_host_addresses(&current);
                 tokio::task::spawn_local(host_addresses_loop(Rc::clone(&ctx), addresses));
             }
-            tokio::task::spawn_local(super::relay::flusher(Rc::clone(&ctx)));
+            tokio::task::spawn_local(udp_relay::flusher(Rc::clone(&ctx)));
+            tokio::task::spawn_local(tcp_relay::opener_loop(Rc::clone(&ctx)));
             if let Some(inbox) = inbox {
                 tokio::task::spawn_local(tcp_relay::mail_loop(Rc::clone(&ctx), inbox));
             }
@@ -234,26 +188,27 @@ impl Worker {
             .map(|_| RefCell::new(SendBatch::new(BATCH, SEND_SLOT)))
             .collect();
         let ctx = Rc::new_cyclic(|weak: &Weak<WorkerCtx>| {
-            let relays = ShellRelays::new(weak.clone(), Arc::clone(&self.reservations));
+            let binder = ShellRelayBinder::new(weak.clone(), Arc::clone(&self.reservations));
             WorkerCtx {
                 server: RefCell::new(Server::with_relays(
                     Arc::clone(&self.core),
                     shard,
-                    Box::new(relays),
+                    Box::new(binder),
                 )),
                 listeners: sockets.into_boxed_slice(),
                 client_tx,
+                flush: tokio::sync::Notify::new(),
                 peer_rx: RefCell::new(RecvBatch::new(BATCH, RECV_SLOT)),
                 relays: RefCell::new(FxHashMap::default()),
-                pending: RefCell::new(Vec::new()),
+                reservations: Arc::clone(&self.reservations),
                 streams: RefCell::new(FxHashMap::default()),
                 scratch: RefCell::new(vec![0u8; MAX_MESSAGE].into_boxed_slice()),
                 queued: Rc::new(QueueBudget::new(self.limits.max_buffered_per_worker)),
                 connections: Arc::clone(&self.connections),
                 limits: self.limits,
-                flush: tokio::sync::Notify::new(),
                 dtls: dtls.into_iter().map(Rc::new).collect(),
                 tcp: TcpRelays::new(self.id, Arc::clone(&self.mailboxes)),
+                timer: Timer::default(),
                 credentials: self.credentials.clone(),
                 fast_path: self.fast_path.clone(),
             }
@@ -370,167 +325,6 @@ async fn tls_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, secure: Secu
     }
 }
 
-impl WorkerCtx {
-    /// How relayed data reaches the client of the allocation `options`
-    /// describes: the UDP listener serving its server address, or its
-    /// connection.
-    pub(super) fn client_path(&self, options: &RelayOptions) -> Option<ClientPath> {
-        match options.transport {
-            Transport::Udp => self.listener_for(options.server).map(ClientPath::Udp),
-            Transport::Tcp | Transport::Tls => self
-                .streams
-                .borrow()
-                .get(&(options.server, options.client))
-                .map(|conn| ClientPath::Stream(Rc::clone(conn))),
-            Transport::Dtls => self
-                .dtls
-                .iter()
-                .find(|d| d.serves(options.server))
-                .map(|d| ClientPath::Dtls(Rc::clone(d))),
-        }
-    }
-
-    /// The UDP listener serving the local address `server`: the socket bound
-    /// to it, or the wildcard socket of its family and port.
-    pub(super) fn listener_for(&self, server: SocketAddr) -> Option<usize> {
-        self.listeners.iter().position(|l| {
-            let bound = l.local_addr();
-            bound == server
-                || (bound.ip().is_unspecified()
-                    && bound.port() == server.port()
-                    && bound.is_ipv4() == server.is_ipv4())
-        })
-    }
-
-    /// Acts on what the core asked for while handling packets: starts relay
-    /// sockets bound meanwhile, looks up unknown users, opens and closes
-    /// peer connections, and sends what the core owes clients.
-    pub(super) fn after_packets(self: &Rc<Self>) {
-        super::relay::start_pending(self);
-        loop {
-            let Some(event) = self.server.borrow_mut().poll_event() else {
-                break;
-            };
-            match event {
-                Event::NeedCredentials { username } => {
-                    let Some(credentials) = self.credentials.clone() else {
-                        continue;
-                    };
-                    let ctx = Rc::clone(self);
-                    tokio::task::spawn_local(async move {
-                        let resolved = credentials.lookup(&username).await;
-                        let now = Instant::now();
-                        ctx.server.borrow_mut().resolve_credentials(
-                            now,
-                            &username,
-                            resolved.lookup,
-                            now + resolved.valid_for,
-                        );
-                        ctx.replay();
-                    });
-                }
-                Event::RouteChannel { route, until } => {
-                    self.with_fast_path(|fast_path| fast_path.route(&route, until).map(drop))
-                }
-                Event::UnrouteChannel { route } => self.with_fast_path(|fast_path| {
-                    fast_path.unroute(&route);
-                    Ok(())
-                }),
-                other => tcp_relay::handle_event(self, other),
-            }
-        }
-        let mut out = [0u8; OWED_SLOT];
-        loop {
-            let Some(transmit) = self.server.borrow_mut().poll_transmit(&mut out) else {
-                break;
-            };
-            self.deliver(transmit, &out[..transmit.len]);
-        }
-    }
-
-    /// Updates the XDP routes (a control-path call: once per ChannelBind,
-    /// CreatePermission or Refresh, never per packet). A route that cannot
-    /// be written leaves its channel on the sockets, which relay it as
-    /// before: it is logged once, not per channel.
-    fn with_fast_path(
-        &self,
-        update: impl FnOnce(&mut FastPath) -> Result<(), turnpike_xdp::Error>,
-    ) {
-        static WARNED: AtomicBool = AtomicBool::new(false);
-        let Some(fast_path) = &self.fast_path else {
-            return;
-        };
-        // A worker that panicked holding the lock left whole routes behind
-        // (each update is one map write per side): keep using them.
-        let mut fast_path = fast_path.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = update(&mut fast_path)
-            && !WARNED.swap(true, Ordering::Relaxed)
-        {
-            tracing::warn!(%err, "XDP route not written; its channel stays on the sockets (logged once)");
-        }
-    }
-
-    /// Sends a message the core produced outside the packet path (a replayed
-    /// answer, a deferred Connect answer, a ConnectionAttempt) on whatever
-    /// it is for: a DTLS session, a connection of this worker or a data
-    /// connection waiting on another, or a UDP listener. Messages to clients
-    /// who left are dropped.
-    fn deliver(self: &Rc<Self>, transmit: Transmit, payload: &[u8]) {
-        match transmit.transport {
-            Transport::Dtls => {
-                if let Some(d) = self.dtls.iter().find(|d| d.serves(transmit.source)) {
-                    let now = Instant::now();
-                    // Answers the client retransmits if lost.
-                    let _ = d.send(now, transmit.destination, payload);
-                    d.drain(self, now, None);
-                }
-            }
-            Transport::Tcp | Transport::Tls => {
-                let (local, remote) = (transmit.source, transmit.destination);
-                if tcp_relay::answer_waiter(self, local, remote, payload) {
-                    return;
-                }
-                if let Some(conn) = self.streams.borrow().get(&(local, remote)) {
-                    conn.push(payload);
-                    conn.flush();
-                }
-            }
-            Transport::Udp => {
-                let Some(i) = self.listener_for(transmit.source) else {
-                    return;
-                };
-                let wildcard = self.listeners[i].local_addr().ip().is_unspecified();
-                // A full batch drops the answer; the client retransmits.
-                self.client_tx[i].borrow_mut().push(
-                    transmit.destination,
-                    wildcard.then_some(transmit.source.ip()),
-                    payload,
-                );
-                self.flush.notify_one();
-            }
-        }
-    }
-
-    /// Answers the requests held for a lookup that just completed. They go
-    /// out with the relayed data on the next flush.
-    fn replay(self: &Rc<Self>) {
-        let mut out = vec![0u8; MAX_MESSAGE];
-        loop {
-            let replayed = self
-                .server
-                .borrow_mut()
-                .poll_replay(Instant::now(), &mut out);
-            let transmit = match replayed {
-                None => break,
-                Some(None) => continue,
-                Some(Some(transmit)) => transmit,
-            };
-            self.after_packets();
-            self.deliver(transmit, &out[..transmit.len]);
-        }
-    }
-}
-
 /// Hands each new set of the host's addresses to the shard.
 async fn host_addresses_loop(ctx: Rc<WorkerCtx>, mut addresses: watch::Receiver<Arc<[IpAddr]>>) {
     while addresses.changed().await.is_ok() {
@@ -553,22 +347,16 @@ async fn secrets_loop(ctx: Rc<WorkerCtx>, mut secrets: watch::Receiver<Secrets>)
 /// Receives datagrams on listener `index` in batches, runs them through the
 /// shard, and sends the answers in batches.
 ///
-/// Answers normally leave from the socket their request arrived on; RFC 5780
-/// CHANGE-REQUEST answers leave from another listener, and relayed data from
-/// the allocation's relay socket.
+/// Answers and relayed data for clients on this listener go into its send
+/// batch, written there by the core; everything else (data for peers,
+/// RFC 5780 CHANGE-REQUEST answers from another listener) goes where
+/// [`WorkerCtx::dispatch`] sends it.
 async fn udp_loop(ctx: Rc<WorkerCtx>, index: usize) {
     let socket = &ctx.listeners[index];
     let bound = socket.local_addr();
     let wildcard = bound.ip().is_unspecified();
     let mut rx = RecvBatch::new(BATCH, RECV_SLOT);
     let mut tx = SendBatch::new(BATCH, SEND_SLOT);
-    let mut redirect: Vec<SendBatch> = if !ctx.server.borrow().config().nat_discovery.is_empty() {
-        (0..ctx.listeners.len())
-            .map(|_| SendBatch::new(BATCH, SEND_SLOT))
-            .collect()
-    } else {
-        Vec::new()
-    };
     loop {
         if let Err(err) = socket.recv_batch(&mut rx).await {
             // Transient errors (EAGAIN, stale ICMP) never get here; what does
@@ -602,56 +390,37 @@ async fn udp_loop(ctx: Rc<WorkerCtx>, index: usize) {
                     let _ = socket.try_send_batch(&mut tx);
                 }
                 tx.push_in_place(|room| {
-                    let t = server.handle_packet(now, packet, room)?;
-                    if t.source == local {
-                        return Some((t.len, t.destination, wildcard.then_some(t.source.ip())));
-                    }
-                    let payload = &room[..t.len];
-                    // Client → peer. One sendto per datagram: each relay
-                    // is its own socket.
-                    if super::relay::to_peer(&ctx, &mut server, &t, payload) {
-                        return None;
-                    }
-                    // RFC 5780 CHANGE-REQUEST: another listener answers.
-                    let j = ctx
-                        .listeners
-                        .iter()
-                        .position(|s| s.local_addr() == t.source)?;
-                    redirect.get_mut(j)?.push(t.destination, None, payload);
-                    None
+                    server.handle_client_packet(now, packet, room);
+                    ctx.take_answer(&mut server, room, index)
                 });
             }
         }
-        ctx.after_packets();
+        ctx.process_pending();
         if !tx.is_empty()
             && let Err(err) = socket.send_batch(&mut tx).await
         {
             tracing::debug!(address = %bound, %err, "udp send failed");
         }
-        for (j, batch) in redirect.iter_mut().enumerate() {
-            if !batch.is_empty()
-                && let Err(err) = ctx.listeners[j].send_batch(batch).await
-            {
-                tracing::debug!(address = %ctx.listeners[j].local_addr(), %err, "udp send failed");
-            }
-        }
     }
 }
 
-/// Expires allocations once a second (the core's sweep interval), and
-/// unclaimed port reservations.
-async fn timer_loop(ctx: Rc<WorkerCtx>, reservations: Arc<Reservations>) {
-    let mut tick = tokio::time::interval(turnpike_core::server::SWEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Runs the shard's timer: sleeps until the core's next timeout (woken when
+/// it moves earlier), so allocations expire and RFC 6062's 30-second timers
+/// fire on time; and closes reserved ports nobody claimed when they expire.
+async fn timer_loop(ctx: Rc<WorkerCtx>) {
     loop {
-        tick.tick().await;
+        let due = match (ctx.timer.at(), ctx.reservations.next_expiry()) {
+            (Some(core), Some(reserved)) => Some(core.min(reserved)),
+            (core, reserved) => core.or(reserved),
+        };
+        tokio::select! {
+            () = sleep_until(due.map(tokio::time::Instant::from_std)) => {}
+            () = ctx.timer.wake.notified() => continue,
+        }
         let now = Instant::now();
         ctx.server.borrow_mut().handle_timeout(now);
-        // Timed-out Connects are answered, unbound connections closed.
-        ctx.after_packets();
-        // Reserved ports nobody claimed are closed when they expire, not
-        // when the next reservation happens to be made.
-        reservations.expire(now);
+        ctx.process_pending();
+        ctx.reservations.expire(now);
     }
 }
 

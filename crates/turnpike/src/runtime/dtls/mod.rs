@@ -19,100 +19,32 @@
 //! DTLS costs a few allocations per datagram (one buffer per record each
 //! way, inside the session library); the plain UDP path stays free of them.
 
-use std::cell::{Cell, RefCell};
+pub(crate) mod endpoint;
+
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
-use turnpike_core::{DropReason, FiveTuple, Packet, Transport};
-use turnpike_dtls::{DtlsError, Output, Sessions};
+use turnpike_core::{Packet, Transport};
+use turnpike_dtls::Output;
 
-use super::stream::Counted;
-use super::worker::{BATCH, RECV_ERROR_BACKOFF, RECV_SLOT, SEND_SLOT, WorkerCtx};
-use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch};
+use super::context::{BATCH, RECV_ERROR_BACKOFF, RECV_SLOT, WorkerCtx, sleep_until};
+use crate::net::udp::RecvBatch;
 use crate::tls::Certificates;
+use endpoint::{DtlsEndpoint, Session};
 
 /// How often a worker checks whether the certificate was renewed, and
 /// closes sessions past their authentication deadline.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);
 
-/// What the shell keeps about an established session.
-struct Session {
-    /// The local IP the peer talks to (a wildcard socket learns it from
-    /// each datagram).
-    local: IpAddr,
-    /// Closed then unless it has made an allocation; `None` once it has.
-    auth_deadline: Option<Instant>,
-    /// Its place in the per-source connection count.
-    _counted: Counted,
-}
-
-/// One DTLS socket of a worker and its sessions.
-pub(super) struct DtlsEndpoint {
-    socket: BatchUdpSocket,
-    sessions: RefCell<Box<dyn Sessions>>,
-    /// Established sessions by peer; bounded by the sessions.
-    locals: RefCell<FxHashMap<SocketAddr, Session>>,
-    /// The certificate generation the sessions were given.
-    generation: Cell<u64>,
-    tx: RefCell<SendBatch>,
-}
-
 impl DtlsEndpoint {
-    pub(super) fn new(
-        socket: BatchUdpSocket,
-        sessions: Box<dyn Sessions>,
-        generation: u64,
-    ) -> Self {
-        DtlsEndpoint {
-            socket,
-            sessions: RefCell::new(sessions),
-            locals: RefCell::new(FxHashMap::default()),
-            generation: Cell::new(generation),
-            // One datagram at a time, of any size a record can have.
-            tx: RefCell::new(SendBatch::new(1, SEND_SLOT)),
-        }
-    }
-
-    pub(super) fn local_addr(&self) -> SocketAddr {
-        self.socket.local_addr()
-    }
-
-    /// Whether this endpoint serves the local address `server`.
-    pub(super) fn serves(&self, server: SocketAddr) -> bool {
-        let bound = self.local_addr();
-        bound == server
-            || (bound.ip().is_unspecified()
-                && bound.port() == server.port()
-                && bound.is_ipv4() == server.is_ipv4())
-    }
-
-    /// Encrypts one message for the established session with `peer`. The
-    /// datagram goes out with the next [`drain`](Self::drain). A message
-    /// the session cannot take is dropped; the reason is returned when it
-    /// is worth counting (a client that has gone is not).
-    pub(super) fn send(
-        &self,
-        now: Instant,
-        peer: SocketAddr,
-        message: &[u8],
-    ) -> Option<DropReason> {
-        match self.sessions.borrow_mut().send(now, peer, message) {
-            Ok(()) => None,
-            Err(DtlsError::QueueFull(_)) => Some(DropReason::QueueFull),
-            Err(DtlsError::TooLarge { .. }) => Some(DropReason::TooBigForClient),
-            Err(_) => None,
-        }
-    }
-
     /// Acts on everything the sessions produced: sends datagrams, hands
     /// decrypted messages to the core (and encrypts its answers), ends the
     /// allocations of sessions that closed. `arrived` is the peer and local
     /// IP of the datagram just handled, for answers to peers without a
     /// session yet.
-    pub(super) fn drain(
+    pub(crate) fn drain(
         &self,
         ctx: &Rc<WorkerCtx>,
         now: Instant,
@@ -151,6 +83,7 @@ impl DtlsEndpoint {
                     if let Some(session) = self.locals.borrow_mut().remove(&peer) {
                         let five_tuple = self.five_tuple(peer, session.local);
                         ctx.server.borrow_mut().connection_closed(&five_tuple);
+                        ctx.process_pending();
                     }
                 }
                 Some(Output::Data { from, data }) => {
@@ -180,26 +113,10 @@ impl DtlsEndpoint {
             data,
         };
         let mut server = ctx.server.borrow_mut();
-        if let Some(t) = server.handle_packet(now, packet, &mut out) {
-            let payload = &out[..t.len];
-            if t.transport == Transport::Dtls && t.source == local {
-                // Answers to requests: the client retransmits what is lost.
-                let _ = self.send(now, t.destination, payload);
-            } else {
-                super::relay::to_peer(ctx, &mut server, &t, payload);
-            }
-        }
-        drop((server, out));
-        ctx.after_packets();
-    }
-
-    /// The 5-tuple of the session with `peer`, talking to `local`.
-    fn five_tuple(&self, peer: SocketAddr, local: IpAddr) -> FiveTuple {
-        FiveTuple {
-            transport: Transport::Dtls,
-            client: peer,
-            server: SocketAddr::new(local, self.local_addr().port()),
-        }
+        server.handle_client_packet(now, packet, &mut out);
+        // Answers are encrypted for the session here and leave as this
+        // drain goes on.
+        ctx.process_outputs(&mut server, &mut out);
     }
 
     /// Closes the sessions that made no allocation by their deadline, as
@@ -224,31 +141,6 @@ impl DtlsEndpoint {
             // Closed output: nothing was allocated to clean up.
             self.sessions.borrow_mut().close(peer);
             self.locals.borrow_mut().remove(&peer);
-        }
-    }
-
-    fn transmit(&self, to: SocketAddr, source_ip: Option<IpAddr>, datagram: &[u8]) {
-        let wildcard = self.local_addr().ip().is_unspecified();
-        let mut tx = self.tx.borrow_mut();
-        tx.push(to, source_ip.filter(|_| wildcard), datagram);
-        // A full socket buffer drops the datagram; DTLS retransmits
-        // handshakes, and data is datagrams anyway.
-        let _ = self.socket.try_send_batch(&mut tx);
-        tx.clear();
-    }
-
-    fn refresh_certificate(&self, certs: &Certificates) {
-        let (generation, pem) = certs.pem_with_generation();
-        if generation == self.generation.get() {
-            return;
-        }
-        self.generation.set(generation);
-        if let Err(err) = self
-            .sessions
-            .borrow_mut()
-            .set_certificate(&pem.chain, &pem.key)
-        {
-            tracing::error!(%err, "DTLS keeps its previous certificate");
         }
     }
 }
@@ -292,6 +184,9 @@ pub(super) async fn dtls_loop(
                 endpoint.sessions.borrow_mut().handle_timeout(now);
                 endpoint.drain(&ctx, now, None);
             }
+            // Records encrypted outside this task (answers polled after a
+            // lookup, messages the core owed) are sent.
+            () = endpoint.wake.notified() => endpoint.drain(&ctx, Instant::now(), None),
             _ = certificate_check.tick() => {
                 endpoint.refresh_certificate(&certs);
                 let now = Instant::now();
@@ -299,12 +194,5 @@ pub(super) async fn dtls_loop(
                 endpoint.drain(&ctx, now, None);
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

@@ -17,105 +17,27 @@
 //! neither lost nor buffered without bound. The pipe reads only as fast as
 //! the other side accepts writes, one fixed buffer per direction.
 
-use std::cell::RefCell;
+pub(crate) mod peers;
+
 use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
-use turnpike_core::{ConnectionId, Event, Packet, Transport};
+use turnpike_core::{ConnectionId, Packet, PeerSocket, RelayedAddress, Transport};
 
-use super::relay::TaskGuard;
-use super::worker::{SEND_SLOT, WorkerCtx};
+use super::context::{MAX_MESSAGE, WorkerCtx};
+use super::task::TaskGuard;
 use crate::net::tcp;
+use peers::{BindReply, Mail, PeerConn};
 
 /// Bytes read per direction of a pipe before they are written on.
 const PIPE_BUFFER: usize = 16 * 1024;
 /// Pause after an accept error on a relayed address (EMFILE and friends).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// What workers send each other about peer connections.
-pub(super) enum Mail {
-    /// A ConnectionBind for a connection of the recipient's shard arrived
-    /// on worker `from`'s data connection `(local, remote)`.
-    Bind {
-        from: usize,
-        transport: Transport,
-        local: SocketAddr,
-        remote: SocketAddr,
-        message: Box<[u8]>,
-        reply: oneshot::Sender<BindReply>,
-    },
-    /// The pair `id`, hosted by the recipient, must close: its allocation
-    /// ended.
-    Close { id: ConnectionId },
-    /// The pair `id`, owned by the recipient's shard, closed.
-    Closed { id: ConnectionId },
-}
-
-/// The answer to a forwarded ConnectionBind, and on success the peer
-/// connection to pipe it to.
-pub(super) struct BindReply {
-    pub(super) answer: Box<[u8]>,
-    pub(super) peer: Option<(ConnectionId, std::net::TcpStream)>,
-}
-
-/// A client connection: (local, remote) address.
-type StreamKey = (SocketAddr, SocketAddr);
-
-/// A peer connection on the worker that owns it.
-enum PeerConn {
-    /// Being opened for a Connect.
-    Connecting(TaskGuard),
-    /// Established, waiting for the client's ConnectionBind; unread.
-    Unbound(TcpStream),
-    /// Handed to worker `host`, which runs its pipe.
-    Bound { host: usize },
-}
-
-/// A worker's share of RFC 6062.
-pub(super) struct TcpRelays {
-    index: usize,
-    mailboxes: Arc<[mpsc::UnboundedSender<Mail>]>,
-    /// Listening sockets of this shard's TCP relayed addresses.
-    listeners: RefCell<FxHashMap<SocketAddr, TaskGuard>>,
-    /// Peer connections of this shard's allocations.
-    peers: RefCell<FxHashMap<ConnectionId, PeerConn>>,
-    /// Data connections (local, remote), on worker `.0`, waiting for the
-    /// answer to their ConnectionBind from this shard.
-    waiters: RefCell<FxHashMap<StreamKey, (usize, oneshot::Sender<BindReply>)>>,
-    /// Peer connections just bound, leaving with the answer to their data
-    /// connection (local, remote).
-    handoffs: RefCell<FxHashMap<StreamKey, (ConnectionId, std::net::TcpStream)>>,
-    /// Pipes running on this worker, by the connection they carry.
-    pipes: RefCell<FxHashMap<ConnectionId, Rc<Notify>>>,
-}
-
-impl TcpRelays {
-    pub(super) fn new(index: usize, mailboxes: Arc<[mpsc::UnboundedSender<Mail>]>) -> Self {
-        TcpRelays {
-            index,
-            mailboxes,
-            listeners: RefCell::default(),
-            peers: RefCell::default(),
-            waiters: RefCell::default(),
-            handoffs: RefCell::default(),
-            pipes: RefCell::default(),
-        }
-    }
-
-    fn mail(&self, worker: usize, mail: Mail) {
-        if let Some(mailbox) = self.mailboxes.get(worker) {
-            // Fails only while the server shuts down.
-            let _ = mailbox.send(mail);
-        }
-    }
-}
 
 /// Binds a TCP relayed address and accepts its peers' connections.
 pub(super) fn listen(ctx: &Rc<WorkerCtx>, addr: SocketAddr) -> std::io::Result<()> {
@@ -126,12 +48,6 @@ pub(super) fn listen(ctx: &Rc<WorkerCtx>, addr: SocketAddr) -> std::io::Result<(
         .borrow_mut()
         .insert(addr, TaskGuard::new(task.abort_handle()));
     Ok(())
-}
-
-/// Closes a TCP relayed address's listener (its connections are closed by
-/// the core's [`Event::CloseConnection`]s).
-pub(super) fn release(ctx: &WorkerCtx, addr: SocketAddr) {
-    ctx.tcp.listeners.borrow_mut().remove(&addr);
 }
 
 /// RFC 6062 §5.3: a peer connecting to a relayed address is kept (unread)
@@ -146,10 +62,11 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, relay: SocketAdd
                 continue;
             }
         };
-        let id = ctx
-            .server
-            .borrow_mut()
-            .peer_connected(Instant::now(), relay, peer);
+        let id = ctx.server.borrow_mut().peer_connected(
+            Instant::now(),
+            RelayedAddress(relay),
+            PeerSocket(peer),
+        );
         match id {
             Some(id) => {
                 let _ = stream.set_nodelay(true);
@@ -158,7 +75,7 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, relay: SocketAdd
                     .borrow_mut()
                     .insert(id, PeerConn::Unbound(stream));
                 // Sends the ConnectionAttempt.
-                ctx.after_packets();
+                ctx.process_pending();
             }
             // No permission: a reset tells the peer at once (a zero linger
             // never blocks the close).
@@ -169,56 +86,28 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, relay: SocketAdd
     }
 }
 
-/// Carries out the core's RFC 6062 events.
-pub(super) fn handle_event(ctx: &Rc<WorkerCtx>, event: Event) {
-    match event {
-        Event::OpenConnection { id, relay, peer } => {
-            let task = tokio::task::spawn_local(open(Rc::clone(ctx), id, relay, peer));
+/// Opens the connections the core asked for
+/// ([`Event::OpenConnection`](turnpike_core::Event::OpenConnection)), each
+/// in a task of its own that the connection's entry owns.
+pub(super) async fn opener_loop(ctx: Rc<WorkerCtx>) {
+    loop {
+        ctx.tcp.opener.notified().await;
+        let to_open = std::mem::take(&mut *ctx.tcp.to_open.borrow_mut());
+        for (id, relay, peer) in to_open {
+            let task = tokio::task::spawn_local(open(Rc::clone(&ctx), id, relay, peer));
             ctx.tcp.peers.borrow_mut().insert(
                 id,
                 PeerConn::Connecting(TaskGuard::new(task.abort_handle())),
             );
         }
-        Event::ConnectionBound { id, client } => {
-            let key = (client.server, client.client);
-            let host = ctx.tcp.waiters.borrow().get(&key).map(|(from, _)| *from);
-            let mut peers = ctx.tcp.peers.borrow_mut();
-            let stream = match (peers.remove(&id), host) {
-                (Some(PeerConn::Unbound(stream)), Some(host)) => {
-                    peers.insert(id, PeerConn::Bound { host });
-                    stream.into_std().ok()
-                }
-                _ => None,
-            };
-            drop(peers);
-            match stream {
-                Some(stream) => {
-                    ctx.tcp.handoffs.borrow_mut().insert(key, (id, stream));
-                }
-                None => {
-                    ctx.tcp.peers.borrow_mut().remove(&id);
-                    ctx.server.borrow_mut().peer_connection_closed(id);
-                }
-            }
-        }
-        Event::CloseConnection { id } => {
-            // Dropping a connecting task or an unbound socket closes it.
-            let removed = ctx.tcp.peers.borrow_mut().remove(&id);
-            if let Some(PeerConn::Bound { host }) = removed {
-                ctx.tcp.mail(host, Mail::Close { id });
-            }
-        }
-        Event::NeedCredentials { .. }
-        | Event::RouteChannel { .. }
-        | Event::UnrouteChannel { .. } => {}
     }
 }
 
 /// Opens a connection for a Connect and tells the core how it went. The
 /// core's own 30-second timer bounds the attempt: at the deadline it closes
 /// the connection, which drops this task.
-async fn open(ctx: Rc<WorkerCtx>, id: ConnectionId, relay: SocketAddr, peer: SocketAddr) {
-    let result = tcp::connect_from(relay, peer).await;
+async fn open(ctx: Rc<WorkerCtx>, id: ConnectionId, relay: RelayedAddress, peer: PeerSocket) {
+    let result = tcp::connect_from(relay.0, peer.0).await;
     let established = result.is_ok();
     let previous = {
         let mut peers = ctx.tcp.peers.borrow_mut();
@@ -235,41 +124,12 @@ async fn open(ctx: Rc<WorkerCtx>, id: ConnectionId, relay: SocketAddr, peer: Soc
     ctx.server
         .borrow_mut()
         .connect_finished(Instant::now(), id, established);
-    ctx.after_packets();
-}
-
-/// Delivers an answer to a data connection waiting on this shard, if
-/// `(local, remote)` is one; `false` if it is not.
-pub(super) fn answer_waiter(
-    ctx: &WorkerCtx,
-    local: SocketAddr,
-    remote: SocketAddr,
-    answer: &[u8],
-) -> bool {
-    let key = (local, remote);
-    let Some((_, reply)) = ctx.tcp.waiters.borrow_mut().remove(&key) else {
-        return false;
-    };
-    let peer = ctx.tcp.handoffs.borrow_mut().remove(&key);
-    let reply = reply.send(BindReply {
-        answer: answer.into(),
-        peer,
-    });
-    // The data connection went away meanwhile: so does its peer connection.
-    if let Err(BindReply {
-        peer: Some((id, _)),
-        ..
-    }) = reply
-    {
-        ctx.tcp.peers.borrow_mut().remove(&id);
-        ctx.server.borrow_mut().peer_connection_closed(id);
-    }
-    true
+    ctx.process_pending();
 }
 
 /// Receives the other workers' (and this worker's own) mail.
 pub(super) async fn mail_loop(ctx: Rc<WorkerCtx>, mut inbox: mpsc::UnboundedReceiver<Mail>) {
-    let mut out = vec![0u8; SEND_SLOT].into_boxed_slice();
+    let mut out = vec![0u8; MAX_MESSAGE].into_boxed_slice();
     while let Some(mail) = inbox.recv().await {
         match mail {
             Mail::Bind {
@@ -280,29 +140,20 @@ pub(super) async fn mail_loop(ctx: Rc<WorkerCtx>, mut inbox: mpsc::UnboundedRece
                 message,
                 reply,
             } => {
-                {
-                    let mut waiters = ctx.tcp.waiters.borrow_mut();
-                    // Data connections that gave up waiting (a request held
-                    // for a lookup that never came back).
-                    waiters.retain(|_, (_, reply)| !reply.is_closed());
-                    waiters.insert((local, remote), (from, reply));
-                }
+                ctx.tcp.wait(from, local, remote, reply);
                 let packet = Packet {
                     transport,
                     local,
                     remote,
                     data: &message,
                 };
-                let transmit =
-                    ctx.server
-                        .borrow_mut()
-                        .handle_packet(Instant::now(), packet, &mut out);
-                ctx.after_packets();
-                // No answer: held for a credential lookup (answered on
-                // replay) or dropped (the data connection times out).
-                if let Some(t) = transmit {
-                    answer_waiter(&ctx, t.source, t.destination, &out[..t.len]);
-                }
+                // The answer goes to the waiting data connection, with the
+                // peer connection if the core binds it. No answer: held for
+                // a credential lookup (answered when it completes) or
+                // dropped (the data connection times out).
+                let mut server = ctx.server.borrow_mut();
+                server.handle_client_packet(Instant::now(), packet, &mut out);
+                ctx.process_outputs(&mut server, &mut out);
             }
             Mail::Close { id } => {
                 if let Some(stop) = ctx.tcp.pipes.borrow_mut().remove(&id) {
@@ -314,6 +165,7 @@ pub(super) async fn mail_loop(ctx: Rc<WorkerCtx>, mut inbox: mpsc::UnboundedRece
                     e.remove();
                 }
                 ctx.server.borrow_mut().peer_connection_closed(id);
+                ctx.process_pending();
             }
         }
     }
