@@ -12,7 +12,6 @@ use turnpike_core::{DropReason, FiveTuple, Transport};
 use turnpike_dtls::{DtlsError, Sessions};
 
 use crate::net::udp::{BatchUdpSocket, SendBatch};
-use crate::runtime::context::SEND_SLOT;
 use crate::runtime::stream::conn::Counted;
 use crate::tls::Certificates;
 
@@ -52,8 +51,9 @@ impl DtlsEndpoint {
             sessions: RefCell::new(sessions),
             locals: RefCell::new(FxHashMap::default()),
             generation: Cell::new(generation),
-            // One datagram at a time, of any size a record can have.
-            tx: RefCell::new(SendBatch::new(1, SEND_SLOT)),
+            // One datagram at a time: a batch takes one of any size
+            // beyond its slots, so the slot itself can be minimal.
+            tx: RefCell::new(SendBatch::new(1, 1)),
             wake: Notify::new(),
         }
     }
