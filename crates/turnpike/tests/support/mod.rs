@@ -147,6 +147,8 @@ pub struct TurnOptions {
     pub max_port: u16,
     /// CIDR ranges peers may be in (loopback is refused by default).
     pub allowed_peer_ranges: Vec<String>,
+    /// Lifetime granted when a client asks for less or none, in seconds.
+    pub default_lifetime: u32,
     /// Upper bound of allocation lifetimes, in seconds.
     pub max_lifetime: u32,
     /// Allocations per user; 0 = unlimited.
@@ -180,6 +182,7 @@ impl TurnOptions {
             min_port: RELAY_MIN_PORT,
             max_port: RELAY_MAX_PORT,
             allowed_peer_ranges: vec!["127.0.0.0/8".to_string(), "::1/128".to_string()],
+            default_lifetime: 600,
             max_lifetime: 3600,
             user_quota: 0,
             total_quota: 0,
@@ -748,6 +751,7 @@ fn render_turn(s: &mut String, turn: &TurnOptions) {
         "allowed_peer_ranges = {}",
         toml_list(&turn.allowed_peer_ranges)
     );
+    let _ = writeln!(s, "default_lifetime = {}", turn.default_lifetime);
     let _ = writeln!(s, "max_lifetime = {}", turn.max_lifetime);
     let _ = writeln!(s, "user_quota = {}", turn.user_quota);
     let _ = writeln!(s, "total_quota = {}", turn.total_quota);
