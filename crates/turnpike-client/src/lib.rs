@@ -1,5 +1,6 @@
-//! A TURN-over-UDP client and the `turnpike bench` load generator, built on
-//! Turnpike's own codec ([`turnpike_codec`]).
+//! A TURN-over-UDP client, built on Turnpike's own codec
+//! ([`turnpike_codec`]). The `turnpike bench` load generator that drives it
+//! at scale is the `turnpike-loadgen` crate.
 //!
 //! # Layers
 //!
@@ -7,7 +8,7 @@
 //! and consumes responses the caller received, and is told the time rather
 //! than reading a clock. That keeps it deterministic and unit-testable, and
 //! lets the same code run in the async client ([`TurnClient`]) and in the load
-//! generator's hand-written `epoll` loops.
+//! generator's hand-written `epoll` loops (`turnpike-loadgen`).
 //!
 //! - [`auth`]: long-term credentials ([`Credentials`]) and what a client learns
 //!   from the server's challenges ([`AuthState`]: realm, nonce, key).
@@ -21,8 +22,6 @@
 //!   one method per TURN operation.
 //! - [`tcp_relay`]: a blocking client for TCP allocations (RFC 6062):
 //!   Connect, ConnectionAttempt, ConnectionBind.
-//! - [`bench`]: the load generator behind `turnpike bench` ([`bench::run`];
-//!   [`bench::tcp::run`] for TCP relays).
 //!
 //! # Example
 //!
@@ -44,8 +43,9 @@
 //! and browsers use) are implemented; RFC 8489's SHA-256 password algorithm
 //! and USERHASH are not.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
-pub mod bench;
 pub mod client;
 pub mod data;
 pub mod error;

@@ -39,6 +39,7 @@ use turnpike_core::ephemeral::{self, Format};
 use turnpike_store::{Schema, SecretRef, Store, StoreError, StoredKeys};
 
 use crate::config::{Config, io_message};
+use crate::date;
 
 /// `turnpike user …`.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -751,13 +752,7 @@ fn unix_now() -> u64 {
 
 /// Unix seconds as RFC 3339 UTC, `2026-11-21T20:22:05Z`.
 fn format_unix_time(secs: i64) -> String {
-    let since_epoch = std::time::Duration::from_secs(secs.unsigned_abs());
-    let time = if secs >= 0 {
-        std::time::UNIX_EPOCH + since_epoch
-    } else {
-        std::time::UNIX_EPOCH - since_epoch
-    };
-    crate::tls::format_rfc3339(time)
+    date::format_rfc3339(date::from_unix_seconds(secs))
 }
 
 /// Writes lines to stdout, ignoring write errors (a closed pipe).

@@ -44,7 +44,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::anyhow;
 use axum::Router;
@@ -60,7 +60,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use turnpike_xdp::{Counters, FastPath};
 
 use crate::config::AdminConfig;
-use crate::tls::{Certificates, format_rfc3339};
+use crate::date;
+use crate::tls::Certificates;
 
 /// Admin connections open at once, over all admin addresses.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -251,15 +252,12 @@ pub fn escape_label(value: &str) -> String {
 
 /// Whole seconds since 1970 (negative before).
 pub fn unix_seconds(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
-    }
+    date::unix_seconds(time)
 }
 
 /// `2027-01-31T12:00:00Z`.
 pub fn rfc3339(time: SystemTime) -> String {
-    format_rfc3339(time)
+    date::format_rfc3339(time)
 }
 
 /// The routes: `GET /metrics`, `GET /status`; 404 for anything else (405
@@ -509,6 +507,7 @@ impl AsyncWrite for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn label_values_are_escaped() {

@@ -1,5 +1,5 @@
 //! `turnpike bench`: the command line of the TURN load generator in
-//! `turnpike-client`, usable against any TURN server.
+//! `turnpike-loadgen`, usable against any TURN server.
 //!
 //! ```sh
 //! turnpike bench --server 127.0.0.1:3478 --username bench --password secret \
@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use turnpike_client::RetransmitPolicy;
-use turnpike_client::bench::{self, BenchOptions, Load, PeerMode};
 use turnpike_codec::AddressFamily;
+use turnpike_loadgen::{self as bench, BenchOptions, Load, PeerMode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Format {

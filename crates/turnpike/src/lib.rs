@@ -8,6 +8,7 @@
 //! - [`cli`]: command-line parsing (clap); `main.rs` dispatches the subcommands.
 //! - [`config`]: the TOML configuration, its defaults and overrides.
 //! - [`credentials`]: where long-term credentials come from.
+//! - [`date`]: calendar arithmetic and UTC time formatting.
 //! - [`logging`]: tracing subscriber set-up (text or JSON).
 //! - [`net`]: sockets: batched UDP I/O and TCP stream framing.
 //! - [`runtime`]: worker threads that own sockets and a core shard each.
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod date;
 pub mod logging;
 pub mod net;
 pub mod runtime;

@@ -7,6 +7,9 @@
 //! [`REFRESH`] while the server runs ([`watch`]), for addresses added by
 //! DHCP, SLAAC or an operator later on.
 
+// `getifaddrs` and the `sockaddr`s it returns.
+#![allow(unsafe_code)]
+
 use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

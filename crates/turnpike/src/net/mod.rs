@@ -8,6 +8,12 @@
 //! - [`tcp`]: per-worker `SO_REUSEPORT` TCP listeners and STUN/ChannelData
 //!   message framing on each connection.
 //! - [`host`]: the host's own IP addresses, for the peer policy.
+//!
+//! `unsafe` code is denied here except in the two modules that make system
+//! calls `socket2` and tokio do not wrap: `udp::sys` (socket addresses,
+//! control messages, `recvmmsg`/`sendmmsg`) and `host` (`getifaddrs`).
+
+#![deny(unsafe_code)]
 
 pub mod host;
 pub mod tcp;

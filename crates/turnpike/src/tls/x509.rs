@@ -13,6 +13,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use crate::date;
+
 /// What [`parse`] reads from a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CertInfo<'a> {
@@ -314,20 +316,8 @@ fn time(text: &[u8], generalized: bool) -> Result<SystemTime, String> {
     {
         return Err(format!("{:?} is not a time", String::from_utf8_lossy(text)));
     }
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    Ok(super::timestamp(secs))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let secs = date::unix_from_utc((year, month, day), (hour, minute, second));
+    Ok(date::from_unix_seconds(secs))
 }
 
 #[cfg(test)]
@@ -381,7 +371,7 @@ eMyh4pWvEM5X6K6RUgIhAL2mj1vKBxVhZNEqNLwtXWp/VZZa6IAzqbYaAGi8SNgo
     }
 
     fn utc(text: &str) -> String {
-        crate::tls::format_utc(time(text.as_bytes(), text.len() == 15).unwrap())
+        date::format_utc(time(text.as_bytes(), text.len() == 15).unwrap())
     }
 
     #[test]
@@ -394,10 +384,7 @@ eMyh4pWvEM5X6K6RUgIhAL2mj1vKBxVhZNEqNLwtXWp/VZZa6IAzqbYaAGi8SNgo
             info.subject,
             "C=DE, ST=Berlin, O=Turnpike Tests, OU=Relays, CN=turn.example.com, emailAddress=ops@example.com"
         );
-        assert_eq!(
-            crate::tls::format_utc(info.not_after),
-            "2036-11-18 21:24:09 UTC"
-        );
+        assert_eq!(date::format_utc(info.not_after), "2036-11-18 21:24:09 UTC");
         assert_eq!(
             info.alt_names,
             [
@@ -414,10 +401,7 @@ eMyh4pWvEM5X6K6RUgIhAL2mj1vKBxVhZNEqNLwtXWp/VZZa6IAzqbYaAGi8SNgo
         let der = der_of(SAN_ONLY);
         let info = parse(&der).unwrap();
         assert_eq!(info.subject, "");
-        assert_eq!(
-            crate::tls::format_utc(info.not_after),
-            "2081-08-24 21:24:06 UTC"
-        );
+        assert_eq!(date::format_utc(info.not_after), "2081-08-24 21:24:06 UTC");
         assert_eq!(
             info.alt_names,
             ["DNS:san-only.example.com", "IP:198.51.100.7"]

@@ -38,6 +38,16 @@
 //! generator, not the server, is the limit.
 //!
 //! Linux only.
+//!
+//! # Crate
+//!
+//! The generator was `turnpike_client::bench`; it is a crate of its own so
+//! that the TURN client stays small and free of `unsafe` code: the
+//! generator's system calls (`epoll`, `recvmmsg`/`sendmmsg`, `getrusage`,
+//! `/proc`) are all in its `sys` module. It drives the sans-IO client
+//! ([`turnpike_client::ClientTransaction`], [`turnpike_client::data`]) from
+//! its own `epoll` loops, and [`TurnClient`] for set-up. `turnpike bench`
+//! (in the `turnpike` binary) is its command line.
 
 mod report;
 mod sys;
@@ -52,6 +62,10 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use turnpike_client::auth::{AuthState, Credentials};
+use turnpike_client::client::TurnClient;
+use turnpike_client::error::ClientError;
+use turnpike_client::transaction::{AllocateParams, Allocated, RetransmitPolicy};
 use turnpike_codec::AddressFamily;
 
 pub use report::{
@@ -59,10 +73,6 @@ pub use report::{
     ServerProcessReport, SetupReport, TrafficReport,
 };
 
-use crate::auth::{AuthState, Credentials};
-use crate::client::TurnClient;
-use crate::error::ClientError;
-use crate::transaction::{AllocateParams, Allocated, RetransmitPolicy};
 use worker::{Conn, Target, WorkerLoad, WorkerPlan, WorkerStats};
 
 /// The channel each allocation sends on (and, client-to-client, the one

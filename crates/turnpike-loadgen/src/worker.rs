@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use turnpike_codec::ChannelData;
 
-use super::sys::{BATCH, Epoll, MsgBatch};
-use crate::auth::AuthState;
-use crate::data::{self, Incoming};
-use crate::transaction::{
+use crate::sys::{BATCH, Epoll, MsgBatch};
+use turnpike_client::auth::AuthState;
+use turnpike_client::data::{self, Incoming};
+use turnpike_client::transaction::{
     ClientTransaction, Request, ResponseAction, RetransmitPolicy, TimeoutAction,
 };
 
@@ -273,7 +273,7 @@ pub(crate) fn run(
     conns: &mut [Conn],
     peer: Option<&UdpSocket>,
 ) -> io::Result<WorkerStats> {
-    super::sys::set_timer_slack(1_000);
+    crate::sys::set_timer_slack(1_000);
     let epoll = Epoll::new()?;
     for (i, c) in conns.iter().enumerate() {
         epoll.add(c.socket.as_raw_fd(), i as u64)?;

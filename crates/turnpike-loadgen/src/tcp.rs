@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use turnpike_codec::Class;
 
-use super::sys;
-use crate::auth::Credentials;
-use crate::tcp_relay::TcpRelayClient;
+use crate::sys;
+use turnpike_client::auth::Credentials;
+use turnpike_client::tcp_relay::TcpRelayClient;
 
 /// Bytes per write.
 const CHUNK: usize = 64 * 1024;
@@ -218,7 +218,7 @@ fn snapshot(o: &TcpBenchOptions, echoed: &AtomicU64) -> (u64, Duration, Option<D
 /// Allocate, Connect to the echo peer, ConnectionBind.
 fn open(o: &TcpBenchOptions, peer: SocketAddr) -> io::Result<Relayed> {
     let mut control = TcpRelayClient::connect(o.server, o.credentials.clone(), SETUP_TIMEOUT)?;
-    let refused = |what: &str, reply: &crate::tcp_relay::Reply| {
+    let refused = |what: &str, reply: &turnpike_client::tcp_relay::Reply| {
         io::Error::other(format!("{what} refused ({:?})", reply.code()))
     };
     let allocated = control.allocate(&[])?;
