@@ -3,7 +3,7 @@
 //! On a busy relay most of the CPU goes to the kernel's UDP stack, not to
 //! Turnpike: every relayed datagram is received on one socket and sent from
 //! another, with a wake-up, two copies and a socket lookup each way. The
-//! program in `bpf/relay.bpf.c` moves the bulk of the traffic — ChannelData
+//! program in `bpf/fast_path.bpf.c` moves the bulk of the traffic — ChannelData
 //! between UDP clients and their peers, IPv4 or IPv6 — out of that path: it rewrites
 //! each datagram in the driver's receive hook (ChannelData → UDP from the
 //! relayed address, UDP → ChannelData from the server's address) and sends it
@@ -35,9 +35,9 @@ pub use maps::Counters;
 use maps::{ClientKey, Config, Entries, PeerKey, Route};
 
 /// The compiled program (built by `scripts/build-bpf`).
-static PROGRAM: &[u8] = include_bytes_aligned!("../bpf/relay.bpf.o");
+static PROGRAM: &[u8] = include_bytes_aligned!("../bpf/fast_path.bpf.o");
 
-const PROGRAM_NAME: &str = "turnpike_relay";
+const PROGRAM_NAME: &str = "turnpike_fast_path";
 
 /// How the program is attached to an interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -204,7 +204,7 @@ impl FastPath {
     fn program_mut(&mut self) -> Result<&mut Xdp, Error> {
         self.ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| load_error("the object has no program turnpike_relay"))?
+            .ok_or_else(|| load_error("the object has no program turnpike_fast_path"))?
             .try_into()
             .map_err(load_error)
     }

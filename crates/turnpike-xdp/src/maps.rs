@@ -1,4 +1,4 @@
-//! The program's map layouts, mirrored from `bpf/relay.bpf.c` (keep the
+//! The program's map layouts, mirrored from `bpf/fast_path.bpf.c` (keep the
 //! two in step; `tests/program.rs` fails if they drift). One Rust type per
 //! pair of C structs, generic over the address length: `N = 4` is IPv4
 //! (`struct client_key`, ...), `N = 16` IPv6 (`struct client_key6`, ...).

@@ -18,3 +18,22 @@
 pub mod host;
 pub mod tcp;
 pub mod udp;
+
+use std::net::{IpAddr, SocketAddr};
+
+/// Whether a socket bound to `bound` receives what is sent to the local
+/// address `local`: it is bound to that address, or to the wildcard of its
+/// family and port.
+pub fn serves(bound: SocketAddr, local: SocketAddr) -> bool {
+    bound == local
+        || (bound.ip().is_unspecified()
+            && bound.port() == local.port()
+            && bound.is_ipv4() == local.is_ipv4())
+}
+
+/// The source IP to set on a datagram from a socket bound to `bound` so it
+/// leaves from `local`: only a wildcard socket needs one (`IP_PKTINFO`),
+/// as the kernel would otherwise pick it by route.
+pub fn source_ip(bound: SocketAddr, local: IpAddr) -> Option<IpAddr> {
+    bound.ip().is_unspecified().then_some(local)
+}

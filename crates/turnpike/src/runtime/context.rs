@@ -32,6 +32,7 @@ use super::stream::conn::{ConnectionCounts, QueueBudget, StreamConn, StreamLimit
 use super::tcp_relay::peers::TcpRelays;
 use super::udp_relay::socket::{RelaySocket, Reservations};
 use crate::credentials::CredentialSource;
+use crate::net;
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
@@ -122,15 +123,6 @@ pub(crate) struct WorkerCtx {
     pub(crate) fast_path: Option<Arc<Mutex<FastPath>>>,
 }
 
-/// Whether `bound`, a listening socket's address, serves the local address
-/// `server`: it is that address, or the wildcard of its family and port.
-pub(crate) fn serves(bound: SocketAddr, server: SocketAddr) -> bool {
-    bound == server
-        || (bound.ip().is_unspecified()
-            && bound.port() == server.port()
-            && bound.is_ipv4() == server.is_ipv4())
-}
-
 impl WorkerCtx {
     /// How relayed data reaches the client of the allocation whose 5-tuple
     /// is `client`: the UDP listener serving its server address, its
@@ -155,13 +147,13 @@ impl WorkerCtx {
     pub(crate) fn listener_for(&self, server: SocketAddr) -> Option<usize> {
         self.listeners
             .iter()
-            .position(|l| serves(l.local_addr(), server))
+            .position(|l| net::serves(l.local_addr(), server))
     }
 
     /// The batch entry of a datagram to a UDP client through `listener`.
     fn batch_entry(&self, listener: usize, to: &FiveTuple, len: usize) -> BatchEntry {
-        let wildcard = self.listeners[listener].local_addr().ip().is_unspecified();
-        (len, to.client, wildcard.then_some(to.server.ip()))
+        let bound = self.listeners[listener].local_addr();
+        (len, to.client, net::source_ip(bound, to.server.ip()))
     }
 
     /// Polls the output of an input just handled into `slot` (part of a send

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use turnpike_core::{DropReason, FiveTuple, Transport};
 use turnpike_dtls::{DtlsError, Sessions};
 
+use crate::net;
 use crate::net::udp::{BatchUdpSocket, SendBatch};
 use crate::runtime::stream::conn::Counted;
 use crate::tls::Certificates;
@@ -64,11 +65,7 @@ impl DtlsEndpoint {
 
     /// Whether this endpoint serves the local address `server`.
     pub(crate) fn serves(&self, server: SocketAddr) -> bool {
-        let bound = self.local_addr();
-        bound == server
-            || (bound.ip().is_unspecified()
-                && bound.port() == server.port()
-                && bound.is_ipv4() == server.is_ipv4())
+        net::serves(self.local_addr(), server)
     }
 
     /// Encrypts one message for the established session with `peer`. The
@@ -99,9 +96,9 @@ impl DtlsEndpoint {
     }
 
     pub(crate) fn transmit(&self, to: SocketAddr, source_ip: Option<IpAddr>, datagram: &[u8]) {
-        let wildcard = self.local_addr().ip().is_unspecified();
+        let source_ip = source_ip.and_then(|ip| net::source_ip(self.local_addr(), ip));
         let mut tx = self.tx.borrow_mut();
-        tx.push(to, source_ip.filter(|_| wildcard), datagram);
+        tx.push(to, source_ip, datagram);
         // A full socket buffer drops the datagram; DTLS retransmits
         // handshakes, and data is datagrams anyway.
         let _ = self.socket.try_send_batch(&mut tx);

@@ -751,7 +751,7 @@ static __always_inline int relay6(struct xdp_md *ctx, const struct config *confi
 }
 
 SEC("xdp")
-int turnpike_relay(struct xdp_md *ctx)
+int turnpike_fast_path(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
