@@ -33,7 +33,7 @@ use crate::rate::PerSourceRate;
 use crate::relay::{NoRelays, PortPicker, RelayBinder};
 use crate::response::{self, ErrorDetails};
 use crate::stats::{DropReason, Stats};
-use crate::turn::{self, Request, Turn};
+use crate::turn::{self, Request, TurnState};
 
 /// How often expired allocations, permissions and channels are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -80,7 +80,7 @@ fn rate_key(rng: &mut SmallRng) -> [u64; 2] {
 pub struct Server {
     config: Arc<Config>,
     stats: Stats,
-    turn: Option<Turn>,
+    turn: Option<TurnState>,
     limiter: PerSourceRate,
     /// The transmit of the latest input, written to that input's buffer;
     /// the first thing [`poll_output`](Self::poll_output) hands out.
@@ -103,7 +103,7 @@ impl Server {
         // Keys of the rate tables, from the shard's seed (a stream of its
         // own, so the ports drawn from the seed stay as they were).
         let mut keys = SmallRng::seed_from_u64(shard.seed ^ 0x7261_7465_6b65_7973);
-        let turn = config.turn.as_ref().map(|t| Turn {
+        let turn = config.turn.as_ref().map(|t| TurnState {
             allocations: Allocations::default(),
             users: KeyCache::default(),
             secrets: Secrets::default(),

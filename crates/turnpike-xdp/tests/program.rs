@@ -724,7 +724,8 @@ fn the_committed_object_matches_its_source() {
     );
     let fresh = std::fs::read(&rebuilt).unwrap();
     std::fs::remove_file(&rebuilt).ok();
-    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/fast_path.bpf.o")).unwrap();
+    let committed =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/fast_path.bpf.o")).unwrap();
     assert!(
         fresh == committed,
         "crates/turnpike-xdp/bpf/fast_path.bpf.o is stale: run scripts/build-bpf and commit it"

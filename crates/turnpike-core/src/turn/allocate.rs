@@ -8,7 +8,7 @@ use rand::{Rng, RngCore};
 use turnpike_codec::attr::protocol;
 use turnpike_codec::{AddressFamily, AttrType, Attribute, ErrorCode};
 
-use super::{Request, Turn, granted_lifetime, lifetime_secs};
+use super::{Request, TurnState, granted_lifetime, lifetime_secs};
 use crate::allocation::Allocation;
 use crate::config::TurnConfig;
 use crate::ids::RelayedAddress;
@@ -39,7 +39,7 @@ struct Asked {
     lifetime: Option<u32>,
 }
 
-pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
+pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]) -> Option<usize> {
     let five_tuple = req.five_tuple();
     if let Some(id) = turn.allocations.id_by_five_tuple(&five_tuple) {
         let existing = turn.allocations.get(id)?;
@@ -208,7 +208,7 @@ fn success(
 /// taken by another program: then try another pair.
 fn bind_reserved_pair(
     req: &Request<'_, '_>,
-    turn: &mut Turn,
+    turn: &mut TurnState,
     family: AddressFamily,
     options: RelayOptions,
 ) -> Result<(SocketAddr, [u8; 8]), u16> {
@@ -255,7 +255,7 @@ fn relay_ips(config: &TurnConfig, family: AddressFamily, arrived_on: IpAddr) -> 
 /// of that family, 508 if no port could be bound.
 fn bind_relay(
     req: &Request<'_, '_>,
-    turn: &mut Turn,
+    turn: &mut TurnState,
     family: AddressFamily,
     even: bool,
     options: RelayOptions,

@@ -4,12 +4,12 @@
 use turnpike_codec::Attribute;
 use turnpike_codec::channel_data::is_channel_number;
 
-use super::{Request, Turn, same_family};
+use super::{Request, TurnState, same_family};
 use crate::allocation::BindError;
 use crate::output::Event;
 use crate::relay::RelayProtocol;
 
-pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
+pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]) -> Option<usize> {
     let id = match req.own_allocation(&turn.allocations) {
         Ok(id) => id,
         Err(code) => return req.error(out, code),

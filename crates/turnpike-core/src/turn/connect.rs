@@ -16,7 +16,7 @@ use turnpike_codec::{
     Attribute, Class, ErrorCode, MessageBuilder, MessageType, Method, TransactionId,
 };
 
-use super::{Request, Turn};
+use super::{Request, TurnState};
 use crate::config::TurnConfig;
 use crate::connection::{
     BIND_TIMEOUT, CONNECT_TIMEOUT, Connection, Outgoing, PendingAnswer, State,
@@ -26,7 +26,7 @@ use crate::output::{Destination, Event, Transmit};
 use crate::relay::RelayProtocol;
 use crate::response::reason_phrase;
 
-pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
+pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]) -> Option<usize> {
     let id = match req.own_allocation(&turn.allocations) {
         Ok(id) => id,
         Err(code) => return req.error(out, code),
@@ -98,7 +98,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
 /// The shell's report on an [`Event::OpenConnection`]: established or not.
 /// The Connect is answered (through `outgoing`) either way.
 pub(crate) fn finished(
-    turn: &mut Turn,
+    turn: &mut TurnState,
     config: &TurnConfig,
     now: Instant,
     id: ConnectionId,
@@ -139,7 +139,7 @@ pub(crate) fn finished(
 /// connection for the client to bind if the peer has a permission, `None`
 /// (the shell closes it) otherwise.
 pub(crate) fn from_peer(
-    turn: &mut Turn,
+    turn: &mut TurnState,
     config: &TurnConfig,
     now: Instant,
     relay: RelayedAddress,
@@ -188,7 +188,7 @@ pub(crate) fn from_peer(
 pub(crate) fn render(
     outgoing: Outgoing,
     software: Option<&str>,
-    turn: &mut Turn,
+    turn: &mut TurnState,
     out: &mut [u8],
 ) -> Option<Transmit> {
     let (to, len) = match outgoing {

@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 
 use turnpike_codec::{AttrType, Attribute, Message};
 
-use super::{Request, Turn};
+use super::{Request, TurnState};
 use crate::connection::State;
 use crate::ids::ConnectionId;
 use crate::output::Event;
 
-pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
+pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]) -> Option<usize> {
     // A data connection is a connection of its own, never the control
     // connection of an allocation, and never a datagram transport.
     let five_tuple = req.five_tuple();
@@ -55,7 +55,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> 
 
 /// The client address of the control connection whose allocation owns the
 /// connection a ConnectionBind names, if it is on this shard.
-pub(crate) fn control_client(turn: &Turn, message: &Message<'_>) -> Option<SocketAddr> {
+pub(crate) fn control_client(turn: &TurnState, message: &Message<'_>) -> Option<SocketAddr> {
     let Ok(Attribute::ConnectionId(id)) = message.get(AttrType::CONNECTION_ID)? else {
         return None;
     };

@@ -4,9 +4,9 @@
 
 use turnpike_codec::Attribute;
 
-use super::{Request, Turn, same_family};
+use super::{Request, TurnState, same_family};
 
-pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
+pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]) -> Option<usize> {
     let id = match req.own_allocation(&turn.allocations) {
         Ok(id) => id,
         Err(code) => return req.error(out, code),

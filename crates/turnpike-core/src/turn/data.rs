@@ -14,7 +14,7 @@ use turnpike_codec::{
     Attribute, Class, HEADER_LEN, MessageBuilder, MessageType, Method, TransactionId,
 };
 
-use super::Turn;
+use super::TurnState;
 use super::send::Relayed;
 use crate::ids::{PeerSocket, RelayedAddress};
 use crate::output::{Destination, Transmit};
@@ -25,7 +25,7 @@ use crate::stats::DropReason;
 const MAX_BODY: usize = 0xFFFC;
 
 pub(crate) fn from_peer(
-    turn: &mut Turn,
+    turn: &mut TurnState,
     now: Instant,
     relay: RelayedAddress,
     peer: PeerSocket,

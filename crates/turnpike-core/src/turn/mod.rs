@@ -47,7 +47,7 @@ use crate::relay::{PortPicker, RelayBinder};
 use crate::response::reason_phrase;
 
 /// A shard's TURN state.
-pub(crate) struct Turn {
+pub(crate) struct TurnState {
     pub(crate) allocations: Allocations,
     pub(crate) users: KeyCache,
     pub(crate) secrets: Secrets,
@@ -77,15 +77,15 @@ pub(crate) struct Turn {
     pub(crate) peer_policy: PeerPolicy,
 }
 
-impl std::fmt::Debug for Turn {
+impl std::fmt::Debug for TurnState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Turn")
+        f.debug_struct("TurnState")
             .field("allocations", &self.allocations.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Turn {
+impl TurnState {
     /// Makes the shard's timer fire at `at` at the latest.
     pub(crate) fn wake_at(&mut self, at: Instant) {
         self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));

@@ -2,9 +2,9 @@
 
 use turnpike_codec::{AddressFamily, Attribute};
 
-use super::{Request, Turn, granted_lifetime, lifetime_secs};
+use super::{Request, TurnState, granted_lifetime, lifetime_secs};
 
-pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut Turn, out: &mut [u8]) -> Option<usize> {
+pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]) -> Option<usize> {
     let id = match req.own_allocation(&turn.allocations) {
         Ok(id) => id,
         Err(code) => return req.error(out, code),

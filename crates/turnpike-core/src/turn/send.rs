@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use turnpike_codec::{Attribute, ChannelData, Message};
 
-use super::Turn;
+use super::TurnState;
 use crate::ids::{PeerSocket, RelayedAddress};
 use crate::output::{Destination, Transmit};
 use crate::packet::{FiveTuple, max_udp_payload};
@@ -57,7 +57,7 @@ fn to_peer(
 
 /// A Send indication from the client of `five_tuple`.
 pub(crate) fn indication(
-    turn: &Turn,
+    turn: &TurnState,
     now: Instant,
     five_tuple: &FiveTuple,
     message: &Message<'_>,
@@ -99,7 +99,7 @@ pub(crate) fn indication(
 /// ChannelData from the client of `five_tuple`. The peer passed the policy
 /// when the channel was bound, and the policy does not change at run time.
 pub(crate) fn channel_data(
-    turn: &Turn,
+    turn: &TurnState,
     now: Instant,
     five_tuple: &FiveTuple,
     packet: &[u8],
