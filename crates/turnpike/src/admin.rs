@@ -38,7 +38,7 @@ use rand::{Rng, RngCore};
 use turnpike_core::ephemeral::{self, Format};
 use turnpike_store::{Schema, SecretRef, Store, StoreError, StoredKeys};
 
-use crate::config::{Config, io_message};
+use crate::config::{Settings as Config, io_message};
 
 /// `turnpike user …`.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]

@@ -25,7 +25,7 @@
 //! they are four values read at scrape time, which a registry would only
 //! copy. Per-worker counters, when they come, are the point to switch.
 //!
-//! There is no authentication, so [`crate::config::Config::validate`]
+//! There is no authentication, so [`crate::config::Settings::validate`]
 //! refuses non-loopback addresses unless `admin.allow_remote`, the TURN
 //! peer policy refuses the admin addresses as peers, and connections are
 //! bounded: at most [`MAX_CONNECTIONS`] at once (more wait in the kernel's
@@ -59,7 +59,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use turnpike_xdp::{Counters, FastPath};
 
-use crate::config::AdminConfig;
+use crate::config::AdminSettings as AdminConfig;
 use crate::tls::{Certificates, format_rfc3339};
 
 /// Admin connections open at once, over all admin addresses.

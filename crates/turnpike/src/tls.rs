@@ -54,7 +54,7 @@ use rustls_pki_types::pem::{self, PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::config::{TlsConfig, TlsVersion, io_message};
+use crate::config::{TlsSettings as TlsConfig, TlsVersion, io_message};
 
 mod x509;
 

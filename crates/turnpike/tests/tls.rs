@@ -20,7 +20,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use turnpike::config::{TlsConfig, TlsVersion};
+use turnpike::config::{TlsSettings as TlsConfig, TlsVersion};
 use turnpike::tls::{CertError, Certificates, ReloadCause, describe_reload, expiry_warning};
 
 use support::cli::run;

@@ -29,7 +29,7 @@ use turnpike_core::{PerSourceRate, Secrets, WallClock};
 use turnpike_store::Store;
 use turnpike_xdp::FastPath;
 
-use crate::config::{Config, Listener, XdpMode};
+use crate::config::{Listener, Settings as Config, XdpMode};
 use crate::credentials::{CacheOptions, Credentials};
 use crate::tls::Certificates;
 use relay::Reservations;
