@@ -1,7 +1,7 @@
 //! The config file: TOML text to [`Settings`], with every error reduced to
 //! one line that names the file, line and key, and unknown keys named with
 //! their section and the keys it does have (from the declarations' known
-//! keys, [`SECTIONS`]). Also the deserializers of the values that TOML
+//! keys, `SECTIONS`). Also the deserializers of the values that TOML
 //! spells as strings (addresses, ranges, one-character separators).
 
 use std::fmt;

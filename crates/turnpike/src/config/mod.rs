@@ -6,7 +6,7 @@
 //!   variable, range, help), in a table the `settings!` macro
 //!   ([`declare`]) turns into the TOML sections, [`Overrides`], the flags,
 //!   the range checks and the known keys.
-//! - [`file`]: TOML text to [`Settings`], with one-line errors.
+//! - [`mod@file`]: TOML text to [`Settings`], with one-line errors.
 //! - [`overrides`]: the layering — built-in defaults < config file <
 //!   environment < flags.
 //! - [`validate`]: the rules beyond the declared ranges.

@@ -287,7 +287,6 @@ pub fn flag_help(
 
 /// A value outside its declared range, as one line naming the key, the
 /// range with its unit and the default.
-#[allow(clippy::too_many_arguments)]
 pub fn check_range<T: PartialOrd + fmt::Display>(
     key: &str,
     value: T,

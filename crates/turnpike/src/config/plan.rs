@@ -4,7 +4,7 @@
 //! [`turnpike_core::TurnConfig`], the static users' keys and the credential
 //! database's options.
 //!
-//! The listener rules are checked here, by [`Settings::plan_listeners`],
+//! The listener rules are checked here, by `Settings::plan_listeners`,
 //! rather than in `validate`, so that the checked rules and the produced
 //! addresses cannot diverge: validation runs the same planning.
 
