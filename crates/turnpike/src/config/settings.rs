@@ -17,9 +17,10 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::declare::settings;
-use super::file::{de_char, de_list, de_opt_ip};
 use super::overrides::ListOrNone;
-use super::values::{DatabaseSchema, ExternalIp, TlsVersion, UserEntry, XdpMode};
+use super::values::{
+    DatabaseSchema, ExternalIp, TlsVersion, UserEntry, XdpMode, de_char, de_list, de_opt_ip,
+};
 use crate::logging::LogFormat;
 
 /// Upper bound on `server.workers`. Far above any real core count; it exists

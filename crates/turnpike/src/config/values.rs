@@ -2,7 +2,8 @@
 //! (TLS versions, database schemas, XDP modes, users, external IPs, …) and
 //! the text parsers shared by the config file, the `TURNPIKE_*` variables
 //! and the flags, so that all three accept the same spellings and give the
-//! same messages.
+//! same messages; also the deserializers of the values that TOML spells as
+//! strings (addresses, ranges, one-character separators).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -285,4 +286,80 @@ pub fn parse_char(text: &str) -> Result<char, String> {
             "{text:?} is not one character; write a single character such as \":\""
         )),
     }
+}
+
+/// A list element type read from a TOML string.
+pub(super) trait FromConfigStr: Sized {
+    /// What the string should look like, for type errors.
+    const EXPECTING: &'static str;
+    fn from_config_str(text: &str) -> Result<Self, String>;
+}
+
+impl FromConfigStr for SocketAddr {
+    const EXPECTING: &'static str = "an \"IP:PORT\" string";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        parse_socket_addr(text)
+    }
+}
+
+impl FromConfigStr for IpAddr {
+    const EXPECTING: &'static str = "an IP address string";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        parse_ip(text)
+    }
+}
+
+impl FromConfigStr for ExternalIp {
+    const EXPECTING: &'static str = "a \"PUBLIC\" or \"PUBLIC/PRIVATE\" string";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        parse_external_ip(text)
+    }
+}
+
+impl FromConfigStr for IpNet {
+    const EXPECTING: &'static str = "a CIDR range string such as \"10.0.0.0/8\"";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        parse_ip_net(text)
+    }
+}
+
+/// A list of strings, each parsed with [`FromConfigStr`].
+pub(super) fn de_list<'de, D: Deserializer<'de>, T: FromConfigStr>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    /// One element, parsed inside its visitor: toml attaches its position
+    /// to errors raised while the element is being deserialized, so this
+    /// reports the element's own line rather than the array's first line.
+    struct Element<T>(T);
+    impl<'de, T: FromConfigStr> Deserialize<'de> for Element<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor<T>(std::marker::PhantomData<T>);
+            impl<T: FromConfigStr> serde::de::Visitor<'_> for Visitor<T> {
+                type Value = Element<T>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str(T::EXPECTING)
+                }
+                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Element<T>, E> {
+                    T::from_config_str(text).map(Element).map_err(E::custom)
+                }
+            }
+            d.deserialize_str(Visitor(std::marker::PhantomData))
+        }
+    }
+    Ok(Vec::<Element<T>>::deserialize(d)?
+        .into_iter()
+        .map(|e| e.0)
+        .collect())
+}
+
+/// A one-character string (`rest_separator = ":"`), with a message that says
+/// so (serde's own speaks of "a character", which TOML has no type for).
+pub(super) fn de_char<'de, D: Deserializer<'de>>(d: D) -> Result<char, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_char(&text).map_err(serde::de::Error::custom)
+}
+
+pub(super) fn de_opt_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_ip(&text).map(Some).map_err(serde::de::Error::custom)
 }
