@@ -38,7 +38,7 @@ use rand::{Rng, RngCore};
 use turnpike_core::ephemeral::{self, Format};
 use turnpike_store::{Schema, SecretRef, Store, StoreError, StoredKeys};
 
-use crate::config::{Config, io_message};
+use crate::config::{Settings, io_message};
 use crate::date;
 
 /// `turnpike user …`.
@@ -229,14 +229,14 @@ pub struct CredentialsArgs {
 pub struct Context {
     /// The configuration a server would run with (its `turn.realm` is the
     /// server's realm).
-    pub config: Config,
+    pub config: Settings,
     /// The realm to work on: `--realm`, or `config.turn.realm`.
     pub realm: String,
 }
 
 impl Context {
     /// `realm` from the command line, else the configuration's.
-    pub fn new(config: Config, realm: Option<&str>) -> Self {
+    pub fn new(config: Settings, realm: Option<&str>) -> Self {
         let realm = realm.map_or_else(|| config.turn.realm.clone(), str::to_owned);
         Context { config, realm }
     }
@@ -528,7 +528,7 @@ fn pick_secret(key_index: Option<u32>, ctx: &Context) -> Result<(u32, String), A
 /// (400) until it can relay data back on the stream, and a browser given a
 /// TCP URL would only waste an attempt on it. Add `?transport=tcp` here once
 /// the TCP/TLS transport carries TURN; `--url` can name any URL meanwhile.
-fn default_urls(config: &Config) -> Vec<String> {
+fn default_urls(config: &Settings) -> Vec<String> {
     let port = config.stun.listen.first().map_or(3478, |a| a.port());
     let host = host_name()
         .or_else(|| {
@@ -804,7 +804,7 @@ mod tests {
 
     #[test]
     fn default_urls_are_udp_on_the_first_listen_port() {
-        let mut config = Config::default();
+        let mut config = Settings::default();
         assert!(config.stun.udp && config.stun.tcp);
         // TCP is served, but TURN over it is refused for now: no TCP URL.
         let urls = default_urls(&config);

@@ -25,7 +25,7 @@
 //! they are four values read at scrape time, which a registry would only
 //! copy. Per-worker counters, when they come, are the point to switch.
 //!
-//! There is no authentication, so [`crate::config::Config::validate`]
+//! There is no authentication, so [`crate::config::Settings::validate`]
 //! refuses non-loopback addresses unless `admin.allow_remote`, the TURN
 //! peer policy refuses the admin addresses as peers, and connections are
 //! bounded: at most [`MAX_CONNECTIONS`] at once (more wait in the kernel's
@@ -59,7 +59,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use turnpike_xdp::{Counters, FastPath};
 
-use crate::config::AdminConfig;
+use crate::config::AdminSettings;
 use crate::date;
 use crate::tls::Certificates;
 
@@ -295,7 +295,7 @@ async fn not_found() -> impl IntoResponse {
 /// do, as for the other listeners) and serves them on `runtime`. Nothing
 /// when the list is empty.
 pub fn start(
-    admin: &AdminConfig,
+    admin: &AdminSettings,
     state: AdminState,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<()> {

@@ -6,7 +6,8 @@
 //! - [`admin_http`]: the admin HTTP endpoint (`/metrics`, `/status`).
 //! - [`bench`]: `turnpike bench`, the TURN load generator's command line.
 //! - [`cli`]: command-line parsing (clap); `main.rs` dispatches the subcommands.
-//! - [`config`]: the TOML configuration, its defaults and overrides.
+//! - [`config`]: the operator's settings, each declared once: file,
+//!   environment and flags, validation, and what they become for the core.
 //! - [`credentials`]: where long-term credentials come from.
 //! - [`date`]: calendar arithmetic and UTC time formatting.
 //! - [`logging`]: tracing subscriber set-up (text or JSON).

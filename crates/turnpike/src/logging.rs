@@ -6,12 +6,34 @@
 //! capture stderr anyway. The filter comes from `[log] level`; `RUST_LOG`,
 //! when set and non-empty, replaces it, which is the convention Rust
 //! operators expect for a quick debugging session without editing the file.
+//!
+//! This module knows nothing of the settings: [`init`] takes the level and
+//! the [`LogFormat`], and the `[log]` section (in [`crate::config`]) uses
+//! [`LogFormat`] and [`parse_filter`], so the dependency runs one way.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+/// Log output format (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
 
 /// Why logging could not be set up. `Display` is one line.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +69,9 @@ pub fn parse_filter(directives: &str) -> Result<EnvFilter, String> {
         .map_err(|err| err.to_string())
 }
 
-/// The filter to use: `RUST_LOG` if set and non-empty, else `config.level`.
-fn select_filter(config: &LogConfig) -> Result<EnvFilter, LoggingError> {
+/// The filter to use: `RUST_LOG` if set and non-empty, else `level`
+/// (`log.level`).
+fn select_filter(level: &str) -> Result<EnvFilter, LoggingError> {
     match std::env::var("RUST_LOG") {
         Ok(value) if !value.trim().is_empty() => {
             parse_filter(&value).map_err(|reason| LoggingError::InvalidFilter {
@@ -59,9 +82,9 @@ fn select_filter(config: &LogConfig) -> Result<EnvFilter, LoggingError> {
             })
         }
         Ok(_) | Err(std::env::VarError::NotPresent) => {
-            parse_filter(&config.level).map_err(|reason| LoggingError::InvalidFilter {
+            parse_filter(level).map_err(|reason| LoggingError::InvalidFilter {
                 origin: "log.level",
-                directives: config.level.clone(),
+                directives: level.to_owned(),
                 reason,
                 hint: " (use a level such as info or directives such as info,turnpike_core=debug)",
             })
@@ -70,10 +93,11 @@ fn select_filter(config: &LogConfig) -> Result<EnvFilter, LoggingError> {
     }
 }
 
-/// Installs the global subscriber. Call once, early in `main`.
-pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
-    let filter = select_filter(config)?;
-    let result = match config.format {
+/// Installs the global subscriber with `log.level` and `log.format`. Call
+/// once, early in `main`.
+pub fn init(level: &str, format: LogFormat) -> Result<(), LoggingError> {
+    let filter = select_filter(level)?;
+    let result = match format {
         LogFormat::Text => {
             // Colour only for a person at a terminal: escape codes in
             // journald or a log file are noise. NO_COLOR per no-color.org.
@@ -99,21 +123,4 @@ pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn valid_filters_parse() {
-        for ok in ["info", "warn,turnpike_core=debug", "turnpike=trace", "off"] {
-            parse_filter(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
-        }
-    }
-
-    #[test]
-    fn invalid_filters_are_errors_not_panics() {
-        for bad in ["info,turnpike=loud", "=info", "foo[bar"] {
-            let err = parse_filter(bad).unwrap_err();
-            assert!(!err.contains('\n'), "{bad}: {err}");
-        }
-    }
-}
+mod tests;

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use turnpike::admin::AdminError;
 use turnpike::cli::{Cli, CliError, Command};
-use turnpike::config::Config;
+use turnpike::config::Settings;
 
 /// Exit status for command-line and configuration errors (clap's own
 /// convention for usage errors, so both kinds agree).
@@ -87,11 +87,12 @@ fn run() -> Result<(), Failure> {
         Command::Serve => true,
     };
 
-    let config = Config::resolve(cli.config_path(), &cli.overrides()).map_err(Failure::config)?;
+    let settings =
+        Settings::resolve(cli.config_path(), &cli.overrides()).map_err(Failure::config)?;
     // Logging comes after the config (it is configured by it), so config
     // errors above are printed directly rather than logged. An invalid
     // RUST_LOG is a configuration error too.
-    turnpike::logging::init(&config.log).map_err(Failure::config)?;
+    turnpike::logging::init(&settings.log.level, settings.log.format).map_err(Failure::config)?;
 
     let origin = match cli.config_path() {
         Some(path) => path.display().to_string(),
@@ -101,13 +102,15 @@ fn run() -> Result<(), Failure> {
         // The certificate files are read and checked here too, so that a
         // renewal can be checked before SIGHUP; an error prints nothing on
         // stdout, like any other configuration error.
-        let certificates = match config.tls.enabled() {
-            true => Some(turnpike::tls::Certificates::load(&config.tls).map_err(Failure::config)?),
+        let certificates = match settings.tls.enabled() {
+            true => {
+                Some(turnpike::tls::Certificates::load(&settings.tls).map_err(Failure::config)?)
+            }
             false => None,
         };
         print_line(&format!(
             "turnpike: configuration OK ({origin}): {}",
-            config.summary()
+            settings.summary()
         ));
         if let Some(certificates) = certificates {
             print_line(&format!(
@@ -123,7 +126,7 @@ fn run() -> Result<(), Failure> {
         config = %origin,
         "starting turnpike"
     );
-    turnpike::runtime::serve(config).map_err(|err| Failure {
+    turnpike::runtime::serve(settings).map_err(|err| Failure {
         status: EXIT_RUNTIME,
         // `{:#}` prints the anyhow context chain as "a: b: c".
         message: format!("{err:#}"),
@@ -137,9 +140,9 @@ fn run_admin(
     cli: &Cli,
     command: impl FnOnce(&turnpike::admin::Context) -> Result<(), AdminError>,
 ) -> Result<(), Failure> {
-    let config =
-        Config::resolve(cli.config_path(), &cli.server_overrides()).map_err(Failure::config)?;
-    let ctx = turnpike::admin::Context::new(config, cli.realm_on_command_line());
+    let settings =
+        Settings::resolve(cli.config_path(), &cli.server_overrides()).map_err(Failure::config)?;
+    let ctx = turnpike::admin::Context::new(settings, cli.realm_on_command_line());
     command(&ctx).map_err(|err| match err {
         AdminError::Usage(message) => Failure {
             status: EXIT_CONFIG,

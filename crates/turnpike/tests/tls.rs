@@ -20,7 +20,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use turnpike::config::{TlsConfig, TlsVersion};
+use turnpike::config::{TlsSettings, TlsVersion};
 use turnpike::tls::{CertError, Certificates, ReloadCause, describe_reload, expiry_warning};
 
 use support::cli::run;
@@ -29,27 +29,27 @@ use support::pki::{KeyType, Leaf, Pki};
 /// Time limit for one network step (connect, handshake, echo).
 const STEP: Duration = Duration::from_secs(10);
 
-fn config(certificate: &Path, private_key: Option<&Path>) -> TlsConfig {
-    TlsConfig {
+fn config(certificate: &Path, private_key: Option<&Path>) -> TlsSettings {
+    TlsSettings {
         certificate: Some(certificate.to_owned()),
         private_key: private_key.map(Path::to_owned),
-        ..TlsConfig::default()
+        ..TlsSettings::default()
     }
 }
 
 /// Separate chain and key files.
-fn separate(leaf: &Leaf) -> TlsConfig {
+fn separate(leaf: &Leaf) -> TlsSettings {
     config(&leaf.chain, Some(&leaf.key))
 }
 
-fn load(tls: &TlsConfig) -> Arc<Certificates> {
+fn load(tls: &TlsSettings) -> Arc<Certificates> {
     match Certificates::load(tls) {
         Ok(certs) => certs,
         Err(err) => panic!("load {tls:?}: {err}"),
     }
 }
 
-fn load_error(tls: &TlsConfig) -> String {
+fn load_error(tls: &TlsSettings) -> String {
     match Certificates::load(tls) {
         Ok(certs) => panic!("expected an error for {tls:?}, loaded {certs:?}"),
         Err(err) => {
@@ -96,7 +96,7 @@ impl Live {
         replace(&self.key, &leaf.key);
     }
 
-    fn config(&self) -> TlsConfig {
+    fn config(&self) -> TlsSettings {
         config(&self.chain, Some(&self.key))
     }
 }
@@ -419,9 +419,9 @@ fn errors_say_what_is_wrong_and_how_to_fix_it() {
     ]);
     let huge = write("huge.pem", &vec![b'A'; 2 << 20]);
 
-    let cases: Vec<(TlsConfig, String)> = vec![
+    let cases: Vec<(TlsSettings, String)> = vec![
         (
-            TlsConfig::default(),
+            TlsSettings::default(),
             "tls.certificate is not set; set it to the PEM certificate chain to serve TLS and DTLS"
                 .into(),
         ),
@@ -844,7 +844,7 @@ async fn minimum_version() {
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
 
-    let strict = load(&TlsConfig {
+    let strict = load(&TlsSettings {
         min_version: TlsVersion::Tls13,
         ..separate(&leaf)
     });

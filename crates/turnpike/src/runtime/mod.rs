@@ -32,7 +32,7 @@ use turnpike_core::{PerSourceRate, Secrets, WallClock};
 use turnpike_store::Store;
 use turnpike_xdp::FastPath;
 
-use crate::config::{Config, Listener, XdpMode};
+use crate::config::{Listener, Settings, XdpMode};
 use crate::credentials::{CacheOptions, CredentialSource};
 use crate::tls::Certificates;
 use stream::conn::{ConnectionCounts, StreamLimits};
@@ -40,7 +40,7 @@ use udp_relay::socket::Reservations;
 use worker::{DtlsSettings, Secure, Worker};
 
 /// Loads the XDP fast path and attaches it to `xdp.interfaces`, if any.
-fn start_fast_path(config: &Config) -> anyhow::Result<Option<Arc<Mutex<FastPath>>>> {
+fn start_fast_path(config: &Settings) -> anyhow::Result<Option<Arc<Mutex<FastPath>>>> {
     let xdp = &config.xdp;
     if xdp.interfaces.is_empty() {
         return Ok(None);
@@ -72,7 +72,7 @@ fn start_fast_path(config: &Config) -> anyhow::Result<Option<Arc<Mutex<FastPath>
 }
 
 /// Runs the server until SIGTERM or SIGINT.
-pub fn serve(config: Config) -> anyhow::Result<()> {
+pub fn serve(config: Settings) -> anyhow::Result<()> {
     // The nonce secret lives only in this process: nonces do not survive a
     // restart, and clients recover with one 438.
     let mut nonce_secret = [0u8; 32];
@@ -223,7 +223,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 /// realm, reads the shared secrets and starts reloading them. At start an
 /// unreachable database is an error: the operator is there to see it.
 fn open_credentials(
-    config: &Config,
+    config: &Settings,
     control: &tokio::runtime::Runtime,
 ) -> anyhow::Result<(Arc<CredentialSource>, watch::Receiver<Secrets>)> {
     let options = config.store_options(true).map_err(|e| anyhow!("{e}"))?;
@@ -285,7 +285,7 @@ fn watch_host_addresses(
 /// the TLS and DTLS addresses are free, and starts watching the files and
 /// SIGHUP for renewals. A missing or broken certificate at start is an error.
 fn start_tls(
-    config: &Config,
+    config: &Settings,
     control: &tokio::runtime::Runtime,
     workers: usize,
 ) -> anyhow::Result<Option<Secure>> {

@@ -20,7 +20,7 @@ use rustls_pki_types::CertificateDer;
 use super::error::{CertError, FileRole};
 use super::pem::{PemPair, encode_key_pem, encode_pem, is_encrypted, parse_pem, read_file};
 use super::{ALPN_STUN_NAT_DISCOVERY, ALPN_STUN_TURN, x509};
-use crate::config::{TlsConfig, TlsVersion};
+use crate::config::{TlsSettings, TlsVersion};
 use crate::date::format_utc;
 
 /// What one successful read of the files produced.
@@ -114,7 +114,7 @@ impl fmt::Debug for Certificates {
 impl Certificates {
     /// Reads and checks `tls.certificate` and `tls.private_key` and builds
     /// the TLS server configuration for `tls.min_version`.
-    pub fn load(tls: &TlsConfig) -> Result<Arc<Certificates>, CertError> {
+    pub fn load(tls: &TlsSettings) -> Result<Arc<Certificates>, CertError> {
         let certificate = tls.certificate.clone().ok_or(CertError::NotConfigured)?;
         let private_key = tls.private_key.clone();
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -1,0 +1,457 @@
+//! Every setting, declared once: its key, type, default, flag, `TURNPIKE_*`
+//! variable, allowed range and `--help` text. The `settings!` macro
+//! ([`super::declare`]) makes the TOML sections, the overrides and their
+//! layering, the flags, the range checks and the known-keys list from this
+//! table.
+//!
+//! Adding a setting: add its entry here, document it in
+//! `turnpike.example.toml` (a test checks that every declared key, flag and
+//! variable is there, and that the file's values are the defaults), and
+//! use the value where it is consumed. Rules a single range cannot express
+//! (one setting against another, lists without duplicates) go in
+//! `validate.rs`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use super::declare::settings;
+use super::overrides::ListOrNone;
+use super::values::{
+    DatabaseSchema, ExternalIp, TlsVersion, UserEntry, XdpMode, de_char, de_list, de_opt_ip,
+};
+use crate::logging::LogFormat;
+
+/// Upper bound on `server.workers`. Far above any real core count; it exists
+/// so a typo like `workers = 80000` fails at start-up instead of trying to
+/// spawn tens of thousands of threads.
+pub const MAX_WORKERS: usize = 1024;
+
+/// RFC 8489 §14.14: SOFTWARE "MUST be a UTF-8 encoded sequence of fewer than
+/// 128 characters".
+pub const MAX_SOFTWARE_CHARS: usize = 127;
+
+/// RFC 8489 §14.9: REALM "MUST be a UTF-8 encoded sequence of fewer than
+/// 128 characters".
+pub const MAX_REALM_CHARS: usize = 127;
+
+/// RFC 8489 §14.3: USERNAME "MUST contain a UTF-8-encoded sequence of fewer
+/// than 509 bytes".
+pub const MAX_USERNAME_BYTES: usize = 508;
+
+/// Longest `turn.secrets` entry, in bytes (the database's limit, which is
+/// coturn's).
+pub const MAX_SECRET_BYTES: usize = turnpike_store::MAX_SECRET_LEN;
+
+/// Upper bound on `database.pool_size`.
+pub const MAX_POOL_SIZE: usize = 64;
+
+/// Lowest allowed `turn.min_port`: relay ports are unprivileged ports.
+pub const MIN_RELAY_PORT: u16 = 1024;
+
+/// Upper bound on `tls.reload_interval` (one day).
+pub const MAX_RELOAD_INTERVAL_SECS: u32 = 86_400;
+
+/// Upper bound on `limits.max_handshakes`.
+pub const MAX_HANDSHAKES: u32 = 1_000_000;
+
+/// Upper bound on the `limits` timeouts (an hour).
+pub const MAX_CONNECTION_TIMEOUT_SECS: u32 = 3_600;
+
+/// Lower bound on `limits.max_buffered_bytes`: one full-size TLS record.
+pub const MIN_BUFFERED_BYTES: u32 = 16_384;
+
+/// Upper bound on `limits.max_buffered_bytes` (64 MiB per connection).
+pub const MAX_BUFFERED_BYTES: u32 = 64 << 20;
+
+/// Upper bound on `limits.max_peer_connections_per_allocation`.
+pub const MAX_PEER_CONNECTIONS_PER_ALLOCATION: u32 = 1024;
+
+/// Upper bound on `turn.max_lifetime`, `turn.default_lifetime` and
+/// `turn.nonce_lifetime` (one day). Clients refresh long before; it exists
+/// so a typo such as `max_lifetime = 36000000` fails at start-up.
+pub const MAX_LIFETIME_SECS: u32 = 86_400;
+
+/// Both families on one port: the runtime sets IPV6_V6ONLY on the `[::]`
+/// socket so the two do not collide.
+fn on_both_families(port: u16) -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], port)),
+        SocketAddr::from(([0u16; 8], port)),
+    ]
+}
+
+settings! {
+    /// `[server]`: process-wide settings.
+    [server] ServerSettings, heading "Server", expecting "a [server] table" {
+        /// Worker threads; 0 means one per CPU. See [`Settings::worker_threads`].
+        workers: usize = 0;
+            flag workers "workers" "N", env "TURNPIKE_WORKERS";
+            help "worker threads, 0 = one per CPU";
+        /// SOFTWARE attribute value; empty disables it. See [`Settings::software`].
+        // Deliberately without the version: advertising exact versions to
+        // every client helps attackers pick exploits.
+        software: String = "Turnpike".to_owned();
+            flag software "software" "STR", env "TURNPIKE_SOFTWARE",
+            negation String::new() => "Do not send the SOFTWARE attribute (software = \"\")";
+            help "SOFTWARE attribute value";
+    }
+
+    /// `[log]`: logging (see [`crate::logging`]).
+    [log] LogSettings, heading "Logging", expecting "a [log] table" {
+        /// `tracing` EnvFilter directives, e.g. `info,turnpike_core=debug`.
+        /// `RUST_LOG`, when set, replaces this (see [`crate::logging`]).
+        level: String = "info".to_owned();
+            flag log_level "log-level" "FILTER", env "TURNPIKE_LOG_LEVEL";
+            help "tracing filter directives; RUST_LOG wins if set";
+        /// Output format.
+        format: LogFormat = LogFormat::Text;
+            flag log_format "log-format" "FORMAT", env "TURNPIKE_LOG_FORMAT";
+            help "text or json";
+    }
+
+    /// `[stun]`: STUN listeners and RFC 5780 behaviour.
+    [stun] StunSettings, heading "STUN", expecting "a [stun] table" {
+        /// Addresses served on UDP and/or TCP (see `udp`, `tcp`).
+        #[serde(deserialize_with = "de_list")]
+        listen: Vec<SocketAddr> = on_both_families(3478);
+            flag listen "listen" "ADDR", env "TURNPIKE_LISTEN";
+            help "IP:PORT to serve; repeat the flag or separate with commas. Replaces the file's list.";
+        /// Serve STUN over UDP.
+        udp: bool = true;
+            flag udp "udp" "BOOL", env "TURNPIKE_UDP",
+            negation false => "Do not serve over UDP (udp = false)";
+            help "serve over UDP";
+        /// Serve STUN over TCP.
+        tcp: bool = true;
+            flag tcp "tcp" "BOOL", env "TURNPIKE_TCP",
+            negation false => "Do not serve over TCP (tcp = false)";
+            help "serve over TCP";
+        /// Second IP address of this host. Enables RFC 3489 CHANGE-REQUEST and
+        /// RFC 5780 NAT behaviour discovery.
+        #[serde(deserialize_with = "de_opt_ip")]
+        alternate_ip: Option<IpAddr> = None;
+            flag alternate_ip "alternate-ip" "IP", env "TURNPIKE_ALTERNATE_IP";
+            help "second IP of this host; enables CHANGE-REQUEST and RFC 5780 NAT discovery";
+        /// Alternate port; when unset and `alternate_ip` is set, each listen port
+        /// P uses P + 1.
+        alternate_port: Option<u16> = None;
+            flag alternate_port "alternate-port" "PORT", env "TURNPIKE_ALTERNATE_PORT",
+            shown "each listen port + 1";
+            help "the port paired with the listen port for NAT discovery";
+        /// Honour RFC 5780 RESPONSE-PORT. Off by default because it lets a
+        /// client aim our answers at another port of its address.
+        response_port: bool = false;
+            flag response_port "response-port" "BOOL", env "TURNPIKE_RESPONSE_PORT",
+            negation false => "Ignore RESPONSE-PORT (response_port = false)";
+            help "honour RFC 5780 RESPONSE-PORT";
+        /// Honour RFC 5780 PADDING. Off by default; even when on, an answer is
+        /// never padded beyond the request's own PADDING (no amplification).
+        padding: bool = false;
+            flag padding "padding" "BOOL", env "TURNPIKE_PADDING",
+            negation false => "Ignore PADDING (padding = false)";
+            help "honour RFC 5780 PADDING";
+    }
+
+    /// `[turn]`: TURN relaying (RFC 8656) and its long-term credentials.
+    /// Turned into the core's [`turnpike_core::TurnConfig`] by
+    /// [`Settings::core`].
+    [turn] TurnSettings, heading "TURN", expecting "a [turn] table" {
+        /// Serve TURN; `false` serves STUN only (TURN requests get 400).
+        enabled: bool = true;
+            flag turn "turn" "BOOL", env "TURNPIKE_TURN",
+            negation false => "Serve STUN only; TURN requests get 400 (enabled = false)";
+            help "serve TURN; off = STUN only";
+        /// REALM of the long-term credential mechanism.
+        realm: String = "turnpike".to_owned();
+            flag realm "realm" "REALM", env "TURNPIKE_REALM";
+            help "REALM clients authenticate in";
+        /// IPs to bind relayed addresses on. Empty: the IP each request
+        /// arrived on.
+        #[serde(deserialize_with = "de_list")]
+        relay_ips: Vec<IpAddr> = Vec::new();
+            flag relay_ips "relay-ip" "IP", env "TURNPIKE_RELAY_IPS",
+            shown "the IP each request arrived on";
+            help "IP to relay on; repeat or separate with commas. Replaces the file's list.";
+        /// Public addresses for 1:1 NAT (coturn's `external-ip`).
+        #[serde(deserialize_with = "de_list")]
+        external_ips: Vec<ExternalIp> = Vec::new();
+            flag external_ips "external-ip" "PUBLIC[/PRIVATE]", env "TURNPIKE_EXTERNAL_IPS";
+            help "PUBLIC or PUBLIC/PRIVATE for 1:1 NAT; repeat or separate with commas. Replaces the file's list.";
+        /// Lowest relay port (inclusive).
+        min_port: u16 = 49152;
+            flag min_port "min-port" "PORT", env "TURNPIKE_MIN_PORT";
+            help "lowest relay port";
+        /// Highest relay port (inclusive).
+        max_port: u16 = 65535;
+            flag max_port "max-port" "PORT", env "TURNPIKE_MAX_PORT";
+            help "highest relay port";
+        /// Allocation lifetime in seconds when the client asks for less (at
+        /// most `max_lifetime`).
+        default_lifetime: u32 = 600;
+            flag default_lifetime "default-lifetime" "SECONDS", env "TURNPIKE_DEFAULT_LIFETIME",
+            range(1, MAX_LIFETIME_SECS) "seconds";
+            help "allocation lifetime in seconds";
+        /// Longest allocation lifetime granted, in seconds.
+        max_lifetime: u32 = 3600;
+            flag max_lifetime "max-lifetime" "SECONDS", env "TURNPIKE_MAX_LIFETIME",
+            range(1, MAX_LIFETIME_SECS) "seconds";
+            help "longest allocation lifetime in seconds";
+        /// Seconds a nonce stays valid before 438 (Stale Nonce).
+        nonce_lifetime: u32 = 600;
+            flag nonce_lifetime "nonce-lifetime" "SECONDS", env "TURNPIKE_NONCE_LIFETIME",
+            range(1, MAX_LIFETIME_SECS) "seconds";
+            help "seconds a nonce stays valid";
+        /// Allocations per user; 0 = unlimited.
+        user_quota: u32 = 0;
+            flag user_quota "user-quota" "N", env "TURNPIKE_USER_QUOTA";
+            help "allocations per user, 0 = unlimited";
+        /// Allocations server-wide; 0 = unlimited.
+        total_quota: u32 = 0;
+            flag total_quota "total-quota" "N", env "TURNPIKE_TOTAL_QUOTA";
+            help "allocations server-wide, 0 = unlimited";
+        /// Ranges the built-in refusal of loopback/private/reserved peers does
+        /// not apply to.
+        #[serde(deserialize_with = "de_list")]
+        allowed_peer_ranges: Vec<IpNet> = Vec::new();
+            flag allowed_peer_ranges "allowed-peer-range" "CIDR", env "TURNPIKE_ALLOWED_PEER_RANGES";
+            help "CIDR (or IP) exempt from the refusal of loopback/private/reserved peers; repeat or separate with commas. Replaces the file's list.";
+        /// Ranges always refused (beats `allowed_peer_ranges`).
+        #[serde(deserialize_with = "de_list")]
+        denied_peer_ranges: Vec<IpNet> = Vec::new();
+            flag denied_peer_ranges "denied-peer-range" "CIDR", env "TURNPIKE_DENIED_PEER_RANGES";
+            help "CIDR (or IP) never relayed to; repeat or separate with commas. Replaces the file's list.";
+        /// 401/438 answers per source address and second; 0 would refuse
+        /// every client the challenge it needs to authenticate.
+        challenges_per_second: u16 = 1000;
+            flag challenges_per_second "challenges-per-second" "N", env "TURNPIKE_CHALLENGES_PER_SECOND",
+            range(1, u16::MAX) "answers per second";
+            help "401/438 answers per source address and second";
+        /// Static long-term users (`[[turn.users]]`).
+        users: Vec<UserEntry> = Vec::new();
+            flag users "user" "USER:PASSWORD", env "TURNPIKE_USERS", secret = true;
+            help "static user USER:PASSWORD; repeat or separate with commas. Replaces the file's [[turn.users]].";
+        /// Static shared secrets for time-limited credentials (TURN REST API,
+        /// Wire's restund format); `k=N` of Wire usernames names the N-th.
+        secrets: Vec<String> = Vec::new();
+            flag secrets "secret" "SECRET", env "TURNPIKE_SECRETS", secret = true;
+            help "shared secret for time-limited credentials (TURN REST API); repeat or separate with commas. Replaces the file's list.";
+        /// Separator of TURN REST API usernames (`expiry:user-id`); a
+        /// one-character string in TOML.
+        #[serde(deserialize_with = "de_char")]
+        rest_separator: char = ':';
+            flag rest_separator "rest-separator" "CHAR", env "TURNPIKE_REST_SEPARATOR";
+            help "between expiry and user id in REST usernames";
+        /// Re-check the expiry of time-limited credentials on every request
+        /// and end allocations with their credential.
+        strict_expiry: bool = false;
+            flag strict_expiry "strict-expiry" "BOOL", env "TURNPIKE_STRICT_EXPIRY",
+            negation false => "Let allocations outlive their credential (strict_expiry = false)";
+            help "end allocations when their time-limited credential expires";
+    }
+
+    /// `[database]`: where users and shared secrets are stored, and their
+    /// cache.
+    [database] DatabaseSettings, heading "Database", expecting "a [database] table" {
+        /// `""`: SQLite file `turnpike.db` in `data_dir`; `sqlite:PATH`; or
+        /// `postgres://user:password@host:port/dbname`.
+        url: String = String::new();
+            flag database_url "database" "URL", env "TURNPIKE_DATABASE", secret = true;
+            help "\"\" (SQLite turnpike.db in the data dir), sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB";
+        /// Directory of the default SQLite database, created if missing.
+        data_dir: PathBuf = PathBuf::from("/var/lib/turnpike");
+            flag data_dir "data-dir" "DIR", env "TURNPIKE_DATA_DIR";
+            help "directory of the default SQLite database";
+        /// `turnpike` or `coturn` (read-only use of a coturn database).
+        schema: DatabaseSchema = DatabaseSchema::Turnpike;
+            flag database_schema "database-schema" "SCHEMA", env "TURNPIKE_DATABASE_SCHEMA";
+            help "turnpike, or coturn (an existing coturn database, read-only)";
+        /// PostgreSQL connections kept open.
+        pool_size: usize = 4;
+            flag database_pool_size "database-pool-size" "N", env "TURNPIKE_DATABASE_POOL_SIZE",
+            range(1, MAX_POOL_SIZE) "connections";
+            help "PostgreSQL connections";
+        /// Seconds to wait for a connection or a query before calling the
+        /// database unreachable.
+        timeout: u32 = 5;
+            flag database_timeout "database-timeout" "SECONDS", env "TURNPIKE_DATABASE_TIMEOUT",
+            range(1, 60) "seconds";
+            help "seconds before the database counts as unreachable";
+        /// Seconds a looked-up user's keys are used before asking again.
+        cache_ttl: u32 = 60;
+            flag cache_ttl "cache-ttl" "SECONDS", env "TURNPIKE_CACHE_TTL",
+            range(1, 86_400) "seconds";
+            help "seconds a user's keys are used before asking again";
+        /// Seconds an unknown username is remembered as unknown.
+        negative_cache_ttl: u32 = 5;
+            flag negative_cache_ttl "negative-cache-ttl" "SECONDS", env "TURNPIKE_NEGATIVE_CACHE_TTL",
+            range(0, 3_600) "seconds";
+            help "seconds an unknown username is remembered";
+        /// Seconds, while the database is unreachable, that users seen within
+        /// that time keep authenticating with the keys last read.
+        grace_period: u32 = 3600;
+            flag grace_period "grace-period" "SECONDS", env "TURNPIKE_GRACE_PERIOD",
+            range(0, 604_800) "seconds";
+            help "seconds known users keep authenticating while the database is unreachable";
+        /// Seconds between reloads of the shared secrets.
+        secrets_refresh: u32 = 10;
+            flag secrets_refresh "secrets-refresh" "SECONDS", env "TURNPIKE_SECRETS_REFRESH",
+            range(1, 3_600) "seconds";
+            help "seconds between reloads of the shared secrets";
+    }
+
+    /// `[tls]`: STUN/TURN over TLS (RFC 8489 section 6.2.2, "turns:" URLs)
+    /// and DTLS (RFC 7350). Both are off until `certificate` is set. The
+    /// files are read and checked by [`crate::tls::Certificates`] (at
+    /// start, by `check-config`, and on every reload), not by
+    /// [`Settings::validate`].
+    [tls] TlsSettings, heading "TLS", expecting "a [tls] table" {
+        /// PEM file with the server certificate, then its intermediates,
+        /// optionally followed by the private key (restund's layout). `None`:
+        /// TLS and DTLS off.
+        certificate: Option<PathBuf> = None;
+            flag tls_certificate "tls-certificate" "PATH", env "TURNPIKE_TLS_CERTIFICATE",
+            shown "unset, TLS and DTLS off";
+            help "PEM certificate chain (server certificate first), optionally followed by the private key; turns TLS and DTLS on";
+        /// PEM file with the private key; `None`: the key is in `certificate`.
+        private_key: Option<PathBuf> = None;
+            flag tls_private_key "tls-private-key" "PATH", env "TURNPIKE_TLS_PRIVATE_KEY",
+            shown "the key in the certificate file";
+            help "PEM private key";
+        /// Addresses served with TLS over TCP (only when `certificate` is set).
+        /// RFC 8489 section 18.1: 5349 is the default port of "stuns" and
+        /// "turns", over TLS and DTLS alike.
+        #[serde(deserialize_with = "de_list")]
+        listen: Vec<SocketAddr> = on_both_families(5349);
+            flag tls_listen "tls-listen" "ADDR", env "TURNPIKE_TLS_LISTEN", via ListOrNone;
+            help "IP:PORT to serve TLS over TCP on; repeat or separate with commas; `none` for no TLS over TCP. Replaces the file's list.";
+        /// Addresses served with DTLS over UDP (only when `certificate` is
+        /// set); empty: no DTLS.
+        #[serde(deserialize_with = "de_list")]
+        dtls_listen: Vec<SocketAddr> = on_both_families(5349);
+            flag dtls_listen "dtls-listen" "ADDR", env "TURNPIKE_DTLS_LISTEN", via ListOrNone;
+            help "IP:PORT to serve DTLS over UDP on; repeat or separate with commas; `none` for no DTLS. Replaces the file's list.";
+        /// Lowest TLS version offered; TLS 1.0 and 1.1 never are.
+        min_version: TlsVersion = TlsVersion::Tls12;
+            flag tls_min_version "tls-min-version" "VERSION", env "TURNPIKE_TLS_MIN_VERSION";
+            help "lowest TLS version offered, 1.2 or 1.3";
+        /// Seconds between checks of the files for changes; 0: reload only on
+        /// SIGHUP. See [`TlsSettings::reload_every`].
+        reload_interval: u32 = 5;
+            flag tls_reload_interval "tls-reload-interval" "SECONDS", env "TURNPIKE_TLS_RELOAD_INTERVAL",
+            range(0, MAX_RELOAD_INTERVAL_SECS) "seconds", zero "reload only on SIGHUP";
+            help "seconds between checks of the certificate files for changes";
+    }
+
+    /// `[limits]`: how much one source and the handshakes may hold, for the
+    /// TCP, TLS and DTLS transports (UDP has its own rate limits).
+    [limits] LimitsSettings, heading "Limits", expecting "a [limits] table" {
+        /// TCP, TLS and DTLS connections from one source IP; 0 = unlimited.
+        max_connections_per_ip: u32 = 64;
+            flag max_connections_per_ip "max-connections-per-ip" "N", env "TURNPIKE_MAX_CONNECTIONS_PER_IP";
+            help "TCP, TLS and DTLS connections from one source IP, 0 = unlimited";
+        /// TCP, TLS and DTLS connections in all; 0 = unlimited.
+        max_connections: u32 = 50_000;
+            flag max_connections "max-connections" "N", env "TURNPIKE_MAX_CONNECTIONS";
+            help "TCP, TLS and DTLS connections in all, 0 = unlimited";
+        /// IPv6 clients count as one source per prefix of this many bits for
+        /// every per-source limit (connections, challenges, DTLS handshakes).
+        ipv6_prefix: u8 = turnpike_core::SourcePrefix::DEFAULT_IPV6_BITS;
+            flag ipv6_prefix "ipv6-prefix" "BITS", env "TURNPIKE_IPV6_PREFIX",
+            range(16, 128) "bits", because "a host's /64 is one source";
+            help "IPv6 clients count as one source per prefix of this many bits, for every per-source limit";
+        /// TLS and DTLS handshakes in progress, server-wide.
+        max_handshakes: u32 = 1024;
+            flag max_handshakes "max-handshakes" "N", env "TURNPIKE_MAX_HANDSHAKES",
+            range(1, MAX_HANDSHAKES) "handshakes";
+            help "TLS and DTLS handshakes in progress, server-wide";
+        /// TLS and DTLS handshakes one source may start per second.
+        handshakes_per_second_per_ip: u32 = 100;
+            flag handshakes_per_second_per_ip "handshakes-per-second-per-ip" "N", env "TURNPIKE_HANDSHAKES_PER_SECOND_PER_IP",
+            range(1, u32::from(u16::MAX)) "handshakes";
+            help "TLS and DTLS handshakes one source may start per second";
+        /// Seconds a TLS or DTLS handshake may take.
+        handshake_timeout: u32 = 10;
+            flag handshake_timeout "handshake-timeout" "SECONDS", env "TURNPIKE_HANDSHAKE_TIMEOUT",
+            range(1, MAX_CONNECTION_TIMEOUT_SECS) "seconds";
+            help "seconds a TLS or DTLS handshake may take";
+        /// Seconds a connection may stay open without a successful
+        /// authenticated request (against slowloris-style exhaustion).
+        auth_timeout: u32 = 30;
+            flag auth_timeout "auth-timeout" "SECONDS", env "TURNPIKE_AUTH_TIMEOUT",
+            range(1, MAX_CONNECTION_TIMEOUT_SECS) "seconds";
+            help "seconds a connection may stay open without a successful authenticated request";
+        /// Seconds without any data after which a connection is closed.
+        idle_timeout: u32 = 600;
+            flag idle_timeout "idle-timeout" "SECONDS", env "TURNPIKE_IDLE_TIMEOUT",
+            range(1, MAX_CONNECTION_TIMEOUT_SECS) "seconds";
+            help "seconds without data before a connection is closed";
+        /// Outgoing bytes queued per connection before relayed data is dropped.
+        max_buffered_bytes: u32 = 262_144;
+            flag max_buffered_bytes "max-buffered-bytes" "BYTES", env "TURNPIKE_MAX_BUFFERED_BYTES",
+            range(MIN_BUFFERED_BYTES, MAX_BUFFERED_BYTES) "bytes";
+            help "outgoing bytes queued per connection before relayed data is dropped";
+        /// Outgoing bytes queued over all connections (split between the
+        /// workers) before relayed data is dropped.
+        max_buffered_bytes_total: u64 = 268_435_456;
+            flag max_buffered_bytes_total "max-buffered-bytes-total" "BYTES", env "TURNPIKE_MAX_BUFFERED_BYTES_TOTAL";
+            help "outgoing bytes queued over all connections before relayed data is dropped";
+        /// TCP connections to or from peers (RFC 6062) that one TCP allocation
+        /// may hold at once, in any state (connecting, waiting for
+        /// ConnectionBind, relaying); a Connect beyond it gets 508 and a peer
+        /// connecting beyond it is refused.
+        max_peer_connections_per_allocation: u32 = 32;
+            flag max_peer_connections_per_allocation "max-peer-connections-per-allocation" "N", env "TURNPIKE_MAX_PEER_CONNECTIONS_PER_ALLOCATION",
+            range(1, MAX_PEER_CONNECTIONS_PER_ALLOCATION) "connections";
+            help "TCP connections to or from peers (RFC 6062) one TCP allocation may hold";
+        /// The same counted server-wide (each holds two sockets and up to
+        /// 32 KiB of pipe buffers); 0 = unlimited.
+        max_peer_connections: u32 = 16_384;
+            flag max_peer_connections "max-peer-connections" "N", env "TURNPIKE_MAX_PEER_CONNECTIONS";
+            help "TCP connections to or from peers (RFC 6062), server-wide, 0 = unlimited";
+    }
+
+    /// `[admin]`: a small HTTP endpoint for monitoring
+    /// ([`crate::admin_http`]): `GET /metrics` (Prometheus text) and
+    /// `GET /status` (JSON). Off while `listen` is empty. It has no
+    /// authentication, so [`Settings::validate`] refuses an address other
+    /// than a loopback one unless `allow_remote` is set (for a management
+    /// network).
+    [admin] AdminSettings, heading "Admin", expecting "an [admin] table" {
+        /// Addresses (IP:PORT) served over plain HTTP/1.1; empty: off.
+        #[serde(deserialize_with = "de_list")]
+        listen: Vec<SocketAddr> = Vec::new();
+            flag admin_listen "admin-listen" "ADDR", env "TURNPIKE_ADMIN_LISTEN", via ListOrNone,
+            shown "none, off";
+            help "IP:PORT to serve the admin HTTP endpoint (/metrics, /status; no authentication) on; repeat or separate with commas; `none` for off. Replaces the file's list.";
+        /// Allow `listen` addresses other than loopback ones.
+        allow_remote: bool = false;
+            flag admin_allow_remote "admin-allow-remote" "BOOL", env "TURNPIKE_ADMIN_ALLOW_REMOTE",
+            negation false => "Refuse admin.listen addresses other than loopback (allow_remote = false)";
+            help "allow admin.listen addresses other than loopback";
+    }
+
+    /// `[xdp]`: the relay fast path ([`turnpike_xdp`]). An XDP program on the
+    /// listed interfaces relays ChannelData between UDP clients and their
+    /// peers (IPv4 or IPv6) in the driver, without the sockets; everything
+    /// else still goes through them. Off while `interfaces` is empty. Needs
+    /// root (or CAP_BPF and CAP_NET_ADMIN) and Linux 5.12 or newer.
+    [xdp] XdpSettings, heading "XDP", expecting "an [xdp] table" {
+        /// Network interfaces that clients' and peers' traffic arrives on
+        /// (`eth0`; `lo` for tests); empty: off.
+        interfaces: Vec<String> = Vec::new();
+            flag xdp_interfaces "xdp-interface" "NAME", env "TURNPIKE_XDP_INTERFACES", via ListOrNone,
+            shown "none, off";
+            help "interfaces to attach the XDP relay fast path to (needs root); repeat or separate with commas; `none` for off. Replaces the file's list.";
+        /// How the program is attached.
+        mode: XdpMode = XdpMode::Auto;
+            flag xdp_mode "xdp-mode" "MODE", env "TURNPIKE_XDP_MODE";
+            help "auto (in the driver where supported), native or generic";
+    }
+
+    nested tables {
+        // An array of tables (`[[turn.users]]`), not a plain table.
+        "turn.users": ["username", "password"],
+    }
+}
