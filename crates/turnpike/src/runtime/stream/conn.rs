@@ -34,18 +34,6 @@ pub(crate) struct StreamLimits {
     pub(crate) max_buffered_per_worker: usize,
 }
 
-impl Default for StreamLimits {
-    fn default() -> Self {
-        StreamLimits {
-            per_ip: 64,
-            auth_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(600),
-            max_buffered: 256 * 1024,
-            max_buffered_per_worker: 256 * 1024 * 1024,
-        }
-    }
-}
-
 /// Connections per source and in all, shared by the workers (touched on
 /// accept and close only). A source is an IPv4 address or an IPv6 prefix
 /// ([`SourcePrefix`]).
