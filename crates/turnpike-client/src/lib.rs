@@ -22,6 +22,7 @@
 //!   one method per TURN operation.
 //! - [`tcp_relay`]: a blocking client for TCP allocations (RFC 6062):
 //!   Connect, ConnectionAttempt, ConnectionBind.
+//! - `testing` (feature `testing`): coturn's `turnserver` as a test fixture.
 //!
 //! # Example
 //!
@@ -50,6 +51,8 @@ pub mod client;
 pub mod data;
 pub mod error;
 pub mod tcp_relay;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transaction;
 
 pub use auth::{AuthState, Credentials};

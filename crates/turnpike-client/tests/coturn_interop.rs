@@ -2,90 +2,20 @@
 //! loopback (Debian package `coturn`, which `scripts/test` installs). A
 //! missing `turnserver` fails the tests: they are never skipped.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
+use std::net::UdpSocket;
+use std::time::Duration;
 
+use turnpike_client::testing::{COTURN_USER, Coturn};
 use turnpike_client::{AllocateParams, ClientError, Credentials, Relayed, TurnClient};
 
-/// A `turnserver` on 127.0.0.1, killed (by its own PID) on drop.
-struct Coturn {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_coturn() -> Coturn {
-    // A free port: bind, note, release (racy in theory, fine on loopback).
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free loopback UDP port")
-        .port();
-    // A relay window of our own, outside the ephemeral range, so parallel
-    // tests (and test binaries) do not compete for relay ports.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let slot = (std::process::id() as u16)
-        .wrapping_mul(7)
-        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
-        % 44;
-    let base = 61_000 + slot * 100;
-    let child = match Command::new("turnserver")
-        .args([
-            "-n",
-            "--no-cli",
-            "--no-tls",
-            "--no-dtls",
-            "--listening-ip=127.0.0.1",
-            "--relay-ip=127.0.0.1",
-            &format!("--listening-port={port}"),
-            &format!("--min-port={base}"),
-            &format!("--max-port={}", base + 99),
-            "--lt-cred-mech",
-            "--user=bench:secret",
-            "--realm=bench.test",
-            "--allow-loopback-peers",
-            "--no-stdout-log",
-            "--log-file=/dev/null",
-            "--simple-log",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("cannot run turnserver ({e}): run scripts/test, which installs coturn"),
-    };
-    let coturn = Coturn {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    };
-    // Ready once the port is taken.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UdpSocket::bind(coturn.addr).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "turnserver did not bind {}",
-            coturn.addr
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    coturn
-}
-
 fn credentials() -> Credentials {
-    Credentials::new("bench", "secret")
+    let (user, password) = COTURN_USER;
+    Credentials::new(user, password)
 }
 
 #[tokio::test]
 async fn client_allocates_binds_relays_and_refreshes() {
-    let coturn = start_coturn();
+    let coturn = Coturn::start();
     let mut client = TurnClient::bind(coturn.addr, credentials()).await.unwrap();
     let allocation = client.allocate(AllocateParams::default()).await.unwrap();
     assert_eq!(client.auth().realm(), Some("bench.test"));
@@ -156,7 +86,7 @@ async fn client_allocates_binds_relays_and_refreshes() {
 
 #[tokio::test]
 async fn wrong_password_is_reported_as_unauthorized() {
-    let coturn = start_coturn();
+    let coturn = Coturn::start();
     let mut client = TurnClient::bind(coturn.addr, Credentials::new("bench", "wrong"))
         .await
         .unwrap();

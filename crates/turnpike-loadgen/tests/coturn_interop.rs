@@ -1,89 +1,15 @@
 //! The load generator against coturn's `turnserver` on loopback (Debian
 //! package `coturn`, which `scripts/test` installs). A missing `turnserver`
-//! fails the test: it is never skipped. (Moved from turnpike-client's
-//! `tests/coturn_interop.rs` with the generator; the coturn fixture is the
-//! same.)
+//! fails the test: it is never skipped.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use turnpike_client::testing::Coturn;
 use turnpike_loadgen::{self as bench, BenchOptions, Load, PeerMode};
-
-/// A `turnserver` on 127.0.0.1, killed (by its own PID) on drop.
-struct Coturn {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_coturn() -> Coturn {
-    // A free port: bind, note, release (racy in theory, fine on loopback).
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free loopback UDP port")
-        .port();
-    // A relay window of our own, outside the ephemeral range, so parallel
-    // tests (and test binaries) do not compete for relay ports.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let slot = (std::process::id() as u16)
-        .wrapping_mul(7)
-        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
-        % 44;
-    let base = 61_000 + slot * 100;
-    let child = match Command::new("turnserver")
-        .args([
-            "-n",
-            "--no-cli",
-            "--no-tls",
-            "--no-dtls",
-            "--listening-ip=127.0.0.1",
-            "--relay-ip=127.0.0.1",
-            &format!("--listening-port={port}"),
-            &format!("--min-port={base}"),
-            &format!("--max-port={}", base + 99),
-            "--lt-cred-mech",
-            "--user=bench:secret",
-            "--realm=bench.test",
-            "--allow-loopback-peers",
-            "--no-stdout-log",
-            "--log-file=/dev/null",
-            "--simple-log",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("cannot run turnserver ({e}): run scripts/test, which installs coturn"),
-    };
-    let coturn = Coturn {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    };
-    // Ready once the port is taken.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UdpSocket::bind(coturn.addr).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "turnserver did not bind {}",
-            coturn.addr
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    coturn
-}
 
 #[tokio::test]
 async fn bench_runs_every_mode_without_loss() {
-    let coturn = start_coturn();
+    let coturn = Coturn::start();
     for (peer_mode, send_indications, load) in [
         (PeerMode::Echo, false, Load::Paced { rate: 2000 }),
         (PeerMode::Echo, true, Load::ClosedLoop { window: 2 }),
@@ -103,7 +29,7 @@ async fn bench_runs_every_mode_without_loss() {
         o.duration = Duration::from_millis(800);
         o.warmup = Duration::from_millis(200);
         o.refresh_interval = Some(Duration::from_millis(300));
-        o.observe_pid = Some(coturn.child.id());
+        o.observe_pid = Some(coturn.pid());
         let report = bench::run(o).await.unwrap();
         let what = format!("{peer_mode:?} indications={send_indications} {load:?}\n{report}");
         assert_eq!(report.setup.allocated, 10, "{what}");
