@@ -21,6 +21,7 @@ use crate::ids::{AllocationId, ConnectionId, PeerSocket, RelayedAddress};
 use crate::output::ChannelRoute;
 use crate::packet::{FiveTuple, Transport};
 use crate::relay::RelayProtocol;
+use crate::stats::Traffic;
 
 /// How long a channel number and its peer stay reserved after the binding
 /// expires (RFC 8656 §12: no rebinding to something else for 5 minutes).
@@ -67,6 +68,12 @@ pub(crate) struct Allocation {
     /// The Allocate that created it, so a retransmission gets the same answer
     /// instead of 437 (RFC 8656 §7.2).
     pub(crate) created_by: TransactionId,
+    /// Its identity for operators: unique for the life of the process
+    /// (slot numbers are reused, serials are not).
+    pub(crate) serial: u64,
+    pub(crate) created: Instant,
+    /// Data relayed through the core (a fast path counts its own).
+    pub(crate) traffic: Traffic,
 }
 
 pub(crate) const fn family_index(ip: IpAddr) -> usize {
@@ -206,6 +213,92 @@ impl Allocation {
     }
 }
 
+/// A live allocation as operators see it (`GET /v1/allocations`, kicks):
+/// a read-only view, valid for one call.
+#[derive(Debug)]
+pub struct AllocationView<'a> {
+    allocation: &'a Allocation,
+    now: Instant,
+}
+
+impl<'a> AllocationView<'a> {
+    pub(crate) fn new(allocation: &'a Allocation, now: Instant) -> Self {
+        AllocationView { allocation, now }
+    }
+
+    /// Unique for the life of the process.
+    pub fn serial(&self) -> u64 {
+        self.allocation.serial
+    }
+
+    /// The USERNAME it was made with.
+    pub fn username(&self) -> &'a str {
+        &self.allocation.user.name
+    }
+
+    /// The client's 5-tuple.
+    pub fn client(&self) -> &'a FiveTuple {
+        &self.allocation.five_tuple
+    }
+
+    /// Relayed addresses as bound (index 0 IPv4, 1 IPv6).
+    pub fn relays(&self) -> [Option<SocketAddr>; 2] {
+        self.allocation.relays
+    }
+
+    /// UDP or TCP (RFC 6062).
+    pub fn protocol(&self) -> RelayProtocol {
+        self.allocation.protocol
+    }
+
+    /// When it was made.
+    pub fn created(&self) -> Instant {
+        self.allocation.created
+    }
+
+    /// Lifetime left.
+    pub fn lifetime_left(&self) -> Duration {
+        self.allocation.expires.saturating_duration_since(self.now)
+    }
+
+    /// Peer IPs with a live permission.
+    pub fn permissions(&self) -> impl Iterator<Item = IpAddr> + 'a {
+        let now = self.now;
+        self.allocation
+            .permissions
+            .iter()
+            .filter(move |p| p.expires > now)
+            .map(|p| p.ip)
+    }
+
+    /// Live channels: number and peer.
+    pub fn channels(&self) -> impl Iterator<Item = (u16, SocketAddr)> + 'a {
+        let now = self.now;
+        self.allocation
+            .channels
+            .iter()
+            .filter(move |c| c.expires > now)
+            .map(|c| (c.number, c.peer))
+    }
+
+    /// The fast-path routes of its live channels (see
+    /// [`ChannelRoute`]), to add what a fast path relayed for it.
+    pub fn routes(&self) -> impl Iterator<Item = ChannelRoute> + 'a {
+        let now = self.now;
+        let allocation = self.allocation;
+        allocation
+            .channels
+            .iter()
+            .filter(move |c| c.expires > now)
+            .filter_map(|c| allocation.route(c))
+    }
+
+    /// What the core relayed for it.
+    pub fn traffic(&self) -> Traffic {
+        self.allocation.traffic
+    }
+}
+
 /// A shard's allocations with their indexes.
 #[derive(Debug, Default)]
 pub(crate) struct Allocations {
@@ -273,6 +366,14 @@ impl Allocations {
 
     pub(crate) fn get_mut(&mut self, id: AllocationId) -> Option<&mut Allocation> {
         self.slots.get_mut(id as usize)?.as_mut()
+    }
+
+    /// Every live allocation with its id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (AllocationId, &Allocation)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some((AllocationId::try_from(i).ok()?, a.as_ref()?)))
     }
 
     pub(crate) fn is_relay(&self, protocol: RelayProtocol, addr: SocketAddr) -> bool {

@@ -23,6 +23,7 @@ use turnpike_codec::{
 use crate::credentials::{KeyCache, Known, User, UserKeys};
 use crate::ephemeral::{self, Secrets};
 use crate::nonce::{self, NonceCheck, NonceKey};
+use crate::stats::AuthFailure;
 
 /// The algorithms we offer, in preference order.
 const OFFERED: [PasswordAlgorithm<'static>; 2] = [
@@ -63,14 +64,41 @@ pub(crate) enum Auth {
         user: Arc<User>,
         integrity: Integrity,
     },
-    /// 401 or 438 with REALM and a fresh NONCE.
-    Challenge { code: u16 },
+    /// 401 or 438 with REALM and a fresh NONCE; `failure` says why the
+    /// credentials given were refused (`None`: none were given yet).
+    Challenge {
+        code: u16,
+        failure: Option<AuthFailure>,
+    },
     /// 400: the request is malformed for the mechanism.
     BadRequest,
     /// The user is not in this shard's cache; the shell may know it.
     Unknown { username: Box<str> },
     /// The user could not be looked up (store unreachable): 500.
     Unavailable,
+}
+
+impl Auth {
+    fn bad_integrity() -> Self {
+        Auth::Challenge {
+            code: 401,
+            failure: Some(AuthFailure::BadIntegrity),
+        }
+    }
+
+    fn unknown_user() -> Self {
+        Auth::Challenge {
+            code: 401,
+            failure: Some(AuthFailure::UnknownUser),
+        }
+    }
+
+    fn stale_nonce() -> Self {
+        Auth::Challenge {
+            code: 438,
+            failure: Some(AuthFailure::StaleNonce),
+        }
+    }
 }
 
 /// What authentication checks a request against.
@@ -97,7 +125,10 @@ pub(crate) fn authenticate(
     ctx: &Context<'_>,
 ) -> Auth {
     if !request.has_integrity() && !request.has_integrity_sha256() {
-        return Auth::Challenge { code: 401 };
+        return Auth::Challenge {
+            code: 401,
+            failure: None,
+        };
     }
     let mut username = None;
     let mut userhash = None;
@@ -129,10 +160,10 @@ pub(crate) fn authenticate(
     };
     let sha256_offered = match check {
         NonceCheck::Valid { sha256 } => sha256,
-        NonceCheck::Stale | NonceCheck::Invalid => return Auth::Challenge { code: 438 },
+        NonceCheck::Stale | NonceCheck::Invalid => return Auth::stale_nonce(),
     };
     if req_realm != ctx.realm {
-        return Auth::Challenge { code: 401 };
+        return Auth::bad_integrity();
     }
 
     // RFC 8489 §9.2.4 bid-down protection: once SHA-256 was offered, the
@@ -179,9 +210,9 @@ pub(crate) fn authenticate(
                         user: Arc::clone(user),
                         integrity,
                     },
-                    None => Auth::Challenge { code: 401 },
+                    None => Auth::bad_integrity(),
                 },
-                None => Auth::Challenge { code: 401 },
+                None => Auth::unknown_user(),
             };
         }
         (None, _) => return Auth::BadRequest,
@@ -193,10 +224,10 @@ pub(crate) fn authenticate(
                     user: Arc::clone(user),
                     integrity,
                 },
-                None => Auth::Challenge { code: 401 },
+                None => Auth::bad_integrity(),
             };
         }
-        Some(Known::Absent) => return Auth::Challenge { code: 401 },
+        Some(Known::Absent) => return Auth::unknown_user(),
         Some(Known::Unavailable) => return Auth::Unavailable,
         None => {}
     }
@@ -219,7 +250,7 @@ pub(crate) fn authenticate(
                 };
             }
         }
-        return Auth::Challenge { code: 401 };
+        return Auth::bad_integrity();
     }
     Auth::Unknown {
         username: name.into(),

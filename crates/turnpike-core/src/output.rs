@@ -10,11 +10,13 @@
 //! route); the final timeout says when the core next needs the clock.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::ids::{ConnectionId, PeerSocket, RelayedAddress};
 use crate::packet::{FiveTuple, Transport};
 use crate::relay::RelayProtocol;
+use crate::stats::{EndReason, Traffic};
 
 /// The next thing the shell must do for the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +187,36 @@ pub enum Event {
         /// The route, as announced.
         route: ChannelRoute,
     },
+    /// An allocation was created (for accounting). Its answer is the
+    /// transmit polled before.
+    AllocationCreated(Box<AllocationRecord>),
+    /// An allocation ended (for accounting); the events that close its
+    /// sockets, connections and routes came before this one.
+    AllocationEnded {
+        /// Which.
+        record: Box<AllocationRecord>,
+        /// Why.
+        reason: EndReason,
+        /// How long it lived.
+        lasted: Duration,
+        /// What the core relayed for it (a fast path adds its own).
+        traffic: Traffic,
+    },
+}
+
+/// What accounting needs to know about an allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocationRecord {
+    /// Its serial: unique for the life of the process.
+    pub serial: u64,
+    /// The USERNAME it was made with.
+    pub user: Arc<str>,
+    /// The client's 5-tuple.
+    pub client: FiveTuple,
+    /// Relayed addresses as bound (index 0 IPv4, 1 IPv6).
+    pub relays: [Option<SocketAddr>; 2],
+    /// UDP or TCP (RFC 6062).
+    pub protocol: RelayProtocol,
 }
 
 /// A channel binding as a relay fast path outside the core sees it (see

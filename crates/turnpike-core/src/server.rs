@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::{SmallRng, StdRng};
 use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
 use turnpike_codec::framing::{self, PacketKind};
-use turnpike_codec::{Class, DecodeError, Header, Message, Method, TransactionId};
+use turnpike_codec::{Attribute, Class, DecodeError, Header, Message, Method, TransactionId};
 
-use crate::allocation::Allocations;
+use crate::allocation::{AllocationView, Allocations};
 use crate::auth::{self, Auth};
 use crate::binding::{self, Outcome};
 use crate::config::{Config, TurnConfig};
@@ -32,7 +33,7 @@ use crate::packet::{FiveTuple, Packet};
 use crate::rate::PerSourceRate;
 use crate::relay::{NoRelays, PortPicker, RelayBinder};
 use crate::response::{self, ErrorDetails};
-use crate::stats::{DropReason, Stats};
+use crate::stats::{AuthFailure, DropReason, EndReason, ErrorCode, Label, RequestMethod, Stats};
 use crate::turn::{self, Request, TurnState};
 
 /// How often expired allocations, permissions and channels are swept.
@@ -121,6 +122,9 @@ impl Server {
                 .peer_policy
                 .clone()
                 .with_relay_ports(t.min_port, t.max_port),
+            stats: Stats::default(),
+            serial: 0,
+            stopped: FxHashMap::default(),
         });
         Server {
             config,
@@ -139,8 +143,12 @@ impl Server {
     }
 
     /// This shard's counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats;
+        if let Some(turn) = &self.turn {
+            stats += turn.stats;
+        }
+        stats
     }
 
     /// Live allocations on this shard.
@@ -183,13 +191,68 @@ impl Server {
 
     /// A client's connection (TCP, TLS, DTLS) closed: its allocation goes
     /// with it (RFC 8656 §3.1: the control connection bounds the allocation).
-    pub fn connection_closed(&mut self, five_tuple: &FiveTuple) {
+    pub fn connection_closed(&mut self, now: Instant, five_tuple: &FiveTuple) {
+        self.now = Some(now);
         let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) else {
             return;
         };
         if let Some(id) = turn.allocations.id_by_five_tuple(five_tuple) {
-            turn.delete(config, id);
+            turn.delete(config, id, now, EndReason::ConnectionClosed);
         }
+    }
+
+    /// Ends the allocations `select` picks (their end reason: `reason`),
+    /// and returns how many. Their sockets, connections and routes are
+    /// released through [`poll_output`](Self::poll_output), as for any end.
+    pub fn end_allocations(
+        &mut self,
+        now: Instant,
+        reason: EndReason,
+        mut select: impl FnMut(&AllocationView<'_>) -> bool,
+    ) -> usize {
+        self.now = Some(now);
+        let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) else {
+            return 0;
+        };
+        let ids: Vec<_> = turn
+            .allocations
+            .iter()
+            .filter(|(_, a)| select(&AllocationView::new(a, now)))
+            .map(|(id, _)| id)
+            .collect();
+        for &id in &ids {
+            turn.delete(config, id, now, reason);
+        }
+        turn.deadline = turn.next_deadline();
+        ids.len()
+    }
+
+    /// Refuses `name` new allocations (403) until `until`: a USERNAME, or
+    /// the user id of time-limited credentials, which stops every
+    /// credential minted for it. What it holds already is ended apart
+    /// ([`end_allocations`](Self::end_allocations)).
+    pub fn stop_user(&mut self, name: &str, until: Instant) {
+        if let Some(turn) = self.turn.as_mut() {
+            let now = self.now.unwrap_or(until);
+            turn.stopped.retain(|_, &mut t| t > now);
+            turn.stopped.insert(name.into(), until);
+        }
+    }
+
+    /// Calls `visit` with each live allocation of this shard.
+    pub fn visit_allocations(&self, now: Instant, mut visit: impl FnMut(&AllocationView<'_>)) {
+        if let Some(turn) = &self.turn {
+            for (_, allocation) in turn.allocations.iter() {
+                visit(&AllocationView::new(allocation, now));
+            }
+        }
+    }
+
+    /// Whether `username` is `name` or, for time-limited credentials
+    /// (`expiry:user id`), belongs to the user id `name`.
+    pub fn user_matches(&self, username: &str, name: &str) -> bool {
+        let separator = self.config.turn.as_ref().map_or(':', |t| t.rest_separator);
+        turn::user_names(username, separator).any(|n| n == name)
     }
 
     /// Whether the client on `five_tuple` holds an allocation: the shell
@@ -340,7 +403,7 @@ impl Server {
             return;
         };
         for id in turn.allocations.expired(now) {
-            turn.delete(config, id);
+            turn.delete(config, id, now, EndReason::Expired);
         }
         // Connects that got no connection in time are answered 447;
         // connections nobody bound in time are closed (RFC 6062 §5.2, §5.3).
@@ -389,7 +452,7 @@ impl Server {
         match framing::classify(packet.data) {
             PacketKind::Stun => self.handle_stun(now, &packet, out),
             PacketKind::ChannelData => {
-                let Some(turn) = self.turn.as_ref() else {
+                let Some(turn) = self.turn.as_mut() else {
                     return self.drop_packet();
                 };
                 let five_tuple = packet.five_tuple();
@@ -419,21 +482,20 @@ impl Server {
         };
         self.answer = match turn::data::from_peer(turn, now, relay, peer, data, out) {
             Ok(t) => {
-                self.stats.to_client_packets += 1;
-                self.stats.to_client_bytes += data.len() as u64;
+                self.stats.relayed.to_client(data.len());
                 Some(t)
             }
-            Err(None) => self.drop_packet(),
-            Err(Some((reason, bytes))) => {
+            Err((reason, bytes)) => {
                 self.record_drop(reason, bytes, peer.0, relay.0);
                 None
             }
         };
     }
 
-    /// Counts relayed data that was not delivered, by reason, and logs it
-    /// at debug level: the core's own drops (data too large for the way
-    /// out) and the shell's (a full queue, a path MTU the kernel enforced).
+    /// Counts relayed data that was not delivered, by reason: the core's
+    /// own drops and the shell's (a full queue, a path MTU the kernel
+    /// enforced). Those a limit of the way out caused
+    /// ([`DropReason::is_relay_limit`]) are logged at debug level too.
     /// `bytes` is the data's length (the payload, without TURN framing);
     /// `from` and `to` are the addresses it arrived between.
     pub fn record_drop(
@@ -443,8 +505,10 @@ impl Server {
         from: SocketAddr,
         to: SocketAddr,
     ) {
-        self.stats.relay_drops.record(reason);
-        tracing::debug!(%reason, bytes, %from, %to, "relayed data dropped");
+        self.stats.drops.record(reason);
+        if reason.is_relay_limit() {
+            tracing::debug!(%reason, bytes, %from, %to, "relayed data dropped");
+        }
     }
 
     fn count_to_peer(
@@ -454,12 +518,10 @@ impl Server {
     ) -> Option<Transmit> {
         match relayed {
             Ok(t) => {
-                self.stats.to_peer_packets += 1;
-                self.stats.to_peer_bytes += t.len as u64;
+                self.stats.relayed.to_peer(t.len);
                 Some(t)
             }
-            Err(None) => self.drop_packet(),
-            Err(Some((reason, bytes))) => {
+            Err((reason, bytes)) => {
                 self.record_drop(reason, bytes, packet.remote, packet.local);
                 None
             }
@@ -485,24 +547,27 @@ impl Server {
         match message.message_type().class {
             Class::Request => {}
             Class::Indication if method == Method::SEND && !message.is_rfc3489() => {
-                let Some(turn) = self.turn.as_ref() else {
+                let Some(turn) = self.turn.as_mut() else {
                     return self.drop_packet();
                 };
                 let five_tuple = packet.five_tuple();
                 let relayed = turn::send::indication(turn, now, &five_tuple, &message, out);
                 return self.count_to_peer(relayed, packet);
             }
-            // Binding indications are keepalives; responses are not ours.
+            // Binding indications are keepalives: nothing to answer.
+            Class::Indication if method == Method::BINDING => return None,
+            // Responses are not ours.
             _ => return self.drop_packet(),
         }
+        self.stats.requests.record(RequestMethod::of(method));
         match method {
             Method::BINDING => match binding::handle_request(&self.config, &message, packet, out) {
                 Ok(Outcome::Success(transmit)) => {
-                    self.stats.binding_success += 1;
+                    self.stats.bindings.record(packet.transport.into());
                     Some(transmit)
                 }
                 Ok(Outcome::Error(transmit)) => {
-                    self.stats.error_responses += 1;
+                    self.count_answer(method, &out[..transmit.len]);
                     Some(transmit)
                 }
                 Err(_) => self.drop_packet(),
@@ -564,10 +629,13 @@ impl Server {
                 .flatten(),
         };
         let (user, integrity) = match auth::authenticate(message, packet.remote, now, &context) {
-            Auth::Ok { user, integrity } => (user, integrity),
-            Auth::Challenge { code } => {
-                if code == 401 && message.has_integrity() {
-                    self.stats.auth_failures += 1;
+            Auth::Ok { user, integrity } => {
+                self.stats.auth_successes += 1;
+                (user, integrity)
+            }
+            Auth::Challenge { code, failure } => {
+                if let Some(failure) = failure {
+                    self.stats.auth_failures.record(failure);
                 }
                 return self.challenge(now, packet, message, code, turn_config, out);
             }
@@ -600,6 +668,7 @@ impl Server {
                 return None;
             }
             Auth::Unavailable => {
+                self.stats.auth_failures.record(AuthFailure::Unavailable);
                 let details = ErrorDetails {
                     unknown_attributes: &[],
                     fingerprint,
@@ -616,7 +685,9 @@ impl Server {
                 .wall_clock
                 .map_or(u64::MAX, |c| c.unix_secs(now));
             if expires <= unix_now && (method == Method::ALLOCATE || turn_config.strict_expiry) {
-                self.stats.auth_failures += 1;
+                self.stats
+                    .auth_failures
+                    .record(AuthFailure::ExpiredCredential);
                 return self.challenge(now, packet, message, 401, turn_config, out);
             }
             if turn_config.strict_expiry {
@@ -633,7 +704,6 @@ impl Server {
             integrity,
             credential_left,
         };
-        let allocations_before = turn.allocations.len();
         let len = match method {
             Method::ALLOCATE => turn::allocate::handle(&request, turn, out),
             Method::REFRESH => turn::refresh::handle(&request, turn, out),
@@ -643,15 +713,14 @@ impl Server {
             Method::CONNECTION_BIND => turn::connection_bind::handle(&request, turn, out),
             _ => None,
         };
-        if turn.allocations.len() > allocations_before {
-            self.stats.allocations_created += 1;
-            self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
-        }
-        if !turn.connections.is_empty() {
+        if turn.allocations.len() > 0 || !turn.connections.is_empty() {
             self.next_sweep.get_or_insert(now + SWEEP_INTERVAL);
         }
         match len {
-            Some(len) => Some(Transmit::reply(packet, len)),
+            Some(len) => {
+                self.count_answer(method, &out[..len]);
+                Some(Transmit::reply(packet, len))
+            }
             // An accepted Connect is answered once the shell has connected.
             None if method == Method::CONNECT => None,
             None => self.drop_packet(),
@@ -696,12 +765,13 @@ impl Server {
             .flatten();
         match len {
             Some(len) => {
-                self.stats.error_responses += 1;
+                self.stats.challenges_sent += 1;
+                self.count_error(message.message_type().method, code);
                 Some(Transmit::reply(packet, len))
             }
             None => {
-                self.stats.challenges_suppressed += 1;
-                self.drop_packet()
+                self.stats.drops.record(DropReason::RateLimited);
+                None
             }
         }
     }
@@ -749,12 +819,37 @@ impl Server {
         out: &mut [u8],
     ) -> Option<Transmit> {
         let len = response::write_error(out, method, transaction_id, code, details).ok()?;
-        self.stats.error_responses += 1;
+        self.count_error(method, code);
         Some(Transmit::reply(packet, len))
     }
 
+    /// Counts an answer the method's handler wrote: error responses by
+    /// code (read back from the answer, so every code path is counted in
+    /// one place; answers are control traffic, never relayed data).
+    fn count_answer(&mut self, method: Method, answer: &[u8]) {
+        let Ok(message) = Message::parse(answer) else {
+            return;
+        };
+        if message.message_type().class != Class::Error {
+            return;
+        }
+        let code = message.decoded().find_map(|a| match a {
+            Ok(Attribute::ErrorCode(e)) => Some(e.code),
+            _ => None,
+        });
+        if let Some(code) = code {
+            self.count_error(method, code);
+        }
+    }
+
+    fn count_error(&mut self, method: Method, code: u16) {
+        self.stats.errors[RequestMethod::of(method).index()].record(ErrorCode::of(code));
+    }
+
+    /// Counts a packet dropped without an answer: not a message the server
+    /// answers.
     fn drop_packet(&mut self) -> Option<Transmit> {
-        self.stats.dropped += 1;
+        self.stats.drops.record(DropReason::Malformed);
         None
     }
 }

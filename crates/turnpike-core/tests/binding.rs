@@ -9,6 +9,7 @@ use turnpike_codec::attr::ChangeRequest;
 use turnpike_codec::{
     AttrType, Attribute, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
 };
+use turnpike_core::stats::{DropReason, ErrorCode, RequestMethod, TransportLabel};
 use turnpike_core::{Config, NatDiscovery, Output, Packet, Server, Transmit, Transport};
 
 const LOCAL: &str = "127.0.0.1:3478";
@@ -554,7 +555,19 @@ fn stats_count_outcomes() {
         handle(&mut server, p, &mut out);
     }
     let s = server.stats();
-    assert_eq!((s.binding_success, s.error_responses, s.dropped), (1, 1, 1));
+    assert_eq!(s.requests.get(RequestMethod::Binding), 2);
+    assert_eq!(s.bindings.get(TransportLabel::Udp), 1);
+    assert_eq!(s.bindings.total(), 1);
+    // RESPONSE-PORT without RFC 5780: 420, read back from the answer the
+    // binding handler wrote.
+    assert_eq!(
+        s.errors(RequestMethod::Binding)
+            .get(ErrorCode::UnknownAttribute),
+        1
+    );
+    assert_eq!(s.error_responses(), 1);
+    assert_eq!(s.drops.get(DropReason::Malformed), 1);
+    assert_eq!(s.drops.total(), 1);
 }
 
 #[test]

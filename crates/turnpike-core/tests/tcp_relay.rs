@@ -167,7 +167,7 @@ fn tcp_allocations_need_a_stream_and_refuse_datagram_options() {
     );
     assert_eq!(a.class(), Class::Success, "permissions apply as for UDP");
     assert!(h.send_indication(addr(PEER), b"x").is_none());
-    assert_eq!(h.server.stats().to_peer_packets, 0);
+    assert_eq!(h.server.stats().relayed.to_peer_packets, 0);
 }
 
 #[test]
@@ -419,7 +419,7 @@ fn closing_the_allocation_closes_every_connection() {
     assert_eq!(h.server.peer_connection_count(), 3);
 
     // The control connection closes: the allocation and all three go.
-    h.server.connection_closed(&control());
+    h.server.connection_closed(h.now, &control());
     let mut closed: Vec<_> = events(&mut h)
         .into_iter()
         .map(|e| match e {

@@ -15,6 +15,7 @@ use turnpike_codec::{
     Sha256Key,
 };
 use turnpike_core::ephemeral::Format;
+use turnpike_core::stats::{AuthFailure, DropReason};
 use turnpike_core::{
     Event, FiveTuple, Lookup, Packet, PeerPolicy, Secrets, Shard, Transport, UserKeys,
 };
@@ -80,7 +81,9 @@ fn wrong_password_is_401_and_counted() {
         &creds,
     );
     assert_eq!(a.code(), Some(401));
-    assert_eq!(h.server.stats().auth_failures, 1);
+    let failures = h.server.stats().auth_failures;
+    assert_eq!(failures.get(AuthFailure::BadIntegrity), 1);
+    assert_eq!(failures.total(), 1);
     assert_eq!(h.server.allocation_count(), 0);
 }
 
@@ -183,11 +186,9 @@ fn users_the_store_does_not_know_get_401_and_an_unreachable_store_500() {
         assert_eq!(again.code(), Some(code), "{user}");
         assert_eq!(h.poll_event(), None);
     }
-    assert_eq!(
-        h.server.stats().auth_failures,
-        2,
-        "mallory twice; an outage is no auth failure"
-    );
+    let failures = h.server.stats().auth_failures;
+    assert_eq!(failures.get(AuthFailure::UnknownUser), 2, "mallory twice");
+    assert_eq!(failures.get(AuthFailure::Unavailable), 2, "dave twice");
     assert_eq!(h.server.allocation_count(), 0);
 }
 
@@ -453,8 +454,8 @@ fn send_needs_a_permission_which_expires() {
     h.advance(301);
     assert!(send(&mut h).is_none(), "permission expired");
     assert!(h.peer_sends(relay, PEER, b"x").is_none());
-    assert_eq!(h.server.stats().to_peer_packets, 1);
-    assert_eq!(h.server.stats().to_client_packets, 1);
+    assert_eq!(h.server.stats().relayed.to_peer_packets, 1);
+    assert_eq!(h.server.stats().relayed.to_client_packets, 1);
 }
 
 #[test]
@@ -930,7 +931,7 @@ fn unauthenticated_answers_never_exceed_three_times_the_request() {
     let tid = h.tid();
     let bare = h.request(Method::REFRESH, tid, &[], None);
     assert!(h.send_from("198.51.100.200:1", &bare).is_none());
-    assert!(h.server.stats().challenges_suppressed >= 1);
+    assert!(h.server.stats().drops.get(DropReason::RateLimited) >= 1);
 }
 
 #[test]
@@ -1093,7 +1094,7 @@ fn every_forbidden_peer_is_refused_on_every_path() {
         assert_eq!(a.code(), Some(403), "ChannelBind to {peer}");
         assert!(h.send_indication(peer, b"x").is_none(), "Send to {peer}");
     }
-    assert_eq!(h.server.stats().to_peer_packets, 0);
+    assert_eq!(h.server.stats().relayed.to_peer_packets, 0);
 }
 
 #[test]
@@ -1248,7 +1249,7 @@ fn turn_over_tcp_lives_and_dies_with_its_connection() {
         ]
     );
 
-    h.server.connection_closed(&five_tuple);
+    h.server.connection_closed(h.now, &five_tuple);
     assert_eq!(h.server.allocation_count(), 0);
     assert!(h.bound().is_empty(), "the relay socket is released");
     assert!(h.peer_sends(relay, PEER, b"late").is_none());
@@ -1316,7 +1317,9 @@ fn rest_credentials_from_every_current_secret_and_no_other() {
         h.authed_from(client, Method::ALLOCATE, &udp, &new).class(),
         Class::Success
     );
-    assert_eq!(h.server.stats().auth_failures, 3);
+    let failures = h.server.stats().auth_failures;
+    assert_eq!(failures.get(AuthFailure::ExpiredCredential), 1);
+    assert_eq!(failures.total(), 3);
 }
 
 #[test]

@@ -24,5 +24,6 @@ pub mod credentials;
 pub mod date;
 pub mod logging;
 pub mod net;
+pub mod observe;
 pub mod runtime;
 pub mod tls;

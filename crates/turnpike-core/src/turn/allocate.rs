@@ -12,9 +12,10 @@ use super::{Request, TurnState, granted_lifetime, lifetime_secs};
 use crate::allocation::Allocation;
 use crate::config::TurnConfig;
 use crate::ids::RelayedAddress;
-use crate::output::Event;
+use crate::output::{AllocationRecord, Event};
 use crate::relay::{RelayOptions, RelayProtocol};
 use crate::response::reason_phrase;
+use crate::stats::{AuthFailure, Traffic};
 
 /// ADDITIONAL-ADDRESS-FAMILY under its draft-ietf-tram-turnbis code point.
 /// RFC 8656 assigned 0x8000, but coturn's clients (turnutils_uclient 4.6,
@@ -111,6 +112,10 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
     }
 
     let config = req.config;
+    if turn.is_stopped(&req.user.name, config.rest_separator, req.now) {
+        turn.stats.auth_failures.record(AuthFailure::Stopped);
+        return req.error(out, 403);
+    }
     if let Err(code) = config
         .quotas
         .acquire(&req.user.name, config.user_quota, config.total_quota)
@@ -157,6 +162,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
 
     let lifetime = granted_lifetime(req, asked.lifetime);
     turn.wake_at(req.now + lifetime);
+    let serial = turn.next_serial();
     turn.allocations.insert(Allocation {
         five_tuple,
         user: std::sync::Arc::clone(&req.user),
@@ -168,7 +174,19 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         permissions: Vec::new(),
         channels: Vec::new(),
         created_by: req.message.transaction_id(),
+        serial,
+        created: req.now,
+        traffic: Traffic::default(),
     });
+    turn.stats.allocations_created += 1;
+    turn.events
+        .push_back(Event::AllocationCreated(Box::new(AllocationRecord {
+            serial,
+            user: std::sync::Arc::clone(&req.user.name),
+            client: five_tuple,
+            relays,
+            protocol: relay_protocol,
+        })));
     success(req, out, relays, lifetime, reservation, address_error)
 }
 

@@ -40,6 +40,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         return req.error(out, 443);
     }
     if turn.peer_policy.check(peer).is_err() {
+        turn.stats.peers_refused += 1;
         return req.error(out, 403);
     }
     let now = req.now;

@@ -52,6 +52,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         return req.error(out, 443);
     };
     if turn.peer_policy.check(peer).is_err() {
+        turn.stats.peers_refused += 1;
         return req.error(out, 403);
     }
     let exists = allocation
@@ -122,6 +123,7 @@ pub(crate) fn finished(
         },
     );
     let allocation = connection.allocation;
+    turn.stats.peer_connections_connected += 1;
     turn.wake_at(now + BIND_TIMEOUT);
     let (State::Connecting { answer, .. }, Some(allocation)) =
         (state, turn.allocations.get(allocation))
@@ -174,6 +176,7 @@ pub(crate) fn from_peer(
         .connections
         .insert(&mut turn.secure_rng, turn.shard, connection);
     turn.allocations.get_mut(id)?.connections.push(conn_id);
+    turn.stats.peer_connections_accepted += 1;
     turn.wake_at(now + BIND_TIMEOUT);
     turn.outgoing.push_back(Outgoing::Attempt {
         to,

@@ -21,6 +21,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
                     return req.error(out, 443);
                 }
                 if turn.peer_policy.check_ip(peer.ip()).is_err() {
+                    turn.stats.peers_refused += 1;
                     return req.error(out, 403);
                 }
             }

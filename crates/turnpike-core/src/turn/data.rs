@@ -15,7 +15,7 @@ use turnpike_codec::{
 };
 
 use super::TurnState;
-use super::send::Relayed;
+use super::send::{REFUSED, Relayed};
 use crate::ids::{PeerSocket, RelayedAddress};
 use crate::output::{Destination, Transmit};
 use crate::relay::RelayProtocol;
@@ -36,14 +36,14 @@ pub(crate) fn from_peer(
     let id = turn
         .allocations
         .id_by_relay(RelayProtocol::Udp, relay)
-        .ok_or(None)?;
-    let allocation = turn.allocations.get(id).ok_or(None)?;
+        .ok_or(REFUSED)?;
+    let allocation = turn.allocations.get(id).ok_or(REFUSED)?;
     if !allocation.has_permission(peer.ip(), now) {
-        return Err(None);
+        return Err(REFUSED);
     }
     let five_tuple = allocation.five_tuple;
     let limit = five_tuple.transport.max_message_len(five_tuple.client.ip());
-    let too_big = Some((DropReason::TooBigForClient, data.len()));
+    let too_big = (DropReason::TooBigForClient, data.len());
     let len = match allocation.channel_for_peer(peer, now) {
         Some(channel) => {
             let stream = five_tuple.transport.is_stream();
@@ -71,6 +71,9 @@ pub(crate) fn from_peer(
             msg.finish()
         }
     };
+    if let Some(allocation) = turn.allocations.get_mut(id) {
+        allocation.traffic.to_client(data.len());
+    }
     Ok(Transmit {
         to: Destination::Client(five_tuple),
         len,

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::{SmallRng, StdRng};
+use rustc_hash::FxHashMap;
 use turnpike_codec::{Attribute, EncodeError, ErrorCode, Message, MessageBuilder};
 
 use std::collections::VecDeque;
@@ -40,11 +41,12 @@ use crate::connection::{Connections, Outgoing, State};
 use crate::credentials::{KeyCache, User, Waiting};
 use crate::ephemeral::Secrets;
 use crate::ids::{AllocationId, ConnectionId, RelayedAddress};
-use crate::output::Event;
+use crate::output::{AllocationRecord, Event};
 use crate::packet::{FiveTuple, Packet};
 use crate::peer_policy::PeerPolicy;
 use crate::relay::{PortPicker, RelayBinder};
 use crate::response::reason_phrase;
+use crate::stats::{EndReason, Stats};
 
 /// A shard's TURN state.
 pub(crate) struct TurnState {
@@ -75,6 +77,13 @@ pub(crate) struct TurnState {
     /// The configuration's peer policy, with the relay port range and the
     /// host's addresses as the shell last reported them.
     pub(crate) peer_policy: PeerPolicy,
+    /// What the TURN methods count themselves; [`crate::Server::stats`]
+    /// adds the server's own.
+    pub(crate) stats: Stats,
+    /// The next allocation's serial (the shard's number in the top 16 bits).
+    pub(crate) serial: u64,
+    /// Users the operator stopped, refused new allocations until then.
+    pub(crate) stopped: FxHashMap<Box<str>, Instant>,
 }
 
 impl std::fmt::Debug for TurnState {
@@ -86,6 +95,23 @@ impl std::fmt::Debug for TurnState {
 }
 
 impl TurnState {
+    /// A serial for a new allocation: unique in the process, since the
+    /// shard's number is in the top 16 bits.
+    pub(crate) fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        ((self.shard.0 as u64) << 48) | (self.serial & ((1 << 48) - 1))
+    }
+
+    /// Whether `username` (or, for a time-limited credential, its user id)
+    /// was stopped by the operator and still is at `now`.
+    pub(crate) fn is_stopped(&self, username: &str, separator: char, now: Instant) -> bool {
+        if self.stopped.is_empty() {
+            return false;
+        }
+        user_names(username, separator)
+            .any(|name| self.stopped.get(name).is_some_and(|&until| until > now))
+    }
+
     /// Makes the shard's timer fire at `at` at the latest.
     pub(crate) fn wake_at(&mut self, at: Instant) {
         self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
@@ -102,9 +128,15 @@ impl TurnState {
         }
     }
 
-    /// Deletes an allocation: closes its sockets and peer connections and
-    /// returns its quota.
-    pub(crate) fn delete(&mut self, config: &TurnConfig, id: AllocationId) {
+    /// Deletes an allocation: closes its sockets and peer connections,
+    /// returns its quota, and reports its end.
+    pub(crate) fn delete(
+        &mut self,
+        config: &TurnConfig,
+        id: AllocationId,
+        now: Instant,
+        reason: EndReason,
+    ) {
         if let Some(allocation) = self.allocations.remove(id) {
             if config.channel_routes {
                 for channel in &allocation.channels {
@@ -125,6 +157,21 @@ impl TurnState {
                 });
             }
             config.quotas.release(&allocation.user.name);
+            let lasted = now.saturating_duration_since(allocation.created);
+            self.stats.allocations_ended.record(reason);
+            self.stats.allocation_duration.record(lasted);
+            self.events.push_back(Event::AllocationEnded {
+                record: Box::new(AllocationRecord {
+                    serial: allocation.serial,
+                    user: Arc::clone(&allocation.user.name),
+                    client: allocation.five_tuple,
+                    relays: allocation.relays,
+                    protocol: allocation.protocol,
+                }),
+                reason,
+                lasted,
+                traffic: allocation.traffic,
+            });
         }
     }
 
@@ -278,4 +325,14 @@ pub(crate) fn lifetime_secs(lifetime: Duration) -> u32 {
 /// Whether `peer` can be relayed from an allocation with these relays.
 pub(crate) fn same_family(relays: &[Option<SocketAddr>; 2], peer: IpAddr) -> bool {
     relays[crate::allocation::family_index(peer)].is_some()
+}
+
+/// The names a USERNAME answers to for the operator: itself, and for a
+/// time-limited credential (`expiry<separator>user id`) the user id too.
+pub(crate) fn user_names(username: &str, separator: char) -> impl Iterator<Item = &str> {
+    let id = username
+        .split_once(separator)
+        .filter(|(expiry, id)| !id.is_empty() && expiry.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, id)| id);
+    std::iter::once(username).chain(id)
 }

@@ -3,6 +3,7 @@
 use turnpike_codec::{AddressFamily, Attribute};
 
 use super::{Request, TurnState, granted_lifetime, lifetime_secs};
+use crate::stats::EndReason;
 
 pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]) -> Option<usize> {
     let id = match req.own_allocation(&turn.allocations) {
@@ -29,7 +30,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         }
     }
     if lifetime == Some(0) {
-        turn.delete(req.config, id);
+        turn.delete(req.config, id, req.now, EndReason::Refresh);
         return req.success(out, |msg| msg.add(&Attribute::Lifetime(0)));
     }
     let granted = granted_lifetime(req, lifetime);

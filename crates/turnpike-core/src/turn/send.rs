@@ -1,10 +1,10 @@
 //! Client → peer: Send indications (RFC 8656 §11.2) and ChannelData
 //! (§12.6). This is the hot path: no allocation, no logging; anything
 //! wrong is dropped, as indications and ChannelData are never answered.
-//! What breaks the protocol's rules (no allocation, no permission, a
-//! malformed message) is dropped silently; data too large for one UDP
-//! datagram to the peer is dropped with a [`DropReason`], which the server
-//! counts and logs.
+//! Every drop carries a [`DropReason`], which the server counts: what
+//! breaks the protocol's rules (no allocation, no permission, a malformed
+//! message, a peer the policy refuses) silently, data too large for one UDP
+//! datagram to the peer also with a debug log line.
 //!
 //! DONT-FRAGMENT (§14, "IPv4 Fragmentation"): a Send indication carrying it
 //! goes out with the DF bit set. Otherwise the DF bit should be copied from
@@ -24,10 +24,13 @@ use crate::packet::{FiveTuple, max_udp_payload};
 use crate::relay::RelayProtocol;
 use crate::stats::DropReason;
 
-/// A relayed datagram (written to `out`), or why there is none: `None` for
-/// the protocol's silent drops, a reason and the data's length for the
-/// counted ones.
-pub(crate) type Relayed = Result<Transmit, Option<(DropReason, usize)>>;
+/// A relayed datagram (written to `out`), or why there is none and how
+/// long the data was.
+pub(crate) type Relayed = Result<Transmit, (DropReason, usize)>;
+
+/// The protocol's own drops: no allocation, no permission, no channel, a
+/// malformed message.
+pub(crate) const REFUSED: (DropReason, usize) = (DropReason::NoPermission, 0);
 
 /// A datagram for a peer, copied to `out`. The shell gives an `out` that
 /// holds any UDP payload; one that does not is treated as the peer's limit.
@@ -38,7 +41,7 @@ fn to_peer(
     data: &[u8],
     dont_fragment: bool,
 ) -> Relayed {
-    let too_big = Some((DropReason::TooBigForPeer, data.len()));
+    let too_big = (DropReason::TooBigForPeer, data.len());
     if data.len() > max_udp_payload(peer.ip()) {
         return Err(too_big);
     }
@@ -57,16 +60,17 @@ fn to_peer(
 
 /// A Send indication from the client of `five_tuple`.
 pub(crate) fn indication(
-    turn: &TurnState,
+    turn: &mut TurnState,
     now: Instant,
     five_tuple: &FiveTuple,
     message: &Message<'_>,
     out: &mut [u8],
 ) -> Relayed {
-    let allocation = turn
+    let id = turn
         .allocations
-        .get(turn.allocations.id_by_five_tuple(five_tuple).ok_or(None)?)
-        .ok_or(None)?;
+        .id_by_five_tuple(five_tuple)
+        .ok_or(REFUSED)?;
+    let allocation = turn.allocations.get(id).ok_or(REFUSED)?;
     let mut peer = None;
     let mut data = None;
     let mut dont_fragment = allocation.dont_fragment;
@@ -84,36 +88,50 @@ pub(crate) fn indication(
             _ => {}
         }
     }
-    let (peer, data) = (peer.ok_or(None)?, data.ok_or(None)?);
+    let (peer, data) = (peer.ok_or(REFUSED)?, data.ok_or(REFUSED)?);
     // A TCP allocation relays connections, not datagrams (RFC 6062 §5).
     if allocation.protocol != RelayProtocol::Udp {
-        return Err(None);
+        return Err(REFUSED);
     }
-    let relay = allocation.relay_for(peer.ip()).ok_or(None)?;
-    if !allocation.has_permission(peer.ip(), now) || turn.peer_policy.check(peer).is_err() {
-        return Err(None);
+    let relay = allocation.relay_for(peer.ip()).ok_or(REFUSED)?;
+    if !allocation.has_permission(peer.ip(), now) {
+        return Err(REFUSED);
     }
-    to_peer(out, relay, peer, data, dont_fragment)
+    if turn.peer_policy.check(peer).is_err() {
+        return Err((DropReason::PeerRefused, data.len()));
+    }
+    let transmit = to_peer(out, relay, peer, data, dont_fragment)?;
+    if let Some(allocation) = turn.allocations.get_mut(id) {
+        allocation.traffic.to_peer(transmit.len);
+    }
+    Ok(transmit)
 }
 
 /// ChannelData from the client of `five_tuple`. The peer passed the policy
 /// when the channel was bound, and the policy does not change at run time.
 pub(crate) fn channel_data(
-    turn: &TurnState,
+    turn: &mut TurnState,
     now: Instant,
     five_tuple: &FiveTuple,
     packet: &[u8],
     out: &mut [u8],
 ) -> Relayed {
-    let message = ChannelData::parse(packet).map_err(|_| None)?;
-    let allocation = turn
+    let message = ChannelData::parse(packet).map_err(|_| (DropReason::Malformed, 0))?;
+    let id = turn
         .allocations
-        .get(turn.allocations.id_by_five_tuple(five_tuple).ok_or(None)?)
-        .ok_or(None)?;
-    let peer = allocation.channel_peer(message.channel, now).ok_or(None)?;
+        .id_by_five_tuple(five_tuple)
+        .ok_or(REFUSED)?;
+    let allocation = turn.allocations.get(id).ok_or(REFUSED)?;
+    let peer = allocation
+        .channel_peer(message.channel, now)
+        .ok_or(REFUSED)?;
     if !allocation.has_permission(peer.ip(), now) {
-        return Err(None);
+        return Err(REFUSED);
     }
-    let relay = allocation.relay_for(peer.ip()).ok_or(None)?;
-    to_peer(out, relay, peer, message.data, allocation.dont_fragment)
+    let relay = allocation.relay_for(peer.ip()).ok_or(REFUSED)?;
+    let transmit = to_peer(out, relay, peer, message.data, allocation.dont_fragment)?;
+    if let Some(allocation) = turn.allocations.get_mut(id) {
+        allocation.traffic.to_peer(transmit.len);
+    }
+    Ok(transmit)
 }

@@ -112,6 +112,10 @@ pub struct Harness {
     pub outbox: VecDeque<Answer>,
     /// The last timeout the server asked for.
     pub timeout: Option<Instant>,
+    /// Accounting events ([`Event::AllocationCreated`],
+    /// [`Event::AllocationEnded`]), kept apart so tests of other events
+    /// need not step over them.
+    pub accounting: Vec<Event>,
 }
 
 pub fn turn_config(epoch: Instant, tweak: impl FnOnce(&mut TurnConfig)) -> Config {
@@ -214,6 +218,7 @@ impl Harness {
             next_tid: 0,
             transport: Transport::Udp,
             events: VecDeque::new(),
+            accounting: Vec::new(),
             outbox: VecDeque::new(),
             timeout: None,
         }
@@ -247,6 +252,9 @@ impl Harness {
                     transmit,
                     bytes: out[..transmit.len].to_vec(),
                 }),
+                Output::Event(
+                    event @ (Event::AllocationCreated(_) | Event::AllocationEnded { .. }),
+                ) => self.accounting.push(event),
                 Output::Event(event) => {
                     if !self.relays.apply(&event) {
                         self.events.push_back(event);

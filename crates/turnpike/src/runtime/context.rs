@@ -34,6 +34,7 @@ use super::udp_relay::socket::{RelaySocket, Reservations};
 use crate::credentials::CredentialSource;
 use crate::net;
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch};
+use crate::observe::accounting;
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 pub(crate) const BATCH: usize = 32;
@@ -309,6 +310,13 @@ impl WorkerCtx {
                 fast_path.unroute(&route);
                 Ok(())
             }),
+            Event::AllocationCreated(record) => accounting::created(&record, realm(server)),
+            Event::AllocationEnded {
+                record,
+                reason,
+                lasted,
+                traffic,
+            } => accounting::ended(&record, realm(server), reason, lasted, &traffic),
         }
     }
 
@@ -354,6 +362,15 @@ impl WorkerCtx {
             tracing::warn!(%err, "XDP route not written; its channel stays on the sockets (logged once)");
         }
     }
+}
+
+/// The shard's realm, for accounting lines.
+fn realm(server: &Server) -> &str {
+    server
+        .config()
+        .turn
+        .as_ref()
+        .map_or("", |t| t.realm.as_str())
 }
 
 /// Sleeps until `deadline`, or forever without one.

@@ -82,7 +82,9 @@ impl DtlsEndpoint {
                 Some(Output::Closed { peer }) => {
                     if let Some(session) = self.locals.borrow_mut().remove(&peer) {
                         let five_tuple = self.five_tuple(peer, session.local);
-                        ctx.server.borrow_mut().connection_closed(&five_tuple);
+                        ctx.server
+                            .borrow_mut()
+                            .connection_closed(Instant::now(), &five_tuple);
                         ctx.process_pending();
                     }
                 }

@@ -73,7 +73,9 @@ pub(super) async fn serve<S>(
     let ending = read_loop(&ctx, &conn, &mut reader, five_tuple, limits).await;
 
     ctx.streams.borrow_mut().remove(&key);
-    ctx.server.borrow_mut().connection_closed(&five_tuple);
+    ctx.server
+        .borrow_mut()
+        .connection_closed(Instant::now(), &five_tuple);
     // Its allocation's relays close.
     ctx.process_pending();
     let Ending::Bound { id, peer, early } = ending else {

@@ -1,0 +1,1 @@
+//! `GET /metrics`: a [`Snapshot`](super::Snapshot) in Prometheus' text format.
