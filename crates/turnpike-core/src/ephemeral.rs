@@ -186,6 +186,16 @@ pub(crate) fn candidate_keys<'a>(
         })
 }
 
+/// The names a USERNAME answers to for the operator: itself, and for a
+/// time-limited credential (`expiry<separator>user id`) the user id too.
+pub fn user_names(username: &str, separator: char) -> impl Iterator<Item = &str> {
+    let id = username
+        .split_once(separator)
+        .filter(|(expiry, id)| !id.is_empty() && expiry.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, id)| id);
+    std::iter::once(username).chain(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -248,13 +248,6 @@ impl Server {
         }
     }
 
-    /// Whether `username` is `name` or, for time-limited credentials
-    /// (`expiry:user id`), belongs to the user id `name`.
-    pub fn user_matches(&self, username: &str, name: &str) -> bool {
-        let separator = self.config.turn.as_ref().map_or(':', |t| t.rest_separator);
-        turn::user_names(username, separator).any(|n| n == name)
-    }
-
     /// Whether the client on `five_tuple` holds an allocation: the shell
     /// keeps connections that have one and closes those that never
     /// authenticated.

@@ -43,6 +43,12 @@ impl<L: Label> Tally<L> {
         self.counts[label.index()] += n;
     }
 
+    /// Takes `n` off (for gauges: what is open now).
+    pub fn sub(&mut self, label: L, n: u64) {
+        let count = &mut self.counts[label.index()];
+        *count = count.saturating_sub(n);
+    }
+
     /// The count for `label`.
     pub fn get(&self, label: L) -> u64 {
         self.counts[label.index()]

@@ -15,13 +15,15 @@
 //! slow database delays the lookups waiting for it, not the packet path.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use turnpike_core::{Lookup, Secrets, SharedSecret, UserKeys};
 use turnpike_store::{Store, StoreError};
+
+use crate::observe::CredentialStats;
 
 /// How long answers are trusted; see `[database]` in the example config.
 #[derive(Clone, Copy, Debug)]
@@ -68,9 +70,12 @@ pub struct CredentialSource {
     control: Handle,
     options: CacheOptions,
     cache: Mutex<FxHashMap<String, Cached>>,
-    /// Whether the last database call failed: state changes are logged once,
-    /// not per lookup.
-    down: Mutex<bool>,
+    /// Since when the database has been unreachable (the last call
+    /// failed), if it is: state changes are logged once, not per lookup.
+    down: Mutex<Option<SystemTime>>,
+    /// Cache hits, misses and database latencies, for the metrics:
+    /// touched per lookup (a new user per `cache_ttl`), never per packet.
+    counters: Mutex<CredentialStats>,
 }
 
 impl CredentialSource {
@@ -100,7 +105,11 @@ impl CredentialSource {
             control,
             options,
             cache: Mutex::new(FxHashMap::default()),
-            down: Mutex::new(false),
+            down: Mutex::new(None),
+            counters: Mutex::new(CredentialStats {
+                database_up: true,
+                ..CredentialStats::default()
+            }),
         }
     }
 
@@ -109,26 +118,48 @@ impl CredentialSource {
         &self.static_users
     }
 
+    /// Cache and database figures for the metrics and `/readyz`.
+    pub fn stats(&self) -> CredentialStats {
+        let mut stats = *self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        let down_since = *self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.database_up = down_since.is_none();
+        stats.down_since = down_since;
+        stats
+    }
+
+    /// How long a database outage may last before new users cannot be
+    /// served: the grace period of the keys already read.
+    pub fn grace(&self) -> Duration {
+        self.options.grace
+    }
+
+    fn count(&self, update: impl FnOnce(&mut CredentialStats)) {
+        update(&mut self.counters.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
     /// What the shards should know about `username` now.
     pub async fn lookup(&self, username: &str) -> Resolved {
         let now = Instant::now();
         match self.cached(username, now) {
             Some((Some(keys), age)) if age < self.options.ttl => {
+                self.count(|c| c.cache_hits += 1);
                 return Resolved {
                     lookup: Lookup::Found(keys),
                     valid_for: self.options.ttl - age,
                 };
             }
             Some((None, age)) if age < self.options.negative_ttl => {
+                self.count(|c| c.cache_hits += 1);
                 return Resolved {
                     lookup: Lookup::NotFound,
                     valid_for: self.options.negative_ttl - age,
                 };
             }
-            _ => {}
+            _ => self.count(|c| c.cache_misses += 1),
         }
         let store = self.store.clone();
         let (realm, name) = (self.realm.clone(), username.to_owned());
+        let started = Instant::now();
         let mut query = self
             .control
             .spawn(async move { store.user_keys(&realm, &name).await });
@@ -146,6 +177,8 @@ impl CredentialSource {
             }
         };
         let now = Instant::now();
+        let took = now.saturating_duration_since(started);
+        self.count(|c| c.lookup_seconds.record(took));
         match result {
             Ok(found) => {
                 self.set_down(false, None);
@@ -224,10 +257,10 @@ impl CredentialSource {
 
     fn set_down(&self, down: bool, err: Option<&StoreError>) {
         let mut state = self.down.lock().unwrap_or_else(PoisonError::into_inner);
-        if *state == down {
+        if state.is_some() == down {
             return;
         }
-        *state = down;
+        *state = down.then(SystemTime::now);
         match err {
             Some(err) => tracing::error!(
                 "credential database unreachable: {err}; users seen in the last {} s keep authenticating, others get 500 until it is back",

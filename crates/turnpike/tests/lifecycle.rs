@@ -213,4 +213,10 @@ fn json_logs_are_one_object_per_line() {
         stderr.contains("\"address\":\"127.0.0.1:"),
         "listening address is a field: {stderr}"
     );
+    for transport in ["udp", "tcp"] {
+        assert!(
+            stderr.contains(&format!("\"transport\":\"{transport}\"")),
+            "a start-up line names the {transport} listener: {stderr}"
+        );
+    }
 }

@@ -108,7 +108,7 @@ impl TurnState {
         if self.stopped.is_empty() {
             return false;
         }
-        user_names(username, separator)
+        crate::ephemeral::user_names(username, separator)
             .any(|name| self.stopped.get(name).is_some_and(|&until| until > now))
     }
 
@@ -325,14 +325,4 @@ pub(crate) fn lifetime_secs(lifetime: Duration) -> u32 {
 /// Whether `peer` can be relayed from an allocation with these relays.
 pub(crate) fn same_family(relays: &[Option<SocketAddr>; 2], peer: IpAddr) -> bool {
     relays[crate::allocation::family_index(peer)].is_some()
-}
-
-/// The names a USERNAME answers to for the operator: itself, and for a
-/// time-limited credential (`expiry<separator>user id`) the user id too.
-pub(crate) fn user_names(username: &str, separator: char) -> impl Iterator<Item = &str> {
-    let id = username
-        .split_once(separator)
-        .filter(|(expiry, id)| !id.is_empty() && expiry.bytes().all(|b| b.is_ascii_digit()))
-        .map(|(_, id)| id);
-    std::iter::once(username).chain(id)
 }

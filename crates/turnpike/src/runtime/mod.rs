@@ -12,6 +12,8 @@
 mod binder;
 mod context;
 mod dtls;
+mod handle;
+mod queries;
 mod stream;
 mod task;
 mod tcp_relay;
@@ -35,9 +37,12 @@ use turnpike_xdp::FastPath;
 use crate::config::{Listener, Settings, XdpMode};
 use crate::credentials::{CacheOptions, CredentialSource};
 use crate::tls::Certificates;
+use handle::Sources;
 use stream::conn::{ConnectionCounts, StreamLimits};
 use udp_relay::socket::Reservations;
 use worker::{DtlsSettings, Secure, Worker};
+
+pub use handle::RelayHandle;
 
 /// Loads the XDP fast path and attaches it to `xdp.interfaces`, if any.
 fn start_fast_path(config: &Settings) -> anyhow::Result<Option<Arc<Mutex<FastPath>>>> {
@@ -148,7 +153,20 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
         .map(|_| tokio::sync::mpsc::unbounded_channel())
         .unzip();
     let mailboxes: Arc<[_]> = mailboxes.into();
-    for (id, inbox) in inboxes.drain(..).enumerate() {
+    let (query_senders, mut query_inboxes): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    let relay = RelayHandle::new(
+        query_senders,
+        Sources {
+            credentials: credentials.clone(),
+            quotas: core.turn.as_ref().map(|t| Arc::clone(&t.quotas)),
+            fast_path: fast_path.clone(),
+            certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
+            stop_for: Duration::from_secs(config.database.cache_ttl.into()),
+        },
+    );
+    for ((id, inbox), queries) in inboxes.drain(..).enumerate().zip(query_inboxes.drain(..)) {
         let worker = Worker {
             id,
             workers,
@@ -167,6 +185,7 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
             mailboxes: Arc::clone(&mailboxes),
             inbox: Some(inbox),
             fast_path: fast_path.clone(),
+            queries: Some(queries),
         };
         let ready = ready_tx.clone();
         let failed = failed_tx.clone();
@@ -201,14 +220,24 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
             }
         }
     }
+    // One line per listener and transport, so an operator sees every
+    // port the relay answers on (the admin endpoint logs its own).
     for l in &listeners {
-        let transports = match (udp, tcp) {
-            (true, true) => "udp+tcp",
-            (true, false) => "udp",
-            _ => "tcp",
-        };
-        tracing::info!(address = %l.addr, transports, "listening");
+        for (on, transport) in [(udp, "udp"), (tcp, "tcp")] {
+            if on {
+                tracing::info!(address = %l.addr, transport, "listening (STUN/TURN)");
+            }
+        }
     }
+    if let Some(secure) = &secure {
+        for &address in &secure.tls_listen {
+            tracing::info!(%address, transport = "tls", "listening (STUN/TURN over TLS)");
+        }
+        for &address in &secure.dtls_listen {
+            tracing::info!(%address, transport = "dtls", "listening (STUN/TURN over DTLS)");
+        }
+    }
+    relay.set_started();
     tracing::info!(workers, "turnpike ready");
 
     let result = wait_for_shutdown(&control, &mut failed_rx);

@@ -6,7 +6,7 @@
 //! through [`WorkerCtx`], whose `RefCell`s are borrowed only between awaits,
 //! never across one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
+use turnpike_core::stats::TransportLabel;
 use turnpike_core::{Packet, PerSourceRate, Secrets, Server, Shard, SourcePrefix, Transport};
 use turnpike_dtls::{DtlsConfig, DtlsServer};
 use turnpike_xdp::FastPath;
@@ -29,6 +30,7 @@ use super::context::{
     BATCH, MAX_MESSAGE, RECV_ERROR_BACKOFF, RECV_SLOT, SEND_SLOT, Timer, WorkerCtx, sleep_until,
 };
 use super::dtls::{self, endpoint::DtlsEndpoint};
+use super::queries::{self, Query};
 use super::stream::{
     self,
     conn::{ConnectionCounts, QueueBudget, StreamLimits},
@@ -69,6 +71,8 @@ pub(super) struct Worker {
     pub(super) inbox: Option<tokio::sync::mpsc::UnboundedReceiver<Mail>>,
     /// The XDP fast path's routes, shared by all workers; `None` when off.
     pub(super) fast_path: Option<Arc<Mutex<FastPath>>>,
+    /// Questions from the admin surfaces ([`super::queries`]).
+    pub(super) queries: Option<tokio::sync::mpsc::UnboundedReceiver<Query>>,
 }
 
 /// What a worker needs for TLS and DTLS.
@@ -117,6 +121,7 @@ impl Worker {
     /// Binds this worker's sockets, reports readiness, and serves until shutdown.
     pub(super) fn run(mut self, ready: mpsc::Sender<anyhow::Result<()>>) -> anyhow::Result<()> {
         let inbox = self.inbox.take();
+        let queries = self.queries.take();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -167,6 +172,9 @@ impl Worker {
             if let Some(inbox) = inbox {
                 tokio::task::spawn_local(tcp_relay::mail_loop(Rc::clone(&ctx), inbox));
             }
+            if let Some(queries) = queries {
+                tokio::task::spawn_local(queries::query_loop(Rc::clone(&ctx), queries));
+            }
             // Returning drops the LocalSet's tasks: sockets close with them.
             let _ = shutdown.wait_for(|stop| *stop).await;
             Ok(())
@@ -211,6 +219,7 @@ impl Worker {
                 timer: Timer::default(),
                 credentials: self.credentials.clone(),
                 fast_path: self.fast_path.clone(),
+                shell_stats: Cell::default(),
             }
         });
         if let Some(credentials) = &ctx.credentials {
@@ -290,7 +299,9 @@ async fn tls_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, secure: Secu
                 continue;
             }
         };
+        let refused = || ctx.count(|s| s.connections_refused.record(TransportLabel::Tls));
         let Some(counted) = ctx.connections.admit(remote.ip(), ctx.limits.per_ip) else {
+            refused();
             continue;
         };
         let source = secure.sources.key(remote.ip());
@@ -300,10 +311,12 @@ async fn tls_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, secure: Secu
             .unwrap_or_else(PoisonError::into_inner)
             .allow(source, Instant::now(), secure.handshakes_per_second);
         if !started {
+            refused();
             continue;
         }
         if secure.handshakes.fetch_add(1, Ordering::Relaxed) >= secure.max_handshakes {
             secure.handshakes.fetch_sub(1, Ordering::Relaxed);
+            refused();
             continue;
         }
         let Ok(local) = stream.local_addr() else {
@@ -317,8 +330,11 @@ async fn tls_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, secure: Secu
             let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
             handshakes.fetch_sub(1, Ordering::Relaxed);
             if let Ok(Ok(tls)) = handshake {
+                ctx.count(|s| s.handshakes.record(TransportLabel::Tls));
                 let limits = ctx.limits;
                 stream::serve(ctx, tls, Transport::Tls, local, remote, limits).await;
+            } else {
+                ctx.count(|s| s.handshake_failures.record(TransportLabel::Tls));
             }
             drop(counted);
         });
@@ -430,6 +446,7 @@ async fn tcp_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener) {
             Ok((stream, remote)) => {
                 let Some(counted) = ctx.connections.admit(remote.ip(), ctx.limits.per_ip) else {
                     // Over the per-IP limit: closed at once.
+                    ctx.count(|s| s.connections_refused.record(TransportLabel::Tcp));
                     continue;
                 };
                 let Ok(local) = stream.local_addr() else {

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -99,6 +100,9 @@ pub struct Certificates {
     /// Serialises reloads; holds the file stamps taken (before reading)
     /// by the last load or reload attempt.
     stamps: Mutex<Stamps>,
+    /// Reloads refused (files that did not parse or match): a renewal
+    /// gone wrong shows in the metrics, not only in an ERROR line.
+    refused: AtomicU64,
 }
 
 impl fmt::Debug for Certificates {
@@ -140,6 +144,7 @@ impl Certificates {
             current,
             config: Arc::new(config),
             stamps: Mutex::new(stamps),
+            refused: AtomicU64::new(0),
         }))
     }
 
@@ -169,7 +174,10 @@ impl Certificates {
             self.private_key.as_deref(),
             &self.provider,
             current.generation + 1,
-        )?;
+        )
+        .inspect_err(|_| {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        })?;
         if loaded.certified.cert == current.certified.cert && loaded.pem.key == current.pem.key {
             return Ok(false);
         }
@@ -199,6 +207,11 @@ impl Certificates {
     /// its DNS names and IPs when the subject is empty.
     pub fn subject(&self) -> String {
         self.current.load().subject.clone()
+    }
+
+    /// Reloads refused since the start (the previous certificate stayed).
+    pub fn reloads_refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// 0 for the certificate loaded at start, then one more for every

@@ -26,6 +26,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use turnpike_core::stats::TransportLabel;
 use turnpike_core::{Packet, Transport};
 use turnpike_dtls::Output;
 
@@ -67,11 +68,17 @@ impl DtlsEndpoint {
                         continue;
                     };
                     let limit = ctx.limits.per_ip;
+                    ctx.count(|s| s.handshakes.record(TransportLabel::Dtls));
                     let Some(counted) = ctx.connections.admit(from.ip(), limit) else {
                         // Over its source's connection limit.
+                        ctx.count(|s| s.connections_refused.record(TransportLabel::Dtls));
                         self.sessions.borrow_mut().close(peer);
                         continue;
                     };
+                    ctx.count(|s| {
+                        s.connections_accepted.record(TransportLabel::Dtls);
+                        s.connections_open.record(TransportLabel::Dtls);
+                    });
                     let session = Session {
                         local: ip,
                         auth_deadline: Some(now + ctx.limits.auth_timeout),
@@ -80,7 +87,14 @@ impl DtlsEndpoint {
                     self.locals.borrow_mut().insert(from, session);
                 }
                 Some(Output::Closed { peer }) => {
-                    if let Some(session) = self.locals.borrow_mut().remove(&peer) {
+                    let session = self.locals.borrow_mut().remove(&peer);
+                    if session.is_none() {
+                        // It never reached Established: a handshake that
+                        // failed or timed out.
+                        ctx.count(|s| s.handshake_failures.record(TransportLabel::Dtls));
+                    }
+                    if let Some(session) = session {
+                        ctx.count(|s| s.connections_open.sub(TransportLabel::Dtls, 1));
                         let five_tuple = self.five_tuple(peer, session.local);
                         ctx.server
                             .borrow_mut()

@@ -29,6 +29,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use turnpike_core::stats::TransportLabel;
 use turnpike_core::{ConnectionId, FiveTuple, Packet, Transport};
 
 use super::context::WorkerCtx;
@@ -60,6 +61,11 @@ pub(super) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
+    let label = TransportLabel::from(transport);
+    ctx.count(|s| {
+        s.connections_accepted.record(label);
+        s.connections_open.record(label);
+    });
     let conn = Rc::new(StreamConn::new(limits.max_buffered, Rc::clone(&ctx.queued)));
     let key = (local, remote);
     ctx.streams.borrow_mut().insert(key, Rc::clone(&conn));

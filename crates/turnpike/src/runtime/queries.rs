@@ -1,0 +1,163 @@
+//! What the admin surfaces ask a worker, and how it answers: each worker
+//! has a query mailbox, read by a task of its own between two batches, so a
+//! query never takes a lock the packet path takes and a worker that stops
+//! turning is noticed (its answer does not come).
+//!
+//! The asking side is [`super::handle::RelayHandle`].
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use turnpike_core::allocation::AllocationView;
+use turnpike_core::ephemeral::user_names;
+use turnpike_core::stats::{EndReason, Label, TransportLabel};
+use turnpike_core::{RelayProtocol, Server};
+
+use super::context::WorkerCtx;
+use crate::date;
+use crate::observe::accounting::{allocation_id, relay_kind};
+use crate::observe::{
+    AllocationFilter, AllocationGauges, AllocationInfo, ChannelInfo, WorkerShare,
+};
+
+/// A question for one worker, with where its answer goes.
+#[derive(Debug)]
+pub(crate) enum Query {
+    /// Its counters and gauges.
+    Share(oneshot::Sender<WorkerShare>),
+    /// Its live allocations that match.
+    Allocations {
+        filter: AllocationFilter,
+        reply: oneshot::Sender<Vec<AllocationInfo>>,
+    },
+    /// End its allocations that match; with a user filter, also refuse the
+    /// user new allocations for `stop_for`.
+    Kick {
+        filter: AllocationFilter,
+        stop_for: Duration,
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+/// Answers queries until the asking side is gone.
+pub(super) async fn query_loop(ctx: Rc<WorkerCtx>, mut inbox: mpsc::UnboundedReceiver<Query>) {
+    while let Some(query) = inbox.recv().await {
+        match query {
+            Query::Share(reply) => {
+                let _ = reply.send(share(&ctx));
+            }
+            Query::Allocations { filter, reply } => {
+                let _ = reply.send(allocations(&ctx, &filter));
+            }
+            Query::Kick {
+                filter,
+                stop_for,
+                reply,
+            } => {
+                let _ = reply.send(kick(&ctx, &filter, stop_for));
+            }
+        }
+    }
+}
+
+fn share(ctx: &WorkerCtx) -> WorkerShare {
+    let server = ctx.server.borrow();
+    let mut allocations = AllocationGauges::default();
+    server.visit_allocations(Instant::now(), |a| {
+        let transport = TransportLabel::from(a.client().transport).index();
+        let kind = usize::from(a.protocol() == RelayProtocol::Tcp);
+        for (family, relay) in a.relays().iter().enumerate() {
+            if relay.is_some() {
+                allocations.by_kind[transport][family][kind] += 1;
+            }
+        }
+        allocations.total += 1;
+        allocations.channels += a.channels().count() as u64;
+        allocations.permissions += a.permissions().count() as u64;
+    });
+    WorkerShare {
+        core: server.stats(),
+        shell: ctx.shell_stats.get(),
+        allocations,
+    }
+}
+
+/// Whether allocation `a` is one `filter` names.
+fn matches(separator: char, filter: &AllocationFilter, a: &AllocationView<'_>) -> bool {
+    filter
+        .id
+        .as_ref()
+        .is_none_or(|id| *id == allocation_id(a.serial()))
+        && filter
+            .user
+            .as_ref()
+            .is_none_or(|user| user_names(a.username(), separator).any(|n| n == user))
+}
+
+fn allocations(ctx: &WorkerCtx, filter: &AllocationFilter) -> Vec<AllocationInfo> {
+    let server = ctx.server.borrow();
+    let realm = server
+        .config()
+        .turn
+        .as_ref()
+        .map_or(String::new(), |t| t.realm.clone());
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let separator = separator(&server);
+    let mut list = Vec::new();
+    server.visit_allocations(now, |a| {
+        if !matches(separator, filter, a) {
+            return;
+        }
+        let mut traffic = a.traffic();
+        traffic += ctx.fast_path_traffic(a.routes());
+        let created = wall - now.saturating_duration_since(a.created());
+        list.push(AllocationInfo {
+            id: allocation_id(a.serial()),
+            user: a.username().to_owned(),
+            realm: realm.clone(),
+            client: a.client().client,
+            transport: TransportLabel::from(a.client().transport).as_str(),
+            relayed: a.relays().iter().flatten().copied().collect(),
+            relay_kind: relay_kind(a.protocol()),
+            created: date::format_rfc3339(created),
+            lifetime_left: a.lifetime_left().as_secs(),
+            permissions: a.permissions().collect(),
+            channels: a
+                .channels()
+                .map(|(number, peer): (u16, SocketAddr)| ChannelInfo { number, peer })
+                .collect(),
+            to_peer_packets: traffic.to_peer_packets,
+            to_peer_bytes: traffic.to_peer_bytes,
+            to_client_packets: traffic.to_client_packets,
+            to_client_bytes: traffic.to_client_bytes,
+        });
+    });
+    list
+}
+
+fn kick(ctx: &Rc<WorkerCtx>, filter: &AllocationFilter, stop_for: Duration) -> usize {
+    let now = Instant::now();
+    let ended = {
+        let mut server = ctx.server.borrow_mut();
+        if let Some(user) = &filter.user {
+            server.stop_user(user, now + stop_for);
+        }
+        let separator = separator(&server);
+        server.end_allocations(now, EndReason::Kicked, |a| matches(separator, filter, a))
+    };
+    // Their relays, connections and routes go; the accounting lines are
+    // written.
+    ctx.process_pending();
+    ended
+}
+
+/// The separator of time-limited usernames (`expiry:user id`).
+fn separator(server: &Server) -> char {
+    server
+        .config()
+        .turn
+        .as_ref()
+        .map_or(':', |t| t.rest_separator)
+}
