@@ -19,7 +19,7 @@ use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::LocalSet;
-use turnpike_core::stats::TransportLabel;
+use turnpike_core::stats::{EndReason, TransportLabel};
 use turnpike_core::{Packet, PerSourceRate, Secrets, Server, Shard, SourcePrefix, Transport};
 use turnpike_dtls::{DtlsConfig, DtlsServer};
 use turnpike_xdp::FastPath;
@@ -175,8 +175,14 @@ impl Worker {
             if let Some(queries) = queries {
                 tokio::task::spawn_local(queries::query_loop(Rc::clone(&ctx), queries));
             }
-            // Returning drops the LocalSet's tasks: sockets close with them.
             let _ = shutdown.wait_for(|stop| *stop).await;
+            // Every allocation ends on the way out, so each gets its
+            // accounting line and its fast-path routes are withdrawn.
+            ctx.server
+                .borrow_mut()
+                .end_allocations(Instant::now(), EndReason::Drained, |_| true);
+            ctx.process_pending();
+            // Returning drops the LocalSet's tasks: sockets close with them.
             Ok(())
         })
     }

@@ -91,6 +91,8 @@ pub struct ServerOptions {
     pub xdp: bool,
     /// `log.level`; `None`: `TURNPIKE_TEST_LOG_LEVEL`, else `info`.
     pub log_level: Option<&'static str>,
+    /// `log.format = "json"` instead of text.
+    pub json_logs: bool,
     /// Listen on the wildcard addresses (`0.0.0.0:P`, and `[::]:P` with
     /// `ipv6`), as the defaults do, instead of the loopback ones.
     pub wildcard: bool,
@@ -216,6 +218,7 @@ impl ServerOptions {
             admin: false,
             xdp: false,
             log_level: None,
+            json_logs: false,
             wildcard: false,
             xdp_interfaces: Vec::new(),
         }
@@ -514,6 +517,12 @@ impl TestServer {
         child.wait().ok()
     }
 
+    /// Stops the server (SIGTERM) and returns everything it printed, its
+    /// last lines included.
+    pub fn shut_down(&mut self) -> String {
+        self.stop_and_collect()
+    }
+
     fn stop_and_collect(&mut self) -> String {
         let status = self.stop();
         for r in self.readers.drain(..) {
@@ -609,7 +618,8 @@ fn render_config(
     }
     let mut s = String::new();
     let _ = writeln!(s, "[server]\nworkers = 2\n");
-    let _ = writeln!(s, "[log]\nlevel = \"{level}\"\nformat = \"text\"\n");
+    let format = if options.json_logs { "json" } else { "text" };
+    let _ = writeln!(s, "[log]\nlevel = \"{level}\"\nformat = \"{format}\"\n");
     let _ = writeln!(s, "[stun]\nlisten = [{}]", listen.join(", "));
     if let Some(alt) = alt_port {
         let _ = writeln!(
