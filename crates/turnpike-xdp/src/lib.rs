@@ -24,7 +24,7 @@
 mod maps;
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
@@ -289,17 +289,34 @@ impl FastPath {
     /// interface (`BPF_PROG_TEST_RUN`): the XDP action and the frame as the
     /// program left it. For tests.
     pub fn test_run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>), Error> {
+        let (action, out, _) = self.run(frame, 1)?;
+        Ok((action, out))
+    }
+
+    /// Runs the program `repeat` times in a row on `frame`, each run on the
+    /// frame as the one before left it (the kernel does not reset it), and
+    /// returns the last run's XDP action and the mean time of a run. For
+    /// measurements: a frame that the routes send round in a cycle is
+    /// relayed at every run.
+    pub fn time_run(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), Error> {
+        let (action, _, mean) = self.run(frame, repeat)?;
+        Ok((action, mean))
+    }
+
+    fn run(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Vec<u8>, Duration), Error> {
+        // Room for the program to grow the frame (a channel header).
         let mut out = vec![0u8; frame.len() + 256];
         let program = self.program_mut()?;
         let result = program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                repeat,
                 ..TestRunOptions::default()
             })
             .map_err(|err| Error::Load(error_chain(&err)))?;
         out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        Ok((result.return_value, out, result.duration))
     }
 }
 

@@ -861,3 +861,44 @@ fn without_df_the_identification_is_fresh() {
         "the sender's identification, or the same one each time: {ids:?}"
     );
 }
+
+/// The program's mean time per relayed packet. A measurement, not a
+/// check; run it with
+/// `cargo nextest run -p turnpike-xdp --run-ignored only --no-capture relayed_packet_cost`.
+///
+/// The kernel runs the program again and again on the frame as the last
+/// run left it, so two routes pass one datagram round in a cycle: the
+/// first's datagram to its client is the second's ChannelData from its
+/// client, whose datagram to its peer is the first's peer datagram again.
+/// Every run relays (the counts prove it).
+#[test]
+#[ignore = "a measurement: prints the time a relayed packet takes"]
+fn relayed_packet_cost() {
+    const RUNS: u32 = 1_000_000;
+    let mut fp = loaded();
+    let mut back = route();
+    back.client.client = SocketAddr::V4(addr(SERVER));
+    back.client.server = SocketAddr::V4(addr(CLIENT));
+    back.relay = RelayedAddress(SocketAddr::V4(addr(PEER)));
+    back.peer = PeerSocket(SocketAddr::V4(addr(RELAY)));
+    assert!(
+        fp.route(&back, Instant::now() + Duration::from_secs(600))
+            .unwrap()
+    );
+    let f = frame(addr(PEER), addr(RELAY), &payload(200), true);
+    let best = (0..7)
+        .map(|_| {
+            let (verdict, mean) = fp.time_run(&f, RUNS).unwrap();
+            assert_eq!(verdict, action::TX);
+            mean
+        })
+        .min()
+        .unwrap();
+    let half = 7 * u64::from(RUNS / 2);
+    let c = fp.counters();
+    assert_eq!((c.to_client_packets, c.to_peer_packets), (half, half));
+    eprintln!(
+        "{} ns per relayed packet (IPv4, 200 bytes, the best of 7 × {RUNS} runs)",
+        best.as_nanos()
+    );
+}
