@@ -32,7 +32,7 @@ use aya::{Ebpf, include_bytes_aligned};
 use turnpike_core::ChannelRoute;
 
 pub use maps::Counters;
-use maps::{ClientKey, Config, Entries, PeerKey, Route};
+use maps::{ClientKey, Config, Entries, EntryTraffic, PeerKey, Route};
 
 /// The compiled program (built by `scripts/build-bpf`).
 static PROGRAM: &[u8] = include_bytes_aligned!("../bpf/fast_path.bpf.o");
@@ -236,6 +236,11 @@ impl FastPath {
     /// When the family's map is full, the routes past their `until` are
     /// removed first (the program ignores them anyway): a route whose
     /// unroute never came cannot keep the fast path from everyone else.
+    ///
+    /// Writing a route that is already in (a refresh) keeps what it has
+    /// relayed: the write replaces each entry's whole value, so the counts
+    /// are read first and carried over, and only what the program adds
+    /// between that read and the write (a system call's time) is lost.
     pub fn route(&mut self, route: &ChannelRoute, until: Instant) -> Result<bool, Error> {
         let until_ns = self.clock.ns(until);
         let now_ns = self.clock.ns(Instant::now());
@@ -376,12 +381,15 @@ impl<const N: usize> RouteMaps<N> {
         until_ns: u64,
     ) -> Result<bool, aya::maps::MapError> {
         route.until_ns = until_ns;
-        let new = self.client.get(&client, 0).is_err();
         // The peer side first: until both are in, ChannelData cannot leave
         // through the program, so a peer cannot answer ahead of its route.
-        self.peer.insert(peer, route, 0)?;
-        self.client.insert(client, route, 0)?;
-        Ok(new)
+        // Each entry is read right before it is written, to keep the time
+        // in which the program's additions are lost short.
+        let stored = self.peer.get(&peer, 0).ok();
+        self.peer.insert(peer, carried(route, stored), 0)?;
+        let stored = self.client.get(&client, 0).ok();
+        self.client.insert(client, carried(route, stored), 0)?;
+        Ok(stored.is_none())
     }
 
     /// Removes the entries past their `until`; returns how many
@@ -428,6 +436,16 @@ impl<const N: usize> RouteMaps<N> {
             .is_ok_and(|stored| stored.same_route(route))
             && self.client.remove(client).is_ok()
     }
+}
+
+/// `route` to write over `stored` (what the entry held, if anything): with
+/// its counts if it is the same route (a refresh), else counting afresh, so
+/// that a route never inherits another's counts.
+fn carried<const N: usize>(mut route: Route<N>, stored: Option<Route<N>>) -> Route<N> {
+    route.traffic = stored
+        .filter(|stored| stored.same_route(&route))
+        .map_or_else(EntryTraffic::default, |stored| stored.traffic);
+    route
 }
 
 /// Whether a map write failed because the map is full (`E2BIG`).
