@@ -19,6 +19,13 @@
 //! If the server dies, the kernel detaches the program with it (a BPF link
 //! lives as long as its file descriptor), and the sockets carry everything.
 //!
+//! What the program relays never reaches the core's counters, so the
+//! program counts it itself: for the whole server ([`FastPath::counters`])
+//! and per route, in the route's own map entries, so that an allocation's
+//! totals can include it ([`FastPath::route_traffic`], and
+//! [`FastPath::unroute`], which hands a route's totals back as it removes
+//! it).
+//!
 //! Needs `CAP_BPF` and `CAP_NET_ADMIN` (or root), and Linux 5.12 or newer.
 
 mod maps;
@@ -96,6 +103,39 @@ fn map_error(err: impl fmt::Display) -> Error {
 
 /// Routes each family's maps hold (`MAX_ROUTES` in the program's source).
 pub const MAX_ROUTES: usize = 65_536;
+
+/// What one route (channel) relayed through the program, both ways: its
+/// datagrams and their payload bytes, without the 4-byte ChannelData header
+/// (as in [`Counters`]: the application's data, the same either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteTraffic {
+    /// ChannelData relayed to the peer.
+    pub to_peer_packets: u64,
+    /// Their payload bytes.
+    pub to_peer_bytes: u64,
+    /// Peer datagrams relayed to the client as ChannelData.
+    pub to_client_packets: u64,
+    /// Their payload bytes.
+    pub to_client_bytes: u64,
+}
+
+impl RouteTraffic {
+    /// From a route's entries that still hold it (each side counts its own
+    /// direction); `None` if neither does.
+    fn of<const N: usize>(client: Option<Route<N>>, peer: Option<Route<N>>) -> Option<Self> {
+        if client.is_none() && peer.is_none() {
+            return None;
+        }
+        let to_peer = client.map_or_else(EntryTraffic::default, |route| route.traffic);
+        let to_client = peer.map_or_else(EntryTraffic::default, |route| route.traffic);
+        Some(RouteTraffic {
+            to_peer_packets: to_peer.packets,
+            to_peer_bytes: to_peer.bytes,
+            to_client_packets: to_client.packets,
+            to_client_bytes: to_client.bytes,
+        })
+    }
+}
 
 /// The loaded program and its maps. Dropping it detaches the program.
 pub struct FastPath {
@@ -236,6 +276,7 @@ impl FastPath {
     /// When the family's map is full, the routes past their `until` are
     /// removed first (the program ignores them anyway): a route whose
     /// unroute never came cannot keep the fast path from everyone else.
+    /// Their counts go with them (see [`FastPath::unroute`]).
     ///
     /// Writing a route that is already in (a refresh) keeps what it has
     /// relayed: the write replaces each entry's whole value, so the counts
@@ -258,15 +299,44 @@ impl FastPath {
         MAX_ROUTES
     }
 
-    /// Removes a channel's route.
-    pub fn unroute(&mut self, route: &ChannelRoute) {
-        let removed = match entries(route) {
-            None => false,
+    /// Removes a channel's route, and returns what the program relayed
+    /// for it over its life, both ways, refreshes included.
+    ///
+    /// `None` if the maps held no entry of this route: never routed, left
+    /// to the sockets (mixed families), removed already, or evicted.
+    ///
+    /// Counts can be lost:
+    /// - what the program adds between the read of an entry and its
+    ///   removal (or a refresh's write), a system call's time;
+    /// - the counts of a route evicted from a full map (see
+    ///   [`FastPath::route`]): its unroute then returns `None`, or only
+    ///   the side that was not evicted;
+    /// - the side of a route whose entry another route took over before
+    ///   this unroute came (a relayed port reused, or a channel number
+    ///   bound to another peer): the new route counts from zero, and this
+    ///   route's counts on that side are gone. The core announces a
+    ///   route's end before it releases the relayed port or lets the
+    ///   number be bound again, so this takes events out of order.
+    pub fn unroute(&mut self, route: &ChannelRoute) -> Option<RouteTraffic> {
+        let (removed, traffic) = match entries(route) {
+            None => return None,
             Some(Family::V4(entries)) => self.v4.remove(&entries),
             Some(Family::V6(entries)) => self.v6.remove(&entries),
         };
         if removed {
             self.routes = self.routes.saturating_sub(1);
+        }
+        traffic
+    }
+
+    /// What the program has relayed for a route so far, both ways (a
+    /// control-path read: two map lookups). `None` if the maps hold no
+    /// entry of it (see [`FastPath::unroute`]). A route past its `until`
+    /// counts no more, but keeps its counts until it is removed.
+    pub fn route_traffic(&self, route: &ChannelRoute) -> Option<RouteTraffic> {
+        match entries(route)? {
+            Family::V4(entries) => self.v4.traffic(&entries),
+            Family::V6(entries) => self.v6.traffic(&entries),
         }
     }
 
@@ -419,22 +489,43 @@ impl<const N: usize> RouteMaps<N> {
         evicted
     }
 
-    /// Removes a route; `true` if it was there. An entry is removed only
-    /// while it still holds this route: a relayed port freed with its
-    /// allocation may already carry a new allocation's route (written by
-    /// another worker before this unroute came), which stays.
-    fn remove(&mut self, (client, peer, route): &Entries<N>) -> bool {
-        if self
+    /// Removes a route: whether its client-side entry was there, and what
+    /// the entries that held it relayed. An entry is removed only while it
+    /// still holds this route: a relayed port freed with its allocation
+    /// may already carry a new allocation's route (written by another
+    /// worker before this unroute came), which stays, with its counts.
+    ///
+    /// Each entry is read right before it is removed, as in `write`, and
+    /// its counts are handed out only once it is gone: an entry that could
+    /// not be removed keeps them for a later unroute.
+    fn remove(
+        &mut self,
+        (client_key, peer_key, route): &Entries<N>,
+    ) -> (bool, Option<RouteTraffic>) {
+        let ours = |stored: &Route<N>| stored.same_route(route);
+        let peer = self
             .peer
-            .get(peer, 0)
-            .is_ok_and(|stored| stored.same_route(route))
-        {
-            let _ = self.peer.remove(peer);
-        }
-        self.client
-            .get(client, 0)
-            .is_ok_and(|stored| stored.same_route(route))
-            && self.client.remove(client).is_ok()
+            .get(peer_key, 0)
+            .ok()
+            .filter(ours)
+            .filter(|_| self.peer.remove(peer_key).is_ok());
+        let client = self
+            .client
+            .get(client_key, 0)
+            .ok()
+            .filter(ours)
+            .filter(|_| self.client.remove(client_key).is_ok());
+        (client.is_some(), RouteTraffic::of(client, peer))
+    }
+
+    /// What a route's entries relayed, if either still holds it (not
+    /// another route, nor nothing).
+    fn traffic(&self, (client_key, peer_key, route): &Entries<N>) -> Option<RouteTraffic> {
+        let ours = |stored: &Route<N>| stored.same_route(route);
+        RouteTraffic::of(
+            self.client.get(client_key, 0).ok().filter(ours),
+            self.peer.get(peer_key, 0).ok().filter(ours),
+        )
     }
 }
 
