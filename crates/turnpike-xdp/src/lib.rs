@@ -19,12 +19,19 @@
 //! If the server dies, the kernel detaches the program with it (a BPF link
 //! lives as long as its file descriptor), and the sockets carry everything.
 //!
+//! What the program relays never reaches the core's counters, so the
+//! program counts it itself: for the whole server ([`FastPath::counters`])
+//! and per route, in the route's own map entries, so that an allocation's
+//! totals can include it ([`FastPath::route_traffic`], and
+//! [`FastPath::unroute`], which hands a route's totals back as it removes
+//! it).
+//!
 //! Needs `CAP_BPF` and `CAP_NET_ADMIN` (or root), and Linux 5.12 or newer.
 
 mod maps;
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
@@ -32,7 +39,7 @@ use aya::{Ebpf, include_bytes_aligned};
 use turnpike_core::ChannelRoute;
 
 pub use maps::Counters;
-use maps::{ClientKey, Config, Entries, PeerKey, Route};
+use maps::{ClientKey, Config, Entries, EntryTraffic, PeerKey, Route};
 
 /// The compiled program (built by `scripts/build-bpf`).
 static PROGRAM: &[u8] = include_bytes_aligned!("../bpf/fast_path.bpf.o");
@@ -96,6 +103,39 @@ fn map_error(err: impl fmt::Display) -> Error {
 
 /// Routes each family's maps hold (`MAX_ROUTES` in the program's source).
 pub const MAX_ROUTES: usize = 65_536;
+
+/// What one route (channel) relayed through the program, both ways: its
+/// datagrams and their payload bytes, without the 4-byte ChannelData header
+/// (as in [`Counters`]: the application's data, the same either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteTraffic {
+    /// ChannelData relayed to the peer.
+    pub to_peer_packets: u64,
+    /// Their payload bytes.
+    pub to_peer_bytes: u64,
+    /// Peer datagrams relayed to the client as ChannelData.
+    pub to_client_packets: u64,
+    /// Their payload bytes.
+    pub to_client_bytes: u64,
+}
+
+impl RouteTraffic {
+    /// From a route's entries that still hold it (each side counts its own
+    /// direction); `None` if neither does.
+    fn of<const N: usize>(client: Option<Route<N>>, peer: Option<Route<N>>) -> Option<Self> {
+        if client.is_none() && peer.is_none() {
+            return None;
+        }
+        let to_peer = client.map_or_else(EntryTraffic::default, |route| route.traffic);
+        let to_client = peer.map_or_else(EntryTraffic::default, |route| route.traffic);
+        Some(RouteTraffic {
+            to_peer_packets: to_peer.packets,
+            to_peer_bytes: to_peer.bytes,
+            to_client_packets: to_client.packets,
+            to_client_bytes: to_client.bytes,
+        })
+    }
+}
 
 /// The loaded program and its maps. Dropping it detaches the program.
 pub struct FastPath {
@@ -236,6 +276,12 @@ impl FastPath {
     /// When the family's map is full, the routes past their `until` are
     /// removed first (the program ignores them anyway): a route whose
     /// unroute never came cannot keep the fast path from everyone else.
+    /// Their counts go with them (see [`FastPath::unroute`]).
+    ///
+    /// Writing a route that is already in (a refresh) keeps what it has
+    /// relayed: the write replaces each entry's whole value, so the counts
+    /// are read first and carried over, and only what the program adds
+    /// between that read and the write (a system call's time) is lost.
     pub fn route(&mut self, route: &ChannelRoute, until: Instant) -> Result<bool, Error> {
         let until_ns = self.clock.ns(until);
         let now_ns = self.clock.ns(Instant::now());
@@ -253,15 +299,44 @@ impl FastPath {
         MAX_ROUTES
     }
 
-    /// Removes a channel's route.
-    pub fn unroute(&mut self, route: &ChannelRoute) {
-        let removed = match entries(route) {
-            None => false,
+    /// Removes a channel's route, and returns what the program relayed
+    /// for it over its life, both ways, refreshes included.
+    ///
+    /// `None` if the maps held no entry of this route: never routed, left
+    /// to the sockets (mixed families), removed already, or evicted.
+    ///
+    /// Counts can be lost:
+    /// - what the program adds between the read of an entry and its
+    ///   removal (or a refresh's write), a system call's time;
+    /// - the counts of a route evicted from a full map (see
+    ///   [`FastPath::route`]): its unroute then returns `None`, or only
+    ///   the side that was not evicted;
+    /// - the side of a route whose entry another route took over before
+    ///   this unroute came (a relayed port reused, or a channel number
+    ///   bound to another peer): the new route counts from zero, and this
+    ///   route's counts on that side are gone. The core announces a
+    ///   route's end before it releases the relayed port or lets the
+    ///   number be bound again, so this takes events out of order.
+    pub fn unroute(&mut self, route: &ChannelRoute) -> Option<RouteTraffic> {
+        let (removed, traffic) = match entries(route) {
+            None => return None,
             Some(Family::V4(entries)) => self.v4.remove(&entries),
             Some(Family::V6(entries)) => self.v6.remove(&entries),
         };
         if removed {
             self.routes = self.routes.saturating_sub(1);
+        }
+        traffic
+    }
+
+    /// What the program has relayed for a route so far, both ways (a
+    /// control-path read: two map lookups). `None` if the maps hold no
+    /// entry of it (see [`FastPath::unroute`]). A route past its `until`
+    /// counts no more, but keeps its counts until it is removed.
+    pub fn route_traffic(&self, route: &ChannelRoute) -> Option<RouteTraffic> {
+        match entries(route)? {
+            Family::V4(entries) => self.v4.traffic(&entries),
+            Family::V6(entries) => self.v6.traffic(&entries),
         }
     }
 
@@ -289,17 +364,34 @@ impl FastPath {
     /// interface (`BPF_PROG_TEST_RUN`): the XDP action and the frame as the
     /// program left it. For tests.
     pub fn test_run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>), Error> {
+        let (action, out, _) = self.run(frame, 1)?;
+        Ok((action, out))
+    }
+
+    /// Runs the program `repeat` times in a row on `frame`, each run on the
+    /// frame as the one before left it (the kernel does not reset it), and
+    /// returns the last run's XDP action and the mean time of a run. For
+    /// measurements: a frame that the routes send round in a cycle is
+    /// relayed at every run.
+    pub fn time_run(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), Error> {
+        let (action, _, mean) = self.run(frame, repeat)?;
+        Ok((action, mean))
+    }
+
+    fn run(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Vec<u8>, Duration), Error> {
+        // Room for the program to grow the frame (a channel header).
         let mut out = vec![0u8; frame.len() + 256];
         let program = self.program_mut()?;
         let result = program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                repeat,
                 ..TestRunOptions::default()
             })
             .map_err(|err| Error::Load(error_chain(&err)))?;
         out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        Ok((result.return_value, out, result.duration))
     }
 }
 
@@ -359,12 +451,15 @@ impl<const N: usize> RouteMaps<N> {
         until_ns: u64,
     ) -> Result<bool, aya::maps::MapError> {
         route.until_ns = until_ns;
-        let new = self.client.get(&client, 0).is_err();
         // The peer side first: until both are in, ChannelData cannot leave
         // through the program, so a peer cannot answer ahead of its route.
-        self.peer.insert(peer, route, 0)?;
-        self.client.insert(client, route, 0)?;
-        Ok(new)
+        // Each entry is read right before it is written, to keep the time
+        // in which the program's additions are lost short.
+        let stored = self.peer.get(&peer, 0).ok();
+        self.peer.insert(peer, carried(route, stored), 0)?;
+        let stored = self.client.get(&client, 0).ok();
+        self.client.insert(client, carried(route, stored), 0)?;
+        Ok(stored.is_none())
     }
 
     /// Removes the entries past their `until`; returns how many
@@ -394,23 +489,54 @@ impl<const N: usize> RouteMaps<N> {
         evicted
     }
 
-    /// Removes a route; `true` if it was there. An entry is removed only
-    /// while it still holds this route: a relayed port freed with its
-    /// allocation may already carry a new allocation's route (written by
-    /// another worker before this unroute came), which stays.
-    fn remove(&mut self, (client, peer, route): &Entries<N>) -> bool {
-        if self
+    /// Removes a route: whether its client-side entry was there, and what
+    /// the entries that held it relayed. An entry is removed only while it
+    /// still holds this route: a relayed port freed with its allocation
+    /// may already carry a new allocation's route (written by another
+    /// worker before this unroute came), which stays, with its counts.
+    ///
+    /// Each entry is read right before it is removed, as in `write`, and
+    /// its counts are handed out only once it is gone: an entry that could
+    /// not be removed keeps them for a later unroute.
+    fn remove(
+        &mut self,
+        (client_key, peer_key, route): &Entries<N>,
+    ) -> (bool, Option<RouteTraffic>) {
+        let ours = |stored: &Route<N>| stored.same_route(route);
+        let peer = self
             .peer
-            .get(peer, 0)
-            .is_ok_and(|stored| stored.same_route(route))
-        {
-            let _ = self.peer.remove(peer);
-        }
-        self.client
-            .get(client, 0)
-            .is_ok_and(|stored| stored.same_route(route))
-            && self.client.remove(client).is_ok()
+            .get(peer_key, 0)
+            .ok()
+            .filter(ours)
+            .filter(|_| self.peer.remove(peer_key).is_ok());
+        let client = self
+            .client
+            .get(client_key, 0)
+            .ok()
+            .filter(ours)
+            .filter(|_| self.client.remove(client_key).is_ok());
+        (client.is_some(), RouteTraffic::of(client, peer))
     }
+
+    /// What a route's entries relayed, if either still holds it (not
+    /// another route, nor nothing).
+    fn traffic(&self, (client_key, peer_key, route): &Entries<N>) -> Option<RouteTraffic> {
+        let ours = |stored: &Route<N>| stored.same_route(route);
+        RouteTraffic::of(
+            self.client.get(client_key, 0).ok().filter(ours),
+            self.peer.get(peer_key, 0).ok().filter(ours),
+        )
+    }
+}
+
+/// `route` to write over `stored` (what the entry held, if anything): with
+/// its counts if it is the same route (a refresh), else counting afresh, so
+/// that a route never inherits another's counts.
+fn carried<const N: usize>(mut route: Route<N>, stored: Option<Route<N>>) -> Route<N> {
+    route.traffic = stored
+        .filter(|stored| stored.same_route(&route))
+        .map_or_else(EntryTraffic::default, |stored| stored.traffic);
+    route
 }
 
 /// Whether a map write failed because the map is full (`E2BIG`).

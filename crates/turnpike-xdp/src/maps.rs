@@ -32,8 +32,8 @@ pub(crate) struct PeerKey<const N: usize> {
     pub(crate) relay_port: [u8; 2],
 }
 
-/// `struct route`: both sides of a channel, and when it lapses
-/// (`CLOCK_MONOTONIC` nanoseconds).
+/// `struct route`: both sides of a channel, when it lapses
+/// (`CLOCK_MONOTONIC` nanoseconds), and what the entry holding it relayed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Route<const N: usize> {
@@ -49,6 +49,20 @@ pub(crate) struct Route<const N: usize> {
     pub(crate) flags: u16,
     pub(crate) pad: u32,
     pub(crate) until_ns: u64,
+    pub(crate) traffic: EntryTraffic,
+}
+
+/// `struct route_traffic`: what one map entry relayed, in its own
+/// direction (to the peer in a client-side entry, to the client in a
+/// peer-side one). The program adds to it; the server only carries it over
+/// a rewrite and reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EntryTraffic {
+    /// Datagrams relayed.
+    pub(crate) packets: u64,
+    /// Payload bytes, without the ChannelData header.
+    pub(crate) bytes: u64,
 }
 
 /// A route's two keys and its value.
@@ -78,7 +92,7 @@ impl<const N: usize> Route<N> {
     }
 
     /// The entries for a channel between `[client, server, relay, peer]`
-    /// (`until_ns` left 0).
+    /// (`until_ns` and the traffic left 0).
     pub(crate) fn entries(
         ips: [[u8; N]; 4],
         addrs: [SocketAddr; 4],
@@ -106,6 +120,7 @@ impl<const N: usize> Route<N> {
             },
             pad: 0,
             until_ns: 0,
+            traffic: EntryTraffic::default(),
         };
         let client = ClientKey {
             client_ip,
@@ -169,10 +184,11 @@ pub struct Counters {
     pub passed: u64,
 }
 
-// SAFETY: plain `repr(C)` structs of integers and byte arrays with no
-// implicit padding for the two address lengths used (4 and 16: every
-// field is naturally aligned at its offset and the sizes are multiples of
-// the alignment, asserted below), so every byte pattern is valid.
+// SAFETY: plain `repr(C)` structs of integers and byte arrays (and, in
+// `Route`, `EntryTraffic`: two `u64`s) with no implicit padding for the
+// two address lengths used (4 and 16: every field is naturally aligned at
+// its offset and the sizes are multiples of the alignment, asserted
+// below), so every byte pattern is valid.
 unsafe impl<const N: usize> aya::Pod for ClientKey<N> {}
 // SAFETY: as above.
 unsafe impl<const N: usize> aya::Pod for PeerKey<N> {}
@@ -186,10 +202,14 @@ unsafe impl aya::Pod for Counters {}
 const _: () = {
     assert!(size_of::<ClientKey<4>>() == 16);
     assert!(size_of::<PeerKey<4>>() == 12);
-    assert!(size_of::<Route<4>>() == 40);
+    assert!(size_of::<Route<4>>() == 56);
     assert!(size_of::<ClientKey<16>>() == 40);
     assert!(size_of::<PeerKey<16>>() == 36);
-    assert!(size_of::<Route<16>>() == 88);
+    assert!(size_of::<Route<16>>() == 104);
+    assert!(size_of::<EntryTraffic>() == 16);
+    // Where the program adds to it (`struct route_traffic traffic`, last).
+    assert!(std::mem::offset_of!(Route<4>, traffic) == 40);
+    assert!(std::mem::offset_of!(Route<16>, traffic) == 88);
     assert!(size_of::<Config>() == 8);
     assert!(size_of::<Counters>() == 40);
 };
