@@ -316,3 +316,41 @@ fn start_up_errors_are_one_clear_line() {
     );
     assert!(!xdp_attached_to_lo());
 }
+
+/// The accounting line of an allocation whose data the program relayed
+/// counts it: the routes' own counters are added when they are withdrawn.
+#[test]
+fn accounting_lines_count_what_the_program_relayed() {
+    private_network_namespace();
+    let mut server = TestServer::start(ServerOptions {
+        admin: true,
+        xdp: true,
+        json_logs: true,
+        ..ServerOptions::turn()
+    });
+    let peer = Peer::start(&[v4()]);
+    let (out, rep) = Run::new(&server, v4(), &["-c", "-n", "50", "-l", "500"])
+        .peer(&peer, v4())
+        .go();
+    assert_delivered("XDP accounting run", &out, &rep, 50, 500);
+    assert_eq!(relayed_in_kernel(&server), (50, 50), "relayed by XDP");
+    let output = server.shut_down();
+    let session = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "turnpike::accounting" && v["event"] == "allocation_ended")
+        .find(|v| v["to_peer_packets"].as_u64() != Some(0))
+        .unwrap_or_else(|| panic!("no ended allocation with traffic:\n{output}"));
+    for (field, expected) in [
+        ("to_peer_packets", 50),
+        ("to_peer_bytes", 25_000),
+        ("to_client_packets", 50),
+        ("to_client_bytes", 25_000),
+    ] {
+        assert_eq!(
+            session[field].as_u64(),
+            Some(expected),
+            "{field}: {session}"
+        );
+    }
+}

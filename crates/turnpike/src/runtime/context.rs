@@ -128,6 +128,10 @@ pub(crate) struct WorkerCtx {
     /// What the shell counts itself (connections, handshakes); read by
     /// [`super::queries`].
     pub(crate) shell_stats: Cell<ShellStats>,
+    /// What the fast path relayed on routes already withdrawn, by the
+    /// allocation's 5-tuple, until the allocation ends: its accounting
+    /// line and listing add it to the core's own count.
+    pub(crate) withdrawn: RefCell<FxHashMap<FiveTuple, Traffic>>,
 }
 
 impl WorkerCtx {
@@ -138,13 +142,29 @@ impl WorkerCtx {
         self.shell_stats.set(stats);
     }
 
-    /// What the fast path relayed on `routes` (nothing without one).
-    pub(crate) fn fast_path_traffic(&self, routes: impl Iterator<Item = ChannelRoute>) -> Traffic {
-        let total = Traffic::default();
-        let Some(_fast_path) = &self.fast_path else {
+    /// What the fast path relayed on the live `routes`, and on the routes
+    /// of the allocation of `client` it withdrew before (nothing without a
+    /// fast path).
+    pub(crate) fn fast_path_traffic(
+        &self,
+        client: &FiveTuple,
+        routes: impl Iterator<Item = ChannelRoute>,
+    ) -> Traffic {
+        let mut total = self
+            .withdrawn
+            .borrow()
+            .get(client)
+            .copied()
+            .unwrap_or_default();
+        let Some(fast_path) = &self.fast_path else {
             return total;
         };
-        for _route in routes {}
+        let fast_path = fast_path.lock().unwrap_or_else(PoisonError::into_inner);
+        for route in routes {
+            if let Some(t) = fast_path.route_traffic(&route) {
+                total += traffic(t);
+            }
+        }
         total
     }
 
@@ -330,7 +350,10 @@ impl WorkerCtx {
                 self.with_fast_path(|fast_path| fast_path.route(&route, until).map(drop));
             }
             Event::UnrouteChannel { route } => self.with_fast_path(|fast_path| {
-                fast_path.unroute(&route);
+                if let Some(relayed) = fast_path.unroute(&route) {
+                    *self.withdrawn.borrow_mut().entry(route.client).or_default() +=
+                        traffic(relayed);
+                }
                 Ok(())
             }),
             Event::AllocationCreated(record) => accounting::created(&record, realm(server)),
@@ -338,8 +361,14 @@ impl WorkerCtx {
                 record,
                 reason,
                 lasted,
-                traffic,
-            } => accounting::ended(&record, realm(server), reason, lasted, &traffic),
+                mut traffic,
+            } => {
+                // Its routes were withdrawn by the events before this one.
+                if let Some(fast) = self.withdrawn.borrow_mut().remove(&record.client) {
+                    traffic += fast;
+                }
+                accounting::ended(&record, realm(server), reason, lasted, &traffic);
+            }
         }
     }
 
@@ -384,6 +413,16 @@ impl WorkerCtx {
         {
             tracing::warn!(%err, "XDP route not written; its channel stays on the sockets (logged once)");
         }
+    }
+}
+
+/// A fast path's count in the core's terms.
+fn traffic(t: turnpike_xdp::RouteTraffic) -> Traffic {
+    Traffic {
+        to_peer_packets: t.to_peer_packets,
+        to_peer_bytes: t.to_peer_bytes,
+        to_client_packets: t.to_client_packets,
+        to_client_bytes: t.to_client_bytes,
     }
 }
 

@@ -111,7 +111,7 @@ fn allocations(ctx: &WorkerCtx, filter: &AllocationFilter) -> Vec<AllocationInfo
             return;
         }
         let mut traffic = a.traffic();
-        traffic += ctx.fast_path_traffic(a.routes());
+        traffic += ctx.fast_path_traffic(a.client(), a.routes());
         let created = wall - now.saturating_duration_since(a.created());
         list.push(AllocationInfo {
             id: allocation_id(a.serial()),

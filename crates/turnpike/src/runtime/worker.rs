@@ -226,6 +226,7 @@ impl Worker {
                 credentials: self.credentials.clone(),
                 fast_path: self.fast_path.clone(),
                 shell_stats: Cell::default(),
+                withdrawn: RefCell::default(),
             }
         });
         if let Some(credentials) = &ctx.credentials {
