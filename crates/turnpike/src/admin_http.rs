@@ -1,18 +1,8 @@
 //! The admin HTTP endpoint (`[admin] listen`): a few read-only answers for
 //! monitoring, served by axum over plain HTTP/1.1 on the control runtime.
 //!
-//! - `GET /metrics`: Prometheus text format (version 0.0.4).
-//!   `turnpike_build_info{version="…"} 1` always; with TLS configured,
-//!   `turnpike_tls_certificate_not_after_seconds` (the notAfter of the
-//!   server certificate in service, Unix time: alert when it gets close),
-//!   `turnpike_tls_certificate_reloads_total` (reloads that changed the
-//!   certificate or key, [`Certificates::generation`]) and
-//!   `turnpike_tls_certificate_info{subject="…"} 1`.
-//!   With the XDP fast path on, `turnpike_xdp_routes`,
-//!   `turnpike_xdp_route_capacity`,
-//!   `turnpike_xdp_relayed_packets_total{direction}`,
-//!   `turnpike_xdp_relayed_bytes_total{direction}` and
-//!   `turnpike_xdp_passed_packets_total`.
+//! - `GET /metrics`: Prometheus text format (version 0.0.4), written by
+//!   [`crate::observe::metrics`] (every metric is listed there).
 //! - `GET /status`: one JSON object, `{"version", "uptime_seconds", "tls"}`
 //!   where `tls` is `{"subject", "not_after" (RFC 3339, UTC),
 //!   "not_after_unix", "generation"}` or `null` without TLS.
@@ -20,10 +10,6 @@
 //! The certificate values are read from [`Certificates`] at each request,
 //! so they are those of the certificate actually served: after a refused
 //! (broken) renewal they are still the previous certificate's.
-//!
-//! The metrics are formatted here rather than with `prometheus-client`:
-//! they are four values read at scrape time, which a registry would only
-//! copy. Per-worker counters, when they come, are the point to switch.
 //!
 //! There is no authentication, so [`crate::config::Settings::validate`]
 //! refuses non-loopback addresses unless `admin.allow_remote`, the TURN
@@ -37,7 +23,6 @@
 //! scraper (waiting in the backlog, served in turn) by at most
 //! [`REQUEST_TIMEOUT`], never lock it out.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -57,10 +42,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use turnpike_xdp::{Counters, FastPath};
+use turnpike_core::stats::Traffic;
+use turnpike_xdp::FastPath;
 
 use crate::config::AdminSettings;
 use crate::date;
+use crate::observe::{FastPathStats, Snapshot};
 use crate::tls::Certificates;
 
 /// Admin connections open at once, over all admin addresses.
@@ -90,50 +77,30 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// The `/metrics` body.
+    /// The `/metrics` body: [`crate::observe::metrics::render`] of what
+    /// this state can read — the certificates and the XDP fast path's
+    /// counters; the workers' counters stay zero here.
     pub fn metrics(&self) -> String {
-        let mut out = String::with_capacity(1024);
-        metric(
-            &mut out,
-            "turnpike_build_info",
-            "gauge",
-            "Turnpike version; always 1.",
-            &format!(
-                "{{version=\"{}\"}} 1",
-                escape_label(env!("CARGO_PKG_VERSION"))
-            ),
-        );
-        if let Some(certs) = &self.certs {
-            metric(
-                &mut out,
-                "turnpike_tls_certificate_not_after_seconds",
-                "gauge",
-                "Expiry (notAfter) of the TLS server certificate in service, Unix time.",
-                &format!(" {}", unix_seconds(certs.not_after())),
-            );
-            metric(
-                &mut out,
-                "turnpike_tls_certificate_reloads_total",
-                "counter",
-                "Reloads that changed the TLS certificate or key since the start.",
-                &format!(" {}", certs.generation()),
-            );
-            metric(
-                &mut out,
-                "turnpike_tls_certificate_info",
-                "gauge",
-                "Subject of the TLS server certificate in service; always 1.",
-                &format!("{{subject=\"{}\"}} 1", escape_label(&certs.subject())),
-            );
-        }
-        if let Some(fast_path) = &self.fast_path {
-            let (counters, routes) = {
-                let fast_path = fast_path.lock().unwrap_or_else(PoisonError::into_inner);
-                (fast_path.counters(), fast_path.routes())
-            };
-            xdp_metrics(&mut out, &counters, routes);
-        }
-        out
+        let fast_path = self.fast_path.as_ref().map(|fast_path| {
+            let fast_path = fast_path.lock().unwrap_or_else(PoisonError::into_inner);
+            let c = fast_path.counters();
+            FastPathStats {
+                relayed: Traffic {
+                    to_peer_packets: c.to_peer_packets,
+                    to_peer_bytes: c.to_peer_bytes,
+                    to_client_packets: c.to_client_packets,
+                    to_client_bytes: c.to_client_bytes,
+                },
+                passed: c.passed,
+                routes: fast_path.routes() as u64,
+                capacity: FastPath::capacity() as u64,
+            }
+        });
+        let snapshot = Snapshot {
+            fast_path,
+            ..Snapshot::default()
+        };
+        crate::observe::metrics::render(&snapshot, self.certs.as_deref())
     }
 
     /// The `/status` body.
@@ -176,78 +143,6 @@ pub struct TlsStatus {
     pub not_after_unix: i64,
     /// Reloads that changed the certificate or key since the start.
     pub generation: u64,
-}
-
-/// The XDP fast path's counters (summed over CPUs at scrape time).
-fn xdp_metrics(out: &mut String, c: &Counters, routes: usize) {
-    metric(
-        out,
-        "turnpike_xdp_routes",
-        "gauge",
-        "Channel routes installed in the XDP fast path.",
-        &format!(" {routes}"),
-    );
-    metric(
-        out,
-        "turnpike_xdp_route_capacity",
-        "gauge",
-        "Channel routes the XDP fast path holds per address family; when full, routes past their time are evicted first.",
-        &format!(" {}", FastPath::capacity()),
-    );
-    for (name, help, to_peer, to_client) in [
-        (
-            "turnpike_xdp_relayed_packets_total",
-            "Datagrams relayed by the XDP fast path.",
-            c.to_peer_packets,
-            c.to_client_packets,
-        ),
-        (
-            "turnpike_xdp_relayed_bytes_total",
-            "Payload bytes relayed by the XDP fast path.",
-            c.to_peer_bytes,
-            c.to_client_bytes,
-        ),
-    ] {
-        metric(
-            out,
-            name,
-            "counter",
-            help,
-            &format!("{{direction=\"to_peer\"}} {to_peer}"),
-        );
-        let _ = writeln!(out, "{name}{{direction=\"to_client\"}} {to_client}");
-    }
-    metric(
-        out,
-        "turnpike_xdp_passed_packets_total",
-        "counter",
-        "Packets of a route the XDP fast path left to the sockets (route past its time, padding, MTU, unknown next hop).",
-        &format!(" {}", c.passed),
-    );
-}
-
-/// One metric with its `# HELP` and `# TYPE` lines; `sample` follows the
-/// name (labels and value).
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, sample: &str) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{sample}"
-    );
-}
-
-/// A label value in the Prometheus text format: backslash, double quote
-/// and line feed escaped.
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Whole seconds since 1970 (negative before).
@@ -510,12 +405,6 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("CN=a, O=b"), "CN=a, O=b");
-        assert_eq!(escape_label("CN=\"q\\\"\nx"), "CN=\\\"q\\\\\\\"\\nx");
-    }
-
-    #[test]
     fn times() {
         let t = UNIX_EPOCH + Duration::from_secs(1_798_761_600);
         assert_eq!(rfc3339(t), "2027-01-01T00:00:00Z");
@@ -526,19 +415,22 @@ mod tests {
     }
 
     #[test]
-    fn without_tls_only_the_build_info() {
+    fn without_tls_no_certificate_metrics() {
         let state = AdminState {
             started: Instant::now(),
             certs: None,
             fast_path: None,
         };
         let version = env!("CARGO_PKG_VERSION");
-        assert_eq!(
-            state.metrics(),
-            format!(
+        let metrics = state.metrics();
+        assert!(
+            metrics.starts_with(&format!(
                 "# HELP turnpike_build_info Turnpike version; always 1.\n# TYPE turnpike_build_info gauge\nturnpike_build_info{{version=\"{version}\"}} 1\n"
-            )
+            )),
+            "{metrics}"
         );
+        assert!(!metrics.contains("turnpike_tls_"), "{metrics}");
+        assert!(!metrics.contains("turnpike_xdp_"), "{metrics}");
         let status = state.status();
         assert_eq!((status.version, status.tls.as_ref()), (version, None));
         assert_eq!(

@@ -1,1 +1,793 @@
-//! `GET /metrics`: a [`Snapshot`](super::Snapshot) in Prometheus' text format.
+//! `GET /metrics`: a [`Snapshot`] in the Prometheus text format (version
+//! 0.0.4), encoded by `prometheus-client` at scrape time.
+//!
+//! Nothing here runs on the packet path. The workers count in plain
+//! integers of their own ([`Stats`](turnpike_core::Stats),
+//! [`ShellStats`](super::ShellStats)); a scrape sums their shares into one
+//! [`Snapshot`] and [`render`] writes it out through a fresh
+//! `prometheus_client` [`Registry`] holding a single [`Collector`] that owns
+//! a copy of the snapshot. No atomics, no long-lived registry, no
+//! `Family::get_or_create`.
+//!
+//! Why the 0.0.4 text format rather than OpenMetrics: it is what
+//! `/metrics` has served since the start (`text/plain; version=0.0.4`, which
+//! scrapers and the tests expect), `promtool check metrics` lints exactly
+//! this format, and it keeps the counters' `# TYPE` lines named as their
+//! samples (`…_total`), which older tooling wants. Prometheus scrapes both.
+//!
+//! Names follow the Prometheus conventions: base units (`_seconds`,
+//! `_bytes`), counters end in `_total`, and every label value comes from a
+//! fixed set (an enum of the core, or a literal here). No username,
+//! address, realm or allocation id ever becomes a label, so what a scraper
+//! stores is bounded whatever clients send. The only free-text values are
+//! the two info metrics' `version` and `subject`, one series each, set by
+//! the operator.
+//!
+//! # Metrics
+//!
+//! Label sets: `transport` udp, tcp, tls, dtls (connections: tcp, tls,
+//! dtls; handshakes: tls, dtls); `family` ipv4, ipv6; `relay_transport` udp,
+//! tcp; `direction` to_peer, to_client; `path` sockets, xdp; `method`
+//! binding, allocate, refresh, create_permission, channel_bind, connect,
+//! connection_bind, other; `code` 300, 400, 401, 403, 420, 437, 438, 440,
+//! 441, 442, 443, 446, 447, 486, 500, 508, other; auth failure `reason`
+//! unknown_user, bad_integrity, stale_nonce, expired_credential, stopped,
+//! database_unavailable; allocation end `reason` refresh, expired,
+//! connection_closed, kicked, drained; drop `reason` malformed,
+//! rate_limited, no_permission, peer_refused, too_big_for_client,
+//! too_big_for_peer, path_mtu, queue_full.
+//!
+//! Always present:
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `turnpike_build_info` | gauge | version | Turnpike's version; always 1. |
+//! | `turnpike_workers` | gauge | | Workers running. |
+//! | `turnpike_workers_silent` | gauge | | Workers that did not answer this scrape in time (their counters are missing from it). |
+//! | `turnpike_draining` | gauge | | 1 while draining (new allocations refused), else 0. |
+//! | `turnpike_requests_total` | counter | method | STUN/TURN requests received (dropped ones included). |
+//! | `turnpike_error_responses_total` | counter | method, code | Error responses sent. |
+//! | `turnpike_binding_requests_total` | counter | transport | Binding requests answered with a success. |
+//! | `turnpike_auth_successes_total` | counter | | Requests whose credentials verified. |
+//! | `turnpike_auth_failures_total` | counter | reason | Requests whose credentials were refused. |
+//! | `turnpike_challenges_total` | counter | | 401/438 challenges (with a fresh NONCE) sent. |
+//! | `turnpike_challenges_rate_limited_total` | counter | | Answers (challenges) held back by the per-source rate limit or the amplification budget. |
+//! | `turnpike_quota_rejections_total` | counter | code (486, 508) | Allocate requests refused by the per-user quota (486) or the total capacity (508). |
+//! | `turnpike_peers_refused_total` | counter | | Requests and data refused because the peer policy forbids the peer. |
+//! | `turnpike_dropped_packets_total` | counter | reason | Packets dropped without an answer. |
+//! | `turnpike_allocations` | gauge | transport, family, relay_transport | Live allocations; a dual-stack one counts once per family. |
+//! | `turnpike_channels` | gauge | | Channels bound now. |
+//! | `turnpike_permissions` | gauge | | Permissions installed now. |
+//! | `turnpike_allocations_created_total` | counter | | Allocations created. |
+//! | `turnpike_allocations_ended_total` | counter | reason | Allocations ended. Created minus ended is the live count, each allocation once. |
+//! | `turnpike_allocation_duration_seconds` | histogram | | How long the ended allocations lasted. |
+//! | `turnpike_relayed_packets_total` | counter | direction, path | Datagrams relayed (path xdp only with the fast path on). |
+//! | `turnpike_relayed_bytes_total` | counter | direction, path | Payload bytes relayed, without TURN framing. |
+//! | `turnpike_connections` | gauge | transport | Client connections open now. |
+//! | `turnpike_connections_accepted_total` | counter | transport | Client connections accepted. |
+//! | `turnpike_connections_refused_total` | counter | transport | Client connections refused by a limit (per source, in all, handshakes in progress). |
+//! | `turnpike_handshakes_total` | counter | transport | TLS and DTLS handshakes completed. |
+//! | `turnpike_handshake_failures_total` | counter | transport | TLS and DTLS handshakes that failed or timed out. |
+//! | `turnpike_peer_connections` | gauge | | RFC 6062 peer connections open now. |
+//! | `turnpike_peer_connections_connected_total` | counter | | RFC 6062 peer connections opened by Connect. |
+//! | `turnpike_peer_connections_accepted_total` | counter | | RFC 6062 peer connections accepted from peers. |
+//! | `process_cpu_seconds_total` | counter | | User and system CPU time (Linux). |
+//! | `process_resident_memory_bytes` | gauge | | Resident memory. |
+//! | `process_virtual_memory_bytes` | gauge | | Virtual memory. |
+//! | `process_open_fds` | gauge | | Open file descriptors. |
+//! | `process_max_fds` | gauge | | The open file descriptor limit (soft; absent when unlimited). |
+//! | `process_start_time_seconds` | gauge | | Start time, Unix seconds. |
+//!
+//! With TURN (the credential cache and database):
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `turnpike_credential_cache_hits_total` | counter | | Key lookups answered from the cache. |
+//! | `turnpike_credential_cache_misses_total` | counter | | Key lookups that went to the database. |
+//! | `turnpike_database_lookup_duration_seconds` | histogram | | Database lookup latency. |
+//! | `turnpike_database_up` | gauge | | 1 if the last database call succeeded, else 0. |
+//!
+//! With TLS:
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `turnpike_tls_certificate_not_after_seconds` | gauge | | Expiry (notAfter) of the server certificate in service, Unix time. |
+//! | `turnpike_tls_certificate_reloads_total` | counter | | Reloads that changed the certificate or key. |
+//! | `turnpike_tls_certificate_reloads_refused_total` | counter | | Renewals refused (did not parse, or key and certificate did not match); the previous certificate stays. |
+//! | `turnpike_tls_certificate_info` | gauge | subject | Subject of the certificate in service; always 1. |
+//!
+//! With the XDP fast path:
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `turnpike_xdp_routes` | gauge | | Channel routes installed. |
+//! | `turnpike_xdp_route_capacity` | gauge | | Routes it holds per address family. |
+//! | `turnpike_xdp_relayed_packets_total` | counter | direction | Datagrams relayed in the driver (also in `turnpike_relayed_packets_total{path="xdp"}`). |
+//! | `turnpike_xdp_relayed_bytes_total` | counter | direction | Their payload bytes. |
+//! | `turnpike_xdp_passed_packets_total` | counter | | Packets of a route left to the sockets (route past its time, padding, MTU, unknown next hop). |
+
+use std::fmt;
+use std::time::SystemTime;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, MetricEncoder,
+    NoLabelSet, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use turnpike_core::stats::{
+    DURATION_BUCKETS, DropReason, ErrorCode, Label, RequestMethod, Tally, Traffic, TransportLabel,
+};
+
+use super::{LATENCY_BUCKETS, LatencyHistogram, Snapshot};
+use crate::tls::Certificates;
+
+/// The `Content-Type` of what [`render`] returns.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Transports with connections (and so connection counters).
+const STREAM_TRANSPORTS: [TransportLabel; 3] = [
+    TransportLabel::Tcp,
+    TransportLabel::Tls,
+    TransportLabel::Dtls,
+];
+
+/// Transports with handshakes.
+const SECURE_TRANSPORTS: [TransportLabel; 2] = [TransportLabel::Tls, TransportLabel::Dtls];
+
+/// [`super::AllocationGauges::by_kind`]'s second index.
+const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
+
+/// [`super::AllocationGauges::by_kind`]'s third index.
+const RELAY_TRANSPORTS: [&str; 2] = ["udp", "tcp"];
+
+/// The Allocate error codes that are quota rejections.
+const QUOTA_CODES: [ErrorCode; 2] = [ErrorCode::QuotaReached, ErrorCode::InsufficientCapacity];
+
+/// Linux reports CPU times and the start time in clock ticks of `USER_HZ`,
+/// which the kernel fixes at 100 for user space on every architecture
+/// (what `sysconf(_SC_CLK_TCK)` returns; the Go client assumes it too).
+const USER_HZ: f64 = 100.0;
+
+/// The whole `/metrics` body: `snapshot`, the certificate in service if
+/// any, and this process' own figures read from `/proc` now.
+pub fn render(snapshot: &Snapshot, certs: Option<&Certificates>) -> String {
+    let certificate = certs.map(CertificateFacts::of);
+    render_parts(
+        snapshot,
+        certificate.as_ref(),
+        ProcessStats::read().as_ref(),
+    )
+}
+
+/// [`render`] with the certificate and process figures given rather than
+/// read (tests use fixed ones).
+pub fn render_parts(
+    snapshot: &Snapshot,
+    certificate: Option<&CertificateFacts>,
+    process: Option<&ProcessStats>,
+) -> String {
+    // A registry per scrape: the collector owns its copy of the snapshot
+    // (a `Collector` is `'static`), and is dropped with the registry.
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exposition {
+        snapshot: snapshot.clone(),
+        certificate: certificate.cloned(),
+        process: process.cloned(),
+    }));
+    let mut out = String::with_capacity(32 * 1024);
+    // Writing to a String never fails, and the collector's own errors are
+    // the writer's: nothing can fail here.
+    let _ = prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+/// What the metrics say about the TLS certificate in service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// Its subject (`CN=…, O=…`).
+    pub subject: String,
+    /// Its notAfter.
+    pub not_after: SystemTime,
+    /// Reloads that changed the certificate or key since the start.
+    pub generation: u64,
+}
+
+impl CertificateFacts {
+    /// Reads them from the certificates in service.
+    pub fn of(certs: &Certificates) -> Self {
+        CertificateFacts {
+            subject: certs.subject(),
+            not_after: certs.not_after(),
+            generation: certs.generation(),
+        }
+    }
+}
+
+/// The process' own figures, as the Prometheus client libraries export
+/// them (`process_*`). Linux only: read from `/proc`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessStats {
+    /// User and system CPU time, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory, in bytes.
+    pub resident_memory_bytes: u64,
+    /// Virtual memory, in bytes.
+    pub virtual_memory_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The soft limit on open file descriptors; `None` when unlimited.
+    pub max_fds: Option<u64>,
+    /// When the process started, Unix seconds.
+    pub start_time_seconds: f64,
+}
+
+impl ProcessStats {
+    /// Reads `/proc/self/{stat,status,limits,fd}` and `/proc/stat`; `None`
+    /// if one cannot be read or understood (not Linux, or no `/proc`):
+    /// the scrape then has no `process_*` metrics rather than wrong ones.
+    pub fn read() -> Option<ProcessStats> {
+        let file = |path: &str| std::fs::read_to_string(path).ok();
+        // The directory's own descriptor is among those listed, as for the
+        // other client libraries.
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        ProcessStats::parse(
+            &file("/proc/self/stat")?,
+            &file("/proc/self/status")?,
+            &file("/proc/self/limits")?,
+            &file("/proc/stat")?,
+            open_fds,
+        )
+    }
+
+    /// The figures from the texts of `/proc/self/stat`, `/proc/self/status`,
+    /// `/proc/self/limits` and `/proc/stat` (see proc(5)).
+    pub fn parse(
+        stat: &str,
+        status: &str,
+        limits: &str,
+        system_stat: &str,
+        open_fds: u64,
+    ) -> Option<ProcessStats> {
+        // The command name (field 2) is in parentheses and may hold spaces
+        // and parentheses itself: the fields after it start after the last
+        // ')'. The first of those is field 3.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        let (utime, stime, start_ticks, vsize) = (field(14)?, field(15)?, field(22)?, field(23)?);
+        // `VmRSS:    1234 kB`: in KiB, so no page size is needed.
+        let resident_kib = status.lines().find_map(|line| {
+            line.strip_prefix("VmRSS:")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })?;
+        // `Max open files            1024                 1048576              files`:
+        // the soft limit, then the hard one.
+        let max_fds = match limits.lines().find_map(|line| {
+            line.strip_prefix("Max open files")?
+                .split_whitespace()
+                .next()
+        })? {
+            "unlimited" => None,
+            soft => Some(soft.parse::<u64>().ok()?),
+        };
+        let boot_time = system_stat
+            .lines()
+            .find_map(|line| line.strip_prefix("btime ")?.trim().parse::<u64>().ok())?;
+        Some(ProcessStats {
+            cpu_seconds: (utime + stime) as f64 / USER_HZ,
+            resident_memory_bytes: resident_kib * 1024,
+            virtual_memory_bytes: vsize,
+            open_fds,
+            max_fds,
+            start_time_seconds: boot_time as f64 + start_ticks as f64 / USER_HZ,
+        })
+    }
+}
+
+/// The one collector of a scrape's registry.
+#[derive(Debug)]
+struct Exposition {
+    snapshot: Snapshot,
+    certificate: Option<CertificateFacts>,
+    process: Option<ProcessStats>,
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let out = &mut out;
+        let s = &self.snapshot;
+        let core = &s.workers.core;
+        let shell = &s.workers.shell;
+        let gauges = &s.workers.allocations;
+
+        info(
+            out,
+            "turnpike_build_info",
+            "Turnpike version; always 1.",
+            ("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        gauge(out, "turnpike_workers", "Workers running.", s.worker_count)?;
+        gauge(
+            out,
+            "turnpike_workers_silent",
+            "Workers that did not answer this scrape in time; their counters are missing from it.",
+            s.workers_silent,
+        )?;
+        gauge(
+            out,
+            "turnpike_draining",
+            "1 while the server drains (refuses new allocations), else 0.",
+            u64::from(s.draining),
+        )?;
+
+        // Requests and answers.
+        counters(
+            out,
+            "turnpike_requests_total",
+            "STUN and TURN requests received, by method (those dropped unanswered included).",
+            tally("method", &core.requests),
+        )?;
+        counters(
+            out,
+            "turnpike_error_responses_total",
+            "Error responses sent, by request method and error code.",
+            RequestMethod::ALL.iter().flat_map(|&method| {
+                core.errors(method).iter().map(move |(code, n)| {
+                    ([("method", method.as_str()), ("code", code.as_str())], n)
+                })
+            }),
+        )?;
+        counters(
+            out,
+            "turnpike_binding_requests_total",
+            "STUN Binding requests answered with a success, by client transport.",
+            tally("transport", &core.bindings),
+        )?;
+        counter(
+            out,
+            "turnpike_auth_successes_total",
+            "Requests whose credentials verified.",
+            core.auth_successes,
+        )?;
+        counters(
+            out,
+            "turnpike_auth_failures_total",
+            "Requests whose credentials were refused, by reason.",
+            tally("reason", &core.auth_failures),
+        )?;
+        counter(
+            out,
+            "turnpike_challenges_total",
+            "401 and 438 challenges (with a fresh NONCE) sent.",
+            core.challenges_sent,
+        )?;
+        counter(
+            out,
+            "turnpike_challenges_rate_limited_total",
+            "Answers (challenges) held back by the per-source rate limit or the amplification budget.",
+            core.drops.get(DropReason::RateLimited),
+        )?;
+        let allocate_errors = core.errors(RequestMethod::Allocate);
+        counters(
+            out,
+            "turnpike_quota_rejections_total",
+            "Allocate requests refused by the per-user quota (486) or the server's capacity (508).",
+            QUOTA_CODES.map(|code| ([("code", code.as_str())], allocate_errors.get(code))),
+        )?;
+        counter(
+            out,
+            "turnpike_peers_refused_total",
+            "Requests and data refused because the peer policy forbids the peer.",
+            core.peers_refused,
+        )?;
+        counters(
+            out,
+            "turnpike_dropped_packets_total",
+            "Packets and relayed data dropped without an answer, by reason.",
+            tally("reason", &core.drops),
+        )?;
+
+        // Allocations.
+        let mut by_kind = Vec::with_capacity(TransportLabel::ALL.len() * 4);
+        for (&transport, families) in TransportLabel::ALL.iter().zip(&gauges.by_kind) {
+            for (family, kinds) in FAMILIES.into_iter().zip(families) {
+                for (relay, &n) in RELAY_TRANSPORTS.into_iter().zip(kinds) {
+                    let labels = [
+                        ("transport", transport.as_str()),
+                        ("family", family),
+                        ("relay_transport", relay),
+                    ];
+                    by_kind.push((labels, n));
+                }
+            }
+        }
+        gauges_of(
+            out,
+            "turnpike_allocations",
+            "Live allocations by client transport, relayed address family and relay transport; a dual-stack allocation counts once per family.",
+            by_kind,
+        )?;
+        gauge(
+            out,
+            "turnpike_channels",
+            "Channels bound now.",
+            gauges.channels,
+        )?;
+        gauge(
+            out,
+            "turnpike_permissions",
+            "Permissions installed now.",
+            gauges.permissions,
+        )?;
+        counter(
+            out,
+            "turnpike_allocations_created_total",
+            "Allocations created.",
+            core.allocations_created,
+        )?;
+        counters(
+            out,
+            "turnpike_allocations_ended_total",
+            "Allocations ended, by reason.",
+            tally("reason", &core.allocations_ended),
+        )?;
+        let duration = &core.allocation_duration;
+        histogram(
+            out,
+            "turnpike_allocation_duration_seconds",
+            "How long the ended allocations lasted.",
+            &DURATION_BUCKETS.map(|b| b as f64),
+            &duration.buckets,
+            duration.sum_ms as f64 / 1e3,
+        )?;
+
+        // Relayed traffic, by path.
+        let mut paths = vec![("sockets", core.relayed)];
+        if let Some(fast) = &s.fast_path {
+            paths.push(("xdp", fast.relayed));
+        }
+        counters(
+            out,
+            "turnpike_relayed_packets_total",
+            "Datagrams relayed, by direction and path (the sockets, or the XDP fast path).",
+            traffic(&paths, |t| (t.to_peer_packets, t.to_client_packets)),
+        )?;
+        counters(
+            out,
+            "turnpike_relayed_bytes_total",
+            "Payload bytes relayed (without TURN framing), by direction and path.",
+            traffic(&paths, |t| (t.to_peer_bytes, t.to_client_bytes)),
+        )?;
+
+        // Client connections and RFC 6062 peer connections.
+        gauges_of(
+            out,
+            "turnpike_connections",
+            "Client connections open now, by transport.",
+            by_transport(&STREAM_TRANSPORTS, &shell.connections_open),
+        )?;
+        counters(
+            out,
+            "turnpike_connections_accepted_total",
+            "Client connections accepted, by transport.",
+            by_transport(&STREAM_TRANSPORTS, &shell.connections_accepted),
+        )?;
+        counters(
+            out,
+            "turnpike_connections_refused_total",
+            "Client connections refused by a limit (per source, in all, handshakes in progress), by transport.",
+            by_transport(&STREAM_TRANSPORTS, &shell.connections_refused),
+        )?;
+        counters(
+            out,
+            "turnpike_handshakes_total",
+            "TLS and DTLS handshakes completed, by transport.",
+            by_transport(&SECURE_TRANSPORTS, &shell.handshakes),
+        )?;
+        counters(
+            out,
+            "turnpike_handshake_failures_total",
+            "TLS and DTLS handshakes that failed or timed out, by transport.",
+            by_transport(&SECURE_TRANSPORTS, &shell.handshake_failures),
+        )?;
+        gauge(
+            out,
+            "turnpike_peer_connections",
+            "RFC 6062 peer connections open now.",
+            s.peer_connections_open,
+        )?;
+        counter(
+            out,
+            "turnpike_peer_connections_connected_total",
+            "RFC 6062 peer connections opened by Connect requests.",
+            core.peer_connections_connected,
+        )?;
+        counter(
+            out,
+            "turnpike_peer_connections_accepted_total",
+            "RFC 6062 peer connections accepted from peers.",
+            core.peer_connections_accepted,
+        )?;
+
+        if let Some(credentials) = &s.credentials {
+            counter(
+                out,
+                "turnpike_credential_cache_hits_total",
+                "Key lookups answered from the credential cache.",
+                credentials.cache_hits,
+            )?;
+            counter(
+                out,
+                "turnpike_credential_cache_misses_total",
+                "Key lookups that went to the credential database.",
+                credentials.cache_misses,
+            )?;
+            latency_histogram(
+                out,
+                "turnpike_database_lookup_duration_seconds",
+                "Credential database lookup latency.",
+                &credentials.lookup_seconds,
+            )?;
+            gauge(
+                out,
+                "turnpike_database_up",
+                "1 if the last credential database call succeeded, else 0.",
+                u64::from(credentials.database_up),
+            )?;
+        }
+
+        if let Some(cert) = &self.certificate {
+            gauge(
+                out,
+                "turnpike_tls_certificate_not_after_seconds",
+                "Expiry (notAfter) of the TLS server certificate in service, Unix time.",
+                crate::date::unix_seconds(cert.not_after),
+            )?;
+            counter(
+                out,
+                "turnpike_tls_certificate_reloads_total",
+                "Reloads that changed the TLS certificate or key since the start.",
+                cert.generation,
+            )?;
+            counter(
+                out,
+                "turnpike_tls_certificate_reloads_refused_total",
+                "TLS certificate renewals refused (unreadable, or key and certificate not matching); the previous certificate stays in service.",
+                s.certificate_reloads_refused,
+            )?;
+            info(
+                out,
+                "turnpike_tls_certificate_info",
+                "Subject of the TLS server certificate in service; always 1.",
+                ("subject", &cert.subject),
+            )?;
+        }
+
+        if let Some(fast) = &s.fast_path {
+            gauge(
+                out,
+                "turnpike_xdp_routes",
+                "Channel routes installed in the XDP fast path.",
+                fast.routes,
+            )?;
+            gauge(
+                out,
+                "turnpike_xdp_route_capacity",
+                "Channel routes the XDP fast path holds per address family; when full, routes past their time are evicted first.",
+                fast.capacity,
+            )?;
+            let xdp = [("xdp", fast.relayed)];
+            counters(
+                out,
+                "turnpike_xdp_relayed_packets_total",
+                "Datagrams relayed by the XDP fast path.",
+                traffic(&xdp, |t| (t.to_peer_packets, t.to_client_packets))
+                    .map(|([direction, _path], n)| ([direction], n)),
+            )?;
+            counters(
+                out,
+                "turnpike_xdp_relayed_bytes_total",
+                "Payload bytes relayed by the XDP fast path.",
+                traffic(&xdp, |t| (t.to_peer_bytes, t.to_client_bytes))
+                    .map(|([direction, _path], n)| ([direction], n)),
+            )?;
+            counter(
+                out,
+                "turnpike_xdp_passed_packets_total",
+                "Packets of a route the XDP fast path left to the sockets (route past its time, padding, MTU, unknown next hop).",
+                fast.passed,
+            )?;
+        }
+
+        if let Some(p) = &self.process {
+            counter(
+                out,
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+                p.cpu_seconds,
+            )?;
+            gauge(
+                out,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                p.resident_memory_bytes,
+            )?;
+            gauge(
+                out,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                p.virtual_memory_bytes,
+            )?;
+            gauge(
+                out,
+                "process_open_fds",
+                "Number of open file descriptors.",
+                p.open_fds,
+            )?;
+            if let Some(max) = p.max_fds {
+                gauge(
+                    out,
+                    "process_max_fds",
+                    "Maximum number of open file descriptors.",
+                    max,
+                )?;
+            }
+            gauge(
+                out,
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                p.start_time_seconds,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A label name and value; values are `'static` (fixed sets) except the
+/// info metrics'.
+type Pair<'a> = (&'static str, &'a str);
+
+/// The `# HELP` and `# TYPE` lines of one metric. Names are written here
+/// whole, as scrapers see them; `prometheus-client` appends a counter's
+/// `_total` and an info metric's `_info` itself, so they are taken off
+/// first.
+fn descriptor<'s>(
+    out: &'s mut DescriptorEncoder<'_>,
+    name: &'s str,
+    help: &str,
+    kind: MetricType,
+) -> Result<MetricEncoder<'s>, fmt::Error> {
+    let suffix = match kind {
+        MetricType::Counter => "_total",
+        MetricType::Info => "_info",
+        _ => "",
+    };
+    let stem = name.strip_suffix(suffix);
+    debug_assert!(stem.is_some(), "{name} must end in {suffix}");
+    out.encode_descriptor(stem.unwrap_or(name), help, None, kind)
+}
+
+/// A counter without labels.
+fn counter<N: EncodeCounterValue>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: N,
+) -> fmt::Result {
+    ConstCounter::new(value).encode(descriptor(out, name, help, MetricType::Counter)?)
+}
+
+/// A gauge without labels.
+fn gauge<N: EncodeGaugeValue>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: N,
+) -> fmt::Result {
+    ConstGauge::new(value).encode(descriptor(out, name, help, MetricType::Gauge)?)
+}
+
+/// A counter with one sample per label set.
+fn counters<const L: usize>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = ([Pair<'static>; L], u64)>,
+) -> fmt::Result {
+    let mut metric = descriptor(out, name, help, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge with one sample per label set.
+fn gauges_of<const L: usize>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = ([Pair<'static>; L], u64)>,
+) -> fmt::Result {
+    let mut metric = descriptor(out, name, help, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// An info metric: one sample, value 1, that carries a label.
+fn info(out: &mut DescriptorEncoder<'_>, name: &str, help: &str, label: Pair<'_>) -> fmt::Result {
+    descriptor(out, name, help, MetricType::Info)?.encode_info(&[label])
+}
+
+/// A histogram from non-cumulative bucket counts (the last, past every
+/// bound, is `+Inf`'s own): the encoder sums them into the cumulative
+/// `_bucket` series, and writes `+Inf` as the count of all.
+fn histogram(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+) -> fmt::Result {
+    debug_assert_eq!(counts.len(), bounds.len() + 1);
+    let buckets: Vec<(f64, u64)> = bounds.iter().copied().zip(counts.iter().copied()).collect();
+    let count = counts.iter().sum();
+    descriptor(out, name, help, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+}
+
+/// A [`LatencyHistogram`] (microseconds) in seconds.
+fn latency_histogram(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    h: &LatencyHistogram,
+) -> fmt::Result {
+    histogram(
+        out,
+        name,
+        help,
+        &LATENCY_BUCKETS,
+        &h.buckets,
+        h.sum_us as f64 / 1e6,
+    )
+}
+
+/// A [`Tally`]'s counts under one label.
+fn tally<'a, L: Label>(
+    name: &'static str,
+    t: &'a Tally<L>,
+) -> impl Iterator<Item = ([Pair<'static>; 1], u64)> + 'a {
+    t.iter().map(move |(l, n)| ([(name, l.as_str())], n))
+}
+
+/// A [`Tally`] by transport, for some transports only.
+fn by_transport<'a>(
+    only: &'a [TransportLabel],
+    t: &'a Tally<TransportLabel>,
+) -> impl Iterator<Item = ([Pair<'static>; 1], u64)> + 'a {
+    only.iter()
+        .map(move |&l| ([("transport", l.as_str())], t.get(l)))
+}
+
+/// Per path, one sample each way; `pick` chooses packets or bytes.
+fn traffic<'a>(
+    paths: &'a [(&'static str, Traffic)],
+    pick: impl Fn(&Traffic) -> (u64, u64) + 'a,
+) -> impl Iterator<Item = ([Pair<'static>; 2], u64)> + 'a {
+    paths.iter().flat_map(move |(path, t)| {
+        let (to_peer, to_client) = pick(t);
+        [
+            ([("direction", "to_peer"), ("path", *path)], to_peer),
+            ([("direction", "to_client"), ("path", *path)], to_client),
+        ]
+    })
+}
