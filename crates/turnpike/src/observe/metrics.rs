@@ -791,3 +791,551 @@ fn traffic<'a>(
         ]
     })
 }
+
+// The snapshot every exposition test uses; see the file for why the path.
+#[cfg(test)]
+use crate::observe;
+#[cfg(test)]
+#[path = "../../tests/support/populated_snapshot.rs"]
+mod populated_snapshot;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use turnpike_core::stats::{AuthFailure, EndReason};
+
+    use super::populated_snapshot::populated;
+    use super::*;
+    use crate::observe::CredentialStats;
+
+    /// Fixed figures for the certificate and the process.
+    fn certificate(subject: &str) -> CertificateFacts {
+        CertificateFacts {
+            subject: subject.to_owned(),
+            not_after: UNIX_EPOCH + Duration::from_secs(1_798_761_600),
+            generation: 3,
+        }
+    }
+
+    fn process() -> ProcessStats {
+        ProcessStats {
+            cpu_seconds: 1.5,
+            resident_memory_bytes: 4096,
+            virtual_memory_bytes: 8192,
+            open_fds: 12,
+            max_fds: Some(1024),
+            start_time_seconds: 1_700_000_000.25,
+        }
+    }
+
+    /// Everything: the populated snapshot, a certificate, the process.
+    fn everything() -> String {
+        render_parts(
+            &populated(),
+            Some(&certificate("CN=turn.example.test, O=Tests")),
+            Some(&process()),
+        )
+    }
+
+    /// One sample line: name, labels in order, value.
+    #[derive(Debug)]
+    struct Line {
+        name: String,
+        labels: Vec<(String, String)>,
+        value: String,
+    }
+
+    /// The sample lines, parsed strictly (quoted values with `\\`, `\"` and
+    /// `\n` escapes); panics on anything else.
+    fn samples(text: &str) -> Vec<Line> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| parse_sample(l).unwrap_or_else(|| panic!("not a sample line: {l:?}")))
+            .collect()
+    }
+
+    fn parse_sample(line: &str) -> Option<Line> {
+        let name_end = line.find(['{', ' '])?;
+        let (name, mut rest) = line.split_at(name_end);
+        let mut labels = Vec::new();
+        if let Some(body) = rest.strip_prefix('{') {
+            let mut chars = body.char_indices();
+            loop {
+                let (start, _) = chars.next()?;
+                if body[start..].starts_with('}') {
+                    rest = &body[start + 1..];
+                    break;
+                }
+                let eq = start + body[start..].find("=\"")?;
+                let key = body[start..eq].trim_start_matches(',').to_owned();
+                // Skip to the opening quote's end.
+                while chars.next()?.0 < eq + 1 {}
+                let mut value = String::new();
+                loop {
+                    match chars.next()?.1 {
+                        '\\' => match chars.next()?.1 {
+                            '\\' => value.push('\\'),
+                            '"' => value.push('"'),
+                            'n' => value.push('\n'),
+                            _ => return None,
+                        },
+                        '"' => break,
+                        c => value.push(c),
+                    }
+                }
+                labels.push((key, value));
+                // Either `,` (next label) or `}` follows.
+                let next = body[chars.clone().next()?.0..].chars().next()?;
+                if next == ',' {
+                    chars.next();
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ')?;
+        if value.contains(' ') || value.is_empty() {
+            return None;
+        }
+        Some(Line {
+            name: name.to_owned(),
+            labels,
+            value: value.to_owned(),
+        })
+    }
+
+    /// Metric families from the `# TYPE` lines, in order.
+    fn families(text: &str) -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').expect("# TYPE name kind");
+                (name.to_owned(), kind.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn known_values_render_these_lines() {
+        let mut s = Snapshot {
+            worker_count: 2,
+            ..Snapshot::default()
+        };
+        let core = &mut s.workers.core;
+        core.requests.add(RequestMethod::Allocate, 7);
+        core.errors[RequestMethod::Allocate.index()].add(ErrorCode::QuotaReached, 2);
+        core.errors[RequestMethod::Allocate.index()].add(ErrorCode::InsufficientCapacity, 1);
+        core.errors[RequestMethod::Refresh.index()].add(ErrorCode::QuotaReached, 50);
+        core.drops.add(DropReason::RateLimited, 4);
+        core.auth_failures.add(AuthFailure::BadIntegrity, 5);
+        core.allocations_ended.add(EndReason::Expired, 6);
+        for secs in [0.5, 45.0, 45.0, 100_000.0] {
+            core.allocation_duration
+                .record(Duration::from_secs_f64(secs));
+        }
+        s.workers.allocations.by_kind[TransportLabel::Tls.index()][1][1] = 3;
+        s.fast_path = Some(crate::observe::FastPathStats {
+            relayed: Traffic {
+                to_peer_bytes: 1000,
+                ..Traffic::default()
+            },
+            ..Default::default()
+        });
+        let mut credentials = CredentialStats::default();
+        credentials.lookup_seconds.record(Duration::from_millis(3));
+        s.credentials = Some(credentials);
+        let text = render_parts(&s, None, Some(&process()));
+
+        for block in [
+            "# HELP turnpike_build_info Turnpike version; always 1.\n\
+             # TYPE turnpike_build_info gauge\n",
+            "# HELP turnpike_workers Workers running.\n\
+             # TYPE turnpike_workers gauge\n\
+             turnpike_workers 2\n",
+            "turnpike_draining 0\n",
+            "# TYPE turnpike_requests_total counter\n\
+             turnpike_requests_total{method=\"binding\"} 0\n\
+             turnpike_requests_total{method=\"allocate\"} 7\n",
+            "\nturnpike_error_responses_total{method=\"allocate\",code=\"486\"} 2\n",
+            "\nturnpike_error_responses_total{method=\"refresh\",code=\"486\"} 50\n",
+            // Allocate's only: Refresh's 486 is not a quota rejection.
+            "# TYPE turnpike_quota_rejections_total counter\n\
+             turnpike_quota_rejections_total{code=\"486\"} 2\n\
+             turnpike_quota_rejections_total{code=\"508\"} 1\n",
+            "\nturnpike_challenges_rate_limited_total 4\n",
+            "\nturnpike_dropped_packets_total{reason=\"rate_limited\"} 4\n",
+            "\nturnpike_auth_failures_total{reason=\"bad_integrity\"} 5\n",
+            "\nturnpike_allocations_ended_total{reason=\"expired\"} 6\n",
+            "\nturnpike_allocations{transport=\"tls\",family=\"ipv6\",relay_transport=\"tcp\"} 3\n",
+            "\nturnpike_allocations{transport=\"tls\",family=\"ipv6\",relay_transport=\"udp\"} 0\n",
+            "# TYPE turnpike_allocation_duration_seconds histogram\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"1\"} 1\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"10\"} 1\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"30\"} 1\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"60\"} 3\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"120\"} 3\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"300\"} 3\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"600\"} 3\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"1800\"} 3\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"3600\"} 3\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"7200\"} 3\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"21600\"} 3\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"86400\"} 3\n\
+             turnpike_allocation_duration_seconds_bucket{le=\"+Inf\"} 4\n\
+             turnpike_allocation_duration_seconds_sum 100090.5\n\
+             turnpike_allocation_duration_seconds_count 4\n",
+            "\nturnpike_relayed_bytes_total{direction=\"to_peer\",path=\"sockets\"} 0\n",
+            "\nturnpike_relayed_bytes_total{direction=\"to_peer\",path=\"xdp\"} 1000\n",
+            "\nturnpike_xdp_relayed_bytes_total{direction=\"to_peer\"} 1000\n",
+            "\nturnpike_database_lookup_duration_seconds_bucket{le=\"0.0025\"} 0\n\
+             turnpike_database_lookup_duration_seconds_bucket{le=\"0.005\"} 1\n",
+            "\nturnpike_database_lookup_duration_seconds_sum 0.003\n\
+             turnpike_database_lookup_duration_seconds_count 1\n",
+            "# TYPE turnpike_database_up gauge\nturnpike_database_up 0\n",
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.5\n",
+            "\nprocess_resident_memory_bytes 4096\n",
+            "\nprocess_virtual_memory_bytes 8192\n",
+            "\nprocess_open_fds 12\n",
+            "\nprocess_max_fds 1024\n",
+        ] {
+            assert!(text.contains(block), "missing\n{block}\nin\n{text}");
+        }
+        // The start time, whatever the float's spelling.
+        let start = samples(&text)
+            .into_iter()
+            .find(|l| l.name == "process_start_time_seconds")
+            .expect("process_start_time_seconds");
+        assert_eq!(start.value.parse::<f64>(), Ok(1_700_000_000.25));
+        // A whole exposition: HELP, TYPE, samples; no OpenMetrics EOF. It
+        // is what the admin endpoint says it serves.
+        assert!(text.ends_with('\n') && !text.contains("# EOF"), "{text}");
+        assert_eq!(CONTENT_TYPE, crate::admin_http::METRICS_CONTENT_TYPE);
+    }
+
+    #[test]
+    fn certificate_metrics_and_escaping() {
+        let text = render_parts(
+            &Snapshot {
+                certificate_reloads_refused: 4,
+                ..Snapshot::default()
+            },
+            Some(&certificate("CN=\"q\\\"\nx, O=b")),
+            None,
+        );
+        for line in [
+            "\nturnpike_tls_certificate_not_after_seconds 1798761600\n",
+            "\nturnpike_tls_certificate_reloads_total 3\n",
+            "\nturnpike_tls_certificate_reloads_refused_total 4\n",
+            // Backslash, double quote and line feed escaped.
+            "\nturnpike_tls_certificate_info{subject=\"CN=\\\"q\\\\\\\"\\nx, O=b\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        let info = samples(&text)
+            .into_iter()
+            .find(|l| l.name == "turnpike_tls_certificate_info")
+            .expect("info");
+        assert_eq!(
+            info.labels,
+            [("subject".to_owned(), "CN=\"q\\\"\nx, O=b".to_owned())]
+        );
+    }
+
+    /// What is there depends on the snapshot's optional parts only.
+    #[test]
+    fn optional_families_follow_the_snapshot() {
+        let bare = render_parts(&Snapshot::default(), None, None);
+        for prefix in [
+            "turnpike_tls_",
+            "turnpike_xdp_",
+            "turnpike_credential_",
+            "turnpike_database_",
+            "process_",
+            "path=\"xdp\"",
+        ] {
+            assert!(!bare.contains(prefix), "{prefix} in\n{bare}");
+        }
+        let full = everything();
+        for prefix in [
+            "turnpike_tls_certificate_info{",
+            "turnpike_xdp_routes ",
+            "turnpike_credential_cache_hits_total ",
+            "turnpike_database_up 1",
+            "process_open_fds ",
+            "path=\"xdp\"",
+        ] {
+            assert!(full.contains(prefix), "{prefix} missing in\n{full}");
+        }
+        // Everything the bare one has, the full one has too.
+        let names = |text: &str| -> BTreeSet<String> {
+            families(text).into_iter().map(|(name, _)| name).collect()
+        };
+        assert!(names(&bare).is_subset(&names(&full)));
+    }
+
+    /// Label values come from the fixed sets of the core's label enums and
+    /// of this module, so clients cannot make new series.
+    #[test]
+    fn label_values_come_from_fixed_sets() {
+        fn all<L: Label>() -> BTreeSet<&'static str> {
+            L::ALL.iter().map(|l| l.as_str()).collect()
+        }
+        let text = everything();
+        let fixed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::from([
+            ("method", all::<RequestMethod>()),
+            ("code", all::<ErrorCode>()),
+            ("transport", all::<TransportLabel>()),
+            ("family", FAMILIES.into()),
+            ("relay_transport", RELAY_TRANSPORTS.into()),
+            ("direction", ["to_peer", "to_client"].into()),
+            ("path", ["sockets", "xdp"].into()),
+        ]);
+        let reasons: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::from([
+            ("turnpike_auth_failures_total", all::<AuthFailure>()),
+            ("turnpike_allocations_ended_total", all::<EndReason>()),
+            ("turnpike_dropped_packets_total", all::<DropReason>()),
+        ]);
+        let mut seen = BTreeSet::new();
+        let lines = samples(&text);
+        assert!(lines.len() > 250, "{}", lines.len());
+        for line in &lines {
+            assert!(
+                seen.insert((line.name.clone(), format!("{:?}", line.labels))),
+                "duplicate series {line:?}"
+            );
+            for (key, value) in &line.labels {
+                let ok = match key.as_str() {
+                    "le" => value == "+Inf" || value.parse::<f64>().is_ok(),
+                    "reason" => reasons
+                        .get(line.name.as_str())
+                        .is_some_and(|s| s.contains(value.as_str())),
+                    "version" => {
+                        line.name == "turnpike_build_info" && value == env!("CARGO_PKG_VERSION")
+                    }
+                    "subject" => line.name == "turnpike_tls_certificate_info",
+                    key => fixed.get(key).is_some_and(|s| s.contains(value.as_str())),
+                };
+                assert!(ok, "{key}={value:?} in {line:?}");
+            }
+        }
+        // And every value of every set is there (so a dashboard's series
+        // exist before their first event).
+        for (key, values) in &fixed {
+            for value in values {
+                assert!(
+                    lines
+                        .iter()
+                        .any(|l| l.labels.iter().any(|(k, v)| k == key && v == value)),
+                    "{key}={value} never shown"
+                );
+            }
+        }
+    }
+
+    /// Buckets are cumulative, bounds rise, the last is `+Inf` and equals
+    /// `_count`; with the populated snapshot (one in every bucket) each
+    /// bucket holds one more than the one before.
+    #[test]
+    fn histograms_are_cumulative_and_end_with_inf() {
+        let text = everything();
+        let lines = samples(&text);
+        let histograms: Vec<String> = families(&text)
+            .into_iter()
+            .filter(|(_, kind)| kind == "histogram")
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(
+            histograms,
+            [
+                "turnpike_allocation_duration_seconds",
+                "turnpike_database_lookup_duration_seconds"
+            ]
+        );
+        for name in histograms {
+            let bucket = format!("{name}_bucket");
+            let buckets: Vec<(f64, u64)> = lines
+                .iter()
+                .filter(|l| l.name == bucket)
+                .map(|l| {
+                    let [(key, le)] = &l.labels[..] else {
+                        panic!("{l:?}")
+                    };
+                    assert_eq!(key, "le");
+                    let le = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().expect("a bound")
+                    };
+                    (le, l.value.parse().expect("a count"))
+                })
+                .collect();
+            let value = |suffix: &str| {
+                let n = format!("{name}{suffix}");
+                let line = lines.iter().find(|l| l.name == n).expect(&n);
+                line.value.clone()
+            };
+            let count: u64 = value("_count").parse().expect("count");
+            assert_eq!(buckets.last(), Some(&(f64::INFINITY, count)), "{name}");
+            for (i, pair) in buckets.windows(2).enumerate() {
+                assert!(pair[0].0 < pair[1].0, "{name}: bounds {pair:?}");
+                assert_eq!(pair[1].1, pair[0].1 + 1, "{name}: bucket {i} {pair:?}");
+            }
+            assert_eq!(buckets[0].1, 1, "{name}");
+            assert!(value("_sum").parse::<f64>().expect("sum") > 0.0);
+        }
+    }
+
+    /// The whole output through a real exposition parser
+    /// (`prometheus-parse`). It skips what it does not understand rather
+    /// than failing, so the test also checks that it understood every line
+    /// and recovered every sample.
+    #[test]
+    fn a_real_parser_reads_every_line() {
+        use prometheus_parse::{LineInfo, Scrape, Value};
+
+        let text = everything();
+        for line in text.lines() {
+            assert!(
+                !matches!(LineInfo::parse(line), LineInfo::Ignored | LineInfo::Empty),
+                "not understood: {line:?}"
+            );
+        }
+        let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parse");
+        let families = families(&text);
+        let lines = samples(&text);
+        let value_of = |metric: &str| -> f64 {
+            let sample = scrape.samples.iter().find(|s| s.metric == metric);
+            match sample.map(|s| &s.value) {
+                Some(Value::Untyped(v)) => *v,
+                other => panic!("{metric}: {other:?}"),
+            }
+        };
+        let mut expected = 0;
+        for (name, kind) in &families {
+            assert!(scrape.docs.contains_key(name), "no HELP for {name}");
+            let of_family: Vec<_> = scrape
+                .samples
+                .iter()
+                .filter(|s| &s.metric == name)
+                .collect();
+            assert!(!of_family.is_empty(), "no samples for {name}");
+            for sample in &of_family {
+                let ok = match (kind.as_str(), &sample.value) {
+                    ("counter", Value::Counter(v)) | ("gauge", Value::Gauge(v)) => v.is_finite(),
+                    ("histogram", Value::Histogram(buckets)) => {
+                        let count = value_of(&format!("{name}_count"));
+                        buckets.last().map(|b| (b.less_than, b.count))
+                            == Some((f64::INFINITY, count))
+                    }
+                    _ => false,
+                };
+                assert!(ok, "{name} ({kind}): {sample:?}");
+            }
+            // A histogram's buckets make one parsed sample; its `_sum` and
+            // `_count` are two more (untyped: the parser knows no family
+            // of theirs).
+            expected += if kind == "histogram" {
+                3
+            } else {
+                lines.iter().filter(|l| &l.name == name).count()
+            };
+        }
+        assert_eq!(scrape.samples.len(), expected);
+        // The lines of no family are the histograms' buckets, sums and
+        // counts.
+        let histogram_lines = lines
+            .iter()
+            .filter(|l| !families.iter().any(|(name, _)| &l.name == name))
+            .count();
+        let histogram_buckets = DURATION_BUCKETS.len() + LATENCY_BUCKETS.len() + 2;
+        assert_eq!(histogram_lines, histogram_buckets + 4);
+        // Counts and values come through.
+        let value = |metric: &str, label: Option<(&str, &str)>| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == metric && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
+                })
+                .map(|s| s.value.clone())
+        };
+        assert_eq!(
+            value("turnpike_requests_total", Some(("method", "allocate"))),
+            Some(Value::Counter(1001.0))
+        );
+        assert_eq!(value("turnpike_workers", None), Some(Value::Gauge(2.0)));
+        assert_eq!(
+            value("turnpike_quota_rejections_total", Some(("code", "508"))),
+            populated()
+                .workers
+                .core
+                .errors(RequestMethod::Allocate)
+                .get(ErrorCode::InsufficientCapacity)
+                .to_string()
+                .parse()
+                .ok()
+                .map(Value::Counter)
+        );
+    }
+
+    #[test]
+    fn process_figures_from_proc_texts() {
+        // A command name with a space and a parenthesis.
+        let stat = "4242 (turn pike) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
+                    250 125 0 0 20 0 5 0 987654 123456789 2048 18446744073709551615 \
+                    1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0";
+        let status = "Name:\tturnpike\nVmPeak:\t  200000 kB\nVmSize:\t  120564 kB\n\
+                      VmRSS:\t    8192 kB\nThreads:\t5\n";
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            65536                524288               files     \n";
+        let system = "cpu  1 2 3 4\nbtime 1700000000\nprocesses 99\n";
+        assert_eq!(
+            ProcessStats::parse(stat, status, limits, system, 9),
+            Some(ProcessStats {
+                cpu_seconds: 3.75,
+                resident_memory_bytes: 8192 * 1024,
+                virtual_memory_bytes: 123_456_789,
+                open_fds: 9,
+                max_fds: Some(65_536),
+                start_time_seconds: 1_700_000_000.0 + 9_876.54,
+            })
+        );
+        let unlimited = limits.replace("65536               ", "unlimited           ");
+        assert_eq!(
+            ProcessStats::parse(stat, status, &unlimited, system, 9).map(|p| p.max_fds),
+            Some(None)
+        );
+        // Anything missing: no figures rather than wrong ones.
+        assert_eq!(
+            ProcessStats::parse("4242 (x", status, limits, system, 9),
+            None
+        );
+        assert_eq!(
+            ProcessStats::parse(stat, "Name:\tx\n", limits, system, 9),
+            None
+        );
+        assert_eq!(ProcessStats::parse(stat, status, "", system, 9), None);
+        assert_eq!(
+            ProcessStats::parse(stat, status, limits, "cpu 1\n", 9),
+            None
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_figures_of_this_process() {
+        let p = ProcessStats::read().expect("/proc is readable");
+        let now = crate::date::unix_seconds(std::time::SystemTime::now()) as f64;
+        // This test process started within the last hour.
+        assert!(
+            p.start_time_seconds <= now + 1.0 && p.start_time_seconds > now - 3600.0,
+            "{p:?} now {now}"
+        );
+        assert!(p.open_fds >= 3, "{p:?}");
+        assert!(p.resident_memory_bytes > 0, "{p:?}");
+        assert!(p.virtual_memory_bytes >= p.resident_memory_bytes, "{p:?}");
+        assert!(p.cpu_seconds >= 0.0, "{p:?}");
+        assert!(p.max_fds.is_none_or(|max| max >= p.open_fds), "{p:?}");
+    }
+}
