@@ -1278,6 +1278,43 @@ mod tests {
         );
     }
 
+    /// Every family is described in this module's documentation, and the
+    /// README's "Metrics" section, and nothing there is stale.
+    #[test]
+    fn every_metric_is_documented() {
+        let rendered: BTreeSet<String> = families(&everything())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        // Rows of the tables: "| `name` | type | …".
+        let documented = |text: &str, prefix: &str| -> BTreeMap<String, String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(prefix)?.strip_prefix("| `"))
+                .filter_map(|l| {
+                    let (name, rest) = l.split_once("` | ")?;
+                    let kind = rest.split(' ').next()?;
+                    Some((name.to_owned(), kind.to_owned()))
+                })
+                .collect()
+        };
+        let types: BTreeMap<String, String> = families(&everything()).into_iter().collect();
+        let readme = include_str!("../../../../README.md");
+        let section = readme
+            .split_once("\n## Metrics\n")
+            .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+            .expect("README.md has a Metrics section");
+        for (source, table) in [
+            ("metrics.rs", documented(include_str!("metrics.rs"), "//! ")),
+            ("README.md", documented(section, "")),
+        ] {
+            let names: BTreeSet<String> = table.keys().cloned().collect();
+            assert_eq!(names, rendered, "{source}'s table");
+            for (name, kind) in &table {
+                assert_eq!(Some(kind), types.get(name), "{source}: {name}");
+            }
+        }
+    }
+
     #[test]
     fn process_figures_from_proc_texts() {
         // A command name with a space and a parenthesis.
