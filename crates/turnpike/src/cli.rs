@@ -267,6 +267,16 @@ fn one_line(err: &clap::Error, args: &[OsString]) -> String {
     {
         message.push_str("; `turnpike credentials` takes the user id as --user-id ID");
     }
+    // The flag of a setting that was removed.
+    if err.kind() == ErrorKind::UnknownArgument
+        && let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg)
+        && arg
+            .split('=')
+            .next()
+            .is_some_and(|flag| flag.ends_with("-admin-allow-remote"))
+    {
+        message.push_str("; admin.allow_remote was removed: an admin.listen address other than loopback now needs admin.token_file (--admin-token-file PATH)");
+    }
     message.push_str(" (see turnpike --help)");
     message
 }

@@ -129,7 +129,9 @@ fn every_key_has_a_flag() {
         "--max-peer-connections=0",
         "--admin-listen=127.0.0.1:9090,none",
         "--admin-listen=[::1]:9090",
-        "--admin-allow-remote",
+        "--admin-token-file=/etc/turnpike/admin.token",
+        "--no-admin-probes-without-token",
+        "--admin-restund-listen=127.0.0.1:33000",
         "--xdp-interface=eth0,none",
         "--xdp-interface=eth1",
         "--xdp-mode=native",
@@ -223,7 +225,9 @@ fn every_key_has_a_flag() {
             max_peer_connections_per_allocation: Some(17),
             max_peer_connections: Some(0),
             admin_listen: Some(vec![addr("127.0.0.1:9090"), addr("[::1]:9090")]),
-            admin_allow_remote: Some(true),
+            admin_token_file: Some("/etc/turnpike/admin.token".into()),
+            admin_probes_without_token: Some(false),
+            admin_restund_listen: Some(addr("127.0.0.1:33000")),
             xdp_interfaces: Some(vec!["eth0".into(), "eth1".into()]),
             xdp_mode: Some(XdpMode::Native),
         }
@@ -376,15 +380,21 @@ fn last_of_flag_and_negation_wins() {
         Some(false)
     );
     assert_eq!(
-        parse(&["--admin-allow-remote", "--no-admin-allow-remote"])
-            .overrides()
-            .admin_allow_remote,
+        parse(&[
+            "--admin-probes-without-token",
+            "--no-admin-probes-without-token"
+        ])
+        .overrides()
+        .admin_probes_without_token,
         Some(false)
     );
     assert_eq!(
-        parse(&["--no-admin-allow-remote", "--admin-allow-remote=yes"])
-            .overrides()
-            .admin_allow_remote,
+        parse(&[
+            "--no-admin-probes-without-token",
+            "--admin-probes-without-token=yes"
+        ])
+        .overrides()
+        .admin_probes_without_token,
         Some(true)
     );
     assert_eq!(
@@ -452,7 +462,15 @@ fn usage_errors_are_one_line() {
             &["--admin-listen", "localhost:9090"],
             "or none for no listener",
         ),
-        (&["--admin-allow-remote=maybe"], "maybe"),
+        (&["--admin-probes-without-token=maybe"], "maybe"),
+        (
+            &["--admin-restund-listen", "localhost"],
+            "`localhost` is not an IP:PORT address",
+        ),
+        (
+            &["--admin-allow-remote"],
+            "admin.allow_remote was removed: an admin.listen address other than loopback now needs admin.token_file",
+        ),
     ];
     for (args, needle) in cases {
         let message = usage_error(args);
