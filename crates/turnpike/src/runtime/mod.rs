@@ -126,6 +126,10 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
         started: now,
         certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
         fast_path: fast_path.clone(),
+        // TEMPORARY (i15-admin): the runtime's own `observe::Relay`
+        // replaces this placeholder and fills in the listeners.
+        relay: Arc::new(placeholder::NotYetWired),
+        listeners: Vec::new(),
     };
     crate::admin_http::start(&config.admin, admin, &control)?;
     let l = &config.limits;
@@ -417,4 +421,33 @@ fn wait_for_shutdown(
             Some(err) = failed.recv() => Err(err),
         }
     })
+}
+
+/// TEMPORARY (i15-admin): a relay that knows nothing, so the admin branch
+/// builds before the runtime implements [`crate::observe::Relay`]. Drop it
+/// when merging with the runtime's implementation.
+mod placeholder {
+    use crate::observe::{AllocationFilter, AllocationInfo, BoxFuture, Health, Relay, Snapshot};
+
+    pub(super) struct NotYetWired;
+
+    impl Relay for NotYetWired {
+        fn snapshot(&self) -> BoxFuture<'_, Snapshot> {
+            Box::pin(async { Snapshot::default() })
+        }
+        fn health(&self) -> BoxFuture<'_, Health> {
+            Box::pin(async {
+                Health {
+                    started: true,
+                    ..Health::default()
+                }
+            })
+        }
+        fn allocations(&self, _: AllocationFilter) -> BoxFuture<'_, Vec<AllocationInfo>> {
+            Box::pin(async { Vec::new() })
+        }
+        fn kick(&self, _: AllocationFilter) -> BoxFuture<'_, usize> {
+            Box::pin(async { 0 })
+        }
+    }
 }
