@@ -929,14 +929,15 @@ async fn not_found() -> impl IntoResponse {
 
 /// Binds every `admin.listen` address (an error is one line saying what to
 /// do, as for the other listeners), reads `admin.token_file`, and serves
-/// them on `runtime`. Nothing when the list is empty.
+/// them on `runtime`. Returns the addresses bound (port 0 resolved);
+/// nothing when the list is empty.
 pub fn start(
     admin: &AdminSettings,
     state: AdminState,
     runtime: &tokio::runtime::Runtime,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<SocketAddr>> {
     if admin.listen.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let access = Access::from_settings(admin)?;
     let _entered = runtime.enter();
@@ -951,8 +952,10 @@ pub fn start(
     };
     let app = router(Arc::new(state), access);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut bound = Vec::with_capacity(listeners.len());
     for listener in listeners {
         let local = listener.local_addr().ok();
+        bound.extend(local);
         let bounded = Bounded {
             inner: listener,
             slots: Arc::clone(&slots),
@@ -967,7 +970,7 @@ pub fn start(
             tracing::info!(address = %local, access = guarded, "admin endpoint listening (/healthz, /readyz, /metrics, /status, /v1/…)");
         }
     }
-    Ok(())
+    Ok(bound)
 }
 
 /// A listening TCP socket: IPv6 ones IPv6-only (like every other listener),

@@ -277,6 +277,68 @@ fn admin_subcommands() {
     assert_eq!((args.ttl, args.format), (86_400, CredentialFormat::Rest));
 }
 
+/// `turnpike status`, `allocations` and `kick`, with the global flags that
+/// point them at a server.
+#[test]
+fn admin_endpoint_subcommands() {
+    use crate::admin_client::{AllocationsArgs, KickArgs, StatusArgs};
+    assert_eq!(
+        parse(&["status"]).subcommand(),
+        Command::Status(StatusArgs { json: false })
+    );
+    let cli = parse(&[
+        "status",
+        "--json",
+        "--admin-listen",
+        "[::1]:9641",
+        "--admin-token-file=/t",
+    ]);
+    assert_eq!(cli.subcommand(), Command::Status(StatusArgs { json: true }));
+    assert_eq!(
+        cli.overrides().admin_listen,
+        Some(vec!["[::1]:9641".parse().unwrap()])
+    );
+    assert_eq!(cli.overrides().admin_token_file, Some(PathBuf::from("/t")));
+    assert_eq!(
+        parse(&["allocations"]).subcommand(),
+        Command::Allocations(AllocationsArgs {
+            username: None,
+            json: false
+        })
+    );
+    assert_eq!(
+        parse(&[
+            "-c",
+            "/x.toml",
+            "allocations",
+            "--username",
+            "1767225600:alice",
+            "--json"
+        ])
+        .subcommand(),
+        Command::Allocations(AllocationsArgs {
+            username: Some("1767225600:alice".to_owned()),
+            json: true
+        })
+    );
+    assert_eq!(
+        parse(&["kick", "--id", "00000000000000ff"]).subcommand(),
+        Command::Kick(KickArgs {
+            username: None,
+            id: Some("00000000000000ff".to_owned()),
+            json: false
+        })
+    );
+    assert_eq!(
+        parse(&["kick", "--username=alice", "--json"]).subcommand(),
+        Command::Kick(KickArgs {
+            username: Some("alice".to_owned()),
+            id: None,
+            json: true
+        })
+    );
+}
+
 #[test]
 fn admin_usage_errors() {
     let cases: &[(&[&str], &str)] = &[
@@ -298,6 +360,19 @@ fn admin_usage_errors() {
         (&["credentials", "--ttl", "0"], "--ttl"),
         (&["credentials", "--format", "json"], "json"),
         (&["user", "frobnicate"], "frobnicate"),
+        (
+            &["kick"],
+            "the following required arguments were not provided: <--username <NAME>|--id <ID>>",
+        ),
+        (
+            &["kick", "--id", "1", "--username", "a"],
+            "cannot be used with",
+        ),
+        (&["allocations", "alice"], "unexpected argument 'alice'"),
+        (
+            &["status", "--username", "a"],
+            "unexpected argument '--username'",
+        ),
     ];
     for (args, needle) in cases {
         let message = usage_error(args);
@@ -502,6 +577,17 @@ fn user_errors_do_not_repeat_the_value() {
         usage_error(&["credentials", "--user", "alice"])
             .contains("takes the user id as --user-id ID")
     );
+    // `allocations` and `kick` at --username (--user is the server's
+    // USER:PASSWORD).
+    for command in ["allocations", "kick"] {
+        let message = usage_error(&[command, "--user", "alice"]);
+        assert!(
+            message.contains(&format!(
+                "; `turnpike {command}` takes the user as --username NAME"
+            )),
+            "{message}"
+        );
+    }
 }
 
 #[test]
