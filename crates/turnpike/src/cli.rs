@@ -1,4 +1,4 @@
-//! Command-line interface: `turnpike [FLAGS] [serve|check-config|version]`.
+//! Command-line interface: `turnpike [FLAGS] [serve|check-config|version|…]`.
 //!
 //! Every setting has a flag and a `TURNPIKE_*` environment variable
 //! (clap's `env` feature; a flag beats its variable), made from its
@@ -77,6 +77,16 @@ pub enum Command {
     /// Mint a time-limited username and password (TURN REST API or Wire
     /// format) from a shared secret, e.g. to test a deployment.
     Credentials(Box<crate::admin::CredentialsArgs>),
+    /// Ask the running server (its admin endpoint: the first admin.listen
+    /// address, with admin.token_file) how it is: readiness, workers,
+    /// listeners, allocations, database, certificate.
+    Status(crate::admin_client::StatusArgs),
+    /// List the running server's live allocations, all or one user's.
+    Allocations(crate::admin_client::AllocationsArgs),
+    /// End allocations of the running server: one (--id) or all of a
+    /// user's (--username), who then cannot allocate for
+    /// database.cache_ttl.
+    Kick(crate::admin_client::KickArgs),
 }
 
 /// The flags of every setting (from the declarations, see
@@ -259,13 +269,29 @@ fn one_line(err: &clap::Error, args: &[OsString]) -> String {
             "; boolean flags take a value only after `=`, e.g. --udp={word} (or use --no-udp)"
         ));
     }
-    // `credentials --user ID` reads naturally but --user is the server's
-    // USER:PASSWORD flag.
+    // `credentials --user ID` (or `allocations`, `kick`) reads naturally
+    // but --user is the server's USER:PASSWORD flag.
     if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg)
         && arg.starts_with("--user ")
-        && args.iter().any(|a| a == "credentials")
     {
-        message.push_str("; `turnpike credentials` takes the user id as --user-id ID");
+        if args.iter().any(|a| a == "credentials") {
+            message.push_str("; `turnpike credentials` takes the user id as --user-id ID");
+        } else if let Some(command) = args.iter().find(|a| *a == "allocations" || *a == "kick") {
+            message.push_str(&format!(
+                "; `turnpike {}` takes the user as --username NAME",
+                command.to_string_lossy()
+            ));
+        }
+    }
+    // The flag of a setting that was removed.
+    if err.kind() == ErrorKind::UnknownArgument
+        && let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg)
+        && arg
+            .split('=')
+            .next()
+            .is_some_and(|flag| flag.ends_with("-admin-allow-remote"))
+    {
+        message.push_str("; admin.allow_remote was removed: an admin.listen address other than loopback now needs admin.token_file (--admin-token-file PATH)");
     }
     message.push_str(" (see turnpike --help)");
     message

@@ -3,7 +3,10 @@
 //!
 //! - [`admin`]: `turnpike user|secret|credentials`, the credential
 //!   database's administration commands.
-//! - [`admin_http`]: the admin HTTP endpoint (`/metrics`, `/status`).
+//! - [`admin_client`]: `turnpike status|allocations|kick`, the admin
+//!   endpoint's client.
+//! - [`admin_http`]: the admin HTTP endpoint (probes, `/metrics`, status,
+//!   allocations, kicks).
 //! - [`bench`]: `turnpike bench`, the TURN load generator's command line.
 //! - [`cli`]: command-line parsing (clap); `main.rs` dispatches the subcommands.
 //! - [`config`]: the operator's settings, each declared once: file,
@@ -16,6 +19,7 @@
 //! - [`tls`]: TLS certificates, their checks and hot reload.
 
 pub mod admin;
+pub mod admin_client;
 pub mod admin_http;
 pub mod bench;
 pub mod cli;

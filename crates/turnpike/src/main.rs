@@ -83,6 +83,21 @@ fn run() -> Result<(), Failure> {
         Command::Credentials(args) => {
             return run_admin(&cli, |ctx| turnpike::admin::credentials(&args, ctx));
         }
+        Command::Status(args) => {
+            return run_client(&cli, |settings| {
+                turnpike::admin_client::status(&args, settings)
+            });
+        }
+        Command::Allocations(args) => {
+            return run_client(&cli, |settings| {
+                turnpike::admin_client::allocations(&args, settings)
+            });
+        }
+        Command::Kick(args) => {
+            return run_client(&cli, |settings| {
+                turnpike::admin_client::kick(&args, settings)
+            });
+        }
         Command::CheckConfig => false,
         Command::Serve => true,
     };
@@ -99,9 +114,14 @@ fn run() -> Result<(), Failure> {
         None => "built-in defaults".to_owned(),
     };
     if !serve {
-        // The certificate files are read and checked here too, so that a
-        // renewal can be checked before SIGHUP; an error prints nothing on
-        // stdout, like any other configuration error.
+        // The admin token and the certificate files are read and checked
+        // here too, so that a renewal can be checked before SIGHUP; an
+        // error prints nothing on stdout, like any other configuration
+        // error.
+        if !settings.admin.listen.is_empty() {
+            turnpike::admin_http::Access::from_settings(&settings.admin)
+                .map_err(Failure::config)?;
+        }
         let certificates = match settings.tls.enabled() {
             true => {
                 Some(turnpike::tls::Certificates::load(&settings.tls).map_err(Failure::config)?)
@@ -153,6 +173,28 @@ fn run_admin(
             message,
         },
     })
+}
+
+/// `turnpike status|allocations|kick`: the configuration `serve` would
+/// run with, no logging; the command's output on stdout.
+fn run_client(
+    cli: &Cli,
+    command: impl FnOnce(&Settings) -> Result<String, AdminError>,
+) -> Result<(), Failure> {
+    let settings =
+        Settings::resolve(cli.config_path(), &cli.overrides()).map_err(Failure::config)?;
+    let output = command(&settings).map_err(|err| match err {
+        AdminError::Usage(message) => Failure {
+            status: EXIT_CONFIG,
+            message,
+        },
+        AdminError::Runtime(message) => Failure {
+            status: EXIT_RUNTIME,
+            message,
+        },
+    })?;
+    let _ = std::io::stdout().lock().write_all(output.as_bytes());
+    Ok(())
 }
 
 /// Prints a line to stdout, ignoring write errors: `println!` would panic on

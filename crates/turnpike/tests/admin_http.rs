@@ -2,8 +2,10 @@
 //! with plain HTTP/1.1 over a TCP socket: `/metrics` and `/status` report
 //! the TLS certificate in service — its expiry, reload count and subject —
 //! and follow a renewal but not a broken one; without TLS there is no TLS
-//! part; connections are bounded; non-loopback addresses need
-//! `admin.allow_remote`; a busy admin port is one error line and exit 1.
+//! part; connections are bounded; with a token every route but the probes
+//! needs it, and `turnpike status|allocations|kick` send it; non-loopback
+//! addresses need a token; a busy admin port is one error line and exit 1;
+//! so is an admin endpoint the command line cannot reach.
 //!
 //! Expected certificate values are read from the files with the `openssl`
 //! and `date` commands, not with Turnpike's own parser. Loopback only, with
@@ -98,10 +100,19 @@ fn request_text(method: &str, path: &str) -> String {
 
 /// One request on a new connection.
 fn http(port: u16, method: &str, path: &str) -> Response {
+    http_with(port, method, path, "")
+}
+
+/// One request on a new connection, with `headers` (`Name: value\r\n`
+/// each) added.
+fn http_with(port: u16, method: &str, path: &str, headers: &str) -> Response {
     let mut stream = connect(port);
-    stream
-        .write_all(request_text(method, path).as_bytes())
-        .unwrap();
+    let request = request_text(method, path).replacen(
+        "Connection: close\r\n",
+        &format!("Connection: close\r\n{headers}"),
+        1,
+    );
+    stream.write_all(request.as_bytes()).unwrap();
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
@@ -424,12 +435,17 @@ fn trickling_clients_cannot_lock_out_the_scraper() {
     );
 }
 
-/// The endpoint has no authentication: an address other than loopback is a
-/// configuration error (one line, exit 2) unless `admin.allow_remote`.
+/// An address other than loopback needs a token: without
+/// `admin.token_file` it is a configuration error (one line, exit 2); so
+/// is a token file that cannot be read, and the removed
+/// `admin.allow_remote`.
 #[test]
-fn non_loopback_admin_address_needs_allow_remote() {
+fn non_loopback_admin_address_needs_a_token() {
     let data = tempfile::tempdir().expect("data dir");
     let data_dir = data.path().to_str().unwrap();
+    let token_file = data.path().join("admin.token");
+    std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let token_file = token_file.to_str().unwrap();
     let env = [("TURNPIKE_DATA_DIR", data_dir)];
     for (args, env) in [
         (
@@ -447,31 +463,22 @@ fn non_loopback_admin_address_needs_allow_remote() {
                 ("TURNPIKE_ADMIN_LISTEN", "127.0.0.1:9641,0.0.0.0:9641"),
             ],
         ),
-        (
-            vec![
-                "--admin-allow-remote",
-                "--no-admin-allow-remote",
-                "--admin-listen",
-                "0.0.0.0:9641",
-                "check-config",
-            ],
-            env.to_vec(),
-        ),
     ] {
         let out = run(&args, &env);
         let line = out.error_line(2);
         assert!(
-            line.contains("admin.listen address 0.0.0.0:9641 is not a loopback address, and the admin endpoint has no authentication; use 127.0.0.1:PORT or [::1]:PORT, or set admin.allow_remote = true"),
+            line.contains("admin.listen address 0.0.0.0:9641 is not a loopback address, and admin.token_file is not set; set admin.token_file to a file holding a bearer token (e.g. `openssl rand -hex 32 > /etc/turnpike/admin.token`), or use 127.0.0.1:PORT or [::1]:PORT"),
             "{args:?}: {line}"
         );
     }
-    // Allowed explicitly, by flag or variable.
+    // With a token, by flag or variable.
     for (args, env) in [
         (
             vec![
                 "--admin-listen",
                 "0.0.0.0:9641",
-                "--admin-allow-remote",
+                "--admin-token-file",
+                token_file,
                 "check-config",
             ],
             env.to_vec(),
@@ -480,16 +487,165 @@ fn non_loopback_admin_address_needs_allow_remote() {
             vec!["--admin-listen", "0.0.0.0:9641", "check-config"],
             vec![
                 ("TURNPIKE_DATA_DIR", data_dir),
-                ("TURNPIKE_ADMIN_ALLOW_REMOTE", "true"),
+                ("TURNPIKE_ADMIN_TOKEN_FILE", token_file),
             ],
         ),
     ] {
         let lines = run(&args, &env).ok_lines().join("\n");
         assert!(
-            lines.contains("; admin on (http://0.0.0.0:9641; /metrics, /status); "),
+            lines.contains(&format!(
+                "; admin on (http://0.0.0.0:9641; token {token_file}); "
+            )),
             "{args:?}: {lines}"
         );
     }
+    // check-config reads the token file.
+    let missing = data.path().join("missing.token");
+    let missing = missing.to_str().unwrap();
+    let out = run(
+        &[
+            "--admin-listen",
+            "0.0.0.0:9641",
+            "--admin-token-file",
+            missing,
+            "check-config",
+        ],
+        &env,
+    );
+    assert_eq!(
+        out.error_line(2),
+        format!(
+            "turnpike: error: invalid configuration: admin.token_file {missing}: cannot read it: no such file or directory; create it, e.g. with `openssl rand -hex 32 > {missing}`"
+        )
+    );
+    // The flag of the removed setting says what replaced it.
+    let out = run(
+        &[
+            "--admin-allow-remote",
+            "--admin-listen",
+            "0.0.0.0:9641",
+            "check-config",
+        ],
+        &env,
+    );
+    assert!(
+        out.error_line(2)
+            .contains("admin.allow_remote was removed: an admin.listen address other than loopback now needs admin.token_file (--admin-token-file PATH)"),
+        "{}",
+        out.stderr
+    );
+}
+
+const TOKEN: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
+
+/// With a token, every route but the probes needs it (401 and a Bearer
+/// challenge otherwise), and the command line sends it.
+#[test]
+fn the_token_guards_every_route_but_the_probes() {
+    let server = TestServer::start(ServerOptions {
+        admin: true,
+        admin_token: Some(TOKEN),
+        ..ServerOptions::basic()
+    });
+    let port = admin_port(&server);
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    for path in [
+        "/metrics",
+        "/status",
+        "/v1/status",
+        "/v1/allocations",
+        "/nowhere",
+    ] {
+        for headers in ["", "Authorization: Bearer wrong-token-0000000000\r\n"] {
+            let response = http_with(port, "GET", path, headers);
+            assert_eq!(
+                response.status, 401,
+                "GET {path} {headers:?}: {}",
+                response.body
+            );
+            assert!(
+                response
+                    .header("www-authenticate")
+                    .is_some_and(|v| v.starts_with("Bearer")),
+                "{:?}",
+                response.headers
+            );
+        }
+    }
+    for (method, path) in [
+        ("DELETE", "/v1/allocations/0000000000000001"),
+        ("DELETE", "/v1/users/alice/allocations"),
+    ] {
+        assert_eq!(http(port, method, path).status, 401, "{method} {path}");
+    }
+    for path in ["/metrics", "/status", "/v1/status", "/v1/allocations"] {
+        let response = http_with(port, "GET", path, &bearer);
+        assert_eq!(response.status, 200, "GET {path}: {}", response.body);
+    }
+    // The probes answer without it.
+    let healthz = http(port, "GET", "/healthz");
+    assert_eq!((healthz.status, healthz.body.as_str()), (200, "ok\n"));
+    let readyz = http(port, "GET", "/readyz");
+    assert_eq!((readyz.status, readyz.body.as_str()), (200, "ready\n"));
+
+    // The command line reads the address and token from the same file.
+    let status = server.admin(&["status"]);
+    assert!(
+        status.starts_with(&format!("version:     {VERSION}\nuptime:      ")),
+        "{status}"
+    );
+    assert!(status.contains("\nready:       yes\n"), "{status}");
+    let json: serde_json::Value =
+        serde_json::from_str(&server.admin(&["status", "--json"])).expect("status --json is JSON");
+    assert_eq!(json["version"], VERSION);
+    assert_eq!(server.admin(&["allocations"]), "no allocations\n");
+    assert_eq!(server.admin(&["allocations", "--json"]), "[]\n");
+    assert_eq!(
+        server.admin(&["kick", "--username", "alice"]),
+        "ended 0 allocations of user \"alice\"; the user cannot make new ones for 60 s (database.cache_ttl)\n"
+    );
+    // Without the token file, refused: one line, exit 2.
+    let out = run(
+        &["status", "--admin-listen", &format!("127.0.0.1:{port}")],
+        &[],
+    );
+    assert_eq!(
+        out.error_line(2),
+        format!(
+            "turnpike: error: the admin endpoint at 127.0.0.1:{port} refused the request (401 unauthorized): it needs a token: set admin.token_file (or --admin-token-file) to the server's token file"
+        )
+    );
+}
+
+/// `turnpike status` with nothing to ask: one line each, exit 1 when
+/// nothing listens, exit 2 without an address.
+#[test]
+fn an_unreachable_admin_endpoint_is_one_error_line() {
+    let free = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    for command in [
+        vec!["status"],
+        vec!["allocations"],
+        vec!["kick", "--id", "01"],
+    ] {
+        let mut args = command.clone();
+        let listen = free.to_string();
+        args.extend(["--admin-listen", &listen]);
+        let out = run(&args, &[]);
+        assert_eq!(
+            out.error_line(1),
+            format!(
+                "turnpike: error: cannot reach the admin endpoint at {free}: connection refused; is turnpike serve running with admin.listen set?"
+            ),
+            "{command:?}"
+        );
+    }
+    let out = run(&["status"], &[]);
+    assert_eq!(
+        out.error_line(2),
+        "turnpike: error: admin.listen is not set, so there is no admin endpoint to ask; use the server's configuration (--config), or give its address with --admin-listen ADDR"
+    );
 }
 
 /// A busy admin port stops the start like any busy listener: one error

@@ -129,7 +129,9 @@ fn every_key_has_a_flag() {
         "--max-peer-connections=0",
         "--admin-listen=127.0.0.1:9090,none",
         "--admin-listen=[::1]:9090",
-        "--admin-allow-remote",
+        "--admin-token-file=/etc/turnpike/admin.token",
+        "--no-admin-probes-without-token",
+        "--admin-restund-listen=127.0.0.1:33000",
         "--xdp-interface=eth0,none",
         "--xdp-interface=eth1",
         "--xdp-mode=native",
@@ -223,7 +225,9 @@ fn every_key_has_a_flag() {
             max_peer_connections_per_allocation: Some(17),
             max_peer_connections: Some(0),
             admin_listen: Some(vec![addr("127.0.0.1:9090"), addr("[::1]:9090")]),
-            admin_allow_remote: Some(true),
+            admin_token_file: Some("/etc/turnpike/admin.token".into()),
+            admin_probes_without_token: Some(false),
+            admin_restund_listen: Some(addr("127.0.0.1:33000")),
             xdp_interfaces: Some(vec!["eth0".into(), "eth1".into()]),
             xdp_mode: Some(XdpMode::Native),
         }
@@ -273,6 +277,68 @@ fn admin_subcommands() {
     assert_eq!((args.ttl, args.format), (86_400, CredentialFormat::Rest));
 }
 
+/// `turnpike status`, `allocations` and `kick`, with the global flags that
+/// point them at a server.
+#[test]
+fn admin_endpoint_subcommands() {
+    use crate::admin_client::{AllocationsArgs, KickArgs, StatusArgs};
+    assert_eq!(
+        parse(&["status"]).subcommand(),
+        Command::Status(StatusArgs { json: false })
+    );
+    let cli = parse(&[
+        "status",
+        "--json",
+        "--admin-listen",
+        "[::1]:9641",
+        "--admin-token-file=/t",
+    ]);
+    assert_eq!(cli.subcommand(), Command::Status(StatusArgs { json: true }));
+    assert_eq!(
+        cli.overrides().admin_listen,
+        Some(vec!["[::1]:9641".parse().unwrap()])
+    );
+    assert_eq!(cli.overrides().admin_token_file, Some(PathBuf::from("/t")));
+    assert_eq!(
+        parse(&["allocations"]).subcommand(),
+        Command::Allocations(AllocationsArgs {
+            username: None,
+            json: false
+        })
+    );
+    assert_eq!(
+        parse(&[
+            "-c",
+            "/x.toml",
+            "allocations",
+            "--username",
+            "1767225600:alice",
+            "--json"
+        ])
+        .subcommand(),
+        Command::Allocations(AllocationsArgs {
+            username: Some("1767225600:alice".to_owned()),
+            json: true
+        })
+    );
+    assert_eq!(
+        parse(&["kick", "--id", "00000000000000ff"]).subcommand(),
+        Command::Kick(KickArgs {
+            username: None,
+            id: Some("00000000000000ff".to_owned()),
+            json: false
+        })
+    );
+    assert_eq!(
+        parse(&["kick", "--username=alice", "--json"]).subcommand(),
+        Command::Kick(KickArgs {
+            username: Some("alice".to_owned()),
+            id: None,
+            json: true
+        })
+    );
+}
+
 #[test]
 fn admin_usage_errors() {
     let cases: &[(&[&str], &str)] = &[
@@ -294,6 +360,19 @@ fn admin_usage_errors() {
         (&["credentials", "--ttl", "0"], "--ttl"),
         (&["credentials", "--format", "json"], "json"),
         (&["user", "frobnicate"], "frobnicate"),
+        (
+            &["kick"],
+            "the following required arguments were not provided: <--username <NAME>|--id <ID>>",
+        ),
+        (
+            &["kick", "--id", "1", "--username", "a"],
+            "cannot be used with",
+        ),
+        (&["allocations", "alice"], "unexpected argument 'alice'"),
+        (
+            &["status", "--username", "a"],
+            "unexpected argument '--username'",
+        ),
     ];
     for (args, needle) in cases {
         let message = usage_error(args);
@@ -376,15 +455,21 @@ fn last_of_flag_and_negation_wins() {
         Some(false)
     );
     assert_eq!(
-        parse(&["--admin-allow-remote", "--no-admin-allow-remote"])
-            .overrides()
-            .admin_allow_remote,
+        parse(&[
+            "--admin-probes-without-token",
+            "--no-admin-probes-without-token"
+        ])
+        .overrides()
+        .admin_probes_without_token,
         Some(false)
     );
     assert_eq!(
-        parse(&["--no-admin-allow-remote", "--admin-allow-remote=yes"])
-            .overrides()
-            .admin_allow_remote,
+        parse(&[
+            "--no-admin-probes-without-token",
+            "--admin-probes-without-token=yes"
+        ])
+        .overrides()
+        .admin_probes_without_token,
         Some(true)
     );
     assert_eq!(
@@ -452,7 +537,15 @@ fn usage_errors_are_one_line() {
             &["--admin-listen", "localhost:9090"],
             "or none for no listener",
         ),
-        (&["--admin-allow-remote=maybe"], "maybe"),
+        (&["--admin-probes-without-token=maybe"], "maybe"),
+        (
+            &["--admin-restund-listen", "localhost"],
+            "`localhost` is not an IP:PORT address",
+        ),
+        (
+            &["--admin-allow-remote"],
+            "admin.allow_remote was removed: an admin.listen address other than loopback now needs admin.token_file",
+        ),
     ];
     for (args, needle) in cases {
         let message = usage_error(args);
@@ -484,6 +577,17 @@ fn user_errors_do_not_repeat_the_value() {
         usage_error(&["credentials", "--user", "alice"])
             .contains("takes the user id as --user-id ID")
     );
+    // `allocations` and `kick` at --username (--user is the server's
+    // USER:PASSWORD).
+    for command in ["allocations", "kick"] {
+        let message = usage_error(&[command, "--user", "alice"]);
+        assert!(
+            message.contains(&format!(
+                "; `turnpike {command}` takes the user as --username NAME"
+            )),
+            "{message}"
+        );
+    }
 }
 
 #[test]

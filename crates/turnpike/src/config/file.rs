@@ -63,6 +63,13 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     flatten(&message)
 }
 
+/// Keys that were removed, with what to do instead: `(section, key, why)`.
+const REMOVED: &[(&str, &str, &str)] = &[(
+    "admin",
+    "allow_remote",
+    "admin.allow_remote was removed: an admin.listen address other than loopback now needs admin.token_file (a bearer token) instead; remove allow_remote and set token_file",
+)];
+
 /// `rest` is serde's "`x`, expected one of `a`, `b`" (after "unknown field ").
 fn describe_unknown_key(rest: &str) -> Option<String> {
     let mut quoted = rest.split('`').skip(1).step_by(2);
@@ -71,6 +78,12 @@ fn describe_unknown_key(rest: &str) -> Option<String> {
     let section = SECTIONS.iter().find(|(_, keys)| {
         keys.len() == expected.len() && keys.iter().all(|k| expected.contains(k))
     });
+    if let Some((_, _, why)) = REMOVED
+        .iter()
+        .find(|(s, k, _)| *k == key && section.is_some_and(|(name, _)| name == s))
+    {
+        return Some((*why).to_owned());
+    }
     let home = SECTIONS
         .iter()
         .find(|(name, keys)| !name.is_empty() && keys.contains(&key))

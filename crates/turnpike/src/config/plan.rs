@@ -173,16 +173,17 @@ impl Settings {
     }
 
     /// The core's TURN settings (whether or not `turn.enabled`). The peer
-    /// policy refuses every listener address and admin endpoint address
-    /// (`server_sockets`) and knows the host's IPs as their specific IPs,
+    /// policy refuses every listener address, admin endpoint address and
+    /// restund command port (`server_sockets`) and knows the host's IPs as their specific IPs,
     /// the relay IPs and the external public IPs. The quota counters are
     /// fresh.
     pub fn core_turn(&self, nonce_secret: &[u8; 32], epoch: Instant) -> turnpike_core::TurnConfig {
         let t = &self.turn;
         let mut server_sockets: Vec<SocketAddr> = self.listeners().iter().map(|l| l.addr).collect();
-        // A relayed client must not reach the admin endpoint, which answers
-        // anyone who can connect to it.
+        // A relayed client must not reach the admin endpoint, nor restund's
+        // command port (which answers anyone who can send to it).
         server_sockets.extend(self.admin.listen.iter().copied());
+        server_sockets.extend(self.admin.restund_listen);
         // Nor the TLS and DTLS listeners: a relay is no way into our own
         // services, encrypted or not.
         if self.tls.enabled() {

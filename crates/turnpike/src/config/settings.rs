@@ -20,6 +20,7 @@ use super::declare::settings;
 use super::overrides::ListOrNone;
 use super::values::{
     DatabaseSchema, ExternalIp, TlsVersion, UserEntry, XdpMode, de_char, de_list, de_opt_ip,
+    de_opt_socket_addr,
 };
 use crate::logging::LogFormat;
 
@@ -412,24 +413,39 @@ settings! {
             help "TCP connections to or from peers (RFC 6062), server-wide, 0 = unlimited";
     }
 
-    /// `[admin]`: a small HTTP endpoint for monitoring
-    /// ([`crate::admin_http`]): `GET /metrics` (Prometheus text) and
-    /// `GET /status` (JSON). Off while `listen` is empty. It has no
-    /// authentication, so [`Settings::validate`] refuses an address other
-    /// than a loopback one unless `allow_remote` is set (for a management
-    /// network).
+    /// `[admin]`: the admin HTTP endpoint ([`crate::admin_http`]): health
+    /// probes, Prometheus metrics, status, live allocations and kicks. Off
+    /// while `listen` is empty. Requests carry `Authorization: Bearer` with
+    /// the token of `token_file`; [`Settings::validate`] refuses an address
+    /// other than a loopback one without it. Also restund's UDP command
+    /// port ([`crate::observe::restund`]), loopback only.
     [admin] AdminSettings, heading "Admin", expecting "an [admin] table" {
         /// Addresses (IP:PORT) served over plain HTTP/1.1; empty: off.
         #[serde(deserialize_with = "de_list")]
         listen: Vec<SocketAddr> = Vec::new();
             flag admin_listen "admin-listen" "ADDR", env "TURNPIKE_ADMIN_LISTEN", via ListOrNone,
             shown "none, off";
-            help "IP:PORT to serve the admin HTTP endpoint (/metrics, /status; no authentication) on; repeat or separate with commas; `none` for off. Replaces the file's list.";
-        /// Allow `listen` addresses other than loopback ones.
-        allow_remote: bool = false;
-            flag admin_allow_remote "admin-allow-remote" "BOOL", env "TURNPIKE_ADMIN_ALLOW_REMOTE",
-            negation false => "Refuse admin.listen addresses other than loopback (allow_remote = false)";
-            help "allow admin.listen addresses other than loopback";
+            help "IP:PORT to serve the admin HTTP endpoint on; repeat or separate with commas; `none` for off. Replaces the file's list.";
+        /// File holding the bearer token requests must carry (surrounding
+        /// whitespace trimmed), read at start; `None`: no token, and only
+        /// loopback addresses in `listen`.
+        token_file: Option<PathBuf> = None;
+            flag admin_token_file "admin-token-file" "PATH", env "TURNPIKE_ADMIN_TOKEN_FILE",
+            shown "unset, no token: loopback only";
+            help "file holding the bearer token admin requests must send (Authorization: Bearer); required for admin.listen addresses other than loopback";
+        /// `/healthz` and `/readyz` answer without the token (for load
+        /// balancers and orchestrators that cannot send one).
+        probes_without_token: bool = true;
+            flag admin_probes_without_token "admin-probes-without-token" "BOOL", env "TURNPIKE_ADMIN_PROBES_WITHOUT_TOKEN",
+            negation false => "Require the admin token for /healthz and /readyz too (probes_without_token = false)";
+            help "let /healthz and /readyz answer without the admin token";
+        /// restund's UDP command port (`echo turnstats | nc -u -q1 127.0.0.1
+        /// 33000`), on a loopback address; `None`: off.
+        #[serde(deserialize_with = "de_opt_socket_addr")]
+        restund_listen: Option<SocketAddr> = None;
+            flag admin_restund_listen "admin-restund-listen" "ADDR", env "TURNPIKE_ADMIN_RESTUND_LISTEN",
+            shown "unset, off";
+            help "loopback IP:PORT for restund's UDP command port (turnstats)";
     }
 
     /// `[xdp]`: the relay fast path ([`turnpike_xdp`]). An XDP program on the

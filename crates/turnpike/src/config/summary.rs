@@ -105,10 +105,16 @@ impl Settings {
         }
     }
 
-    /// The admin part of [`Settings::summary`]: `off`, or its addresses.
+    /// The admin part of [`Settings::summary`]: `off`, or its addresses,
+    /// whether a token guards them, and restund's command port.
     fn admin_summary(&self) -> String {
+        let restund = self
+            .admin
+            .restund_listen
+            .map(|addr| format!(", restund udp {addr}"))
+            .unwrap_or_default();
         if self.admin.listen.is_empty() {
-            return "off".to_owned();
+            return format!("off{restund}");
         }
         let urls = self
             .admin
@@ -117,7 +123,11 @@ impl Settings {
             .map(|addr| format!("http://{addr}"))
             .collect::<Vec<_>>()
             .join(" ");
-        format!("on ({urls}; /metrics, /status)")
+        let token = match &self.admin.token_file {
+            Some(path) => format!("token {}", path.display()),
+            None => "no token".to_owned(),
+        };
+        format!("on ({urls}; {token}){restund}")
     }
 
     /// The database part of [`Settings::summary`]: where (a PostgreSQL URL

@@ -1716,39 +1716,62 @@ fn tls_and_limits_validation_errors() {
 fn admin_defaults_file_values_and_overrides() {
     let c = Settings::default();
     assert_eq!(c.admin, AdminSettings::default());
-    assert!(c.admin.listen.is_empty() && !c.admin.allow_remote);
+    assert!(c.admin.listen.is_empty());
+    assert_eq!(c.admin.token_file, None);
+    assert!(c.admin.probes_without_token);
+    assert_eq!(c.admin.restund_listen, None);
+    assert!(c.summary().contains("; admin off; "), "{}", c.summary());
     assert_eq!(Settings::from_toml_str("[admin]\n").unwrap(), c);
     let mut c = Settings::from_toml_str(
-        "[admin]\nlisten = [\"127.0.0.1:9090\", \"[::1]:9090\"]\nallow_remote = false\n",
+        "[admin]\nlisten = [\"127.0.0.1:9090\", \"[::1]:9090\"]\nprobes_without_token = false\nrestund_listen = \"127.0.0.1:33000\"\n",
     )
     .unwrap();
     assert_eq!(c.admin.listen, vec![sa("127.0.0.1:9090"), sa("[::1]:9090")]);
+    assert!(!c.admin.probes_without_token);
+    assert_eq!(c.admin.restund_listen, Some(sa("127.0.0.1:33000")));
     assert!(
         c.summary().contains(
-            "; tls off; admin on (http://127.0.0.1:9090 http://[::1]:9090; /metrics, /status); xdp off; database "
+            "; tls off; admin on (http://127.0.0.1:9090 http://[::1]:9090; no token), restund udp 127.0.0.1:33000; xdp off; database "
         ),
         "{}",
         c.summary()
     );
     c.apply(&Overrides {
         admin_listen: Some(vec![sa("192.0.2.1:80")]),
-        admin_allow_remote: Some(true),
+        admin_token_file: Some(PathBuf::from("/etc/turnpike/admin.token")),
+        admin_probes_without_token: Some(true),
+        admin_restund_listen: Some(sa("[::1]:33001")),
         ..Overrides::default()
     });
     assert_eq!(
         c.admin,
         AdminSettings {
             listen: vec![sa("192.0.2.1:80")],
-            allow_remote: true,
+            token_file: Some(PathBuf::from("/etc/turnpike/admin.token")),
+            probes_without_token: true,
+            restund_listen: Some(sa("[::1]:33001")),
         }
     );
     c.validate().unwrap();
+    assert!(
+        c.summary().contains(
+            "; admin on (http://192.0.2.1:80; token /etc/turnpike/admin.token), restund udp [::1]:33001; "
+        ),
+        "{}",
+        c.summary()
+    );
     // An empty override list turns it off.
     c.apply(&Overrides {
         admin_listen: Some(Vec::new()),
         ..Overrides::default()
     });
-    assert!(c.admin.listen.is_empty() && c.admin.allow_remote);
+    assert!(c.admin.listen.is_empty());
+    assert!(
+        c.summary()
+            .contains("; admin off, restund udp [::1]:33001; "),
+        "{}",
+        c.summary()
+    );
     assert_eq!(
         parse_error("[admin]\nlisten = [\"localhost:9090\"]\n"),
         (
@@ -1756,6 +1779,34 @@ fn admin_defaults_file_values_and_overrides() {
             "bad value for `listen`: `localhost:9090` is not an IP:PORT address (examples: 0.0.0.0:3478, 192.0.2.1:3478, [::]:3478)"
                 .to_owned()
         )
+    );
+    assert_eq!(
+        parse_error("[admin]\nrestund_listen = \"localhost\"\n"),
+        (
+            Some(2),
+            "bad value for `restund_listen`: `localhost` is not an IP:PORT address (examples: 0.0.0.0:3478, 192.0.2.1:3478, [::]:3478)"
+                .to_owned()
+        )
+    );
+}
+
+/// `admin.allow_remote` was replaced by the token: an old file says what
+/// to do instead.
+#[test]
+fn admin_allow_remote_was_removed() {
+    assert_eq!(
+        parse_error("[admin]\nlisten = [\"0.0.0.0:9090\"]\nallow_remote = true\n"),
+        (
+            Some(3),
+            "admin.allow_remote was removed: an admin.listen address other than loopback now needs admin.token_file (a bearer token) instead; remove allow_remote and set token_file"
+                .to_owned()
+        )
+    );
+    // In another section it is just an unknown key.
+    let (_, message) = parse_error("[server]\nallow_remote = true\n");
+    assert!(
+        message.starts_with("unknown key `allow_remote` in [server]"),
+        "{message}"
     );
 }
 
@@ -1821,47 +1872,74 @@ fn xdp_defaults_file_values_overrides_and_errors() {
 
 #[test]
 fn admin_validation_errors() {
-    let cases: &[(&str, &str)] = &[
+    let token = "token_file = \"/etc/turnpike/admin.token\"\n";
+    let cases: &[(String, &str)] = &[
         (
-            "[admin]\nlisten = [\"0.0.0.0:9090\"]\n",
-            "admin.listen address 0.0.0.0:9090 is not a loopback address, and the admin endpoint has no authentication; use 127.0.0.1:PORT or [::1]:PORT, or set admin.allow_remote = true",
+            "[admin]\nlisten = [\"0.0.0.0:9090\"]\n".to_owned(),
+            "admin.listen address 0.0.0.0:9090 is not a loopback address, and admin.token_file is not set; set admin.token_file to a file holding a bearer token (e.g. `openssl rand -hex 32 > /etc/turnpike/admin.token`), or use 127.0.0.1:PORT or [::1]:PORT",
         ),
         (
-            "[admin]\nlisten = [\"127.0.0.1:9090\", \"192.0.2.1:9090\"]\n",
-            "admin.listen address 192.0.2.1:9090 is not a loopback address",
+            "[admin]\nlisten = [\"127.0.0.1:9090\", \"192.0.2.1:9090\"]\n".to_owned(),
+            "admin.listen address 192.0.2.1:9090 is not a loopback address, and admin.token_file is not set",
         ),
         (
-            "[admin]\nlisten = [\"[::]:9090\"]\n",
+            "[admin]\nlisten = [\"[::]:9090\"]\n".to_owned(),
             "admin.listen address [::]:9090 is not a loopback address",
         ),
         (
-            "[admin]\nlisten = [\"[2001:db8::1]:9090\"]\n",
+            "[admin]\nlisten = [\"[2001:db8::1]:9090\"]\n".to_owned(),
             "admin.listen address [2001:db8::1]:9090 is not a loopback address",
         ),
         (
-            "[admin]\nlisten = [\"127.0.0.1:9090\", \"127.0.0.1:9090\"]\n",
+            "[admin]\nlisten = [\"127.0.0.1:9090\", \"127.0.0.1:9090\"]\n".to_owned(),
             "admin.listen contains 127.0.0.1:9090 twice; remove the duplicate",
         ),
         (
-            "[admin]\nallow_remote = true\nlisten = [\"224.0.0.1:9090\"]\n",
+            format!("[admin]\n{token}listen = [\"224.0.0.1:9090\"]\n"),
             "admin.listen address 224.0.0.1:9090 is not a unicast address",
         ),
         (
-            "[admin]\nallow_remote = true\nlisten = [\"255.255.255.255:9090\"]\n",
+            format!("[admin]\n{token}listen = [\"255.255.255.255:9090\"]\n"),
             "is not a unicast address",
+        ),
+        (
+            "[admin]\ntoken_file = \"\"\n".to_owned(),
+            "admin.token_file is empty; give the path of a file holding the admin bearer token",
         ),
         // The admin endpoint is TCP: STUN over TCP and TLS share the port.
         (
-            "[admin]\nlisten = [\"127.0.0.1:3478\"]\n",
+            "[admin]\nlisten = [\"127.0.0.1:3478\"]\n".to_owned(),
             "admin.listen address 127.0.0.1:3478 collides with the STUN listener 0.0.0.0:3478 (both TCP, port 3478); give the admin endpoint another port",
         ),
         (
-            "[tls]\ncertificate = \"/c.pem\"\n[admin]\nlisten = [\"[::1]:5349\"]\n",
+            "[tls]\ncertificate = \"/c.pem\"\n[admin]\nlisten = [\"[::1]:5349\"]\n".to_owned(),
             "admin.listen address [::1]:5349 collides with the TLS listener [::]:5349",
         ),
         (
-            "[stun]\nlisten = [\"127.0.0.1:3478\"]\nalternate_ip = \"127.0.0.2\"\n[admin]\nlisten = [\"127.0.0.1:3479\"]\n",
+            "[stun]\nlisten = [\"127.0.0.1:3478\"]\nalternate_ip = \"127.0.0.2\"\n[admin]\nlisten = [\"127.0.0.1:3479\"]\n".to_owned(),
             "collides with the STUN listener 127.0.0.1:3479",
+        ),
+        // restund's command port has no authentication at all.
+        (
+            format!("[admin]\n{token}restund_listen = \"0.0.0.0:33000\"\n"),
+            "admin.restund_listen address 0.0.0.0:33000 is not a loopback address, and restund's command port has no authentication; use 127.0.0.1:PORT or [::1]:PORT (restund's default is 127.0.0.1:33000)",
+        ),
+        (
+            "[admin]\nrestund_listen = \"192.0.2.1:33000\"\n".to_owned(),
+            "admin.restund_listen address 192.0.2.1:33000 is not a loopback address",
+        ),
+        (
+            "[admin]\nrestund_listen = \"[::]:33000\"\n".to_owned(),
+            "admin.restund_listen address [::]:33000 is not a loopback address",
+        ),
+        // It is UDP: STUN over UDP and DTLS share the port.
+        (
+            "[admin]\nrestund_listen = \"127.0.0.1:3478\"\n".to_owned(),
+            "admin.restund_listen address 127.0.0.1:3478 collides with the STUN listener 0.0.0.0:3478 (both UDP, port 3478); give restund's command port another port",
+        ),
+        (
+            "[tls]\ncertificate = \"/c.pem\"\n[admin]\nrestund_listen = \"[::1]:5349\"\n".to_owned(),
+            "admin.restund_listen address [::1]:5349 collides with the DTLS listener [::]:5349",
         ),
     ];
     for (doc, needle) in cases {
@@ -1869,7 +1947,7 @@ fn admin_validation_errors() {
         assert!(message.contains(needle), "{doc:?}: {message}");
         assert!(!message.contains('\n'));
     }
-    // Loopback in every spelling; anything with allow_remote.
+    // Loopback in every spelling, without a token; anything with one.
     for listen in [
         "127.0.0.1:9090",
         "127.1.2.3:9090",
@@ -1877,10 +1955,11 @@ fn admin_validation_errors() {
         "[::ffff:127.0.0.1]:9090",
     ] {
         Settings::from_toml_str(&format!("[admin]\nlisten = [\"{listen}\"]\n")).unwrap();
+        Settings::from_toml_str(&format!("[admin]\nrestund_listen = \"{listen}\"\n")).unwrap();
     }
-    Settings::from_toml_str(
-        "[admin]\nallow_remote = true\nlisten = [\"0.0.0.0:9090\", \"[::]:9090\"]\n",
-    )
+    Settings::from_toml_str(&format!(
+        "[admin]\n{token}listen = [\"0.0.0.0:9090\", \"[::]:9090\"]\n"
+    ))
     .unwrap();
     // No collision without STUN over TCP, or with TLS off, or over UDP.
     Settings::from_toml_str("[stun]\ntcp = false\n[admin]\nlisten = [\"127.0.0.1:3478\"]\n")
@@ -1890,22 +1969,37 @@ fn admin_validation_errors() {
         "[tls]\ncertificate = \"/c.pem\"\nlisten = []\n[admin]\nlisten = [\"127.0.0.1:5349\"]\n",
     )
     .unwrap();
+    // restund's port: no collision without STUN over UDP, nor with TLS
+    // off, nor with the admin endpoint (TCP).
+    Settings::from_toml_str("[stun]\nudp = false\n[admin]\nrestund_listen = \"127.0.0.1:3478\"\n")
+        .unwrap();
+    Settings::from_toml_str("[admin]\nrestund_listen = \"127.0.0.1:5349\"\n").unwrap();
+    Settings::from_toml_str(
+        "[admin]\nlisten = [\"127.0.0.1:9090\"]\nrestund_listen = \"127.0.0.1:9090\"\n",
+    )
+    .unwrap();
 }
 
-/// A relayed client cannot reach the admin endpoint (it answers anyone
-/// who connects), not even with loopback peers allowed.
+/// A relayed client cannot reach the admin endpoint nor restund's command
+/// port (which answers anyone who can send to it), not even with loopback
+/// peers allowed.
 #[test]
 fn admin_addresses_are_refused_as_peers() {
     use turnpike_core::peer_policy::PeerDenied;
     let doc = "[turn]\nallowed_peer_ranges = [\"127.0.0.0/8\", \"::1/128\"]\n";
     let without = Settings::from_toml_str(doc).unwrap();
     let with = Settings::from_toml_str(&format!(
-        "{doc}[admin]\nlisten = [\"127.0.0.1:9090\", \"[::1]:9091\"]\n"
+        "{doc}[admin]\nlisten = [\"127.0.0.1:9090\", \"[::1]:9091\"]\nrestund_listen = \"127.0.0.1:33000\"\n"
     ))
     .unwrap();
     let policy = |c: &Settings| c.core_turn(&SECRET, Instant::now()).peer_policy;
     let (without, with) = (policy(&without), policy(&with));
-    for peer in ["127.0.0.1:9090", "[::1]:9091", "[::ffff:127.0.0.1]:9090"] {
+    for peer in [
+        "127.0.0.1:9090",
+        "[::1]:9091",
+        "[::ffff:127.0.0.1]:9090",
+        "127.0.0.1:33000",
+    ] {
         assert_eq!(without.check(sa(peer)), Ok(()), "{peer}");
         assert_eq!(
             with.check(sa(peer)),

@@ -405,11 +405,21 @@ impl Settings {
         Ok(())
     }
 
-    /// The `[admin]` rules: no duplicate, no multicast, loopback only
-    /// unless `allow_remote` (the endpoint has no authentication), and no
-    /// address that a STUN or TLS listener (both TCP) would share.
+    /// The `[admin]` rules: no duplicate, no multicast, a token for any
+    /// address other than loopback, no address that a STUN or TLS listener
+    /// (both TCP) would share, and restund's command port on loopback, off
+    /// the UDP listeners.
     fn validate_admin(&self) -> Result<(), ConfigError> {
         let admin = &self.admin;
+        if admin
+            .token_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "admin.token_file is empty; give the path of a file holding the admin bearer token (e.g. made with `openssl rand -hex 32`), or remove the key",
+            ));
+        }
         let mut seen = BTreeSet::new();
         for &addr in &admin.listen {
             if !seen.insert(addr) {
@@ -423,9 +433,9 @@ impl Settings {
                     "admin.listen address {addr} is not a unicast address; use 127.0.0.1:PORT or [::1]:PORT"
                 )));
             }
-            if !ip.is_loopback() && !admin.allow_remote {
+            if !ip.is_loopback() && admin.token_file.is_none() {
                 return Err(ConfigError::invalid(format!(
-                    "admin.listen address {addr} is not a loopback address, and the admin endpoint has no authentication; use 127.0.0.1:PORT or [::1]:PORT, or set admin.allow_remote = true to serve it on a management network only a firewall lets in"
+                    "admin.listen address {addr} is not a loopback address, and admin.token_file is not set; set admin.token_file to a file holding a bearer token (e.g. `openssl rand -hex 32 > /etc/turnpike/admin.token`), or use 127.0.0.1:PORT or [::1]:PORT"
                 )));
             }
         }
@@ -443,6 +453,34 @@ impl Settings {
                     addr.port()
                 )));
             }
+        }
+        self.validate_restund()
+    }
+
+    /// `admin.restund_listen`: restund's command port has no
+    /// authentication, so loopback only (as restund's default,
+    /// 127.0.0.1:33000), and not on a UDP listener's port.
+    fn validate_restund(&self) -> Result<(), ConfigError> {
+        let Some(addr) = self.admin.restund_listen else {
+            return Ok(());
+        };
+        if !addr.ip().to_canonical().is_loopback() {
+            return Err(ConfigError::invalid(format!(
+                "admin.restund_listen address {addr} is not a loopback address, and restund's command port has no authentication; use 127.0.0.1:PORT or [::1]:PORT (restund's default is 127.0.0.1:33000)"
+            )));
+        }
+        let mut udp: Vec<(SocketAddr, &str)> = Vec::new();
+        if self.stun.udp {
+            udp.extend(self.listeners().iter().map(|l| (l.addr, "STUN")));
+        }
+        if self.tls.enabled() {
+            udp.extend(self.tls.dtls_listen.iter().map(|&a| (a, "DTLS")));
+        }
+        if let Some((other, what)) = udp.iter().find(|(s, _)| addresses_overlap(*s, addr)) {
+            return Err(ConfigError::invalid(format!(
+                "admin.restund_listen address {addr} collides with the {what} listener {other} (both UDP, port {}); give restund's command port another port",
+                addr.port()
+            )));
         }
         Ok(())
     }

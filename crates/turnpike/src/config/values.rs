@@ -363,3 +363,12 @@ pub(super) fn de_opt_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr
     let text = String::deserialize(d)?;
     parse_ip(&text).map(Some).map_err(serde::de::Error::custom)
 }
+
+pub(super) fn de_opt_socket_addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_socket_addr(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}

@@ -34,6 +34,7 @@ use turnpike_core::{PerSourceRate, Secrets, WallClock};
 use turnpike_store::Store;
 use turnpike_xdp::FastPath;
 
+use crate::admin_http::ListenerInfo;
 use crate::config::{Listener, Settings, XdpMode};
 use crate::credentials::{CacheOptions, CredentialSource};
 use crate::tls::Certificates;
@@ -127,12 +128,28 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
     probe_listeners(&listeners, udp, tcp)?;
     let workers = config.worker_threads();
     let secure = start_tls(&config, &control, workers)?;
+    let (query_senders, mut query_inboxes): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    let relay = RelayHandle::new(
+        query_senders,
+        Sources {
+            credentials: credentials.clone(),
+            quotas: core.turn.as_ref().map(|t| Arc::clone(&t.quotas)),
+            fast_path: fast_path.clone(),
+            certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
+            stop_for: Duration::from_secs(config.database.cache_ttl.into()),
+        },
+    );
     let admin = crate::admin_http::AdminState {
         started: now,
         certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
         fast_path: fast_path.clone(),
+        relay: Arc::new(relay.clone()),
+        listeners: listener_infos(&listeners, udp, tcp, secure.as_ref()),
     };
     crate::admin_http::start(&config.admin, admin, &control)?;
+    crate::observe::restund::start(&config.admin, Arc::new(relay.clone()), &control)?;
     let l = &config.limits;
     let limits = StreamLimits {
         per_ip: l.max_connections_per_ip,
@@ -153,19 +170,6 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
         .map(|_| tokio::sync::mpsc::unbounded_channel())
         .unzip();
     let mailboxes: Arc<[_]> = mailboxes.into();
-    let (query_senders, mut query_inboxes): (Vec<_>, Vec<_>) = (0..workers)
-        .map(|_| tokio::sync::mpsc::unbounded_channel())
-        .unzip();
-    let relay = RelayHandle::new(
-        query_senders,
-        Sources {
-            credentials: credentials.clone(),
-            quotas: core.turn.as_ref().map(|t| Arc::clone(&t.quotas)),
-            fast_path: fast_path.clone(),
-            certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
-            stop_for: Duration::from_secs(config.database.cache_ttl.into()),
-        },
-    );
     for ((id, inbox), queries) in inboxes.drain(..).enumerate().zip(query_inboxes.drain(..)) {
         let worker = Worker {
             id,
@@ -246,6 +250,36 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
     // A database call stuck on a dead connection must not hold up the exit.
     control.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Every client listener with its transport, for `/v1/status`.
+fn listener_infos(
+    listeners: &[Listener],
+    udp: bool,
+    tcp: bool,
+    secure: Option<&Secure>,
+) -> Vec<ListenerInfo> {
+    let mut infos = Vec::new();
+    for l in listeners {
+        for (on, transport) in [(udp, "udp"), (tcp, "tcp")] {
+            if on {
+                infos.push(ListenerInfo {
+                    transport,
+                    address: l.addr,
+                });
+            }
+        }
+    }
+    if let Some(secure) = secure {
+        for (transport, addresses) in [("tls", &secure.tls_listen), ("dtls", &secure.dtls_listen)] {
+            infos.extend(
+                addresses
+                    .iter()
+                    .map(|&address| ListenerInfo { transport, address }),
+            );
+        }
+    }
+    infos
 }
 
 /// Opens the credential database (creating or migrating it), registers the

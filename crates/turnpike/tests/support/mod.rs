@@ -86,6 +86,9 @@ pub struct ServerOptions {
     pub limits: Vec<(&'static str, u32)>,
     /// The admin HTTP endpoint on `127.0.0.1:TestServer::admin_port`.
     pub admin: bool,
+    /// With `admin`: this bearer token, in `admin.token_file` (a file in
+    /// the server's directory).
+    pub admin_token: Option<&'static str>,
     /// The XDP fast path on `lo` (`[xdp] interfaces = ["lo"]`): only in a
     /// network namespace of the test's own ([`private_network_namespace`]).
     pub xdp: bool,
@@ -216,6 +219,7 @@ impl ServerOptions {
             tls: None,
             limits: Vec::new(),
             admin: false,
+            admin_token: None,
             xdp: false,
             log_level: None,
             json_logs: false,
@@ -315,6 +319,17 @@ impl TestServer {
         let config_text = render_config(&options, port, alt_port, tls_port, dir.path());
         let config_text = match admin_port {
             Some(ap) => format!("{config_text}\n[admin]\nlisten = [\"{PRIMARY_V4}:{ap}\"]\n"),
+            None => config_text,
+        };
+        let config_text = match options.admin_token.filter(|_| admin_port.is_some()) {
+            Some(token) => {
+                let token_file = dir.path().join("admin.token");
+                std::fs::write(&token_file, format!("{token}\n")).expect("write the admin token");
+                format!(
+                    "{config_text}token_file = {}\n",
+                    toml_str(token_file.to_str().expect("UTF-8 temporary path"))
+                )
+            }
             None => config_text,
         };
         let config_path = dir.path().join("turnpike.toml");

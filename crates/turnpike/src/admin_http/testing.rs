@@ -1,0 +1,106 @@
+//! A [`Relay`] with fixed answers for the admin surfaces' tests: the
+//! snapshot, health and allocations they are given, and a record of the
+//! kicks (which end the matching allocations).
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+
+use crate::observe::{AllocationFilter, AllocationInfo, BoxFuture, Health, Relay, Snapshot};
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct FakeRelay {
+    pub snapshot: Mutex<Snapshot>,
+    pub health: Mutex<Health>,
+    pub allocations: Mutex<Vec<AllocationInfo>>,
+    pub kicks: Mutex<Vec<AllocationFilter>>,
+}
+
+fn get<T: Clone>(m: &Mutex<T>) -> T {
+    m.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn matches(filter: &AllocationFilter, a: &AllocationInfo) -> bool {
+    filter.user.as_ref().is_none_or(|u| *u == a.user)
+        && filter.id.as_ref().is_none_or(|i| *i == a.id)
+}
+
+impl FakeRelay {
+    /// Healthy and ready, with these allocations.
+    pub fn with(allocations: Vec<AllocationInfo>) -> FakeRelay {
+        FakeRelay {
+            health: Mutex::new(Health {
+                workers: 2,
+                workers_silent: 0,
+                started: true,
+                draining: false,
+                database_down: false,
+            }),
+            allocations: Mutex::new(allocations),
+            ..FakeRelay::default()
+        }
+    }
+
+    pub fn set_health(&self, health: Health) {
+        *self.health.lock().unwrap() = health;
+    }
+
+    pub fn kicks(&self) -> Vec<AllocationFilter> {
+        get(&self.kicks)
+    }
+}
+
+impl Relay for FakeRelay {
+    fn snapshot(&self) -> BoxFuture<'_, Snapshot> {
+        let snapshot = get(&self.snapshot);
+        Box::pin(async move { snapshot })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Health> {
+        let health = get(&self.health);
+        Box::pin(async move { health })
+    }
+
+    fn allocations(&self, filter: AllocationFilter) -> BoxFuture<'_, Vec<AllocationInfo>> {
+        let mut found: Vec<AllocationInfo> = get(&self.allocations)
+            .into_iter()
+            .filter(|a| matches(&filter, a))
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Box::pin(async move { found })
+    }
+
+    fn kick(&self, filter: AllocationFilter) -> BoxFuture<'_, usize> {
+        let mut all = self.allocations.lock().unwrap();
+        let before = all.len();
+        all.retain(|a| !matches(&filter, a));
+        let ended = before - all.len();
+        self.kicks.lock().unwrap().push(filter);
+        Box::pin(async move { ended })
+    }
+}
+
+/// An allocation of `user` with id `id` (16 hex digits).
+pub(crate) fn allocation(id: u64, user: &str) -> AllocationInfo {
+    let client: SocketAddr = ([192, 0, 2, 7], 40_000 + (id % 1000) as u16).into();
+    AllocationInfo {
+        id: format!("{id:016x}"),
+        user: user.to_owned(),
+        realm: "example.org".to_owned(),
+        client,
+        transport: "udp",
+        relayed: vec![([203, 0, 113, 1], 50_000 + (id % 1000) as u16).into()],
+        relay_kind: "udp",
+        created: "2026-01-31T12:00:00Z".to_owned(),
+        lifetime_left: 540,
+        permissions: vec![[198, 51, 100, 9].into()],
+        channels: vec![crate::observe::ChannelInfo {
+            number: 0x4000,
+            peer: ([198, 51, 100, 9], 9000).into(),
+        }],
+        to_peer_packets: 10,
+        to_peer_bytes: 1000,
+        to_client_packets: 20,
+        to_client_bytes: 2000,
+    }
+}
