@@ -96,6 +96,9 @@ pub struct ServerOptions {
     pub log_level: Option<&'static str>,
     /// `log.format = "json"` instead of text.
     pub json_logs: bool,
+    /// With `admin`: restund's command port on
+    /// `127.0.0.1:TestServer::restund_port` (`admin.restund_listen`).
+    pub restund: bool,
     /// Listen on the wildcard addresses (`0.0.0.0:P`, and `[::]:P` with
     /// `ipv6`), as the defaults do, instead of the loopback ones.
     pub wildcard: bool,
@@ -223,6 +226,7 @@ impl ServerOptions {
             xdp: false,
             log_level: None,
             json_logs: false,
+            restund: false,
             wildcard: false,
             xdp_interfaces: Vec::new(),
         }
@@ -250,6 +254,8 @@ pub struct TestServer {
     pub tls_port: Option<u16>,
     /// Admin HTTP port on 127.0.0.1 when configured.
     pub admin_port: Option<u16>,
+    /// restund's command port (UDP) on 127.0.0.1 when configured.
+    pub restund_port: Option<u16>,
     pub options: ServerOptions,
     program: PathBuf,
     config_text: String,
@@ -332,6 +338,21 @@ impl TestServer {
             }
             None => config_text,
         };
+        let restund_port = admin_port.filter(|_| options.restund).map(|_| {
+            loop {
+                let rp = UdpSocket::bind((PRIMARY_V4, 0))
+                    .and_then(|s| s.local_addr())
+                    .expect("bind an ephemeral UDP port on 127.0.0.1")
+                    .port();
+                if rp != port && Some(rp) != alt_port && Some(rp) != tls_port {
+                    break rp;
+                }
+            }
+        });
+        let config_text = match restund_port {
+            Some(rp) => format!("{config_text}restund_listen = \"{PRIMARY_V4}:{rp}\"\n"),
+            None => config_text,
+        };
         let config_path = dir.path().join("turnpike.toml");
         std::fs::write(&config_path, &config_text).expect("write server config");
 
@@ -358,6 +379,7 @@ impl TestServer {
             alt_port,
             tls_port,
             admin_port,
+            restund_port,
             options,
             program,
             config_text,
@@ -724,22 +746,39 @@ pub fn private_network_namespace() {
 
 /// `GET path` on the server's admin endpoint: the body of a 200 answer.
 pub fn admin_get(server: &TestServer, path: &str) -> String {
+    let (status, body) = admin_request(server, "GET", path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+/// `method path` on the server's admin endpoint, with its bearer token
+/// when it has one: the status code and the body.
+pub fn admin_request(server: &TestServer, method: &str, path: &str) -> (u16, String) {
     let port = server.admin_port.expect("admin endpoint configured");
     let mut stream = TcpStream::connect((PRIMARY_V4, port))
         .unwrap_or_else(|e| panic!("connect to the admin endpoint: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let authorization = server
+        .options
+        .admin_token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    body.to_owned()
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status line in {head:?}"));
+    (status, body.to_owned())
 }
 
 /// A TOML basic string.
