@@ -97,6 +97,19 @@ fn channel_data_is_relayed_in_the_kernel() {
         600_000
     );
     assert_eq!(metric(&server, "turnpike_xdp_passed_packets_total"), 0);
+    // The relay's own totals count the XDP path beside the sockets'.
+    for direction in ["to_peer", "to_client"] {
+        assert_eq!(
+            metric(
+                &server,
+                &format!(
+                    "turnpike_relayed_packets_total{{direction=\"{direction}\",path=\"xdp\"}}"
+                )
+            ),
+            600,
+            "{direction}"
+        );
+    }
     drop(server);
     assert!(
         !xdp_attached_to_lo(),

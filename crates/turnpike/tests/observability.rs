@@ -16,10 +16,11 @@ use std::time::Duration;
 use support::pki::{KeyType, Pki};
 use support::uclient::{Run, assert_delivered};
 use support::{
-    PRIMARY_V4, Peer, ServerOptions, TURN_PASSWORD, TURN_USER, TestServer, TlsFiles, admin_request,
-    eventually, run,
+    DatabaseOptions, PRIMARY_V4, Peer, ServerOptions, TURN_PASSWORD, TURN_USER, TestServer,
+    TlsFiles, admin_request, eventually, run,
 };
 use turnpike_client::{AllocateParams, ClientError, Credentials, TurnClient};
+use turnpike_store::testing::TestPostgres;
 
 const TOKEN: &str = "observability-test-token-0123456789";
 
@@ -244,15 +245,36 @@ fn turnstats_answers_nc_as_in_wires_runbook() {
     let port = server.restund_port.expect("restund configured");
     let peer = Peer::start(&[v4()]);
     // uclient leaves its probe allocation behind until it expires.
-    let (out, rep) = Run::new(&server, v4(), &["-c", "-n", "10", "-l", "100"])
+    let (out, rep) = Run::new(&server, v4(), &["-v", "-c", "-n", "10", "-l", "100"])
         .peer(&peer, v4())
         .go();
     assert_delivered("before turnstats", &out, &rep, 10, 100);
+    // The list shows it, as uclient printed it.
+    let (status, body) = admin_request(&server, "GET", "/v1/allocations");
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let listed = list["allocations"].as_array().expect("a list");
+    assert_eq!(listed.len(), 1, "the probe allocation: {body}");
+    let printed: Vec<String> = rep
+        .allocations()
+        .iter()
+        .filter_map(|a| a.relay())
+        .map(|relay| relay.to_string())
+        .collect();
+    let relayed = listed[0]["relayed"][0].as_str().unwrap_or_default();
+    assert!(
+        printed.iter().any(|p| p == relayed),
+        "listed {relayed}, uclient printed {printed:?}\n{}",
+        out.describe()
+    );
+    assert_eq!(listed[0]["user"], TURN_USER);
     let answer = run(
         "sh",
         &[
             "-c",
-            &format!("echo turnstats | timeout 10 nc.traditional -u 127.0.0.1 {port} -q1 | grep allocs_cur"),
+            &format!(
+                "echo turnstats | timeout 10 nc.traditional -u 127.0.0.1 {port} -q1 | grep allocs_cur"
+            ),
         ],
     );
     assert_eq!(answer.code(), Some(0), "{}", answer.describe());
@@ -337,4 +359,49 @@ fn probes_answer_without_the_token_and_the_rest_needs_it() {
             "{transport} listener in {body}"
         );
     }
+}
+
+/// `/readyz` fails once the credential database has been unreachable for
+/// longer than the grace period, and recovers with it; `/healthz` stays up
+/// (the workers still turn, and sessions keep relaying).
+#[test]
+fn readiness_follows_the_credential_database() {
+    let mut pg = TestPostgres::start();
+    let server = TestServer::start(ServerOptions {
+        admin: true,
+        admin_token: Some(TOKEN),
+        database: DatabaseOptions {
+            url: Some(pg.url()),
+            grace_period: 1,
+            ..DatabaseOptions::default()
+        },
+        ..ServerOptions::turn()
+    });
+    let ready = || admin_request(&server, "GET", "/readyz");
+    eventually("ready at first", Duration::from_secs(5), || {
+        ready().0 == 200
+    });
+    pg.stop();
+    // The secrets are re-read every second: the outage is noticed then,
+    // and readiness goes once the grace period has passed.
+    eventually(
+        "not ready while PostgreSQL is down",
+        Duration::from_secs(15),
+        || ready().0 == 503,
+    );
+    let (_, reason) = ready();
+    assert!(reason.contains("database unreachable"), "{reason}");
+    assert_eq!(
+        admin_request(&server, "GET", "/healthz").0,
+        200,
+        "still alive"
+    );
+    assert_eq!(value(&scrape(&server), "turnpike_database_up{}"), 0.0);
+    pg.start_again();
+    eventually(
+        "ready again with PostgreSQL back",
+        Duration::from_secs(30),
+        || ready().0 == 200,
+    );
+    assert_eq!(value(&scrape(&server), "turnpike_database_up{}"), 1.0);
 }

@@ -37,7 +37,7 @@ pub(crate) fn from_peer(
         .allocations
         .id_by_relay(RelayProtocol::Udp, relay)
         .ok_or(REFUSED)?;
-    let allocation = turn.allocations.get(id).ok_or(REFUSED)?;
+    let allocation = turn.allocations.get_mut(id).ok_or(REFUSED)?;
     if !allocation.has_permission(peer.ip(), now) {
         return Err(REFUSED);
     }
@@ -71,9 +71,7 @@ pub(crate) fn from_peer(
             msg.finish()
         }
     };
-    if let Some(allocation) = turn.allocations.get_mut(id) {
-        allocation.traffic.to_client(data.len());
-    }
+    allocation.traffic.to_client(data.len());
     Ok(Transmit {
         to: Destination::Client(five_tuple),
         len,

@@ -121,7 +121,7 @@ pub(crate) fn channel_data(
         .allocations
         .id_by_five_tuple(five_tuple)
         .ok_or(REFUSED)?;
-    let allocation = turn.allocations.get(id).ok_or(REFUSED)?;
+    let allocation = turn.allocations.get_mut(id).ok_or(REFUSED)?;
     let peer = allocation
         .channel_peer(message.channel, now)
         .ok_or(REFUSED)?;
@@ -130,8 +130,6 @@ pub(crate) fn channel_data(
     }
     let relay = allocation.relay_for(peer.ip()).ok_or(REFUSED)?;
     let transmit = to_peer(out, relay, peer, message.data, allocation.dont_fragment)?;
-    if let Some(allocation) = turn.allocations.get_mut(id) {
-        allocation.traffic.to_peer(transmit.len);
-    }
+    allocation.traffic.to_peer(transmit.len);
     Ok(transmit)
 }
