@@ -14,6 +14,7 @@
 //! - [`auth`], [`nonce`], [`credentials`], [`ephemeral`]: the long-term
 //!   credential mechanism, and time-limited credentials from shared secrets.
 //! - [`allocation`]: allocations, permissions, channels, quotas.
+//! - [`drain`]: how a draining shard refuses new allocations.
 //! - [`connection`]: peer connections of TCP allocations (RFC 6062).
 //! - [`peer_policy`]: which peers may be relayed to (anti-SSRF).
 //! - [`relay`]: relayed addresses: what the shell binds for the core
@@ -36,6 +37,7 @@ pub mod binding;
 pub mod config;
 pub mod connection;
 pub mod credentials;
+pub mod drain;
 pub mod ephemeral;
 pub mod ids;
 pub mod nonce;
@@ -53,6 +55,7 @@ pub(crate) mod turn;
 pub use allocation::Quotas;
 pub use config::{Config, NatDiscovery, TurnConfig, WallClock};
 pub use credentials::{Lookup, UserKeys};
+pub use drain::Draining;
 pub use ephemeral::{Secrets, SharedSecret};
 pub use ids::{ConnectionId, PeerSocket, RelayedAddress};
 pub use nonce::NonceKey;

@@ -26,6 +26,7 @@ use crate::binding::{self, Outcome};
 use crate::config::{Config, TurnConfig};
 use crate::connection::Connections;
 use crate::credentials::{Hold, KeyCache, Lookup, UserKeys, Waiting};
+use crate::drain::Draining;
 use crate::ephemeral::Secrets;
 use crate::ids::{ConnectionId, PeerSocket, RelayedAddress};
 use crate::output::{Event, Output, Transmit};
@@ -125,6 +126,8 @@ impl Server {
             stats: Stats::default(),
             serial: 0,
             stopped: FxHashMap::default(),
+            draining: None,
+            next_alternate: 0,
         });
         Server {
             config,
@@ -237,6 +240,21 @@ impl Server {
             turn.stopped.retain(|_, &mut t| t > now);
             turn.stopped.insert(name.into(), until);
         }
+    }
+
+    /// Starts draining (`Some`): every new Allocate is refused as
+    /// `draining` says (see [`crate::drain`]), while the allocations this
+    /// shard holds keep working until they end. `None` stops draining.
+    pub fn set_draining(&mut self, draining: Option<Draining>) {
+        if let Some(turn) = self.turn.as_mut() {
+            turn.draining = draining;
+            turn.next_alternate = 0;
+        }
+    }
+
+    /// How new Allocates are refused, while draining.
+    pub fn draining(&self) -> Option<&Draining> {
+        self.turn.as_ref().and_then(|t| t.draining.as_ref())
     }
 
     /// Calls `visit` with each live allocation of this shard.

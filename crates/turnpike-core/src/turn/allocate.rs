@@ -11,6 +11,7 @@ use turnpike_codec::{AddressFamily, AttrType, Attribute, ErrorCode};
 use super::{Request, TurnState, granted_lifetime, lifetime_secs};
 use crate::allocation::Allocation;
 use crate::config::TurnConfig;
+use crate::drain::DRAINING_REASON;
 use crate::ids::RelayedAddress;
 use crate::output::{AllocationRecord, Event};
 use crate::relay::{RelayOptions, RelayProtocol};
@@ -111,6 +112,9 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         return req.error(out, 400);
     }
 
+    if turn.draining.is_some() {
+        return refuse_while_draining(req, turn, out);
+    }
     let config = req.config;
     if turn.is_stopped(&req.user.name, config.rest_separator, req.now) {
         turn.stats.auth_failures.record(AuthFailure::Stopped);
@@ -188,6 +192,24 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
             protocol: relay_protocol,
         })));
     success(req, out, relays, lifetime, reservation, address_error)
+}
+
+/// A new Allocate while the shard drains: 300 with an alternate of the
+/// client's family, else 508 (see [`crate::drain`] for why these codes).
+/// Signed, as this comes after authentication: RFC 8489 §14.8 requires a
+/// 300 to be, and forbids it for unauthenticated requests.
+fn refuse_while_draining(
+    req: &Request<'_, '_>,
+    turn: &mut TurnState,
+    out: &mut [u8],
+) -> Option<usize> {
+    let draining = turn.draining.as_ref()?;
+    match draining.pick(&mut turn.next_alternate, req.packet) {
+        Some(alternate) => req.error_with(out, 300, reason_phrase(300), |msg| {
+            msg.add(&Attribute::AlternateServer(alternate))
+        }),
+        None => req.error_with(out, 508, DRAINING_REASON, |_| Ok(())),
+    }
 }
 
 fn success(

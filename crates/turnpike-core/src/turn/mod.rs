@@ -39,6 +39,7 @@ use crate::auth::Integrity;
 use crate::config::TurnConfig;
 use crate::connection::{Connections, Outgoing, State};
 use crate::credentials::{KeyCache, User, Waiting};
+use crate::drain::Draining;
 use crate::ephemeral::Secrets;
 use crate::ids::{AllocationId, ConnectionId, RelayedAddress};
 use crate::output::{AllocationRecord, Event};
@@ -84,6 +85,10 @@ pub(crate) struct TurnState {
     pub(crate) serial: u64,
     /// Users the operator stopped, refused new allocations until then.
     pub(crate) stopped: FxHashMap<Box<str>, Instant>,
+    /// While draining: how a new Allocate is refused.
+    pub(crate) draining: Option<Draining>,
+    /// Which of the draining alternates is next.
+    pub(crate) next_alternate: usize,
 }
 
 impl std::fmt::Debug for TurnState {
@@ -262,17 +267,27 @@ impl Request<'_, '_> {
     /// Writes a signed error response (RFC 8656 signs errors to
     /// authenticated requests, so the client can trust them).
     pub(crate) fn error(&self, out: &mut [u8], code: u16) -> Option<usize> {
+        self.error_with(out, code, reason_phrase(code), |_| Ok(()))
+    }
+
+    /// [`error`](Self::error) with a reason phrase of its own and the
+    /// attributes `fill` adds after ERROR-CODE.
+    pub(crate) fn error_with(
+        &self,
+        out: &mut [u8],
+        code: u16,
+        reason: &str,
+        fill: impl FnOnce(&mut MessageBuilder<'_>) -> Result<(), EncodeError>,
+    ) -> Option<usize> {
         let mut msg = MessageBuilder::new(
             out,
             self.message.message_type().error(),
             self.message.transaction_id(),
         )
         .ok()?;
-        msg.add(&Attribute::ErrorCode(ErrorCode {
-            code,
-            reason: reason_phrase(code),
-        }))
-        .ok()?;
+        msg.add(&Attribute::ErrorCode(ErrorCode { code, reason }))
+            .ok()?;
+        fill(&mut msg).ok()?;
         self.finish(msg)
     }
 
