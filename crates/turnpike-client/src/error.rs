@@ -25,6 +25,18 @@ pub enum ClientError {
     /// The server kept answering 438 (Stale Nonce) to fresh nonces.
     #[error("server keeps answering 438 Stale Nonce")]
     StaleNonceLoop,
+    /// 300 (Try Alternate) with ALTERNATE-SERVER: the server sends the
+    /// client to another server (RFC 8489 §10). To a signed request it is
+    /// reported only with a valid MESSAGE-INTEGRITY, as RFC 8489 §14.8
+    /// requires before a client follows it; following it (a new client for
+    /// that address) is the caller's choice.
+    #[error("try alternate server {server} ({reason})")]
+    TryAlternate {
+        /// The ALTERNATE-SERVER address.
+        server: std::net::SocketAddr,
+        /// The server's reason phrase.
+        reason: String,
+    },
     /// Any other error response: the code and reason phrase.
     #[error("error response {code} {reason}")]
     ErrorResponse {
@@ -44,6 +56,7 @@ impl ClientError {
     pub fn error_code(&self) -> Option<u16> {
         match self {
             ClientError::ErrorResponse { code, .. } => Some(*code),
+            ClientError::TryAlternate { .. } => Some(300),
             ClientError::Unauthorized(_) => Some(401),
             ClientError::StaleNonceLoop => Some(438),
             _ => None,

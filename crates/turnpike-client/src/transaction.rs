@@ -422,10 +422,25 @@ impl ClientTransaction {
                         return ResponseAction::Ignore;
                     }
                 }
+                // RFC 8489 §14.8: a 300 to a signed request must be signed
+                // too, and is validated before the client goes elsewhere.
+                let alternate = match response.get(AttrType::ALTERNATE_SERVER) {
+                    Some(Ok(Attribute::AlternateServer(server))) if code == 300 => Some(server),
+                    _ => None,
+                };
+                if alternate.is_some() && signed && !response.has_integrity() {
+                    return ResponseAction::Ignore;
+                }
                 self.deadline = None;
-                ResponseAction::Done(Err(ClientError::ErrorResponse {
-                    code,
-                    reason: reason.to_owned(),
+                ResponseAction::Done(Err(match alternate {
+                    Some(server) => ClientError::TryAlternate {
+                        server,
+                        reason: reason.to_owned(),
+                    },
+                    None => ClientError::ErrorResponse {
+                        code,
+                        reason: reason.to_owned(),
+                    },
                 }))
             }
         }
@@ -836,6 +851,45 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_signed_try_alternate_names_the_alternate_an_unsigned_one_is_ignored() {
+        let now = Instant::now();
+        let mut auth = auth();
+        auth.challenge(REALM, "n");
+        let alternate: SocketAddr = "192.0.2.7:3478".parse().unwrap();
+        let redirect = [error(300), Attribute::AlternateServer(alternate)];
+        let mut tx = ClientTransaction::new(
+            Request::Allocate(AllocateParams::default()),
+            RetransmitPolicy::default(),
+        );
+        let req = send(&mut tx, &auth, now);
+        // RFC 8489 §14.8: not without MESSAGE-INTEGRITY, nor with a wrong one.
+        for integrity in [None, Some(&key("not the password"))] {
+            let r = respond(&req, Class::Error, &redirect, integrity);
+            assert!(matches!(
+                feed(&mut tx, &mut auth, &r),
+                ResponseAction::Ignore
+            ));
+        }
+        let r = respond(&req, Class::Error, &redirect, Some(&key("secret")));
+        match feed(&mut tx, &mut auth, &r) {
+            ResponseAction::Done(Err(ClientError::TryAlternate { server, .. })) => {
+                assert_eq!(server, alternate)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A 300 without ALTERNATE-SERVER is a plain error.
+        let mut tx = ClientTransaction::new(
+            Request::Allocate(AllocateParams::default()),
+            RetransmitPolicy::default(),
+        );
+        let req = send(&mut tx, &auth, now);
+        let r = respond(&req, Class::Error, &[error(300)], None);
+        match feed(&mut tx, &mut auth, &r) {
+            ResponseAction::Done(Err(ClientError::ErrorResponse { code: 300, .. })) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
     #[test]
     fn responses_to_other_transactions_or_methods_are_ignored() {
         let now = Instant::now();
