@@ -132,6 +132,10 @@ fn every_key_has_a_flag() {
         "--admin-token-file=/etc/turnpike/admin.token",
         "--no-admin-probes-without-token",
         "--admin-restund-listen=127.0.0.1:33000",
+        "--drain-alternate-server=203.0.113.7:3478,none",
+        "--drain-alternate-server=[2001:db8::7]:3478",
+        "--drain-exit-when-empty",
+        "--shutdown-grace-period=3600",
         "--xdp-interface=eth0,none",
         "--xdp-interface=eth1",
         "--xdp-mode=native",
@@ -228,6 +232,12 @@ fn every_key_has_a_flag() {
             admin_token_file: Some("/etc/turnpike/admin.token".into()),
             admin_probes_without_token: Some(false),
             admin_restund_listen: Some(addr("127.0.0.1:33000")),
+            drain_alternate_servers: Some(vec![
+                addr("203.0.113.7:3478"),
+                addr("[2001:db8::7]:3478")
+            ]),
+            drain_exit_when_empty: Some(true),
+            shutdown_grace_period: Some(3600),
             xdp_interfaces: Some(vec!["eth0".into(), "eth1".into()]),
             xdp_mode: Some(XdpMode::Native),
         }

@@ -74,6 +74,10 @@ pub const MAX_PEER_CONNECTIONS_PER_ALLOCATION: u32 = 1024;
 /// so a typo such as `max_lifetime = 36000000` fails at start-up.
 pub const MAX_LIFETIME_SECS: u32 = 86_400;
 
+/// Upper bound on `shutdown.grace_period` (a day): long drains are for
+/// `turnpike drain --wait`, but a grace of hours is allowed.
+pub const MAX_GRACE_PERIOD_SECS: u32 = 86_400;
+
 /// Both families on one port: the runtime sets IPV6_V6ONLY on the `[::]`
 /// socket so the two do not collide.
 fn on_both_families(port: u16) -> Vec<SocketAddr> {
@@ -446,6 +450,36 @@ settings! {
             flag admin_restund_listen "admin-restund-listen" "ADDR", env "TURNPIKE_ADMIN_RESTUND_LISTEN",
             shown "unset, off";
             help "loopback IP:PORT for restund's UDP command port (turnstats)";
+    }
+
+    /// `[drain]`: how the server drains (`POST /v1/drain`, `turnpike drain`,
+    /// SIGTERM): new Allocates are refused while the allocations it holds
+    /// keep working until they end ([`turnpike_core::drain`]).
+    [drain] DrainSettings, heading "Drain", expecting "a [drain] table" {
+        /// Other relays (IP:PORT) a new Allocate over UDP or TCP is sent to
+        /// while draining (300 with ALTERNATE-SERVER, one of the client's
+        /// address family, in turn); empty, or none of the family: 508.
+        #[serde(deserialize_with = "de_list")]
+        alternate_servers: Vec<SocketAddr> = Vec::new();
+            flag drain_alternate_servers "drain-alternate-server" "ADDR", env "TURNPIKE_DRAIN_ALTERNATE_SERVERS", via ListOrNone,
+            shown "none, 508 for everyone";
+            help "IP:PORT of another relay new allocations are sent to while draining; repeat or separate with commas; `none` for none. Replaces the file's list.";
+        /// Exit (status 0) once the last allocation has ended while
+        /// draining.
+        exit_when_empty: bool = false;
+            flag drain_exit_when_empty "drain-exit-when-empty" "BOOL", env "TURNPIKE_DRAIN_EXIT_WHEN_EMPTY",
+            negation false => "Keep running once drained (exit_when_empty = false)";
+            help "exit once the last allocation ends while draining";
+    }
+
+    /// `[shutdown]`: what SIGTERM does.
+    [shutdown] ShutdownSettings, heading "Shutdown", expecting "a [shutdown] table" {
+        /// Seconds SIGTERM drains for before the process exits (earlier
+        /// when the last allocation ends); 0: exit at once.
+        grace_period: u32 = 25;
+            flag shutdown_grace_period "shutdown-grace-period" "SECONDS", env "TURNPIKE_SHUTDOWN_GRACE_PERIOD",
+            range(0, MAX_GRACE_PERIOD_SECS) "seconds", zero "exit at once";
+            help "seconds SIGTERM drains for before exiting";
     }
 
     /// `[xdp]`: the relay fast path ([`turnpike_xdp`]). An XDP program on the

@@ -2050,3 +2050,57 @@ fn overlap_of_listeners() {
         assert_eq!(addresses_overlap(sa(a), sa(b)), want, "{a} {b}");
     }
 }
+
+#[test]
+fn drain_and_shutdown_defaults_file_values_overrides_and_errors() {
+    let c = Settings::default();
+    assert!(c.drain.alternate_servers.is_empty());
+    assert!(!c.drain.exit_when_empty);
+    assert_eq!(c.shutdown.grace_period, 25);
+    let mut c = Settings::from_toml_str(
+        "[drain]\nalternate_servers = [\"203.0.113.7:3478\", \"[2001:db8::7]:3478\"]\nexit_when_empty = true\n[shutdown]\ngrace_period = 7200\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.drain.alternate_servers,
+        [sa("203.0.113.7:3478"), sa("[2001:db8::7]:3478")]
+    );
+    assert!(c.drain.exit_when_empty);
+    assert_eq!(c.shutdown.grace_period, 7200);
+    c.apply(&Overrides {
+        drain_alternate_servers: Some(vec![sa("198.51.100.9:3478")]),
+        drain_exit_when_empty: Some(false),
+        shutdown_grace_period: Some(0),
+        ..Overrides::default()
+    });
+    assert_eq!(c.drain.alternate_servers, [sa("198.51.100.9:3478")]);
+    assert!(!c.drain.exit_when_empty);
+    assert_eq!(c.shutdown.grace_period, 0);
+    c.validate().unwrap();
+    for (doc, needle) in [
+        (
+            "[drain]\nalternate_servers = [\"203.0.113.7:3478\", \"203.0.113.7:3478\"]\n",
+            "drain.alternate_servers contains 203.0.113.7:3478 twice; remove the duplicate",
+        ),
+        (
+            "[drain]\nalternate_servers = [\"0.0.0.0:3478\"]\n",
+            "drain.alternate_servers contains 0.0.0.0:3478, which no client can be sent to",
+        ),
+        (
+            "[drain]\nalternate_servers = [\"203.0.113.7:0\"]\n",
+            "which no client can be sent to",
+        ),
+        (
+            "[drain]\nalternate_servers = [\"[ff02::1]:3478\"]\n",
+            "which no client can be sent to",
+        ),
+        (
+            "[shutdown]\ngrace_period = 86401\n",
+            "shutdown.grace_period = 86401 is out of range",
+        ),
+    ] {
+        let message = invalid(doc);
+        assert!(message.contains(needle), "{doc:?}: {message}");
+        assert!(!message.contains('\n'));
+    }
+}

@@ -33,6 +33,7 @@ impl Settings {
         self.validate_tls()?;
         self.validate_limits()?;
         self.validate_admin()?;
+        self.validate_drain()?;
         self.validate_xdp()
     }
 
@@ -253,6 +254,26 @@ impl Settings {
             return Err(ConfigError::invalid(format!(
                 "turn.rest_separator {sep:?} cannot separate the expiry time from the user id; use a character that is not a digit, whitespace or a control character, such as \":\""
             )));
+        }
+        Ok(())
+    }
+
+    /// The `[drain]` rules: alternates a client can be sent to (a unicast
+    /// IP and a port), each once.
+    fn validate_drain(&self) -> Result<(), ConfigError> {
+        let alternates = &self.drain.alternate_servers;
+        for (i, addr) in alternates.iter().enumerate() {
+            let ip = addr.ip();
+            if ip.is_unspecified() || ip.is_multicast() || is_broadcast(ip) || addr.port() == 0 {
+                return Err(ConfigError::invalid(format!(
+                    "drain.alternate_servers contains {addr}, which no client can be sent to; give another relay's unicast IP and port, e.g. \"203.0.113.7:3478\""
+                )));
+            }
+            if alternates[..i].contains(addr) {
+                return Err(ConfigError::invalid(format!(
+                    "drain.alternate_servers contains {addr} twice; remove the duplicate"
+                )));
+            }
         }
         Ok(())
     }
