@@ -1,11 +1,14 @@
 //! A [`Relay`] with fixed answers for the admin surfaces' tests: the
-//! snapshot, health and allocations they are given, and a record of the
-//! kicks (which end the matching allocations).
+//! snapshot, health and allocations they are given, a record of the kicks
+//! (which end the matching allocations), and a draining flag that the
+//! health and the snapshot follow.
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 
-use crate::observe::{AllocationFilter, AllocationInfo, BoxFuture, Health, Relay, Snapshot};
+use crate::observe::{
+    AllocationFilter, AllocationInfo, BoxFuture, DrainState, Health, Relay, Snapshot,
+};
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -14,6 +17,7 @@ pub(crate) struct FakeRelay {
     pub health: Mutex<Health>,
     pub allocations: Mutex<Vec<AllocationInfo>>,
     pub kicks: Mutex<Vec<AllocationFilter>>,
+    pub draining: Mutex<bool>,
 }
 
 fn get<T: Clone>(m: &Mutex<T>) -> T {
@@ -52,13 +56,29 @@ impl FakeRelay {
 
 impl Relay for FakeRelay {
     fn snapshot(&self) -> BoxFuture<'_, Snapshot> {
-        let snapshot = get(&self.snapshot);
+        let mut snapshot = get(&self.snapshot);
+        snapshot.draining |= get(&self.draining);
         Box::pin(async move { snapshot })
     }
 
     fn health(&self) -> BoxFuture<'_, Health> {
-        let health = get(&self.health);
+        let mut health = get(&self.health);
+        health.draining |= get(&self.draining);
         Box::pin(async move { health })
+    }
+
+    fn set_draining(&self, on: bool) -> BoxFuture<'_, DrainState> {
+        *self.draining.lock().unwrap() = on;
+        self.drain_state()
+    }
+
+    fn drain_state(&self) -> BoxFuture<'_, DrainState> {
+        let state = DrainState {
+            draining: get(&self.draining),
+            allocations: get(&self.allocations).len() as u64,
+            workers_silent: 0,
+        };
+        Box::pin(async move { state })
     }
 
     fn allocations(&self, filter: AllocationFilter) -> BoxFuture<'_, Vec<AllocationInfo>> {

@@ -112,7 +112,7 @@ pub struct Snapshot {
     pub credentials: Option<CredentialStats>,
     /// RFC 6062 peer connections open now (all workers).
     pub peer_connections_open: u64,
-    /// Whether the server is draining (the drain issue sets it).
+    /// Whether the server is draining (refusing new allocations).
     pub draining: bool,
     /// Refused certificate reloads (a renewal that did not parse or match).
     pub certificate_reloads_refused: u64,
@@ -270,6 +270,25 @@ impl Health {
     }
 }
 
+/// Whether the server drains, and what is left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DrainState {
+    /// New allocations are refused ([`turnpike_core::drain`]).
+    pub draining: bool,
+    /// Live allocations, in the workers that answered.
+    pub allocations: u64,
+    /// Workers that did not answer in time (their allocations are not
+    /// counted, so the server is not known to be empty).
+    pub workers_silent: usize,
+}
+
+impl DrainState {
+    /// Draining, and no allocation left in any worker.
+    pub fn drained(&self) -> bool {
+        self.draining && self.allocations == 0 && self.workers_silent == 0
+    }
+}
+
 /// What the admin surfaces ask of the running relay. The runtime
 /// implements it by asking each worker in turn (a message to its mailbox,
 /// answered between two batches), so a query never takes a lock the
@@ -285,4 +304,11 @@ pub trait Relay: Send + Sync + 'static {
     /// user filter, also refuses that user new allocations (403) for
     /// `database.cache_ttl`. Returns how many ended.
     fn kick(&self, filter: AllocationFilter) -> BoxFuture<'_, usize>;
+    /// Starts (`true`) or stops (`false`) draining: new Allocates are
+    /// refused (300 to an alternate, else 508) while existing allocations
+    /// keep working; `/readyz` fails meanwhile. Returns the state once
+    /// every worker has applied it.
+    fn set_draining(&self, on: bool) -> BoxFuture<'_, DrainState>;
+    /// Whether the server drains, and the allocations left.
+    fn drain_state(&self) -> BoxFuture<'_, DrainState>;
 }

@@ -132,6 +132,9 @@ pub(crate) struct WorkerCtx {
     /// allocation's 5-tuple, until the allocation ends: its accounting
     /// line and listing add it to the core's own count.
     pub(crate) withdrawn: RefCell<FxHashMap<FiveTuple, Traffic>>,
+    /// Notified when an allocation ends, for whoever waits for the server
+    /// to empty while it drains ([`super::RelayHandle::drained`]).
+    pub(crate) allocation_ended: Arc<Notify>,
 }
 
 impl WorkerCtx {
@@ -368,6 +371,7 @@ impl WorkerCtx {
                     traffic += fast;
                 }
                 accounting::ended(&record, realm(server), reason, lasted, &traffic);
+                self.allocation_ended.notify_waiters();
             }
         }
     }

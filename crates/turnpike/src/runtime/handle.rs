@@ -8,15 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
-use turnpike_core::Quotas;
+use tokio::sync::{Notify, mpsc, oneshot};
+use turnpike_core::{Draining, Quotas};
 use turnpike_xdp::FastPath;
 
 use super::queries::Query;
 use crate::credentials::CredentialSource;
 use crate::observe::{
-    AllocationFilter, AllocationInfo, BoxFuture, FastPathStats, Health, Relay, Snapshot,
-    WorkerShare,
+    AllocationFilter, AllocationInfo, BoxFuture, DrainState, FastPathStats, Health, Relay,
+    Snapshot, WorkerShare,
 };
 use crate::tls::Certificates;
 
@@ -36,8 +36,13 @@ struct Inner {
     workers: Vec<mpsc::UnboundedSender<Query>>,
     /// Set once every listener is bound and every worker runs.
     started: AtomicBool,
-    /// Set while draining (the drain issue sets it).
+    /// Set while draining.
     draining: AtomicBool,
+    /// How draining workers refuse new Allocates (`drain.alternate_servers`).
+    drain: Draining,
+    /// Notified when draining starts or stops and when an allocation ends
+    /// (by the workers), for whoever waits for the server to empty.
+    changed: Arc<Notify>,
     credentials: Option<Arc<CredentialSource>>,
     quotas: Option<Arc<Quotas>>,
     fast_path: Option<Arc<Mutex<FastPath>>>,
@@ -61,6 +66,9 @@ pub(super) struct Sources {
     pub(super) fast_path: Option<Arc<Mutex<FastPath>>>,
     pub(super) certs: Option<Arc<Certificates>>,
     pub(super) stop_for: Duration,
+    pub(super) drain: Draining,
+    /// Also given to the workers, which notify it when an allocation ends.
+    pub(super) changed: Arc<Notify>,
 }
 
 impl RelayHandle {
@@ -70,6 +78,8 @@ impl RelayHandle {
                 workers,
                 started: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
+                drain: sources.drain,
+                changed: sources.changed,
                 credentials: sources.credentials,
                 quotas: sources.quotas,
                 fast_path: sources.fast_path,
@@ -82,6 +92,52 @@ impl RelayHandle {
     /// Start-up is over: every listener is bound.
     pub(super) fn set_started(&self) {
         self.inner.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts (`true`) or stops (`false`) draining in every worker, and
+    /// returns the state once each has applied it.
+    pub async fn set_draining(&self, on: bool) -> DrainState {
+        self.inner.draining.store(on, Ordering::Relaxed);
+        let draining = on.then(|| self.inner.drain.clone());
+        let answers = self
+            .ask_all(|reply| Query::Drain {
+                draining: draining.clone(),
+                reply,
+            })
+            .await;
+        self.inner.changed.notify_waiters();
+        self.drain_state_of(&answers)
+    }
+
+    /// Whether the server drains, and the allocations left.
+    pub async fn drain_state(&self) -> DrainState {
+        let answers = self.ask_all(Query::AllocationCount).await;
+        self.drain_state_of(&answers)
+    }
+
+    fn drain_state_of(&self, answers: &[Option<usize>]) -> DrainState {
+        DrainState {
+            draining: self.inner.draining.load(Ordering::Relaxed),
+            allocations: answers.iter().flatten().map(|&n| n as u64).sum(),
+            workers_silent: answers.iter().filter(|a| a.is_none()).count(),
+        }
+    }
+
+    /// Returns once the server drains and no allocation is left in any
+    /// worker: at once if it is so now, else when an allocation ends or
+    /// draining starts (never if it never drains).
+    pub async fn drained(&self) {
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change between the check
+            // and the wait is not missed.
+            changed.as_mut().enable();
+            if self.inner.draining.load(Ordering::Relaxed) && self.drain_state().await.drained() {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Asks every worker, each answer within [`ANSWER_DEADLINE`]; `None`
@@ -200,6 +256,14 @@ impl Relay for RelayHandle {
             list.sort_by(|a, b| a.id.cmp(&b.id));
             list
         })
+    }
+
+    fn set_draining(&self, on: bool) -> BoxFuture<'_, DrainState> {
+        Box::pin(RelayHandle::set_draining(self, on))
+    }
+
+    fn drain_state(&self) -> BoxFuture<'_, DrainState> {
+        Box::pin(RelayHandle::drain_state(self))
     }
 
     fn kick(&self, filter: AllocationFilter) -> BoxFuture<'_, usize> {

@@ -7,7 +7,11 @@
 //! lock is taken on the packet path. Datagrams are received and sent in
 //! batches (`recvmmsg`/`sendmmsg`). The main thread binds nothing itself
 //! beyond a short probe (to report "address in use" clearly), then waits for
-//! SIGTERM/SIGINT and shuts the workers down.
+//! a signal and shuts the workers down ([`until_stopped`]): SIGINT at once;
+//! SIGTERM after draining for `shutdown.grace_period` (or until the last
+//! allocation ended, or a second SIGTERM or a SIGINT); a drain started from
+//! the admin endpoint once the last allocation ended, with
+//! `drain.exit_when_empty`.
 
 mod binder;
 mod context;
@@ -22,6 +26,7 @@ mod worker;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,7 +35,7 @@ use anyhow::{Context, anyhow};
 use rand::RngCore;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
-use turnpike_core::{PerSourceRate, Secrets, WallClock};
+use turnpike_core::{Draining, PerSourceRate, Secrets, WallClock};
 use turnpike_store::Store;
 use turnpike_xdp::FastPath;
 
@@ -131,6 +136,8 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
     let (query_senders, mut query_inboxes): (Vec<_>, Vec<_>) = (0..workers)
         .map(|_| tokio::sync::mpsc::unbounded_channel())
         .unzip();
+    let allocation_ended = Arc::new(tokio::sync::Notify::new());
+    let cut_short = Arc::new(AtomicUsize::new(0));
     let relay = RelayHandle::new(
         query_senders,
         Sources {
@@ -139,6 +146,8 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
             fast_path: fast_path.clone(),
             certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
             stop_for: Duration::from_secs(config.database.cache_ttl.into()),
+            drain: Draining::new(config.drain.alternate_servers.clone()),
+            changed: Arc::clone(&allocation_ended),
         },
     );
     let admin = crate::admin_http::AdminState {
@@ -190,6 +199,8 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
             inbox: Some(inbox),
             fast_path: fast_path.clone(),
             queries: Some(queries),
+            allocation_ended: Arc::clone(&allocation_ended),
+            cut_short: Arc::clone(&cut_short),
         };
         let ready = ready_tx.clone();
         let failed = failed_tx.clone();
@@ -244,12 +255,34 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
     relay.set_started();
     tracing::info!(workers, "turnpike ready");
 
-    let result = wait_for_shutdown(&control, &mut failed_rx);
-    tracing::info!("shutting down");
+    let stopping = StopRules {
+        grace: Duration::from_secs(config.shutdown.grace_period.into()),
+        exit_when_empty: config.drain.exit_when_empty,
+    };
+    let result = control.block_on(until_stopped(&relay, &mut failed_rx, stopping));
+    let why = match &result {
+        Ok(why) => why.clone(),
+        Err(err) => format!("a worker failed: {err:#}"),
+    };
+    tracing::info!(reason = %why, "shutting down");
     stop(handles);
+    // Every worker has ended what it held (one accounting line each), closed
+    // its sockets, and withdrawn its fast-path routes; the XDP program goes
+    // with the last reference to it, below.
+    match cut_short.load(Ordering::Relaxed) {
+        0 => tracing::info!(
+            allocations = 0,
+            "stopped ({why}): no allocation was cut short"
+        ),
+        n => tracing::warn!(
+            allocations = n,
+            "stopped ({why}): {n} allocation{} cut short",
+            if n == 1 { " was" } else { "s were" }
+        ),
+    }
     // A database call stuck on a dead connection must not hold up the exit.
     control.shutdown_timeout(Duration::from_secs(1));
-    result
+    result.map(drop)
 }
 
 /// Every client listener with its transport, for `/v1/status`.
@@ -464,20 +497,56 @@ pub(crate) fn bind_error(transport: &str, addr: SocketAddr, err: &io::Error) -> 
     anyhow!("cannot listen on {transport} {addr}: {reason}; {hint}")
 }
 
-/// Waits for SIGTERM/SIGINT, or for a worker to fail.
-fn wait_for_shutdown(
-    control: &tokio::runtime::Runtime,
+/// When to stop, besides a signal.
+#[derive(Clone, Copy, Debug)]
+struct StopRules {
+    /// How long SIGTERM drains before exiting (`shutdown.grace_period`).
+    grace: Duration,
+    /// Exit once a drain (from the admin endpoint) has emptied the server.
+    exit_when_empty: bool,
+}
+
+/// Runs until the server should stop, and says why:
+/// - SIGINT (Ctrl-C): at once, as an interactive user expects;
+/// - SIGTERM: drains for `rules.grace` (new Allocates refused, existing
+///   allocations kept), then stops; earlier when the last allocation
+///   ends, or at a second SIGTERM or a SIGINT; at once with no grace;
+/// - with `rules.exit_when_empty`, once a drain started from the admin
+///   endpoint has seen the last allocation end;
+/// - a worker that failed: its error.
+async fn until_stopped(
+    relay: &RelayHandle,
     failed: &mut tokio::sync::mpsc::UnboundedReceiver<anyhow::Error>,
-) -> anyhow::Result<()> {
+    rules: StopRules,
+) -> anyhow::Result<String> {
     use tokio::signal::unix::{SignalKind, signal};
-    control.block_on(async {
-        let mut term =
-            signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
-        tokio::select! {
-            _ = term.recv() => Ok(()),
-            _ = int.recv() => Ok(()),
-            Some(err) = failed.recv() => Err(err),
+    let mut term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    tokio::select! {
+        _ = int.recv() => return Ok("SIGINT".to_owned()),
+        Some(err) = failed.recv() => return Err(err),
+        () = relay.drained(), if rules.exit_when_empty => {
+            return Ok("drained: the last allocation ended (drain.exit_when_empty)".to_owned());
         }
-    })
+        _ = term.recv() => {}
+    }
+    if rules.grace.is_zero() {
+        return Ok("SIGTERM, shutdown.grace_period = 0".to_owned());
+    }
+    let grace = rules.grace.as_secs();
+    let state = relay.set_draining(true).await;
+    tracing::info!(
+        allocations = state.allocations,
+        grace_period = grace,
+        "SIGTERM: draining (new allocations refused) until the last allocation ends, for {grace} s at most; SIGTERM again or SIGINT stops at once"
+    );
+    tokio::select! {
+        _ = term.recv() => Ok("a second SIGTERM during the grace period".to_owned()),
+        _ = int.recv() => Ok("SIGINT during the grace period".to_owned()),
+        Some(err) = failed.recv() => Err(err),
+        () = relay.drained() => Ok("SIGTERM, and the last allocation ended".to_owned()),
+        () = tokio::time::sleep(rules.grace) => {
+            Ok(format!("SIGTERM, and the grace period ({grace} s) is over"))
+        }
+    }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use turnpike_core::allocation::AllocationView;
 use turnpike_core::ephemeral::user_names;
 use turnpike_core::stats::{EndReason, Label, TransportLabel};
-use turnpike_core::{RelayProtocol, Server};
+use turnpike_core::{Draining, RelayProtocol, Server};
 
 use super::context::WorkerCtx;
 use crate::date;
@@ -39,6 +39,15 @@ pub(crate) enum Query {
         stop_for: Duration,
         reply: oneshot::Sender<usize>,
     },
+    /// Start (`Some`) or stop (`None`) draining: refuse new Allocates as
+    /// `draining` says ([`turnpike_core::drain`]). Answers with its live
+    /// allocations.
+    Drain {
+        draining: Option<Draining>,
+        reply: oneshot::Sender<usize>,
+    },
+    /// How many live allocations it holds.
+    AllocationCount(oneshot::Sender<usize>),
 }
 
 /// Answers queries until the asking side is gone.
@@ -57,6 +66,14 @@ pub(super) async fn query_loop(ctx: Rc<WorkerCtx>, mut inbox: mpsc::UnboundedRec
                 reply,
             } => {
                 let _ = reply.send(kick(&ctx, &filter, stop_for));
+            }
+            Query::Drain { draining, reply } => {
+                let mut server = ctx.server.borrow_mut();
+                server.set_draining(draining);
+                let _ = reply.send(server.allocation_count());
+            }
+            Query::AllocationCount(reply) => {
+                let _ = reply.send(ctx.server.borrow().allocation_count());
             }
         }
     }

@@ -73,6 +73,11 @@ pub(super) struct Worker {
     pub(super) fast_path: Option<Arc<Mutex<FastPath>>>,
     /// Questions from the admin surfaces ([`super::queries`]).
     pub(super) queries: Option<tokio::sync::mpsc::UnboundedReceiver<Query>>,
+    /// Notified when an allocation ends (see [`WorkerCtx::allocation_ended`]).
+    pub(super) allocation_ended: Arc<tokio::sync::Notify>,
+    /// Allocations still live at shutdown, all workers together: each adds
+    /// those it ends on the way out.
+    pub(super) cut_short: Arc<AtomicUsize>,
 }
 
 /// What a worker needs for TLS and DTLS.
@@ -178,9 +183,11 @@ impl Worker {
             let _ = shutdown.wait_for(|stop| *stop).await;
             // Every allocation ends on the way out, so each gets its
             // accounting line and its fast-path routes are withdrawn.
-            ctx.server
-                .borrow_mut()
-                .end_allocations(Instant::now(), EndReason::Drained, |_| true);
+            let ended =
+                ctx.server
+                    .borrow_mut()
+                    .end_allocations(Instant::now(), EndReason::Drained, |_| true);
+            self.cut_short.fetch_add(ended, Ordering::Relaxed);
             ctx.process_pending();
             // Returning drops the LocalSet's tasks: sockets close with them.
             Ok(())
@@ -227,6 +234,7 @@ impl Worker {
                 fast_path: self.fast_path.clone(),
                 shell_stats: Cell::default(),
                 withdrawn: RefCell::default(),
+                allocation_ended: Arc::clone(&self.allocation_ended),
             }
         });
         if let Some(credentials) = &ctx.credentials {
