@@ -26,6 +26,11 @@
 //! - `DELETE /v1/users/{name}/allocations`: ends the user's allocations
 //!   and refuses the user new ones for `database.cache_ttl`;
 //!   `{"ended": N}`, 200 even for 0.
+//! - `POST /v1/drain`: starts draining (new Allocates refused, existing
+//!   allocations kept, `/readyz` 503; [`Relay::set_draining`]);
+//!   `DELETE /v1/drain` stops it; `GET /v1/drain` asks. Each answers
+//!   [`DrainState`]: `{"draining", "allocations", "workers_silent"}`, once
+//!   every worker has applied the change.
 //!
 //! The certificate values are read from [`Certificates`] at each request,
 //! so they are those of the certificate actually served: after a refused
@@ -75,7 +80,7 @@ use turnpike_xdp::FastPath;
 
 use crate::config::{AdminSettings, ConfigError};
 use crate::date;
-use crate::observe::{AllocationFilter, AllocationInfo, Health, Relay, Snapshot};
+use crate::observe::{AllocationFilter, AllocationInfo, DrainState, Health, Relay, Snapshot};
 use crate::tls::Certificates;
 
 /// Admin connections open at once, over all admin addresses.
@@ -532,6 +537,10 @@ pub fn router(state: Arc<AdminState>, access: Access) -> Router {
         .route("/v1/allocations", get(allocations))
         .route("/v1/allocations/{id}", delete(kick_allocation))
         .route("/v1/users/{name}/allocations", delete(kick_user))
+        .route(
+            "/v1/drain",
+            get(drain_state).post(start_draining).delete(stop_draining),
+        )
         .fallback(not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
@@ -799,8 +808,41 @@ async fn kick_user(
     }
 }
 
+async fn drain_state(State(state): State<Arc<AdminState>>) -> Response {
+    match ask(state.relay.drain_state()).await {
+        Ok(drain) => json(StatusCode::OK, &drain),
+        Err(response) => response,
+    }
+}
+
+async fn start_draining(State(state): State<Arc<AdminState>>) -> Response {
+    match ask(state.relay.set_draining(true)).await {
+        Ok(drain) => {
+            tracing::info!(
+                allocations = drain.allocations,
+                "draining, from the admin endpoint: new allocations are refused, the live ones keep working"
+            );
+            json(StatusCode::OK, &drain)
+        }
+        Err(response) => response,
+    }
+}
+
+async fn stop_draining(State(state): State<Arc<AdminState>>) -> Response {
+    match ask(state.relay.set_draining(false)).await {
+        Ok(drain) => {
+            tracing::info!(
+                allocations = drain.allocations,
+                "draining stopped, from the admin endpoint: new allocations are made again"
+            );
+            json(StatusCode::OK, &drain)
+        }
+        Err(response) => response,
+    }
+}
+
 /// The 404 text, listing the routes.
-pub const NOT_FOUND: &str = "not found; this endpoint serves GET /healthz, /readyz, /metrics, /status, /v1/status, /v1/allocations (?user=&limit=&cursor=), DELETE /v1/allocations/ID and DELETE /v1/users/NAME/allocations\n";
+pub const NOT_FOUND: &str = "not found; this endpoint serves GET /healthz, /readyz, /metrics, /status, /v1/status, /v1/allocations (?user=&limit=&cursor=), DELETE /v1/allocations/ID, DELETE /v1/users/NAME/allocations, and GET, POST and DELETE /v1/drain\n";
 
 async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, NOT_FOUND)

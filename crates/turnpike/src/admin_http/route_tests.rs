@@ -121,6 +121,9 @@ const EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/v1/allocations"),
     ("DELETE", "/v1/allocations/0000000000000001"),
     ("DELETE", "/v1/users/alice/allocations"),
+    ("GET", "/v1/drain"),
+    ("POST", "/v1/drain"),
+    ("DELETE", "/v1/drain"),
     ("GET", "/nowhere"),
 ];
 
@@ -168,8 +171,9 @@ async fn every_route_needs_the_token_when_one_is_configured() {
             assert!(answer.body.starts_with("unauthorized: "), "{}", answer.body);
         }
     }
-    // Nothing was kicked by the refused requests.
+    // Nothing was kicked or drained by the refused requests.
     assert!(endpoint.relay.kicks().is_empty());
+    assert!(!*endpoint.relay.draining.lock().unwrap());
     // With the token (the scheme in any case, spaces around it), answered.
     for authorization in [
         format!("Bearer {TOKEN}"),
@@ -582,6 +586,68 @@ async fn kicking_a_user() {
     );
     let left = endpoint.get("/v1/allocations").await.json();
     assert_eq!(ids(&left).len(), 17);
+}
+
+#[tokio::test]
+async fn draining_starts_and_stops_and_readiness_follows() {
+    let endpoint = Endpoint::new(FakeRelay::with(vec![
+        allocation(1, "alice"),
+        allocation(2, "bob"),
+    ]))
+    .with_token(true);
+    let bearer = format!("Bearer {TOKEN}");
+    let state = endpoint.get("/v1/drain").await;
+    assert_eq!(state.status, StatusCode::OK);
+    assert_eq!(
+        state.json(),
+        serde_json::json!({"draining": false, "allocations": 2, "workers_silent": 0})
+    );
+    assert_eq!(endpoint.get("/readyz").await.status, StatusCode::OK);
+
+    let started = endpoint.ask(Method::POST, "/v1/drain", Some(&bearer)).await;
+    assert_eq!(started.status, StatusCode::OK);
+    assert_eq!(
+        started.json(),
+        serde_json::json!({"draining": true, "allocations": 2, "workers_silent": 0})
+    );
+    let ready = endpoint.ask(Method::GET, "/readyz", None).await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n")
+    );
+    assert_eq!(endpoint.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(endpoint.get("/v1/status").await.json()["draining"], true);
+    assert!(
+        endpoint
+            .get("/metrics")
+            .await
+            .body
+            .contains("\nturnpike_draining 1\n"),
+        "the metric follows"
+    );
+    // Starting again changes nothing.
+    let again = endpoint.ask(Method::POST, "/v1/drain", Some(&bearer)).await;
+    assert_eq!(again.json()["draining"], true);
+
+    let stopped = endpoint.delete("/v1/drain").await;
+    assert_eq!(stopped.status, StatusCode::OK);
+    assert_eq!(stopped.json()["draining"], false);
+    assert_eq!(endpoint.get("/readyz").await.status, StatusCode::OK);
+    assert!(
+        endpoint
+            .get("/metrics")
+            .await
+            .body
+            .contains("\nturnpike_draining 0\n"),
+        "the metric follows"
+    );
+    assert_eq!(
+        endpoint
+            .ask(Method::PUT, "/v1/drain", Some(&bearer))
+            .await
+            .status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
 }
 
 #[tokio::test]
