@@ -1,6 +1,6 @@
-//! `turnpike status`, `turnpike allocations` and `turnpike kick`: the
-//! admin endpoint ([`crate::admin_http`]) of a running server, asked from
-//! the shell. The address and the token come from the same configuration
+//! `turnpike status`, `turnpike allocations`, `turnpike kick`, `turnpike
+//! drain` and `turnpike undrain`: the admin endpoint
+//! ([`crate::admin_http`]) of a running server, asked from the shell. The address and the token come from the same configuration
 //! as `serve` (file, `TURNPIKE_*`, flags): the first `admin.listen` address
 //! (a wildcard one asked on the loopback address of its family) and
 //! `admin.token_file`.
@@ -74,6 +74,64 @@ pub struct KickArgs {
     /// Print the endpoint's JSON answer (`{"ended": N}`).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `turnpike drain`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct DrainArgs {
+    /// Return only once the last allocation has ended (asking every
+    /// half second), or fail at --timeout with the count left.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (`90`, `90s`, `15m`, `2h`),
+    /// exiting with status 1 and the number of allocations left; the server
+    /// keeps draining.
+    #[arg(long, value_name = "DURATION", requires = "wait", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print the endpoint's JSON answer
+    /// (`{"draining", "allocations", "workers_silent"}`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `turnpike undrain`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct UndrainArgs {
+    /// Print the endpoint's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How often `turnpike drain --wait` asks for the allocations left.
+pub const DRAIN_POLL: Duration = Duration::from_millis(500);
+
+/// `90`, `90s`, `15m`, `2h`: whole seconds, minutes or hours.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration; use seconds (90, 90s), minutes (15m) or hours (2h)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds))
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not a duration; use seconds (90, 90s), minutes (15m) or hours (2h)"
+            )
+        })
 }
 
 /// The admin endpoint of the configured server.
@@ -304,6 +362,13 @@ impl Endpoint {
         Ok((ended, value))
     }
 
+    /// `GET`, `POST` or `DELETE /v1/drain`: the state after.
+    pub async fn drain(&self, method: Method) -> Result<DrainReport, AdminError> {
+        let (status, value) = self.json(method, "/v1/drain").await?;
+        self.expect_success(status, "/v1/drain")?;
+        serde_json::from_value(value).map_err(|_| self.unexpected("/v1/drain"))
+    }
+
     fn expect_success(&self, status: StatusCode, target: &str) -> Result<(), AdminError> {
         match status.is_success() {
             true => Ok(()),
@@ -379,6 +444,102 @@ pub fn kick(args: &KickArgs, settings: &Settings) -> Result<String, AdminError> 
         ),
         (None, None) => String::new(),
     })
+}
+
+/// `turnpike drain`: starts draining; with `--wait`, returns once no
+/// allocation is left (printing each new count on stdout as it goes), or
+/// fails at `--timeout` saying how many are left.
+pub fn drain(args: &DrainArgs, settings: &Settings) -> Result<String, AdminError> {
+    let endpoint = Endpoint::from_settings(settings)?;
+    block_on(async {
+        let started = tokio::time::Instant::now();
+        let mut state = endpoint.drain(Method::POST).await?;
+        if !args.wait {
+            return Ok(match args.json {
+                true => pretty(&serde_json::to_value(state).unwrap_or_default()),
+                false => format!(
+                    "draining: new allocations are refused; {} left (turnpike undrain to stop)\n",
+                    state.left()
+                ),
+            });
+        }
+        let deadline = args.timeout.map(|t| started + t);
+        let mut shown = None;
+        loop {
+            if state.drained() {
+                return Ok(match args.json {
+                    true => pretty(&serde_json::to_value(state).unwrap_or_default()),
+                    false => "drained: no allocation left\n".to_owned(),
+                });
+            }
+            if !args.json && shown != Some(state) {
+                // Progress for whoever watches; the last line is the result.
+                let line = format!("draining: {} left\n", state.left());
+                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), line.as_bytes());
+                shown = Some(state);
+            }
+            let now = tokio::time::Instant::now();
+            if let (Some(deadline), Some(timeout)) = (deadline, args.timeout)
+                && now >= deadline
+            {
+                return Err(AdminError::Runtime(format!(
+                    "still {} after {} s of draining; the server keeps draining (turnpike undrain to stop it)",
+                    state.left(),
+                    timeout.as_secs()
+                )));
+            }
+            let pause = deadline.map_or(DRAIN_POLL, |d| DRAIN_POLL.min(d - now));
+            tokio::time::sleep(pause).await;
+            state = endpoint.drain(Method::GET).await?;
+        }
+    })
+}
+
+/// `turnpike undrain`: stops draining.
+pub fn undrain(args: &UndrainArgs, settings: &Settings) -> Result<String, AdminError> {
+    let endpoint = Endpoint::from_settings(settings)?;
+    let state = block_on(endpoint.drain(Method::DELETE))?;
+    Ok(match args.json {
+        true => pretty(&serde_json::to_value(state).unwrap_or_default()),
+        false => format!(
+            "not draining: new allocations are made again; {} live\n",
+            state.left()
+        ),
+    })
+}
+
+/// `/v1/drain` as this client reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct DrainReport {
+    /// New allocations are refused.
+    pub draining: bool,
+    /// Live allocations.
+    pub allocations: u64,
+    /// Workers that did not answer (their allocations are not counted).
+    #[serde(default)]
+    pub workers_silent: u64,
+}
+
+impl DrainReport {
+    /// Draining, and known to be empty.
+    pub fn drained(&self) -> bool {
+        self.draining && self.allocations == 0 && self.workers_silent == 0
+    }
+
+    /// `3 allocations`, `1 allocation`, with the silent workers if any.
+    fn left(&self) -> String {
+        let plural = if self.allocations == 1 { "" } else { "s" };
+        let mut text = format!("{} allocation{plural}", self.allocations);
+        if self.workers_silent > 0 {
+            let _ = write!(
+                text,
+                " (and those of {} worker{} that did not answer)",
+                self.workers_silent,
+                if self.workers_silent == 1 { "" } else { "s" }
+            );
+        }
+        text
+    }
 }
 
 fn pretty(value: &serde_json::Value) -> String {

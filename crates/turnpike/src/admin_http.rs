@@ -29,7 +29,8 @@
 //! - `POST /v1/drain`: starts draining (new Allocates refused, existing
 //!   allocations kept, `/readyz` 503; [`Relay::set_draining`]);
 //!   `DELETE /v1/drain` stops it; `GET /v1/drain` asks. Each answers
-//!   [`DrainState`]: `{"draining", "allocations", "workers_silent"}`, once
+//!   [`DrainState`](crate::observe::DrainState): `{"draining",
+//!   "allocations", "workers_silent"}`, once
 //!   every worker has applied the change.
 //!
 //! The certificate values are read from [`Certificates`] at each request,
@@ -80,7 +81,7 @@ use turnpike_xdp::FastPath;
 
 use crate::config::{AdminSettings, ConfigError};
 use crate::date;
-use crate::observe::{AllocationFilter, AllocationInfo, DrainState, Health, Relay, Snapshot};
+use crate::observe::{AllocationFilter, AllocationInfo, Health, Relay, Snapshot};
 use crate::tls::Certificates;
 
 /// Admin connections open at once, over all admin addresses.

@@ -87,6 +87,12 @@ pub enum Command {
     /// user's (--username), who then cannot allocate for
     /// database.cache_ttl.
     Kick(crate::admin_client::KickArgs),
+    /// Start draining the running server: new allocations are refused
+    /// (sent to drain.alternate_servers, else 508), the live ones keep
+    /// working, /readyz fails. With --wait, return once the last one ended.
+    Drain(crate::admin_client::DrainArgs),
+    /// Stop draining the running server: new allocations are made again.
+    Undrain(crate::admin_client::UndrainArgs),
 }
 
 /// The flags of every setting (from the declarations, see

@@ -98,6 +98,16 @@ fn run() -> Result<(), Failure> {
                 turnpike::admin_client::kick(&args, settings)
             });
         }
+        Command::Drain(args) => {
+            return run_client(&cli, |settings| {
+                turnpike::admin_client::drain(&args, settings)
+            });
+        }
+        Command::Undrain(args) => {
+            return run_client(&cli, |settings| {
+                turnpike::admin_client::undrain(&args, settings)
+            });
+        }
         Command::CheckConfig => false,
         Command::Serve => true,
     };
@@ -175,7 +185,7 @@ fn run_admin(
     })
 }
 
-/// `turnpike status|allocations|kick`: the configuration `serve` would
+/// `turnpike status|allocations|kick|drain|undrain`: the configuration `serve` would
 /// run with, no logging; the command's output on stdout.
 fn run_client(
     cli: &Cli,

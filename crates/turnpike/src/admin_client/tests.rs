@@ -332,3 +332,77 @@ fn durations_in_words() {
     assert_eq!(duration_words(3600), "1h 0m 0s");
     assert_eq!(duration_words(90_061), "1d 1h 1m 1s");
 }
+
+#[test]
+fn drain_undrain_and_waiting() {
+    let server = Server::start(FakeRelay::with(vec![
+        allocation(1, "alice"),
+        allocation(2, "bob"),
+    ]));
+    let settings = server.client();
+    let args = |wait: bool, timeout: Option<u64>, json: bool| DrainArgs {
+        wait,
+        timeout: timeout.map(Duration::from_secs),
+        json,
+    };
+    assert_eq!(
+        drain(&args(false, None, false), &settings).unwrap(),
+        "draining: new allocations are refused; 2 allocations left (turnpike undrain to stop)\n"
+    );
+    assert!(*server.relay.draining.lock().unwrap());
+    // Two allocations stay: the wait ends at the timeout, with the count.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        runtime_error(drain(&args(true, Some(1), false), &settings)),
+        "still 2 allocations after 1 s of draining; the server keeps draining (turnpike undrain to stop it)"
+    );
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_secs(1)..Duration::from_secs(5)).contains(&waited),
+        "{waited:?}"
+    );
+    assert_eq!(
+        undrain(&UndrainArgs { json: false }, &settings).unwrap(),
+        "not draining: new allocations are made again; 2 allocations live\n"
+    );
+    assert!(!*server.relay.draining.lock().unwrap());
+    // Empty: the wait ends at once.
+    server.relay.allocations.lock().unwrap().clear();
+    assert_eq!(
+        drain(&args(true, None, false), &settings).unwrap(),
+        "drained: no allocation left\n"
+    );
+    let json = drain(&args(true, Some(5), true), &settings).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+        serde_json::json!({"draining": true, "allocations": 0, "workers_silent": 0})
+    );
+}
+
+#[test]
+fn drain_timeouts() {
+    for (text, seconds) in [
+        ("90", 90),
+        ("90s", 90),
+        ("15m", 900),
+        ("2h", 7200),
+        (" 0 ", 0),
+    ] {
+        assert_eq!(
+            parse_duration(text),
+            Ok(Duration::from_secs(seconds)),
+            "{text}"
+        );
+    }
+    for text in [
+        "",
+        "s",
+        "1.5s",
+        "-1",
+        "10d",
+        "1h30m",
+        "99999999999999999999h",
+    ] {
+        assert!(parse_duration(text).is_err(), "{text:?}");
+    }
+}
