@@ -104,6 +104,13 @@ pub struct ServerOptions {
     pub wildcard: bool,
     /// With `xdp`: the interfaces instead of `lo`.
     pub xdp_interfaces: Vec<&'static str>,
+    /// `shutdown.grace_period`: 0 (the default here, not the server's) so
+    /// that stopping a test server with SIGTERM does not drain first.
+    pub grace_period: u32,
+    /// `drain.alternate_servers`.
+    pub drain_alternates: Vec<SocketAddr>,
+    /// `drain.exit_when_empty`.
+    pub exit_when_empty: bool,
 }
 
 /// The certificate of `[tls]`.
@@ -229,6 +236,9 @@ impl ServerOptions {
             restund: false,
             wildcard: false,
             xdp_interfaces: Vec::new(),
+            grace_period: 0,
+            drain_alternates: Vec::new(),
+            exit_when_empty: false,
         }
     }
 
@@ -389,8 +399,60 @@ impl TestServer {
         }
     }
 
-    fn config_path(&self) -> PathBuf {
+    /// The server's configuration file (for the admin commands).
+    pub fn config_path(&self) -> PathBuf {
         self._dir.path().join("turnpike.toml")
+    }
+
+    /// Runs `turnpike --config CONFIG ARGS...` (an admin command on this
+    /// server's configuration) with a clean environment, whatever it exits
+    /// with.
+    pub fn command(&self, args: &[&str]) -> cli::Output {
+        let config = self.config_path();
+        let config = config.to_str().expect("UTF-8 temporary path");
+        let mut all = vec!["--config", config];
+        all.extend_from_slice(args);
+        cli::run(&all, &[])
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> libc::pid_t {
+        let child = self.child.as_ref().expect("the server runs");
+        libc::pid_t::try_from(child.id()).expect("pid fits pid_t")
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.pid();
+        // SAFETY: kill(2) on our own child, not reaped yet (we hold it).
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
+    /// Waits for the server to exit by itself, at most `within` (failing
+    /// the test after that), and returns its status; its output stays
+    /// readable.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("the server runs");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {within:?}\n{}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Every UDP endpoint the configuration asks the server to serve.
@@ -718,6 +780,15 @@ fn render_config(
             options.xdp_interfaces.clone()
         };
         let _ = writeln!(s, "\n[xdp]\ninterfaces = {interfaces:?}");
+    }
+    let _ = writeln!(s, "\n[shutdown]\ngrace_period = {}", options.grace_period);
+    if !options.drain_alternates.is_empty() || options.exit_when_empty {
+        let _ = writeln!(
+            s,
+            "\n[drain]\nalternate_servers = {}\nexit_when_empty = {}",
+            toml_list(&options.drain_alternates),
+            options.exit_when_empty
+        );
     }
     if let Some(turn) = &options.turn {
         render_turn(&mut s, turn);
