@@ -71,16 +71,32 @@ fn allocations(server: &TestServer) -> Vec<serde_json::Value> {
     list["allocations"].as_array().expect("a list").clone()
 }
 
-/// Transports of the allocations that relayed something to their peer:
-/// uclient's sessions once they send (its probe allocations never do).
+/// `transport/relay_kind` of the allocations that relayed something to
+/// their peer (uclient's UDP-relay sessions once they send; its probe
+/// allocations never do), without repeats.
 fn relaying(server: &TestServer) -> Vec<String> {
-    let mut transports: Vec<String> = allocations(server)
+    let mut kinds: Vec<String> = allocations(server)
         .iter()
         .filter(|a| a["to_peer_packets"].as_u64().unwrap_or(0) > 0)
-        .map(|a| a["transport"].as_str().unwrap_or_default().to_owned())
+        .map(|a| {
+            format!(
+                "{}/{}",
+                a["transport"].as_str().unwrap_or_default(),
+                a["relay_kind"].as_str().unwrap_or_default()
+            )
+        })
         .collect();
-    transports.sort();
-    transports
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+/// Live TCP allocations (RFC 6062).
+fn tcp_relays(server: &TestServer) -> usize {
+    allocations(server)
+        .iter()
+        .filter(|a| a["relay_kind"] == "tcp")
+        .count()
 }
 
 /// A new Allocate from a fresh client of ours.
@@ -175,11 +191,19 @@ async fn sessions_relay_to_their_end_while_new_allocations_get_508() {
             ("udp", session_args(&[]), None),
             ("tcp", session_args(&["-t"]), None),
             ("tls", session_args(&["-t", "-S"]), Some(tls)),
+            // RFC 6062: two clients relaying to each other over TCP relays
+            // (-T implies -y), Connect and ConnectionBind included.
+            (
+                "tcp relay",
+                vec!["-T", "-m", "2", "-n", "100", "-l", "100"],
+                None,
+            ),
         ],
     );
-    // Each session relays (uclient waits 1-6 s before it sends).
+    // Each UDP-relay session relays (uclient waits 1-6 s before it sends),
+    // and both TCP relays are allocated.
     eventually("every session relays", Duration::from_secs(30), || {
-        relaying(&server) == ["tcp", "tls", "udp"]
+        relaying(&server) == ["tcp/udp", "tls/udp", "udp/udp"] && tcp_relays(&server) >= 2
     });
     let (status, body) = admin_request(&server, "POST", "/v1/drain");
     assert_eq!(status, 200, "{body}");
@@ -519,7 +543,7 @@ fn xdp_sessions_relay_to_their_end_and_sigterm_detaches_the_program() {
     let peer = Peer::start(&[v4()]);
     let runs = start_runs(&server, &peer, &[("udp over xdp", session_args(&[]), None)]);
     eventually("the session relays", Duration::from_secs(30), || {
-        relaying(&server) == ["udp"]
+        relaying(&server) == ["udp/udp"]
     });
     let (status, body) = admin_request(&server, "POST", "/v1/drain");
     assert_eq!(status, 200, "{body}");
