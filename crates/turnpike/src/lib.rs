@@ -16,6 +16,8 @@
 //! - [`logging`]: tracing subscriber set-up (text or JSON).
 //! - [`net`]: sockets: batched UDP I/O and TCP stream framing.
 //! - [`runtime`]: worker threads that own sockets and a core shard each.
+//! - [`service`]: what systemd is told (`READY=1`, `STATUS=`, the
+//!   watchdog), through `NOTIFY_SOCKET`.
 //! - [`tls`]: TLS certificates, their checks and hot reload.
 
 pub mod admin;
@@ -30,4 +32,5 @@ pub mod logging;
 pub mod net;
 pub mod observe;
 pub mod runtime;
+pub mod service;
 pub mod tls;

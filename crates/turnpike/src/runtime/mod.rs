@@ -254,12 +254,19 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
     }
     relay.set_started();
     tracing::info!(workers, "turnpike ready");
+    // systemd (crate::service): READY=1 now that every listener is bound,
+    // then STATUS= and the watchdog's pings from the control runtime.
+    crate::service::ready();
+    control.spawn(crate::service::supervise(Arc::new(relay.clone())));
 
     let stopping = StopRules {
         grace: Duration::from_secs(config.shutdown.grace_period.into()),
         exit_when_empty: config.drain.exit_when_empty,
     };
     let result = control.block_on(until_stopped(&relay, &mut failed_rx, stopping));
+    // systemd (crate::service): shutdown begins, if no SIGTERM's drain
+    // began it already.
+    crate::service::stopping();
     let why = match &result {
         Ok(why) => why.clone(),
         Err(err) => format!("a worker failed: {err:#}"),
@@ -530,6 +537,9 @@ async fn until_stopped(
         }
         _ = term.recv() => {}
     }
+    // systemd (crate::service): SIGTERM starts the stop; the drain is part
+    // of it (TimeoutStopSec covers the grace period).
+    crate::service::stopping();
     if rules.grace.is_zero() {
         return Ok("SIGTERM, shutdown.grace_period = 0".to_owned());
     }
