@@ -19,6 +19,7 @@
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -33,11 +34,15 @@ struct Notifier {
     socket: UnixDatagram,
     address: SocketAddr,
     /// Whether a failed send was already logged.
-    failed: std::sync::atomic::AtomicBool,
+    failed: AtomicBool,
 }
 
 /// Read from the environment on first use; `None` outside systemd.
 static NOTIFIER: OnceLock<Option<Notifier>> = OnceLock::new();
+
+/// Set by [`stopping`]: the workers are about to go, so their silence is
+/// no fault any more.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 fn notifier() -> Option<&'static Notifier> {
     NOTIFIER
@@ -70,11 +75,10 @@ impl Notifier {
     }
 
     fn send(&self, message: &str) {
-        if let Err(err) = self.socket.send_to_addr(message.as_bytes(), &self.address) {
-            use std::sync::atomic::Ordering;
-            if !self.failed.swap(true, Ordering::Relaxed) {
-                tracing::warn!("cannot notify the service manager (NOTIFY_SOCKET): {err}");
-            }
+        if let Err(err) = self.socket.send_to_addr(message.as_bytes(), &self.address)
+            && !self.failed.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!("cannot notify the service manager (NOTIFY_SOCKET): {err}");
         }
     }
 }
@@ -119,8 +123,11 @@ pub fn reloading() {
     notify(&reloading_message(monotonic_usec()));
 }
 
-/// `STOPPING=1`: shutdown has begun.
+/// `STOPPING=1`: shutdown has begun. The watchdog's pings end (systemd
+/// does not watch a stopping service); status lines go on while workers
+/// answer (a drain's "draining: N allocations left").
 pub fn stopping() {
+    STOPPING.store(true, Ordering::Relaxed);
     notify("STOPPING=1");
 }
 
@@ -206,28 +213,44 @@ pub async fn supervise(relay: Arc<dyn Relay>) {
             interval_ms = interval.as_millis() as u64,
             "systemd watchdog on: pinging at half the interval while every worker answers"
         );
-        tokio::spawn(watchdog_pings(Arc::clone(&relay), interval / 2, || {
-            notify("WATCHDOG=1");
-        }));
+        tokio::spawn(watchdog_pings(
+            Arc::clone(&relay),
+            interval / 2,
+            || notify("WATCHDOG=1"),
+            &STOPPING,
+        ));
     }
     let mut ticks = tokio::time::interval(STATUS_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        status(&status_text(&relay.snapshot().await));
+        let snapshot = relay.snapshot().await;
+        if STOPPING.load(Ordering::Relaxed) && snapshot.workers_silent > 0 {
+            // Workers that have stopped count nothing worth showing.
+            return;
+        }
+        status(&status_text(&snapshot));
     }
 }
 
 /// `ping` (`WATCHDOG=1`) every `period`, only after every worker
 /// answered: a stuck worker stops the pings and systemd restarts the
-/// service.
-async fn watchdog_pings(relay: Arc<dyn Relay>, period: Duration, ping: impl Fn()) {
+/// service. Ends once `stopping` is set.
+async fn watchdog_pings(
+    relay: Arc<dyn Relay>,
+    period: Duration,
+    ping: impl Fn(),
+    stopping: &'static AtomicBool,
+) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_alive = true;
     loop {
         ticks.tick().await;
         let health = relay.health().await;
+        if stopping.load(Ordering::Relaxed) {
+            return;
+        }
         if health.alive() {
             ping();
         } else if was_alive {
@@ -326,15 +349,21 @@ mod tests {
     #[tokio::test]
     async fn a_silent_worker_stops_the_watchdog() {
         use crate::admin_http::testing::FakeRelay;
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::AtomicUsize;
 
+        static STOPPED: AtomicBool = AtomicBool::new(false);
         let relay = Arc::new(FakeRelay::with(Vec::new()));
         let pings = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&pings);
         let period = Duration::from_millis(20);
-        let task = tokio::spawn(watchdog_pings(relay.clone(), period, move || {
-            counted.fetch_add(1, Ordering::Relaxed);
-        }));
+        let task = tokio::spawn(watchdog_pings(
+            relay.clone(),
+            period,
+            move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            },
+            &STOPPED,
+        ));
         tokio::time::sleep(period * 10).await;
         assert!(pings.load(Ordering::Relaxed) >= 5, "pings while healthy");
 
@@ -351,7 +380,13 @@ mod tests {
         relay.set_health(health);
         tokio::time::sleep(period * 5).await;
         assert!(pings.load(Ordering::Relaxed) > stuck, "pings resume");
-        task.abort();
+
+        // Shutdown: the pings end, and so does the task.
+        STOPPED.store(true, Ordering::Relaxed);
+        tokio::time::timeout(period * 5, task)
+            .await
+            .expect("the watchdog task ends once stopping")
+            .expect("no panic");
     }
 
     #[test]

@@ -226,7 +226,7 @@ fn ready_when_listening_status_with_allocations_stopping_on_sigterm() {
 #[test]
 fn watchdog_pings_at_half_the_interval() {
     // WatchdogSec=400ms: a ping every 200 ms, only while the workers answer.
-    let server = Notified::start(&[("WATCHDOG_USEC", "400000")]);
+    let mut server = Notified::start(&[("WATCHDOG_USEC", "400000")]);
     assert_eq!(server.next(READY_TIMEOUT), "READY=1");
     let window = Duration::from_secs(2);
     let until = Instant::now() + window;
@@ -254,6 +254,16 @@ fn watchdog_pings_at_half_the_interval() {
     assert!(
         longest < Duration::from_millis(400),
         "a gap of {longest:?} between pings would let systemd kill the service"
+    );
+
+    // Stopping workers are no stuck workers: the pings end without an
+    // alarm.
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    let log = server.log();
+    assert!(
+        !log.contains("does not answer"),
+        "shutdown taken for a stuck worker:\n{log}"
     );
 }
 
