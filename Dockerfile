@@ -2,7 +2,7 @@
 # running as an unprivileged user.
 #
 #   docker build -t turnpike .
-#   docker run -d --name turnpike --network host \
+#   docker run -d --name turnpike --network host --stop-timeout 35 \
 #       -v /etc/turnpike:/etc/turnpike:ro -v turnpike-data:/var/lib/turnpike \
 #       turnpike
 #
@@ -57,8 +57,8 @@ VOLUME ["/var/lib/turnpike"]
 # to turn.max_port, 49152-65535 by default) must be reachable too: use the
 # host's network, or publish a narrowed range (README, "Install").
 EXPOSE 3478/udp 3478/tcp 5349/udp 5349/tcp
-# SIGTERM (docker stop) shuts down cleanly; give it the drain's grace
-# period: docker stop -t 70.
+# SIGTERM (docker stop) drains, then exits: give it shutdown.grace_period
+# (25 s) and a little more with --stop-timeout 35 (Docker waits 10 s).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/turnpike"]
 CMD ["serve", "--config", "/etc/turnpike/turnpike.toml"]

@@ -123,12 +123,15 @@ pub fn reloading() {
     notify(&reloading_message(monotonic_usec()));
 }
 
-/// `STOPPING=1`: shutdown has begun. The watchdog's pings end (systemd
-/// does not watch a stopping service); status lines go on while workers
-/// answer (a drain's "draining: N allocations left").
+/// `STOPPING=1`: shutdown has begun (sent once, however often called:
+/// SIGTERM's drain starts it, the runtime's exit path makes sure of it).
+/// The watchdog's pings end (systemd does not watch a stopping service);
+/// status lines go on while workers answer (a drain's "draining: N
+/// allocations left").
 pub fn stopping() {
-    STOPPING.store(true, Ordering::Relaxed);
-    notify("STOPPING=1");
+    if !STOPPING.swap(true, Ordering::Relaxed) {
+        notify("STOPPING=1");
+    }
 }
 
 /// `STATUS=TEXT`, one line shown by `systemctl status`.
