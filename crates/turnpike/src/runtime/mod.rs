@@ -347,6 +347,7 @@ fn open_credentials(
             grace: Duration::from_secs(db.grace_period.into()),
             timeout,
             capacity: CACHE_CAPACITY,
+            secrets_refresh: Duration::from_secs(db.secrets_refresh.into()),
         },
     ));
     let secrets = control
@@ -354,10 +355,7 @@ fn open_credentials(
         .map_err(|e| anyhow!("cannot read shared secrets from {location}: {e}"))?;
     tracing::info!(database = %location, secrets = secrets.len(), "credential database open");
     let (publish, receive) = watch::channel(secrets);
-    control.spawn(
-        Arc::clone(&credentials)
-            .refresh_secrets(publish, Duration::from_secs(db.secrets_refresh.into())),
-    );
+    control.spawn(Arc::clone(&credentials).refresh_secrets(publish));
     Ok((credentials, receive))
 }
 

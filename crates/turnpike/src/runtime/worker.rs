@@ -240,7 +240,7 @@ impl Worker {
         if let Some(credentials) = &ctx.credentials {
             let mut server = ctx.server.borrow_mut();
             let now = Instant::now();
-            for (name, keys) in credentials.static_users() {
+            for (name, keys) in credentials.static_users().iter() {
                 server.insert_credentials(now, name, keys.clone());
             }
         }
