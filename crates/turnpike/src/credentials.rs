@@ -47,6 +47,9 @@ pub struct CacheOptions {
     pub secrets_refresh: Duration,
 }
 
+/// Users whose keys the shared credential cache holds at most.
+pub const CACHE_CAPACITY: usize = 100_000;
+
 /// While the database is down, how soon a shard asks again about a user it
 /// was told about from the grace cache or told is unavailable: recovery
 /// shows within seconds without a lookup per request.

@@ -13,10 +13,11 @@ use turnpike_core::{Draining, Quotas};
 use turnpike_xdp::FastPath;
 
 use super::queries::Query;
+use super::reload::{ReloadCause, Reloader};
 use crate::credentials::CredentialSource;
 use crate::observe::{
     AllocationFilter, AllocationInfo, BoxFuture, DrainState, FastPathStats, Health, Relay,
-    Snapshot, WorkerShare,
+    ReloadReport, ReloadResult, Snapshot, WorkerShare,
 };
 use crate::tls::Certificates;
 
@@ -47,8 +48,11 @@ struct Inner {
     quotas: Option<Arc<Quotas>>,
     fast_path: Option<Arc<Mutex<FastPath>>>,
     certs: Option<Arc<Certificates>>,
-    /// How long a kicked user is refused new allocations.
+    /// How long a kicked user is refused new allocations without a
+    /// credential cache (whose `cache_ttl` it is otherwise).
     stop_for: Duration,
+    /// Reloads the configuration.
+    reloader: Arc<Reloader>,
 }
 
 impl std::fmt::Debug for RelayHandle {
@@ -69,6 +73,7 @@ pub(super) struct Sources {
     pub(super) drain: Draining,
     /// Also given to the workers, which notify it when an allocation ends.
     pub(super) changed: Arc<Notify>,
+    pub(super) reloader: Arc<Reloader>,
 }
 
 impl RelayHandle {
@@ -85,6 +90,7 @@ impl RelayHandle {
                 fast_path: sources.fast_path,
                 certs: sources.certs,
                 stop_for: sources.stop_for,
+                reloader: sources.reloader,
             }),
         }
     }
@@ -140,31 +146,9 @@ impl RelayHandle {
         }
     }
 
-    /// Asks every worker, each answer within [`ANSWER_DEADLINE`]; `None`
-    /// for a worker that did not answer.
-    async fn ask_all<T>(
-        &self,
-        mut query: impl FnMut(oneshot::Sender<T>) -> Query,
-    ) -> Vec<Option<T>> {
-        let mut pending = Vec::with_capacity(self.inner.workers.len());
-        for worker in &self.inner.workers {
-            let (tx, rx) = oneshot::channel();
-            // A worker whose mailbox is gone has stopped: its answer never
-            // comes, which is what `rx` then says.
-            let _ = worker.send(query(tx));
-            pending.push(rx);
-        }
-        let deadline = tokio::time::Instant::now() + ANSWER_DEADLINE;
-        let mut answers = Vec::with_capacity(pending.len());
-        for rx in pending {
-            answers.push(
-                tokio::time::timeout_at(deadline, rx)
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
-            );
-        }
-        answers
+    /// Asks every worker ([`ask_all`]).
+    async fn ask_all<T>(&self, query: impl FnMut(oneshot::Sender<T>) -> Query) -> Vec<Option<T>> {
+        ask_all(&self.inner.workers, query).await
     }
 
     fn fast_path_stats(&self) -> Option<FastPathStats> {
@@ -198,6 +182,33 @@ impl RelayHandle {
     }
 }
 
+/// Asks every worker, each answer within [`ANSWER_DEADLINE`]; `None` for
+/// a worker that did not answer.
+pub(super) async fn ask_all<T>(
+    workers: &[mpsc::UnboundedSender<Query>],
+    mut query: impl FnMut(oneshot::Sender<T>) -> Query,
+) -> Vec<Option<T>> {
+    let mut pending = Vec::with_capacity(workers.len());
+    for worker in workers {
+        let (tx, rx) = oneshot::channel();
+        // A worker whose mailbox is gone has stopped: its answer never
+        // comes, which is what `rx` then says.
+        let _ = worker.send(query(tx));
+        pending.push(rx);
+    }
+    let deadline = tokio::time::Instant::now() + ANSWER_DEADLINE;
+    let mut answers = Vec::with_capacity(pending.len());
+    for rx in pending {
+        answers.push(
+            tokio::time::timeout_at(deadline, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+        );
+    }
+    answers
+}
+
 impl Relay for RelayHandle {
     fn snapshot(&self) -> BoxFuture<'_, Snapshot> {
         Box::pin(async move {
@@ -227,6 +238,7 @@ impl Relay for RelayHandle {
                     .certs
                     .as_ref()
                     .map_or(0, |c| c.reloads_refused()),
+                config: self.inner.reloader.facts(),
             }
         })
     }
@@ -268,7 +280,12 @@ impl Relay for RelayHandle {
 
     fn kick(&self, filter: AllocationFilter) -> BoxFuture<'_, usize> {
         Box::pin(async move {
-            let stop_for = self.inner.stop_for;
+            // `database.cache_ttl` as it is now (a reload may change it).
+            let stop_for = self
+                .inner
+                .credentials
+                .as_ref()
+                .map_or(self.inner.stop_for, |c| c.options().ttl);
             self.ask_all(|reply| Query::Kick {
                 filter: filter.clone(),
                 stop_for,
@@ -278,6 +295,22 @@ impl Relay for RelayHandle {
             .into_iter()
             .flatten()
             .sum()
+        })
+    }
+
+    fn reload(&self) -> BoxFuture<'_, ReloadReport> {
+        // A task of its own: a reload is finished whole even when the
+        // asker gives up waiting.
+        let reloader = Arc::clone(&self.inner.reloader);
+        let task = tokio::spawn(async move { reloader.reload(ReloadCause::AdminRequest).await });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|err| ReloadReport {
+                result: ReloadResult::Refused,
+                error: Some(format!("the reload failed: {err}")),
+                warnings: Vec::new(),
+                changed: Vec::new(),
+                config_sha256: self.inner.reloader.facts().sha256,
+            })
         })
     }
 }

@@ -1,21 +1,25 @@
 //! What the admin surfaces ask a worker, and how it answers: each worker
 //! has a query mailbox, read by a task of its own between two batches, so a
 //! query never takes a lock the packet path takes and a worker that stops
-//! turning is noticed (its answer does not come).
+//! turning is noticed (its answer does not come). A reload hands each
+//! worker its new configuration the same way ([`Query::Reconfigure`]).
 //!
-//! The asking side is [`super::handle::RelayHandle`].
+//! The asking side is [`super::handle::RelayHandle`] (and
+//! [`super::reload`]).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use turnpike_core::allocation::AllocationView;
 use turnpike_core::ephemeral::user_names;
 use turnpike_core::stats::{EndReason, Label, TransportLabel};
-use turnpike_core::{Draining, RelayProtocol, Server};
+use turnpike_core::{Draining, RelayProtocol, Server, UserKeys};
 
 use super::context::WorkerCtx;
+use super::stream::conn::StreamLimits;
 use crate::date;
 use crate::observe::accounting::{allocation_id, relay_kind};
 use crate::observe::{
@@ -48,6 +52,26 @@ pub(crate) enum Query {
     },
     /// How many live allocations it holds.
     AllocationCount(oneshot::Sender<usize>),
+    /// Run with a reloaded configuration; whether the shard took it.
+    Reconfigure {
+        change: Arc<WorkerChange>,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// What a reload changes in every worker.
+#[derive(Debug)]
+pub(crate) struct WorkerChange {
+    /// The core's configuration, made by `Config::reconfigured` from the
+    /// running one.
+    pub(crate) core: Arc<turnpike_core::Config>,
+    /// The limits new connections get.
+    pub(crate) limits: StreamLimits,
+    /// Static users removed, or whose password changed: forgotten (a
+    /// database user of the same name is looked up again).
+    pub(crate) forget: Vec<String>,
+    /// Static users added, or whose password changed, with their keys.
+    pub(crate) learn: Vec<(String, UserKeys)>,
 }
 
 /// Answers queries until the asking side is gone.
@@ -74,6 +98,9 @@ pub(super) async fn query_loop(ctx: Rc<WorkerCtx>, mut inbox: mpsc::UnboundedRec
             }
             Query::AllocationCount(reply) => {
                 let _ = reply.send(ctx.server.borrow().allocation_count());
+            }
+            Query::Reconfigure { change, reply } => {
+                let _ = reply.send(reconfigure(&ctx, &change));
             }
         }
     }
@@ -168,6 +195,30 @@ fn kick(ctx: &Rc<WorkerCtx>, filter: &AllocationFilter, stop_for: Duration) -> u
     // written.
     ctx.process_pending();
     ended
+}
+
+/// Takes a reload's change: the shard's configuration and static users,
+/// the limits of new connections. Allocations, connections and sessions
+/// stay; what the shard withdraws (routes of channels to peers now
+/// refused) is carried out.
+fn reconfigure(ctx: &Rc<WorkerCtx>, change: &WorkerChange) -> bool {
+    let now = Instant::now();
+    {
+        let mut server = ctx.server.borrow_mut();
+        if !server.reconfigure(now, Arc::clone(&change.core)) {
+            return false;
+        }
+        for name in &change.forget {
+            server.remove_credentials(name);
+        }
+        for (name, keys) in &change.learn {
+            server.insert_credentials(now, name, keys.clone());
+        }
+    }
+    ctx.limits.set(change.limits);
+    ctx.queued.set_max(change.limits.max_buffered_per_worker);
+    ctx.process_pending();
+    true
 }
 
 /// The separator of time-limited usernames (`expiry:user id`).
