@@ -95,7 +95,7 @@ pub enum Command {
     Undrain(crate::admin_client::UndrainArgs),
     /// Make the running server read its configuration file again and
     /// apply what can change while it runs (as SIGHUP does); print what
-    /// it did. Exit 1 if the file was refused.
+    /// it did. Exit 2 if the file was refused.
     Reload(crate::admin_client::ReloadArgs),
 }
 

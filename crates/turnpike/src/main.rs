@@ -216,19 +216,29 @@ fn run_client(
 }
 
 /// `turnpike reload`: like [`run_client`], and a refused reload is a
-/// failure (exit 1, its error on stderr) after its report on stdout.
+/// configuration error (exit 2, its error on stderr) after its report on
+/// stdout. A file this command cannot load is not sent for: the server
+/// would refuse it the same way.
 fn run_reload(cli: &Cli, args: &turnpike::admin_client::ReloadArgs) -> Result<(), Failure> {
-    let mut refused = None;
-    run_client(cli, |settings| {
-        let (output, error) = turnpike::admin_client::reload(args, settings)?;
-        refused = error;
-        Ok(output)
+    let settings = Settings::resolve(cli.config_path(), &cli.overrides()).map_err(|err| {
+        Failure::config(format!(
+            "configuration not reloaded: {err}; the server was not asked (it would refuse this file too)"
+        ))
     })?;
+    let (output, refused) =
+        turnpike::admin_client::reload(args, &settings).map_err(|err| match err {
+            AdminError::Usage(message) => Failure {
+                status: EXIT_CONFIG,
+                message,
+            },
+            AdminError::Runtime(message) => Failure {
+                status: EXIT_RUNTIME,
+                message,
+            },
+        })?;
+    let _ = std::io::stdout().lock().write_all(output.as_bytes());
     match refused {
-        Some(message) => Err(Failure {
-            status: EXIT_RUNTIME,
-            message,
-        }),
+        Some(message) => Err(Failure::config(message)),
         None => Ok(()),
     }
 }
