@@ -12,7 +12,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use turnpike_core::{Draining, Quotas};
 use turnpike_xdp::FastPath;
 
-use super::queries::Query;
+use super::queries::{Query, ask_all};
 use super::reload::{ReloadCause, Reloader};
 use crate::credentials::CredentialSource;
 use crate::observe::{
@@ -20,11 +20,6 @@ use crate::observe::{
     ReloadReport, ReloadResult, Snapshot, WorkerShare,
 };
 use crate::tls::Certificates;
-
-/// How long a worker may take to answer before it counts as silent: far
-/// beyond one batch (microseconds to milliseconds), short enough for a
-/// probe's timeout.
-const ANSWER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The running relay, for the admin endpoint, `turnstats` and the CLI.
 #[derive(Clone)]
@@ -146,7 +141,7 @@ impl RelayHandle {
         }
     }
 
-    /// Asks every worker ([`ask_all`]).
+    /// Asks every worker ([`super::queries::ask_all`]).
     async fn ask_all<T>(&self, query: impl FnMut(oneshot::Sender<T>) -> Query) -> Vec<Option<T>> {
         ask_all(&self.inner.workers, query).await
     }
@@ -180,33 +175,6 @@ impl RelayHandle {
                 .is_ok_and(|down| down > credentials.grace())
         })
     }
-}
-
-/// Asks every worker, each answer within [`ANSWER_DEADLINE`]; `None` for
-/// a worker that did not answer.
-pub(super) async fn ask_all<T>(
-    workers: &[mpsc::UnboundedSender<Query>],
-    mut query: impl FnMut(oneshot::Sender<T>) -> Query,
-) -> Vec<Option<T>> {
-    let mut pending = Vec::with_capacity(workers.len());
-    for worker in workers {
-        let (tx, rx) = oneshot::channel();
-        // A worker whose mailbox is gone has stopped: its answer never
-        // comes, which is what `rx` then says.
-        let _ = worker.send(query(tx));
-        pending.push(rx);
-    }
-    let deadline = tokio::time::Instant::now() + ANSWER_DEADLINE;
-    let mut answers = Vec::with_capacity(pending.len());
-    for rx in pending {
-        answers.push(
-            tokio::time::timeout_at(deadline, rx)
-                .await
-                .ok()
-                .and_then(Result::ok),
-        );
-    }
-    answers
 }
 
 impl Relay for RelayHandle {

@@ -369,7 +369,6 @@ fn listener_infos(
 /// unreachable database is an error: the operator is there to see it.
 /// Returns the sources, and the secrets' channel to the shards (both ends:
 /// a reload publishes too).
-#[allow(clippy::type_complexity)]
 fn open_credentials(
     config: &Settings,
     control: &tokio::runtime::Runtime,

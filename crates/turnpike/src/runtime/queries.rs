@@ -26,6 +26,11 @@ use crate::observe::{
     AllocationFilter, AllocationGauges, AllocationInfo, ChannelInfo, WorkerShare,
 };
 
+/// How long a worker may take to answer before it counts as silent: far
+/// beyond one batch (microseconds to milliseconds), short enough for a
+/// probe's timeout.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(2);
+
 /// A question for one worker, with where its answer goes.
 #[derive(Debug)]
 pub(crate) enum Query {
@@ -72,6 +77,33 @@ pub(crate) struct WorkerChange {
     pub(crate) forget: Vec<String>,
     /// Static users added, or whose password changed, with their keys.
     pub(crate) learn: Vec<(String, UserKeys)>,
+}
+
+/// Asks every worker, each answer within [`ANSWER_DEADLINE`]; `None` for
+/// a worker that did not answer.
+pub(super) async fn ask_all<T>(
+    workers: &[mpsc::UnboundedSender<Query>],
+    mut query: impl FnMut(oneshot::Sender<T>) -> Query,
+) -> Vec<Option<T>> {
+    let mut pending = Vec::with_capacity(workers.len());
+    for worker in workers {
+        let (tx, rx) = oneshot::channel();
+        // A worker whose mailbox is gone has stopped: its answer never
+        // comes, which is what `rx` then says.
+        let _ = worker.send(query(tx));
+        pending.push(rx);
+    }
+    let deadline = tokio::time::Instant::now() + ANSWER_DEADLINE;
+    let mut answers = Vec::with_capacity(pending.len());
+    for rx in pending {
+        answers.push(
+            tokio::time::timeout_at(deadline, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+        );
+    }
+    answers
 }
 
 /// Answers queries until the asking side is gone.

@@ -32,8 +32,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use turnpike_core::Secrets;
 
-use super::handle::ask_all;
-use super::queries::{Query, WorkerChange};
+use super::queries::{Query, WorkerChange, ask_all};
 use super::stream::conn::ConnectionCounts;
 use crate::config::{Settings, SettingsSource, UserEntry};
 use crate::credentials::CredentialSource;
