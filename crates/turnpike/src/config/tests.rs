@@ -2251,3 +2251,30 @@ fn settings_source_hashes_the_file_bytes() {
     std::fs::write(&path, "[server]\nworkers = \"many\"\n").unwrap();
     assert!(source.load().is_err());
 }
+
+/// The example file says of every setting whether a reload applies it,
+/// on the line before its key, as the declaration does.
+#[test]
+fn example_file_says_what_a_reload_applies() {
+    for d in DECLARED {
+        let lines: Vec<&str> = example_section(d.section).lines().collect();
+        let name = format!("{}.{}", d.section, d.key);
+        let at = lines
+            .iter()
+            .position(|l| {
+                let l = l.trim_start_matches('#');
+                l.starts_with(&format!("{} = ", d.key)) || *l == format!("[[{name}]]")
+            })
+            .unwrap_or_else(|| panic!("{name} missing from the example"));
+        let expected = match d.reload {
+            Reload::Live => "# Reload: applied live.",
+            Reload::Restart => "# Reload: needs a restart.",
+        };
+        assert_eq!(
+            at.checked_sub(1).map(|i| lines[i]),
+            Some(expected),
+            "{name} ({}) in the example",
+            d.reload.as_str()
+        );
+    }
+}
