@@ -11,6 +11,7 @@
 //! - `POST /v1/reload` and `turnpike reload` report what they did, and
 //!   `/metrics` and `/v1/status` count reloads and name the file's SHA-256.
 //! - `log.level` and `log.format` change live.
+//! - A drain under way sends new clients to the new alternates.
 //! - One SIGHUP reloads the configuration and the certificate.
 //!
 //! Every wait is for a log line or an answer (`eventually`), never a sleep.
@@ -464,6 +465,54 @@ async fn the_log_level_and_format_change_live() {
     assert_eq!(status, 200);
     server.wait_for_lines(RELOADED, 3, WITHIN);
     assert_eq!(server.lines_with("credential lookup").len(), 1);
+}
+
+/// `drain.alternate_servers` changes live: a drain under way sends new
+/// Allocates to the new alternate at once.
+#[tokio::test]
+async fn a_drain_under_way_takes_the_new_alternates() {
+    let first: SocketAddr = "127.0.0.1:3".parse().unwrap();
+    let second: SocketAddr = "127.0.0.1:4".parse().unwrap();
+    let mut server = TestServer::start(ServerOptions {
+        admin: true,
+        admin_token: Some(TOKEN),
+        drain_alternates: vec![first],
+        ..ServerOptions::turn()
+    });
+    let (status, body) = admin_request(&server, "POST", "/v1/drain");
+    assert_eq!(status, 200, "{body}");
+    let sent_to = |result: Result<(TurnClient, SocketAddr), ClientError>| match result {
+        Err(ClientError::TryAlternate { server, .. }) => server,
+        Err(other) => panic!("a new Allocate while draining: {other}"),
+        Ok(_) => panic!("a new Allocate while draining succeeded"),
+    };
+    assert_eq!(sent_to(try_allocate(&server).await), first);
+    server.edit_config(|text| {
+        let list = format!("alternate_servers = [\"{first}\"]");
+        assert!(text.contains(&list), "{text}");
+        text.replace(&list, &format!("alternate_servers = [\"{second}\"]"))
+    });
+    let (status, body) = admin_request(&server, "POST", "/v1/reload");
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        report["changed"],
+        serde_json::json!(["drain.alternate_servers"])
+    );
+    assert_eq!(sent_to(try_allocate(&server).await), second);
+    // And for the next drain.
+    assert_eq!(admin_request(&server, "DELETE", "/v1/drain").0, 200);
+    assert!(try_allocate(&server).await.is_ok());
+    assert_eq!(admin_request(&server, "POST", "/v1/drain").0, 200);
+    assert_eq!(sent_to(try_allocate(&server).await), second);
+}
+
+/// An Allocate as alice on a fresh client, with its error as is.
+async fn try_allocate(server: &TestServer) -> Result<(TurnClient, SocketAddr), ClientError> {
+    let credentials = Credentials::new(TURN_USER, TURN_PASSWORD);
+    let mut client = TurnClient::bind(server.v4(), credentials).await.unwrap();
+    let allocated = client.allocate(AllocateParams::default()).await?;
+    Ok((client, allocated.relayed))
 }
 
 /// One SIGHUP reloads both the configuration and the certificate (with

@@ -34,8 +34,9 @@ struct Inner {
     started: AtomicBool,
     /// Set while draining.
     draining: AtomicBool,
-    /// How draining workers refuse new Allocates (`drain.alternate_servers`).
-    drain: Draining,
+    /// How draining workers refuse new Allocates (`drain.alternate_servers`,
+    /// which a reload replaces).
+    drain: Arc<Mutex<Draining>>,
     /// Notified when draining starts or stops and when an allocation ends
     /// (by the workers), for whoever waits for the server to empty.
     changed: Arc<Notify>,
@@ -65,7 +66,7 @@ pub(super) struct Sources {
     pub(super) fast_path: Option<Arc<Mutex<FastPath>>>,
     pub(super) certs: Option<Arc<Certificates>>,
     pub(super) stop_for: Duration,
-    pub(super) drain: Draining,
+    pub(super) drain: Arc<Mutex<Draining>>,
     /// Also given to the workers, which notify it when an allocation ends.
     pub(super) changed: Arc<Notify>,
     pub(super) reloader: Arc<Reloader>,
@@ -99,7 +100,13 @@ impl RelayHandle {
     /// returns the state once each has applied it.
     pub async fn set_draining(&self, on: bool) -> DrainState {
         self.inner.draining.store(on, Ordering::Relaxed);
-        let draining = on.then(|| self.inner.drain.clone());
+        let draining = on.then(|| {
+            self.inner
+                .drain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        });
         let answers = self
             .ask_all(|reply| Query::Drain {
                 draining: draining.clone(),

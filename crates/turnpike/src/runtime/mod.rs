@@ -144,6 +144,9 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
         .unzip();
     let allocation_ended = Arc::new(tokio::sync::Notify::new());
     let cut_short = Arc::new(AtomicUsize::new(0));
+    let drain = Arc::new(Mutex::new(Draining::new(
+        config.drain.alternate_servers.clone(),
+    )));
     let reloader = Arc::new(reload::Reloader::new(
         source,
         reload::Running {
@@ -155,6 +158,7 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
         },
         reload::Targets {
             workers: query_senders.clone(),
+            drain: Arc::clone(&drain),
             credentials: credentials.clone().zip(publish),
             certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
             connections: Arc::clone(&connections),
@@ -168,7 +172,7 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
             fast_path: fast_path.clone(),
             certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
             stop_for: Duration::from_secs(config.database.cache_ttl.into()),
-            drain: Draining::new(config.drain.alternate_servers.clone()),
+            drain: Arc::clone(&drain),
             changed: Arc::clone(&allocation_ended),
             reloader: Arc::clone(&reloader),
         },

@@ -77,6 +77,9 @@ pub(crate) struct WorkerChange {
     pub(crate) forget: Vec<String>,
     /// Static users added, or whose password changed, with their keys.
     pub(crate) learn: Vec<(String, UserKeys)>,
+    /// How new Allocates are refused while draining: taken at once if the
+    /// shard drains, else at the next drain.
+    pub(crate) drain: Draining,
 }
 
 /// Asks every worker, each answer within [`ANSWER_DEADLINE`]; `None` for
@@ -245,6 +248,9 @@ fn reconfigure(ctx: &Rc<WorkerCtx>, change: &WorkerChange) -> bool {
         }
         for (name, keys) in &change.learn {
             server.insert_credentials(now, name, keys.clone());
+        }
+        if server.draining().is_some() {
+            server.set_draining(Some(change.drain.clone()));
         }
     }
     ctx.limits.set(change.limits);

@@ -16,6 +16,8 @@
 //!   ([`CredentialSource::reconfigure`]), and the new set of secrets
 //!   published to the shards at once;
 //! - the server-wide connection limit ([`ConnectionCounts`]);
+//! - the drain alternates (`drain.alternate_servers`): for the next drain,
+//!   and at once for a drain under way;
 //! - the log filter and format ([`crate::logging::reconfigure`]);
 //! - the TLS certificate, re-read as SIGHUP always did (also when the file
 //!   is refused: a renewal does not wait for a configuration edit).
@@ -30,7 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
-use turnpike_core::Secrets;
+use turnpike_core::{Draining, Secrets};
 
 use super::queries::{Query, WorkerChange, ask_all};
 use super::stream::conn::ConnectionCounts;
@@ -75,6 +77,9 @@ pub(crate) struct Running {
 pub(crate) struct Targets {
     /// Every worker's query mailbox.
     pub(crate) workers: Vec<mpsc::UnboundedSender<Query>>,
+    /// How draining workers refuse new Allocates, for the next drain
+    /// (`drain.alternate_servers`).
+    pub(crate) drain: Arc<Mutex<Draining>>,
     /// The credential sources and the shards' secrets; `None` with TURN
     /// off.
     pub(crate) credentials: Option<(Arc<CredentialSource>, watch::Sender<Secrets>)>,
@@ -248,13 +253,20 @@ impl Reloader {
         self.targets
             .connections
             .set_max_total(new.limits.max_connections);
-        // drain.alternate_servers (issue 16, drain): apply the new list
-        // here once the setting exists.
+        // drain.alternate_servers: for the next drain, and for a drain
+        // under way (each worker that drains takes it with the change).
+        let drain = Draining::new(new.drain.alternate_servers.clone());
+        *self
+            .targets
+            .drain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = drain.clone();
         let change = Arc::new(WorkerChange {
             core: Arc::clone(&core),
             limits: super::stream_limits(&new, self.targets.workers.len()),
             forget,
             learn,
+            drain,
         });
         let answers = ask_all(&self.targets.workers, |reply| Query::Reconfigure {
             change: Arc::clone(&change),
