@@ -167,6 +167,26 @@ impl Allocation {
         Ok(())
     }
 
+    /// Withdraws the permissions of the IPs `refused_ip` names and the
+    /// live channels to the peers `refused_peer` names, as if they had
+    /// expired at `now` (a channel's number stays reserved for its
+    /// cool-down). The channels withdrawn go to `withdrawn`.
+    pub(crate) fn withdraw(
+        &mut self,
+        now: Instant,
+        refused_ip: impl Fn(IpAddr) -> bool,
+        refused_peer: impl Fn(SocketAddr) -> bool,
+        withdrawn: &mut Vec<Channel>,
+    ) {
+        self.permissions.retain(|p| !refused_ip(p.ip));
+        for channel in &mut self.channels {
+            if channel.expires > now && refused_peer(channel.peer) {
+                withdrawn.push(*channel);
+                channel.expires = now;
+            }
+        }
+    }
+
     /// Drops expired permissions and channels past their cool-down; the
     /// channels dropped go to `dropped`.
     pub(crate) fn sweep(&mut self, now: Instant, dropped: &mut Vec<Channel>) {
@@ -374,6 +394,11 @@ impl Allocations {
             .iter()
             .enumerate()
             .filter_map(|(i, a)| Some((AllocationId::try_from(i).ok()?, a.as_ref()?)))
+    }
+
+    /// Every live allocation, to change.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Allocation> {
+        self.slots.iter_mut().flatten()
     }
 
     pub(crate) fn is_relay(&self, protocol: RelayProtocol, addr: SocketAddr) -> bool {

@@ -202,6 +202,63 @@ impl AddressRole<'_> {
 }
 
 impl Config {
+    /// A configuration for running shards: this one (the configuration
+    /// they run with) with everything a running shard can change taken
+    /// from `new`: SOFTWARE, RESPONSE-PORT and PADDING, and for TURN the
+    /// lifetimes (allocations, nonces, permissions, channels), the quotas'
+    /// limits, the per-allocation bounds, the peer policy, the challenge
+    /// rate, the REST separator and strict expiry. What sockets, relays or
+    /// other shards depend on stays as it is: the NAT discovery
+    /// addresses, the source prefix, whether TURN is on, the realm, the
+    /// nonce secret and epoch, the relay IPs, advertised addresses and
+    /// ports, the shared quota counts, the wall clock and the channel
+    /// routes. Hand the result to every shard's
+    /// [`Server::reconfigure`](crate::Server::reconfigure).
+    #[must_use]
+    pub fn reconfigured(&self, new: &Config) -> Config {
+        let mut next = self.clone();
+        next.software.clone_from(&new.software);
+        next.allow_response_port = new.allow_response_port;
+        next.allow_padding = new.allow_padding;
+        if let (Some(t), Some(n)) = (next.turn.as_mut(), new.turn.as_ref()) {
+            t.nonces = t.nonces.with_lifetime(n.nonces.lifetime());
+            t.default_lifetime = n.default_lifetime;
+            t.max_lifetime = n.max_lifetime;
+            t.permission_lifetime = n.permission_lifetime;
+            t.channel_lifetime = n.channel_lifetime;
+            t.user_quota = n.user_quota;
+            t.total_quota = n.total_quota;
+            t.max_permissions = n.max_permissions;
+            t.max_channels = n.max_channels;
+            t.max_connections_per_allocation = n.max_connections_per_allocation;
+            t.max_connections = n.max_connections;
+            t.peer_policy = n.peer_policy.clone();
+            t.challenges_per_second = n.challenges_per_second;
+            t.rest_separator = n.rest_separator;
+            t.strict_expiry = n.strict_expiry;
+        }
+        next
+    }
+
+    /// Whether a shard running with `running` can take this configuration:
+    /// it changes only what [`Config::reconfigured`] takes.
+    pub fn can_replace(&self, running: &Config) -> bool {
+        let turn = match (&self.turn, &running.turn) {
+            (None, None) => true,
+            (Some(new), Some(old)) => {
+                new.realm == old.realm
+                    && new.relay_ips == old.relay_ips
+                    && new.advertised == old.advertised
+                    && (new.min_port, new.max_port) == (old.min_port, old.max_port)
+                    && Arc::ptr_eq(&new.quotas, &old.quotas)
+                    && new.wall_clock == old.wall_clock
+                    && new.channel_routes == old.channel_routes
+            }
+            _ => false,
+        };
+        turn && self.nat_discovery == running.nat_discovery && self.sources == running.sources
+    }
+
     /// The NAT discovery role of a local address, if any.
     pub(crate) fn role_of(&self, local: SocketAddr) -> Option<AddressRole<'_>> {
         self.nat_discovery.iter().find_map(|set| set.role_of(local))

@@ -96,6 +96,21 @@ impl NonceKey {
         }
     }
 
+    /// How long the nonces minted with this key stay valid.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The same key (secret and epoch: nonces minted before stay valid
+    /// until their own expiry) minting nonces valid for `lifetime`.
+    #[must_use]
+    pub fn with_lifetime(&self, lifetime: Duration) -> Self {
+        NonceKey {
+            lifetime,
+            ..self.clone()
+        }
+    }
+
     fn seconds(&self, now: Instant) -> u32 {
         // Saturating: a server running for 136 years has other problems.
         u32::try_from(now.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)

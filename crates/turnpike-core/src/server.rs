@@ -123,6 +123,7 @@ impl Server {
                 .peer_policy
                 .clone()
                 .with_relay_ports(t.min_port, t.max_port),
+            host_ips: Box::default(),
             stats: Stats::default(),
             serial: 0,
             stopped: FxHashMap::default(),
@@ -283,7 +284,34 @@ impl Server {
     pub fn set_host_addresses(&mut self, addresses: &[std::net::IpAddr]) {
         if let Some(turn) = self.turn.as_mut() {
             turn.peer_policy = turn.peer_policy.with_host_ips(addresses);
+            turn.host_ips = addresses.into();
         }
+    }
+
+    /// Runs with `config` from now on: a configuration made for running
+    /// shards by [`Config::reconfigured`] from this shard's. Requests,
+    /// allocations, permissions and channels made from now on follow it;
+    /// what exists stays (allocations keep the lifetime they were granted,
+    /// cached keys and held lookups stay), except that permissions and
+    /// channels to peers the new peer policy refuses are withdrawn at once
+    /// (and their fast-path routes). Returns `false`, changing nothing,
+    /// when `config` changes what a running shard cannot
+    /// ([`Config::can_replace`]).
+    pub fn reconfigure(&mut self, now: Instant, config: Arc<Config>) -> bool {
+        if !config.can_replace(&self.config) {
+            return false;
+        }
+        self.now = Some(now);
+        if let (Some(turn), Some(t)) = (self.turn.as_mut(), config.turn.as_ref()) {
+            turn.peer_policy = t
+                .peer_policy
+                .clone()
+                .with_relay_ports(t.min_port, t.max_port)
+                .with_host_ips(&turn.host_ips);
+            turn.withdraw_refused_peers(t, now);
+        }
+        self.config = config;
+        true
     }
 
     /// Replaces the shared secrets of time-limited credentials.

@@ -1,7 +1,8 @@
 //! `turnpike status`, `turnpike allocations`, `turnpike kick`, `turnpike
-//! drain` and `turnpike undrain`: the admin endpoint
-//! ([`crate::admin_http`]) of a running server, asked from the shell. The address and the token come from the same configuration
-//! as `serve` (file, `TURNPIKE_*`, flags): the first `admin.listen` address
+//! drain`, `turnpike undrain` and `turnpike reload`: the admin endpoint
+//! ([`crate::admin_http`]) of a running server, asked from the shell. The
+//! address and the token come from the same configuration as `serve`
+//! (file, `TURNPIKE_*`, flags): the first `admin.listen` address
 //! (a wildcard one asked on the loopback address of its family) and
 //! `admin.token_file`.
 //!
@@ -90,6 +91,14 @@ pub struct DrainArgs {
     pub timeout: Option<Duration>,
     /// Print the endpoint's JSON answer
     /// (`{"draining", "allocations", "workers_silent"}`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `turnpike reload`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ReloadArgs {
+    /// Print the endpoint's JSON answer (`POST /v1/reload`).
     #[arg(long)]
     pub json: bool,
 }
@@ -276,7 +285,11 @@ impl Endpoint {
                 "the admin endpoint at {addr} refused the request (401 unauthorized): {fix}"
             )));
         }
-        if status == StatusCode::NOT_FOUND && parsed.is_err() {
+        if matches!(
+            status,
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        ) && parsed.is_err()
+        {
             return Err(AdminError::Runtime(format!(
                 "the admin endpoint at {addr} does not serve {target} (an older turnpike?)"
             )));
@@ -287,7 +300,12 @@ impl Endpoint {
                 first_line(&body)
             ))
         })?;
-        if !status.is_success() && status != StatusCode::NOT_FOUND {
+        // 404 (no such allocation) and 422 (a reload refused) carry
+        // answers of their own.
+        if !status.is_success()
+            && status != StatusCode::NOT_FOUND
+            && status != StatusCode::UNPROCESSABLE_ENTITY
+        {
             let why = value["error"]
                 .as_str()
                 .map_or_else(|| first_line(&body), str::to_owned);
@@ -367,6 +385,21 @@ impl Endpoint {
         let (status, value) = self.json(method, "/v1/drain").await?;
         self.expect_success(status, "/v1/drain")?;
         serde_json::from_value(value).map_err(|_| self.unexpected("/v1/drain"))
+    }
+
+    /// `POST /v1/reload`: the report, whether applied (200) or refused
+    /// (422).
+    pub async fn reload(&self) -> Result<ReloadReply, AdminError> {
+        let (status, value) = self.json(Method::POST, "/v1/reload").await?;
+        if status != StatusCode::UNPROCESSABLE_ENTITY {
+            self.expect_success(status, "/v1/reload")?;
+        }
+        let report: ReloadReply =
+            serde_json::from_value(value.clone()).map_err(|_| self.unexpected("/v1/reload"))?;
+        Ok(ReloadReply {
+            json: value,
+            ..report
+        })
     }
 
     fn expect_success(&self, status: StatusCode, target: &str) -> Result<(), AdminError> {
@@ -542,6 +575,83 @@ impl DrainReport {
     }
 }
 
+/// `POST /v1/reload`'s answer as this client reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReloadReply {
+    /// `applied` or `refused`.
+    pub result: String,
+    /// Why refused.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// What was not applied.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// The settings applied.
+    #[serde(default)]
+    pub changed: Vec<String>,
+    /// The file in service after it.
+    #[serde(default)]
+    pub config_sha256: String,
+    /// The whole answer, for `--json`.
+    #[serde(skip)]
+    pub json: serde_json::Value,
+}
+
+impl ReloadReply {
+    /// Whether the new configuration is in service.
+    pub fn applied(&self) -> bool {
+        self.result == "applied"
+    }
+
+    /// What `turnpike reload` prints: the outcome, then one line per
+    /// warning.
+    pub fn render(&self) -> String {
+        let mut out = if self.applied() {
+            let changed = match self.changed.is_empty() {
+                true => "nothing changed".to_owned(),
+                false => format!("changed {}", self.changed.join(", ")),
+            };
+            format!(
+                "configuration reloaded (sha256 {}): {changed}\n",
+                self.config_sha256
+            )
+        } else {
+            format!(
+                "configuration not reloaded: {}; still running sha256 {}\n",
+                self.error.as_deref().unwrap_or("refused"),
+                self.config_sha256
+            )
+        };
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
+        out
+    }
+}
+
+/// `turnpike reload`: what to print on stdout, and whether the new
+/// configuration was applied (`Err` only when the endpoint could not be
+/// asked). A refused reload's error is also in the second part, for the
+/// exit status and the one line on stderr.
+pub fn reload(
+    args: &ReloadArgs,
+    settings: &Settings,
+) -> Result<(String, Option<String>), AdminError> {
+    let endpoint = Endpoint::from_settings(settings)?;
+    let reply = block_on(endpoint.reload())?;
+    let output = match args.json {
+        true => pretty(&reply.json),
+        false => reply.render(),
+    };
+    let refused = (!reply.applied()).then(|| {
+        format!(
+            "configuration not reloaded: {}",
+            reply.error.as_deref().unwrap_or("refused")
+        )
+    });
+    Ok((output, refused))
+}
+
 fn pretty(value: &serde_json::Value) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
@@ -562,6 +672,16 @@ pub struct StatusReport {
     draining: bool,
     database: Option<DatabaseReport>,
     tls: Option<TlsReport>,
+    /// `None` from a server older than live reconfiguration.
+    #[serde(default)]
+    config: Option<ConfigReport>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ConfigReport {
+    sha256: String,
+    reloads_applied: u64,
+    reloads_refused: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -675,6 +795,16 @@ impl StatusReport {
             ("listeners", listeners),
             ("database", database),
             ("certificate", certificate),
+            (
+                "config",
+                match &self.config {
+                    Some(c) => format!(
+                        "sha256 {}; reloads {} applied, {} refused",
+                        c.sha256, c.reloads_applied, c.reloads_refused
+                    ),
+                    None => "unknown (an older turnpike)".to_owned(),
+                },
+            ),
             (
                 "allocations",
                 format!(

@@ -1,5 +1,5 @@
 //! The admin HTTP endpoint (`[admin] listen`): health probes, metrics,
-//! status, live allocations and kicks, served by axum over plain HTTP/1.1
+//! status, live allocations, kicks and reloads, served by axum over plain HTTP/1.1
 //! on the control runtime. The answers come from the running relay through
 //! [`Relay`] (each worker asked between two batches).
 //!
@@ -13,7 +13,8 @@
 //!   counters (every metric is listed there).
 //! - `GET /v1/status`: [`StatusV1`] as JSON: version, uptime, readiness,
 //!   workers, listeners, allocations by transport and family, draining,
-//!   the credential database, the certificate.
+//!   the credential database, the certificate, the configuration in
+//!   service (its file's SHA-256) and its reloads.
 //! - `GET /status`: the older, smaller answer, unchanged: `{"version",
 //!   "uptime_seconds", "tls"}` where `tls` is `{"subject", "not_after"
 //!   (RFC 3339, UTC), "not_after_unix", "generation"}` or `null` without
@@ -32,6 +33,11 @@
 //!   [`DrainState`](crate::observe::DrainState): `{"draining",
 //!   "allocations", "workers_silent"}`, once
 //!   every worker has applied the change.
+//! - `POST /v1/reload`: reloads the configuration as SIGHUP does
+//!   ([`crate::runtime`]'s reload) and answers what it did
+//!   ([`ReloadReport`](crate::observe::ReloadReport): `{"result": "applied" | "refused", "error",
+//!   "warnings", "changed", "config_sha256"}`): 200 when applied, 422 when
+//!   refused (the file does not parse or validate; nothing changed).
 //!
 //! The certificate values are read from [`Certificates`] at each request,
 //! so they are those of the certificate actually served: after a refused
@@ -68,7 +74,7 @@ use axum::extract::{Path as UrlPath, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use socket2::{Domain, Protocol, Socket, Type};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -81,7 +87,9 @@ use turnpike_xdp::FastPath;
 
 use crate::config::{AdminSettings, ConfigError};
 use crate::date;
-use crate::observe::{AllocationFilter, AllocationInfo, Health, Relay, Snapshot};
+use crate::observe::{
+    AllocationFilter, AllocationInfo, ConfigFacts, Health, Relay, ReloadResult, Snapshot,
+};
 use crate::tls::Certificates;
 
 /// Admin connections open at once, over all admin addresses.
@@ -220,6 +228,7 @@ impl AdminState {
                 cache_misses: c.cache_misses,
             }),
             tls: self.tls_status(),
+            config: snapshot.config.clone(),
         }
     }
 }
@@ -274,6 +283,9 @@ pub struct StatusV1 {
     pub database: Option<DatabaseStatus>,
     /// The certificate in service; `None` (`null`) without TLS.
     pub tls: Option<TlsStatus>,
+    /// The configuration in service (its file's SHA-256) and how many
+    /// reloads were applied and refused.
+    pub config: ConfigFacts,
 }
 
 /// The workers part of [`StatusV1`].
@@ -542,6 +554,7 @@ pub fn router(state: Arc<AdminState>, access: Access) -> Router {
             "/v1/drain",
             get(drain_state).post(start_draining).delete(stop_draining),
         )
+        .route("/v1/reload", post(reload))
         .fallback(not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
@@ -842,8 +855,22 @@ async fn stop_draining(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
+/// `POST /v1/reload`: the report, 200 when applied, 422 when refused.
+async fn reload(State(state): State<Arc<AdminState>>) -> Response {
+    match ask(state.relay.reload()).await {
+        Ok(report) => {
+            let status = match report.result {
+                ReloadResult::Applied => StatusCode::OK,
+                ReloadResult::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            json(status, &report)
+        }
+        Err(response) => response,
+    }
+}
+
 /// The 404 text, listing the routes.
-pub const NOT_FOUND: &str = "not found; this endpoint serves GET /healthz, /readyz, /metrics, /status, /v1/status, /v1/allocations (?user=&limit=&cursor=), DELETE /v1/allocations/ID, DELETE /v1/users/NAME/allocations, and GET, POST and DELETE /v1/drain\n";
+pub const NOT_FOUND: &str = "not found; this endpoint serves GET /healthz, /readyz, /metrics, /status, /v1/status, /v1/allocations (?user=&limit=&cursor=), DELETE /v1/allocations/ID, DELETE /v1/users/NAME/allocations, GET, POST and DELETE /v1/drain, and POST /v1/reload\n";
 
 async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, NOT_FOUND)

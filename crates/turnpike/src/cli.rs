@@ -93,6 +93,10 @@ pub enum Command {
     Drain(crate::admin_client::DrainArgs),
     /// Stop draining the running server: new allocations are made again.
     Undrain(crate::admin_client::UndrainArgs),
+    /// Make the running server read its configuration file again and
+    /// apply what can change while it runs (as SIGHUP does); print what
+    /// it did. Exit 2 if the file was refused.
+    Reload(crate::admin_client::ReloadArgs),
 }
 
 /// The flags of every setting (from the declarations, see

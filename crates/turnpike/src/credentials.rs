@@ -1,7 +1,9 @@
 //! Where credentials come from at run time, between the core's per-shard
 //! caches and the database.
 //!
-//! - Static users (config file) are handed to every shard once, for good.
+//! - Static users (config file) are handed to every shard at its start,
+//!   for good, and again on reload (the runtime tells the shards what
+//!   changed).
 //! - Database users are looked up when a shard meets a username it has no
 //!   current keys for ([`turnpike_core::Event::NeedCredentials`]). Answers
 //!   go through one cache shared by the workers, so a user is read once per
@@ -10,6 +12,9 @@
 //!   unreachable.
 //! - Shared secrets (config file and database) are reloaded every
 //!   `secrets_refresh` and published to the shards as one immutable set.
+//!   A reload ([`CredentialSource::reconfigure`]) replaces the config
+//!   file's users, secrets and cache options; the new set of secrets is
+//!   the new file's with the database's as last read.
 //!
 //! Database calls run on the control runtime, never on a worker thread: a
 //! slow database delays the lookups waiting for it, not the packet path.
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustc_hash::FxHashMap;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use turnpike_core::{Lookup, Secrets, SharedSecret, UserKeys};
 use turnpike_store::{Store, StoreError};
 
@@ -38,7 +43,12 @@ pub struct CacheOptions {
     pub timeout: Duration,
     /// Users remembered at most (beyond it, the oldest reads are dropped).
     pub capacity: usize,
+    /// How often the shared secrets are read again.
+    pub secrets_refresh: Duration,
 }
+
+/// Users whose keys the shared credential cache holds at most.
+pub const CACHE_CAPACITY: usize = 100_000;
 
 /// While the database is down, how soon a shard asks again about a user it
 /// was told about from the grace cache or told is unavailable: recovery
@@ -64,11 +74,16 @@ struct Cached {
 #[derive(Debug)]
 pub struct CredentialSource {
     realm: String,
-    static_users: Vec<(String, UserKeys)>,
-    static_secrets: Vec<SharedSecret>,
+    /// The config file's: replaced whole on reload.
+    static_users: Mutex<Arc<[(String, UserKeys)]>>,
+    static_secrets: Mutex<Vec<SharedSecret>>,
+    /// The database's secrets as last read.
+    stored_secrets: Mutex<Vec<SharedSecret>>,
     store: Store,
     control: Handle,
-    options: CacheOptions,
+    options: Mutex<CacheOptions>,
+    /// Wakes the secrets' refresh when its interval changed.
+    refresh_changed: Notify,
     cache: Mutex<FxHashMap<String, Cached>>,
     /// Since when the database has been unreachable (the last call
     /// failed), if it is: state changes are logged once, not per lookup.
@@ -89,21 +104,15 @@ impl CredentialSource {
         control: Handle,
         options: CacheOptions,
     ) -> Self {
-        let static_secrets = static_secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SharedSecret {
-                key_index: u32::try_from(i).unwrap_or(u32::MAX),
-                value: s.as_bytes().into(),
-            })
-            .collect();
         CredentialSource {
             realm: realm.to_owned(),
-            static_users,
-            static_secrets,
+            static_users: Mutex::new(static_users.into()),
+            static_secrets: Mutex::new(shared_secrets(static_secrets)),
+            stored_secrets: Mutex::default(),
             store,
             control,
-            options,
+            options: Mutex::new(options),
+            refresh_changed: Notify::new(),
             cache: Mutex::new(FxHashMap::default()),
             down: Mutex::new(None),
             counters: Mutex::new(CredentialStats {
@@ -113,9 +122,69 @@ impl CredentialSource {
         }
     }
 
-    /// The users every shard knows from the start.
-    pub fn static_users(&self) -> &[(String, UserKeys)] {
-        &self.static_users
+    /// The users every shard knows from its start (the config file's, as
+    /// of the last reload).
+    pub fn static_users(&self) -> Arc<[(String, UserKeys)]> {
+        Arc::clone(
+            &self
+                .static_users
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Takes a reloaded config file's users (with their keys), secrets and
+    /// cache options. Cached answers are kept (each is used for the
+    /// lifetime it was given, then read again under the new options). The
+    /// shards learn the users from the runtime, the secrets from
+    /// [`CredentialSource::secrets_now`].
+    pub fn reconfigure(
+        &self,
+        static_users: Vec<(String, UserKeys)>,
+        static_secrets: &[String],
+        options: CacheOptions,
+    ) {
+        *self
+            .static_users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = static_users.into();
+        *self
+            .static_secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = shared_secrets(static_secrets);
+        let before = std::mem::replace(
+            &mut *self.options.lock().unwrap_or_else(PoisonError::into_inner),
+            options,
+        );
+        if before.secrets_refresh != options.secrets_refresh {
+            self.refresh_changed.notify_one();
+        }
+    }
+
+    /// The secrets to use now: the config file's, then the database's as
+    /// last read (without asking it).
+    pub fn secrets_now(&self) -> Secrets {
+        let stored = self
+            .stored_secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.with_static_secrets(stored)
+    }
+
+    /// The config file's secrets, then `stored`.
+    fn with_static_secrets(&self, stored: Vec<SharedSecret>) -> Secrets {
+        let statics = self
+            .static_secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Secrets::new(statics.into_iter().chain(stored))
+    }
+
+    /// The cache options in force.
+    pub fn options(&self) -> CacheOptions {
+        *self.options.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Cache and database figures for the metrics and `/readyz`.
@@ -130,7 +199,7 @@ impl CredentialSource {
     /// How long a database outage may last before new users cannot be
     /// served: the grace period of the keys already read.
     pub fn grace(&self) -> Duration {
-        self.options.grace
+        self.options().grace
     }
 
     fn count(&self, update: impl FnOnce(&mut CredentialStats)) {
@@ -139,20 +208,21 @@ impl CredentialSource {
 
     /// What the shards should know about `username` now.
     pub async fn lookup(&self, username: &str) -> Resolved {
+        let options = self.options();
         let now = Instant::now();
         match self.cached(username, now) {
-            Some((Some(keys), age)) if age < self.options.ttl => {
+            Some((Some(keys), age)) if age < options.ttl => {
                 self.count(|c| c.cache_hits += 1);
                 return Resolved {
                     lookup: Lookup::Found(keys),
-                    valid_for: self.options.ttl - age,
+                    valid_for: options.ttl - age,
                 };
             }
-            Some((None, age)) if age < self.options.negative_ttl => {
+            Some((None, age)) if age < options.negative_ttl => {
                 self.count(|c| c.cache_hits += 1);
                 return Resolved {
                     lookup: Lookup::NotFound,
-                    valid_for: self.options.negative_ttl - age,
+                    valid_for: options.negative_ttl - age,
                 };
             }
             _ => self.count(|c| c.cache_misses += 1),
@@ -163,7 +233,7 @@ impl CredentialSource {
         let mut query = self
             .control
             .spawn(async move { store.user_keys(&realm, &name).await });
-        let result = match tokio::time::timeout(self.options.timeout, &mut query).await {
+        let result = match tokio::time::timeout(options.timeout, &mut query).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(StoreError::Unavailable(format!(
                 "lookup task failed: {join}"
@@ -187,11 +257,11 @@ impl CredentialSource {
                 let resolved = match &keys {
                     Some(keys) => Resolved {
                         lookup: Lookup::Found(keys.clone()),
-                        valid_for: self.options.ttl,
+                        valid_for: options.ttl,
                     },
                     None => Resolved {
                         lookup: Lookup::NotFound,
-                        valid_for: self.options.negative_ttl,
+                        valid_for: options.negative_ttl,
                     },
                 };
                 self.remember(username, keys, now);
@@ -202,7 +272,7 @@ impl CredentialSource {
                 // Only keys are trusted through an outage: a name unknown
                 // before may have been added since.
                 let lookup = match self.cached(username, now) {
-                    Some((Some(keys), age)) if age < self.options.grace => Lookup::Found(keys),
+                    Some((Some(keys), age)) if age < options.grace => Lookup::Found(keys),
                     _ => Lookup::Unavailable,
                 };
                 tracing::debug!(
@@ -231,18 +301,19 @@ impl CredentialSource {
     fn timed_out(&self) -> StoreError {
         StoreError::Unavailable(format!(
             "no answer within {} s",
-            self.options.timeout.as_secs()
+            self.options().timeout.as_secs()
         ))
     }
 
     fn remember(&self, username: &str, keys: Option<UserKeys>, now: Instant) {
+        let options = self.options();
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= self.options.capacity && !cache.contains_key(username) {
+        if cache.len() >= options.capacity && !cache.contains_key(username) {
             // Entries older than the grace period serve no purpose at all;
             // if every entry is younger, the oldest goes.
-            let grace = self.options.grace.max(self.options.ttl);
+            let grace = options.grace.max(options.ttl);
             cache.retain(|_, c| now.saturating_duration_since(c.read_at) < grace);
-            if cache.len() >= self.options.capacity {
+            if cache.len() >= options.capacity {
                 let oldest = cache
                     .iter()
                     .min_by_key(|(_, c)| c.read_at)
@@ -264,24 +335,30 @@ impl CredentialSource {
         match err {
             Some(err) => tracing::error!(
                 "credential database unreachable: {err}; users seen in the last {} s keep authenticating, others get 500 until it is back",
-                self.options.grace.as_secs()
+                self.options().grace.as_secs()
             ),
             None => tracing::info!("credential database reachable again"),
         }
     }
 
-    /// The secrets now: the config file's, then the database's.
+    /// The secrets now: the config file's, then the database's (read now,
+    /// and remembered for [`CredentialSource::secrets_now`]).
     async fn load_secrets(&self) -> Result<Secrets, StoreError> {
-        let stored = self.store.secrets(&self.realm).await?;
-        let all = self
-            .static_secrets
-            .iter()
-            .cloned()
-            .chain(stored.into_iter().map(|s| SharedSecret {
+        let stored: Vec<SharedSecret> = self
+            .store
+            .secrets(&self.realm)
+            .await?
+            .into_iter()
+            .map(|s| SharedSecret {
                 key_index: s.key_index,
                 value: s.value.into_bytes().into_boxed_slice(),
-            }));
-        Ok(Secrets::new(all))
+            })
+            .collect();
+        self.stored_secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone_from(&stored);
+        Ok(self.with_static_secrets(stored))
     }
 
     /// Reads the secrets once, for the start: an unreachable database at
@@ -290,30 +367,21 @@ impl CredentialSource {
         self.load_secrets().await
     }
 
-    /// Reloads the secrets every `every` and publishes changes, until every
-    /// receiver is gone. While the database is unreachable the last set
-    /// stays in force.
-    pub async fn refresh_secrets(
-        self: Arc<Self>,
-        publish: watch::Sender<Secrets>,
-        every: Duration,
-    ) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+    /// Reloads the secrets every `secrets_refresh` (as it is when each
+    /// wait starts; a reload that changes it starts a new wait) and
+    /// publishes changes, until every receiver is gone. While the database
+    /// is unreachable the last set stays in force.
+    pub async fn refresh_secrets(self: Arc<Self>, publish: watch::Sender<Secrets>) {
         loop {
-            tick.tick().await;
-            match tokio::time::timeout(self.options.timeout, self.load_secrets()).await {
+            let every = self.options().secrets_refresh;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.refresh_changed.notified() => continue,
+            }
+            match tokio::time::timeout(self.options().timeout, self.load_secrets()).await {
                 Ok(Ok(secrets)) => {
                     self.set_down(false, None);
-                    publish.send_if_modified(|current| {
-                        let changed = *current != secrets;
-                        if changed {
-                            tracing::info!(secrets = secrets.len(), "shared secrets updated");
-                            *current = secrets;
-                        }
-                        changed
-                    });
+                    publish_secrets(&publish, secrets);
                     if publish.is_closed() {
                         return;
                     }
@@ -323,4 +391,30 @@ impl CredentialSource {
             }
         }
     }
+}
+
+/// Publishes `secrets` to the shards if they differ from the set they
+/// have; whether they did.
+pub fn publish_secrets(publish: &watch::Sender<Secrets>, secrets: Secrets) -> bool {
+    publish.send_if_modified(|current| {
+        let changed = *current != secrets;
+        if changed {
+            tracing::info!(secrets = secrets.len(), "shared secrets updated");
+            *current = secrets;
+        }
+        changed
+    })
+}
+
+/// The config file's secrets (`turn.secrets`), numbered in order (`k=N` of
+/// Wire's usernames names the N-th).
+fn shared_secrets(secrets: &[String]) -> Vec<SharedSecret> {
+    secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SharedSecret {
+            key_index: u32::try_from(i).unwrap_or(u32::MAX),
+            value: s.as_bytes().into(),
+        })
+        .collect()
 }

@@ -3,10 +3,10 @@
 //!
 //! - [`admin`]: `turnpike user|secret|credentials`, the credential
 //!   database's administration commands.
-//! - [`admin_client`]: `turnpike status|allocations|kick|drain|undrain`,
+//! - [`admin_client`]: `turnpike status|allocations|kick|drain|undrain|reload`,
 //!   the admin endpoint's client.
 //! - [`admin_http`]: the admin HTTP endpoint (probes, `/metrics`, status,
-//!   allocations, kicks, drain).
+//!   allocations, kicks, drain, reloads).
 //! - [`bench`]: `turnpike bench`, the TURN load generator's command line.
 //! - [`cli`]: command-line parsing (clap); `main.rs` dispatches the subcommands.
 //! - [`config`]: the operator's settings, each declared once: file,

@@ -8,11 +8,12 @@
 //! help), 1 for runtime errors (e.g. an address already in use).
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use turnpike::admin::AdminError;
 use turnpike::cli::{Cli, CliError, Command};
-use turnpike::config::Settings;
+use turnpike::config::{Settings, SettingsSource};
 
 /// Exit status for command-line and configuration errors (clap's own
 /// convention for usage errors, so both kinds agree).
@@ -108,12 +109,19 @@ fn run() -> Result<(), Failure> {
                 turnpike::admin_client::undrain(&args, settings)
             });
         }
+        Command::Reload(args) => return run_reload(&cli, &args),
         Command::CheckConfig => false,
         Command::Serve => true,
     };
 
-    let settings =
-        Settings::resolve(cli.config_path(), &cli.overrides()).map_err(Failure::config)?;
+    // Kept by the server: a reload reads the file again, with the same
+    // environment and flags.
+    let source = SettingsSource {
+        path: cli.config_path().map(Path::to_owned),
+        overrides: cli.overrides(),
+    };
+    let loaded = source.load().map_err(Failure::config)?;
+    let settings = &loaded.settings;
     // Logging comes after the config (it is configured by it), so config
     // errors above are printed directly rather than logged. An invalid
     // RUST_LOG is a configuration error too.
@@ -156,7 +164,7 @@ fn run() -> Result<(), Failure> {
         config = %origin,
         "starting turnpike"
     );
-    turnpike::runtime::serve(settings).map_err(|err| Failure {
+    turnpike::runtime::serve(loaded, source).map_err(|err| Failure {
         status: EXIT_RUNTIME,
         // `{:#}` prints the anyhow context chain as "a: b: c".
         message: format!("{err:#}"),
@@ -205,6 +213,34 @@ fn run_client(
     })?;
     let _ = std::io::stdout().lock().write_all(output.as_bytes());
     Ok(())
+}
+
+/// `turnpike reload`: like [`run_client`], and a refused reload is a
+/// configuration error (exit 2, its error on stderr) after its report on
+/// stdout. A file this command cannot load is not sent for: the server
+/// would refuse it the same way.
+fn run_reload(cli: &Cli, args: &turnpike::admin_client::ReloadArgs) -> Result<(), Failure> {
+    let settings = Settings::resolve(cli.config_path(), &cli.overrides()).map_err(|err| {
+        Failure::config(format!(
+            "configuration not reloaded: {err}; the server was not asked (it would refuse this file too)"
+        ))
+    })?;
+    let (output, refused) =
+        turnpike::admin_client::reload(args, &settings).map_err(|err| match err {
+            AdminError::Usage(message) => Failure {
+                status: EXIT_CONFIG,
+                message,
+            },
+            AdminError::Runtime(message) => Failure {
+                status: EXIT_RUNTIME,
+                message,
+            },
+        })?;
+    let _ = std::io::stdout().lock().write_all(output.as_bytes());
+    match refused {
+        Some(message) => Err(Failure::config(message)),
+        None => Ok(()),
+    }
 }
 
 /// Prints a line to stdout, ignoring write errors: `println!` would panic on

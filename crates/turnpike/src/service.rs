@@ -123,6 +123,25 @@ pub fn reloading() {
     notify(&reloading_message(monotonic_usec()));
 }
 
+/// A reload as systemd sees it: [`reloading`] when it begins, [`ready`]
+/// when the guard drops, whatever the outcome.
+#[derive(Debug)]
+pub struct Reloading(());
+
+impl Reloading {
+    /// Sends `RELOADING=1`.
+    pub fn begin() -> Self {
+        reloading();
+        Reloading(())
+    }
+}
+
+impl Drop for Reloading {
+    fn drop(&mut self) {
+        ready();
+    }
+}
+
 /// `STOPPING=1`: shutdown has begun (sent once, however often called:
 /// SIGTERM's drain starts it, the runtime's exit path makes sure of it).
 /// The watchdog's pings end (systemd does not watch a stopping service);

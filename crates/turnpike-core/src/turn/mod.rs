@@ -78,6 +78,9 @@ pub(crate) struct TurnState {
     /// The configuration's peer policy, with the relay port range and the
     /// host's addresses as the shell last reported them.
     pub(crate) peer_policy: PeerPolicy,
+    /// The host's addresses as the shell last reported them, for a new
+    /// policy on reconfiguration.
+    pub(crate) host_ips: Box<[std::net::IpAddr]>,
     /// What the TURN methods count themselves; [`crate::Server::stats`]
     /// adds the server's own.
     pub(crate) stats: Stats,
@@ -177,6 +180,31 @@ impl TurnState {
                 lasted,
                 traffic: allocation.traffic,
             });
+        }
+    }
+
+    /// Withdraws every permission and channel the peer policy (just
+    /// replaced) refuses, as if they had expired now, and the fast-path
+    /// routes of those channels.
+    pub(crate) fn withdraw_refused_peers(&mut self, config: &TurnConfig, now: Instant) {
+        let policy = &self.peer_policy;
+        let events = &mut self.events;
+        let mut withdrawn = Vec::new();
+        for allocation in self.allocations.values_mut() {
+            allocation.withdraw(
+                now,
+                |ip| policy.check_ip(ip).is_err(),
+                |peer| policy.check(peer).is_err(),
+                &mut withdrawn,
+            );
+            if config.channel_routes {
+                for channel in &withdrawn {
+                    if let Some(route) = allocation.route(channel) {
+                        events.push_back(Event::UnrouteChannel { route });
+                    }
+                }
+            }
+            withdrawn.clear();
         }
     }
 

@@ -1,6 +1,6 @@
 //! The client against the real endpoint (`admin_http::start` on a
 //! loopback port, a [`FakeRelay`] behind it): tables and JSON, every page
-//! of allocations, kicks, and one-line errors for a wrong or missing
+//! of allocations, kicks, reloads, and one-line errors for a wrong or missing
 //! token, nothing listening, and no admin address configured.
 
 use std::net::SocketAddr;
@@ -12,7 +12,9 @@ use super::*;
 use crate::admin_http::testing::{FakeRelay, allocation};
 use crate::admin_http::{AdminState, ListenerInfo};
 use crate::config::AdminSettings;
-use crate::observe::{AllocationGauges, Relay, Snapshot, WorkerShare};
+use crate::observe::{
+    AllocationGauges, ConfigFacts, Relay, ReloadReport, ReloadResult, Snapshot, WorkerShare,
+};
 
 const TOKEN: &str = "feedfacecafebeef0123456789abcdef";
 
@@ -117,6 +119,11 @@ fn status_as_a_table_and_as_json() {
             ..WorkerShare::default()
         },
         worker_count: 2,
+        config: ConfigFacts {
+            sha256: "c0ffee".to_owned(),
+            reloads_applied: 1,
+            reloads_refused: 2,
+        },
         ..Snapshot::default()
     };
     let server = Server::start(relay);
@@ -132,7 +139,7 @@ fn status_as_a_table_and_as_json() {
     assert_eq!(
         table,
         format!(
-            "version:     {version}\n{uptime}\nready:       yes\ndraining:    no\nworkers:     2 running, 0 silent\nlisteners:   udp 0.0.0.0:3478\ndatabase:    none (TURN off)\ncertificate: none (TLS off)\nallocations: 4 (2 channels, 5 permissions)\n\nTRANSPORT  FAMILY  RELAY  ALLOCATIONS\nudp        ipv4    udp    3\ndtls       ipv6    udp    1\n"
+            "version:     {version}\n{uptime}\nready:       yes\ndraining:    no\nworkers:     2 running, 0 silent\nlisteners:   udp 0.0.0.0:3478\ndatabase:    none (TURN off)\ncertificate: none (TLS off)\nconfig:      sha256 c0ffee; reloads 1 applied, 2 refused\nallocations: 4 (2 channels, 5 permissions)\n\nTRANSPORT  FAMILY  RELAY  ALLOCATIONS\nudp        ipv4    udp    3\ndtls       ipv6    udp    1\n"
         )
     );
     let json = status(&StatusArgs { json: true }, &settings).unwrap();
@@ -405,4 +412,47 @@ fn drain_timeouts() {
     ] {
         assert!(parse_duration(text).is_err(), "{text:?}");
     }
+}
+
+/// `turnpike reload`: what was applied and the warnings, or the refusal
+/// (the report on stdout, the error for stderr and the exit status).
+#[test]
+fn reloads() {
+    let server = Server::start(FakeRelay::with(Vec::new()));
+    let settings = server.client();
+    *server.relay.reload.lock().unwrap() = Some(ReloadReport {
+        result: ReloadResult::Applied,
+        error: None,
+        warnings: vec!["stun.listen changed in t.toml but needs a restart".to_owned()],
+        changed: vec!["turn.users".to_owned(), "log.level".to_owned()],
+        config_sha256: "ab12".to_owned(),
+    });
+    let (output, refused) = reload(&ReloadArgs { json: false }, &settings).unwrap();
+    assert_eq!(
+        output,
+        "configuration reloaded (sha256 ab12): changed turn.users, log.level\nwarning: stun.listen changed in t.toml but needs a restart\n"
+    );
+    assert_eq!(refused, None);
+    *server.relay.reload.lock().unwrap() = Some(ReloadReport {
+        result: ReloadResult::Refused,
+        error: Some("t.toml line 2: bad value for `user_quota`".to_owned()),
+        warnings: Vec::new(),
+        changed: Vec::new(),
+        config_sha256: "ab12".to_owned(),
+    });
+    let (output, refused) = reload(&ReloadArgs { json: false }, &settings).unwrap();
+    assert_eq!(
+        output,
+        "configuration not reloaded: t.toml line 2: bad value for `user_quota`; still running sha256 ab12\n"
+    );
+    assert_eq!(
+        refused.as_deref(),
+        Some("configuration not reloaded: t.toml line 2: bad value for `user_quota`")
+    );
+    let (json, refused) = reload(&ReloadArgs { json: true }, &settings).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["result"], "refused");
+    assert_eq!(value["config_sha256"], "ab12");
+    assert!(refused.is_some());
+    assert_eq!(*server.relay.reloads.lock().unwrap(), 3);
 }

@@ -13,7 +13,10 @@ use tower::ServiceExt;
 
 use super::testing::{FakeRelay, allocation};
 use super::*;
-use crate::observe::{AllocationGauges, CredentialStats, Health, Snapshot, WorkerShare};
+use crate::observe::{
+    AllocationGauges, ConfigFacts, CredentialStats, Health, ReloadReport, ReloadResult, Snapshot,
+    WorkerShare,
+};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -100,6 +103,11 @@ impl Endpoint {
         self.ask(Method::DELETE, uri, Some(&format!("Bearer {TOKEN}")))
             .await
     }
+
+    async fn post(&self, uri: &str) -> Answer {
+        self.ask(Method::POST, uri, Some(&format!("Bearer {TOKEN}")))
+            .await
+    }
 }
 
 fn healthy() -> Health {
@@ -124,6 +132,7 @@ const EVERY_ROUTE: &[(&str, &str)] = &[
     ("GET", "/v1/drain"),
     ("POST", "/v1/drain"),
     ("DELETE", "/v1/drain"),
+    ("POST", "/v1/reload"),
     ("GET", "/nowhere"),
 ];
 
@@ -171,9 +180,10 @@ async fn every_route_needs_the_token_when_one_is_configured() {
             assert!(answer.body.starts_with("unauthorized: "), "{}", answer.body);
         }
     }
-    // Nothing was kicked or drained by the refused requests.
+    // Nothing was kicked, drained or reloaded by the refused requests.
     assert!(endpoint.relay.kicks().is_empty());
     assert!(!*endpoint.relay.draining.lock().unwrap());
+    assert_eq!(*endpoint.relay.reloads.lock().unwrap(), 0);
     // With the token (the scheme in any case, spaces around it), answered.
     for authorization in [
         format!("Bearer {TOKEN}"),
@@ -325,6 +335,11 @@ async fn v1_status_reports_the_snapshot() {
             down_since: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_769_862_896)),
             ..CredentialStats::default()
         }),
+        config: ConfigFacts {
+            sha256: "5e".repeat(32),
+            reloads_applied: 2,
+            reloads_refused: 1,
+        },
         ..Snapshot::default()
     };
     relay.set_health(Health {
@@ -371,6 +386,11 @@ async fn v1_status_reports_the_snapshot() {
                 "cache_misses": 2,
             },
             "tls": null,
+            "config": {
+                "sha256": "5e".repeat(32),
+                "reloads_applied": 2,
+                "reloads_refused": 1,
+            },
         })
     );
     // The old /status is unchanged: three keys, no question to the workers.
@@ -736,4 +756,50 @@ fn token_files() {
     assert!(message(&path).contains("is not text"));
     // A directory cannot be read as a file.
     assert!(message(dir.path()).contains("cannot read it"));
+}
+
+/// `POST /v1/reload` reloads and answers the report: 200 when applied,
+/// 422 when refused; another method is 405 and reloads nothing.
+#[tokio::test]
+async fn reload_answers_the_report() {
+    let endpoint = Endpoint::new(FakeRelay::with(Vec::new())).with_token(false);
+    *endpoint.relay.reload.lock().unwrap() = Some(ReloadReport {
+        result: ReloadResult::Applied,
+        error: None,
+        warnings: vec!["stun.listen changed in turnpike.toml but needs a restart".to_owned()],
+        changed: vec!["turn.users".to_owned()],
+        config_sha256: "ab".repeat(32),
+    });
+    let answer = endpoint.post("/v1/reload").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({
+            "result": "applied",
+            "error": null,
+            "warnings": ["stun.listen changed in turnpike.toml but needs a restart"],
+            "changed": ["turn.users"],
+            "config_sha256": "ab".repeat(32),
+        })
+    );
+    *endpoint.relay.reload.lock().unwrap() = Some(ReloadReport {
+        result: ReloadResult::Refused,
+        error: Some("turnpike.toml line 3: unknown key `lissen` in [stun]".to_owned()),
+        warnings: Vec::new(),
+        changed: Vec::new(),
+        config_sha256: "ab".repeat(32),
+    });
+    let answer = endpoint.post("/v1/reload").await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer.json()["result"], "refused");
+    assert_eq!(
+        answer.json()["error"],
+        "turnpike.toml line 3: unknown key `lissen` in [stun]"
+    );
+    assert_eq!(*endpoint.relay.reloads.lock().unwrap(), 2);
+    assert_eq!(
+        endpoint.get("/v1/reload").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(*endpoint.relay.reloads.lock().unwrap(), 2);
 }

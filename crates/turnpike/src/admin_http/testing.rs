@@ -1,13 +1,15 @@
 //! A [`Relay`] with fixed answers for the admin surfaces' tests: the
 //! snapshot, health and allocations they are given, a record of the kicks
-//! (which end the matching allocations), and a draining flag that the
-//! health and the snapshot follow.
+//! (which end the matching allocations), a draining flag that the health
+//! and the snapshot follow, and a record of the reloads (each answered with
+//! the report it is given).
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 
 use crate::observe::{
-    AllocationFilter, AllocationInfo, BoxFuture, DrainState, Health, Relay, Snapshot,
+    AllocationFilter, AllocationInfo, BoxFuture, DrainState, Health, Relay, ReloadReport,
+    ReloadResult, Snapshot,
 };
 
 /// See the module documentation.
@@ -18,6 +20,10 @@ pub(crate) struct FakeRelay {
     pub allocations: Mutex<Vec<AllocationInfo>>,
     pub kicks: Mutex<Vec<AllocationFilter>>,
     pub draining: Mutex<bool>,
+    /// What a reload answers; `None`: applied, nothing changed.
+    pub reload: Mutex<Option<ReloadReport>>,
+    /// Reloads asked for.
+    pub reloads: Mutex<usize>,
 }
 
 fn get<T: Clone>(m: &Mutex<T>) -> T {
@@ -97,6 +103,18 @@ impl Relay for FakeRelay {
         let ended = before - all.len();
         self.kicks.lock().unwrap().push(filter);
         Box::pin(async move { ended })
+    }
+
+    fn reload(&self) -> BoxFuture<'_, ReloadReport> {
+        *self.reloads.lock().unwrap() += 1;
+        let report = get(&self.reload).unwrap_or_else(|| ReloadReport {
+            result: ReloadResult::Applied,
+            error: None,
+            warnings: Vec::new(),
+            changed: Vec::new(),
+            config_sha256: String::new(),
+        });
+        Box::pin(async move { report })
     }
 }
 

@@ -11,7 +11,9 @@
 //!   their values;
 //! - the declared range checks, with one message shape for all;
 //! - `SECTIONS`, the known keys per section for unknown-key messages, and
-//!   `DECLARED`, the flag and variable names the example-file test checks.
+//!   `DECLARED`, the flag and variable names the example-file test checks;
+//! - what a reload may change ([`Reload`]): `Settings::keep_restart_only`
+//!   and `Settings::changed_keys`.
 //!
 //! A declarative macro rather than a build step or a derive crate: it
 //! costs no build time (CI builds cold on two cores), and the table stays
@@ -29,7 +31,13 @@
 //!     [, range(min, max) "unit" [, zero "what 0 means"] [, because "why the default"]]
 //!     [, shown "the default in words"];  // when Display does not say it
 //!     help "what it is, for --help";
+//!     reload live | restart;             // see Reload
 //! ```
+//!
+//! `reload` is not optional: whoever adds a setting decides whether a
+//! running server can take a new value of it (`live`, applied by
+//! [`crate::runtime`]'s reload) or only a restart can (`restart`: a reload
+//! keeps the running value and names the key in one warning line).
 
 /// What the declarations say about one setting's names, for tests that
 /// check other places against them (the example file).
@@ -49,6 +57,49 @@ pub struct Declared {
     pub env: &'static str,
     /// Whether `--no-<flag>` exists.
     pub negation: bool,
+    /// Whether a reload applies a new value.
+    pub reload: Reload,
+}
+
+/// Whether a running server takes a new value of a setting on reload
+/// (SIGHUP, `POST /v1/reload`, `turnpike reload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Applied to the running server: new requests, allocations and
+    /// connections see it; what exists keeps going.
+    Live,
+    /// Needs a restart (sockets, threads, the database connection, the
+    /// realm the keys were derived in…): a reload keeps the running value
+    /// and warns.
+    Restart,
+}
+
+impl Reload {
+    /// `live` or `restart`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reload::Live => "live",
+            Reload::Restart => "restart",
+        }
+    }
+}
+
+/// `$body` for a `reload restart` setting, nothing for a `reload live` one.
+macro_rules! when_restart {
+    (live $body:block) => {};
+    (restart $body:block) => {
+        $body
+    };
+}
+
+/// The [`Reload`] a declaration names; any other word is a compile error.
+macro_rules! reload_kind {
+    (live) => {
+        $crate::config::declare::Reload::Live
+    };
+    (restart) => {
+        $crate::config::declare::Reload::Restart
+    };
 }
 
 /// `$codec`, or [`Auto`](super::overrides::Auto) when none is declared.
@@ -88,6 +139,7 @@ macro_rules! settings {
                         $(, zero $zero:literal)? $(, because $because:literal)?)?
                     $(, shown $shown:literal)?;
                     help $help:literal;
+                    reload $reload:ident;
                 )*
             }
         )*
@@ -165,6 +217,38 @@ macro_rules! settings {
                     )?
                 )*)*
                 Ok(())
+            }
+        }
+
+        impl Settings {
+            /// Puts every `reload restart` setting whose value differs
+            /// from `running`'s back to the running value, and returns
+            /// their keys (`section.key`), in declaration order: what a
+            /// reload cannot apply.
+            pub fn keep_restart_only(&mut self, running: &Settings) -> Vec<&'static str> {
+                let mut kept = Vec::new();
+                $($(
+                    $crate::config::declare::when_restart!($reload {
+                        if self.$section.$key != running.$section.$key {
+                            self.$section.$key = running.$section.$key.clone();
+                            kept.push(concat!(stringify!($section), ".", stringify!($key)));
+                        }
+                    });
+                )*)*
+                kept
+            }
+
+            /// The keys (`section.key`) whose values differ between `self`
+            /// and `other`, in declaration order. Names only: never a
+            /// value (some are passwords).
+            pub fn changed_keys(&self, other: &Settings) -> Vec<&'static str> {
+                let mut changed = Vec::new();
+                $($(
+                    if self.$section.$key != other.$section.$key {
+                        changed.push(concat!(stringify!($section), ".", stringify!($key)));
+                    }
+                )*)*
+                changed
             }
         }
 
@@ -269,10 +353,11 @@ macro_rules! settings {
                     value_name: $value_name,
                     env: $env,
                     negation: $crate::config::declare::given!($($negation_help)?),
+                    reload: $crate::config::declare::reload_kind!($reload),
                 },
             )*)*
         ];
     };
 }
 
-pub(crate) use {flag_codec, given, settings};
+pub(crate) use {flag_codec, given, reload_kind, settings, when_restart};

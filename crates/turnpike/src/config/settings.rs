@@ -7,7 +7,11 @@
 //! Adding a setting: add its entry here, document it in
 //! `turnpike.example.toml` (a test checks that every declared key, flag and
 //! variable is there, and that the file's values are the defaults), and
-//! use the value where it is consumed. Rules a single range cannot express
+//! use the value where it is consumed. Every entry ends with `reload live`
+//! or `reload restart`: whether a running server takes a new value on
+//! reload (then `runtime/reload.rs` must apply it) or keeps the one it
+//! started with and warns. The README's "Live reconfiguration" lists are
+//! checked against these. Rules a single range cannot express
 //! (one setting against another, lists without duplicates) go in
 //! `validate.rs`.
 
@@ -94,6 +98,7 @@ settings! {
         workers: usize = 0;
             flag workers "workers" "N", env "TURNPIKE_WORKERS";
             help "worker threads, 0 = one per CPU";
+            reload restart;
         /// SOFTWARE attribute value; empty disables it. See [`Settings::software`].
         // Deliberately without the version: advertising exact versions to
         // every client helps attackers pick exploits.
@@ -101,6 +106,7 @@ settings! {
             flag software "software" "STR", env "TURNPIKE_SOFTWARE",
             negation String::new() => "Do not send the SOFTWARE attribute (software = \"\")";
             help "SOFTWARE attribute value";
+            reload live;
     }
 
     /// `[log]`: logging (see [`crate::logging`]).
@@ -110,10 +116,12 @@ settings! {
         level: String = "info".to_owned();
             flag log_level "log-level" "FILTER", env "TURNPIKE_LOG_LEVEL";
             help "tracing filter directives; RUST_LOG wins if set";
+            reload live;
         /// Output format.
         format: LogFormat = LogFormat::Text;
             flag log_format "log-format" "FORMAT", env "TURNPIKE_LOG_FORMAT";
             help "text or json";
+            reload live;
     }
 
     /// `[stun]`: STUN listeners and RFC 5780 behaviour.
@@ -123,40 +131,47 @@ settings! {
         listen: Vec<SocketAddr> = on_both_families(3478);
             flag listen "listen" "ADDR", env "TURNPIKE_LISTEN";
             help "IP:PORT to serve; repeat the flag or separate with commas. Replaces the file's list.";
+            reload restart;
         /// Serve STUN over UDP.
         udp: bool = true;
             flag udp "udp" "BOOL", env "TURNPIKE_UDP",
             negation false => "Do not serve over UDP (udp = false)";
             help "serve over UDP";
+            reload restart;
         /// Serve STUN over TCP.
         tcp: bool = true;
             flag tcp "tcp" "BOOL", env "TURNPIKE_TCP",
             negation false => "Do not serve over TCP (tcp = false)";
             help "serve over TCP";
+            reload restart;
         /// Second IP address of this host. Enables RFC 3489 CHANGE-REQUEST and
         /// RFC 5780 NAT behaviour discovery.
         #[serde(deserialize_with = "de_opt_ip")]
         alternate_ip: Option<IpAddr> = None;
             flag alternate_ip "alternate-ip" "IP", env "TURNPIKE_ALTERNATE_IP";
             help "second IP of this host; enables CHANGE-REQUEST and RFC 5780 NAT discovery";
+            reload restart;
         /// Alternate port; when unset and `alternate_ip` is set, each listen port
         /// P uses P + 1.
         alternate_port: Option<u16> = None;
             flag alternate_port "alternate-port" "PORT", env "TURNPIKE_ALTERNATE_PORT",
             shown "each listen port + 1";
             help "the port paired with the listen port for NAT discovery";
+            reload restart;
         /// Honour RFC 5780 RESPONSE-PORT. Off by default because it lets a
         /// client aim our answers at another port of its address.
         response_port: bool = false;
             flag response_port "response-port" "BOOL", env "TURNPIKE_RESPONSE_PORT",
             negation false => "Ignore RESPONSE-PORT (response_port = false)";
             help "honour RFC 5780 RESPONSE-PORT";
+            reload live;
         /// Honour RFC 5780 PADDING. Off by default; even when on, an answer is
         /// never padded beyond the request's own PADDING (no amplification).
         padding: bool = false;
             flag padding "padding" "BOOL", env "TURNPIKE_PADDING",
             negation false => "Ignore PADDING (padding = false)";
             help "honour RFC 5780 PADDING";
+            reload live;
     }
 
     /// `[turn]`: TURN relaying (RFC 8656) and its long-term credentials.
@@ -168,10 +183,12 @@ settings! {
             flag turn "turn" "BOOL", env "TURNPIKE_TURN",
             negation false => "Serve STUN only; TURN requests get 400 (enabled = false)";
             help "serve TURN; off = STUN only";
+            reload restart;
         /// REALM of the long-term credential mechanism.
         realm: String = "turnpike".to_owned();
             flag realm "realm" "REALM", env "TURNPIKE_REALM";
             help "REALM clients authenticate in";
+            reload restart;
         /// IPs to bind relayed addresses on. Empty: the IP each request
         /// arrived on.
         #[serde(deserialize_with = "de_list")]
@@ -179,81 +196,97 @@ settings! {
             flag relay_ips "relay-ip" "IP", env "TURNPIKE_RELAY_IPS",
             shown "the IP each request arrived on";
             help "IP to relay on; repeat or separate with commas. Replaces the file's list.";
+            reload restart;
         /// Public addresses for 1:1 NAT (coturn's `external-ip`).
         #[serde(deserialize_with = "de_list")]
         external_ips: Vec<ExternalIp> = Vec::new();
             flag external_ips "external-ip" "PUBLIC[/PRIVATE]", env "TURNPIKE_EXTERNAL_IPS";
             help "PUBLIC or PUBLIC/PRIVATE for 1:1 NAT; repeat or separate with commas. Replaces the file's list.";
+            reload restart;
         /// Lowest relay port (inclusive).
         min_port: u16 = 49152;
             flag min_port "min-port" "PORT", env "TURNPIKE_MIN_PORT";
             help "lowest relay port";
+            reload restart;
         /// Highest relay port (inclusive).
         max_port: u16 = 65535;
             flag max_port "max-port" "PORT", env "TURNPIKE_MAX_PORT";
             help "highest relay port";
+            reload restart;
         /// Allocation lifetime in seconds when the client asks for less (at
         /// most `max_lifetime`).
         default_lifetime: u32 = 600;
             flag default_lifetime "default-lifetime" "SECONDS", env "TURNPIKE_DEFAULT_LIFETIME",
             range(1, MAX_LIFETIME_SECS) "seconds";
             help "allocation lifetime in seconds";
+            reload live;
         /// Longest allocation lifetime granted, in seconds.
         max_lifetime: u32 = 3600;
             flag max_lifetime "max-lifetime" "SECONDS", env "TURNPIKE_MAX_LIFETIME",
             range(1, MAX_LIFETIME_SECS) "seconds";
             help "longest allocation lifetime in seconds";
+            reload live;
         /// Seconds a nonce stays valid before 438 (Stale Nonce).
         nonce_lifetime: u32 = 600;
             flag nonce_lifetime "nonce-lifetime" "SECONDS", env "TURNPIKE_NONCE_LIFETIME",
             range(1, MAX_LIFETIME_SECS) "seconds";
             help "seconds a nonce stays valid";
+            reload live;
         /// Allocations per user; 0 = unlimited.
         user_quota: u32 = 0;
             flag user_quota "user-quota" "N", env "TURNPIKE_USER_QUOTA";
             help "allocations per user, 0 = unlimited";
+            reload live;
         /// Allocations server-wide; 0 = unlimited.
         total_quota: u32 = 0;
             flag total_quota "total-quota" "N", env "TURNPIKE_TOTAL_QUOTA";
             help "allocations server-wide, 0 = unlimited";
+            reload live;
         /// Ranges the built-in refusal of loopback/private/reserved peers does
         /// not apply to.
         #[serde(deserialize_with = "de_list")]
         allowed_peer_ranges: Vec<IpNet> = Vec::new();
             flag allowed_peer_ranges "allowed-peer-range" "CIDR", env "TURNPIKE_ALLOWED_PEER_RANGES";
             help "CIDR (or IP) exempt from the refusal of loopback/private/reserved peers; repeat or separate with commas. Replaces the file's list.";
+            reload live;
         /// Ranges always refused (beats `allowed_peer_ranges`).
         #[serde(deserialize_with = "de_list")]
         denied_peer_ranges: Vec<IpNet> = Vec::new();
             flag denied_peer_ranges "denied-peer-range" "CIDR", env "TURNPIKE_DENIED_PEER_RANGES";
             help "CIDR (or IP) never relayed to; repeat or separate with commas. Replaces the file's list.";
+            reload live;
         /// 401/438 answers per source address and second; 0 would refuse
         /// every client the challenge it needs to authenticate.
         challenges_per_second: u16 = 1000;
             flag challenges_per_second "challenges-per-second" "N", env "TURNPIKE_CHALLENGES_PER_SECOND",
             range(1, u16::MAX) "answers per second";
             help "401/438 answers per source address and second";
+            reload live;
         /// Static long-term users (`[[turn.users]]`).
         users: Vec<UserEntry> = Vec::new();
             flag users "user" "USER:PASSWORD", env "TURNPIKE_USERS", secret = true;
             help "static user USER:PASSWORD; repeat or separate with commas. Replaces the file's [[turn.users]].";
+            reload live;
         /// Static shared secrets for time-limited credentials (TURN REST API,
         /// Wire's restund format); `k=N` of Wire usernames names the N-th.
         secrets: Vec<String> = Vec::new();
             flag secrets "secret" "SECRET", env "TURNPIKE_SECRETS", secret = true;
             help "shared secret for time-limited credentials (TURN REST API); repeat or separate with commas. Replaces the file's list.";
+            reload live;
         /// Separator of TURN REST API usernames (`expiry:user-id`); a
         /// one-character string in TOML.
         #[serde(deserialize_with = "de_char")]
         rest_separator: char = ':';
             flag rest_separator "rest-separator" "CHAR", env "TURNPIKE_REST_SEPARATOR";
             help "between expiry and user id in REST usernames";
+            reload live;
         /// Re-check the expiry of time-limited credentials on every request
         /// and end allocations with their credential.
         strict_expiry: bool = false;
             flag strict_expiry "strict-expiry" "BOOL", env "TURNPIKE_STRICT_EXPIRY",
             negation false => "Let allocations outlive their credential (strict_expiry = false)";
             help "end allocations when their time-limited credential expires";
+            reload live;
     }
 
     /// `[database]`: where users and shared secrets are stored, and their
@@ -264,46 +297,55 @@ settings! {
         url: String = String::new();
             flag database_url "database" "URL", env "TURNPIKE_DATABASE", secret = true;
             help "\"\" (SQLite turnpike.db in the data dir), sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB";
+            reload restart;
         /// Directory of the default SQLite database, created if missing.
         data_dir: PathBuf = PathBuf::from("/var/lib/turnpike");
             flag data_dir "data-dir" "DIR", env "TURNPIKE_DATA_DIR";
             help "directory of the default SQLite database";
+            reload restart;
         /// `turnpike` or `coturn` (read-only use of a coturn database).
         schema: DatabaseSchema = DatabaseSchema::Turnpike;
             flag database_schema "database-schema" "SCHEMA", env "TURNPIKE_DATABASE_SCHEMA";
             help "turnpike, or coturn (an existing coturn database, read-only)";
+            reload restart;
         /// PostgreSQL connections kept open.
         pool_size: usize = 4;
             flag database_pool_size "database-pool-size" "N", env "TURNPIKE_DATABASE_POOL_SIZE",
             range(1, MAX_POOL_SIZE) "connections";
             help "PostgreSQL connections";
+            reload restart;
         /// Seconds to wait for a connection or a query before calling the
         /// database unreachable.
         timeout: u32 = 5;
             flag database_timeout "database-timeout" "SECONDS", env "TURNPIKE_DATABASE_TIMEOUT",
             range(1, 60) "seconds";
             help "seconds before the database counts as unreachable";
+            reload restart;
         /// Seconds a looked-up user's keys are used before asking again.
         cache_ttl: u32 = 60;
             flag cache_ttl "cache-ttl" "SECONDS", env "TURNPIKE_CACHE_TTL",
             range(1, 86_400) "seconds";
             help "seconds a user's keys are used before asking again";
+            reload live;
         /// Seconds an unknown username is remembered as unknown.
         negative_cache_ttl: u32 = 5;
             flag negative_cache_ttl "negative-cache-ttl" "SECONDS", env "TURNPIKE_NEGATIVE_CACHE_TTL",
             range(0, 3_600) "seconds";
             help "seconds an unknown username is remembered";
+            reload live;
         /// Seconds, while the database is unreachable, that users seen within
         /// that time keep authenticating with the keys last read.
         grace_period: u32 = 3600;
             flag grace_period "grace-period" "SECONDS", env "TURNPIKE_GRACE_PERIOD",
             range(0, 604_800) "seconds";
             help "seconds known users keep authenticating while the database is unreachable";
+            reload live;
         /// Seconds between reloads of the shared secrets.
         secrets_refresh: u32 = 10;
             flag secrets_refresh "secrets-refresh" "SECONDS", env "TURNPIKE_SECRETS_REFRESH",
             range(1, 3_600) "seconds";
             help "seconds between reloads of the shared secrets";
+            reload live;
     }
 
     /// `[tls]`: STUN/TURN over TLS (RFC 8489 section 6.2.2, "turns:" URLs)
@@ -319,11 +361,13 @@ settings! {
             flag tls_certificate "tls-certificate" "PATH", env "TURNPIKE_TLS_CERTIFICATE",
             shown "unset, TLS and DTLS off";
             help "PEM certificate chain (server certificate first), optionally followed by the private key; turns TLS and DTLS on";
+            reload restart;
         /// PEM file with the private key; `None`: the key is in `certificate`.
         private_key: Option<PathBuf> = None;
             flag tls_private_key "tls-private-key" "PATH", env "TURNPIKE_TLS_PRIVATE_KEY",
             shown "the key in the certificate file";
             help "PEM private key";
+            reload restart;
         /// Addresses served with TLS over TCP (only when `certificate` is set).
         /// RFC 8489 section 18.1: 5349 is the default port of "stuns" and
         /// "turns", over TLS and DTLS alike.
@@ -331,22 +375,26 @@ settings! {
         listen: Vec<SocketAddr> = on_both_families(5349);
             flag tls_listen "tls-listen" "ADDR", env "TURNPIKE_TLS_LISTEN", via ListOrNone;
             help "IP:PORT to serve TLS over TCP on; repeat or separate with commas; `none` for no TLS over TCP. Replaces the file's list.";
+            reload restart;
         /// Addresses served with DTLS over UDP (only when `certificate` is
         /// set); empty: no DTLS.
         #[serde(deserialize_with = "de_list")]
         dtls_listen: Vec<SocketAddr> = on_both_families(5349);
             flag dtls_listen "dtls-listen" "ADDR", env "TURNPIKE_DTLS_LISTEN", via ListOrNone;
             help "IP:PORT to serve DTLS over UDP on; repeat or separate with commas; `none` for no DTLS. Replaces the file's list.";
+            reload restart;
         /// Lowest TLS version offered; TLS 1.0 and 1.1 never are.
         min_version: TlsVersion = TlsVersion::Tls12;
             flag tls_min_version "tls-min-version" "VERSION", env "TURNPIKE_TLS_MIN_VERSION";
             help "lowest TLS version offered, 1.2 or 1.3";
+            reload restart;
         /// Seconds between checks of the files for changes; 0: reload only on
         /// SIGHUP. See [`TlsSettings::reload_every`].
         reload_interval: u32 = 5;
             flag tls_reload_interval "tls-reload-interval" "SECONDS", env "TURNPIKE_TLS_RELOAD_INTERVAL",
             range(0, MAX_RELOAD_INTERVAL_SECS) "seconds", zero "reload only on SIGHUP";
             help "seconds between checks of the certificate files for changes";
+            reload restart;
     }
 
     /// `[limits]`: how much one source and the handshakes may hold, for the
@@ -356,52 +404,62 @@ settings! {
         max_connections_per_ip: u32 = 64;
             flag max_connections_per_ip "max-connections-per-ip" "N", env "TURNPIKE_MAX_CONNECTIONS_PER_IP";
             help "TCP, TLS and DTLS connections from one source IP, 0 = unlimited";
+            reload live;
         /// TCP, TLS and DTLS connections in all; 0 = unlimited.
         max_connections: u32 = 50_000;
             flag max_connections "max-connections" "N", env "TURNPIKE_MAX_CONNECTIONS";
             help "TCP, TLS and DTLS connections in all, 0 = unlimited";
+            reload live;
         /// IPv6 clients count as one source per prefix of this many bits for
         /// every per-source limit (connections, challenges, DTLS handshakes).
         ipv6_prefix: u8 = turnpike_core::SourcePrefix::DEFAULT_IPV6_BITS;
             flag ipv6_prefix "ipv6-prefix" "BITS", env "TURNPIKE_IPV6_PREFIX",
             range(16, 128) "bits", because "a host's /64 is one source";
             help "IPv6 clients count as one source per prefix of this many bits, for every per-source limit";
+            reload restart;
         /// TLS and DTLS handshakes in progress, server-wide.
         max_handshakes: u32 = 1024;
             flag max_handshakes "max-handshakes" "N", env "TURNPIKE_MAX_HANDSHAKES",
             range(1, MAX_HANDSHAKES) "handshakes";
             help "TLS and DTLS handshakes in progress, server-wide";
+            reload restart;
         /// TLS and DTLS handshakes one source may start per second.
         handshakes_per_second_per_ip: u32 = 100;
             flag handshakes_per_second_per_ip "handshakes-per-second-per-ip" "N", env "TURNPIKE_HANDSHAKES_PER_SECOND_PER_IP",
             range(1, u32::from(u16::MAX)) "handshakes";
             help "TLS and DTLS handshakes one source may start per second";
+            reload restart;
         /// Seconds a TLS or DTLS handshake may take.
         handshake_timeout: u32 = 10;
             flag handshake_timeout "handshake-timeout" "SECONDS", env "TURNPIKE_HANDSHAKE_TIMEOUT",
             range(1, MAX_CONNECTION_TIMEOUT_SECS) "seconds";
             help "seconds a TLS or DTLS handshake may take";
+            reload restart;
         /// Seconds a connection may stay open without a successful
         /// authenticated request (against slowloris-style exhaustion).
         auth_timeout: u32 = 30;
             flag auth_timeout "auth-timeout" "SECONDS", env "TURNPIKE_AUTH_TIMEOUT",
             range(1, MAX_CONNECTION_TIMEOUT_SECS) "seconds";
             help "seconds a connection may stay open without a successful authenticated request";
+            reload live;
         /// Seconds without any data after which a connection is closed.
         idle_timeout: u32 = 600;
             flag idle_timeout "idle-timeout" "SECONDS", env "TURNPIKE_IDLE_TIMEOUT",
             range(1, MAX_CONNECTION_TIMEOUT_SECS) "seconds";
             help "seconds without data before a connection is closed";
+            reload restart;
         /// Outgoing bytes queued per connection before relayed data is dropped.
         max_buffered_bytes: u32 = 262_144;
             flag max_buffered_bytes "max-buffered-bytes" "BYTES", env "TURNPIKE_MAX_BUFFERED_BYTES",
             range(MIN_BUFFERED_BYTES, MAX_BUFFERED_BYTES) "bytes";
             help "outgoing bytes queued per connection before relayed data is dropped";
+            reload live;
         /// Outgoing bytes queued over all connections (split between the
         /// workers) before relayed data is dropped.
         max_buffered_bytes_total: u64 = 268_435_456;
             flag max_buffered_bytes_total "max-buffered-bytes-total" "BYTES", env "TURNPIKE_MAX_BUFFERED_BYTES_TOTAL";
             help "outgoing bytes queued over all connections before relayed data is dropped";
+            reload live;
         /// TCP connections to or from peers (RFC 6062) that one TCP allocation
         /// may hold at once, in any state (connecting, waiting for
         /// ConnectionBind, relaying); a Connect beyond it gets 508 and a peer
@@ -410,11 +468,13 @@ settings! {
             flag max_peer_connections_per_allocation "max-peer-connections-per-allocation" "N", env "TURNPIKE_MAX_PEER_CONNECTIONS_PER_ALLOCATION",
             range(1, MAX_PEER_CONNECTIONS_PER_ALLOCATION) "connections";
             help "TCP connections to or from peers (RFC 6062) one TCP allocation may hold";
+            reload live;
         /// The same counted server-wide (each holds two sockets and up to
         /// 32 KiB of pipe buffers); 0 = unlimited.
         max_peer_connections: u32 = 16_384;
             flag max_peer_connections "max-peer-connections" "N", env "TURNPIKE_MAX_PEER_CONNECTIONS";
             help "TCP connections to or from peers (RFC 6062), server-wide, 0 = unlimited";
+            reload live;
     }
 
     /// `[admin]`: the admin HTTP endpoint ([`crate::admin_http`]): health
@@ -430,6 +490,7 @@ settings! {
             flag admin_listen "admin-listen" "ADDR", env "TURNPIKE_ADMIN_LISTEN", via ListOrNone,
             shown "none, off";
             help "IP:PORT to serve the admin HTTP endpoint on; repeat or separate with commas; `none` for off. Replaces the file's list.";
+            reload restart;
         /// File holding the bearer token requests must carry (surrounding
         /// whitespace trimmed), read at start; `None`: no token, and only
         /// loopback addresses in `listen`.
@@ -437,12 +498,14 @@ settings! {
             flag admin_token_file "admin-token-file" "PATH", env "TURNPIKE_ADMIN_TOKEN_FILE",
             shown "unset, no token: loopback only";
             help "file holding the bearer token admin requests must send (Authorization: Bearer); required for admin.listen addresses other than loopback";
+            reload restart;
         /// `/healthz` and `/readyz` answer without the token (for load
         /// balancers and orchestrators that cannot send one).
         probes_without_token: bool = true;
             flag admin_probes_without_token "admin-probes-without-token" "BOOL", env "TURNPIKE_ADMIN_PROBES_WITHOUT_TOKEN",
             negation false => "Require the admin token for /healthz and /readyz too (probes_without_token = false)";
             help "let /healthz and /readyz answer without the admin token";
+            reload restart;
         /// restund's UDP command port (`echo turnstats | nc -u -q1 127.0.0.1
         /// 33000`), on a loopback address; `None`: off.
         #[serde(deserialize_with = "de_opt_socket_addr")]
@@ -450,6 +513,7 @@ settings! {
             flag admin_restund_listen "admin-restund-listen" "ADDR", env "TURNPIKE_ADMIN_RESTUND_LISTEN",
             shown "unset, off";
             help "loopback IP:PORT for restund's UDP command port (turnstats)";
+            reload restart;
     }
 
     /// `[drain]`: how the server drains (`POST /v1/drain`, `turnpike drain`,
@@ -464,12 +528,14 @@ settings! {
             flag drain_alternate_servers "drain-alternate-server" "ADDR", env "TURNPIKE_DRAIN_ALTERNATE_SERVERS", via ListOrNone,
             shown "none, 508 for everyone";
             help "IP:PORT of another relay new allocations are sent to while draining; repeat or separate with commas; `none` for none. Replaces the file's list.";
+            reload live;
         /// Exit (status 0) once the last allocation has ended while
         /// draining.
         exit_when_empty: bool = false;
             flag drain_exit_when_empty "drain-exit-when-empty" "BOOL", env "TURNPIKE_DRAIN_EXIT_WHEN_EMPTY",
             negation false => "Keep running once drained (exit_when_empty = false)";
             help "exit once the last allocation ends while draining";
+            reload restart;
     }
 
     /// `[shutdown]`: what SIGTERM does.
@@ -480,6 +546,7 @@ settings! {
             flag shutdown_grace_period "shutdown-grace-period" "SECONDS", env "TURNPIKE_SHUTDOWN_GRACE_PERIOD",
             range(0, MAX_GRACE_PERIOD_SECS) "seconds", zero "exit at once";
             help "seconds SIGTERM drains for before exiting";
+            reload restart;
     }
 
     /// `[xdp]`: the relay fast path ([`turnpike_xdp`]). An XDP program on the
@@ -494,10 +561,12 @@ settings! {
             flag xdp_interfaces "xdp-interface" "NAME", env "TURNPIKE_XDP_INTERFACES", via ListOrNone,
             shown "none, off";
             help "interfaces to attach the XDP relay fast path to (needs root); repeat or separate with commas; `none` for off. Replaces the file's list.";
+            reload restart;
         /// How the program is attached.
         mode: XdpMode = XdpMode::Auto;
             flag xdp_mode "xdp-mode" "MODE", env "TURNPIKE_XDP_MODE";
             help "auto (in the driver where supported), native or generic";
+            reload restart;
     }
 
     nested tables {

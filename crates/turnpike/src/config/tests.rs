@@ -2104,3 +2104,177 @@ fn drain_and_shutdown_defaults_file_values_overrides_and_errors() {
         assert!(!message.contains('\n'));
     }
 }
+
+/// A reload takes the `reload live` settings and keeps the running value
+/// of the others, naming them.
+#[test]
+fn reload_keeps_restart_only_settings_and_names_them() {
+    let running = Settings::default();
+    let mut new = Settings::default();
+    new.stun.listen = vec![sa("127.0.0.1:3479")];
+    new.server.workers = 3;
+    new.turn.denied_peer_ranges = vec![net("10.0.0.0/8")];
+    new.turn.users = vec![user("alice", "secret")];
+    new.log.level = "debug".to_owned();
+    assert_eq!(
+        new.changed_keys(&running),
+        [
+            "server.workers",
+            "log.level",
+            "stun.listen",
+            "turn.denied_peer_ranges",
+            "turn.users"
+        ]
+    );
+    let kept = new.keep_restart_only(&running);
+    assert_eq!(kept, ["server.workers", "stun.listen"]);
+    assert_eq!(new.stun.listen, running.stun.listen);
+    assert_eq!(new.server.workers, 0);
+    assert_eq!(new.turn.denied_peer_ranges, vec![net("10.0.0.0/8")]);
+    assert_eq!(
+        new.changed_keys(&running),
+        ["log.level", "turn.denied_peer_ranges", "turn.users"]
+    );
+    assert!(new.keep_restart_only(&running).is_empty());
+}
+
+/// Every setting said to change live is one the reload applies; this is
+/// the list `runtime/reload.rs` was written against. A setting moved to
+/// `reload live` must be applied there (and added here).
+#[test]
+fn the_live_settings_are_the_applied_ones() {
+    let live: Vec<String> = DECLARED
+        .iter()
+        .filter(|d| d.reload == Reload::Live)
+        .map(|d| format!("{}.{}", d.section, d.key))
+        .collect();
+    assert_eq!(
+        live,
+        [
+            "server.software",
+            "log.level",
+            "log.format",
+            "stun.response_port",
+            "stun.padding",
+            "turn.default_lifetime",
+            "turn.max_lifetime",
+            "turn.nonce_lifetime",
+            "turn.user_quota",
+            "turn.total_quota",
+            "turn.allowed_peer_ranges",
+            "turn.denied_peer_ranges",
+            "turn.challenges_per_second",
+            "turn.users",
+            "turn.secrets",
+            "turn.rest_separator",
+            "turn.strict_expiry",
+            "database.cache_ttl",
+            "database.negative_cache_ttl",
+            "database.grace_period",
+            "database.secrets_refresh",
+            "limits.max_connections_per_ip",
+            "limits.max_connections",
+            "limits.auth_timeout",
+            "limits.max_buffered_bytes",
+            "limits.max_buffered_bytes_total",
+            "limits.max_peer_connections_per_allocation",
+            "limits.max_peer_connections",
+            "drain.alternate_servers",
+        ]
+    );
+}
+
+const README: &str = include_str!("../../../../README.md");
+
+/// The README's "Live reconfiguration" section lists every setting, the
+/// live ones from "Changes live" to "Needs a restart" and the others
+/// after it.
+#[test]
+fn readme_lists_what_changes_live_and_what_needs_a_restart() {
+    let start = README
+        .find("\n## Live reconfiguration\n")
+        .expect("README has a Live reconfiguration section");
+    let section = &README[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let live_from = section
+        .find("Changes live")
+        .expect("the section says what changes live");
+    let split = section
+        .find("Needs a restart")
+        .expect("the section says what needs a restart");
+    let (live, restart) = (&section[live_from..split], &section[split..]);
+    for d in DECLARED {
+        let key = format!("`{}.{}`", d.section, d.key);
+        let (right, wrong) = match d.reload {
+            Reload::Live => (live, restart),
+            Reload::Restart => (restart, live),
+        };
+        assert!(
+            right.contains(&key) && !wrong.contains(&key),
+            "{key} ({}) is not listed where the README's Live reconfiguration section says",
+            d.reload.as_str()
+        );
+    }
+}
+
+/// The file's identity is the SHA-256 of its bytes (what `sha256sum`
+/// prints); no file hashes as an empty one.
+#[test]
+fn settings_source_hashes_the_file_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("turnpike.toml");
+    std::fs::write(&path, "[server]\nworkers = 2\n").unwrap();
+    let source = SettingsSource {
+        path: Some(path.clone()),
+        overrides: Overrides::default(),
+    };
+    let loaded = source.load().unwrap();
+    assert_eq!(loaded.settings.server.workers, 2);
+    assert_eq!(loaded.file_sha256, sha256_hex(b"[server]\nworkers = 2\n"));
+    assert_eq!(
+        SettingsSource::default().load().unwrap().file_sha256,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    // The overrides apply on top, as at start; a broken file is an error.
+    let source = SettingsSource {
+        path: Some(path.clone()),
+        overrides: Overrides {
+            workers: Some(4),
+            ..Overrides::default()
+        },
+    };
+    assert_eq!(source.load().unwrap().settings.server.workers, 4);
+    std::fs::write(&path, "[server]\nworkers = \"many\"\n").unwrap();
+    assert!(source.load().is_err());
+}
+
+/// The example file says of every setting whether a reload applies it,
+/// on the line before its key, as the declaration does.
+#[test]
+fn example_file_says_what_a_reload_applies() {
+    for d in DECLARED {
+        let lines: Vec<&str> = example_section(d.section).lines().collect();
+        let name = format!("{}.{}", d.section, d.key);
+        let at = lines
+            .iter()
+            .position(|l| {
+                let l = l.trim_start_matches('#');
+                l.starts_with(&format!("{} = ", d.key)) || *l == format!("[[{name}]]")
+            })
+            .unwrap_or_else(|| panic!("{name} missing from the example"));
+        let expected = match d.reload {
+            Reload::Live => "# Reload: applied live.",
+            Reload::Restart => "# Reload: needs a restart.",
+        };
+        assert_eq!(
+            at.checked_sub(1).map(|i| lines[i]),
+            Some(expected),
+            "{name} ({}) in the example",
+            d.reload.as_str()
+        );
+    }
+}

@@ -20,8 +20,8 @@
 //! fixed set (an enum of the core, or a literal here). No username,
 //! address, realm or allocation id ever becomes a label, so what a scraper
 //! stores is bounded whatever clients send. The only free-text values are
-//! the two info metrics' `version` and `subject`, one series each, set by
-//! the operator.
+//! the three info metrics' `version`, `subject` and `sha256`, one series
+//! each, set by the operator (a reload moves `sha256` to a new series).
 //!
 //! # Metrics
 //!
@@ -33,7 +33,8 @@
 //! 441, 442, 443, 446, 447, 486, 500, 508, other; auth failure `reason`
 //! unknown_user, bad_integrity, stale_nonce, expired_credential, stopped,
 //! database_unavailable; allocation end `reason` refresh, expired,
-//! connection_closed, kicked, drained; drop `reason` malformed,
+//! connection_closed, kicked, drained; reload `result` applied, refused;
+//! drop `reason` malformed,
 //! rate_limited, no_permission, peer_refused, too_big_for_client,
 //! too_big_for_peer, path_mtu, queue_full.
 //!
@@ -45,6 +46,8 @@
 //! | `turnpike_workers` | gauge | | Workers running. |
 //! | `turnpike_workers_silent` | gauge | | Workers that did not answer this scrape in time (their counters are missing from it). |
 //! | `turnpike_draining` | gauge | | 1 while draining (new allocations refused), else 0. |
+//! | `turnpike_config_reloads_total` | counter | result | Configuration reloads (SIGHUP, `POST /v1/reload`): applied (settings that need a restart kept), or refused (the file did not parse or validate). |
+//! | `turnpike_config_info` | gauge | sha256 | SHA-256 of the configuration file in service (what `sha256sum` prints); always 1. |
 //! | `turnpike_requests_total` | counter | method | STUN/TURN requests received (dropped ones included). |
 //! | `turnpike_error_responses_total` | counter | method, code | Error responses sent. |
 //! | `turnpike_binding_requests_total` | counter | transport | Binding requests answered with a success. |
@@ -324,6 +327,21 @@ impl Collector for Exposition {
             "turnpike_draining",
             "1 while the server drains (refuses new allocations), else 0.",
             u64::from(s.draining),
+        )?;
+        counters(
+            out,
+            "turnpike_config_reloads_total",
+            "Configuration reloads (SIGHUP, POST /v1/reload), by result: applied (settings that need a restart kept), or refused (the file did not parse or validate).",
+            [
+                ([("result", "applied")], s.config.reloads_applied),
+                ([("result", "refused")], s.config.reloads_refused),
+            ],
+        )?;
+        info(
+            out,
+            "turnpike_config_info",
+            "SHA-256 of the configuration file in service (what sha256sum prints); always 1.",
+            ("sha256", s.config.sha256.as_str()),
         )?;
 
         // Requests and answers.
@@ -944,6 +962,11 @@ mod tests {
         let mut credentials = CredentialStats::default();
         credentials.lookup_seconds.record(Duration::from_millis(3));
         s.credentials = Some(credentials);
+        s.config = crate::observe::ConfigFacts {
+            sha256: "ab12".to_owned(),
+            reloads_applied: 3,
+            reloads_refused: 1,
+        };
         let text = render_parts(&s, None, Some(&process()));
 
         for block in [
@@ -953,6 +976,11 @@ mod tests {
              # TYPE turnpike_workers gauge\n\
              turnpike_workers 2\n",
             "turnpike_draining 0\n",
+            "# TYPE turnpike_config_reloads_total counter\n\
+             turnpike_config_reloads_total{result=\"applied\"} 3\n\
+             turnpike_config_reloads_total{result=\"refused\"} 1\n",
+            "# TYPE turnpike_config_info gauge\n\
+             turnpike_config_info{sha256=\"ab12\"} 1\n",
             "# TYPE turnpike_requests_total counter\n\
              turnpike_requests_total{method=\"binding\"} 0\n\
              turnpike_requests_total{method=\"allocate\"} 7\n",
@@ -1089,6 +1117,7 @@ mod tests {
             ("relay_transport", RELAY_TRANSPORTS.into()),
             ("direction", ["to_peer", "to_client"].into()),
             ("path", ["sockets", "xdp"].into()),
+            ("result", ["applied", "refused"].into()),
         ]);
         let reasons: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::from([
             ("turnpike_auth_failures_total", all::<AuthFailure>()),
@@ -1113,6 +1142,11 @@ mod tests {
                         line.name == "turnpike_build_info" && value == env!("CARGO_PKG_VERSION")
                     }
                     "subject" => line.name == "turnpike_tls_certificate_info",
+                    "sha256" => {
+                        line.name == "turnpike_config_info"
+                            && value.len() == 64
+                            && value.bytes().all(|b| b.is_ascii_hexdigit())
+                    }
                     key => fixed.get(key).is_some_and(|s| s.contains(value.as_str())),
                 };
                 assert!(ok, "{key}={value:?} in {line:?}");

@@ -116,6 +116,51 @@ pub struct Snapshot {
     pub draining: bool,
     /// Refused certificate reloads (a renewal that did not parse or match).
     pub certificate_reloads_refused: u64,
+    /// The configuration in service and its reloads.
+    pub config: ConfigFacts,
+}
+
+/// The configuration in service: which file, and how its reloads went.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigFacts {
+    /// SHA-256 of the config file's bytes as last applied (at start or by
+    /// a reload), lower-case hex: what `sha256sum` prints for it.
+    pub sha256: String,
+    /// Reloads applied (in whole or with settings that need a restart
+    /// kept) since the start.
+    pub reloads_applied: u64,
+    /// Reloads refused (the file did not parse or validate) since the
+    /// start.
+    pub reloads_refused: u64,
+}
+
+/// Whether a reload was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// The new configuration is in service (settings that need a restart
+    /// excepted: see the warnings).
+    Applied,
+    /// The file did not parse or validate; the running configuration
+    /// stays.
+    Refused,
+}
+
+/// What a reload did, as `POST /v1/reload` and `turnpike reload` report it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    /// Applied or refused.
+    pub result: ReloadResult,
+    /// Why it was refused (one line); `None` when applied.
+    pub error: Option<String>,
+    /// One line per thing not applied: a changed setting that needs a
+    /// restart, a `log.level` that `RUST_LOG` overrides, a certificate
+    /// renewal refused, a worker that did not answer.
+    pub warnings: Vec<String>,
+    /// The settings applied (keys, never values); empty when refused.
+    pub changed: Vec<String>,
+    /// The configuration in service after it: the file's SHA-256.
+    pub config_sha256: String,
 }
 
 impl Snapshot {
@@ -311,4 +356,7 @@ pub trait Relay: Send + Sync + 'static {
     fn set_draining(&self, on: bool) -> BoxFuture<'_, DrainState>;
     /// Whether the server drains, and the allocations left.
     fn drain_state(&self) -> BoxFuture<'_, DrainState>;
+    /// Reads the configuration again and applies what can change while
+    /// running (see [`crate::runtime`]'s reload).
+    fn reload(&self) -> BoxFuture<'_, ReloadReport>;
 }

@@ -116,7 +116,8 @@ pub(crate) struct WorkerCtx {
     /// Bytes queued towards this worker's connections, and their bound.
     pub(crate) queued: Rc<QueueBudget>,
     pub(crate) connections: Arc<ConnectionCounts>,
-    pub(crate) limits: StreamLimits,
+    /// The limits new connections get (a reload changes them).
+    pub(crate) limits: Cell<StreamLimits>,
     /// DTLS sockets and their sessions.
     pub(crate) dtls: Box<[Rc<DtlsEndpoint>]>,
     /// TCP relays and their peer connections (RFC 6062).

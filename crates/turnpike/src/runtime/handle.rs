@@ -12,18 +12,14 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use turnpike_core::{Draining, Quotas};
 use turnpike_xdp::FastPath;
 
-use super::queries::Query;
+use super::queries::{Query, ask_all};
+use super::reload::{ReloadCause, Reloader};
 use crate::credentials::CredentialSource;
 use crate::observe::{
     AllocationFilter, AllocationInfo, BoxFuture, DrainState, FastPathStats, Health, Relay,
-    Snapshot, WorkerShare,
+    ReloadReport, ReloadResult, Snapshot, WorkerShare,
 };
 use crate::tls::Certificates;
-
-/// How long a worker may take to answer before it counts as silent: far
-/// beyond one batch (microseconds to milliseconds), short enough for a
-/// probe's timeout.
-const ANSWER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The running relay, for the admin endpoint, `turnstats` and the CLI.
 #[derive(Clone)]
@@ -38,8 +34,9 @@ struct Inner {
     started: AtomicBool,
     /// Set while draining.
     draining: AtomicBool,
-    /// How draining workers refuse new Allocates (`drain.alternate_servers`).
-    drain: Draining,
+    /// How draining workers refuse new Allocates (`drain.alternate_servers`,
+    /// which a reload replaces).
+    drain: Arc<Mutex<Draining>>,
     /// Notified when draining starts or stops and when an allocation ends
     /// (by the workers), for whoever waits for the server to empty.
     changed: Arc<Notify>,
@@ -47,8 +44,11 @@ struct Inner {
     quotas: Option<Arc<Quotas>>,
     fast_path: Option<Arc<Mutex<FastPath>>>,
     certs: Option<Arc<Certificates>>,
-    /// How long a kicked user is refused new allocations.
+    /// How long a kicked user is refused new allocations without a
+    /// credential cache (whose `cache_ttl` it is otherwise).
     stop_for: Duration,
+    /// Reloads the configuration.
+    reloader: Arc<Reloader>,
 }
 
 impl std::fmt::Debug for RelayHandle {
@@ -66,9 +66,10 @@ pub(super) struct Sources {
     pub(super) fast_path: Option<Arc<Mutex<FastPath>>>,
     pub(super) certs: Option<Arc<Certificates>>,
     pub(super) stop_for: Duration,
-    pub(super) drain: Draining,
+    pub(super) drain: Arc<Mutex<Draining>>,
     /// Also given to the workers, which notify it when an allocation ends.
     pub(super) changed: Arc<Notify>,
+    pub(super) reloader: Arc<Reloader>,
 }
 
 impl RelayHandle {
@@ -85,6 +86,7 @@ impl RelayHandle {
                 fast_path: sources.fast_path,
                 certs: sources.certs,
                 stop_for: sources.stop_for,
+                reloader: sources.reloader,
             }),
         }
     }
@@ -98,7 +100,13 @@ impl RelayHandle {
     /// returns the state once each has applied it.
     pub async fn set_draining(&self, on: bool) -> DrainState {
         self.inner.draining.store(on, Ordering::Relaxed);
-        let draining = on.then(|| self.inner.drain.clone());
+        let draining = on.then(|| {
+            self.inner
+                .drain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        });
         let answers = self
             .ask_all(|reply| Query::Drain {
                 draining: draining.clone(),
@@ -140,31 +148,9 @@ impl RelayHandle {
         }
     }
 
-    /// Asks every worker, each answer within [`ANSWER_DEADLINE`]; `None`
-    /// for a worker that did not answer.
-    async fn ask_all<T>(
-        &self,
-        mut query: impl FnMut(oneshot::Sender<T>) -> Query,
-    ) -> Vec<Option<T>> {
-        let mut pending = Vec::with_capacity(self.inner.workers.len());
-        for worker in &self.inner.workers {
-            let (tx, rx) = oneshot::channel();
-            // A worker whose mailbox is gone has stopped: its answer never
-            // comes, which is what `rx` then says.
-            let _ = worker.send(query(tx));
-            pending.push(rx);
-        }
-        let deadline = tokio::time::Instant::now() + ANSWER_DEADLINE;
-        let mut answers = Vec::with_capacity(pending.len());
-        for rx in pending {
-            answers.push(
-                tokio::time::timeout_at(deadline, rx)
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
-            );
-        }
-        answers
+    /// Asks every worker ([`super::queries::ask_all`]).
+    async fn ask_all<T>(&self, query: impl FnMut(oneshot::Sender<T>) -> Query) -> Vec<Option<T>> {
+        ask_all(&self.inner.workers, query).await
     }
 
     fn fast_path_stats(&self) -> Option<FastPathStats> {
@@ -227,6 +213,7 @@ impl Relay for RelayHandle {
                     .certs
                     .as_ref()
                     .map_or(0, |c| c.reloads_refused()),
+                config: self.inner.reloader.facts(),
             }
         })
     }
@@ -268,7 +255,12 @@ impl Relay for RelayHandle {
 
     fn kick(&self, filter: AllocationFilter) -> BoxFuture<'_, usize> {
         Box::pin(async move {
-            let stop_for = self.inner.stop_for;
+            // `database.cache_ttl` as it is now (a reload may change it).
+            let stop_for = self
+                .inner
+                .credentials
+                .as_ref()
+                .map_or(self.inner.stop_for, |c| c.options().ttl);
             self.ask_all(|reply| Query::Kick {
                 filter: filter.clone(),
                 stop_for,
@@ -278,6 +270,22 @@ impl Relay for RelayHandle {
             .into_iter()
             .flatten()
             .sum()
+        })
+    }
+
+    fn reload(&self) -> BoxFuture<'_, ReloadReport> {
+        // A task of its own: a reload is finished whole even when the
+        // asker gives up waiting.
+        let reloader = Arc::clone(&self.inner.reloader);
+        let task = tokio::spawn(async move { reloader.reload(ReloadCause::AdminRequest).await });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|err| ReloadReport {
+                result: ReloadResult::Refused,
+                error: Some(format!("the reload failed: {err}")),
+                warnings: Vec::new(),
+                changed: Vec::new(),
+                config_sha256: self.inner.reloader.facts().sha256,
+            })
         })
     }
 }

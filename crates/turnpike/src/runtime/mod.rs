@@ -11,13 +11,14 @@
 //! SIGTERM after draining for `shutdown.grace_period` (or until the last
 //! allocation ended, or a second SIGTERM or a SIGINT); a drain started from
 //! the admin endpoint once the last allocation ended, with
-//! `drain.exit_when_empty`.
+//! `drain.exit_when_empty`. SIGHUP reloads the configuration ([`reload`]).
 
 mod binder;
 mod context;
 mod dtls;
 mod handle;
 mod queries;
+mod reload;
 mod stream;
 mod task;
 mod tcp_relay;
@@ -40,8 +41,8 @@ use turnpike_store::Store;
 use turnpike_xdp::FastPath;
 
 use crate::admin_http::ListenerInfo;
-use crate::config::{Listener, Settings, XdpMode};
-use crate::credentials::{CacheOptions, CredentialSource};
+use crate::config::{Listener, Loaded, Settings, SettingsSource, XdpMode};
+use crate::credentials::{CACHE_CAPACITY, CacheOptions, CredentialSource};
 use crate::tls::Certificates;
 use handle::Sources;
 use stream::conn::{ConnectionCounts, StreamLimits};
@@ -82,8 +83,13 @@ fn start_fast_path(config: &Settings) -> anyhow::Result<Option<Arc<Mutex<FastPat
     Ok(Some(Arc::new(Mutex::new(fast_path))))
 }
 
-/// Runs the server until SIGTERM or SIGINT.
-pub fn serve(config: Settings) -> anyhow::Result<()> {
+/// Runs the server until SIGTERM or SIGINT, with the settings `loaded`
+/// from `source`, which a reload reads again.
+pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
+    let Loaded {
+        settings: config,
+        file_sha256,
+    } = loaded;
     // The nonce secret lives only in this process: nonces do not survive a
     // restart, and clients recover with one 438.
     let mut nonce_secret = [0u8; 32];
@@ -112,11 +118,11 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the control runtime")?;
-    let (credentials, secrets) = if config.turn.enabled {
-        let (credentials, secrets) = open_credentials(&config, &control)?;
-        (Some(credentials), Some(secrets))
+    let (credentials, secrets, publish) = if config.turn.enabled {
+        let (credentials, publish, secrets) = open_credentials(&config, &control)?;
+        (Some(credentials), Some(secrets), Some(publish))
     } else {
-        (None, None)
+        (None, None, None)
     };
     let host_addresses = if config.turn.enabled {
         Some(watch_host_addresses(&control)?)
@@ -138,6 +144,26 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
         .unzip();
     let allocation_ended = Arc::new(tokio::sync::Notify::new());
     let cut_short = Arc::new(AtomicUsize::new(0));
+    let drain = Arc::new(Mutex::new(Draining::new(
+        config.drain.alternate_servers.clone(),
+    )));
+    let reloader = Arc::new(reload::Reloader::new(
+        source,
+        reload::Running {
+            settings: config.clone(),
+            core: Arc::clone(&core),
+            sha256: file_sha256,
+            nonce_secret,
+            epoch: now,
+        },
+        reload::Targets {
+            workers: query_senders.clone(),
+            drain: Arc::clone(&drain),
+            credentials: credentials.clone().zip(publish),
+            certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
+            connections: Arc::clone(&connections),
+        },
+    ));
     let relay = RelayHandle::new(
         query_senders,
         Sources {
@@ -146,8 +172,9 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
             fast_path: fast_path.clone(),
             certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
             stop_for: Duration::from_secs(config.database.cache_ttl.into()),
-            drain: Draining::new(config.drain.alternate_servers.clone()),
+            drain: Arc::clone(&drain),
             changed: Arc::clone(&allocation_ended),
+            reloader: Arc::clone(&reloader),
         },
     );
     let admin = crate::admin_http::AdminState {
@@ -159,17 +186,14 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
     };
     crate::admin_http::start(&config.admin, admin, &control)?;
     crate::observe::restund::start(&config.admin, Arc::new(relay.clone()), &control)?;
-    let l = &config.limits;
-    let limits = StreamLimits {
-        per_ip: l.max_connections_per_ip,
-        auth_timeout: Duration::from_secs(l.auth_timeout.into()),
-        idle_timeout: Duration::from_secs(l.idle_timeout.into()),
-        max_buffered: usize::try_from(l.max_buffered_bytes).unwrap_or(usize::MAX),
-        max_buffered_per_worker: usize::try_from(
-            l.max_buffered_bytes_total / workers.max(1) as u64,
-        )
-        .unwrap_or(usize::MAX),
+    let limits = stream_limits(&config, workers);
+    // SIGHUP reloads the configuration (and the certificate with it).
+    let hangup = {
+        let _entered = control.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install a SIGHUP handler")?
     };
+    control.spawn(reload::on_hangup(Arc::clone(&reloader), hangup));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
@@ -292,6 +316,35 @@ pub fn serve(config: Settings) -> anyhow::Result<()> {
     result.map(drop)
 }
 
+/// The limits of client connections, as `settings` give them to each of
+/// `workers` workers.
+pub(super) fn stream_limits(settings: &Settings, workers: usize) -> StreamLimits {
+    let l = &settings.limits;
+    StreamLimits {
+        per_ip: l.max_connections_per_ip,
+        auth_timeout: Duration::from_secs(l.auth_timeout.into()),
+        idle_timeout: Duration::from_secs(l.idle_timeout.into()),
+        max_buffered: usize::try_from(l.max_buffered_bytes).unwrap_or(usize::MAX),
+        max_buffered_per_worker: usize::try_from(
+            l.max_buffered_bytes_total / workers.max(1) as u64,
+        )
+        .unwrap_or(usize::MAX),
+    }
+}
+
+/// How long the credential cache trusts its answers, from `[database]`.
+pub(super) fn cache_options(settings: &Settings) -> CacheOptions {
+    let db = &settings.database;
+    CacheOptions {
+        ttl: Duration::from_secs(db.cache_ttl.into()),
+        negative_ttl: Duration::from_secs(db.negative_cache_ttl.into()),
+        grace: Duration::from_secs(db.grace_period.into()),
+        timeout: Duration::from_secs(db.timeout.into()),
+        capacity: CACHE_CAPACITY,
+        secrets_refresh: Duration::from_secs(db.secrets_refresh.into()),
+    }
+}
+
 /// Every client listener with its transport, for `/v1/status`.
 fn listener_infos(
     listeners: &[Listener],
@@ -325,10 +378,16 @@ fn listener_infos(
 /// Opens the credential database (creating or migrating it), registers the
 /// realm, reads the shared secrets and starts reloading them. At start an
 /// unreachable database is an error: the operator is there to see it.
+/// Returns the sources, and the secrets' channel to the shards (both ends:
+/// a reload publishes too).
 fn open_credentials(
     config: &Settings,
     control: &tokio::runtime::Runtime,
-) -> anyhow::Result<(Arc<CredentialSource>, watch::Receiver<Secrets>)> {
+) -> anyhow::Result<(
+    Arc<CredentialSource>,
+    watch::Sender<Secrets>,
+    watch::Receiver<Secrets>,
+)> {
     let options = config.store_options(true).map_err(|e| anyhow!("{e}"))?;
     let location = options.location.redacted();
     let db = &config.database;
@@ -348,24 +407,15 @@ fn open_credentials(
         &config.turn.secrets,
         store,
         control.handle().clone(),
-        CacheOptions {
-            ttl: Duration::from_secs(db.cache_ttl.into()),
-            negative_ttl: Duration::from_secs(db.negative_cache_ttl.into()),
-            grace: Duration::from_secs(db.grace_period.into()),
-            timeout,
-            capacity: CACHE_CAPACITY,
-        },
+        cache_options(config),
     ));
     let secrets = control
         .block_on(credentials.initial_secrets())
         .map_err(|e| anyhow!("cannot read shared secrets from {location}: {e}"))?;
     tracing::info!(database = %location, secrets = secrets.len(), "credential database open");
     let (publish, receive) = watch::channel(secrets);
-    control.spawn(
-        Arc::clone(&credentials)
-            .refresh_secrets(publish, Duration::from_secs(db.secrets_refresh.into())),
-    );
-    Ok((credentials, receive))
+    control.spawn(Arc::clone(&credentials).refresh_secrets(publish.clone()));
+    Ok((credentials, publish, receive))
 }
 
 /// Reads the host's addresses, which the peer policy refuses (its
@@ -385,8 +435,9 @@ fn watch_host_addresses(
 }
 
 /// Loads the TLS certificate (when `tls.certificate` is set), checks that
-/// the TLS and DTLS addresses are free, and starts watching the files and
-/// SIGHUP for renewals. A missing or broken certificate at start is an error.
+/// the TLS and DTLS addresses are free, and starts watching the files for
+/// renewals (SIGHUP reloads it with the configuration: [`reload`]). A
+/// missing or broken certificate at start is an error.
 fn start_tls(
     config: &Settings,
     control: &tokio::runtime::Runtime,
@@ -406,12 +457,11 @@ fn start_tls(
     tracing::info!("{}", certs.summary());
     let interval =
         (tls.reload_interval > 0).then(|| Duration::from_secs(tls.reload_interval.into()));
-    let hangup = {
-        let _entered = control.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot install a SIGHUP handler")?
-    };
-    control.spawn(crate::tls::watch(Arc::clone(&certs), interval, hangup));
+    control.spawn(crate::tls::watch(
+        Arc::clone(&certs),
+        interval,
+        crate::tls::NoTrigger,
+    ));
     let l = &config.limits;
     let mut cookie_secret = [0u8; 32];
     rand::rng().fill_bytes(&mut cookie_secret);
@@ -447,9 +497,6 @@ fn start_tls(
         },
     }))
 }
-
-/// Users whose keys the shared credential cache holds at most.
-const CACHE_CAPACITY: usize = 100_000;
 
 /// Binds each address once without `SO_REUSEPORT` and closes it again.
 ///

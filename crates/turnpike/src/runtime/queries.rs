@@ -1,26 +1,35 @@
 //! What the admin surfaces ask a worker, and how it answers: each worker
 //! has a query mailbox, read by a task of its own between two batches, so a
 //! query never takes a lock the packet path takes and a worker that stops
-//! turning is noticed (its answer does not come).
+//! turning is noticed (its answer does not come). A reload hands each
+//! worker its new configuration the same way ([`Query::Reconfigure`]).
 //!
-//! The asking side is [`super::handle::RelayHandle`].
+//! The asking side is [`super::handle::RelayHandle`] (and
+//! [`super::reload`]).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use turnpike_core::allocation::AllocationView;
 use turnpike_core::ephemeral::user_names;
 use turnpike_core::stats::{EndReason, Label, TransportLabel};
-use turnpike_core::{Draining, RelayProtocol, Server};
+use turnpike_core::{Draining, RelayProtocol, Server, UserKeys};
 
 use super::context::WorkerCtx;
+use super::stream::conn::StreamLimits;
 use crate::date;
 use crate::observe::accounting::{allocation_id, relay_kind};
 use crate::observe::{
     AllocationFilter, AllocationGauges, AllocationInfo, ChannelInfo, WorkerShare,
 };
+
+/// How long a worker may take to answer before it counts as silent: far
+/// beyond one batch (microseconds to milliseconds), short enough for a
+/// probe's timeout.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A question for one worker, with where its answer goes.
 #[derive(Debug)]
@@ -48,6 +57,56 @@ pub(crate) enum Query {
     },
     /// How many live allocations it holds.
     AllocationCount(oneshot::Sender<usize>),
+    /// Run with a reloaded configuration; whether the shard took it.
+    Reconfigure {
+        change: Arc<WorkerChange>,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// What a reload changes in every worker.
+#[derive(Debug)]
+pub(crate) struct WorkerChange {
+    /// The core's configuration, made by `Config::reconfigured` from the
+    /// running one.
+    pub(crate) core: Arc<turnpike_core::Config>,
+    /// The limits new connections get.
+    pub(crate) limits: StreamLimits,
+    /// Static users removed, or whose password changed: forgotten (a
+    /// database user of the same name is looked up again).
+    pub(crate) forget: Vec<String>,
+    /// Static users added, or whose password changed, with their keys.
+    pub(crate) learn: Vec<(String, UserKeys)>,
+    /// How new Allocates are refused while draining: taken at once if the
+    /// shard drains, else at the next drain.
+    pub(crate) drain: Draining,
+}
+
+/// Asks every worker, each answer within [`ANSWER_DEADLINE`]; `None` for
+/// a worker that did not answer.
+pub(super) async fn ask_all<T>(
+    workers: &[mpsc::UnboundedSender<Query>],
+    mut query: impl FnMut(oneshot::Sender<T>) -> Query,
+) -> Vec<Option<T>> {
+    let mut pending = Vec::with_capacity(workers.len());
+    for worker in workers {
+        let (tx, rx) = oneshot::channel();
+        // A worker whose mailbox is gone has stopped: its answer never
+        // comes, which is what `rx` then says.
+        let _ = worker.send(query(tx));
+        pending.push(rx);
+    }
+    let deadline = tokio::time::Instant::now() + ANSWER_DEADLINE;
+    let mut answers = Vec::with_capacity(pending.len());
+    for rx in pending {
+        answers.push(
+            tokio::time::timeout_at(deadline, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+        );
+    }
+    answers
 }
 
 /// Answers queries until the asking side is gone.
@@ -74,6 +133,9 @@ pub(super) async fn query_loop(ctx: Rc<WorkerCtx>, mut inbox: mpsc::UnboundedRec
             }
             Query::AllocationCount(reply) => {
                 let _ = reply.send(ctx.server.borrow().allocation_count());
+            }
+            Query::Reconfigure { change, reply } => {
+                let _ = reply.send(reconfigure(&ctx, &change));
             }
         }
     }
@@ -168,6 +230,33 @@ fn kick(ctx: &Rc<WorkerCtx>, filter: &AllocationFilter, stop_for: Duration) -> u
     // written.
     ctx.process_pending();
     ended
+}
+
+/// Takes a reload's change: the shard's configuration and static users,
+/// the limits of new connections. Allocations, connections and sessions
+/// stay; what the shard withdraws (routes of channels to peers now
+/// refused) is carried out.
+fn reconfigure(ctx: &Rc<WorkerCtx>, change: &WorkerChange) -> bool {
+    let now = Instant::now();
+    {
+        let mut server = ctx.server.borrow_mut();
+        if !server.reconfigure(now, Arc::clone(&change.core)) {
+            return false;
+        }
+        for name in &change.forget {
+            server.remove_credentials(name);
+        }
+        for (name, keys) in &change.learn {
+            server.insert_credentials(now, name, keys.clone());
+        }
+        if server.draining().is_some() {
+            server.set_draining(Some(change.drain.clone()));
+        }
+    }
+    ctx.limits.set(change.limits);
+    ctx.queued.set_max(change.limits.max_buffered_per_worker);
+    ctx.process_pending();
+    true
 }
 
 /// The separator of time-limited usernames (`expiry:user id`).

@@ -226,7 +226,7 @@ impl Worker {
                 scratch: RefCell::new(vec![0u8; MAX_MESSAGE].into_boxed_slice()),
                 queued: Rc::new(QueueBudget::new(self.limits.max_buffered_per_worker)),
                 connections: Arc::clone(&self.connections),
-                limits: self.limits,
+                limits: Cell::new(self.limits),
                 dtls: dtls.into_iter().map(Rc::new).collect(),
                 tcp: TcpRelays::new(self.id, Arc::clone(&self.mailboxes)),
                 timer: Timer::default(),
@@ -240,7 +240,7 @@ impl Worker {
         if let Some(credentials) = &ctx.credentials {
             let mut server = ctx.server.borrow_mut();
             let now = Instant::now();
-            for (name, keys) in credentials.static_users() {
+            for (name, keys) in credentials.static_users().iter() {
                 server.insert_credentials(now, name, keys.clone());
             }
         }
@@ -315,7 +315,7 @@ async fn tls_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, secure: Secu
             }
         };
         let refused = || ctx.count(|s| s.connections_refused.record(TransportLabel::Tls));
-        let Some(counted) = ctx.connections.admit(remote.ip(), ctx.limits.per_ip) else {
+        let Some(counted) = ctx.connections.admit(remote.ip(), ctx.limits.get().per_ip) else {
             refused();
             continue;
         };
@@ -346,7 +346,7 @@ async fn tls_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, secure: Secu
             handshakes.fetch_sub(1, Ordering::Relaxed);
             if let Ok(Ok(tls)) = handshake {
                 ctx.count(|s| s.handshakes.record(TransportLabel::Tls));
-                let limits = ctx.limits;
+                let limits = ctx.limits.get();
                 stream::serve(ctx, tls, Transport::Tls, local, remote, limits).await;
             } else {
                 ctx.count(|s| s.handshake_failures.record(TransportLabel::Tls));
@@ -459,7 +459,8 @@ async fn tcp_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
-                let Some(counted) = ctx.connections.admit(remote.ip(), ctx.limits.per_ip) else {
+                let Some(counted) = ctx.connections.admit(remote.ip(), ctx.limits.get().per_ip)
+                else {
                     // Over the per-IP limit: closed at once.
                     ctx.count(|s| s.connections_refused.record(TransportLabel::Tcp));
                     continue;
@@ -470,7 +471,7 @@ async fn tcp_accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener) {
                 let _ = stream.set_nodelay(true);
                 let ctx = Rc::clone(&ctx);
                 tokio::task::spawn_local(async move {
-                    let limits = ctx.limits;
+                    let limits = ctx.limits.get();
                     stream::serve(ctx, stream, Transport::Tcp, local, remote, limits).await;
                     drop(counted);
                 });

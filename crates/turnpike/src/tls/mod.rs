@@ -62,7 +62,7 @@ mod x509;
 pub use certificates::Certificates;
 pub use error::{CertError, FileRole};
 pub use pem::PemPair;
-pub use watcher::{ReloadCause, ReloadTrigger, describe_reload, expiry_warning, watch};
+pub use watcher::{NoTrigger, ReloadCause, ReloadTrigger, describe_reload, expiry_warning, watch};
 
 /// Kept at their old paths for callers of `tls::format_utc` and
 /// `tls::format_rfc3339`; they live in [`crate::date`].

@@ -1,8 +1,12 @@
 //! Certificate renewal while serving: [`watch`] reloads the files when
 //! they change (polled by `stat` identity, so certbot's symlink swaps and
-//! Kubernetes' secret updates are seen) and on SIGHUP, logs one line per
-//! attempt ([`describe_reload`]), and warns daily about a certificate that
-//! expires soon ([`expiry_warning`]).
+//! Kubernetes' secret updates are seen) and when a [`ReloadTrigger`] asks,
+//! logs one line per attempt ([`describe_reload`]), and warns daily about a
+//! certificate that expires soon ([`expiry_warning`]). In the server,
+//! SIGHUP reloads the whole configuration, the certificate included
+//! (`runtime/reload.rs`), so the watcher gets [`NoTrigger`]; a reload made
+//! elsewhere is not repeated here (the files' stamps are those of the last
+//! attempt, whoever made it).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,9 +19,9 @@ use super::error::CertError;
 /// How often [`watch`] checks the expiry.
 const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(86_400);
 
-/// Something that asks for a reload: SIGHUP in the server
-/// (`tokio::signal::unix::signal(SignalKind::hangup())`), a channel in
-/// tests.
+/// Something that asks for a reload: a channel in tests, a signal
+/// (`tokio::signal::unix::signal(SignalKind::hangup())`), or
+/// [`NoTrigger`].
 pub trait ReloadTrigger: Send {
     /// Waits for the next request; `None` once no more can come.
     fn requested(&mut self) -> impl Future<Output = Option<()>> + Send;
@@ -26,6 +30,17 @@ pub trait ReloadTrigger: Send {
 impl ReloadTrigger for tokio::signal::unix::Signal {
     fn requested(&mut self) -> impl Future<Output = Option<()>> + Send {
         self.recv()
+    }
+}
+
+/// Never asks: the files are only watched (the server's configuration
+/// reload reloads the certificate itself).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTrigger;
+
+impl ReloadTrigger for NoTrigger {
+    fn requested(&mut self) -> impl Future<Output = Option<()>> + Send {
+        std::future::pending()
     }
 }
 
@@ -46,7 +61,8 @@ impl ReloadTrigger for tokio::sync::mpsc::UnboundedReceiver<()> {
 pub enum ReloadCause {
     /// The files' stamps changed (and then held still for one interval).
     FilesChanged,
-    /// A [`ReloadTrigger`] fired (SIGHUP).
+    /// A [`ReloadTrigger`] fired, or the configuration was reloaded
+    /// (SIGHUP, `POST /v1/reload`).
     Requested,
 }
 
@@ -133,7 +149,6 @@ pub async fn watch<T: ReloadTrigger>(
     interval: Option<Duration>,
     mut trigger: T,
 ) {
-    let mut seen = certs.last_stamps();
     let mut settling: Option<Stamps> = None;
     let mut poll = interval.map(|every| {
         let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -146,14 +161,14 @@ pub async fn watch<T: ReloadTrigger>(
         tokio::select! {
             () = tick(poll.as_mut()) => {
                 let now = certs.stamps_now();
-                if now == seen {
+                // The stamps of the last attempt, this task's or another's.
+                if now == certs.last_stamps() {
                     settling = None;
                 } else if settling.as_ref() != Some(&now) {
                     settling = Some(now);
                 } else {
                     settling = None;
                     let outcome = certs.reload();
-                    seen = certs.last_stamps();
                     let (level, line) = describe_reload(&certs, ReloadCause::FilesChanged, &outcome);
                     log(level, &line);
                 }
@@ -163,7 +178,6 @@ pub async fn watch<T: ReloadTrigger>(
                     Some(()) => {
                         settling = None;
                         let outcome = certs.reload();
-                        seen = certs.last_stamps();
                         let (level, line) = describe_reload(&certs, ReloadCause::Requested, &outcome);
                         log(level, &line);
                     }

@@ -111,6 +111,8 @@ pub struct ServerOptions {
     pub drain_alternates: Vec<SocketAddr>,
     /// `drain.exit_when_empty`.
     pub exit_when_empty: bool,
+    /// With `tls`: `tls.reload_interval`; `None`: 1 s.
+    pub tls_reload_interval: Option<u32>,
 }
 
 /// The certificate of `[tls]`.
@@ -239,6 +241,7 @@ impl ServerOptions {
             grace_period: 0,
             drain_alternates: Vec::new(),
             exit_when_empty: false,
+            tls_reload_interval: None,
         }
     }
 
@@ -399,7 +402,8 @@ impl TestServer {
         }
     }
 
-    /// The server's configuration file (for the admin commands).
+    /// The server's configuration file (for the admin commands, and for a
+    /// test to change before a reload).
     pub fn config_path(&self) -> PathBuf {
         self._dir.path().join("turnpike.toml")
     }
@@ -453,6 +457,44 @@ impl TestServer {
             );
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The configuration file's text now.
+    pub fn config(&self) -> String {
+        std::fs::read_to_string(self.config_path()).expect("read the server's configuration")
+    }
+
+    /// Writes `edit` of the configuration file's text back to it (for a
+    /// reload to read).
+    pub fn edit_config(&mut self, edit: impl FnOnce(&str) -> String) {
+        let text = edit(&self.config());
+        std::fs::write(self.config_path(), &text).expect("write the server's configuration");
+        self.config_text = text;
+    }
+
+    /// Sends the server SIGHUP.
+    pub fn hangup(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    /// The lines of the output so far that contain `text`.
+    pub fn lines_with(&self, text: &str) -> Vec<String> {
+        self.output()
+            .lines()
+            .filter(|l| l.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until `count` lines of the output contain `text`; returns
+    /// them.
+    pub fn wait_for_lines(&self, text: &str, count: usize, within: Duration) -> Vec<String> {
+        eventually(
+            &format!("{count} lines with {text:?} in the server's output"),
+            within,
+            || self.lines_with(text).len() >= count,
+        );
+        self.lines_with(text)
     }
 
     /// Every UDP endpoint the configuration asks the server to serve.
@@ -764,7 +806,8 @@ fn render_config(
         }
         let _ = writeln!(
             s,
-            "listen = {listen}\ndtls_listen = {listen}\nreload_interval = 1"
+            "listen = {listen}\ndtls_listen = {listen}\nreload_interval = {}",
+            options.tls_reload_interval.unwrap_or(1)
         );
     }
     if !options.limits.is_empty() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use turnpike_core::stats::{Label, Tally, Traffic};
 
-use super::observe::{CredentialStats, FastPathStats, Snapshot};
+use super::observe::{ConfigFacts, CredentialStats, FastPathStats, Snapshot};
 
 /// Counts `first`, `first + 1`, … for the labels in order.
 fn fill<L: Label>(tally: &mut Tally<L>, first: u64) {
@@ -103,5 +103,10 @@ pub fn populated() -> Snapshot {
     s.peer_connections_open = 6;
     s.draining = true;
     s.certificate_reloads_refused = 2;
+    s.config = ConfigFacts {
+        sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned(),
+        reloads_applied: 13,
+        reloads_refused: 1,
+    };
     s
 }

@@ -67,7 +67,7 @@ impl DtlsEndpoint {
                     let Some((from, ip)) = arrived.filter(|(from, _)| *from == peer) else {
                         continue;
                     };
-                    let limit = ctx.limits.per_ip;
+                    let limit = ctx.limits.get().per_ip;
                     ctx.count(|s| s.handshakes.record(TransportLabel::Dtls));
                     let Some(counted) = ctx.connections.admit(from.ip(), limit) else {
                         // Over its source's connection limit.
@@ -81,7 +81,7 @@ impl DtlsEndpoint {
                     });
                     let session = Session {
                         local: ip,
-                        auth_deadline: Some(now + ctx.limits.auth_timeout),
+                        auth_deadline: Some(now + ctx.limits.get().auth_timeout),
                         _counted: counted,
                     };
                     self.locals.borrow_mut().insert(from, session);

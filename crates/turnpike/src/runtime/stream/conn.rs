@@ -8,6 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,8 +42,8 @@ pub(crate) struct StreamLimits {
 pub(crate) struct ConnectionCounts {
     counts: Mutex<Counts>,
     sources: SourcePrefix,
-    /// Connections in all; 0: no limit.
-    max_total: u32,
+    /// Connections in all; 0: no limit. A reload changes it.
+    max_total: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -65,8 +66,14 @@ impl ConnectionCounts {
         ConnectionCounts {
             counts: Mutex::default(),
             sources,
-            max_total,
+            max_total: AtomicU32::new(max_total),
         }
+    }
+
+    /// At most `max_total` connections in all from now on (0: no limit);
+    /// those open beyond it stay.
+    pub(crate) fn set_max_total(&self, max_total: u32) {
+        self.max_total.store(max_total, Ordering::Relaxed);
     }
 
     /// Counts a connection from `ip`, unless its source already has `limit`
@@ -74,7 +81,8 @@ impl ConnectionCounts {
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, limit: u32) -> Option<Counted> {
         let ip = self.sources.key(ip);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.max_total != 0 && counts.total >= self.max_total {
+        let max_total = self.max_total.load(Ordering::Relaxed);
+        if max_total != 0 && counts.total >= max_total {
             return None;
         }
         let count = counts.by_source.entry(ip).or_insert(0);
@@ -114,21 +122,27 @@ impl Drop for Counted {
 #[derive(Debug)]
 pub(crate) struct QueueBudget {
     pub(crate) used: Cell<usize>,
-    max: usize,
+    max: Cell<usize>,
 }
 
 impl QueueBudget {
     pub(crate) fn new(max: usize) -> Self {
         QueueBudget {
             used: Cell::new(0),
-            max,
+            max: Cell::new(max),
         }
+    }
+
+    /// At most `max` bytes from now on; what is queued beyond it is
+    /// written, and nothing more is queued until it fits.
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.set(max);
     }
 
     /// Takes `n` bytes, unless that would exceed the budget.
     fn take(&self, n: usize) -> bool {
         let used = self.used.get() + n;
-        if used > self.max {
+        if used > self.max.get() {
             return false;
         }
         self.used.set(used);
