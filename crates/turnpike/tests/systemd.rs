@@ -1,8 +1,9 @@
 //! systemd's side of the service, without systemd: each test binds the
 //! `NOTIFY_SOCKET` datagram socket itself, starts the real server with it
 //! in the environment and reads what the server tells the service manager
-//! (`sd_notify(3)`), in order. The unit file (`deploy/systemd`) is checked
-//! against the settings it must agree with.
+//! (`sd_notify(3)`), in order: start, status, reload, watchdog, stop. The
+//! unit file (`deploy/systemd`) is checked against the settings it must
+//! agree with.
 
 mod support;
 
@@ -238,6 +239,49 @@ fn ready_when_listening_status_with_allocations_stopping_on_sigterm_while_draini
             "after STOPPING=1: {message}"
         );
     }
+}
+
+#[test]
+fn sighup_is_a_reload_between_reloading_and_ready() {
+    // What `systemctl reload` (ExecReload=kill -HUP) and Type=notify-reload
+    // see: RELOADING=1 with CLOCK_MONOTONIC, then READY=1, the server
+    // serving throughout (TLS off: nothing else handles SIGHUP).
+    let mut server = Notified::start(&[]);
+    assert_eq!(server.next(READY_TIMEOUT), "READY=1");
+    let before = monotonic_usec();
+    server.signal(libc::SIGHUP);
+    let reloading = server.next_event(Duration::from_secs(5));
+    let after = monotonic_usec();
+    let usec: u64 = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("not RELOADING=1 with MONOTONIC_USEC: {reloading:?}"));
+    assert!(
+        (before..=after).contains(&usec),
+        "MONOTONIC_USEC={usec} is not CLOCK_MONOTONIC between {before} and {after}"
+    );
+    assert_eq!(server.next_event(Duration::from_secs(5)), "READY=1");
+    assert!(
+        udp_binding(server.addr, Duration::from_secs(1)).is_some(),
+        "no answer after the reload; log:\n{}",
+        server.log()
+    );
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as systemd reads it.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
+        0
+    );
+    u64::try_from(now.tv_sec).unwrap() * 1_000_000 + u64::try_from(now.tv_nsec).unwrap() / 1_000
 }
 
 #[test]
