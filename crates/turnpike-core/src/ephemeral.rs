@@ -165,6 +165,70 @@ pub fn password(format: Format, secret: &[u8], username: &str) -> String {
     }
 }
 
+/// How a credential is minted: the username format and what goes in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mint<'a> {
+    /// TURN REST API: `<expiry>` or `<expiry><separator><user id>`.
+    Rest {
+        /// The application's name for the user, if it gives one.
+        user_id: Option<&'a str>,
+        /// `turn.rest_separator` of the relays.
+        separator: char,
+    },
+    /// Wire's `d=<expiry>.v=1.k=<key index>.t=s.r=<random>`.
+    Wire {
+        /// Makes each username unique (alphanumeric, from the caller's
+        /// random source: the core has no entropy of its own).
+        random: &'a str,
+    },
+}
+
+/// A credential as handed to a client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Minted {
+    /// USERNAME, which carries the expiry.
+    pub username: String,
+    /// The password derived from the username and the secret.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `r=` field of a Wire username: 16 alphanumeric characters, enough
+/// that two credentials minted in the same second differ.
+pub fn wire_random(rng: &mut impl rand::Rng) -> String {
+    (0..16)
+        .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
+        .collect()
+}
+
+/// Mints a credential valid until `expires` (Unix seconds) with `secret`,
+/// which a server holding the same secret accepts ([`parse`], then the
+/// password check).
+pub fn mint(how: Mint<'_>, secret: &SharedSecret, expires: u64) -> Minted {
+    let (format, username) = match how {
+        Mint::Rest {
+            user_id: Some(id),
+            separator,
+        } => (Format::Rest, format!("{expires}{separator}{id}")),
+        Mint::Rest { user_id: None, .. } => (Format::Rest, expires.to_string()),
+        Mint::Wire { random } => (
+            Format::Wire {
+                key_index: secret.key_index,
+            },
+            format!("d={expires}.v=1.k={}.t=s.r={random}", secret.key_index),
+        ),
+    };
+    let password = password(format, &secret.value, &username);
+    Minted { username, password }
+}
+
 /// The long-term keys of `username` under each secret that may have issued
 /// it, in order: every secret for the REST format, the secrets with the
 /// named key index for Wire's.
@@ -288,5 +352,33 @@ mod tests {
             candidate_keys(&secrets, Format::Rest, "1:x", "r").count(),
             2
         );
+    }
+
+    #[test]
+    fn minted_credentials_parse_and_match() {
+        let secret = SharedSecret {
+            key_index: 4,
+            value: b"s3cret".as_slice().into(),
+        };
+        let rest = mint(
+            Mint::Rest {
+                user_id: Some("alice"),
+                separator: ':',
+            },
+            &secret,
+            1_700_000_000,
+        );
+        assert_eq!(rest.username, "1700000000:alice");
+        assert_eq!(rest.password, "TtElzSjT0GdnTQ9xdcRNxx96yQs=");
+        let wire = mint(Mint::Wire { random: "abc" }, &secret, 1_700_000_000);
+        assert_eq!(wire.username, "d=1700000000.v=1.k=4.t=s.r=abc");
+        assert_eq!(
+            parse(&wire.username, ':'),
+            Some(Ephemeral {
+                format: Format::Wire { key_index: 4 },
+                expires: 1_700_000_000,
+            })
+        );
+        assert!(!format!("{wire:?}").contains(&wire.password));
     }
 }

@@ -34,8 +34,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use rand::{Rng, RngCore};
-use turnpike_core::ephemeral::{self, Format};
+use rand::RngCore;
+use turnpike_core::SharedSecret;
+use turnpike_core::ephemeral::{self, Mint, Minted};
 use turnpike_store::{Schema, SecretRef, Store, StoreError, StoredKeys};
 
 use crate::config::{Settings, io_message};
@@ -409,27 +410,19 @@ pub fn credentials(args: &CredentialsArgs, ctx: &Context) -> Result<(), AdminErr
     }
     let (key_index, secret) = pick_secret(args.key_index, ctx)?;
     let expiry = unix_now() + u64::from(args.ttl);
-    let (format, username) = match args.format {
-        CredentialFormat::Rest => (
-            Format::Rest,
-            match &args.user_id {
-                Some(id) => format!("{expiry}{}{id}", ctx.config.turn.rest_separator),
-                None => expiry.to_string(),
-            },
-        ),
-        CredentialFormat::Wire => {
-            let random: String = rand::rng()
-                .sample_iter(rand::distr::Alphanumeric)
-                .take(16)
-                .map(char::from)
-                .collect();
-            (
-                Format::Wire { key_index },
-                format!("d={expiry}.v=1.k={key_index}.t=s.r={random}"),
-            )
-        }
+    let random = ephemeral::wire_random(&mut rand::rng());
+    let how = match args.format {
+        CredentialFormat::Rest => Mint::Rest {
+            user_id: args.user_id.as_deref(),
+            separator: ctx.config.turn.rest_separator,
+        },
+        CredentialFormat::Wire => Mint::Wire { random: &random },
     };
-    let password = ephemeral::password(format, secret.as_bytes(), &username);
+    let secret = SharedSecret {
+        key_index,
+        value: secret.into_bytes().into_boxed_slice(),
+    };
+    let Minted { username, password } = ephemeral::mint(how, &secret, expiry);
     if args.json {
         let urls = if args.urls.is_empty() {
             default_urls(&ctx.config)
