@@ -8,7 +8,6 @@
 //! test behaves the same in every run.
 
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 use std::time::Instant;
 
 use siphasher::sip::SipHasher13;
@@ -35,8 +34,8 @@ impl PerSourceRate {
     }
 
     /// Counts one event of `source` (a [`SourcePrefix`](crate::SourcePrefix)
-    /// key) at `now`, unless it already had `per_second` this second.
-    pub fn allow(&mut self, source: IpAddr, now: Instant, per_second: u16) -> bool {
+    /// key, or any other caller identity) at `now`, unless it already had `per_second` this second.
+    pub fn allow(&mut self, source: impl Hash, now: Instant, per_second: u16) -> bool {
         let origin = *self.origin.get_or_insert(now);
         let second = now.saturating_duration_since(origin).as_secs() + 1;
         let mut hasher = SipHasher13::new_with_keys(self.key[0], self.key[1]);

@@ -33,12 +33,13 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Subcommand};
 use rand::RngCore;
 use turnpike_core::SharedSecret;
 use turnpike_core::ephemeral::{self, Mint, Minted};
 use turnpike_store::{Schema, SecretRef, Store, StoreError, StoredKeys};
 
+pub use crate::config::CredentialFormat;
 use crate::config::{Settings, io_message};
 use crate::date;
 
@@ -176,17 +177,6 @@ impl fmt::Debug for SecretRemoveArgs {
             .field("key_index", &self.key_index)
             .finish()
     }
-}
-
-/// Username format of `turnpike credentials`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum CredentialFormat {
-    /// TURN REST API: `EXPIRY:USER-ID`, password base64(HMAC-SHA1).
-    #[default]
-    Rest,
-    /// Wire's restund: `d=EXPIRY.v=1.k=INDEX.t=s.r=RANDOM`, password
-    /// base64(HMAC-SHA512).
-    Wire,
 }
 
 /// `turnpike credentials`.

@@ -8,7 +8,8 @@ use ipnet::IpNet;
 
 use super::*;
 use crate::config::{
-    DECLARED, DatabaseSchema, ExternalIp, LogFormat, TlsVersion, UserEntry, XdpMode,
+    CredentialFormat, DECLARED, DatabaseSchema, ExternalIp, IceAuth, LogFormat, TlsVersion,
+    UserEntry, XdpMode,
 };
 
 fn parse(args: &[&str]) -> Cli {
@@ -139,6 +140,26 @@ fn every_key_has_a_flag() {
         "--xdp-interface=eth0,none",
         "--xdp-interface=eth1",
         "--xdp-mode=native",
+        "--ice",
+        "--ice-credential-format=wire",
+        "--ice-ttl=600",
+        "--ice-auth=token",
+        "--ice-token-file=/etc/turnpike/ice.token",
+        "--ice-user-header=X-User-Id",
+        "--ice-requests-per-second=3",
+        "--ice-cors-origin=https://a.example,none",
+        "--ice-cors-origin=https://b.example",
+        "--ice-relay-only",
+        "--ice-max-urls=6",
+        "--relay-url=turn:127.0.0.2:3478?transport=udp",
+        "--srv-domain=example.test",
+        "--name-server=127.0.0.1:5353",
+        "--discovery-interval=7",
+        "--probe-interval=0",
+        "--probe-timeout=3",
+        "--unhealthy-after=4",
+        "--healthy-after=5",
+        "--probe-admin-port=9641",
     ])
     .overrides();
     let user = |name: &str, password: &str| UserEntry {
@@ -238,6 +259,25 @@ fn every_key_has_a_flag() {
             ]),
             drain_exit_when_empty: Some(true),
             shutdown_grace_period: Some(3600),
+            ice: Some(true),
+            ice_credential_format: Some(CredentialFormat::Wire),
+            ice_ttl: Some(600),
+            ice_auth: Some(IceAuth::Token),
+            ice_token_file: Some("/etc/turnpike/ice.token".into()),
+            ice_user_header: Some("X-User-Id".into()),
+            ice_requests_per_second: Some(3),
+            ice_cors_origins: Some(vec!["https://a.example".into(), "https://b.example".into()]),
+            ice_relay_only: Some(true),
+            ice_max_urls: Some(6),
+            discovery_relays: Some(vec!["turn:127.0.0.2:3478?transport=udp".into()]),
+            discovery_srv_domain: Some("example.test".into()),
+            discovery_name_servers: Some(vec![addr("127.0.0.1:5353")]),
+            discovery_interval: Some(7),
+            discovery_probe_interval: Some(0),
+            discovery_probe_timeout: Some(3),
+            discovery_unhealthy_after: Some(4),
+            discovery_healthy_after: Some(5),
+            discovery_admin_port: Some(9641),
             xdp_interfaces: Some(vec!["eth0".into(), "eth1".into()]),
             xdp_mode: Some(XdpMode::Native),
         }
@@ -246,7 +286,7 @@ fn every_key_has_a_flag() {
 
 #[test]
 fn admin_subcommands() {
-    use crate::admin::{CredentialFormat, SecretCommand, UserCommand};
+    use crate::admin::{SecretCommand, UserCommand};
     let cli = parse(&["user", "add", "alice", "--password-file", "/pw"]);
     let Command::User(UserCommand::Add(add)) = cli.subcommand() else {
         panic!("{cli:?}");

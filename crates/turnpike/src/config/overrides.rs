@@ -33,8 +33,9 @@ use ipnet::IpNet;
 
 use super::errors::ConfigError;
 use super::values::{
-    DatabaseSchema, ExternalIp, TlsVersion, UserEntry, XdpMode, parse_char, parse_external_ip,
-    parse_ip, parse_ip_net, parse_socket_addr, parse_user, parse_xdp_mode,
+    CredentialFormat, DatabaseSchema, ExternalIp, IceAuth, TlsVersion, UserEntry, XdpMode,
+    parse_char, parse_external_ip, parse_ip, parse_ip_net, parse_socket_addr, parse_user,
+    parse_xdp_mode,
 };
 use crate::logging::LogFormat;
 
@@ -116,6 +117,8 @@ scalars! {
     DatabaseSchema => clap::value_parser!(DatabaseSchema),
     TlsVersion => clap::value_parser!(TlsVersion),
     XdpMode => parse_xdp_mode,
+    CredentialFormat => clap::value_parser!(CredentialFormat),
+    IceAuth => clap::value_parser!(IceAuth),
     char => parse_char,
     IpAddr => parse_ip,
     SocketAddr => parse_socket_addr,
@@ -332,6 +335,8 @@ shown_as_displayed!(
     DatabaseSchema,
     TlsVersion,
     XdpMode,
+    CredentialFormat,
+    IceAuth,
 );
 
 /// The empty string is shown quoted, so it is visible.

@@ -23,8 +23,8 @@ use ipnet::IpNet;
 use super::declare::settings;
 use super::overrides::ListOrNone;
 use super::values::{
-    DatabaseSchema, ExternalIp, TlsVersion, UserEntry, XdpMode, de_char, de_list, de_opt_ip,
-    de_opt_socket_addr,
+    CredentialFormat, DatabaseSchema, ExternalIp, IceAuth, TlsVersion, UserEntry, XdpMode, de_char,
+    de_list, de_opt_ip, de_opt_socket_addr,
 };
 use crate::logging::LogFormat;
 
@@ -72,6 +72,17 @@ pub const MAX_BUFFERED_BYTES: u32 = 64 << 20;
 
 /// Upper bound on `limits.max_peer_connections_per_allocation`.
 pub const MAX_PEER_CONNECTIONS_PER_ALLOCATION: u32 = 1024;
+
+/// Upper bound on `ice.ttl` (a week): credentials handed out live at most
+/// this long.
+pub const MAX_ICE_TTL_SECS: u32 = 7 * 86_400;
+
+/// Upper bound on `ice.max_urls`.
+pub const MAX_ICE_URLS: u32 = 1_000;
+
+/// Upper bound on `discovery.interval` and `discovery.probe_interval` (a
+/// day).
+pub const MAX_DISCOVERY_INTERVAL_SECS: u32 = 86_400;
 
 /// Upper bound on `turn.max_lifetime`, `turn.default_lifetime` and
 /// `turn.nonce_lifetime` (one day). Clients refresh long before; it exists
@@ -567,6 +578,144 @@ settings! {
             flag xdp_mode "xdp-mode" "MODE", env "TURNPIKE_XDP_MODE";
             help "auto (in the driver where supported), native or generic";
             reload restart;
+    }
+
+    /// `[ice]`: the ICE-server configuration endpoint ([`crate::ice`]): hands
+    /// WebRTC clients the relays of `[discovery]` with freshly minted
+    /// time-limited credentials. `turnpike serve` adds its routes to the
+    /// admin listener when `enabled`; `turnpike ice-config` serves them
+    /// on their own.
+    [ice] IceSettings, heading "ICE servers", expecting "an [ice] table" {
+        /// Serve `/ice-servers`, `/calls/config/v2` and `/calls/config` on the
+        /// admin listener of `turnpike serve`.
+        enabled: bool = false;
+            flag ice "ice" "BOOL", env "TURNPIKE_ICE",
+            negation false => "Do not serve the ICE-server endpoint (enabled = false)";
+            help "serve the ICE-server configuration endpoint on the admin listener";
+            reload restart;
+        /// Username format of the credentials handed out.
+        credential_format: CredentialFormat = CredentialFormat::Rest;
+            flag ice_credential_format "ice-credential-format" "FORMAT", env "TURNPIKE_ICE_CREDENTIAL_FORMAT";
+            help "rest (EXPIRY:USER-ID, HMAC-SHA1) or wire (d=EXPIRY.v=1.k=INDEX..., HMAC-SHA512)";
+            reload live;
+        /// Seconds the credentials handed out stay valid (also the `ttl` of
+        /// the answer).
+        ttl: u32 = 86_400;
+            flag ice_ttl "ice-ttl" "SECONDS", env "TURNPIKE_ICE_TTL",
+            range(60, MAX_ICE_TTL_SECS) "seconds";
+            help "seconds the credentials handed out stay valid";
+            reload live;
+        /// Who may ask: loopback callers, callers with the token, or callers
+        /// with `user_header` set by a proxy.
+        auth: IceAuth = IceAuth::Loopback;
+            flag ice_auth "ice-auth" "MODE", env "TURNPIKE_ICE_AUTH";
+            help "loopback, token (Authorization: Bearer, ice.token_file) or header (ice.user_header set by a proxy)";
+            reload live;
+        /// File holding the bearer token callers send with `auth = "token"`
+        /// (surrounding whitespace trimmed), read at start and on reload.
+        token_file: Option<PathBuf> = None;
+            flag ice_token_file "ice-token-file" "PATH", env "TURNPIKE_ICE_TOKEN_FILE",
+            shown "unset";
+            help "file holding the bearer token ICE callers send (ice.auth = token)";
+            reload live;
+        /// Request header carrying the caller's user id, set by the
+        /// application's proxy (`X-User-Id`); it goes into REST usernames.
+        /// `""`: none.
+        user_header: String = String::new();
+            flag ice_user_header "ice-user-header" "NAME", env "TURNPIKE_ICE_USER_HEADER";
+            help "request header carrying the caller's user id, set by the application's proxy";
+            reload live;
+        /// Requests per second and caller (user id, else address).
+        requests_per_second: u16 = 10;
+            flag ice_requests_per_second "ice-requests-per-second" "N", env "TURNPIKE_ICE_REQUESTS_PER_SECOND",
+            range(1, u16::MAX) "requests";
+            help "ICE-server requests per second and caller before 429";
+            reload live;
+        /// Origins (`https://app.example.com`) whose pages may call the
+        /// endpoint from the browser (CORS); empty: none.
+        cors_origins: Vec<String> = Vec::new();
+            flag ice_cors_origins "ice-cors-origin" "ORIGIN", env "TURNPIKE_ICE_CORS_ORIGINS", via ListOrNone,
+            shown "none, CORS off";
+            help "origin allowed to call the ICE endpoint from a browser; repeat or separate with commas; `none` for none";
+            reload live;
+        /// Add `"iceTransportPolicy": "relay"` to the RTCConfiguration answer.
+        relay_only: bool = false;
+            flag ice_relay_only "ice-relay-only" "BOOL", env "TURNPIKE_ICE_RELAY_ONLY",
+            negation false => "Leave iceTransportPolicy out (relay_only = false)";
+            help "answer iceTransportPolicy \"relay\" in the RTCConfiguration shape";
+            reload live;
+        /// URLs per answer at most (a `limit` query may ask for fewer); 0:
+        /// every URL of every relay served.
+        max_urls: u32 = 0;
+            flag ice_max_urls "ice-max-urls" "N", env "TURNPIKE_ICE_MAX_URLS",
+            range(0, MAX_ICE_URLS) "URLs", zero "all";
+            help "URLs per answer at most, 0 for all";
+            reload live;
+    }
+
+    /// `[discovery]`: the relays the ICE endpoint hands out
+    /// ([`turnpike_fleet`]): a static list and DNS SRV records, each relay
+    /// probed and left out while down or draining.
+    [discovery] DiscoverySettings, heading "Relay discovery", expecting "a [discovery] table" {
+        /// Relays as TURN URLs (RFC 7065): `turn:HOST:PORT?transport=udp`,
+        /// `turn:HOST:PORT?transport=tcp`, `turns:HOST:PORT?transport=tcp`.
+        relays: Vec<String> = Vec::new();
+            flag discovery_relays "relay-url" "URL", env "TURNPIKE_DISCOVERY_RELAYS", via ListOrNone,
+            shown "none";
+            help "relay TURN URL handed out by the ICE endpoint; repeat or separate with commas; `none` for none. Replaces the file's list.";
+            reload live;
+        /// Base domain of `_turn._udp.`, `_turn._tcp.` and `_turns._tcp.` SRV
+        /// records; `""`: no DNS discovery.
+        srv_domain: String = String::new();
+            flag discovery_srv_domain "srv-domain" "DOMAIN", env "TURNPIKE_DISCOVERY_SRV_DOMAIN";
+            help "base domain of the relays' _turn._udp, _turn._tcp and _turns._tcp SRV records";
+            reload live;
+        /// DNS servers (IP:PORT) asked; empty: those of /etc/resolv.conf.
+        #[serde(deserialize_with = "de_list")]
+        name_servers: Vec<SocketAddr> = Vec::new();
+            flag discovery_name_servers "name-server" "ADDR", env "TURNPIKE_DISCOVERY_NAME_SERVERS", via ListOrNone,
+            shown "none, the system's";
+            help "DNS server IP:PORT for SRV discovery; repeat or separate with commas; `none` for the system's";
+            reload live;
+        /// Seconds between SRV lookups.
+        interval: u32 = 30;
+            flag discovery_interval "discovery-interval" "SECONDS", env "TURNPIKE_DISCOVERY_INTERVAL",
+            range(1, MAX_DISCOVERY_INTERVAL_SECS) "seconds";
+            help "seconds between DNS SRV lookups";
+            reload live;
+        /// Seconds between health probes of each relay (a STUN Binding, and
+        /// `/readyz` with `admin_port`); 0: no probes, every relay served.
+        probe_interval: u32 = 5;
+            flag discovery_probe_interval "probe-interval" "SECONDS", env "TURNPIKE_DISCOVERY_PROBE_INTERVAL",
+            range(0, MAX_DISCOVERY_INTERVAL_SECS) "seconds", zero "no probes";
+            help "seconds between health probes of each relay, 0 for none";
+            reload live;
+        /// Seconds a probe may take.
+        probe_timeout: u32 = 2;
+            flag discovery_probe_timeout "probe-timeout" "SECONDS", env "TURNPIKE_DISCOVERY_PROBE_TIMEOUT",
+            range(1, 60) "seconds";
+            help "seconds a health probe may take";
+            reload live;
+        /// Failed probes in a row before a relay is left out.
+        unhealthy_after: u32 = 2;
+            flag discovery_unhealthy_after "unhealthy-after" "N", env "TURNPIKE_DISCOVERY_UNHEALTHY_AFTER",
+            range(1, 100) "probes";
+            help "failed probes in a row before a relay is left out";
+            reload live;
+        /// Passed probes in a row before a left-out relay is served again.
+        healthy_after: u32 = 2;
+            flag discovery_healthy_after "healthy-after" "N", env "TURNPIKE_DISCOVERY_HEALTHY_AFTER",
+            range(1, 100) "probes";
+            help "passed probes in a row before a relay is served again";
+            reload live;
+        /// The relays' admin port: each is also probed at
+        /// `http://ADDRESS:PORT/readyz`, which tells draining apart from down;
+        /// 0: STUN probes only.
+        admin_port: u16 = 0;
+            flag discovery_admin_port "probe-admin-port" "PORT", env "TURNPIKE_DISCOVERY_ADMIN_PORT",
+            range(0, u16::MAX) "port", zero "STUN probes only";
+            help "relays' admin port, probed at /readyz; 0 for STUN probes only";
+            reload live;
     }
 
     nested tables {

@@ -106,6 +106,55 @@ impl From<DatabaseSchema> for turnpike_store::Schema {
     }
 }
 
+/// Username format of minted time-limited credentials (`ice.credential_format`,
+/// `turnpike credentials --format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialFormat {
+    /// TURN REST API: `EXPIRY:USER-ID`, password base64(HMAC-SHA1).
+    #[default]
+    Rest,
+    /// Wire's restund: `d=EXPIRY.v=1.k=INDEX.t=s.r=RANDOM`, password
+    /// base64(HMAC-SHA512).
+    Wire,
+}
+
+impl fmt::Display for CredentialFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CredentialFormat::Rest => "rest",
+            CredentialFormat::Wire => "wire",
+        })
+    }
+}
+
+/// Who may ask the ICE endpoint for credentials (`ice.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IceAuth {
+    /// Callers on a loopback address only (an application server on the
+    /// same host, or a proxy in front of it).
+    #[default]
+    Loopback,
+    /// Callers sending `Authorization: Bearer` with the token of
+    /// `ice.token_file`.
+    Token,
+    /// Callers whose request carries `ice.user_header`, which the
+    /// application's proxy sets after authenticating them (and strips from
+    /// what clients send).
+    Header,
+}
+
+impl fmt::Display for IceAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IceAuth::Loopback => "loopback",
+            IceAuth::Token => "token",
+            IceAuth::Header => "header",
+        })
+    }
+}
+
 /// `xdp.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
