@@ -142,6 +142,9 @@ pub struct AdminState {
     pub relay: Arc<dyn Relay>,
     /// The client listeners (STUN/TURN over UDP and TCP, TLS, DTLS).
     pub listeners: Vec<ListenerInfo>,
+    /// The ICE-server endpoint (`ice.enabled`), whose routes are served
+    /// beside these.
+    pub ice: Option<Arc<crate::ice::IceService>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -159,7 +162,11 @@ impl AdminState {
     /// The `/metrics` body for `snapshot` (every worker's counters, read
     /// by the caller).
     pub fn metrics(&self, snapshot: &Snapshot) -> String {
-        crate::observe::metrics::render(snapshot, self.certs.as_deref())
+        let mut text = crate::observe::metrics::render(snapshot, self.certs.as_deref());
+        if let Some(ice) = &self.ice {
+            text.push_str(&crate::observe::metrics::render_ice(&ice.facts()));
+        }
+        text
     }
 
     /// The `/status` body.
@@ -410,6 +417,11 @@ impl Token {
     /// Reads `admin.token_file`. Errors are one line naming the key, the
     /// file and the fix.
     pub fn load(path: &Path) -> Result<Token, ConfigError> {
+        Token::load_setting(path, "admin.token_file")
+    }
+
+    /// Reads the token file of the setting `key` (`ice.token_file`).
+    pub fn load_setting(path: &Path, key: &str) -> Result<Token, ConfigError> {
         let make = format!("`openssl rand -hex 32 > {}`", path.display());
         let text = std::fs::read(path).map_err(|err| {
             let hint = match err.kind() {
@@ -417,23 +429,23 @@ impl Token {
                 io::ErrorKind::PermissionDenied => {
                     "make it readable by the user turnpike runs as".to_owned()
                 }
-                _ => "check admin.token_file".to_owned(),
+                _ => format!("check {key}"),
             };
             ConfigError::invalid(format!(
-                "admin.token_file {}: cannot read it: {}; {hint}",
+                "{key} {}: cannot read it: {}; {hint}",
                 path.display(),
                 crate::config::io_message(&err).to_lowercase()
             ))
         })?;
         let text = Zeroizing::new(String::from_utf8(text).map_err(|_| {
             ConfigError::invalid(format!(
-                "admin.token_file {} is not text; write a token into it, e.g. with {make}",
+                "{key} {} is not text; write a token into it, e.g. with {make}",
                 path.display()
             ))
         })?);
         Token::parse(&text).map_err(|why| {
             ConfigError::invalid(format!(
-                "admin.token_file {} {why}; write a token into it, e.g. with {make}",
+                "{key} {} {why}; write a token into it, e.g. with {make}",
                 path.display()
             ))
         })
@@ -541,7 +553,8 @@ async fn check_access(State(access): State<Arc<Access>>, request: Request, next:
 /// for another method on a route, 401 without the token when one is
 /// configured.
 pub fn router(state: Arc<AdminState>, access: Access) -> Router {
-    Router::new()
+    let ice = state.ice.clone();
+    let mut admin = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -556,11 +569,24 @@ pub fn router(state: Arc<AdminState>, access: Access) -> Router {
         )
         .route("/v1/reload", post(reload))
         .fallback(not_found)
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(access),
-            check_access,
-        ))
+        .with_state(state);
+    if let Some(ice) = &ice {
+        admin = admin.merge(ice.fleet_routes());
+    }
+    guarded(admin, access, ice.map(|ice| ice.routes()))
+}
+
+/// `admin` behind the admin token (`access`), beside `public` routes that
+/// admit callers themselves (the ICE endpoint's).
+pub fn guarded(admin: Router, access: Access, public: Option<Router>) -> Router {
+    let admin = admin.layer(axum::middleware::from_fn_with_state(
+        Arc::new(access),
+        check_access,
+    ));
+    match public {
+        Some(public) => public.merge(admin),
+        None => admin,
+    }
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
@@ -628,12 +654,26 @@ async fn healthz(State(state): State<Arc<AdminState>>) -> Response {
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     match tokio::time::timeout(RELAY_TIMEOUT, state.relay.health()).await {
-        Ok(health) if health.ready() => (StatusCode::OK, "ready\n").into_response(),
-        Ok(health) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", not_ready_reasons(&health).join("; ")),
-        )
-            .into_response(),
+        Ok(health) => {
+            let mut response = if health.ready() {
+                (StatusCode::OK, "ready\n").into_response()
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {}\n", not_ready_reasons(&health).join("; ")),
+                )
+                    .into_response()
+            };
+            // For the ICE endpoint's probes (turnpike_fleet): draining
+            // is not down, and how full the relay is.
+            let headers = response.headers_mut();
+            headers.insert(
+                DRAINING_HEADER,
+                HeaderValue::from_static(if health.draining { "true" } else { "false" }),
+            );
+            headers.insert(ALLOCATIONS_HEADER, HeaderValue::from(health.allocations));
+            response
+        }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -644,6 +684,12 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
             .into_response(),
     }
 }
+
+/// `/readyz`'s header saying whether the relay drains.
+pub const DRAINING_HEADER: &str = "x-turnpike-draining";
+
+/// `/readyz`'s header with the live allocations.
+pub const ALLOCATIONS_HEADER: &str = "x-turnpike-allocations";
 
 async fn status_v1(State(state): State<Arc<AdminState>>) -> Response {
     let relay = &state.relay;
@@ -870,7 +916,7 @@ async fn reload(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 /// The 404 text, listing the routes.
-pub const NOT_FOUND: &str = "not found; this endpoint serves GET /healthz, /readyz, /metrics, /status, /v1/status, /v1/allocations (?user=&limit=&cursor=), DELETE /v1/allocations/ID, DELETE /v1/users/NAME/allocations, GET, POST and DELETE /v1/drain, and POST /v1/reload\n";
+pub const NOT_FOUND: &str = "not found; this endpoint serves GET /healthz, /readyz, /metrics, /status, /v1/status, /v1/allocations (?user=&limit=&cursor=), DELETE /v1/allocations/ID, DELETE /v1/users/NAME/allocations, GET, POST and DELETE /v1/drain, and POST /v1/reload; with ice.enabled also GET /v1/fleet, /ice-servers, /calls/config/v2 and /calls/config\n";
 
 async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, NOT_FOUND)
@@ -889,17 +935,30 @@ pub fn start(
         return Ok(Vec::new());
     }
     let access = Access::from_settings(admin)?;
-    let _entered = runtime.enter();
-    let mut listeners = Vec::with_capacity(admin.listen.len());
-    for &addr in &admin.listen {
-        let listener = bind(addr).map_err(|e| bind_error(addr, &e))?;
-        listeners.push(listener);
-    }
     let guarded = match access.token.is_some() {
         true => "token required",
         false => "no token",
     };
     let app = router(Arc::new(state), access);
+    serve_on(&admin.listen, app, runtime, guarded)
+}
+
+/// Binds every address of `listen` and serves `app` on them (bounded
+/// connections, request and idle timeouts, the peer's address as
+/// [`PeerAddr`]); what `turnpike serve` and `turnpike ice-config` share.
+/// `access` says in the log line whether the token is required.
+pub fn serve_on(
+    listen: &[SocketAddr],
+    app: Router,
+    runtime: &tokio::runtime::Runtime,
+    access: &str,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let _entered = runtime.enter();
+    let mut listeners = Vec::with_capacity(listen.len());
+    for &addr in listen {
+        let listener = bind(addr).map_err(|e| bind_error(addr, &e))?;
+        listeners.push(listener);
+    }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut bound = Vec::with_capacity(listeners.len());
     for listener in listeners {
@@ -911,15 +970,29 @@ pub fn start(
         };
         let app = app.clone();
         runtime.spawn(async move {
-            if let Err(err) = axum::serve(bounded, app).await {
+            let service = app.into_make_service_with_connect_info::<PeerAddr>();
+            if let Err(err) = axum::serve(bounded, service).await {
                 tracing::error!(address = ?local, error = %err, "admin endpoint stopped");
             }
         });
         if let Some(local) = local {
-            tracing::info!(address = %local, access = guarded, "admin endpoint listening (/healthz, /readyz, /metrics, /status, /v1/…)");
+            tracing::info!(address = %local, access, "admin endpoint listening (/healthz, /readyz, /metrics, /status, /v1/…)");
         }
     }
     Ok(bound)
+}
+
+/// The address an admin request came from (for the ICE endpoint's
+/// loopback-only callers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Bounded>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Bounded>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
 }
 
 /// A listening TCP socket: IPv6 ones IPv6-only (like every other listener),
@@ -956,7 +1029,7 @@ fn bind_error(addr: SocketAddr, err: &io::Error) -> anyhow::Error {
 }
 
 /// A listener that holds a slot of a shared semaphore per open connection.
-struct Bounded {
+pub(crate) struct Bounded {
     inner: TcpListener,
     slots: Arc<Semaphore>,
 }
@@ -1126,6 +1199,7 @@ mod tests {
             fast_path: None,
             relay: Arc::new(testing::FakeRelay::default()),
             listeners: Vec::new(),
+            ice: None,
         };
         let version = env!("CARGO_PKG_VERSION");
         let metrics = state.metrics(&Snapshot::default());

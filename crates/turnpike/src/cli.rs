@@ -60,6 +60,10 @@ pub enum Command {
     /// Load and validate the configuration without binding any socket, print
     /// a one-line summary and exit 0 (or print the error and exit 2).
     CheckConfig,
+    /// Serve the ICE-server configuration endpoint alone, without a relay:
+    /// the relays of [discovery] with fresh credentials ([ice]), on
+    /// admin.listen, for a fleet's front end.
+    IceConfig,
     /// Print `turnpike <version>`.
     Version,
     /// Load-test a TURN server (this one, coturn, any): open authenticated

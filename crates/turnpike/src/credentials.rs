@@ -79,6 +79,9 @@ pub struct CredentialSource {
     static_secrets: Mutex<Vec<SharedSecret>>,
     /// The database's secrets as last read.
     stored_secrets: Mutex<Vec<SharedSecret>>,
+    /// The newest of them (by creation time, then key index): the one
+    /// credentials are minted with when the file has none.
+    newest_stored: Mutex<Option<SharedSecret>>,
     store: Store,
     control: Handle,
     options: Mutex<CacheOptions>,
@@ -109,6 +112,7 @@ impl CredentialSource {
             static_users: Mutex::new(static_users.into()),
             static_secrets: Mutex::new(shared_secrets(static_secrets)),
             stored_secrets: Mutex::default(),
+            newest_stored: Mutex::default(),
             store,
             control,
             options: Mutex::new(options),
@@ -170,6 +174,25 @@ impl CredentialSource {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         self.with_static_secrets(stored)
+    }
+
+    /// The secret to mint new credentials with (the ICE endpoint), as
+    /// `turnpike credentials` picks it: the last of the config file's
+    /// (`turn.secrets`), else the newest of the database's as last read;
+    /// `None` without any.
+    pub fn signing_secret(&self) -> Option<SharedSecret> {
+        let statics = self
+            .static_secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(last) = statics.last() {
+            return Some(last.clone());
+        }
+        drop(statics);
+        self.newest_stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The config file's secrets, then `stored`.
@@ -344,16 +367,16 @@ impl CredentialSource {
     /// The secrets now: the config file's, then the database's (read now,
     /// and remembered for [`CredentialSource::secrets_now`]).
     async fn load_secrets(&self) -> Result<Secrets, StoreError> {
-        let stored: Vec<SharedSecret> = self
-            .store
-            .secrets(&self.realm)
-            .await?
-            .into_iter()
-            .map(|s| SharedSecret {
-                key_index: s.key_index,
-                value: s.value.into_bytes().into_boxed_slice(),
-            })
-            .collect();
+        let read = self.store.secrets(&self.realm).await?;
+        let newest = read
+            .iter()
+            .max_by_key(|s| (s.created_at.unwrap_or(i64::MIN), s.key_index))
+            .map(shared_secret);
+        let stored: Vec<SharedSecret> = read.iter().map(shared_secret).collect();
+        *self
+            .newest_stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = newest;
         self.stored_secrets
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -404,6 +427,14 @@ pub fn publish_secrets(publish: &watch::Sender<Secrets>, secrets: Secrets) -> bo
         }
         changed
     })
+}
+
+/// A database secret as the shards use it.
+fn shared_secret(secret: &turnpike_store::Secret) -> SharedSecret {
+    SharedSecret {
+        key_index: secret.key_index,
+        value: secret.value.as_bytes().into(),
+    }
 }
 
 /// The config file's secrets (`turn.secrets`), numbered in order (`k=N` of

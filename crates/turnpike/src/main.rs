@@ -21,6 +21,17 @@ const EXIT_CONFIG: u8 = 2;
 /// Exit status for errors while running.
 const EXIT_RUNTIME: u8 = 1;
 
+/// What a command that loads the configuration does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `check-config`: validate and print a summary.
+    Check,
+    /// `serve`: run the relay.
+    Relay,
+    /// `ice-config`: run the ICE-server endpoint alone.
+    IceConfig,
+}
+
 /// A failure with its exit status and one-line message.
 struct Failure {
     status: u8,
@@ -61,7 +72,7 @@ fn run() -> Result<(), Failure> {
         Err(err @ CliError::Usage(_)) => return Err(Failure::config(err)),
     };
 
-    let serve = match cli.subcommand() {
+    let mode = match cli.subcommand() {
         // `version` must work even with a broken config or environment, so
         // it returns before anything is loaded.
         Command::Version => {
@@ -110,8 +121,9 @@ fn run() -> Result<(), Failure> {
             });
         }
         Command::Reload(args) => return run_reload(&cli, &args),
-        Command::CheckConfig => false,
-        Command::Serve => true,
+        Command::CheckConfig => Mode::Check,
+        Command::Serve => Mode::Relay,
+        Command::IceConfig => Mode::IceConfig,
     };
 
     // Kept by the server: a reload reads the file again, with the same
@@ -131,7 +143,7 @@ fn run() -> Result<(), Failure> {
         Some(path) => path.display().to_string(),
         None => "built-in defaults".to_owned(),
     };
-    if !serve {
+    if mode == Mode::Check {
         // The admin token and the certificate files are read and checked
         // here too, so that a renewal can be checked before SIGHUP; an
         // error prints nothing on stdout, like any other configuration
@@ -164,7 +176,11 @@ fn run() -> Result<(), Failure> {
         config = %origin,
         "starting turnpike"
     );
-    turnpike::runtime::serve(loaded, source).map_err(|err| Failure {
+    let result = match mode {
+        Mode::IceConfig => turnpike::ice::standalone::run(loaded, source),
+        _ => turnpike::runtime::serve(loaded, source),
+    };
+    result.map_err(|err| Failure {
         status: EXIT_RUNTIME,
         // `{:#}` prints the anyhow context chain as "a: b: c".
         message: format!("{err:#}"),

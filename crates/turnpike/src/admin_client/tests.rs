@@ -47,6 +47,7 @@ impl Server {
                 transport: "udp",
                 address: "0.0.0.0:3478".parse().unwrap(),
             }],
+            ice: None,
         };
         let admin = AdminSettings {
             listen: vec!["127.0.0.1:0".parse().unwrap()],

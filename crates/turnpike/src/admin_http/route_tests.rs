@@ -69,6 +69,7 @@ impl Endpoint {
                     address: "[::]:3478".parse().unwrap(),
                 },
             ],
+            ice: None,
         };
         router(Arc::new(state), self.access.clone())
     }
@@ -117,6 +118,7 @@ fn healthy() -> Health {
         started: true,
         draining: false,
         database_down: false,
+        allocations: 0,
     }
 }
 

@@ -45,6 +45,7 @@ impl FakeRelay {
                 started: true,
                 draining: false,
                 database_down: false,
+                allocations: 0,
             }),
             allocations: Mutex::new(allocations),
             ..FakeRelay::default()

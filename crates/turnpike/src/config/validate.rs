@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::errors::ConfigError;
 use super::plan::{addresses_overlap, is_broadcast};
+use super::values::IceAuth;
 use super::settings::{
     DatabaseSettings, LimitsSettings, MAX_REALM_CHARS, MAX_SECRET_BYTES, MAX_SOFTWARE_CHARS,
     MAX_USERNAME_BYTES, MAX_WORKERS, MIN_RELAY_PORT, Settings, TurnSettings,
@@ -34,6 +35,7 @@ impl Settings {
         self.validate_limits()?;
         self.validate_admin()?;
         self.validate_drain()?;
+        self.validate_ice()?;
         self.validate_xdp()
     }
 
@@ -274,6 +276,68 @@ impl Settings {
                     "drain.alternate_servers contains {addr} twice; remove the duplicate"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// The `[ice]` and `[discovery]` rules: a listener and secrets to serve
+    /// with, what each `auth` mode needs, relay URLs that parse, origins
+    /// that are origins. (The token file is read when the endpoint starts,
+    /// like the admin one.)
+    fn validate_ice(&self) -> Result<(), ConfigError> {
+        let ice = &self.ice;
+        if ice.enabled && self.admin.listen.is_empty() {
+            return Err(ConfigError::invalid(
+                "ice.enabled serves the ICE-server endpoint on the admin listener, but admin.listen is empty; set admin.listen (e.g. [\"127.0.0.1:9641\"])",
+            ));
+        }
+        if ice.enabled && !self.turn.enabled {
+            return Err(ConfigError::invalid(
+                "ice.enabled hands out credentials for this server's relays, but turn.enabled is false; enable TURN or run `turnpike ice-config` on its own",
+            ));
+        }
+        match ice.auth {
+            IceAuth::Token if ice.token_file.is_none() => {
+                return Err(ConfigError::invalid(
+                    "ice.auth = \"token\" needs ice.token_file: write a token to a file (openssl rand -hex 32 > /etc/turnpike/ice.token) and name it there",
+                ));
+            }
+            IceAuth::Header if ice.user_header.trim().is_empty() => {
+                return Err(ConfigError::invalid(
+                    "ice.auth = \"header\" needs ice.user_header: the header your proxy sets to the authenticated user's id (e.g. \"X-User-Id\")",
+                ));
+            }
+            _ => {}
+        }
+        let header = ice.user_header.trim();
+        if !header.is_empty() && axum::http::HeaderName::try_from(header).is_err() {
+            return Err(ConfigError::invalid(format!(
+                "ice.user_header = {header:?} is not a valid HTTP header name; use letters, digits and dashes, e.g. \"X-User-Id\""
+            )));
+        }
+        for origin in &ice.cors_origins {
+            let scheme_ok = origin.starts_with("https://") || origin.starts_with("http://");
+            if origin != "*" && (!scheme_ok || origin.trim_end_matches('/') != origin) {
+                return Err(ConfigError::invalid(format!(
+                    "ice.cors_origins contains {origin:?}, which is not an origin; write scheme, host and port without a path, e.g. \"https://app.example.com\", or \"*\""
+                )));
+            }
+        }
+        for url in &self.discovery.relays {
+            if let Err(why) = turnpike_fleet::parse_relay_url(url) {
+                return Err(ConfigError::invalid(format!(
+                    "discovery.relays contains {url:?}: {why}; write TURN URLs such as \"turn:turn1.example.com:3478?transport=udp\" or \"turns:turn1.example.com:5349?transport=tcp\""
+                )));
+            }
+        }
+        let domain = self.discovery.srv_domain.trim();
+        if !domain.is_empty()
+            && (domain.len() > 253
+                || domain.contains(|c: char| !(c.is_ascii_alphanumeric() || "-._".contains(c))))
+        {
+            return Err(ConfigError::invalid(format!(
+                "discovery.srv_domain = {domain:?} is not a domain name; give the base of the SRV names, e.g. \"example.com\" for _turn._udp.example.com"
+            )));
         }
         Ok(())
     }

@@ -108,6 +108,16 @@
 //! | `turnpike_xdp_relayed_packets_total` | counter | direction | Datagrams relayed in the driver (also in `turnpike_relayed_packets_total{path="xdp"}`). |
 //! | `turnpike_xdp_relayed_bytes_total` | counter | direction | Their payload bytes. |
 //! | `turnpike_xdp_passed_packets_total` | counter | | Packets of a route left to the sockets (route past its time, padding, MTU, unknown next hop). |
+//!
+//! With the ICE-server endpoint (`ice.enabled`, and `turnpike ice-config`):
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `turnpike_ice_requests_total` | counter | route (ice_servers, calls_config_v2, calls_config), outcome (served, unauthorized, rate_limited, bad_request, unavailable) | ICE-server requests. |
+//! | `turnpike_fleet_relays` | gauge | state (healthy, unhealthy, unknown, draining) | Relays known to the endpoint; unknown: not probed yet. |
+//! | `turnpike_fleet_all_unhealthy` | gauge | | 1 while every relay is unhealthy, so all are handed out rather than none. |
+//! | `turnpike_discovery_lookups_total` | counter | | DNS SRV discovery rounds. |
+//! | `turnpike_discovery_failures_total` | counter | | Rounds where none of the three SRV names answered (the last good set was kept). |
 
 use std::fmt;
 use std::time::SystemTime;
@@ -125,7 +135,9 @@ use turnpike_core::stats::{
     DURATION_BUCKETS, DropReason, ErrorCode, Label, RequestMethod, Tally, Traffic, TransportLabel,
 };
 
-use super::{LATENCY_BUCKETS, LatencyHistogram, Snapshot};
+use super::{
+    FLEET_STATES, IceFacts, IceOutcome, IceRoute, LATENCY_BUCKETS, LatencyHistogram, Snapshot,
+};
 use crate::tls::Certificates;
 
 /// The `Content-Type` of what [`render`] returns.
@@ -624,44 +636,147 @@ impl Collector for Exposition {
         }
 
         if let Some(p) = &self.process {
-            counter(
-                out,
-                "process_cpu_seconds_total",
-                "Total user and system CPU time spent in seconds.",
-                p.cpu_seconds,
-            )?;
+            process(out, p)?;
+        }
+        Ok(())
+    }
+}
+
+/// This process' own figures, read from `/proc`.
+fn process(out: &mut DescriptorEncoder<'_>, p: &ProcessStats) -> fmt::Result {
+        counter(
+            out,
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        )?;
+        gauge(
+            out,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            p.resident_memory_bytes,
+        )?;
+        gauge(
+            out,
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            p.virtual_memory_bytes,
+        )?;
+        gauge(
+            out,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            p.open_fds,
+        )?;
+        if let Some(max) = p.max_fds {
             gauge(
                 out,
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes.",
-                p.resident_memory_bytes,
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                max,
             )?;
-            gauge(
+        }
+        gauge(
+            out,
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        )?;
+    Ok(())
+}
+
+/// The `/metrics` body of `turnpike ice-config` (the ICE endpoint without a
+/// relay): the version, [`render_ice`]'s and this process' figures.
+pub fn render_ice_service(facts: &IceFacts) -> String {
+    render_collector(IceExposition {
+        facts: *facts,
+        standalone: true,
+        process: ProcessStats::read(),
+    })
+}
+
+/// The ICE endpoint's and its fleet's metrics, appended to the relay's
+/// when `turnpike serve` runs the endpoint.
+pub fn render_ice(facts: &IceFacts) -> String {
+    render_collector(IceExposition {
+        facts: *facts,
+        standalone: false,
+        process: None,
+    })
+}
+
+fn render_collector(collector: impl Collector) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector));
+    let mut out = String::with_capacity(4 * 1024);
+    // Writing to a String never fails.
+    let _ = prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+/// The ICE endpoint's collector.
+#[derive(Debug)]
+struct IceExposition {
+    facts: IceFacts,
+    /// Without a relay: the build info and process figures too.
+    standalone: bool,
+    process: Option<ProcessStats>,
+}
+
+impl Collector for IceExposition {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let out = &mut out;
+        let f = &self.facts;
+        if self.standalone {
+            info(
                 out,
-                "process_virtual_memory_bytes",
-                "Virtual memory size in bytes.",
-                p.virtual_memory_bytes,
+                "turnpike_build_info",
+                "Turnpike version; always 1.",
+                ("version", env!("CARGO_PKG_VERSION")),
             )?;
-            gauge(
-                out,
-                "process_open_fds",
-                "Number of open file descriptors.",
-                p.open_fds,
-            )?;
-            if let Some(max) = p.max_fds {
-                gauge(
-                    out,
-                    "process_max_fds",
-                    "Maximum number of open file descriptors.",
-                    max,
-                )?;
-            }
-            gauge(
-                out,
-                "process_start_time_seconds",
-                "Start time of the process since unix epoch in seconds.",
-                p.start_time_seconds,
-            )?;
+        }
+        counters(
+            out,
+            "turnpike_ice_requests_total",
+            "ICE-server requests, by route and outcome.",
+            IceRoute::ALL.into_iter().flat_map(|route| {
+                IceOutcome::ALL.into_iter().map(move |outcome| {
+                    (
+                        [("route", route.label()), ("outcome", outcome.label())],
+                        f.requests[route.index()][outcome.index()],
+                    )
+                })
+            }),
+        )?;
+        gauges_of(
+            out,
+            "turnpike_fleet_relays",
+            "Relays known to the ICE endpoint, by state (healthy, unhealthy, unknown: not probed yet, draining).",
+            FLEET_STATES
+                .into_iter()
+                .zip(f.relays)
+                .map(|(state, n)| ([("state", state)], n)),
+        )?;
+        gauge(
+            out,
+            "turnpike_fleet_all_unhealthy",
+            "1 while every relay is unhealthy, so all of them are handed out rather than none.",
+            u64::from(f.all_unhealthy),
+        )?;
+        counter(
+            out,
+            "turnpike_discovery_lookups_total",
+            "DNS SRV discovery rounds.",
+            f.dns_lookups,
+        )?;
+        counter(
+            out,
+            "turnpike_discovery_failures_total",
+            "DNS SRV discovery rounds where none of the three names answered (the last good set was kept).",
+            f.dns_failures,
+        )?;
+        if let Some(p) = &self.process {
+            process(out, p)?;
         }
         Ok(())
     }

@@ -301,6 +301,8 @@ pub struct Health {
     /// The credential database has been unreachable for longer than
     /// `database.grace_period` (new users cannot be authenticated).
     pub database_down: bool,
+    /// Live allocations, each counted once (of the workers that answered).
+    pub allocations: u64,
 }
 
 impl Health {
@@ -313,6 +315,104 @@ impl Health {
     pub fn ready(&self) -> bool {
         self.alive() && self.started && !self.draining && !self.database_down
     }
+}
+
+/// A route of the ICE-server endpoint ([`crate::ice`]), as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IceRoute {
+    /// `/ice-servers` (RTCConfiguration).
+    IceServers,
+    /// `/calls/config/v2` (Wire).
+    CallsConfigV2,
+    /// `/calls/config` (Wire's v1).
+    CallsConfig,
+}
+
+impl IceRoute {
+    /// How many routes there are.
+    pub const COUNT: usize = 3;
+    /// Every route, in index order.
+    pub const ALL: [IceRoute; IceRoute::COUNT] = [
+        IceRoute::IceServers,
+        IceRoute::CallsConfigV2,
+        IceRoute::CallsConfig,
+    ];
+
+    /// Its position in counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            IceRoute::IceServers => "ice_servers",
+            IceRoute::CallsConfigV2 => "calls_config_v2",
+            IceRoute::CallsConfig => "calls_config",
+        }
+    }
+}
+
+/// How an ICE-server request ended, as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IceOutcome {
+    /// Relays and credentials handed out.
+    Served,
+    /// The caller was not admitted (401).
+    Unauthorized,
+    /// The caller asked too often (429).
+    RateLimited,
+    /// A bad `limit` or user id (400).
+    BadRequest,
+    /// No relay or no secret to answer with (503).
+    Unavailable,
+}
+
+impl IceOutcome {
+    /// How many outcomes there are.
+    pub const COUNT: usize = 5;
+    /// Every outcome, in index order.
+    pub const ALL: [IceOutcome; IceOutcome::COUNT] = [
+        IceOutcome::Served,
+        IceOutcome::Unauthorized,
+        IceOutcome::RateLimited,
+        IceOutcome::BadRequest,
+        IceOutcome::Unavailable,
+    ];
+
+    /// Its position in counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            IceOutcome::Served => "served",
+            IceOutcome::Unauthorized => "unauthorized",
+            IceOutcome::RateLimited => "rate_limited",
+            IceOutcome::BadRequest => "bad_request",
+            IceOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Relay states of [`IceFacts::relays`], as metric label values.
+pub const FLEET_STATES: [&str; 4] = ["healthy", "unhealthy", "unknown", "draining"];
+
+/// What `/metrics` shows of the ICE-server endpoint and its fleet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IceFacts {
+    /// Requests by route and outcome.
+    pub requests: [[u64; IceOutcome::COUNT]; IceRoute::COUNT],
+    /// Relays known, by state ([`FLEET_STATES`]).
+    pub relays: [u64; 4],
+    /// Every relay is unhealthy, so all are served.
+    pub all_unhealthy: bool,
+    /// DNS SRV lookup rounds.
+    pub dns_lookups: u64,
+    /// Those that failed (the last good set was kept).
+    pub dns_failures: u64,
 }
 
 /// Whether the server drains, and what is left.

@@ -227,6 +227,7 @@ impl Relay for RelayHandle {
                 started: self.inner.started.load(Ordering::Relaxed),
                 draining: self.inner.draining.load(Ordering::Relaxed),
                 database_down: self.database_down(),
+                allocations: answers.iter().flatten().map(|a| a.allocations.total).sum(),
             }
         })
     }

@@ -124,6 +124,12 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
     } else {
         (None, None, None)
     };
+    // The ICE-server endpoint (validation made sure TURN, and so the
+    // credentials, are on).
+    let ice = match (&credentials, config.ice.enabled) {
+        (Some(credentials), true) => Some(start_ice(&config, credentials, &control)?),
+        _ => None,
+    };
     let host_addresses = if config.turn.enabled {
         Some(watch_host_addresses(&control)?)
     } else {
@@ -162,6 +168,7 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
             credentials: credentials.clone().zip(publish),
             certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
             connections: Arc::clone(&connections),
+            ice: ice.clone(),
         },
     ));
     let relay = RelayHandle::new(
@@ -183,6 +190,7 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
         fast_path: fast_path.clone(),
         relay: Arc::new(relay.clone()),
         listeners: listener_infos(&listeners, udp, tcp, secure.as_ref()),
+        ice,
     };
     crate::admin_http::start(&config.admin, admin, &control)?;
     crate::observe::restund::start(&config.admin, Arc::new(relay.clone()), &control)?;
@@ -333,7 +341,7 @@ pub(super) fn stream_limits(settings: &Settings, workers: usize) -> StreamLimits
 }
 
 /// How long the credential cache trusts its answers, from `[database]`.
-pub(super) fn cache_options(settings: &Settings) -> CacheOptions {
+pub(crate) fn cache_options(settings: &Settings) -> CacheOptions {
     let db = &settings.database;
     CacheOptions {
         ttl: Duration::from_secs(db.cache_ttl.into()),
@@ -375,12 +383,32 @@ fn listener_infos(
     infos
 }
 
+/// The ICE-server endpoint (`ice.enabled`): its configuration, and the
+/// fleet it hands out, discovered and probed on `control`.
+pub(crate) fn start_ice(
+    config: &Settings,
+    credentials: &Arc<CredentialSource>,
+    control: &tokio::runtime::Runtime,
+) -> anyhow::Result<Arc<crate::ice::IceService>> {
+    let ice_config = crate::ice::IceConfig::from_settings(config).map_err(|e| anyhow!(e))?;
+    let fleet = {
+        let _entered = control.enter();
+        turnpike_fleet::Fleet::start(crate::ice::fleet_config(config), control.handle())
+            .map_err(|e| anyhow!("cannot start relay discovery: {e}"))?
+    };
+    Ok(crate::ice::IceService::new(
+        ice_config,
+        fleet,
+        Arc::clone(credentials),
+    ))
+}
+
 /// Opens the credential database (creating or migrating it), registers the
 /// realm, reads the shared secrets and starts reloading them. At start an
 /// unreachable database is an error: the operator is there to see it.
 /// Returns the sources, and the secrets' channel to the shards (both ends:
 /// a reload publishes too).
-fn open_credentials(
+pub(crate) fn open_credentials(
     config: &Settings,
     control: &tokio::runtime::Runtime,
 ) -> anyhow::Result<(

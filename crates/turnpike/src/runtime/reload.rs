@@ -19,6 +19,8 @@
 //! - the drain alternates (`drain.alternate_servers`): for the next drain,
 //!   and at once for a drain under way;
 //! - the log filter and format ([`crate::logging::reconfigure`]);
+//! - the ICE-server endpoint and its relays (`[ice]`, `[discovery]`:
+//!   [`crate::ice::IceService::reconfigure`]);
 //! - the TLS certificate, re-read as SIGHUP always did (also when the file
 //!   is refused: a renewal does not wait for a configuration edit).
 //!
@@ -85,6 +87,8 @@ pub(crate) struct Targets {
     pub(crate) credentials: Option<(Arc<CredentialSource>, watch::Sender<Secrets>)>,
     pub(crate) certs: Option<Arc<Certificates>>,
     pub(crate) connections: Arc<ConnectionCounts>,
+    /// The ICE-server endpoint, with `ice.enabled`.
+    pub(crate) ice: Option<Arc<crate::ice::IceService>>,
 }
 
 /// See the module documentation.
@@ -254,6 +258,13 @@ impl Reloader {
         self.targets
             .connections
             .set_max_total(new.limits.max_connections);
+        if let Some(ice) = &self.targets.ice
+            && let Err(err) = ice.reconfigure(&new)
+        {
+            let line = format!("the ICE-server endpoint keeps its previous settings: {err}");
+            tracing::warn!("{line}");
+            warnings.push(line);
+        }
         // drain.alternate_servers: for the next drain, and for a drain
         // under way (each worker that drains takes it with the change).
         let drain = Draining::new(new.drain.alternate_servers.clone());

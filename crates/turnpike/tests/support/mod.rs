@@ -113,6 +113,24 @@ pub struct ServerOptions {
     pub exit_when_empty: bool,
     /// With `tls`: `tls.reload_interval`; `None`: 1 s.
     pub tls_reload_interval: Option<u32>,
+    /// The IPv4 address it listens on (STUN/TURN, TLS, admin) instead of
+    /// 127.0.0.1, e.g. 127.0.0.3 for the third relay of a fleet on one
+    /// machine.
+    pub host_v4: Option<Ipv4Addr>,
+    /// TOML appended to the configuration as it is (sections of their
+    /// own, such as `[ice]` and `[discovery]`).
+    pub extra_config: String,
+    /// Run `turnpike ice-config` (the ICE-server endpoint alone, on the
+    /// admin port) instead of `turnpike serve`; ready once the admin port
+    /// accepts connections.
+    pub ice_config: bool,
+}
+
+impl ServerOptions {
+    /// The IPv4 address the server listens on.
+    pub fn v4_host(&self) -> Ipv4Addr {
+        self.host_v4.unwrap_or(PRIMARY_V4)
+    }
 }
 
 /// The certificate of `[tls]`.
@@ -242,6 +260,9 @@ impl ServerOptions {
             drain_alternates: Vec::new(),
             exit_when_empty: false,
             tls_reload_interval: None,
+            host_v4: None,
+            extra_config: String::new(),
+            ice_config: false,
         }
     }
 
@@ -337,7 +358,10 @@ impl TestServer {
         });
         let config_text = render_config(&options, port, alt_port, tls_port, dir.path());
         let config_text = match admin_port {
-            Some(ap) => format!("{config_text}\n[admin]\nlisten = [\"{PRIMARY_V4}:{ap}\"]\n"),
+            Some(ap) => format!(
+                "{config_text}\n[admin]\nlisten = [\"{}:{ap}\"]\n",
+                options.v4_host()
+            ),
             None => config_text,
         };
         let config_text = match options.admin_token.filter(|_| admin_port.is_some()) {
@@ -366,12 +390,17 @@ impl TestServer {
             Some(rp) => format!("{config_text}restund_listen = \"{PRIMARY_V4}:{rp}\"\n"),
             None => config_text,
         };
+        let config_text = format!("{config_text}\n{}", options.extra_config);
         let config_path = dir.path().join("turnpike.toml");
         std::fs::write(&config_path, &config_text).expect("write server config");
 
         let program = server_program();
         let mut child = die_with_spawner(Command::new(&program))
-            .arg("serve")
+            .arg(if options.ice_config {
+                "ice-config"
+            } else {
+                "serve"
+            })
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -513,6 +542,26 @@ impl TestServer {
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
+        if self.options.ice_config {
+            let admin = SocketAddr::new(
+                self.options.v4_host().into(),
+                self.admin_port.expect("ice_config needs admin"),
+            );
+            loop {
+                if let Some(child) = self.child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Err(format!("ice-config exited before it was ready ({status})"));
+                }
+                if TcpStream::connect_timeout(&admin, Duration::from_millis(200)).is_ok() {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("{admin} refused connections for {timeout:?}"));
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
         let mut pending = self.udp_endpoints();
         let mut tcp_ready = false;
         loop {
@@ -544,7 +593,7 @@ impl TestServer {
 
     /// Primary IPv4 endpoint `127.0.0.1:P`.
     pub fn v4(&self) -> SocketAddr {
-        SocketAddr::new(PRIMARY_V4.into(), self.port)
+        SocketAddr::new(self.options.v4_host().into(), self.port)
     }
 
     /// Primary IPv6 endpoint `[::1]:P`.
@@ -751,7 +800,7 @@ fn render_config(
     let (v4, v6): (IpAddr, IpAddr) = if options.wildcard {
         (Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into())
     } else {
-        (PRIMARY_V4.into(), PRIMARY_V6.into())
+        (options.v4_host().into(), PRIMARY_V6.into())
     };
     let mut listen = vec![format!("\"{}\"", SocketAddr::new(v4, port))];
     if options.ipv6 {
@@ -787,7 +836,7 @@ fn render_config(
     let _ = writeln!(s, "secrets_refresh = {}", db.secrets_refresh);
     if let (Some(tls), Some(tp)) = (&options.tls, tls_port) {
         let mut listen = vec![toml_str(
-            &SocketAddr::new(PRIMARY_V4.into(), tp).to_string(),
+            &SocketAddr::new(options.v4_host().into(), tp).to_string(),
         )];
         if options.ipv6 {
             listen.push(toml_str(
@@ -869,30 +918,82 @@ pub fn admin_get(server: &TestServer, path: &str) -> String {
 /// when it has one: the status code and the body.
 pub fn admin_request(server: &TestServer, method: &str, path: &str) -> (u16, String) {
     let port = server.admin_port.expect("admin endpoint configured");
-    let mut stream = TcpStream::connect((PRIMARY_V4, port))
-        .unwrap_or_else(|e| panic!("connect to the admin endpoint: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let authorization = server
         .options
         .admin_token
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
+        .map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = authorization
+        .as_deref()
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    let answer = http_request(
+        SocketAddr::new(server.options.v4_host().into(), port),
+        method,
+        path,
+        &headers,
+    );
+    (answer.status, answer.body)
+}
+
+/// An HTTP answer: status, headers (names lower-cased) and body.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `method path` on `addr` over HTTP/1.1 with `headers`, the connection
+/// closed after the answer.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpAnswer {
+    let mut stream = TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("connect to {addr} for {method} {path}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("{method} {path}: no status line in {head:?}"));
-    (status, body.to_owned())
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
 }
 
 /// A TOML basic string.
@@ -975,7 +1076,7 @@ fn pick_server_port(options: &ServerOptions) -> u16 {
         if port == u16::MAX {
             continue;
         }
-        let mut need = vec![SocketAddr::new(PRIMARY_V4.into(), port)];
+        let mut need = vec![SocketAddr::new(options.v4_host().into(), port)];
         if options.ipv6 {
             need.push(SocketAddr::new(PRIMARY_V6.into(), port));
         }
