@@ -145,6 +145,9 @@ impl Fleet {
     /// present keep their health. Bad static URLs are logged and left out
     /// (configuration validation should have refused them already).
     pub fn reconfigure(&self, config: FleetConfig) {
+        // The configuration first: a DNS round finishing meanwhile checks it
+        // under the state lock, and so cannot bring back a domain replaced.
+        self.shared.config.send_replace(config.clone());
         {
             let mut state = self.shared.lock();
             state.static_relays = static_relays(&config.static_relays);
@@ -159,7 +162,6 @@ impl Fleet {
             }
             self.shared.publish(&mut state);
         }
-        self.shared.config.send_replace(config);
     }
 
     /// Resolves when the next snapshot is published (at once if stopped).
@@ -304,10 +306,7 @@ async fn discovery(shared: Arc<Shared>) {
         if let Some((_, _, r)) = &resolver {
             let previous = shared.lock().dns_relays.clone();
             let result = dns::discover(r, &domain, &previous).await;
-            // A round for a domain replaced meanwhile is stale.
-            if !rx.has_changed().unwrap_or(false) {
-                apply_discovery(&shared, &domain, result);
-            }
+            apply_discovery(&shared, &domain, result);
         }
         if !pause(&mut rx, Some(config.discovery_interval)).await {
             return;
@@ -318,6 +317,10 @@ async fn discovery(shared: Arc<Shared>) {
 fn apply_discovery(shared: &Shared, domain: &str, result: Result<dns::Discovered, String>) {
     let now = SystemTime::now();
     let mut state = shared.lock();
+    // A round for a domain replaced meanwhile is stale.
+    if shared.config.borrow().srv_domain.as_deref() != Some(domain) {
+        return;
+    }
     match result {
         Ok(found) => {
             if let Some(Outage::Ended { lasted }) = state.dns.success(now) {

@@ -76,8 +76,8 @@ pub struct Relay {
     /// The transports it offers.
     pub endpoints: Vec<Endpoint>,
     /// Its A/AAAA records (DNS) or the literal IP (static; empty for a
-    /// static host name, which the probes resolve through the system). The
-    /// first is the one probed.
+    /// static host name, which the probes resolve through the system);
+    /// IPv4 first. The first is the one probed.
     pub addresses: Vec<IpAddr>,
 }
 

@@ -106,6 +106,9 @@ pub(crate) fn relays_from_srv(
             endpoints
                 .sort_by_key(|e| (e.transport, e.priority, std::cmp::Reverse(e.weight), e.port));
             let mut addrs = addresses(name);
+            // IPv4 first, whatever order the answer had: the first address
+            // is the one probed and the one a v4-only answer can use.
+            addrs.sort_by_key(IpAddr::is_ipv6);
             addrs.truncate(MAX_ADDRESSES);
             Relay {
                 name: name.to_owned(),
