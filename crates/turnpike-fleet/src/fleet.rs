@@ -200,6 +200,11 @@ impl Shared {
 
     /// Drops the health of relays gone, then publishes the whole state.
     fn publish(&self, state: &mut State) {
+        // A task's round may finish while stop() aborts it: the snapshot a
+        // stopped fleet shows is final.
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
         let relays: Vec<&Relay> = state
             .static_relays
             .iter()

@@ -86,10 +86,11 @@ impl Dnsmasq {
             }
             let _ = probe.send_to(&query, ("127.0.0.1", port));
             let mut buf = [0u8; 512];
-            if let Ok((n, _)) = probe.recv_from(&mut buf) {
-                if n >= 12 && buf[..2] == query[..2] {
-                    return Some(d);
-                }
+            if let Ok((n, _)) = probe.recv_from(&mut buf)
+                && n >= 12
+                && buf[..2] == query[..2]
+            {
+                return Some(d);
             }
         }
         let _ = d.child.kill();
