@@ -151,7 +151,12 @@ pub(crate) async fn discover(
     }
 
     // Addresses of the targets the additional section did not carry.
-    let mut targets: Vec<&str> = records.iter().map(|r| r.target.as_str()).collect();
+    // The target "." means "no service here" (RFC 2782): nothing to resolve.
+    let mut targets: Vec<&str> = records
+        .iter()
+        .map(|r| r.target.as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
     targets.sort_unstable();
     targets.dedup();
     targets.truncate(crate::MAX_RELAYS);

@@ -278,12 +278,16 @@ fn dns_timeout(config: &FleetConfig) -> Duration {
         .clamp(Duration::from_millis(500), Duration::from_secs(5))
 }
 
+/// Shortest pause between rounds, whatever the configuration says: an
+/// interval of zero would otherwise query DNS and the relays in a loop.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Sleeps `interval`, or until the configuration changes; `false` when the
 /// fleet is gone.
 async fn pause(rx: &mut watch::Receiver<FleetConfig>, interval: Option<Duration>) -> bool {
     match interval {
         Some(interval) => tokio::select! {
-            () = tokio::time::sleep(interval) => true,
+            () = tokio::time::sleep(interval.max(MIN_INTERVAL)) => true,
             changed = rx.changed() => changed.is_ok(),
         },
         None => rx.changed().await.is_ok(),

@@ -181,14 +181,15 @@ async fn readyz(addr: SocketAddr) -> Result<Readyz, String> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| fail(&e))?;
-    // The connection ends with the exchange (or with the caller's timeout,
-    // which drops this future and so the task's only peer).
-    let driver = tokio::spawn(connection);
+    // The connection task ends with this exchange, also when the caller's
+    // timeout drops this future midway: a relay that never answers must not
+    // keep a task and a socket per probe round.
+    let _driver = AbortOnDrop(tokio::spawn(connection));
     let request = Request::get("/readyz")
         .header(header::HOST, addr.to_string())
         .body(Empty::<Bytes>::new())
         .map_err(|e| fail(&e))?;
-    let result = async {
+    async {
         let response = sender.send_request(request).await.map_err(|e| fail(&e))?;
         let status = response.status().as_u16();
         let text = |name: &str| {
@@ -208,9 +209,15 @@ async fn readyz(addr: SocketAddr) -> Result<Readyz, String> {
         classify_readyz(status, draining.as_deref(), allocations.as_deref(), &body)
             .map_err(|e| fail(&e))
     }
-    .await;
-    driver.abort();
-    result
+    .await
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reads a /readyz answer: 200 is ready, 503 saying draining is draining
