@@ -20,6 +20,8 @@ mod fleet;
 pub mod health;
 pub mod probe;
 mod srv;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod url;
 
 use std::net::{IpAddr, SocketAddr};

@@ -5,7 +5,8 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{Dnsmasq, host, srv, wait_for};
+use common::wait_for;
+use turnpike_fleet::testing::{Dnsmasq, host, srv};
 use turnpike_fleet::{Fleet, FleetConfig, Relay, Snapshot, Source, Transport};
 
 fn config(dns: &Dnsmasq) -> FleetConfig {
@@ -37,10 +38,28 @@ fn ips(list: &[&str]) -> Vec<IpAddr> {
 
 fn three_targets() -> Vec<String> {
     vec![
-        srv("_turn._udp", "turn1.example.test", 3478, 10, 60),
-        srv("_turn._udp", "turn2.example.test", 3479, 20, 10),
-        srv("_turn._tcp", "turn2.example.test", 3478, 10, 10),
-        srv("_turns._tcp", "turn3.example.test", 443, 10, 5),
+        srv(
+            "_turn._udp.example.test",
+            "turn1.example.test",
+            3478,
+            10,
+            60,
+        ),
+        srv(
+            "_turn._udp.example.test",
+            "turn2.example.test",
+            3479,
+            20,
+            10,
+        ),
+        srv(
+            "_turn._tcp.example.test",
+            "turn2.example.test",
+            3478,
+            10,
+            10,
+        ),
+        srv("_turns._tcp.example.test", "turn3.example.test", 443, 10, 5),
         host("turn1.example.test", "127.0.0.2"),
         host("turn2.example.test", "127.0.0.3,::1"),
         host("turn3.example.test", "127.0.0.4"),
@@ -103,11 +122,17 @@ async fn three_targets_over_the_three_srv_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weight_zero_record_is_skipped() {
     let dns = Dnsmasq::start(&[
-        srv("_turn._udp", "turn1.example.test", 3478, 10, 60),
-        srv("_turn._udp", "turn0.example.test", 3478, 10, 0),
+        srv(
+            "_turn._udp.example.test",
+            "turn1.example.test",
+            3478,
+            10,
+            60,
+        ),
+        srv("_turn._udp.example.test", "turn0.example.test", 3478, 10, 0),
         // Weight 0 under one name, a real weight under another: only the
         // weighted endpoint stays.
-        srv("_turn._tcp", "turn1.example.test", 3478, 10, 0),
+        srv("_turn._tcp.example.test", "turn1.example.test", 3478, 10, 0),
         host("turn1.example.test", "127.0.0.2"),
         host("turn0.example.test", "127.0.0.9"),
     ]);
@@ -141,9 +166,21 @@ async fn an_outage_keeps_the_last_good_set_and_a_changed_zone_shows_after_it() {
 
     // Back with turn1 gone, turn4 new, and turn2 on another address.
     let changed = vec![
-        srv("_turn._udp", "turn4.example.test", 3478, 10, 10),
-        srv("_turn._tcp", "turn2.example.test", 3478, 10, 10),
-        srv("_turns._tcp", "turn3.example.test", 443, 10, 5),
+        srv(
+            "_turn._udp.example.test",
+            "turn4.example.test",
+            3478,
+            10,
+            10,
+        ),
+        srv(
+            "_turn._tcp.example.test",
+            "turn2.example.test",
+            3478,
+            10,
+            10,
+        ),
+        srv("_turns._tcp.example.test", "turn3.example.test", 443, 10, 5),
         host("turn2.example.test", "127.0.0.5"),
         host("turn3.example.test", "127.0.0.4"),
         host("turn4.example.test", "127.0.0.6"),
@@ -180,7 +217,13 @@ async fn an_outage_keeps_the_last_good_set_and_a_changed_zone_shows_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_relays_come_first_and_reconfigure_replaces_them() {
     let dns = Dnsmasq::start(&[
-        srv("_turn._udp", "turn1.example.test", 3478, 10, 60),
+        srv(
+            "_turn._udp.example.test",
+            "turn1.example.test",
+            3478,
+            10,
+            60,
+        ),
         host("turn1.example.test", "127.0.0.2"),
     ]);
     let mut cfg = config(&dns);
