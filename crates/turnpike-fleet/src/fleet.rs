@@ -3,6 +3,7 @@
 //! whole [`Snapshot`] after each change; readers take it lock-free.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -150,7 +151,14 @@ impl Fleet {
         self.shared.config.send_replace(config.clone());
         {
             let mut state = self.shared.lock();
-            state.static_relays = static_relays(&config.static_relays);
+            let mut relays = static_relays(&config.static_relays);
+            // A relay given by name keeps its addresses until resolved again.
+            for relay in relays.iter_mut().filter(|r| r.addresses.is_empty()) {
+                if let Some(old) = state.static_relays.iter().find(|o| o.name == relay.name) {
+                    relay.addresses = old.addresses.clone();
+                }
+            }
+            state.static_relays = relays;
             if config.srv_domain.is_none() {
                 state.dns_relays.clear();
             }
@@ -299,8 +307,10 @@ async fn discovery(shared: Arc<Shared>) {
     let mut resolver: Option<(Vec<std::net::SocketAddr>, Duration, TokioResolver)> = None;
     loop {
         let config = rx.borrow_and_update().clone();
+        let named = resolve_static(&shared, dns_timeout(&config)).await;
         let Some(domain) = config.srv_domain.clone() else {
-            if !pause(&mut rx, None).await {
+            let interval = named.then_some(config.discovery_interval);
+            if !pause(&mut rx, interval).await {
                 return;
             }
             continue;
@@ -321,6 +331,74 @@ async fn discovery(shared: Arc<Shared>) {
             return;
         }
     }
+}
+
+/// Resolves the static relays given by name (through the system, as their
+/// clients will), so that they have addresses to probe and to list; a
+/// failed lookup keeps the addresses known. `false` when no static relay
+/// is given by name.
+async fn resolve_static(shared: &Shared, timeout: Duration) -> bool {
+    let names: Vec<(String, u16)> = shared
+        .lock()
+        .static_relays
+        .iter()
+        .filter(|r| r.name.parse::<IpAddr>().is_err())
+        .map(|r| {
+            (
+                r.name.clone(),
+                r.endpoints.first().map_or(crate::TURN_PORT, |e| e.port),
+            )
+        })
+        .collect();
+    if names.is_empty() {
+        return false;
+    }
+    let mut lookups = JoinSet::new();
+    for (name, port) in names {
+        lookups.spawn(async move {
+            let result =
+                tokio::time::timeout(timeout, tokio::net::lookup_host((name.clone(), port))).await;
+            let addresses = match result {
+                Ok(Ok(found)) => {
+                    let mut ips: Vec<IpAddr> = Vec::new();
+                    for ip in found.map(|a| a.ip()) {
+                        if !ips.contains(&ip) {
+                            ips.push(ip);
+                        }
+                    }
+                    ips.sort_by_key(IpAddr::is_ipv6);
+                    ips.truncate(crate::MAX_ADDRESSES);
+                    Some(ips)
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(relay = %name, "cannot resolve a static relay: {e}");
+                    None
+                }
+                Err(_) => None,
+            };
+            (name, addresses)
+        });
+    }
+    let mut found = HashMap::new();
+    while let Some(joined) = lookups.join_next().await {
+        if let Ok((name, Some(addresses))) = joined {
+            found.insert(name, addresses);
+        }
+    }
+    let mut state = shared.lock();
+    let mut changed = false;
+    for relay in &mut state.static_relays {
+        if let Some(addresses) = found.remove(&relay.name)
+            && addresses != relay.addresses
+        {
+            relay.addresses = addresses;
+            changed = true;
+        }
+    }
+    if changed {
+        shared.publish(&mut state);
+    }
+    true
 }
 
 fn apply_discovery(shared: &Shared, domain: &str, result: Result<dns::Discovered, String>) {

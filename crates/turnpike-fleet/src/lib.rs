@@ -77,9 +77,10 @@ pub struct Relay {
     pub source: Source,
     /// The transports it offers.
     pub endpoints: Vec<Endpoint>,
-    /// Its A/AAAA records (DNS) or the literal IP (static; empty for a
-    /// static host name, which the probes resolve through the system);
-    /// IPv4 first. The first is the one probed.
+    /// Its A/AAAA records (DNS), or the literal IP of a static URL, or the
+    /// addresses the system resolves a static host name to (each discovery
+    /// interval; empty until the first lookup). IPv4 first. The first is
+    /// the one probed.
     pub addresses: Vec<IpAddr>,
 }
 

@@ -281,3 +281,32 @@ fn start_refuses_bad_configuration() {
         .to_string();
     assert!(e.contains("bad domain"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_relay_given_by_name_is_resolved() {
+    let config = FleetConfig {
+        static_relays: vec!["turn:localhost:3478".into(), "turns:localhost".into()],
+        discovery_interval: Duration::from_millis(200),
+        probe_interval: None,
+        ..FleetConfig::default()
+    };
+    let fleet = Fleet::start(config, &tokio::runtime::Handle::current()).unwrap();
+    let s = wait_for(
+        &fleet,
+        "localhost resolved",
+        |_| {},
+        |s| !s.relays[0].relay.addresses.is_empty(),
+    )
+    .await;
+    let relay = &s.relays[0].relay;
+    assert_eq!(
+        (relay.name.as_str(), relay.endpoints.len()),
+        ("localhost", 2)
+    );
+    assert!(
+        relay.addresses.iter().all(|ip| ip.is_loopback()),
+        "{relay:#?}"
+    );
+    assert!(!s.dns.enabled);
+    fleet.stop();
+}
