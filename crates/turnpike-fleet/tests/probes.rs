@@ -13,7 +13,9 @@ fn probing(static_relays: Vec<String>, admin_port: Option<u16>) -> FleetConfig {
     FleetConfig {
         static_relays,
         probe_interval: Some(Duration::from_millis(150)),
-        probe_timeout: Duration::from_millis(500),
+        // Generous for a loaded machine: a stopped responder fails at once
+        // anyway (ICMP port unreachable, or a refused connection).
+        probe_timeout: Duration::from_secs(2),
         unhealthy_after: 3,
         healthy_after: 2,
         admin_port,
