@@ -987,9 +987,7 @@ pub fn serve_on(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Bounded>>
-    for PeerAddr
-{
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Bounded>> for PeerAddr {
     fn connect_info(stream: axum::serve::IncomingStream<'_, Bounded>) -> Self {
         PeerAddr(*stream.remote_addr())
     }
@@ -1075,7 +1073,7 @@ impl axum::serve::Listener for Bounded {
 /// An accepted admin connection: fails with `TimedOut` when a request takes
 /// longer than [`REQUEST_TIMEOUT`] to arrive, or the connection idles for
 /// [`IDLE_TIMEOUT`] between requests, and frees its slot when dropped.
-struct Connection {
+pub(crate) struct Connection {
     stream: TcpStream,
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// A response went out and the next request has not started: the next

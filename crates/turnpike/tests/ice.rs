@@ -51,8 +51,20 @@ fn name(n: u8) -> String {
 fn zone(relays: &[(u8, &TestServer)]) -> Vec<String> {
     let mut records = Vec::new();
     for &(n, relay) in relays {
-        records.push(srv(&format!("_turn._udp.{DOMAIN}"), &name(n), relay.port, 10, 10));
-        records.push(srv(&format!("_turn._tcp.{DOMAIN}"), &name(n), relay.port, 10, 10));
+        records.push(srv(
+            &format!("_turn._udp.{DOMAIN}"),
+            &name(n),
+            relay.port,
+            10,
+            10,
+        ));
+        records.push(srv(
+            &format!("_turn._tcp.{DOMAIN}"),
+            &name(n),
+            relay.port,
+            10,
+            10,
+        ));
         records.push(host(&name(n), &relay_ip(n).to_string()));
     }
     records.push(srv(&format!("_turn._udp.{DOMAIN}"), &name(9), 3478, 10, 0));
@@ -149,14 +161,19 @@ fn srv_discovery_leaves_out_stopped_and_draining_relays_and_survives_dns_outages
         }
         firsts.insert(listed[0].clone());
     }
-    assert!(firsts.len() >= 2, "the same relay came first 30 times: {firsts:?}");
+    assert!(
+        firsts.len() >= 2,
+        "the same relay came first 30 times: {firsts:?}"
+    );
 
     // A stopped relay (it answers no probe) is left out after two failed
     // probes, and served again after two passed ones.
     relays[1].signal(libc::SIGSTOP);
-    eventually("the stopped relay left out", Duration::from_secs(10), || {
-        served_hosts(&endpoint) == all(&[2, 4])
-    });
+    eventually(
+        "the stopped relay left out",
+        Duration::from_secs(10),
+        || served_hosts(&endpoint) == all(&[2, 4]),
+    );
     let fleet_view = json(&get(&endpoint, "/v1/fleet", &[]));
     let stopped = fleet_view["relays"]
         .as_array()
@@ -224,11 +241,15 @@ fn draining_relays_are_left_out_through_their_readyz() {
     assert_eq!(status, 200, "{body}");
     // Relay 2 drains and relay 3 fails: every relay unhealthy or draining
     // means all are served, and the metric says so.
-    eventually("all served while none is healthy", Duration::from_secs(10), || {
-        get(&endpoint, "/metrics", &[])
-            .body
-            .contains("turnpike_fleet_all_unhealthy 1")
-    });
+    eventually(
+        "all served while none is healthy",
+        Duration::from_secs(10),
+        || {
+            get(&endpoint, "/metrics", &[])
+                .body
+                .contains("turnpike_fleet_all_unhealthy 1")
+        },
+    );
     assert_eq!(served(), BTreeSet::from([ip(2), ip(3)]));
     let fleet_view = json(&get(&endpoint, "/v1/fleet", &[]));
     let drained = fleet_view["relays"]

@@ -11,11 +11,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::errors::ConfigError;
 use super::plan::{addresses_overlap, is_broadcast};
-use super::values::IceAuth;
 use super::settings::{
     DatabaseSettings, LimitsSettings, MAX_REALM_CHARS, MAX_SECRET_BYTES, MAX_SOFTWARE_CHARS,
     MAX_USERNAME_BYTES, MAX_WORKERS, MIN_RELAY_PORT, Settings, TurnSettings,
 };
+use super::values::IceAuth;
 
 impl Settings {
     /// Checks everything that can be checked without binding sockets.

@@ -9,9 +9,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use crate::admin_http::Token;
 use crate::config::IceAuth;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Longest user id taken from `ice.user_header`: ids are short, and the
 /// whole REST username must stay well under STUN's 509 bytes.
@@ -168,9 +168,7 @@ fn user_id(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, Ref
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 #[cfg(test)]
@@ -217,12 +215,18 @@ mod tests {
         let p = policy(IceAuth::Token);
         let remote = Some(REMOTE.parse().unwrap());
         assert!(
-            p.admit(remote, &headers(&[("authorization", "Bearer s3cret-token-0123")]))
-                .is_ok()
+            p.admit(
+                remote,
+                &headers(&[("authorization", "Bearer s3cret-token-0123")])
+            )
+            .is_ok()
         );
         assert!(
-            p.admit(remote, &headers(&[("authorization", "bearer s3cret-token-0123")]))
-                .is_ok()
+            p.admit(
+                remote,
+                &headers(&[("authorization", "bearer s3cret-token-0123")])
+            )
+            .is_ok()
         );
         for bad in [
             "Bearer s3cret-token-012",
@@ -231,19 +235,25 @@ mod tests {
             "",
         ] {
             assert!(
-                p.admit(remote, &headers(&[("authorization", bad)])).is_err(),
+                p.admit(remote, &headers(&[("authorization", bad)]))
+                    .is_err(),
                 "{bad:?}"
             );
         }
         // Loopback is no excuse without the token.
-        assert!(p.admit(Some(LOCAL.parse().unwrap()), &headers(&[])).is_err());
+        assert!(
+            p.admit(Some(LOCAL.parse().unwrap()), &headers(&[]))
+                .is_err()
+        );
     }
 
     #[test]
     fn header_mode_needs_the_proxy_header_and_keys_by_user() {
         let p = policy(IceAuth::Header);
         let remote = Some(REMOTE.parse().unwrap());
-        let caller = p.admit(remote, &headers(&[("x-user-id", "alice")])).unwrap();
+        let caller = p
+            .admit(remote, &headers(&[("x-user-id", "alice")]))
+            .unwrap();
         assert_eq!(caller.user_id.as_deref(), Some("alice"));
         assert_eq!(caller.key, CallerKey::User("alice".into()));
         assert!(matches!(
@@ -264,8 +274,11 @@ mod tests {
     fn cors_echoes_allowed_origins_only() {
         let p = policy(IceAuth::Loopback);
         let cors = p.cors(Some(&HeaderValue::from_static("https://app.example")));
-        assert!(cors.iter().any(|(k, v)| k == header::ACCESS_CONTROL_ALLOW_ORIGIN
-            && v == "https://app.example"));
+        assert!(
+            cors.iter().any(
+                |(k, v)| k == header::ACCESS_CONTROL_ALLOW_ORIGIN && v == "https://app.example"
+            )
+        );
         assert!(
             p.cors(Some(&HeaderValue::from_static("https://evil.example")))
                 .is_empty()

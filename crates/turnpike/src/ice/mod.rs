@@ -76,9 +76,9 @@ impl IceConfig {
     pub fn from_settings(settings: &Settings) -> Result<IceConfig, String> {
         let ice = &settings.ice;
         let token = match (&ice.token_file, ice.auth) {
-            (Some(path), _) => Some(
-                Token::load_setting(path, "ice.token_file").map_err(|e| e.to_string())?,
-            ),
+            (Some(path), _) => {
+                Some(Token::load_setting(path, "ice.token_file").map_err(|e| e.to_string())?)
+            }
             (None, IceAuth::Token) => {
                 return Err(
                     "ice.auth = \"token\" needs ice.token_file: write a token to a file (openssl rand -hex 32 > /etc/turnpike/ice.token) and name it there"
@@ -203,18 +203,15 @@ impl IceService {
         Router::new()
             .route(
                 "/ice-servers",
-                get(|s, r| answer_route(s, r, IceRoute::IceServers))
-                    .options(|s, r| preflight(s, r)),
+                get(|s, r| answer_route(s, r, IceRoute::IceServers)).options(preflight),
             )
             .route(
                 "/calls/config/v2",
-                get(|s, r| answer_route(s, r, IceRoute::CallsConfigV2))
-                    .options(|s, r| preflight(s, r)),
+                get(|s, r| answer_route(s, r, IceRoute::CallsConfigV2)).options(preflight),
             )
             .route(
                 "/calls/config",
-                get(|s, r| answer_route(s, r, IceRoute::CallsConfig))
-                    .options(|s, r| preflight(s, r)),
+                get(|s, r| answer_route(s, r, IceRoute::CallsConfig)).options(preflight),
             )
             .with_state(Arc::clone(self))
     }
@@ -243,10 +240,9 @@ impl IceService {
             Err(Refusal::Unauthorized(why)) => {
                 let mut response = plain(StatusCode::UNAUTHORIZED, why);
                 if config.policy.auth == IceAuth::Token {
-                    response.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer"),
-                    );
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 }
                 return (IceOutcome::Unauthorized, response);
             }
@@ -318,12 +314,10 @@ impl IceService {
                 ice_servers,
                 ice_transport_policy: config.relay_only.then_some("relay"),
             }),
-            IceRoute::CallsConfigV2 | IceRoute::CallsConfig => {
-                serde_json::to_string(&WireConfig {
-                    ice_servers,
-                    ttl: config.ttl,
-                })
-            }
+            IceRoute::CallsConfigV2 | IceRoute::CallsConfig => serde_json::to_string(&WireConfig {
+                ice_servers,
+                ttl: config.ttl,
+            }),
         };
         // Serializing strings and numbers cannot fail.
         let mut body = body.unwrap_or_default();
@@ -369,10 +363,7 @@ async fn answer_route(
     let (outcome, mut response) = service.answer(route, &request);
     service.count(route, outcome);
     let config = service.config.load();
-    for (name, value) in config
-        .policy
-        .cors(request.headers().get(header::ORIGIN))
-    {
+    for (name, value) in config.policy.cors(request.headers().get(header::ORIGIN)) {
         response.headers_mut().insert(name, value);
     }
     response

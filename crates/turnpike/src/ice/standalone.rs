@@ -68,7 +68,8 @@ pub fn run(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
     );
     crate::service::ready();
     let result = control.block_on(async move {
-        let mut term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+        let mut term =
+            signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
         let mut hangup = signal(SignalKind::hangup()).context("cannot install a SIGHUP handler")?;
         loop {

@@ -644,44 +644,44 @@ impl Collector for Exposition {
 
 /// This process' own figures, read from `/proc`.
 fn process(out: &mut DescriptorEncoder<'_>, p: &ProcessStats) -> fmt::Result {
-        counter(
-            out,
-            "process_cpu_seconds_total",
-            "Total user and system CPU time spent in seconds.",
-            p.cpu_seconds,
-        )?;
+    counter(
+        out,
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds,
+    )?;
+    gauge(
+        out,
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        p.resident_memory_bytes,
+    )?;
+    gauge(
+        out,
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes.",
+        p.virtual_memory_bytes,
+    )?;
+    gauge(
+        out,
+        "process_open_fds",
+        "Number of open file descriptors.",
+        p.open_fds,
+    )?;
+    if let Some(max) = p.max_fds {
         gauge(
             out,
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes.",
-            p.resident_memory_bytes,
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            max,
         )?;
-        gauge(
-            out,
-            "process_virtual_memory_bytes",
-            "Virtual memory size in bytes.",
-            p.virtual_memory_bytes,
-        )?;
-        gauge(
-            out,
-            "process_open_fds",
-            "Number of open file descriptors.",
-            p.open_fds,
-        )?;
-        if let Some(max) = p.max_fds {
-            gauge(
-                out,
-                "process_max_fds",
-                "Maximum number of open file descriptors.",
-                max,
-            )?;
-        }
-        gauge(
-            out,
-            "process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds.",
-            p.start_time_seconds,
-        )?;
+    }
+    gauge(
+        out,
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time_seconds,
+    )?;
     Ok(())
 }
 
