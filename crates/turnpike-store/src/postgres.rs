@@ -245,6 +245,27 @@ impl PostgresStore {
         self.inner.schema
     }
 
+    /// Test support: how the server sees the connection a query gets, from
+    /// `pg_stat_ssl`: the TLS version (`TLSv1.3`) when it is encrypted,
+    /// `None` when it is plaintext. Proves that `sslmode` did what it says.
+    #[cfg(feature = "testing")]
+    pub async fn connection_tls_version(&self) -> Result<Option<String>, StoreError> {
+        self.with_client(|c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one(
+                        "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )
+                    .await?;
+                let ssl: bool = row.try_get(0)?;
+                let version: Option<String> = row.try_get(1)?;
+                Ok(if ssl { version } else { None })
+            })
+        })
+        .await
+    }
+
     /// Runs `op` on a pooled connection, with the fail-fast, retry and
     /// deadline rules of the module docs. `op` may run twice (on a second
     /// connection, when the first turns out to have been dead before it was
