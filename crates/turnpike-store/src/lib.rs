@@ -50,6 +50,7 @@ pub mod testing;
 use backend::{Backend, OwnedSecretRef, UserRef};
 pub use location::Location;
 pub use postgres::PostgresStore;
+pub use postgres::tls::SslMode;
 pub use sqlite::SqliteStore;
 
 /// Longest username accepted, in bytes (coturn's `name varchar(512)`).
@@ -187,6 +188,12 @@ pub struct StoreOptions {
     /// busy pool to free one). SQLite: how long to wait for a lock held by
     /// another process (the admin command line, another server).
     pub connect_timeout: Duration,
+    /// PostgreSQL: the PEM file of CA certificates the server's TLS
+    /// certificate is checked against (`database.ca_file`; the URL's
+    /// `sslrootcert` does the same). `None`: the system's CA bundle for
+    /// `sslmode=verify-ca|verify-full`, no check for `require`. Read when
+    /// the store opens.
+    pub ca_file: Option<PathBuf>,
     /// SQLite: create the file (and its directory) when missing. The admin
     /// command line's read commands pass `false`, so that a mistyped path is
     /// an error rather than a new empty database.
@@ -195,13 +202,14 @@ pub struct StoreOptions {
 
 impl StoreOptions {
     /// Options for `location` with the defaults: Turnpike's schema, 4
-    /// connections, a 5 s timeout, create when missing.
+    /// connections, a 5 s timeout, no CA file, create when missing.
     pub fn new(location: Location) -> Self {
         StoreOptions {
             location,
             schema: Schema::Turnpike,
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
             create: true,
         }
     }

@@ -97,7 +97,12 @@ impl fmt::Display for Location {
 }
 
 fn parse_postgres(url: &str) -> Result<Location, StoreError> {
-    let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+    // `sslmode=verify-ca|verify-full` and `sslrootcert` are ours, unknown to
+    // tokio-postgres's parser.
+    let url_tls = crate::postgres::tls::split_url(url).map_err(|e| {
+        StoreError::Invalid(format!("invalid PostgreSQL URL {}: {e}", redact_url(url)))
+    })?;
+    let config = tokio_postgres::Config::from_str(&url_tls.rest).map_err(|e| {
         StoreError::Invalid(format!(
             "invalid PostgreSQL URL {}: {e}; write postgres://USER:PASSWORD@HOST:PORT/DATABASE",
             redact_url(url)
@@ -188,6 +193,9 @@ mod tests {
             "postgres://turnpike:pw@127.0.0.1:5432/turnpike",
             "postgresql://turnpike@db.example/turnpike",
             "postgres://u:p@h1:5432,h2:5433/db?connect_timeout=3",
+            "postgres://u:p@db.example/turnpike?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+            "postgres://u:p@db.example/turnpike?sslmode=verify-ca",
+            "postgres://u:p@db.example/turnpike?sslmode=require&sslrootcert=system",
         ] {
             assert_eq!(
                 parse(url).ok(),
@@ -199,6 +207,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("invalid PostgreSQL URL"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        let e = parse("postgres://u:secret@h/db?sslmode=verify")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown sslmode \"verify\""), "{e}");
         assert!(!e.contains("secret"), "{e}");
         let e = parse("postgres:u:secret@h").unwrap_err().to_string();
         assert!(!e.contains("secret"), "{e}");

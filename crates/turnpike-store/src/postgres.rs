@@ -25,8 +25,9 @@
 //! `default_transaction_read_only` set on every connection, so not even a
 //! bug here could change it.
 //!
-//! Connections are unencrypted (`NoTls`): use a local socket, a private
-//! network or a TLS tunnel until TLS support is added.
+//! Connections are plaintext unless the URL's `sslmode` asks for TLS
+//! ([`tls`]: libpq's `sslmode` and `sslrootcert`, and `database.ca_file`,
+//! over rustls).
 
 use std::error::Error as _;
 use std::fmt;
@@ -41,7 +42,6 @@ use deadpool_postgres::{
     ClientWrapper, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
     TimeoutType,
 };
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use crate::backend::{Backend, OwnedSecretRef, UserRef, new_secret_index};
@@ -89,6 +89,8 @@ const _: () = assert!(MIGRATIONS.len() as i32 == LATEST);
 /// ASCII, so that it is recognisable in `pg_locks`.
 const MIGRATION_LOCK: i64 = 0x7475_726e_7069_6b65;
 
+pub(crate) mod tls;
+
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -109,6 +111,8 @@ struct Inner {
     connect_timeout: Duration,
     op_timeout: Duration,
     backoff: Mutex<Backoff>,
+    /// The URL's `sslmode` (absent counts as `disable`), for messages.
+    ssl_mode: tls::SslMode,
 }
 
 /// Failure memory for fail-fast behaviour while the database is down.
@@ -163,8 +167,16 @@ impl PostgresStore {
             )));
         };
         let shown = redact_url(url);
-        let mut config = tokio_postgres::Config::from_str(url)
+        // tokio-postgres does not know verify-ca, verify-full nor
+        // sslrootcert: they are ours.
+        let url_tls = tls::split_url(url)
             .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+        let tls_setup = tls::setup(&url_tls, options.ca_file.as_deref())?;
+        let mut config = tokio_postgres::Config::from_str(&url_tls.rest)
+            .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+        // Explicitly: tokio-postgres's own default is `prefer`, and an
+        // absent sslmode stays plaintext here (see `tls`).
+        config.ssl_mode(tls_setup.mode);
         config.connect_timeout(options.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("turnpike");
@@ -186,7 +198,7 @@ impl PostgresStore {
         let pool_size = options.pool_size.max(1);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls_setup.connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -213,6 +225,7 @@ impl PostgresStore {
                     delay: BACKOFF_MIN,
                     last: String::new(),
                 }),
+                ssl_mode: url_tls.mode.unwrap_or(tls::SslMode::Disable),
             }),
         };
         match options.schema {
@@ -230,6 +243,27 @@ impl PostgresStore {
     /// Which schema the database holds.
     pub fn schema(&self) -> Schema {
         self.inner.schema
+    }
+
+    /// Test support: how the server sees the connection a query gets, from
+    /// `pg_stat_ssl`: the TLS version (`TLSv1.3`) when it is encrypted,
+    /// `None` when it is plaintext. Proves that `sslmode` did what it says.
+    #[cfg(feature = "testing")]
+    pub async fn connection_tls_version(&self) -> Result<Option<String>, StoreError> {
+        self.with_client(|c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one(
+                        "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )
+                    .await?;
+                let ssl: bool = row.try_get(0)?;
+                let version: Option<String> = row.try_get(1)?;
+                Ok(if ssl { version } else { None })
+            })
+        })
+        .await
     }
 
     /// Runs `op` on a pooled connection, with the fail-fast, retry and
@@ -341,6 +375,11 @@ impl PostgresStore {
 
     fn connect_failure(&self, e: &PoolError) -> String {
         let shown = &self.inner.shown;
+        if let PoolError::Backend(e) = e
+            && let Some(message) = tls::connect_failure(e, shown, self.inner.ssl_mode)
+        {
+            return message;
+        }
         match e {
             PoolError::Backend(e) => match e.code() {
                 Some(code)

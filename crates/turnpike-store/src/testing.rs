@@ -14,6 +14,10 @@
 //! containers: then the server runs as the `postgres` OS user (through
 //! `runuser`), and the temporary directory is handed to that user.
 //!
+//! [`TestPostgres::start_with`] can serve TLS (`ssl=on` with a
+//! certificate the test made) and ask TCP clients for their password
+//! (SCRAM), for the tests of `sslmode` and channel binding.
+//!
 //! An instance whose test process was killed (so `Drop` never ran) is
 //! stopped and removed by the next `TestPostgres::start` on the machine: each
 //! directory records its owner's process id.
@@ -38,6 +42,27 @@ const OWNER_FILE: &str = "owner.pid";
 /// Generous, because a loaded 2-core CI machine runs several at once.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How to start a [`TestPostgres`]; the default is [`TestPostgres::start`]'s
+/// server (no TLS, every connection trusted).
+#[derive(Clone, Debug, Default)]
+pub struct TestPostgresOptions {
+    /// Serve TLS (`ssl=on`) with these PEM files.
+    pub tls: Option<TestPostgresTls>,
+    /// TCP connections must log in with the role's password over SCRAM
+    /// (`scram-sha-256` in `pg_hba.conf`), so that channel binding is used
+    /// over TLS; the Unix socket the test's psql uses stays trusted.
+    pub password_over_tcp: bool,
+}
+
+/// The server certificate of a [`TestPostgres`].
+#[derive(Clone, Debug)]
+pub struct TestPostgresTls {
+    /// The certificate, optionally followed by its intermediates.
+    pub certificate: PathBuf,
+    /// Its private key (unencrypted PEM).
+    pub private_key: PathBuf,
+}
+
 /// A PostgreSQL server for one test. Stopped (`-m immediate`) and deleted
 /// when dropped.
 #[derive(Debug)]
@@ -52,6 +77,8 @@ pub struct TestPostgres {
     /// Whether commands run as the `postgres` OS user (we are root).
     as_postgres: bool,
     running: bool,
+    /// `ssl=on` with `server.crt` and `server.key` in the directory.
+    tls: bool,
 }
 
 impl TestPostgres {
@@ -63,6 +90,16 @@ impl TestPostgres {
     /// If PostgreSQL is not installed, or does not start; the message says
     /// why (with the server's log).
     pub fn start() -> TestPostgres {
+        TestPostgres::start_with(TestPostgresOptions::default())
+    }
+
+    /// [`TestPostgres::start`] with TLS or password checks.
+    ///
+    /// # Panics
+    ///
+    /// As [`TestPostgres::start`], and if the certificate files cannot be
+    /// read.
+    pub fn start_with(options: TestPostgresOptions) -> TestPostgres {
         let bin = find_bin_dir().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL server binaries not found: install Debian package postgresql (scripts/test does)"
@@ -80,6 +117,19 @@ impl TestPostgres {
         let socket_dir = root.join("socket");
         fs::create_dir(&socket_dir)
             .unwrap_or_else(|e| panic!("TestPostgres: cannot create the socket directory: {e}"));
+        if let Some(tls) = &options.tls {
+            // Copies, so that the server's user owns them (chown below) and
+            // the key is private: PostgreSQL refuses a key others can read.
+            for (from, to) in [
+                (&tls.certificate, "server.crt"),
+                (&tls.private_key, "server.key"),
+            ] {
+                fs::copy(from, root.join(to)).unwrap_or_else(|e| {
+                    panic!("TestPostgres: cannot copy {}: {e}", from.display())
+                });
+                set_mode(&root.join(to), 0o600);
+            }
+        }
         if as_postgres {
             let out = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -100,8 +150,12 @@ impl TestPostgres {
             port: 0,
             as_postgres,
             running: false,
+            tls: options.tls.is_some(),
         };
         pg.initdb();
+        if options.password_over_tcp {
+            pg.require_password_over_tcp();
+        }
         // The port is picked by binding port 0 and releasing it, so another
         // process may take it before the server binds: then pick again.
         let mut attempts = 0;
@@ -229,15 +283,32 @@ impl TestPostgres {
             .unwrap_or_else(|e| panic!("TestPostgres: cannot run pg_ctl: {e}"))
     }
 
+    /// Replaces `pg_hba.conf` before the first start (so no reload race):
+    /// the socket trusted, TCP with SCRAM.
+    fn require_password_over_tcp(&self) {
+        let hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        // Written in place: the file keeps its owner (the server's user).
+        fs::write(self.data.join("pg_hba.conf"), hba)
+            .unwrap_or_else(|e| panic!("TestPostgres: cannot write pg_hba.conf: {e}"));
+    }
+
     /// `pg_ctl start -w` (which waits until the server accepts connections);
     /// on failure, the server log.
     fn pg_ctl_start(&mut self) -> Result<(), String> {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c shared_buffers=16MB -c max_connections=40",
             self.port,
             self.socket_dir.display()
         );
+        if self.tls {
+            let root = self.root();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                root.join("server.crt").display(),
+                root.join("server.key").display()
+            ));
+        }
         let out = self
             .command("pg_ctl")
             .arg("-D")
@@ -365,6 +436,12 @@ fn find_bin_dir() -> Option<PathBuf> {
         }
     }
     best.map(|(_, bin)| bin)
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("TestPostgres: cannot chmod {}: {e}", path.display()));
 }
 
 fn running_as_root() -> bool {

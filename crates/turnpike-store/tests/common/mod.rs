@@ -41,6 +41,7 @@ impl Db {
             schema,
             pool_size: 2,
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
             create: true,
         }
     }

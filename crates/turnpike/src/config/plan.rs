@@ -340,6 +340,7 @@ impl Settings {
             schema: db.schema.into(),
             pool_size: db.pool_size,
             connect_timeout: Duration::from_secs(db.timeout.into()),
+            ca_file: db.ca_file.clone(),
             create,
         })
     }

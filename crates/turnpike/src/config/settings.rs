@@ -332,6 +332,14 @@ settings! {
             range(1, 60) "seconds";
             help "seconds before the database counts as unreachable";
             reload restart;
+        /// PEM file of the CA certificates PostgreSQL's TLS certificate is
+        /// checked against (`sslmode` in `url`); `None`: the system's CA
+        /// bundle. Read when the database is opened.
+        ca_file: Option<PathBuf> = None;
+            flag database_ca_file "database-ca-file" "PATH", env "TURNPIKE_DATABASE_CA_FILE",
+            shown "unset, the system's CA bundle";
+            help "PEM CA certificates that PostgreSQL's TLS certificate must chain to (sslmode=verify-ca|verify-full in the URL)";
+            reload restart;
         /// Seconds a looked-up user's keys are used before asking again.
         cache_ttl: u32 = 60;
             flag cache_ttl "cache-ttl" "SECONDS", env "TURNPIKE_CACHE_TTL",

@@ -614,6 +614,7 @@ fn database_and_secret_defaults_are_the_documented_ones() {
     assert_eq!(db.data_dir, PathBuf::from("/var/lib/turnpike"));
     assert_eq!(db.schema, DatabaseSchema::Turnpike);
     assert_eq!((db.pool_size, db.timeout), (4, 5));
+    assert_eq!(db.ca_file, None);
     assert_eq!((db.cache_ttl, db.negative_cache_ttl), (60, 5));
     assert_eq!((db.grace_period, db.secrets_refresh), (3600, 10));
     assert!(c.turn.secrets.is_empty());
@@ -627,6 +628,7 @@ fn database_and_secret_defaults_are_the_documented_ones() {
     assert_eq!(o.schema, turnpike_store::Schema::Turnpike);
     assert_eq!(o.pool_size, 4);
     assert_eq!(o.connect_timeout, Duration::from_secs(5));
+    assert_eq!(o.ca_file, None);
     assert!(!o.create);
     assert!(c.store_options(true).unwrap().create);
     assert_eq!(
@@ -649,6 +651,7 @@ fn database_and_secret_file_values_are_read() {
         schema = "coturn"
         pool_size = 64
         timeout = 60
+        ca_file = "/etc/turnpike/pg-ca.pem"
         cache_ttl = 86400
         negative_cache_ttl = 0
         grace_period = 0
@@ -674,6 +677,7 @@ fn database_and_secret_file_values_are_read() {
     assert_eq!(o.schema, turnpike_store::Schema::Coturn);
     assert_eq!(o.pool_size, 64);
     assert_eq!(o.connect_timeout, Duration::from_secs(60));
+    assert_eq!(o.ca_file, Some(PathBuf::from("/etc/turnpike/pg-ca.pem")));
     let core = c.core_turn(&SECRET, Instant::now());
     assert_eq!(core.rest_separator, '-');
     assert!(core.strict_expiry);

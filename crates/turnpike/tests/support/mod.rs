@@ -153,6 +153,8 @@ pub struct DatabaseOptions {
     pub grace_period: u32,
     /// Short by default, so tests see secret changes quickly.
     pub secrets_refresh: u32,
+    /// `database.ca_file`.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseOptions {
@@ -164,6 +166,7 @@ impl Default for DatabaseOptions {
             negative_cache_ttl: 1,
             grace_period: 3600,
             secrets_refresh: 1,
+            ca_file: None,
         }
     }
 }
@@ -834,6 +837,9 @@ fn render_config(
     let _ = writeln!(s, "negative_cache_ttl = {}", db.negative_cache_ttl);
     let _ = writeln!(s, "grace_period = {}", db.grace_period);
     let _ = writeln!(s, "secrets_refresh = {}", db.secrets_refresh);
+    if let Some(ca_file) = &db.ca_file {
+        let _ = writeln!(s, "ca_file = {}", toml_str(&ca_file.display().to_string()));
+    }
     if let (Some(tls), Some(tp)) = (&options.tls, tls_port) {
         let mut listen = vec![toml_str(
             &SocketAddr::new(options.v4_host().into(), tp).to_string(),
