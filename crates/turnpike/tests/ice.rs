@@ -224,7 +224,7 @@ fn draining_relays_are_left_out_through_their_readyz() {
             ..TurnOptions::loopback()
         }),
         extra_config: format!(
-            "[discovery]\nrelays = [{}]\nprobe_interval = 1\nprobe_timeout = 1\n\
+            "[ice]\nrequests_per_second = 1000\n\n[discovery]\nrelays = [{}]\nprobe_interval = 1\nprobe_timeout = 1\n\
              unhealthy_after = 2\nhealthy_after = 2\nadmin_port = {admin_port}\n",
             urls.join(", ")
         ),
@@ -241,24 +241,30 @@ fn draining_relays_are_left_out_through_their_readyz() {
     assert_eq!(status, 200, "{body}");
     // Relay 2 drains and relay 3 fails: every relay unhealthy or draining
     // means all are served, and the metric says so.
-    eventually(
-        "all served while none is healthy",
-        Duration::from_secs(10),
-        || {
-            get(&endpoint, "/metrics", &[])
-                .body
-                .contains("turnpike_fleet_all_unhealthy 1")
-        },
+    eventually("relay 2 seen draining", Duration::from_secs(10), || {
+        let view = json(&get(&endpoint, "/v1/fleet", &[]));
+        view["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["relay"]["name"] == ip(2) && r["draining"] == true)
+    });
+    let view = json(&get(&endpoint, "/v1/fleet", &[]));
+    assert_eq!(view["all_unhealthy"], true, "{view}");
+    assert_eq!(served(), BTreeSet::from([ip(2), ip(3)]), "{view}");
+    let metrics = get(&endpoint, "/metrics", &[]).body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "turnpike_fleet_all_unhealthy 1"),
+        "{metrics}"
     );
-    assert_eq!(served(), BTreeSet::from([ip(2), ip(3)]));
-    let fleet_view = json(&get(&endpoint, "/v1/fleet", &[]));
-    let drained = fleet_view["relays"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["relay"]["name"] == ip(2))
-        .expect("relay 2 in /v1/fleet");
-    assert_eq!(drained["draining"], true, "{fleet_view}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "turnpike_fleet_relays{state=\"draining\"} 1"),
+        "{metrics}"
+    );
     let (status, body) = admin_request(&relays[0], "DELETE", "/v1/drain");
     assert_eq!(status, 200, "{body}");
     eventually("relay 2 back alone", Duration::from_secs(10), || {
@@ -298,9 +304,9 @@ fn handed_out_credentials_work_with_uclient_on_every_relay_in_both_formats() {
                 let relay = &relays[usize::from(n - 2)];
                 let tcp = url.ends_with("transport=tcp");
                 let args: &[&str] = if tcp {
-                    &["-t", "-n", "10", "-l", "400"]
+                    &["-t", "-c", "-n", "10", "-l", "400"]
                 } else {
-                    &["-n", "10", "-l", "400"]
+                    &["-c", "-n", "10", "-l", "400"]
                 };
                 let (out, rep) = Run::new(relay, relay_ip(n).into(), args)
                     .peer(&peer, IpAddr::V4(Ipv4Addr::LOCALHOST))
