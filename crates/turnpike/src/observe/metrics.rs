@@ -965,11 +965,20 @@ mod tests {
 
     /// Everything: the populated snapshot, a certificate, the process.
     fn everything() -> String {
-        render_parts(
+        let mut text = render_parts(
             &populated(),
             Some(&certificate("CN=turn.example.test, O=Tests")),
             Some(&process()),
-        )
+        );
+        // With the ICE-server endpoint on, its families follow.
+        text.push_str(&render_ice(&IceFacts {
+            requests: [[7, 1, 2, 3, 0], [5, 0, 0, 1, 0], [1, 0, 0, 0, 0]],
+            relays: [2, 1, 0, 1],
+            all_unhealthy: false,
+            dns_lookups: 40,
+            dns_failures: 3,
+        }));
+        text
     }
 
     /// One sample line: name, labels in order, value.
@@ -1233,6 +1242,9 @@ mod tests {
             ("direction", ["to_peer", "to_client"].into()),
             ("path", ["sockets", "xdp"].into()),
             ("result", ["applied", "refused"].into()),
+            ("route", IceRoute::ALL.map(IceRoute::label).into()),
+            ("outcome", IceOutcome::ALL.map(IceOutcome::label).into()),
+            ("state", FLEET_STATES.into()),
         ]);
         let reasons: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::from([
             ("turnpike_auth_failures_total", all::<AuthFailure>()),
