@@ -317,3 +317,81 @@ fn handed_out_credentials_work_with_uclient_on_every_relay_in_both_formats() {
         }
     }
 }
+
+/// `turnpike serve` with `ice.enabled`: the routes on the admin listener,
+/// callers admitted by the ICE token (not the admin one), the rate limit,
+/// `/v1/fleet` behind the admin token, and a reload that changes the
+/// relays and the credential format without a restart.
+#[test]
+fn the_relay_serves_the_endpoint_on_its_admin_listener_and_reloads_it() {
+    const ADMIN_TOKEN: &str = "admin-token-0123456789";
+    const ICE_TOKEN: &str = "ice-token-0123456789ab";
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("ice.token");
+    std::fs::write(&token_file, ICE_TOKEN).unwrap();
+    let mut server = TestServer::start(ServerOptions {
+        ipv6: false,
+        admin: true,
+        admin_token: Some(ADMIN_TOKEN),
+        turn: Some(TurnOptions {
+            secrets: vec![SECRET.to_owned()],
+            ..TurnOptions::loopback()
+        }),
+        extra_config: format!(
+            "[ice]\nenabled = true\nauth = \"token\"\ntoken_file = \"{}\"\n\
+             requests_per_second = 3\n\n\
+             [discovery]\nrelays = [\"turn:127.0.0.1:3478?transport=udp\"]\nprobe_interval = 0\n",
+            token_file.display()
+        ),
+        ..ServerOptions::default()
+    });
+    let ice = format!("Bearer {ICE_TOKEN}");
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let with_ice = [("Authorization", ice.as_str())];
+    let with_admin = [("Authorization", admin.as_str())];
+
+    // Strangers and the admin token get 401; the ICE token an answer.
+    assert_eq!(get(&server, "/ice-servers", &[]).status, 401);
+    assert_eq!(get(&server, "/ice-servers", &with_admin).status, 401);
+    let answer = get(&server, "/ice-servers", &with_ice);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        hosts(&json(&answer), "iceServers"),
+        ["127.0.0.1"],
+        "{}",
+        answer.body
+    );
+    // Three a second per caller: a burst of six gets some 429s.
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| get(&server, "/ice-servers", &with_ice).status)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // /v1/fleet is an admin route.
+    assert_eq!(get(&server, "/v1/fleet", &with_ice).status, 401);
+    let fleet = json(&get(&server, "/v1/fleet", &with_admin));
+    assert_eq!(fleet["relays"][0]["relay"]["name"], "127.0.0.1", "{fleet}");
+    let metrics = get(&server, "/metrics", &with_admin).body;
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "turnpike_ice_requests_total{route=\"ice_servers\",outcome=\"rate_limited\"} "
+        ) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // SIGHUP: another relay list and Wire credentials, applied live.
+    server.edit_config(|text| {
+        text.replace(
+            "relays = [\"turn:127.0.0.1:3478?transport=udp\"]",
+            "relays = [\"turn:127.0.0.7:3478?transport=udp\", \"turns:127.0.0.7:5349?transport=tcp\"]",
+        )
+        .replace("[ice]\n", "[ice]\ncredential_format = \"wire\"\n")
+    });
+    server.hangup();
+    eventually("the new relay list served", Duration::from_secs(10), || {
+        let answer = get(&server, "/ice-servers", &with_ice);
+        answer.status == 200 && hosts(&json(&answer), "iceServers") == ["127.0.0.7"]
+    });
+    let config = json(&get(&server, "/calls/config/v2", &with_ice));
+    let username = config["ice_servers"][0]["username"].as_str().unwrap();
+    assert!(username.starts_with("d="), "{config}");
+}
