@@ -219,7 +219,8 @@ fn query_escape(s: &str) -> String {
 }
 
 /// Answers requests on `stream` until the client closes it (keep-alive, as
-/// Chromium expects) or a request is malformed.
+/// Chromium expects), a request is malformed, or none comes within
+/// [`REQUEST_TIMEOUT`].
 fn serve_connection(
     stream: TcpStream,
     options: &SiteOptions,
@@ -271,9 +272,14 @@ fn serve_connection(
             response.len()
         );
         if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&response).is_err() {
-            return;
+            break;
         }
     }
+    // Closes the connection for the browser too, though [`Site`] holds a
+    // clone: a connection idle past the read timeout left open would take
+    // the browser's next request (it reuses idle connections) and never
+    // answer it.
+    let _ = writer.shutdown(Shutdown::Both);
 }
 
 type Request = (String, String, HashMap<String, String>, Vec<u8>);
