@@ -105,7 +105,7 @@ fn allocations(server: &TestServer) -> Vec<Value> {
 }
 
 /// The allocation whose relayed addresses include `relayed`.
-fn allocation_of<'a>(all: &'a [Value], relayed: SocketAddr) -> Option<&'a Value> {
+fn allocation_of(all: &[Value], relayed: SocketAddr) -> Option<&Value> {
     let text = relayed.to_string();
     all.iter().find(|a| {
         a["relayed"]
@@ -148,7 +148,11 @@ fn assert_relayed(what: &str, report: &RelayReport, server: &TestServer, expect:
             Some("127.0.0.1"),
             "{what}: {c:?}\n{context}"
         );
-        assert_eq!(c.url.as_deref(), Some(expect.url), "{what}: {c:?}\n{context}");
+        assert_eq!(
+            c.url.as_deref(),
+            Some(expect.url),
+            "{what}: {c:?}\n{context}"
+        );
     }
 
     // The selected pair, seen from both connections: relay to relay, each

@@ -21,12 +21,12 @@
 //!   browser's if none comes.
 //!
 //! What Chromium (156, Debian 12) was found to do here: it takes a TURN
-//! server on 127.0.0.1 and relays to loopback relayed addresses without
-//! any flag (host candidates on loopback would be filtered, but relay-only
-//! gathers none); `--ignore-certificate-errors` does apply to `turns:`, so
-//! the TLS test trusts the test CA through NSS instead, which also checks
-//! the served chain; `--disable-crashpad-for-testing`, which would keep
-//! the crash handlers from starting, crashes the network service.
+//! server on 127.0.0.1 (over UDP, TCP and TLS) and connects two loopback
+//! relayed addresses without any flag. `--ignore-certificate-errors`
+//! does apply to `turns:`, but the TLS test trusts the test CA through
+//! NSS instead, so that the served chain is verified as a browser out
+//! there would. `--disable-crashpad-for-testing`, which would keep the
+//! crash handlers from starting, makes the network service crash.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -236,24 +236,23 @@ fn serve_connection(
     while let Some((method, target, headers, body)) = read_request(&mut reader) {
         let path = target.split('?').next().unwrap_or_default();
         let authorization = headers.get("authorization").cloned();
-        let (status, content_type, response): (u16, &str, Vec<u8>) =
-            match (method.as_str(), path) {
-                ("GET", "/" | "/page.html") => (200, "text/html; charset=utf-8", PAGE.into()),
-                ("GET", "/config.json") => match (&options.config, &options.token) {
-                    (None, _) => (404, "text/plain", b"no configuration".to_vec()),
-                    (Some(_), Some(token))
-                        if authorization.as_deref() != Some(format!("Bearer {token}").as_str()) =>
-                    {
-                        (401, "text/plain", b"token required".to_vec())
-                    }
-                    (Some(config), _) => (200, "application/json", config.clone().into_bytes()),
-                },
-                ("POST", "/result") => {
-                    let _ = reports.send(String::from_utf8_lossy(&body).into_owned());
-                    (204, "text/plain", Vec::new())
+        let (status, content_type, response): (u16, &str, Vec<u8>) = match (method.as_str(), path) {
+            ("GET", "/" | "/page.html") => (200, "text/html; charset=utf-8", PAGE.into()),
+            ("GET", "/config.json") => match (&options.config, &options.token) {
+                (None, _) => (404, "text/plain", b"no configuration".to_vec()),
+                (Some(_), Some(token))
+                    if authorization.as_deref() != Some(format!("Bearer {token}").as_str()) =>
+                {
+                    (401, "text/plain", b"token required".to_vec())
                 }
-                _ => (404, "text/plain", b"not found".to_vec()),
-            };
+                (Some(config), _) => (200, "application/json", config.clone().into_bytes()),
+            },
+            ("POST", "/result") => {
+                let _ = reports.send(String::from_utf8_lossy(&body).into_owned());
+                (204, "text/plain", Vec::new())
+            }
+            _ => (404, "text/plain", b"not found".to_vec()),
+        };
         requests.lock().unwrap().push(SeenRequest {
             method,
             target,
@@ -472,7 +471,17 @@ impl Chromium {
         let ca = ca_pem.to_str().expect("UTF-8 path");
         for args in [
             vec!["-N", "-d", db.as_str(), "--empty-password"],
-            vec!["-A", "-d", db.as_str(), "-n", "turnpike test CA", "-t", "C,,", "-i", ca],
+            vec![
+                "-A",
+                "-d",
+                db.as_str(),
+                "-n",
+                "turnpike test CA",
+                "-t",
+                "C,,",
+                "-i",
+                ca,
+            ],
         ] {
             let out = super::run("certutil", &args);
             assert_eq!(out.code(), Some(0), "certutil\n{}", out.describe());
@@ -534,7 +543,9 @@ impl Chromium {
     /// Whether the browser exited by itself (it should not: it stays on the
     /// page until killed).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The last `lines` lines of its log, without the D-Bus complaints of
@@ -575,12 +586,19 @@ impl Chromium {
         }
         let _ = child.wait();
         let marker = self.dir.path().to_string_lossy().into_owned();
-        for pid in processes_mentioning(&marker) {
+        let handlers = processes_mentioning(&marker);
+        for &pid in &handlers {
             // SAFETY: kill(2) on a process whose command line names our own
             // temporary directory: one this browser started.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
             }
+        }
+        // They are init's children, not ours to reap: wait (briefly) until
+        // each is gone or a zombie, so none is alive when the test ends.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while handlers.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -603,6 +621,16 @@ impl Drop for Chromium {
             eprintln!("---- {d} ----");
         }
     }
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn alive(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // `pid (comm) STATE ...`; comm may hold spaces and parentheses.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// Pids of the processes whose command line contains `marker`.
