@@ -23,6 +23,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cli;
 pub mod dtls;
 pub mod pki;
@@ -1168,6 +1169,7 @@ fn package_of(tool: &str) -> &'static str {
         t if t.starts_with("turnutils_") || t == "turnserver" => "coturn",
         "stun" => "stun-client",
         "ip" | "ss" => "iproute2",
+        "certutil" => "libnss3-tools",
         _ => "(unknown package)",
     }
 }
