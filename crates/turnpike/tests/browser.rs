@@ -16,9 +16,10 @@
 //! minted by `turnpike credentials`; over TLS (`turns:`) with the test
 //! PKI's root trusted through NSS, and refused when it is not trusted.
 //!
-//! The configuration is served by the test's own site: the ICE-server
-//! configuration endpoint of Turnpike itself is to be checked the same
-//! way, with its URL as the page's `config`.
+//! The configuration is served by the test's own site, and in the last
+//! case by Turnpike's ICE-server endpoint (`ice.enabled`), fetched
+//! cross-origin with its token: credentials minted per request, CORS for
+//! the site's origin.
 
 mod support;
 
@@ -367,5 +368,67 @@ fn tls_without_the_ca_fails() {
     assert!(
         allocations(&server).is_empty(),
         "allocations without a trusted TLS connection\n{context}"
+    );
+}
+
+/// The page fetches its configuration from Turnpike's own ICE-server
+/// endpoint, cross-origin (CORS for the site's origin) with the endpoint's
+/// bearer token, and relays with the credentials it minted.
+#[test]
+fn config_from_the_ice_endpoint() {
+    const ICE_TOKEN: &str = "ice-browser-token-0123";
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("ice.token");
+    std::fs::write(&token_file, ICE_TOKEN).unwrap();
+    let site = Site::start(SiteOptions {
+        config: None,
+        token: None,
+    });
+    let origin = site.url("");
+    let mut options = ServerOptions {
+        admin: true,
+        extra_config: format!(
+            "[ice]\nenabled = true\nauth = \"token\"\ntoken_file = \"{}\"\n\
+             cors_origins = [\"{origin}\"]\nrelay_only = true\n\n\
+             [discovery]\nrelays = [\"turn:127.0.0.1:@PORT@?transport=udp\"]\nprobe_interval = 1\n",
+            token_file.display()
+        ),
+        ..ServerOptions::turn()
+    };
+    if let Some(turn) = options.turn.as_mut() {
+        turn.secrets = vec![REST_SECRET.to_owned()];
+    }
+    let server = TestServer::start(options);
+    let endpoint = format!(
+        "http://127.0.0.1:{}/ice-servers",
+        server.admin_port.expect("admin port")
+    );
+    let mut browser = Chromium::new();
+    let report = relay_check(&site, &mut browser, &endpoint, Some(ICE_TOKEN));
+    // The user is the one the endpoint minted: a REST username, an expiry
+    // a day ahead (ice.ttl's default), the same on both sides.
+    let users: Vec<String> = allocations(&server)
+        .iter()
+        .filter_map(|a| a["user"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(users.len(), 2, "{users:?}\n{}", report.describe());
+    assert_eq!(users[0], users[1]);
+    let expiry: u64 = users[0].parse().expect("a REST username");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(expiry > now + 86_000, "{expiry}");
+    let url = format!("turn:127.0.0.1:{}?transport=udp", server.port);
+    assert_relayed(
+        "config from the ICE endpoint",
+        &report,
+        &server,
+        &Expect {
+            url: &url,
+            relay_protocol: "udp",
+            transport: "udp",
+            user: &users[0],
+        },
     );
 }

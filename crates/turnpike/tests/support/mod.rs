@@ -118,8 +118,9 @@ pub struct ServerOptions {
     /// 127.0.0.1, e.g. 127.0.0.3 for the third relay of a fleet on one
     /// machine.
     pub host_v4: Option<Ipv4Addr>,
-    /// TOML appended to the configuration as it is (sections of their
-    /// own, such as `[ice]` and `[discovery]`).
+    /// TOML appended to the configuration (sections of their own, such as
+    /// `[ice]` and `[discovery]`), with `@PORT@` replaced by the server's
+    /// port.
     pub extra_config: String,
     /// Run `turnpike ice-config` (the ICE-server endpoint alone, on the
     /// admin port) instead of `turnpike serve`; ready once the admin port
@@ -394,7 +395,10 @@ impl TestServer {
             Some(rp) => format!("{config_text}restund_listen = \"{PRIMARY_V4}:{rp}\"\n"),
             None => config_text,
         };
-        let config_text = format!("{config_text}\n{}", options.extra_config);
+        let config_text = format!(
+            "{config_text}\n{}",
+            options.extra_config.replace("@PORT@", &port.to_string())
+        );
         let config_path = dir.path().join("turnpike.toml");
         std::fs::write(&config_path, &config_text).expect("write server config");
 
