@@ -25,12 +25,19 @@
 //!   401/438, and both keep the candidates of their other ICE servers,
 //!   which they gather in parallel.
 //!
-//! TLS and DTLS clients always get the 508: an ALTERNATE-SERVER is an
-//! address, and a client redirected by address can no longer check the
-//! alternate's certificate against the name it was configured with
-//! (libwebrtc replaces the server's host name with the address; RFC 8489's
-//! ALTERNATE-DOMAIN would carry the name, but no browser reads it), and
-//! the alternates' ports are those of plain TURN.
+//! TLS clients are sent to an alternate's TLS address only when its name
+//! is known (a relay of the fleet, [`Alternate::tls`]): the answer then
+//! carries ALTERNATE-DOMAIN (RFC 8489 §14.16) with that name, so a client
+//! can still check the alternate's certificate against it. Otherwise, and
+//! always for DTLS clients, they get the 508: an ALTERNATE-SERVER alone is
+//! an address, and a client redirected by address could no longer check
+//! the certificate against the name it was configured with.
+//!
+//! A shard at its capacity (`turn.total_quota`) sends a new Allocate to an
+//! alternate the same way (300), and answers 508 when there is none
+//! ([`crate::Server::set_alternates`]). The runtime keeps the list to
+//! relays of the fleet that are up, not draining and have room, never
+//! this server, so a client is not sent round in a loop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,46 +47,96 @@ use crate::packet::{Packet, Transport};
 /// The reason phrase of the 508 a draining shard answers a new Allocate with.
 pub const DRAINING_REASON: &str = "Draining";
 
-/// How a draining shard answers a new Allocate: see the module
+/// Another relay clients can be sent to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alternate {
+    /// Its plain TURN address (UDP and TCP clients), if it serves plain
+    /// TURN.
+    pub plain: Option<SocketAddr>,
+    /// Its TURN-over-TLS address and the name its certificate carries
+    /// (sent as ALTERNATE-DOMAIN), if known.
+    pub tls: Option<(SocketAddr, Arc<str>)>,
+}
+
+impl Alternate {
+    /// An alternate known by its plain TURN address only
+    /// (`drain.alternate_servers`).
+    pub fn plain(address: SocketAddr) -> Self {
+        Alternate {
+            plain: Some(address),
+            tls: None,
+        }
+    }
+}
+
+/// Where a client is sent: the ALTERNATE-SERVER, and the ALTERNATE-DOMAIN
+/// for TLS clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// ALTERNATE-SERVER.
+    pub address: SocketAddr,
+    /// ALTERNATE-DOMAIN (TLS clients).
+    pub domain: Option<Arc<str>>,
+}
+
+/// How a draining (or full) shard answers a new Allocate: see the module
 /// documentation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Draining {
-    alternates: Arc<[SocketAddr]>,
+    alternates: Arc<[Alternate]>,
 }
 
 impl Draining {
     /// Draining with these other relays to send UDP and TCP clients to
     /// (those of the client's address family; none: 508 for everyone).
-    pub fn new(alternates: impl Into<Arc<[SocketAddr]>>) -> Self {
+    pub fn new(alternates: impl IntoIterator<Item = SocketAddr>) -> Self {
+        Draining::with(alternates.into_iter().map(Alternate::plain))
+    }
+
+    /// With these alternates (plain, TLS with their names, or both).
+    pub fn with(alternates: impl IntoIterator<Item = Alternate>) -> Self {
         Draining {
-            alternates: alternates.into(),
+            alternates: alternates.into_iter().collect(),
         }
     }
 
     /// The other relays clients are sent to.
-    pub fn alternates(&self) -> &[SocketAddr] {
+    pub fn alternates(&self) -> &[Alternate] {
         &self.alternates
     }
 
     /// The alternate for a new Allocate that arrived as `packet`, the next
-    /// in turn after `cursor` (which moves past it): one of the family of
-    /// the address the client reached, never that address itself (which
-    /// would send the client back here). `None` for TLS and DTLS clients
-    /// and when there is none.
-    pub(crate) fn pick(&self, cursor: &mut usize, packet: &Packet<'_>) -> Option<SocketAddr> {
-        if !matches!(packet.transport, Transport::Udp | Transport::Tcp) {
-            return None;
-        }
+    /// in turn after `cursor` (which moves past it): one reachable over the
+    /// client's transport, of the family of the address the client
+    /// reached, never that address itself (which would send the client
+    /// back here). `None` for DTLS clients and when there is none.
+    pub(crate) fn pick(&self, cursor: &mut usize, packet: &Packet<'_>) -> Option<Redirect> {
+        let target = |a: &Alternate| -> Option<Redirect> {
+            let redirect = match packet.transport {
+                Transport::Udp | Transport::Tcp => Redirect {
+                    address: a.plain?,
+                    domain: None,
+                },
+                Transport::Tls => {
+                    let (address, name) = a.tls.as_ref()?;
+                    Redirect {
+                        address: *address,
+                        domain: Some(Arc::clone(name)),
+                    }
+                }
+                Transport::Dtls => return None,
+            };
+            (redirect.address.is_ipv4() == packet.local.is_ipv4()
+                && redirect.address != packet.local)
+                .then_some(redirect)
+        };
         let n = self.alternates.len();
         (0..n)
             .map(|i| (*cursor + i) % n)
-            .find(|&i| {
-                let a = self.alternates[i];
-                a.is_ipv4() == packet.local.is_ipv4() && a != packet.local
-            })
-            .map(|i| {
+            .find_map(|i| target(&self.alternates[i]).map(|r| (i, r)))
+            .map(|(i, redirect)| {
                 *cursor = (i + 1) % n;
-                self.alternates[i]
+                redirect
             })
     }
 }
@@ -116,7 +173,7 @@ mod tests {
         let v6 = packet(Transport::Tcp, "[2001:db8::10]:3478");
         let mut cursor = 0;
         let picked: Vec<_> = (0..4)
-            .map(|_| draining.pick(&mut cursor, &v4).unwrap().to_string())
+            .map(|_| draining.pick(&mut cursor, &v4).unwrap().address.to_string())
             .collect();
         assert_eq!(
             picked,
@@ -128,13 +185,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            draining.pick(&mut cursor, &v6).unwrap().to_string(),
+            draining.pick(&mut cursor, &v6).unwrap().address.to_string(),
             "[2001:db8::1]:3478"
         );
     }
 
     #[test]
-    fn no_alternate_for_secure_clients_another_family_or_ourselves() {
+    fn no_plain_alternate_for_secure_clients_another_family_or_ourselves() {
         let draining = Draining::new(addrs(&["192.0.2.1:3478", "192.0.2.10:3478"]));
         let mut cursor = 0;
         for transport in [Transport::Tls, Transport::Dtls] {
@@ -151,7 +208,11 @@ mod tests {
         let ours = packet(Transport::Udp, "192.0.2.10:3478");
         for _ in 0..3 {
             assert_eq!(
-                draining.pick(&mut cursor, &ours).unwrap().to_string(),
+                draining
+                    .pick(&mut cursor, &ours)
+                    .unwrap()
+                    .address
+                    .to_string(),
                 "192.0.2.1:3478"
             );
         }
@@ -160,5 +221,32 @@ mod tests {
             None,
             "no alternates"
         );
+    }
+
+    #[test]
+    fn tls_clients_go_to_named_alternates_with_their_domain() {
+        let tls_alt: SocketAddr = "192.0.2.3:5349".parse().unwrap();
+        let draining = Draining::with([
+            Alternate::plain("192.0.2.1:3478".parse().unwrap()),
+            Alternate {
+                plain: Some("192.0.2.3:3478".parse().unwrap()),
+                tls: Some((tls_alt, Arc::from("turn3.example.com"))),
+            },
+        ]);
+        let mut cursor = 0;
+        let tls = draining
+            .pick(&mut cursor, &packet(Transport::Tls, "192.0.2.10:5349"))
+            .unwrap();
+        assert_eq!(tls.address, tls_alt);
+        assert_eq!(tls.domain.as_deref(), Some("turn3.example.com"));
+        assert_eq!(
+            draining.pick(&mut cursor, &packet(Transport::Dtls, "192.0.2.10:5349")),
+            None
+        );
+        // UDP clients get plain addresses, without a domain.
+        let udp = draining
+            .pick(&mut cursor, &packet(Transport::Udp, "192.0.2.10:3478"))
+            .unwrap();
+        assert_eq!(udp.domain, None);
     }
 }

@@ -55,7 +55,7 @@ pub(crate) mod turn;
 pub use allocation::Quotas;
 pub use config::{Config, NatDiscovery, TurnConfig, WallClock};
 pub use credentials::{Lookup, UserKeys};
-pub use drain::Draining;
+pub use drain::{Alternate, Draining, Redirect};
 pub use ephemeral::{Secrets, SharedSecret};
 pub use ids::{ConnectionId, PeerSocket, RelayedAddress};
 pub use nonce::NonceKey;

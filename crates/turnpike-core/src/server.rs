@@ -128,6 +128,7 @@ impl Server {
             serial: 0,
             stopped: FxHashMap::default(),
             draining: None,
+            alternates: Draining::default(),
             next_alternate: 0,
         });
         Server {
@@ -250,6 +251,18 @@ impl Server {
         if let Some(turn) = self.turn.as_mut() {
             turn.draining = draining;
             turn.next_alternate = 0;
+        }
+    }
+
+    /// The relays a new Allocate is sent to (300 with ALTERNATE-SERVER)
+    /// when this server is at its capacity (`total_quota`), and while it
+    /// drains; see [`crate::drain`]. Without any, such Allocates get 508.
+    pub fn set_alternates(&mut self, alternates: Draining) {
+        if let Some(turn) = self.turn.as_mut() {
+            if turn.draining.is_some() {
+                turn.draining = Some(alternates.clone());
+            }
+            turn.alternates = alternates;
         }
     }
 

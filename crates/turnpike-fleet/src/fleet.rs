@@ -181,6 +181,11 @@ impl Fleet {
         let _ = rx.changed().await;
     }
 
+    /// Whether [`Fleet::stop`] was called (or the last clone dropped).
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::Acquire)
+    }
+
     /// Ends the tasks; the last snapshot stays readable.
     pub fn stop(&self) {
         self.shared.stop();
@@ -232,6 +237,7 @@ impl Shared {
                     last_probe: t.last_probe,
                     last_error: t.state.last_error.clone(),
                     allocations: t.state.allocations,
+                    capacity: t.state.capacity,
                     consecutive_failures: t.state.consecutive_failures,
                     consecutive_successes: t.state.consecutive_successes,
                 }

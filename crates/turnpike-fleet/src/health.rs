@@ -17,6 +17,8 @@ pub enum ProbeOutcome {
         draining: bool,
         /// The allocation count /readyz reported, if it did.
         allocations: Option<u64>,
+        /// The capacity (allocations at most) /readyz reported, if any.
+        capacity: Option<u64>,
     },
     /// It did not; why, for the log and the status page.
     Failed(String),
@@ -55,6 +57,7 @@ pub struct HealthState {
     /// The last failure's reason, until the relay is healthy again.
     pub last_error: Option<String>,
     pub allocations: Option<u64>,
+    pub capacity: Option<u64>,
     /// When the current `health` began.
     since: Option<Instant>,
 }
@@ -68,6 +71,7 @@ impl Default for HealthState {
             consecutive_successes: 0,
             last_error: None,
             allocations: None,
+            capacity: None,
             since: None,
         }
     }
@@ -102,10 +106,12 @@ impl HealthState {
             ProbeOutcome::Passed {
                 draining,
                 allocations,
+                capacity,
             } => {
                 self.consecutive_failures = 0;
                 self.consecutive_successes = self.consecutive_successes.saturating_add(1);
                 self.allocations = allocations;
+                self.capacity = capacity;
                 let recovered = match self.health {
                     // The first answer of a relay never probed is trusted at
                     // once: there is no flapping to damp yet.
@@ -155,6 +161,7 @@ mod tests {
         ProbeOutcome::Passed {
             draining: false,
             allocations: Some(4),
+            capacity: None,
         }
     }
 
@@ -261,6 +268,7 @@ mod tests {
             ProbeOutcome::Passed {
                 draining: true,
                 allocations: Some(9),
+                capacity: Some(10),
             },
             clock.tick(),
             T,

@@ -125,6 +125,9 @@ pub struct RelayStatus {
     pub last_error: Option<String>,
     /// As the relay's `/readyz` reported (`x-turnpike-allocations`).
     pub allocations: Option<u64>,
+    /// The allocations it takes at most, as its `/readyz` reported
+    /// (`x-turnpike-capacity`); `None`: no limit, or not known.
+    pub capacity: Option<u64>,
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
 }
@@ -133,6 +136,15 @@ impl RelayStatus {
     /// Healthy (or not known to be unhealthy) and not draining.
     pub fn is_serving(&self) -> bool {
         self.health != Health::Unhealthy && !self.draining
+    }
+
+    /// Below its capacity, as last reported (a relay that reports no
+    /// capacity has room).
+    pub fn has_room(&self) -> bool {
+        match (self.allocations, self.capacity) {
+            (Some(allocations), Some(capacity)) => allocations < capacity,
+            _ => true,
+        }
     }
 }
 
@@ -244,6 +256,7 @@ mod tests {
             last_probe: None,
             last_error: None,
             allocations: None,
+            capacity: None,
             consecutive_failures: 0,
             consecutive_successes: 0,
         }

@@ -44,6 +44,7 @@ pub async fn probe(relay: &Relay, admin_port: Option<u16>, timeout: Duration) ->
         Ok(Ok(r)) => ProbeOutcome::Passed {
             draining: r.draining,
             allocations: r.allocations,
+            capacity: r.capacity,
         },
         Ok(Err(reason)) => ProbeOutcome::Failed(reason),
         Err(_) => ProbeOutcome::Failed(format!("no answer within {} ms", timeout.as_millis())),
@@ -173,6 +174,9 @@ async fn stun_tcp(addr: SocketAddr) -> Result<(), String> {
 pub struct Readyz {
     pub draining: bool,
     pub allocations: Option<u64>,
+    /// `x-turnpike-capacity`: the allocations the relay takes at most
+    /// (absent: no limit).
+    pub capacity: Option<u64>,
 }
 
 async fn readyz(addr: SocketAddr) -> Result<Readyz, String> {
@@ -201,12 +205,14 @@ async fn readyz(addr: SocketAddr) -> Result<Readyz, String> {
         };
         let draining = text("x-turnpike-draining");
         let allocations = text("x-turnpike-allocations");
+        let capacity = text("x-turnpike-capacity").and_then(|v| v.trim().parse::<u64>().ok());
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
             .map_err(|e| fail(&*e))?
             .to_bytes();
         classify_readyz(status, draining.as_deref(), allocations.as_deref(), &body)
+            .map(|r| Readyz { capacity, ..r })
             .map_err(|e| fail(&e))
     }
     .await
@@ -238,10 +244,12 @@ pub fn classify_readyz(
         200 => Ok(Readyz {
             draining,
             allocations,
+            capacity: None,
         }),
         503 if draining => Ok(Readyz {
             draining: true,
             allocations,
+            capacity: None,
         }),
         _ => {
             let line: String = body_text
@@ -266,6 +274,7 @@ mod tests {
             Ok(Readyz {
                 draining,
                 allocations,
+                capacity: None,
             })
         };
         assert_eq!(

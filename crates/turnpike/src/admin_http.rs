@@ -672,6 +672,9 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
                 HeaderValue::from_static(if health.draining { "true" } else { "false" }),
             );
             headers.insert(ALLOCATIONS_HEADER, HeaderValue::from(health.allocations));
+            if let Some(capacity) = health.capacity {
+                headers.insert(CAPACITY_HEADER, HeaderValue::from(capacity));
+            }
             response
         }
         Err(_) => (
@@ -690,6 +693,11 @@ pub const DRAINING_HEADER: &str = "x-turnpike-draining";
 
 /// `/readyz`'s header with the live allocations.
 pub const ALLOCATIONS_HEADER: &str = "x-turnpike-allocations";
+
+/// `/readyz`'s header with the allocations the relay takes at most
+/// (`turn.total_quota`), when it has a limit: a relay of the fleet at it
+/// is no alternate for the others.
+pub const CAPACITY_HEADER: &str = "x-turnpike-capacity";
 
 async fn status_v1(State(state): State<Arc<AdminState>>) -> Response {
     let relay = &state.relay;

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use support::pki::{KeyType, Pki};
 use support::uclient::{Run, assert_delivered};
 use support::{
-    PRIMARY_V4, Peer, ServerOptions, TURN_PASSWORD, TURN_USER, TestServer, TlsFiles, ToolOutput,
-    UclientReport, admin_request, eventually, private_network_namespace,
+    PRIMARY_V4, Peer, ServerOptions, TestServer, TlsFiles, ToolOutput, UclientReport,
+    admin_request, allocate, eventually, private_network_namespace,
 };
-use turnpike_client::{AllocateParams, ClientError, Credentials, TurnClient};
+use turnpike_client::ClientError;
 
 const TOKEN: &str = "drain-test-token-0123456789abcdef";
 
@@ -97,15 +97,6 @@ fn tcp_relays(server: &TestServer) -> usize {
         .iter()
         .filter(|a| a["relay_kind"] == "tcp")
         .count()
-}
-
-/// A new Allocate from a fresh client of ours.
-async fn allocate(server: SocketAddr) -> Result<TurnClient, ClientError> {
-    let mut client = TurnClient::bind(server, Credentials::new(TURN_USER, TURN_PASSWORD))
-        .await
-        .expect("client socket");
-    client.allocate(AllocateParams::default()).await?;
-    Ok(client)
 }
 
 /// What a draining server without an alternate answers a new Allocate.

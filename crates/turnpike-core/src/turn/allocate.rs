@@ -11,7 +11,7 @@ use turnpike_codec::{AddressFamily, AttrType, Attribute, ErrorCode};
 use super::{Request, TurnState, granted_lifetime, lifetime_secs};
 use crate::allocation::Allocation;
 use crate::config::TurnConfig;
-use crate::drain::DRAINING_REASON;
+use crate::drain::{DRAINING_REASON, Redirect};
 use crate::ids::RelayedAddress;
 use crate::output::{AllocationRecord, Event};
 use crate::relay::{RelayOptions, RelayProtocol};
@@ -124,6 +124,13 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         .quotas
         .acquire(&req.user.name, config.user_quota, config.total_quota)
     {
+        // At capacity (508, not the user's own quota): another relay of the
+        // fleet with room, if one is known.
+        if code == 508
+            && let Some(redirect) = turn.alternates.pick(&mut turn.next_alternate, req.packet)
+        {
+            return redirect_to(req, out, &redirect);
+        }
         return req.error(out, code);
     }
     let options = RelayOptions {
@@ -205,11 +212,21 @@ fn refuse_while_draining(
 ) -> Option<usize> {
     let draining = turn.draining.as_ref()?;
     match draining.pick(&mut turn.next_alternate, req.packet) {
-        Some(alternate) => req.error_with(out, 300, reason_phrase(300), |msg| {
-            msg.add(&Attribute::AlternateServer(alternate))
-        }),
+        Some(redirect) => redirect_to(req, out, &redirect),
         None => req.error_with(out, 508, DRAINING_REASON, |_| Ok(())),
     }
+}
+
+/// 300 (Try Alternate) with ALTERNATE-SERVER, and ALTERNATE-DOMAIN for a
+/// TLS client (RFC 8489 §14.15, §14.16), signed.
+fn redirect_to(req: &Request<'_, '_>, out: &mut [u8], redirect: &Redirect) -> Option<usize> {
+    req.error_with(out, 300, reason_phrase(300), |msg| {
+        msg.add(&Attribute::AlternateServer(redirect.address))?;
+        if let Some(domain) = &redirect.domain {
+            msg.add(&Attribute::AlternateDomain(domain))?;
+        }
+        Ok(())
+    })
 }
 
 fn success(

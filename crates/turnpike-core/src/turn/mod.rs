@@ -90,7 +90,9 @@ pub(crate) struct TurnState {
     pub(crate) stopped: FxHashMap<Box<str>, Instant>,
     /// While draining: how a new Allocate is refused.
     pub(crate) draining: Option<Draining>,
-    /// Which of the draining alternates is next.
+    /// Where a new Allocate goes when the server is at capacity.
+    pub(crate) alternates: Draining,
+    /// Which of the alternates is next.
     pub(crate) next_alternate: usize,
 }
 

@@ -119,6 +119,7 @@ fn healthy() -> Health {
         draining: false,
         database_down: false,
         allocations: 0,
+        capacity: None,
     }
 }
 

@@ -46,6 +46,7 @@ impl FakeRelay {
                 draining: false,
                 database_down: false,
                 allocations: 0,
+                capacity: None,
             }),
             allocations: Mutex::new(allocations),
             ..FakeRelay::default()

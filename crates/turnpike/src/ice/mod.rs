@@ -167,12 +167,10 @@ impl IceService {
         })
     }
 
-    /// The settings of `[ice]` and `[discovery]` after a reload: the
-    /// endpoint's configuration is replaced whole, the fleet keeps the
-    /// health of the relays still listed. An unreadable token file keeps
-    /// the running configuration and says why.
+    /// The settings of `[ice]` after a reload, replaced whole (the fleet's,
+    /// `[discovery]`, are its owner's to apply). An unreadable token file
+    /// keeps the running configuration and says why.
     pub fn reconfigure(&self, settings: &Settings) -> Result<(), String> {
-        self.fleet.reconfigure(fleet_config(settings));
         let config = IceConfig::from_settings(settings)?;
         self.config.store(Arc::new(config));
         Ok(())

@@ -105,6 +105,7 @@ fn reload(source: &SettingsSource, service: &IceService, credentials: &Credentia
         &new.turn.secrets,
         crate::runtime::cache_options(&new),
     );
+    service.fleet().reconfigure(fleet_config(&new));
     match service.reconfigure(&new) {
         Ok(()) => tracing::info!(
             "configuration reloaded (SIGHUP): [ice], [discovery] and the secrets of [turn]"

@@ -303,6 +303,9 @@ pub struct Health {
     pub database_down: bool,
     /// Live allocations, each counted once (of the workers that answered).
     pub allocations: u64,
+    /// The allocations it takes at most (`turn.total_quota`); `None`: no
+    /// limit.
+    pub capacity: Option<u64>,
 }
 
 impl Health {

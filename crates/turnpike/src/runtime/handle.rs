@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, mpsc, oneshot};
-use turnpike_core::{Draining, Quotas};
+use turnpike_core::Quotas;
+
+use super::alternates::Alternates;
 use turnpike_xdp::FastPath;
 
 use super::queries::{Query, ask_all};
@@ -34,9 +36,9 @@ struct Inner {
     started: AtomicBool,
     /// Set while draining.
     draining: AtomicBool,
-    /// How draining workers refuse new Allocates (`drain.alternate_servers`,
-    /// which a reload replaces).
-    drain: Arc<Mutex<Draining>>,
+    /// Where draining or full workers send new Allocates
+    /// (`drain.alternate_servers`, which a reload replaces, and the fleet's).
+    drain: Arc<Alternates>,
     /// Notified when draining starts or stops and when an allocation ends
     /// (by the workers), for whoever waits for the server to empty.
     changed: Arc<Notify>,
@@ -66,7 +68,7 @@ pub(super) struct Sources {
     pub(super) fast_path: Option<Arc<Mutex<FastPath>>>,
     pub(super) certs: Option<Arc<Certificates>>,
     pub(super) stop_for: Duration,
-    pub(super) drain: Arc<Mutex<Draining>>,
+    pub(super) drain: Arc<Alternates>,
     /// Also given to the workers, which notify it when an allocation ends.
     pub(super) changed: Arc<Notify>,
     pub(super) reloader: Arc<Reloader>,
@@ -100,13 +102,7 @@ impl RelayHandle {
     /// returns the state once each has applied it.
     pub async fn set_draining(&self, on: bool) -> DrainState {
         self.inner.draining.store(on, Ordering::Relaxed);
-        let draining = on.then(|| {
-            self.inner
-                .drain
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        });
+        let draining = on.then(|| self.inner.drain.current());
         let answers = self
             .ask_all(|reply| Query::Drain {
                 draining: draining.clone(),
@@ -115,6 +111,17 @@ impl RelayHandle {
             .await;
         self.inner.changed.notify_waiters();
         self.drain_state_of(&answers)
+    }
+
+    /// Hands every worker the alternates as they are now (at start: the
+    /// configured ones).
+    pub(super) async fn push_alternates(&self) {
+        let alternates = self.inner.drain.current();
+        self.ask_all(|reply| Query::Alternates {
+            alternates: alternates.clone(),
+            reply,
+        })
+        .await;
     }
 
     /// Whether the server drains, and the allocations left.
@@ -228,6 +235,7 @@ impl Relay for RelayHandle {
                 draining: self.inner.draining.load(Ordering::Relaxed),
                 database_down: self.database_down(),
                 allocations: answers.iter().flatten().map(|a| a.allocations.total).sum(),
+                capacity: self.inner.reloader.capacity(),
             }
         })
     }

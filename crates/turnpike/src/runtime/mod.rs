@@ -13,6 +13,7 @@
 //! the admin endpoint once the last allocation ended, with
 //! `drain.exit_when_empty`. SIGHUP reloads the configuration ([`reload`]).
 
+mod alternates;
 mod binder;
 mod context;
 mod dtls;
@@ -36,7 +37,7 @@ use anyhow::{Context, anyhow};
 use rand::RngCore;
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
-use turnpike_core::{Draining, PerSourceRate, Secrets, WallClock};
+use turnpike_core::{PerSourceRate, Secrets, WallClock};
 use turnpike_store::Store;
 use turnpike_xdp::FastPath;
 
@@ -124,10 +125,13 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
     } else {
         (None, None, None)
     };
+    // The fleet view of [discovery]: the ICE-server endpoint hands it out,
+    // and this relay sends clients it will not take to its relays.
+    let fleet = start_fleet(&config, &control)?;
     // The ICE-server endpoint (validation made sure TURN, and so the
     // credentials, are on).
-    let ice = match (&credentials, config.ice.enabled) {
-        (Some(credentials), true) => Some(start_ice(&config, credentials, &control)?),
+    let ice = match (&credentials, &fleet, config.ice.enabled) {
+        (Some(credentials), Some(fleet), true) => Some(start_ice(&config, credentials, fleet)?),
         _ => None,
     };
     let host_addresses = if config.turn.enabled {
@@ -148,11 +152,12 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
     let (query_senders, mut query_inboxes): (Vec<_>, Vec<_>) = (0..workers)
         .map(|_| tokio::sync::mpsc::unbounded_channel())
         .unzip();
+    let query_senders_for_fleet = query_senders.clone();
     let allocation_ended = Arc::new(tokio::sync::Notify::new());
     let cut_short = Arc::new(AtomicUsize::new(0));
-    let drain = Arc::new(Mutex::new(Draining::new(
+    let drain = Arc::new(alternates::Alternates::new(
         config.drain.alternate_servers.clone(),
-    )));
+    ));
     let reloader = Arc::new(reload::Reloader::new(
         source,
         reload::Running {
@@ -169,6 +174,7 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
             certs: secure.as_ref().map(|s| Arc::clone(&s.certs)),
             connections: Arc::clone(&connections),
             ice: ice.clone(),
+            fleet: fleet.clone(),
         },
     ));
     let relay = RelayHandle::new(
@@ -285,6 +291,31 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
         }
     }
     relay.set_started();
+    control.block_on(relay.push_alternates());
+    if let Some(fleet) = fleet {
+        let own = alternates::Own {
+            ports: listeners
+                .iter()
+                .map(|l| l.addr.port())
+                .chain(config.tls.listen.iter().map(SocketAddr::port))
+                .collect(),
+            ips: listeners
+                .iter()
+                .map(|l| l.addr.ip())
+                .chain(config.turn.relay_ips.iter().copied())
+                .chain(config.turn.external_ips.iter().map(|e| e.public))
+                .filter(|ip| !ip.is_unspecified())
+                .map(|ip| ip.to_canonical())
+                .collect(),
+            host: host_addresses.clone(),
+        };
+        control.spawn(alternates::follow_fleet(
+            fleet,
+            own,
+            Arc::clone(&drain),
+            query_senders_for_fleet,
+        ));
+    }
     tracing::info!(workers, "turnpike ready");
     // systemd (crate::service): READY=1 now that every listener is bound,
     // then STATUS= and the watchdog's pings from the control runtime.
@@ -383,24 +414,35 @@ fn listener_infos(
     infos
 }
 
-/// The ICE-server endpoint (`ice.enabled`): its configuration, and the
-/// fleet it hands out, discovered and probed on `control`.
-pub(crate) fn start_ice(
+/// The ICE-server endpoint (`ice.enabled`): its configuration over the
+/// fleet it hands out.
+fn start_ice(
     config: &Settings,
     credentials: &Arc<CredentialSource>,
-    control: &tokio::runtime::Runtime,
+    fleet: &turnpike_fleet::Fleet,
 ) -> anyhow::Result<Arc<crate::ice::IceService>> {
     let ice_config = crate::ice::IceConfig::from_settings(config).map_err(|e| anyhow!(e))?;
-    let fleet = {
-        let _entered = control.enter();
-        turnpike_fleet::Fleet::start(crate::ice::fleet_config(config), control.handle())
-            .map_err(|e| anyhow!("cannot start relay discovery: {e}"))?
-    };
     Ok(crate::ice::IceService::new(
         ice_config,
-        fleet,
+        fleet.clone(),
         Arc::clone(credentials),
     ))
+}
+
+/// The fleet of `[discovery]` (discovered and probed on `control`), when
+/// the ICE endpoint is on or `[discovery]` names relays; `None` otherwise.
+pub(crate) fn start_fleet(
+    config: &Settings,
+    control: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<turnpike_fleet::Fleet>> {
+    let d = &config.discovery;
+    if !config.ice.enabled && d.relays.is_empty() && d.srv_domain.trim().is_empty() {
+        return Ok(None);
+    }
+    let _entered = control.enter();
+    turnpike_fleet::Fleet::start(crate::ice::fleet_config(config), control.handle())
+        .map(Some)
+        .map_err(|e| anyhow!("cannot start relay discovery: {e}"))
 }
 
 /// Opens the credential database (creating or migrating it), registers the

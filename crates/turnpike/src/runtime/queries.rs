@@ -55,6 +55,12 @@ pub(crate) enum Query {
         draining: Option<Draining>,
         reply: oneshot::Sender<usize>,
     },
+    /// Where new Allocates go when it drains or is full
+    /// ([`turnpike_core::Server::set_alternates`]).
+    Alternates {
+        alternates: Draining,
+        reply: oneshot::Sender<()>,
+    },
     /// How many live allocations it holds.
     AllocationCount(oneshot::Sender<usize>),
     /// Run with a reloaded configuration; whether the shard took it.
@@ -77,8 +83,7 @@ pub(crate) struct WorkerChange {
     pub(crate) forget: Vec<String>,
     /// Static users added, or whose password changed, with their keys.
     pub(crate) learn: Vec<(String, UserKeys)>,
-    /// How new Allocates are refused while draining: taken at once if the
-    /// shard drains, else at the next drain.
+    /// Where new Allocates go while draining or full: taken at once.
     pub(crate) drain: Draining,
 }
 
@@ -130,6 +135,10 @@ pub(super) async fn query_loop(ctx: Rc<WorkerCtx>, mut inbox: mpsc::UnboundedRec
                 let mut server = ctx.server.borrow_mut();
                 server.set_draining(draining);
                 let _ = reply.send(server.allocation_count());
+            }
+            Query::Alternates { alternates, reply } => {
+                ctx.server.borrow_mut().set_alternates(alternates);
+                let _ = reply.send(());
             }
             Query::AllocationCount(reply) => {
                 let _ = reply.send(ctx.server.borrow().allocation_count());
@@ -249,9 +258,7 @@ fn reconfigure(ctx: &Rc<WorkerCtx>, change: &WorkerChange) -> bool {
         for (name, keys) in &change.learn {
             server.insert_credentials(now, name, keys.clone());
         }
-        if server.draining().is_some() {
-            server.set_draining(Some(change.drain.clone()));
-        }
+        server.set_alternates(change.drain.clone());
     }
     ctx.limits.set(change.limits);
     ctx.queued.set_max(change.limits.max_buffered_per_worker);

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
-use turnpike_core::{Draining, Secrets};
+use turnpike_core::Secrets;
 
 use super::queries::{Query, WorkerChange, ask_all};
 use super::stream::conn::ConnectionCounts;
@@ -81,7 +81,7 @@ pub(crate) struct Targets {
     pub(crate) workers: Vec<mpsc::UnboundedSender<Query>>,
     /// How draining workers refuse new Allocates, for the next drain
     /// (`drain.alternate_servers`).
-    pub(crate) drain: Arc<Mutex<Draining>>,
+    pub(crate) drain: Arc<super::alternates::Alternates>,
     /// The credential sources and the shards' secrets; `None` with TURN
     /// off.
     pub(crate) credentials: Option<(Arc<CredentialSource>, watch::Sender<Secrets>)>,
@@ -89,6 +89,8 @@ pub(crate) struct Targets {
     pub(crate) connections: Arc<ConnectionCounts>,
     /// The ICE-server endpoint, with `ice.enabled`.
     pub(crate) ice: Option<Arc<crate::ice::IceService>>,
+    /// The fleet of `[discovery]`, when it runs.
+    pub(crate) fleet: Option<turnpike_fleet::Fleet>,
 }
 
 /// See the module documentation.
@@ -98,6 +100,8 @@ pub(crate) struct Reloader {
     running: tokio::sync::Mutex<Running>,
     targets: Targets,
     applied: AtomicU64,
+    /// `turn.total_quota` in service (0: no limit), for `/readyz`.
+    capacity: AtomicU64,
     refused: AtomicU64,
     /// The file's SHA-256 as last applied, for the metrics (readable while
     /// a reload holds `running`).
@@ -109,11 +113,18 @@ impl Reloader {
         Reloader {
             source,
             sha256: Mutex::new(running.sha256.clone()),
+            capacity: AtomicU64::new(u64::from(running.settings.turn.total_quota)),
             running: tokio::sync::Mutex::new(running),
             targets,
             applied: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
+    }
+
+    /// The allocations this relay takes at most (`turn.total_quota`);
+    /// `None` without a limit.
+    pub(crate) fn capacity(&self) -> Option<u64> {
+        Some(self.capacity.load(Ordering::Relaxed)).filter(|&c| c > 0)
     }
 
     /// The configuration in service and its reloads so far.
@@ -258,6 +269,9 @@ impl Reloader {
         self.targets
             .connections
             .set_max_total(new.limits.max_connections);
+        if let Some(fleet) = &self.targets.fleet {
+            fleet.reconfigure(crate::ice::fleet_config(&new));
+        }
         if let Some(ice) = &self.targets.ice
             && let Err(err) = ice.reconfigure(&new)
         {
@@ -267,12 +281,10 @@ impl Reloader {
         }
         // drain.alternate_servers: for the next drain, and for a drain
         // under way (each worker that drains takes it with the change).
-        let drain = Draining::new(new.drain.alternate_servers.clone());
-        *self
-            .targets
+        self.targets
             .drain
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = drain.clone();
+            .set_configured(new.drain.alternate_servers.clone());
+        let drain = self.targets.drain.current();
         let change = Arc::new(WorkerChange {
             core: Arc::clone(&core),
             limits: super::stream_limits(&new, self.targets.workers.len()),
@@ -299,6 +311,8 @@ impl Reloader {
             warnings.push(line);
         }
         running.core = core;
+        self.capacity
+            .store(u64::from(new.turn.total_quota), Ordering::Relaxed);
         running.settings = new;
         warnings
     }

@@ -1881,3 +1881,21 @@ pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A new Allocate from a fresh client of ours (turnpike-client) as the
+/// loopback user `alice`: the client holding the allocation, or what the
+/// server answered instead (a 300 is `ClientError::TryAlternate`).
+pub async fn allocate(
+    server: SocketAddr,
+) -> Result<turnpike_client::TurnClient, turnpike_client::ClientError> {
+    let mut client = turnpike_client::TurnClient::bind(
+        server,
+        turnpike_client::Credentials::new(TURN_USER, TURN_PASSWORD),
+    )
+    .await
+    .expect("client socket");
+    client
+        .allocate(turnpike_client::AllocateParams::default())
+        .await?;
+    Ok(client)
+}
