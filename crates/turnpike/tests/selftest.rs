@@ -56,12 +56,7 @@ fn relay_ip(n: u8) -> Ipv4Addr {
 /// endpoint (the endpoint probes `/readyz`) on `admin_port` when given.
 fn relay(n: u8, pki: &Pki, admin_port: Option<u16>) -> TestServer {
     let ip = relay_ip(n);
-    let leaf = pki.leaf_with_ips(
-        &format!("relay{n}"),
-        KeyType::EcP256Pkcs8,
-        2,
-        &[ip.into()],
-    );
+    let leaf = pki.leaf_with_ips(&format!("relay{n}"), KeyType::EcP256Pkcs8, 2, &[ip.into()]);
     TestServer::start(ServerOptions {
         ipv6: false,
         host_v4: Some(ip),
@@ -222,8 +217,8 @@ fn run_page(endpoint: &TestServer, pki: &Pki, query: &str, screenshot: &str) -> 
     let mut devtools = browser.launch_with_devtools(&page, WINDOW.0, WINDOW.1);
     let raw = await_report(&site, &mut browser, RUN_TIMEOUT);
     let took = started.elapsed();
-    let results: Value =
-        serde_json::from_str(&raw).unwrap_or_else(|e| panic!("the report is not JSON ({e}): {raw}"));
+    let results: Value = serde_json::from_str(&raw)
+        .unwrap_or_else(|e| panic!("the report is not JSON ({e}): {raw}"));
     eprintln!(
         "[selftest] {screenshot}: report after {took:?} (page: {} ms)",
         results["elapsedMs"]
@@ -242,7 +237,10 @@ fn run_page(endpoint: &TestServer, pki: &Pki, query: &str, screenshot: &str) -> 
     );
     // The page's own copy is what it reported.
     let in_page = evaluate("JSON.parse(document.getElementById('results').textContent)");
-    assert_eq!(in_page, results, "the page's #results differ from its report");
+    assert_eq!(
+        in_page, results,
+        "the page's #results differ from its report"
+    );
     let table = evaluate(
         "Array.from(document.querySelectorAll('#rows tr'), tr => Object.assign({}, tr.dataset))",
     );

@@ -392,7 +392,9 @@ fn the_selftest_page_is_served_to_anyone_and_loads_nothing_from_elsewhere() {
         page.headers.get(header::CONTENT_TYPE).unwrap(),
         "text/html; charset=utf-8"
     );
-    let csp = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
     for directive in ["default-src 'none'", "script-src 'unsafe-inline'"] {
         assert!(csp.contains(directive), "{csp}");
     }
