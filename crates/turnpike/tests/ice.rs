@@ -366,6 +366,10 @@ fn the_relay_serves_the_endpoint_on_its_admin_listener_and_reloads_it() {
         .map(|_| get(&server, "/ice-servers", &with_ice).status)
         .collect();
     assert!(statuses.contains(&429), "{statuses:?}");
+    // The self-test page is public (it holds no secret), as on ice-config.
+    let page = get(&server, "/selftest", &[]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Turnpike fleet self-test"));
     // /v1/fleet is an admin route.
     assert_eq!(get(&server, "/v1/fleet", &with_ice).status, 401);
     let fleet = json(&get(&server, "/v1/fleet", &with_admin));

@@ -14,7 +14,9 @@
 //!   rotating secrets works fleet-wide;
 //! - callers are admitted by [`caller`] (loopback, bearer token, or a
 //!   header set by the application's proxy) and rate-limited per caller;
-//! - the answers take the shapes of [`answer`].
+//! - the answers take the shapes of [`answer`];
+//! - [`selftest`] serves a page that checks every relay and transport of
+//!   the fleet from the operator's browser.
 //!
 //! `turnpike serve` mounts [`IceService::routes`] on its admin listener
 //! (`ice.enabled`); `turnpike ice-config` ([`standalone`]) serves them
@@ -23,6 +25,7 @@
 
 pub mod answer;
 pub mod caller;
+pub mod selftest;
 pub mod standalone;
 #[cfg(test)]
 mod tests;
@@ -197,8 +200,11 @@ impl IceService {
     /// The public routes: `/ice-servers`, `/calls/config/v2`,
     /// `/calls/config` (each with `OPTIONS` for CORS preflights). They
     /// admit callers themselves ([`caller`]), not with the admin token.
+    /// And `/selftest`, a static page without a secret: the tokens are the
+    /// user's to type in ([`selftest`]).
     pub fn routes(self: &Arc<Self>) -> Router {
         Router::new()
+            .route("/selftest", get(selftest::page))
             .route(
                 "/ice-servers",
                 get(|s, r| answer_route(s, r, IceRoute::IceServers)).options(preflight),
@@ -441,4 +447,5 @@ fn unix_now() -> u64 {
 }
 
 /// Where the ICE routes are: for the admin endpoint's 404 text.
-pub const ROUTES: &str = "GET /ice-servers, /calls/config/v2 (?limit=) and /calls/config";
+pub const ROUTES: &str =
+    "GET /ice-servers, /calls/config/v2 (?limit=), /calls/config and /selftest";

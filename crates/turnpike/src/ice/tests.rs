@@ -373,3 +373,43 @@ fn relay_only_adds_the_transport_policy() {
     let config = endpoint.get("/ice-servers").json();
     assert_eq!(config["iceTransportPolicy"], "relay");
 }
+
+/// `/selftest` is the page, to anyone (it holds no secret: `/ice-servers`
+/// still wants the token), with nothing to load from elsewhere: no URL of
+/// another site in it, and a Content-Security-Policy that would block one.
+#[test]
+fn the_selftest_page_is_served_to_anyone_and_loads_nothing_from_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("ice.token");
+    std::fs::write(&token_file, "0123456789abcdef-ice\n").unwrap();
+    let endpoint = Endpoint::start(|s| {
+        s.ice.auth = IceAuth::Token;
+        s.ice.token_file = Some(token_file.clone());
+    });
+    let page = endpoint.ask(Method::GET, "/selftest", REMOTE, &[]);
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(
+        page.headers.get(header::CONTENT_TYPE).unwrap(),
+        "text/html; charset=utf-8"
+    );
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    for directive in ["default-src 'none'", "script-src 'unsafe-inline'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert_eq!(page.headers[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(page.body, super::selftest::PAGE);
+    for external in ["http://", "https://", "//cdn", "<link", " src="] {
+        assert!(
+            !page.body.contains(external),
+            "the page refers to something outside it: {external:?}"
+        );
+    }
+    for route in ["\"/ice-servers\"", "\"/v1/fleet\""] {
+        assert!(page.body.contains(route), "the page does not fetch {route}");
+    }
+    // The answer it fetches stays behind the token.
+    let answer = endpoint.ask(Method::GET, "/ice-servers", REMOTE, &[]);
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
+}

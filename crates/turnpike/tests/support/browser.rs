@@ -19,6 +19,9 @@
 //! - [`relay_check`] does one run: browser launched, report awaited within
 //!   [`RUN_TIMEOUT`], failing the test with the page's log and the
 //!   browser's if none comes.
+//! - [`Chromium::launch_with_devtools`] also opens the DevTools protocol
+//!   on a pipe ([`DevTools`]): the test reads the page's DOM and takes
+//!   screenshots (the fleet self-test page, tests/selftest.rs).
 //!
 //! What Chromium (156, Debian 12) was found to do here: it takes a TURN
 //! server on 127.0.0.1 (over UDP, TCP and TLS) and connects two loopback
@@ -31,6 +34,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -206,7 +210,7 @@ impl Drop for Site {
 }
 
 /// `s` for a query value: everything but unreserved characters escaped.
-fn query_escape(s: &str) -> String {
+pub fn query_escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
@@ -490,7 +494,50 @@ impl Chromium {
 
     /// Starts the browser on `url`.
     pub fn launch(&mut self, url: &str) {
-        assert!(self.child.is_none(), "this browser already runs");
+        let command = self.command(url, &[]);
+        self.spawn(command, url);
+    }
+
+    /// Starts the browser on `url` with the DevTools protocol on a pipe
+    /// (`--remote-debugging-pipe`: it reads commands from its fd 3 and
+    /// writes answers to its fd 4), its window `width`x`height` (what a
+    /// screenshot shows). A pipe rather than a port: nothing to find or
+    /// race for, no WebSocket client, and no other process can attach.
+    pub fn launch_with_devtools(&mut self, url: &str, width: u32, height: u32) -> DevTools {
+        let (browser_reads, from_test) = std::io::pipe().expect("a pipe to the browser");
+        let (test_reads, browser_writes) = std::io::pipe().expect("a pipe from the browser");
+        let size = format!("--window-size={width},{height}");
+        let mut command = self.command(url, &["--remote-debugging-pipe", &size]);
+        let (read_fd, write_fd) = (browser_reads.as_raw_fd(), browser_writes.as_raw_fd());
+        // SAFETY: between fork and exec, only fcntl(2) and dup2(2), which are
+        // async-signal-safe, on descriptors the parent keeps open until
+        // spawn returns. Both are first copied above 10 (close-on-exec), so
+        // that placing one on 3 cannot overwrite the other; the copies on
+        // 3 and 4 themselves stay open across exec.
+        unsafe {
+            command.pre_exec(move || {
+                let high_read = libc::fcntl(read_fd, libc::F_DUPFD_CLOEXEC, 10);
+                let high_write = libc::fcntl(write_fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high_read < 0
+                    || high_write < 0
+                    || libc::dup2(high_read, 3) < 0
+                    || libc::dup2(high_write, 4) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.spawn(command, url);
+        // The browser's ends, closed here so that the test sees the end of
+        // the pipe when the browser is gone.
+        drop((browser_reads, browser_writes));
+        DevTools::new(from_test, test_reads)
+    }
+
+    /// The command line: the flags every run needs, then `extra`, then
+    /// `url`.
+    fn command(&self, url: &str, extra: &[&str]) -> Command {
         assert!(
             Path::new(CHROMIUM).exists(),
             "{CHROMIUM} is missing (Debian package `chromium`). Run `scripts/test`, which \
@@ -523,6 +570,7 @@ impl Chromium {
                 "--user-data-dir={}",
                 self.dir.path().join("profile").display()
             ))
+            .args(extra)
             .arg(url)
             .env("HOME", self.home())
             .env_remove("XDG_CONFIG_HOME")
@@ -532,6 +580,11 @@ impl Chromium {
             .stderr(log)
             // Its own process group, so Drop ends every process it forks.
             .process_group(0);
+        command
+    }
+
+    fn spawn(&mut self, mut command: Command, url: &str) {
+        assert!(self.child.is_none(), "this browser already runs");
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {CHROMIUM}: {e}"));
@@ -663,21 +716,27 @@ pub fn relay_check(
     token: Option<&str>,
 ) -> RelayReport {
     browser.launch(&site.page_url(config, token));
-    let deadline = Instant::now() + RUN_TIMEOUT;
+    let raw = await_report(site, browser, RUN_TIMEOUT);
+    let report = RelayReport::parse(&raw);
+    eprintln!(
+        "[browser] report after {:?}: ok={} error={:?}, page took {} ms",
+        browser.started.elapsed(),
+        report.ok,
+        report.error,
+        report.elapsed_ms
+    );
+    report
+}
+
+/// Waits for the next report on `site` from the page in `browser`, at
+/// most `within`; fails the test (with the site's requests and the
+/// browser's log) when none comes or the browser exits first.
+pub fn await_report(site: &Site, browser: &mut Chromium, within: Duration) -> String {
+    let deadline = Instant::now() + within;
     loop {
         // Short waits on the channel, to notice a browser that died.
         match site.next_report(Duration::from_millis(250)) {
-            Ok(raw) => {
-                let report = RelayReport::parse(&raw);
-                eprintln!(
-                    "[browser] report after {:?}: ok={} error={:?}, page took {} ms",
-                    browser.started.elapsed(),
-                    report.ok,
-                    report.error,
-                    report.elapsed_ms
-                );
-                return report;
-            }
+            Ok(raw) => return raw,
             Err(RecvTimeoutError::Disconnected) => panic!("the site stopped"),
             Err(RecvTimeoutError::Timeout) => {}
         }
@@ -690,9 +749,141 @@ pub fn relay_check(
         }
         assert!(
             Instant::now() < deadline,
-            "no report from the page within {RUN_TIMEOUT:?}\n{}\n{}",
+            "no report from the page within {within:?}\n{}\n{}",
             site.describe(),
             browser.describe()
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The DevTools protocol
+// ---------------------------------------------------------------------------
+
+/// Bound on one DevTools command's answer.
+pub const DEVTOOLS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The DevTools protocol of a browser started with
+/// [`Chromium::launch_with_devtools`]: JSON messages, each ended by a NUL
+/// byte, over two pipes. A thread reads the answers (and events, which are
+/// dropped); it ends when the browser closes its end.
+pub struct DevTools {
+    to_browser: std::io::PipeWriter,
+    answers: Receiver<serde_json::Value>,
+    next_id: u64,
+}
+
+impl DevTools {
+    fn new(to_browser: std::io::PipeWriter, from_browser: std::io::PipeReader) -> DevTools {
+        let (tx, answers) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(from_browser);
+            loop {
+                let mut message = Vec::new();
+                match reader.read_until(0, &mut message) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                message.pop_if(|b| *b == 0);
+                let Ok(value) = serde_json::from_slice::<serde_json::Value>(&message) else {
+                    continue;
+                };
+                if value.get("id").is_some() && tx.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        DevTools {
+            to_browser,
+            answers,
+            next_id: 1,
+        }
+    }
+
+    /// Sends `method` with `params` (to the page `session` when given) and
+    /// returns its `result`, or the protocol's error as text.
+    pub fn call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut message = serde_json::json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            message["sessionId"] = session.into();
+        }
+        let mut bytes = message.to_string().into_bytes();
+        bytes.push(0);
+        self.to_browser
+            .write_all(&bytes)
+            .map_err(|e| format!("{method}: writing to the browser: {e}"))?;
+        let deadline = Instant::now() + DEVTOOLS_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = self
+                .answers
+                .recv_timeout(left)
+                .map_err(|e| format!("{method}: no answer from the browser ({e})"))?;
+            if answer["id"].as_u64() != Some(id) {
+                continue;
+            }
+            if let Some(error) = answer.get("error") {
+                return Err(format!("{method}: {error}"));
+            }
+            return Ok(answer["result"].clone());
+        }
+    }
+
+    /// A session on the browser's (one) page.
+    pub fn attach_page(&mut self) -> Result<String, String> {
+        let targets = self.call(None, "Target.getTargets", serde_json::json!({}))?;
+        let page = targets["targetInfos"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["type"] == "page"))
+            .ok_or_else(|| format!("no page among the browser's targets: {targets}"))?;
+        let attached = self.call(
+            None,
+            "Target.attachToTarget",
+            serde_json::json!({ "targetId": page["targetId"], "flatten": true }),
+        )?;
+        attached["sessionId"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no session in {attached}"))
+    }
+
+    /// The value of the JavaScript `expression` in the page.
+    pub fn evaluate(
+        &mut self,
+        session: &str,
+        expression: &str,
+    ) -> Result<serde_json::Value, String> {
+        let result = self.call(
+            Some(session),
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true }),
+        )?;
+        if let Some(exception) = result.get("exceptionDetails") {
+            return Err(format!("{expression}: {exception}"));
+        }
+        Ok(result["result"]["value"].clone())
+    }
+
+    /// A PNG of the page as shown (the window's size).
+    pub fn screenshot(&mut self, session: &str) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        let result = self.call(
+            Some(session),
+            "Page.captureScreenshot",
+            serde_json::json!({ "format": "png" }),
+        )?;
+        let data = result["data"]
+            .as_str()
+            .ok_or_else(|| format!("no data in the screenshot's answer: {result}"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| format!("the screenshot is not base64: {e}"))
     }
 }

@@ -126,6 +126,11 @@ pub struct ServerOptions {
     /// admin port) instead of `turnpike serve`; ready once the admin port
     /// accepts connections.
     pub ice_config: bool,
+    /// With `admin`: this admin port instead of a free one. The relays of
+    /// a fleet on one machine each listen on their own address (`host_v4`),
+    /// so they can share one port number, as `discovery.admin_port` (one
+    /// port for every relay's `/readyz`) expects.
+    pub fixed_admin_port: Option<u16>,
 }
 
 impl ServerOptions {
@@ -268,6 +273,7 @@ impl ServerOptions {
             host_v4: None,
             extra_config: String::new(),
             ice_config: false,
+            fixed_admin_port: None,
         }
     }
 
@@ -351,6 +357,9 @@ impl TestServer {
             }
         });
         let admin_port = options.admin.then(|| {
+            if let Some(fixed) = options.fixed_admin_port {
+                return fixed;
+            }
             loop {
                 let ap = TcpListener::bind((PRIMARY_V4, 0))
                     .and_then(|l| l.local_addr())

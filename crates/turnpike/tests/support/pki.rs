@@ -222,6 +222,19 @@ impl Pki {
     /// and ::1) with a key of `key_type`, valid for `days` days; its files
     /// are `<name>.*` in [`Pki::dir`].
     pub fn leaf(&self, name: &str, key_type: KeyType, days: u32) -> Leaf {
+        self.leaf_with_ips(name, key_type, days, &[])
+    }
+
+    /// [`Pki::leaf`], also for the addresses `ips` (e.g. 127.0.0.3 for the
+    /// relay of a fleet on one machine listening there).
+    pub fn leaf_with_ips(
+        &self,
+        name: &str,
+        key_type: KeyType,
+        days: u32,
+        ips: &[std::net::IpAddr],
+    ) -> Leaf {
+        let extra: String = ips.iter().map(|ip| format!(",IP:{ip}")).collect();
         let p = |ext: &str| self.dir.path().join(format!("{name}.{ext}"));
         let s = |path: &Path| path.to_str().expect("UTF-8 temp path").to_owned();
         let (key, csr, ext, cert, chain, combined) = (
@@ -246,7 +259,7 @@ impl Pki {
         std::fs::write(
             &ext,
             format!(
-                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:{name},IP:127.0.0.1,IP:::1\n"
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:{name},IP:127.0.0.1,IP:::1{extra}\n"
             ),
         )
         .expect("write extensions");
