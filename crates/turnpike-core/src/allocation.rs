@@ -54,6 +54,10 @@ pub(crate) enum BindError {
 pub(crate) struct Allocation {
     pub(crate) five_tuple: FiveTuple,
     pub(crate) user: Arc<User>,
+    /// The name its quota is counted under ([`quota_name`]), as taken at
+    /// its creation, so that it is given back under that name whatever
+    /// a reload does to the separator.
+    pub(crate) quota: Arc<str>,
     /// Relayed addresses as bound (index 0 IPv4, 1 IPv6).
     pub(crate) relays: [Option<SocketAddr>; 2],
     /// UDP relays datagrams; TCP (RFC 6062) relays peer connections.
@@ -436,6 +440,20 @@ impl Allocations {
     }
 }
 
+/// The name a user's allocations are counted under for `user_quota`: the
+/// user id of a time-limited credential (`expiry<separator>user id`), so
+/// that minting credentials of several expiries does not multiply the
+/// quota, else the username itself (long-term users, Wire-format
+/// credentials, which carry no user id). A long-term user and the
+/// time-limited credentials of the same user id share one count, as they
+/// share the operator's `stop`.
+pub(crate) fn quota_name<'u>(username: &'u str, time_limited: bool, separator: char) -> &'u str {
+    if !time_limited {
+        return username;
+    }
+    crate::ephemeral::user_id(username, separator).unwrap_or(username)
+}
+
 /// Allocation counts shared by all shards, for the per-user (486) and
 /// server-wide (508) quotas, and the count of TCP allocations' peer
 /// connections. Touched only when an allocation or a peer connection is
@@ -466,9 +484,12 @@ impl Quotas {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Takes one allocation for `user` if both limits allow (0 = unlimited).
-    /// `Err(486)` or `Err(508)` otherwise.
-    pub(crate) fn acquire(&self, user: &Arc<str>, per_user: u32, total: usize) -> Result<(), u16> {
+    /// Takes one allocation for `user` (its quota name, see
+    /// [`quota_name`]) if both limits allow (0 = unlimited): the name as
+    /// counted, for [`Quotas::release`]. `Err(486)` or `Err(508)`
+    /// otherwise. Allocates only for a user without allocations yet (once
+    /// per Allocate at most, never per packet).
+    pub(crate) fn acquire(&self, user: &str, per_user: u32, total: usize) -> Result<Arc<str>, u16> {
         let Ok(mut counts) = self.counts.lock() else {
             return Err(508);
         };
@@ -481,12 +502,17 @@ impl Quotas {
         if total != 0 && *all >= total {
             return Err(508);
         }
-        *by_user.entry(Arc::clone(user)).or_insert(0) += 1;
+        let name = match by_user.get_key_value(user) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(user),
+        };
+        *by_user.entry(Arc::clone(&name)).or_insert(0) += 1;
         *all += 1;
-        Ok(())
+        Ok(name)
     }
 
-    pub(crate) fn release(&self, user: &Arc<str>) {
+    /// Gives back one allocation of `user`, as [`Quotas::acquire`] named it.
+    pub(crate) fn release(&self, user: &str) {
         let Ok(mut counts) = self.counts.lock() else {
             return;
         };

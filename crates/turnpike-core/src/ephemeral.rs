@@ -253,11 +253,20 @@ pub(crate) fn candidate_keys<'a>(
 /// The names a USERNAME answers to for the operator: itself, and for a
 /// time-limited credential (`expiry<separator>user id`) the user id too.
 pub fn user_names(username: &str, separator: char) -> impl Iterator<Item = &str> {
-    let id = username
+    std::iter::once(username).chain(user_id(username, separator))
+}
+
+/// The user id of a TURN REST API username (`expiry<separator>user id`):
+/// what stays the same across the credentials an application mints for one
+/// user. `None` when the username has none (a bare expiry, a Wire-format
+/// name, an ordinary long-term username).
+pub fn user_id(username: &str, separator: char) -> Option<&str> {
+    username
         .split_once(separator)
-        .filter(|(expiry, id)| !id.is_empty() && expiry.bytes().all(|b| b.is_ascii_digit()))
-        .map(|(_, id)| id);
-    std::iter::once(username).chain(id)
+        .filter(|(expiry, id)| {
+            !id.is_empty() && !expiry.is_empty() && expiry.bytes().all(|b| b.is_ascii_digit())
+        })
+        .map(|(_, id)| id)
 }
 
 #[cfg(test)]

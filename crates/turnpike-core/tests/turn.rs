@@ -642,6 +642,85 @@ fn quotas() {
     assert_eq!(a.code(), Some(508));
 }
 
+/// `user_quota` counts the time-limited credentials of one user id
+/// together, whatever their expiries: minting more credentials does not
+/// buy more allocations. Another user id, and a Wire-format credential
+/// (no user id: counted by its username), have quotas of their own; an
+/// allocation that ends gives its user id's place back.
+#[test]
+fn rest_credentials_of_one_user_id_share_its_quota() {
+    let mut h = Harness::new(|t| t.user_quota = 2);
+    h.server.set_secrets(Secrets::new([secret(0, "s")]));
+    let udp = [Attribute::RequestedTransport(protocol::UDP)];
+    let expiry = UNIX_EPOCH_OF_TESTS + 3600;
+    let allocate = |h: &mut Harness, client: &str, name: String, format: Format| {
+        let creds = h.ephemeral_creds(client, name, format, "s");
+        (h.authed_from(client, Method::ALLOCATE, &udp, &creds), creds)
+    };
+    let (first, first_creds) = allocate(
+        &mut h,
+        "198.51.100.1:1",
+        format!("{expiry}:alice"),
+        Format::Rest,
+    );
+    assert_eq!(first.class(), Class::Success, "{:?}", first.code());
+    let (second, _) = allocate(
+        &mut h,
+        "198.51.100.2:2",
+        format!("{}:alice", expiry + 100),
+        Format::Rest,
+    );
+    assert_eq!(second.class(), Class::Success, "{:?}", second.code());
+    let (third, _) = allocate(
+        &mut h,
+        "198.51.100.3:3",
+        format!("{}:alice", expiry + 200),
+        Format::Rest,
+    );
+    assert_eq!(
+        third.code(),
+        Some(486),
+        "a third credential of user id alice is over her quota of 2"
+    );
+    let (bob, _) = allocate(
+        &mut h,
+        "198.51.100.4:4",
+        format!("{expiry}:bob"),
+        Format::Rest,
+    );
+    assert_eq!(bob.class(), Class::Success, "bob: {:?}", bob.code());
+    for (i, client) in ["198.51.100.5:5", "198.51.100.6:6"].into_iter().enumerate() {
+        let (wire, _) = allocate(
+            &mut h,
+            client,
+            format!("d={expiry}.v=1.k=0.t=s.r=random{i}"),
+            Format::Wire { key_index: 0 },
+        );
+        assert_eq!(
+            wire.class(),
+            Class::Success,
+            "Wire credential {i} (counted by its own username): {:?}",
+            wire.code()
+        );
+    }
+    // Alice's first allocation ends: a credential of yet another expiry
+    // takes its place.
+    let deleted = h.authed_from(
+        "198.51.100.1:1",
+        Method::REFRESH,
+        &[Attribute::Lifetime(0)],
+        &first_creds,
+    );
+    assert_eq!(deleted.class(), Class::Success, "{:?}", deleted.code());
+    let (again, _) = allocate(
+        &mut h,
+        "198.51.100.7:7",
+        format!("{}:alice", expiry + 300),
+        Format::Rest,
+    );
+    assert_eq!(again.class(), Class::Success, "{:?}", again.code());
+}
+
 #[test]
 fn no_free_port_is_508_and_returns_the_quota() {
     let mut h = Harness::new(|t| t.user_quota = 1);

@@ -120,19 +120,27 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         turn.stats.auth_failures.record(AuthFailure::Stopped);
         return req.error(out, 403);
     }
-    if let Err(code) = config
+    let quota_name = crate::allocation::quota_name(
+        &req.user.name,
+        req.user.expires.is_some(),
+        config.rest_separator,
+    );
+    let quota = match config
         .quotas
-        .acquire(&req.user.name, config.user_quota, config.total_quota)
+        .acquire(quota_name, config.user_quota, config.total_quota)
     {
-        // At capacity (508, not the user's own quota): another relay of the
-        // fleet with room, if one is known.
-        if code == 508
-            && let Some(redirect) = turn.alternates.pick(&mut turn.next_alternate, req.packet)
-        {
-            return redirect_to(req, out, &redirect);
+        Ok(quota) => quota,
+        Err(code) => {
+            // At capacity (508, not the user's own quota): another relay of
+            // the fleet with room, if one is known.
+            if code == 508
+                && let Some(redirect) = turn.alternates.pick(&mut turn.next_alternate, req.packet)
+            {
+                return redirect_to(req, out, &redirect);
+            }
+            return req.error(out, code);
         }
-        return req.error(out, code);
-    }
+    };
     let options = RelayOptions {
         protocol: relay_protocol,
         dont_fragment: asked.dont_fragment,
@@ -158,7 +166,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
     let first = match bound {
         Ok(addr) => addr,
         Err(code) => {
-            config.quotas.release(&req.user.name);
+            config.quotas.release(&quota);
             return req.error(out, code);
         }
     };
@@ -177,6 +185,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
     turn.allocations.insert(Allocation {
         five_tuple,
         user: std::sync::Arc::clone(&req.user),
+        quota,
         relays,
         protocol: relay_protocol,
         dont_fragment: asked.dont_fragment,

@@ -166,7 +166,7 @@ impl TurnState {
                     protocol: allocation.protocol,
                 });
             }
-            config.quotas.release(&allocation.user.name);
+            config.quotas.release(&allocation.quota);
             let lasted = now.saturating_duration_since(allocation.created);
             self.stats.allocations_ended.record(reason);
             self.stats.allocation_duration.record(lasted);

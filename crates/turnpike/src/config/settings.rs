@@ -243,7 +243,7 @@ settings! {
             range(1, MAX_LIFETIME_SECS) "seconds";
             help "seconds a nonce stays valid";
             reload live;
-        /// Allocations per user; 0 = unlimited.
+        /// Allocations per user (per user id for REST credentials); 0 = unlimited.
         user_quota: u32 = 0;
             flag user_quota "user-quota" "N", env "TURNPIKE_USER_QUOTA";
             help "allocations per user, 0 = unlimited";
