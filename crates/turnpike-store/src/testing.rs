@@ -18,6 +18,11 @@
 //! certificate the test made) and ask TCP clients for their password
 //! (SCRAM), for the tests of `sslmode` and channel binding.
 //!
+//! [`TestPostgres::stop`] and [`TestPostgres::start_again`] make an outage
+//! that refuses connections; [`TestPostgres::pause`] and
+//! [`TestPostgres::resume`] one that does not (the processes frozen with
+//! SIGSTOP).
+//!
 //! An instance whose test process was killed (so `Drop` never ran) is
 //! stopped and removed by the next `TestPostgres::start` on the machine: each
 //! directory records its owner's process id.
@@ -77,6 +82,9 @@ pub struct TestPostgres {
     /// Whether commands run as the `postgres` OS user (we are root).
     as_postgres: bool,
     running: bool,
+    /// Stopped with SIGSTOP by [`TestPostgres::pause`]: the processes to
+    /// continue.
+    paused: Vec<libc::pid_t>,
     /// `ssl=on` with `server.crt` and `server.key` in the directory.
     tls: bool,
 }
@@ -150,6 +158,7 @@ impl TestPostgres {
             port: 0,
             as_postgres,
             running: false,
+            paused: Vec::new(),
             tls: options.tls.is_some(),
         };
         pg.initdb();
@@ -212,6 +221,7 @@ impl TestPostgres {
     /// Stops the server (`pg_ctl stop -m fast`), keeping its data and port
     /// for [`TestPostgres::start_again`].
     pub fn stop(&mut self) {
+        self.resume();
         let out = self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"]);
         check(&out, "pg_ctl stop");
         self.running = false;
@@ -223,6 +233,54 @@ impl TestPostgres {
             panic!("TestPostgres: the server did not start again:\n{log}");
         }
         self.wait_until_ready();
+    }
+
+    /// Freezes the server without closing anything: SIGSTOP to the
+    /// postmaster, then to its children (the backends and the background
+    /// processes). Connections stay open and new ones are still accepted
+    /// by the kernel, but nothing answers, as with a hung host or a
+    /// network that drops packets. [`TestPostgres::resume`] undoes it
+    /// (and so does dropping the instance).
+    ///
+    /// # Panics
+    ///
+    /// If the server is not running, or a process cannot be signalled.
+    pub fn pause(&mut self) {
+        assert!(self.running, "TestPostgres::pause: the server is not running");
+        assert!(self.paused.is_empty(), "TestPostgres::pause: already paused");
+        let postmaster = self.postmaster_pid();
+        // The postmaster first, so that it forks no child after the list of
+        // its children is read.
+        signal(postmaster, libc::SIGSTOP);
+        self.paused.push(postmaster);
+        for child in children_of(postmaster) {
+            // A child that exited meanwhile is no longer there to stop.
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            if unsafe { libc::kill(child, libc::SIGSTOP) } == 0 {
+                self.paused.push(child);
+            }
+        }
+    }
+
+    /// Continues the processes [`TestPostgres::pause`] stopped (children
+    /// first, the postmaster last). Does nothing if it is not paused.
+    pub fn resume(&mut self) {
+        for pid in self.paused.drain(..).rev() {
+            // SAFETY: kill(2) has no memory-safety preconditions. A process
+            // gone meanwhile (ESRCH) has nothing left to continue.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+    }
+
+    /// The postmaster's process id, from `postmaster.pid` (first line).
+    fn postmaster_pid(&self) -> libc::pid_t {
+        let file = self.data.join("postmaster.pid");
+        let text = fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("TestPostgres: cannot read {}: {e}", file.display()));
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("TestPostgres: no process id in {}", file.display()))
     }
 
     /// [`TestPostgres::stop`] then [`TestPostgres::start_again`].
@@ -394,6 +452,8 @@ impl TestPostgres {
 
 impl Drop for TestPostgres {
     fn drop(&mut self) {
+        // A stopped process would not act on pg_ctl's shutdown signal.
+        self.resume();
         if self.running {
             // Immediate: the data is about to be deleted anyway.
             let _ = self.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", "30"]);
@@ -436,6 +496,35 @@ fn find_bin_dir() -> Option<PathBuf> {
         }
     }
     best.map(|(_, bin)| bin)
+}
+
+fn signal(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        panic!(
+            "TestPostgres: cannot send signal {signal} to process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The processes whose parent is `parent`, from `/proc/<pid>/stat`.
+fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: libc::pid_t = entry.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces and
+            // parentheses, so the fields start after the last ')'.
+            let after = &stat[stat.rfind(')')? + 1..];
+            let ppid: libc::pid_t = after.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 fn set_mode(path: &Path, mode: u32) {

@@ -162,6 +162,8 @@ pub struct DatabaseOptions {
     pub secrets_refresh: u32,
     /// `database.ca_file`.
     pub ca_file: Option<PathBuf>,
+    /// `database.timeout`; `None`: the default.
+    pub timeout: Option<u32>,
 }
 
 impl Default for DatabaseOptions {
@@ -174,6 +176,7 @@ impl Default for DatabaseOptions {
             grace_period: 3600,
             secrets_refresh: 1,
             ca_file: None,
+            timeout: None,
         }
     }
 }
@@ -851,6 +854,9 @@ fn render_config(
     let _ = writeln!(s, "negative_cache_ttl = {}", db.negative_cache_ttl);
     let _ = writeln!(s, "grace_period = {}", db.grace_period);
     let _ = writeln!(s, "secrets_refresh = {}", db.secrets_refresh);
+    if let Some(timeout) = db.timeout {
+        let _ = writeln!(s, "timeout = {timeout}");
+    }
     if let Some(ca_file) = &db.ca_file {
         let _ = writeln!(s, "ca_file = {}", toml_str(&ca_file.display().to_string()));
     }
