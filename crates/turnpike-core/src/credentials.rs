@@ -165,6 +165,12 @@ impl KeyCache {
         }
     }
 
+    /// Drops the "unavailable" verdicts (they have no USERHASH entry).
+    pub(crate) fn forget_unavailable(&mut self) {
+        self.by_name
+            .retain(|_, e| !matches!(e.known, Known::Unavailable));
+    }
+
     /// What is known about `username` now; `None` when it must be looked up.
     pub(crate) fn by_name(&self, username: &str, now: Instant) -> Option<&Known> {
         self.by_name
@@ -391,6 +397,27 @@ mod tests {
         let hash = integrity::userhash("db", "r");
         assert!(c.by_userhash(&hash, now).is_some());
         assert!(c.by_userhash(&hash, later).is_none());
+    }
+
+    #[test]
+    fn forgetting_unavailable_verdicts_keeps_the_others() {
+        let now = Instant::now();
+        let later = Some(now + Duration::from_secs(60));
+        let mut c = KeyCache::default();
+        c.insert(now, "static", "r", Lookup::Found(keys()), None);
+        c.insert(now, "db", "r", Lookup::Found(keys()), later);
+        c.insert(now, "gone", "r", Lookup::NotFound, later);
+        c.insert(now, "down", "r", Lookup::Unavailable, later);
+        assert!(matches!(c.by_name("down", now), Some(Known::Unavailable)));
+        c.forget_unavailable();
+        assert!(c.by_name("down", now).is_none(), "looked up again");
+        assert!(matches!(c.by_name("static", now), Some(Known::User(_))));
+        assert!(matches!(c.by_name("db", now), Some(Known::User(_))));
+        assert!(matches!(c.by_name("gone", now), Some(Known::Absent)));
+        assert!(
+            c.by_userhash(&integrity::userhash("db", "r"), now)
+                .is_some()
+        );
     }
 
     #[test]

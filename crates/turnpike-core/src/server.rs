@@ -187,6 +187,15 @@ impl Server {
         }
     }
 
+    /// Drops every "unavailable" verdict ([`Lookup::Unavailable`]): the
+    /// store is reachable again, and the users told 500 are looked up again
+    /// on their next request instead of at the end of the verdict's time.
+    pub fn forget_unavailable_credentials(&mut self) {
+        if let Some(turn) = self.turn.as_mut() {
+            turn.users.forget_unavailable();
+        }
+    }
+
     /// Forgets a user (allocations already made stay until they expire).
     pub fn remove_credentials(&mut self, username: &str) {
         if let (Some(turn), Some(config)) = (self.turn.as_mut(), self.config.turn.as_ref()) {

@@ -464,6 +464,16 @@ impl Store {
         CredentialDb::user_keys(self, realm, username).await
     }
 
+    /// Whether the database answers now (a health probe): PostgreSQL runs
+    /// a trivial statement even while calls are failing fast after an
+    /// outage ([`PostgresStore::ping`]); SQLite, a local file, always does.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Engine::Sqlite(_) => Ok(()),
+            Engine::Postgres(db) => db.ping().await,
+        }
+    }
+
     /// See [`CredentialDb::secrets`].
     pub async fn secrets(&self, realm: &str) -> Result<Vec<Secret>, StoreError> {
         CredentialDb::secrets(self, realm).await

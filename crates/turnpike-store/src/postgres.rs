@@ -10,13 +10,24 @@
 //!   so the operation is tried again on another one; a fresh connection that
 //!   breaks is a real failure.
 //! - After a failed connection attempt, calls in the next back-off window
-//!   (0.5 s, doubling up to 10 s) fail at once with
-//!   [`StoreError::Unavailable`] instead of each waiting for a connect
-//!   timeout; the first success resets it. The server then answers clients
-//!   with an error quickly instead of queueing work behind a dead database.
+//!   (0.5 s, then 1 s) fail at once with [`StoreError::Unavailable`]
+//!   instead of each waiting for a connect timeout; the first success
+//!   resets it. The server then answers clients with an error quickly
+//!   instead of queueing work behind a dead database, and notices within a
+//!   second once it answers again: the window never grows beyond 1 s, and
+//!   failures that end inside an open window (calls that were already
+//!   waiting) do not lengthen it. [`PostgresStore::ping`], the server's
+//!   health probe while the database is down, ignores the window.
 //! - Every operation has a deadline (twice the connect timeout), so a
 //!   database that stops answering without closing connections cannot block
 //!   callers either.
+//! - The pool logs nothing of its own: deadpool-postgres warns once per
+//!   connection that ends with an error and once per dead connection it
+//!   finds in the pool, which during an outage would add lines per
+//!   connection to the one line per state change the server writes. Our
+//!   connector ([`QuietConnect`]) drops the first (the error reaches the
+//!   caller through its statement), a `pre_recycle` hook discards closed
+//!   connections before deadpool's recycling would warn about them.
 //!
 //! Turnpike's schema is versioned in a `turnpike_schema_version` table and
 //! migrated when the store opens, inside a transaction holding
@@ -39,8 +50,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
-    ClientWrapper, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-    TimeoutType,
+    ClientWrapper, Connect, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError,
+    RecyclingMethod, Runtime, TimeoutType,
 };
 use tokio_postgres::error::SqlState;
 
@@ -92,7 +103,45 @@ const MIGRATION_LOCK: i64 = 0x7475_726e_7069_6b65;
 pub(crate) mod tls;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// At most this long after the database answers again, calls reach it.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Opens the pool's connections as deadpool-postgres's own connector
+/// (`ConfigConnectImpl`) does, but without its WARN line when a
+/// connection ends with an error: a database restart would log one per
+/// pooled connection. Whoever used the connection gets the error from its
+/// statement; the server logs the outage once.
+struct QuietConnect {
+    tls: tls::MakeRustls,
+}
+
+type ConnectFuture<'a> = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                    tokio_postgres::Error,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
+impl Connect for QuietConnect {
+    fn connect(&self, pg_config: &tokio_postgres::Config) -> ConnectFuture<'_> {
+        let tls = self.tls.clone();
+        let pg_config = pg_config.clone();
+        Box::pin(async move {
+            let (client, connection) = pg_config.connect(tls).await?;
+            let task = tokio::spawn(async move {
+                // The connection's end (closed, reset, the server shutting
+                // down) shows as `is_closed` and as statement errors.
+                let _ = connection.await;
+            });
+            Ok((client, task))
+        })
+    }
+}
 
 /// A credential database in PostgreSQL. Cheap to clone; clones share the
 /// pool.
@@ -113,6 +162,15 @@ struct Inner {
     backoff: Mutex<Backoff>,
     /// The URL's `sslmode` (absent counts as `disable`), for messages.
     ssl_mode: tls::SslMode,
+}
+
+/// Whether a call fails at once inside a back-off window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Window {
+    /// Every ordinary call.
+    Honour,
+    /// The health probe ([`PostgresStore::ping`]).
+    Ignore,
 }
 
 /// Failure memory for fail-fast behaviour while the database is down.
@@ -196,9 +254,11 @@ impl PostgresStore {
         };
         config.options(server_options);
         let pool_size = options.pool_size.max(1);
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            tls_setup.connector,
+            QuietConnect {
+                tls: tls_setup.connector,
+            },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -209,6 +269,16 @@ impl PostgresStore {
             .wait_timeout(Some(options.connect_timeout))
             .create_timeout(Some(options.connect_timeout))
             .recycle_timeout(Some(options.connect_timeout))
+            // Discards a connection that died in the pool before deadpool's
+            // recycling sees it, and warns ("could not be recycled"): the
+            // pool then opens a new one, as it would have.
+            .pre_recycle(Hook::sync_fn(|client: &mut ClientWrapper, _| {
+                if client.is_closed() {
+                    Err(HookError::message("connection closed"))
+                } else {
+                    Ok(())
+                }
+            }))
             .build()
             .map_err(|e| StoreError::Unavailable(format!("PostgreSQL pool for {shown}: {e}")))?;
         let store = PostgresStore {
@@ -275,10 +345,37 @@ impl PostgresStore {
         F: for<'c> Fn(&'c mut ClientWrapper) -> OpFuture<'c, T> + Send + Sync,
         T: Send,
     {
+        self.run(op, Window::Honour).await
+    }
+
+    /// Whether the database answers now: one trivial statement, made even
+    /// inside a back-off window (which a success closes). The server's
+    /// health probe while the database is unreachable: it calls this about
+    /// twice a second, one call at a time, so that recovery shows at once
+    /// without every lookup trying to connect.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(
+            |c| {
+                Box::pin(async move {
+                    c.simple_query("SELECT 1").await?;
+                    Ok(())
+                })
+            },
+            Window::Ignore,
+        )
+        .await
+    }
+
+    /// [`PostgresStore::with_client`], with or without the back-off window.
+    async fn run<T, F>(&self, op: F, window: Window) -> Result<T, StoreError>
+    where
+        F: for<'c> Fn(&'c mut ClientWrapper) -> OpFuture<'c, T> + Send + Sync,
+        T: Send,
+    {
         // At most one retry per connection the pool may hold.
         let mut stale_left = self.inner.pool_size;
         loop {
-            let mut client = self.client().await?;
+            let mut client = self.client(window).await?;
             // `recycled` is set once a connection has gone back to the pool
             // and come out again: it may have died while idle.
             let was_idle = Object::metrics(&client).recycled.is_some();
@@ -319,8 +416,10 @@ impl PostgresStore {
     }
 
     /// A pooled connection, or a fast [`StoreError::Unavailable`].
-    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        if let Some(message) = self.backing_off() {
+    async fn client(&self, window: Window) -> Result<deadpool_postgres::Client, StoreError> {
+        if window == Window::Honour
+            && let Some(message) = self.backing_off()
+        {
             return Err(StoreError::Unavailable(message));
         }
         match self.inner.pool.get().await {
@@ -350,15 +449,19 @@ impl PostgresStore {
     }
 
     /// Records a failure to reach the database and opens the next back-off
-    /// window.
+    /// window, unless one is open: a failure ending inside it is a call that
+    /// started before it (or the health probe), and says nothing new.
     fn failed(&self, message: String) -> StoreError {
         let mut backoff = self
             .inner
             .backoff
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        backoff.retry_at = Some(Instant::now() + backoff.delay);
-        backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
+        let now = Instant::now();
+        if backoff.retry_at.is_none_or(|at| at <= now) {
+            backoff.retry_at = Some(now + backoff.delay);
+            backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
+        }
         backoff.last.clone_from(&message);
         StoreError::Unavailable(message)
     }

@@ -18,6 +18,19 @@
 //!
 //! Database calls run on the control runtime, never on a worker thread: a
 //! slow database delays the lookups waiting for it, not the packet path.
+//!
+//! Outages. The first call that fails (a lookup, or the secrets' refresh)
+//! marks the database down, logged once. From then on lookups do not ask
+//! it (each would wait for a connect or query timeout): they answer from
+//! the keys last read (`grace_period`) or "unavailable" (500) at once,
+//! while a health probe, on the task that refreshes the secrets, asks the
+//! database twice a second, one attempt at a time. The probe's first
+//! success marks it up again (logged once) and bumps the *recovery
+//! generation*, which every worker watches: each shard then drops the
+//! "unavailable" verdicts it holds, so that no worker keeps answering 500
+//! after another has reached the database. A verdict reached before a
+//! recovery but handed to a shard after it is recognised by its generation
+//! and not kept ([`CredentialSource::outdated`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -55,6 +68,12 @@ pub const CACHE_CAPACITY: usize = 100_000;
 /// shows within seconds without a lookup per request.
 const RETRY_WHILE_DOWN: Duration = Duration::from_secs(2);
 
+/// While the database is down, how long the health probe waits between
+/// attempts: recovery shows within about this (plus a connection set-up),
+/// and the database sees at most two connection attempts a second from a
+/// server however many users knock.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
 /// What a shard is told about a username, and for how long.
 #[derive(Debug)]
 pub struct Resolved {
@@ -62,6 +81,9 @@ pub struct Resolved {
     pub lookup: Lookup,
     /// How long the shard may rely on it.
     pub valid_for: Duration,
+    /// The recovery generation the verdict was reached in (see the module
+    /// docs).
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -91,6 +113,12 @@ pub struct CredentialSource {
     /// Since when the database has been unreachable (the last call
     /// failed), if it is: state changes are logged once, not per lookup.
     down: Mutex<Option<SystemTime>>,
+    /// Wakes the secrets' task when the database goes down, to start
+    /// probing it.
+    went_down: Notify,
+    /// The recovery generation: bumped each time the database is
+    /// reachable again; the workers watch it.
+    recovered: watch::Sender<u64>,
     /// Cache hits, misses and database latencies, for the metrics:
     /// touched per lookup (a new user per `cache_ttl`), never per packet.
     counters: Mutex<CredentialStats>,
@@ -119,6 +147,8 @@ impl CredentialSource {
             refresh_changed: Notify::new(),
             cache: Mutex::new(FxHashMap::default()),
             down: Mutex::new(None),
+            went_down: Notify::new(),
+            recovered: watch::Sender::new(0),
             counters: Mutex::new(CredentialStats {
                 database_up: true,
                 ..CredentialStats::default()
@@ -229,9 +259,37 @@ impl CredentialSource {
         update(&mut self.counters.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
+    /// The recovery generation now, for the workers: a change means the
+    /// database is reachable again, and every "unavailable" verdict a shard
+    /// holds is to be dropped.
+    pub fn recoveries(&self) -> watch::Receiver<u64> {
+        self.recovered.subscribe()
+    }
+
+    fn generation(&self) -> u64 {
+        *self.recovered.borrow()
+    }
+
+    fn is_down(&self) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Whether `resolved` says "unavailable" from before the database came
+    /// back: the shard must not keep it (it was reached, or its call
+    /// failed, before a recovery its shard may already have acted on).
+    pub fn outdated(&self, resolved: &Resolved) -> bool {
+        matches!(resolved.lookup, Lookup::Unavailable) && resolved.generation != self.generation()
+    }
+
     /// What the shards should know about `username` now.
     pub async fn lookup(&self, username: &str) -> Resolved {
         let options = self.options();
+        // Before anything else: a recovery from here on makes an
+        // "unavailable" verdict outdated.
+        let generation = self.generation();
         let now = Instant::now();
         match self.cached(username, now) {
             Some((Some(keys), age)) if age < options.ttl => {
@@ -239,6 +297,7 @@ impl CredentialSource {
                 return Resolved {
                     lookup: Lookup::Found(keys),
                     valid_for: options.ttl - age,
+                    generation,
                 };
             }
             Some((None, age)) if age < options.negative_ttl => {
@@ -246,9 +305,14 @@ impl CredentialSource {
                 return Resolved {
                     lookup: Lookup::NotFound,
                     valid_for: options.negative_ttl - age,
+                    generation,
                 };
             }
             _ => self.count(|c| c.cache_misses += 1),
+        }
+        if self.is_down() {
+            // The probe is what asks the database now.
+            return self.while_down(username, now, options, generation);
         }
         let store = self.store.clone();
         let (realm, name) = (self.realm.clone(), username.to_owned());
@@ -281,33 +345,52 @@ impl CredentialSource {
                     Some(keys) => Resolved {
                         lookup: Lookup::Found(keys.clone()),
                         valid_for: options.ttl,
+                        generation,
                     },
                     None => Resolved {
                         lookup: Lookup::NotFound,
                         valid_for: options.negative_ttl,
+                        generation,
                     },
                 };
                 self.remember(username, keys, now);
                 resolved
             }
             Err(err) => {
-                self.set_down(true, Some(&err));
-                // Only keys are trusted through an outage: a name unknown
-                // before may have been added since.
-                let lookup = match self.cached(username, now) {
-                    Some((Some(keys), age)) if age < options.grace => Lookup::Found(keys),
-                    _ => Lookup::Unavailable,
-                };
-                tracing::debug!(
-                    username,
-                    from_cache = matches!(lookup, Lookup::Found(_)),
-                    "credential lookup while the database is unreachable"
-                );
-                Resolved {
-                    lookup,
-                    valid_for: RETRY_WHILE_DOWN,
+                // A failure that ends after a recovery (the probe got
+                // through while this call was failing) is not a new
+                // outage; its verdict is outdated and will not be kept.
+                if self.generation() == generation {
+                    self.set_down(true, Some(&err));
                 }
+                self.while_down(username, now, options, generation)
             }
+        }
+    }
+
+    /// The answer about `username` while the database cannot be asked:
+    /// only keys are trusted through an outage (a name unknown before may
+    /// have been added since), and only for the grace period.
+    fn while_down(
+        &self,
+        username: &str,
+        now: Instant,
+        options: CacheOptions,
+        generation: u64,
+    ) -> Resolved {
+        let lookup = match self.cached(username, now) {
+            Some((Some(keys), age)) if age < options.grace => Lookup::Found(keys),
+            _ => Lookup::Unavailable,
+        };
+        tracing::debug!(
+            username,
+            from_cache = matches!(lookup, Lookup::Found(_)),
+            "credential lookup while the database is unreachable"
+        );
+        Resolved {
+            lookup,
+            valid_for: RETRY_WHILE_DOWN,
+            generation,
         }
     }
 
@@ -356,11 +439,19 @@ impl CredentialSource {
         }
         *state = down.then(SystemTime::now);
         match err {
-            Some(err) => tracing::error!(
-                "credential database unreachable: {err}; users seen in the last {} s keep authenticating, others get 500 until it is back",
-                self.options().grace.as_secs()
-            ),
-            None => tracing::info!("credential database reachable again"),
+            Some(err) => {
+                tracing::error!(
+                    "credential database unreachable: {err}; users seen in the last {} s keep authenticating, others get 500 until it is back",
+                    self.options().grace.as_secs()
+                );
+                self.went_down.notify_one();
+            }
+            None => {
+                tracing::info!("credential database reachable again");
+                // Under the state's lock, so that the generation and the
+                // state change together for whoever reads both.
+                self.recovered.send_modify(|generation| *generation += 1);
+            }
         }
     }
 
@@ -393,13 +484,34 @@ impl CredentialSource {
     /// Reloads the secrets every `secrets_refresh` (as it is when each
     /// wait starts; a reload that changes it starts a new wait) and
     /// publishes changes, until every receiver is gone. While the database
-    /// is unreachable the last set stays in force.
+    /// is unreachable the last set stays in force, and this is the health
+    /// probe instead: every [`PROBE_EVERY`], one attempt bounded by
+    /// `database.timeout`; the first success marks the database up, and
+    /// the secrets are read at once.
     pub async fn refresh_secrets(self: Arc<Self>, publish: watch::Sender<Secrets>) {
         loop {
-            let every = self.options().secrets_refresh;
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = self.refresh_changed.notified() => continue,
+            if self.is_down() {
+                tokio::time::sleep(PROBE_EVERY).await;
+                match tokio::time::timeout(self.options().timeout, self.store.ping()).await {
+                    Ok(Ok(())) => self.set_down(false, None),
+                    // Still down: said once already.
+                    Ok(Err(err)) => {
+                        tracing::debug!(%err, "credential database probe failed");
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::debug!("credential database probe timed out");
+                        continue;
+                    }
+                }
+            } else {
+                let every = self.options().secrets_refresh;
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = self.refresh_changed.notified() => continue,
+                    // A lookup failed: probe from now on.
+                    () = self.went_down.notified() => continue,
+                }
             }
             match tokio::time::timeout(self.options().timeout, self.load_secrets()).await {
                 Ok(Ok(secrets)) => {

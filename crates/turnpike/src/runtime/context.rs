@@ -388,11 +388,19 @@ impl WorkerCtx {
         tokio::task::spawn_local(async move {
             let resolved = credentials.lookup(&username).await;
             let now = Instant::now();
+            // "Unavailable" from before the database came back: not kept
+            // (the shard may have dropped such verdicts already), so the
+            // held requests ask again.
+            let valid_for = if credentials.outdated(&resolved) {
+                Duration::ZERO
+            } else {
+                resolved.valid_for
+            };
             ctx.server.borrow_mut().resolve_credentials(
                 now,
                 &username,
                 resolved.lookup,
-                now + resolved.valid_for,
+                now + valid_for,
             );
             ctx.process_pending();
         });

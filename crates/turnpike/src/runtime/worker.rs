@@ -166,6 +166,10 @@ impl Worker {
             if let Some(secrets) = self.secrets.clone() {
                 tokio::task::spawn_local(secrets_loop(Rc::clone(&ctx), secrets));
             }
+            if let Some(credentials) = &ctx.credentials {
+                let recoveries = credentials.recoveries();
+                tokio::task::spawn_local(recoveries_loop(Rc::clone(&ctx), recoveries));
+            }
             if let Some(addresses) = self.host_addresses.clone() {
                 // The first set is in place before any packet is handled.
                 let current = addresses.borrow().clone();
@@ -361,6 +365,17 @@ async fn host_addresses_loop(ctx: Rc<WorkerCtx>, mut addresses: watch::Receiver<
     while addresses.changed().await.is_ok() {
         let current = addresses.borrow_and_update().clone();
         ctx.server.borrow_mut().set_host_addresses(&current);
+    }
+}
+
+/// Each time the credential database is reachable again, drops the
+/// shard's "unavailable" verdicts at once: users it told 500 are looked up
+/// again on their next request, on this worker as on the one whose lookup
+/// (or probe) reached the database first.
+async fn recoveries_loop(ctx: Rc<WorkerCtx>, mut recoveries: watch::Receiver<u64>) {
+    while recoveries.changed().await.is_ok() {
+        recoveries.borrow_and_update();
+        ctx.server.borrow_mut().forget_unavailable_credentials();
     }
 }
 
