@@ -676,6 +676,71 @@ async fn postgres_outage_fails_fast_and_recovers() {
     assert!(store.user_keys(REALM, "bob").await.unwrap().is_some());
 }
 
+/// However long the database was down and however many calls failed
+/// meanwhile, calls reach it within about a second of it answering again:
+/// the back-off window never grows beyond 1 s (it used to double up to
+/// 10 s, so a recovery could go unnoticed for most of that).
+#[tokio::test]
+async fn postgres_calls_reach_a_database_back_within_a_second() {
+    let (mut db, store) = postgres_with_alice().await;
+    db.pg().stop();
+    // Eight seconds of lookups failing, ten a second, as a busy server's
+    // would: a window doubling from 0.5 s would open its 8 s step at about
+    // 7.5 s, and still be open when the database is back.
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(8) {
+        assert!(matches!(
+            store.user_keys(REALM, "alice").await,
+            Err(StoreError::Unavailable(_))
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.pg().start_again();
+    let answering = Instant::now();
+    let took = loop {
+        match store.user_keys(REALM, "alice").await {
+            Ok(found) => {
+                assert_eq!(found, Some(keys("alice", "pw")));
+                break answering.elapsed();
+            }
+            Err(StoreError::Unavailable(_)) if answering.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no recovery: {e}"),
+        }
+    };
+    println!(
+        "store calls reached PostgreSQL {:.3} s after it answered again",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "calls reached the database only {took:?} after it answered again"
+    );
+}
+
+/// The health probe ([`Store::ping`]) asks the database even inside a
+/// back-off window, and its success closes the window for every call.
+#[tokio::test]
+async fn postgres_ping_ignores_the_back_off_window() {
+    let (mut db, store) = postgres_with_alice().await;
+    db.pg().stop();
+    assert!(store.ping().await.is_err(), "ping with the database stopped");
+    assert!(store.user_keys(REALM, "alice").await.is_err());
+    db.pg().start_again();
+    // The failure just now opened a window (0.5 s at least): an ordinary
+    // call inside it fails at once, the probe does not.
+    store
+        .ping()
+        .await
+        .unwrap_or_else(|e| panic!("ping right after the restart: {e}"));
+    assert_eq!(
+        store.user_keys(REALM, "alice").await.unwrap(),
+        Some(keys("alice", "pw")),
+        "the probe's success closes the window"
+    );
+}
+
 /// A lookup that outlives its deadline is cancelled by PostgreSQL itself
 /// (`statement_timeout`), not left running: under a flood of lookups of
 /// unknown names, abandoned queries would otherwise pile up on the server.
