@@ -447,7 +447,7 @@ impl Allocations {
 /// credentials, which carry no user id). A long-term user and the
 /// time-limited credentials of the same user id share one count, as they
 /// share the operator's `stop`.
-pub(crate) fn quota_name<'u>(username: &'u str, time_limited: bool, separator: char) -> &'u str {
+pub(crate) fn quota_name(username: &str, time_limited: bool, separator: char) -> &str {
     if !time_limited {
         return username;
     }

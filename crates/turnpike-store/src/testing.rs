@@ -246,8 +246,14 @@ impl TestPostgres {
     ///
     /// If the server is not running, or a process cannot be signalled.
     pub fn pause(&mut self) {
-        assert!(self.running, "TestPostgres::pause: the server is not running");
-        assert!(self.paused.is_empty(), "TestPostgres::pause: already paused");
+        assert!(
+            self.running,
+            "TestPostgres::pause: the server is not running"
+        );
+        assert!(
+            self.paused.is_empty(),
+            "TestPostgres::pause: already paused"
+        );
         let postmaster = self.postmaster_pid();
         // The postmaster first, so that it forks no child after the list of
         // its children is read.

@@ -725,7 +725,10 @@ async fn postgres_calls_reach_a_database_back_within_a_second() {
 async fn postgres_ping_ignores_the_back_off_window() {
     let (mut db, store) = postgres_with_alice().await;
     db.pg().stop();
-    assert!(store.ping().await.is_err(), "ping with the database stopped");
+    assert!(
+        store.ping().await.is_err(),
+        "ping with the database stopped"
+    );
     assert!(store.user_keys(REALM, "alice").await.is_err());
     db.pg().start_again();
     // The failure just now opened a window (0.5 s at least): an ordinary

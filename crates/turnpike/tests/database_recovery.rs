@@ -276,7 +276,10 @@ async fn a_frozen_database_bounds_lookups_and_never_the_packet_path() {
         fresh.as_ref().map_err(|e| e.to_string()),
         took.as_secs_f64()
     );
-    assert!(is_500(&fresh), "fresh while frozen: expected 500, got {fresh:?}");
+    assert!(
+        is_500(&fresh),
+        "fresh while frozen: expected 500, got {fresh:?}"
+    );
     assert!(
         took <= TIMEOUT + Duration::from_secs(2),
         "the lookup was not bounded by database.timeout ({TIMEOUT:?}): {took:?}"
@@ -323,7 +326,10 @@ async fn a_frozen_database_bounds_lookups_and_never_the_packet_path() {
         "Bindings during the freeze: slowest answer {:.1} ms, {lost} unanswered",
         slowest.as_secs_f64() * 1000.0
     );
-    assert_eq!(lost, 0, "Bindings went unanswered while the database was frozen");
+    assert_eq!(
+        lost, 0,
+        "Bindings went unanswered while the database was frozen"
+    );
     assert!(
         slowest < Duration::from_millis(500),
         "a Binding waited {slowest:?} while the database was frozen"
