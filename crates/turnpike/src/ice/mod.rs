@@ -190,7 +190,7 @@ impl IceService {
         let (_, all_unhealthy) = snapshot.serving();
         IceFacts {
             requests: *self.counts.lock().unwrap_or_else(PoisonError::into_inner),
-            relays: turnpike_fleet_counts(&snapshot),
+            relays: relays_by_state(&snapshot),
             all_unhealthy: all_unhealthy && !snapshot.relays.is_empty(),
             dns_lookups: snapshot.dns.lookups,
             dns_failures: snapshot.dns.failures,
@@ -342,7 +342,7 @@ impl IceService {
 
 /// Counts of the snapshot's relays by state: healthy, unhealthy, unknown
 /// (not probed yet), draining.
-fn turnpike_fleet_counts(snapshot: &turnpike_fleet::Snapshot) -> [u64; 4] {
+fn relays_by_state(snapshot: &turnpike_fleet::Snapshot) -> [u64; 4] {
     let mut counts = [0u64; 4];
     for relay in &snapshot.relays {
         let state = if relay.draining {
