@@ -445,7 +445,3 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
-
-/// Where the ICE routes are: for the admin endpoint's 404 text.
-pub const ROUTES: &str =
-    "GET /ice-servers, /calls/config/v2 (?limit=), /calls/config and /selftest";
