@@ -924,7 +924,7 @@ async fn reload(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 /// The 404 text, listing the routes.
-pub const NOT_FOUND: &str = "not found; this endpoint serves GET /healthz, /readyz, /metrics, /status, /v1/status, /v1/allocations (?user=&limit=&cursor=), DELETE /v1/allocations/ID, DELETE /v1/users/NAME/allocations, GET, POST and DELETE /v1/drain, and POST /v1/reload; with ice.enabled also GET /v1/fleet, /ice-servers, /calls/config/v2 and /calls/config\n";
+pub const NOT_FOUND: &str = "not found; this endpoint serves GET /healthz, /readyz, /metrics, /status, /v1/status, /v1/allocations (?user=&limit=&cursor=), DELETE /v1/allocations/ID, DELETE /v1/users/NAME/allocations, GET, POST and DELETE /v1/drain, and POST /v1/reload; with ice.enabled also GET /v1/fleet, /ice-servers, /calls/config/v2, /calls/config and /selftest\n";
 
 async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, NOT_FOUND)
