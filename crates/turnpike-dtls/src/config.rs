@@ -58,7 +58,19 @@ pub struct DtlsConfig {
     /// workers of one process should share it (a cookie from one worker is
     /// then valid on the others).
     pub cookie_secret: [u8; 32],
+    /// ALPN protocol IDs (RFC 7301) the server accepts, in its order of
+    /// preference. Default `stun.turn` and `stun.nat-discovery` (RFC 7443).
+    /// A client that offers ALPN but none of these is refused with a fatal
+    /// no_application_protocol alert (120), as the TLS side does; a client
+    /// that offers no ALPN at all is accepted. Empty: ALPN is ignored and
+    /// nothing is negotiated. Each ID is 1 to 255 bytes.
+    pub alpn_protocols: Vec<Vec<u8>>,
 }
+
+/// ALPN protocol ID for TURN (RFC 7443).
+pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
+/// ALPN protocol ID for STUN NAT behaviour discovery (RFC 7443).
+pub const ALPN_STUN_NAT_DISCOVERY: &[u8] = b"stun.nat-discovery";
 
 impl DtlsConfig {
     /// A configuration with the default limits and timeouts.
@@ -75,6 +87,7 @@ impl DtlsConfig {
             idle_timeout: Duration::from_secs(600),
             mtu: 1200,
             cookie_secret,
+            alpn_protocols: vec![ALPN_STUN_TURN.to_vec(), ALPN_STUN_NAT_DISCOVERY.to_vec()],
         }
     }
 
@@ -114,6 +127,17 @@ impl DtlsConfig {
         if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
             return Err(DtlsError::Config("mtu must be between 256 and 65507"));
         }
+        // The wire format (RFC 7301 §3.1) prefixes each ID with one length
+        // byte, and an empty ID is not a protocol.
+        if self
+            .alpn_protocols
+            .iter()
+            .any(|p| p.is_empty() || p.len() > 255)
+        {
+            return Err(DtlsError::Config(
+                "each ALPN protocol ID must be 1 to 255 bytes",
+            ));
+        }
         Ok(())
     }
 }
@@ -133,6 +157,14 @@ impl fmt::Debug for DtlsConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("mtu", &self.mtu)
             .field("ipv6_prefix", &self.ipv6_prefix)
+            .field(
+                "alpn_protocols",
+                &self
+                    .alpn_protocols
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p))
+                    .collect::<Vec<_>>(),
+            )
             .field("cookie_secret", &format_args!("<redacted>"))
             .finish()
     }
@@ -167,6 +199,12 @@ mod tests {
         c.idle_timeout = Duration::ZERO;
         assert!(c.validate().is_err());
         c.idle_timeout = Duration::MAX;
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.alpn_protocols.push(Vec::new());
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.alpn_protocols = vec![vec![b'x'; 256]];
         assert!(c.validate().is_err());
         let mut c = ok;
         c.handshake_timeout = Duration::from_secs(3600);

@@ -75,7 +75,10 @@
 //! pipe); application data goes out as one record per message, up to 2^14
 //! bytes, whatever that MTU (see [`DtlsConfig::mtu`]). DTLS 1.2
 //! only, ECDHE with AEAD suites, no compression, no renegotiation, no
-//! resumption, no client certificates.
+//! resumption, no client certificates. ALPN (RFC 7443): a client offering
+//! `stun.turn` or `stun.nat-discovery` gets it, one offering only other
+//! protocols a fatal no_application_protocol alert, one offering none is
+//! served (see [`DtlsConfig::alpn_protocols`]).
 //!
 //! **Retransmission runs on the caller's clock.** OpenSSL's DTLS timer
 //! reads the wall clock and fires by itself inside `SSL_read`, which a
@@ -122,6 +125,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openssl::error::ErrorStack;
@@ -132,7 +136,7 @@ mod cookie;
 mod error;
 mod ossl;
 
-pub use config::{DtlsConfig, MAX_MTU, MIN_MTU};
+pub use config::{ALPN_STUN_NAT_DISCOVERY, ALPN_STUN_TURN, DtlsConfig, MAX_MTU, MIN_MTU};
 pub use error::DtlsError;
 
 use cookie::{ClientHello, CookieKey};
@@ -219,6 +223,9 @@ impl Sessions for DtlsServer {
 /// documentation for the design. `Send`, not `Sync`; one per thread.
 pub struct DtlsServer {
     ctx: SslContext,
+    /// The ALPN IDs every context is built with, kept for
+    /// [`set_certificate`](Self::set_certificate).
+    alpn: Arc<[Vec<u8>]>,
     cookie: CookieKey,
     limits: Limits,
     /// std's SipHash maps, not FxHash: the keys (ports, IPv6 addresses)
@@ -318,9 +325,11 @@ impl DtlsServer {
     /// leaf.
     pub fn new(config: DtlsConfig) -> Result<Self, DtlsError> {
         config.validate()?;
-        let ctx = ossl::build_context(&config.chain_pem, &config.key_pem)?;
+        let alpn: Arc<[Vec<u8>]> = config.alpn_protocols.into();
+        let ctx = ossl::build_context(&config.chain_pem, &config.key_pem, &alpn)?;
         Ok(DtlsServer {
             ctx,
+            alpn,
             cookie: CookieKey::new(&config.cookie_secret),
             limits: Limits {
                 max_half_open_total: config.max_half_open_total,
@@ -349,7 +358,7 @@ impl DtlsServer {
     /// from now on; sessions already established or in progress keep the
     /// old one. On error nothing changes.
     pub fn set_certificate(&mut self, chain_pem: &[u8], key_pem: &[u8]) -> Result<(), DtlsError> {
-        self.ctx = ossl::build_context(chain_pem, key_pem)?;
+        self.ctx = ossl::build_context(chain_pem, key_pem, &self.alpn)?;
         Ok(())
     }
 

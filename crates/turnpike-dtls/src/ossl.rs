@@ -8,12 +8,13 @@
 
 use std::io::{self, Read, Write};
 use std::os::raw::{c_int, c_long, c_uint};
+use std::sync::Arc;
 
 use foreign_types_shared::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef,
+    AlpnError, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef,
     SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
@@ -41,8 +42,32 @@ pub(crate) const MAX_DATAGRAM: usize = 65_507;
 /// dropping (a handshake flight with a long chain is ~10 at MTU 1200).
 const MAX_PIPE_OUT: usize = 64;
 
+/// The ALPN ID to answer a client's offer with (RFC 7301 §3.2): the first
+/// of ours, in our order of preference, that the client offers. `client` is
+/// the wire list (each ID prefixed by its length); a malformed one matches
+/// nothing from the first bad length on.
+pub(crate) fn select_alpn<'a>(ours: &[Vec<u8>], client: &'a [u8]) -> Option<&'a [u8]> {
+    let mut offered = Vec::new();
+    let mut rest = client;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if len == 0 || len > tail.len() {
+            break;
+        }
+        let (id, tail) = tail.split_at(len);
+        offered.push(id);
+        rest = tail;
+    }
+    ours.iter()
+        .find_map(|p| offered.iter().copied().find(|id| *id == p.as_slice()))
+}
+
 /// Builds the context every new session of a server is created from.
-pub(crate) fn build_context(chain_pem: &[u8], key_pem: &[u8]) -> Result<SslContext, DtlsError> {
+pub(crate) fn build_context(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    alpn: &Arc<[Vec<u8>]>,
+) -> Result<SslContext, DtlsError> {
     let mut chain = X509::stack_from_pem(chain_pem)
         .map_err(|e| DtlsError::Certificate(one_line(e)))?
         .into_iter();
@@ -82,6 +107,17 @@ pub(crate) fn build_context(chain_pem: &[u8], key_pem: &[u8]) -> Result<SslConte
     // before any SSL object exists; OpenSSL only ever sees ClientHellos
     // that passed, so there is nothing left to check here.
     b.set_cookie_verify_cb(|_, _| true);
+    // ALPN as on TLS (RFC 7443): OpenSSL calls this only when the client
+    // sends the extension, so a client without ALPN is accepted and
+    // negotiates nothing; one that offers only foreign protocols (h2, …)
+    // gets a fatal no_application_protocol alert instead of a STUN server
+    // it did not ask for.
+    if !alpn.is_empty() {
+        let ours = Arc::clone(alpn);
+        b.set_alpn_select_callback(move |_, client| {
+            select_alpn(&ours, client).ok_or(AlpnError::ALERT_FATAL)
+        });
+    }
 
     b.set_certificate(&leaf)
         .map_err(|e| DtlsError::Certificate(one_line(e)))?;
@@ -240,4 +276,27 @@ pub(crate) fn timer_armed(ssl: &SslRef) -> bool {
         )
     };
     r == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ours() -> Vec<Vec<u8>> {
+        vec![b"stun.turn".to_vec(), b"stun.nat-discovery".to_vec()]
+    }
+
+    #[test]
+    fn alpn_selection_follows_our_preference_and_refuses_strangers() {
+        let wire = b"\x02h2\x12stun.nat-discovery\x09stun.turn";
+        assert_eq!(select_alpn(&ours(), wire), Some(&b"stun.turn"[..]));
+        let wire = b"\x02h2\x12stun.nat-discovery";
+        assert_eq!(select_alpn(&ours(), wire), Some(&b"stun.nat-discovery"[..]));
+        assert_eq!(select_alpn(&ours(), b"\x02h2\x08http/1.1"), None);
+        // Prefixes and malformed lists match nothing.
+        assert_eq!(select_alpn(&ours(), b"\x04stun"), None);
+        assert_eq!(select_alpn(&ours(), b"\x09stun.tur"), None);
+        assert_eq!(select_alpn(&ours(), b"\x00\x09stun.turn"), None);
+        assert_eq!(select_alpn(&ours(), b""), None);
+    }
 }

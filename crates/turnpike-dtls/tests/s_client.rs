@@ -366,3 +366,79 @@ fn s_client_dtls10_is_refused() {
         (s.closed.len() == 1).then_some(())
     });
 }
+
+/// `openssl s_client -dtls1_2` with `extra` flags and stdin closed (it ends
+/// the session right after the handshake): whether it succeeded, its
+/// stdout and stderr, and its `-trace` output.
+fn s_client_once(
+    server: SocketAddr,
+    ca: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let (out, msgfile) = (dir.join("s_client.out"), dir.join("msg.txt"));
+    let child = Command::new("openssl")
+        .args(["s_client", "-dtls1_2", "-connect", &server.to_string()])
+        .args(["-servername", "localhost", "-trace", "-mtu", "1200"])
+        .args(extra)
+        .arg("-msgfile")
+        .arg(&msgfile)
+        .arg("-CAfile")
+        .arg(ca)
+        .arg("-verify_return_error")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("s_client.err")).unwrap(),
+        ))
+        .spawn()
+        .expect("spawn openssl s_client");
+    let mut child = ChildGuard(child);
+    let status = wait_for("s_client to finish", || child.0.try_wait().unwrap());
+    let text = std::fs::read_to_string(&out).unwrap()
+        + &std::fs::read_to_string(dir.join("s_client.err")).unwrap();
+    let msgs = std::fs::read_to_string(&msgfile).unwrap_or_default();
+    (status.success(), text, msgs)
+}
+
+/// ALPN as on the TLS side (RFC 7443): `stun.turn` is negotiated, a client
+/// offering only `h2` is refused with no_application_protocol (120), one
+/// offering no ALPN is served without it.
+#[test]
+fn s_client_dtls12_alpn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), Kind::Ecdsa);
+    let harness = harness_for(&cert, &key);
+
+    let (ok, text, _) = s_client_once(harness.addr, &cert, dir.path(), &["-alpn", "stun.turn"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("ALPN protocol: stun.turn"), "{text}");
+
+    let (ok, text, _) = s_client_once(
+        harness.addr,
+        &cert,
+        dir.path(),
+        &["-alpn", "h2,stun.nat-discovery"],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("ALPN protocol: stun.nat-discovery"), "{text}");
+
+    let (ok, text, msgs) = s_client_once(harness.addr, &cert, dir.path(), &["-alpn", "h2"]);
+    assert!(!ok, "s_client -alpn h2 succeeded:\n{text}");
+    assert!(!text.contains("ALPN protocol"), "{text}");
+    // The server's answer to the ClientHello: a fatal alert 120
+    // (no_application_protocol), the one rustls sends on TLS.
+    let last_received = msgs.rsplit("Received Record").next().unwrap();
+    assert!(
+        last_received.contains("Alert") && last_received.contains("(120)"),
+        "expected a no_application_protocol alert from the server:\n{msgs}\n{text}"
+    );
+    assert!(text.contains("SSL alert number 120"), "{text}");
+
+    let (ok, text, _) = s_client_once(harness.addr, &cert, dir.path(), &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("No ALPN negotiated"), "{text}");
+
+    let stats = harness.stats();
+    assert_eq!(stats.established.len(), 3, "{stats:?}");
+}

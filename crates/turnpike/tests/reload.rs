@@ -13,6 +13,7 @@
 //! - `log.level` and `log.format` change live.
 //! - A drain under way sends new clients to the new alternates.
 //! - One SIGHUP reloads the configuration and the certificate.
+//! - A reload applies to the very next TLS and DTLS handshake.
 //!
 //! Every wait is for a log line or an answer (`eventually`), never a sleep.
 //! Loopback only, with time limits.
@@ -23,7 +24,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use support::cli::run;
-use support::pki::{KeyType, Pki, Renewable, served_subject};
+use support::pki::{KeyType, Pki, Renewable, served_subject, served_subject_dtls};
 use support::{
     PRIMARY_V4, ServerOptions, TURN_PASSWORD, TURN_USER, TestServer, admin_get, admin_request,
 };
@@ -544,4 +545,37 @@ async fn one_sighup_reloads_the_configuration_and_the_certificate() {
     assert!(served_subject(tls_port).contains("renewed.turn.test"));
     assert!(allocate(&server, NEW_PASSWORD).await.is_ok());
     assert_eq!(allocate(&server, TURN_PASSWORD).await.err(), Some(401));
+}
+
+/// A certificate reload is in service for TLS and DTLS alike by the time
+/// it has returned: a DTLS handshake right after the `POST /v1/reload`
+/// answer (no wait) gets the new certificate. DTLS workers used to look
+/// only once a second, so `/v1/status` could name a certificate DTLS did
+/// not serve yet. Twice, to leave the once-a-second check no chance of
+/// making it pass by luck.
+#[tokio::test]
+async fn a_reload_applies_to_the_next_dtls_handshake_at_once() {
+    let pki = Pki::new();
+    let first = pki.leaf("first.turn.test", KeyType::EcP256Sec1, 30);
+    let renewed = pki.leaf("renewed.turn.test", KeyType::EcP256Sec1, 60);
+    let files = Renewable::new(&first);
+    let server = TestServer::start(ServerOptions {
+        tls: Some(files.files()),
+        // No file watching: only the reload request can switch.
+        tls_reload_interval: Some(0),
+        admin: true,
+        admin_token: Some(TOKEN),
+        log_level: Some("info"),
+        ..ServerOptions::turn()
+    });
+    let port = server.tls_port.unwrap();
+    assert!(served_subject_dtls(port).contains("first.turn.test"));
+    for (leaf, name) in [(&renewed, "renewed.turn.test"), (&first, "first.turn.test")] {
+        files.renew(leaf);
+        let (status, body) = admin_request(&server, "POST", "/v1/reload");
+        assert_eq!(status, 200, "{body}");
+        let dtls = served_subject_dtls(port);
+        assert!(dtls.contains(name), "DTLS still serves {dtls}, not {name}");
+        assert!(served_subject(port).contains(name));
+    }
 }

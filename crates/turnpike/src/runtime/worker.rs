@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 use turnpike_core::stats::{EndReason, TransportLabel};
 use turnpike_core::{Packet, PerSourceRate, Secrets, Server, Shard, SourcePrefix, Transport};
-use turnpike_dtls::{DtlsConfig, DtlsServer};
+use turnpike_dtls::{ALPN_STUN_NAT_DISCOVERY, ALPN_STUN_TURN, DtlsConfig, DtlsServer};
 use turnpike_xdp::FastPath;
 
 use super::bind_error;
@@ -294,6 +294,9 @@ impl Worker {
                 config.max_handshakes_per_ip_per_second = d.handshakes_per_second_per_ip;
                 config.handshake_timeout = d.handshake_timeout;
                 config.idle_timeout = d.idle_timeout;
+                // The same ALPN IDs as TLS (RFC 7443), refused alike.
+                config.alpn_protocols =
+                    vec![ALPN_STUN_TURN.to_vec(), ALPN_STUN_NAT_DISCOVERY.to_vec()];
                 let sessions = DtlsServer::new(config)
                     .map_err(|e| anyhow::anyhow!("cannot start DTLS on {addr}: {e}"))?;
                 bound

@@ -352,6 +352,46 @@ pub fn served_subject(port: u16) -> String {
         .to_owned()
 }
 
+/// The subject of the certificate served over DTLS on 127.0.0.1:`port`
+/// (UDP), as `openssl s_client -dtls1_2` sees it. The client is killed (by
+/// its own handle) and reaped if it has not finished within 20 s.
+pub fn served_subject_dtls(port: u16) -> String {
+    let mut child = Command::new(super::require_tool("openssl"))
+        .args([
+            "s_client",
+            "-dtls1_2",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-brief",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    // The output is small (a few lines) and only read once it has exited,
+    // so the pipes cannot fill up and block it.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let exited = loop {
+        match child.try_wait().expect("wait for s_client") {
+            Some(_) => break true,
+            None if std::time::Instant::now() >= end => break false,
+            None => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    };
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("s_client output");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(exited, "s_client -dtls1_2 did not finish:\n{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Peer certificate: "))
+        .unwrap_or_else(|| panic!("no peer certificate in s_client -dtls1_2 output:\n{text}"))
+        .to_owned()
+}
+
 /// Certificate files a test server serves from and the test renews in
 /// place, in a temporary directory of their own.
 pub struct Renewable {

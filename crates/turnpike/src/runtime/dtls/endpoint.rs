@@ -105,11 +105,16 @@ impl DtlsEndpoint {
         tx.clear();
     }
 
+    /// Gives the sessions the certificate in service if it changed since
+    /// they were last given one. Called before every received batch, so a
+    /// handshake whose ClientHello arrives after a reload returned (SIGHUP,
+    /// `POST /v1/reload`, the file watcher) gets the new certificate, as on
+    /// TLS; unchanged, it costs one `ArcSwap` load and a compare.
     pub(crate) fn refresh_certificate(&self, certs: &Certificates) {
-        let (generation, pem) = certs.pem_with_generation();
-        if generation == self.generation.get() {
+        if certs.generation() == self.generation.get() {
             return;
         }
+        let (generation, pem) = certs.pem_with_generation();
         self.generation.set(generation);
         if let Err(err) = self
             .sessions

@@ -35,8 +35,9 @@ use crate::net::udp::RecvBatch;
 use crate::tls::Certificates;
 use endpoint::{DtlsEndpoint, Session};
 
-/// How often a worker checks whether the certificate was renewed, and
-/// closes sessions past their authentication deadline.
+/// How often a worker closes sessions past their authentication deadline
+/// (and picks up a renewed certificate while no datagram arrives, so the
+/// old one's memory is given back).
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);
 
 impl DtlsEndpoint {
@@ -185,6 +186,11 @@ pub(super) async fn dtls_loop(
                     tokio::time::sleep(RECV_ERROR_BACKOFF).await;
                     continue;
                 }
+                // Before any ClientHello of the batch can start a handshake:
+                // a reload that has returned applies to it (checking only on
+                // the tick left DTLS on the old certificate for up to a
+                // second after TLS and /v1/status had the new one).
+                endpoint.refresh_certificate(&certs);
                 let now = Instant::now();
                 for (data, meta) in rx.iter() {
                     if meta.truncated {
