@@ -15,10 +15,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::pki::{KeyType, Pki};
-use support::uclient::{Run, assert_delivered};
+use support::uclient::{Run, assert_delivered, assert_redirected_and_delivered};
 use support::{
     PRIMARY_V4, Peer, ServerOptions, TestServer, TlsFiles, ToolOutput, UclientReport,
-    admin_request, allocate, eventually, private_network_namespace,
+    admin_request, allocate, eventually, private_network_namespace, redirected,
 };
 use turnpike_client::ClientError;
 
@@ -304,14 +304,7 @@ async fn new_allocations_are_sent_to_the_alternate_which_serves_them() {
     let drained = server.command(&["drain"]);
     assert_eq!(drained.status, 0, "{}", drained.stderr);
 
-    let sent_to = match allocate(server.v4()).await {
-        Err(ClientError::TryAlternate { server, reason }) => {
-            assert_eq!(reason, "Try Alternate");
-            server
-        }
-        Err(other) => panic!("a new Allocate while draining: {other}"),
-        Ok(_) => panic!("a new Allocate while draining succeeded"),
-    };
+    let sent_to = redirected(server.v4()).await;
     assert_eq!(sent_to, alternate.v4());
     let mut client = allocate(sent_to).await.expect("the alternate allocates");
     let peer = udp_peer();
@@ -334,25 +327,7 @@ async fn new_allocations_are_sent_to_the_alternate_which_serves_them() {
     let (out, rep) = Run::new(&server, v4(), &["-v", "-c", "-n", "20", "-l", "100"])
         .peer(&udp_peer, v4())
         .go();
-    assert_eq!(
-        (out.code(), rep.error_responses(), rep.error_lines.len()),
-        (Some(0), vec![("allocate/refresh", 300, "Try Alternate")], 0),
-        "uclient: one redirect, nothing else refused\n{}",
-        out.describe()
-    );
-    assert!(
-        out.stdout
-            .contains(&format!("Connected to: {}", alternate.v4())),
-        "uclient's session connected to the alternate\n{}",
-        out.describe()
-    );
-    assert_eq!(
-        (rep.send_msgs, rep.recv_msgs, rep.lost),
-        (Some(20), Some(20), Some(0)),
-        "{}\n{}",
-        rep.summary(),
-        out.describe()
-    );
+    assert_redirected_and_delivered(&out, &rep, alternate.v4(), 20);
     // It was the alternate that relayed (the echoes came back through it;
     // our own peer above echoes nothing), and nothing is left on either.
     assert_eq!(

@@ -10,8 +10,8 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use support::uclient::Run;
-use support::{Peer, ServerOptions, TestServer, TurnOptions, allocate, eventually};
+use support::uclient::{Run, assert_redirected_and_delivered};
+use support::{Peer, ServerOptions, TestServer, TurnOptions, allocate, redirected};
 use turnpike_client::ClientError;
 
 fn ip(n: u8) -> Ipv4Addr {
@@ -50,14 +50,11 @@ async fn a_full_relay_sends_new_allocations_to_another_of_its_fleet() {
         ),
     );
     let _held = allocate(full.v4()).await.expect("the first allocation");
-    match allocate(full.v4()).await {
-        Err(ClientError::TryAlternate { server, reason }) => {
-            assert_eq!(reason, "Try Alternate");
-            assert_eq!(server, other.v4(), "the other relay, not this one");
-        }
-        Err(other) => panic!("a new Allocate at capacity: {other}"),
-        Ok(_) => panic!("a new Allocate beyond the capacity succeeded"),
-    }
+    assert_eq!(
+        redirected(full.v4()).await,
+        other.v4(),
+        "the other relay, not this one"
+    );
 
     // uclient's probe Allocate learns the alternate and its session relays
     // there.
@@ -65,25 +62,7 @@ async fn a_full_relay_sends_new_allocations_to_another_of_its_fleet() {
     let (out, rep) = Run::new(&full, ip(2).into(), &["-v", "-c", "-n", "20", "-l", "100"])
         .peer(&peer, IpAddr::V4(Ipv4Addr::LOCALHOST))
         .go();
-    assert_eq!(
-        (out.code(), rep.error_responses(), rep.error_lines.len()),
-        (Some(0), vec![("allocate/refresh", 300, "Try Alternate")], 0),
-        "uclient: one redirect, nothing else refused\n{}",
-        out.describe()
-    );
-    assert!(
-        out.stdout
-            .contains(&format!("Connected to: {}", other.v4())),
-        "uclient's session connected to the other relay\n{}",
-        out.describe()
-    );
-    assert_eq!(
-        (rep.send_msgs, rep.recv_msgs, rep.lost),
-        (Some(20), Some(20), Some(0)),
-        "{}\n{}",
-        rep.summary(),
-        out.describe()
-    );
+    assert_redirected_and_delivered(&out, &rep, other.v4(), 20);
 
     // The other relay stops answering: once it is found down, nobody can
     // take the allocation, and the full relay says so with 508.
@@ -106,22 +85,17 @@ async fn a_full_relay_sends_new_allocations_to_another_of_its_fleet() {
         "no 508 once the only alternate was down: {last}"
     );
     // And back: the other relay is an alternate again.
-    eventually(
-        "the other relay an alternate again",
-        Duration::from_secs(15),
-        || {
-            let answer = std::thread::scope(|s| {
-                s.spawn(|| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap()
-                        .block_on(allocate(full.v4()))
-                })
-                .join()
-                .unwrap()
-            });
-            matches!(answer, Err(ClientError::TryAlternate { .. }))
-        },
+    let back = tokio::time::timeout(Duration::from_secs(15), async {
+        while !matches!(
+            allocate(full.v4()).await,
+            Err(ClientError::TryAlternate { .. })
+        ) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        back.is_ok(),
+        "the other relay never became an alternate again"
     );
 }

@@ -1914,3 +1914,16 @@ pub async fn allocate(
         .await?;
     Ok(client)
 }
+
+/// The ALTERNATE-SERVER of the signed 300 (Try Alternate) a server answers a
+/// new Allocate with; panics on any other answer.
+pub async fn redirected(server: SocketAddr) -> SocketAddr {
+    match allocate(server).await {
+        Err(turnpike_client::ClientError::TryAlternate { server, reason }) => {
+            assert_eq!(reason, "Try Alternate");
+            server
+        }
+        Err(other) => panic!("a new Allocate expected to be redirected: {other}"),
+        Ok(_) => panic!("a new Allocate expected to be redirected succeeded"),
+    }
+}

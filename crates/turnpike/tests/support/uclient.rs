@@ -113,6 +113,34 @@ impl Run<'_> {
     }
 }
 
+/// uclient's probe Allocate got one 300 and nothing else was refused, its
+/// session connected to `alternate`, and all `expected` messages came back.
+pub fn assert_redirected_and_delivered(
+    out: &ToolOutput,
+    rep: &UclientReport,
+    alternate: std::net::SocketAddr,
+    expected: u64,
+) {
+    assert_eq!(
+        (out.code(), rep.error_responses(), rep.error_lines.len()),
+        (Some(0), vec![("allocate/refresh", 300, "Try Alternate")], 0),
+        "uclient: one redirect, nothing else refused\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stdout.contains(&format!("Connected to: {alternate}")),
+        "uclient's session connected to the alternate {alternate}\n{}",
+        out.describe()
+    );
+    assert_eq!(
+        (rep.send_msgs, rep.recv_msgs, rep.lost),
+        (Some(expected), Some(expected), Some(0)),
+        "{}\n{}",
+        rep.summary(),
+        out.describe()
+    );
+}
+
 pub fn assert_finished(what: &str, out: &ToolOutput) {
     assert!(
         !out.timed_out,
