@@ -18,7 +18,7 @@ use support::pki::{KeyType, Pki};
 use support::uclient::{Run, assert_delivered, assert_redirected_and_delivered};
 use support::{
     PRIMARY_V4, Peer, ServerOptions, TestServer, TlsFiles, ToolOutput, UclientReport,
-    admin_request, allocate, eventually, private_network_namespace, redirected,
+    admin_request, allocate, allocations, eventually, private_network_namespace, redirected,
 };
 use turnpike_client::ClientError;
 
@@ -61,14 +61,6 @@ fn draining_metric(server: &TestServer) -> String {
         .find_map(|l| l.strip_prefix("turnpike_draining "))
         .unwrap_or_else(|| panic!("no turnpike_draining in {text}"))
         .to_owned()
-}
-
-/// The live allocations, as `/v1/allocations` lists them.
-fn allocations(server: &TestServer) -> Vec<serde_json::Value> {
-    let (status, body) = admin_request(server, "GET", "/v1/allocations");
-    assert_eq!(status, 200, "{body}");
-    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    list["allocations"].as_array().expect("a list").clone()
 }
 
 /// `transport/relay_kind` of the allocations that relayed something to

@@ -131,6 +131,11 @@ pub struct ServerOptions {
     /// so they can share one port number, as `discovery.admin_port` (one
     /// port for every relay's `/readyz`) expects.
     pub fixed_admin_port: Option<u16>,
+    /// This primary port instead of a free one: the relays of a fleet on one
+    /// machine (each on its own `host_v4`) share one port number, so the
+    /// fleet's URLs can be written before any of them starts. See
+    /// [`free_port_on`].
+    pub fixed_port: Option<u16>,
 }
 
 impl ServerOptions {
@@ -277,6 +282,7 @@ impl ServerOptions {
             extra_config: String::new(),
             ice_config: false,
             fixed_admin_port: None,
+            fixed_port: None,
         }
     }
 
@@ -415,26 +421,8 @@ impl TestServer {
         std::fs::write(&config_path, &config_text).expect("write server config");
 
         let program = server_program();
-        let mut child = die_with_spawner(Command::new(&program))
-            .arg(if options.ice_config {
-                "ice-config"
-            } else {
-                "serve"
-            })
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_BACKTRACE", "1")
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", program.display()));
-
         let output = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            pump(child.stdout.take().expect("piped stdout"), output.clone()),
-            pump(child.stderr.take().expect("piped stderr"), output.clone()),
-        ];
+        let (child, readers) = launch(&program, &options, &config_path, &output);
         TestServer {
             child: Some(child),
             port,
@@ -505,6 +493,27 @@ impl TestServer {
                 self.output()
             );
             thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again after it exited (see [`TestServer::wait_exit`]):
+    /// the same configuration file, so the same ports, as an operator's
+    /// restart would. Its output is appended to what the first run wrote.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart: the server is still running");
+        let (child, readers) = launch(
+            &self.program,
+            &self.options,
+            &self.config_path(),
+            &self.output,
+        );
+        self.child = Some(child);
+        self.readers = readers;
+        if let Err(why) = self.wait_ready(READY_TIMEOUT) {
+            panic!(
+                "the restarted server did not become ready: {why}\n{}",
+                self.output()
+            );
         }
     }
 
@@ -1093,7 +1102,58 @@ fn bindable(addrs: &[SocketAddr]) -> bool {
     true
 }
 
+/// Spawns `turnpike serve` (or `ice-config`) on `config`, its output
+/// appended to `output`.
+fn launch(
+    program: &Path,
+    options: &ServerOptions,
+    config: &Path,
+    output: &Arc<Mutex<Vec<u8>>>,
+) -> (Child, Vec<JoinHandle<()>>) {
+    let mut child = die_with_spawner(Command::new(program))
+        .arg(if options.ice_config {
+            "ice-config"
+        } else {
+            "serve"
+        })
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_BACKTRACE", "1")
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", program.display()));
+    let readers = vec![
+        pump(child.stdout.take().expect("piped stdout"), output.clone()),
+        pump(child.stderr.take().expect("piped stderr"), output.clone()),
+    ];
+    (child, readers)
+}
+
+/// A port free for UDP and TCP on every one of `hosts`, for servers of
+/// [`ServerOptions::fixed_port`].
+pub fn free_port_on(hosts: &[Ipv4Addr]) -> u16 {
+    for _ in 0..500 {
+        let port = UdpSocket::bind((PRIMARY_V4, 0))
+            .and_then(|s| s.local_addr())
+            .expect("bind an ephemeral UDP port on 127.0.0.1")
+            .port();
+        let need: Vec<SocketAddr> = hosts
+            .iter()
+            .map(|&host| SocketAddr::new(host.into(), port))
+            .collect();
+        if port != u16::MAX && bindable(&need) {
+            return port;
+        }
+    }
+    panic!("no port free on every one of {hosts:?}");
+}
+
 fn pick_server_port(options: &ServerOptions) -> u16 {
+    if let Some(port) = options.fixed_port {
+        return port;
+    }
     for _ in 0..500 {
         let port = UdpSocket::bind((PRIMARY_V4, 0))
             .and_then(|s| s.local_addr())
@@ -1895,6 +1955,14 @@ pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The live allocations, as the server's `/v1/allocations` lists them.
+pub fn allocations(server: &TestServer) -> Vec<serde_json::Value> {
+    let (status, body) = admin_request(server, "GET", "/v1/allocations");
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    list["allocations"].as_array().expect("a list").clone()
 }
 
 /// A new Allocate from a fresh client of ours (turnpike-client) as the
