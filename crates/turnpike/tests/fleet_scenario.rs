@@ -88,7 +88,7 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn relay(&self, n: u8, pg: &TestPostgres, dns: &Dnsmasq, capacity: u32) -> TestServer {
+    fn relay(&self, n: u8, pg: &TestPostgres, dns: &Dnsmasq) -> TestServer {
         TestServer::start(ServerOptions {
             ipv6: false,
             host_v4: Some(ip(n)),
@@ -98,7 +98,6 @@ impl Fleet {
             exit_when_empty: n == 2,
             turn: Some(TurnOptions {
                 relay_ips: vec![ip(n).into()],
-                total_quota: capacity,
                 ..TurnOptions::loopback()
             }),
             database: database(pg),
@@ -237,10 +236,10 @@ async fn a_fleet_drains_restarts_redirects_and_outlives_its_database() {
         admin_port: free_port_on(&hosts),
     };
     let dns = Dnsmasq::start(&zone(fleet.port));
-    let mut relays = vec![
-        fleet.relay(2, &pg, &dns, 0),
-        fleet.relay(3, &pg, &dns, 0),
-        fleet.relay(4, &pg, &dns, 0),
+    let mut relays = [
+        fleet.relay(2, &pg, &dns),
+        fleet.relay(3, &pg, &dns),
+        fleet.relay(4, &pg, &dns),
     ];
     let peer = Peer::start(&[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
 
