@@ -119,6 +119,37 @@ impl Allocation {
         true
     }
 
+    /// Installs or refreshes a permission for each of `ips`, or, if the
+    /// table has no room for the new ones, changes nothing and returns
+    /// `false`: a CreatePermission succeeds whole or not at all (RFC 8656
+    /// §9.2 answers 508 instead of installing).
+    pub(crate) fn permit_all(
+        &mut self,
+        ips: &[IpAddr],
+        expires: Instant,
+        now: Instant,
+        max: usize,
+    ) -> bool {
+        // Expired entries are dead already; dropping them first makes
+        // "new" mean "not in the table".
+        self.permissions.retain(|p| p.expires > now);
+        let new = ips
+            .iter()
+            .enumerate()
+            .filter(|&(i, ip)| {
+                !ips[..i].contains(ip) && !self.permissions.iter().any(|p| p.ip == *ip)
+            })
+            .count();
+        if self.permissions.len() + new > max {
+            return false;
+        }
+        for &ip in ips {
+            // Cannot fail: there is room for every new one.
+            self.permit(ip, expires, now, max);
+        }
+        true
+    }
+
     /// The peer of a live channel.
     pub(crate) fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
         self.channels

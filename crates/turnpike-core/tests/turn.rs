@@ -415,6 +415,38 @@ fn other_clients_and_users_cannot_touch_an_allocation() {
     assert_eq!(h.server.allocation_count(), 1);
 }
 
+/// A CreatePermission refused with 508 (the allocation's table is full)
+/// installs none of its peers, not even those listed before the one that
+/// did not fit: the client was told it failed, so data to them must not
+/// flow. Found by the `turn_server` fuzz target.
+#[test]
+fn a_create_permission_without_room_installs_nothing() {
+    let mut h = Harness::new(|t| t.max_permissions = 2);
+    let creds = h.creds();
+    h.allocate(&creds);
+    let permit = |h: &mut Harness, peers: &[&str]| {
+        let attrs: Vec<_> = peers
+            .iter()
+            .map(|p| Attribute::XorPeerAddress(addr(p)))
+            .collect();
+        h.authed(Method::CREATE_PERMISSION, &attrs, &creds)
+    };
+    assert_eq!(permit(&mut h, &[PEER]).class(), Class::Success);
+    let (second, third) = ("93.184.216.35:6000", "93.184.216.36:6000");
+    assert_eq!(permit(&mut h, &[second, third]).code(), Some(508));
+    assert!(
+        h.send_indication(addr(second), b"x").is_none(),
+        "a peer of the refused request was installed"
+    );
+    // The one that fits alone still can be installed, and refreshing a
+    // permission that exists needs no room.
+    assert_eq!(permit(&mut h, &[second]).class(), Class::Success);
+    assert_eq!(permit(&mut h, &[PEER, second]).class(), Class::Success);
+    assert_eq!(permit(&mut h, &[PEER, third]).code(), Some(508));
+    assert!(h.send_indication(addr(third), b"x").is_none());
+    assert!(h.send_indication(addr(PEER), b"x").is_some());
+}
+
 #[test]
 fn send_needs_a_permission_which_expires() {
     let mut h = Harness::new(|_| {});

@@ -1,6 +1,7 @@
 //! CreatePermission (RFC 8656 §9.2). Every XOR-PEER-ADDRESS is checked
-//! against the peer policy before any permission is installed, so a request
-//! naming one forbidden peer installs nothing.
+//! against the peer policy, and the allocation's table for room, before any
+//! permission is installed, so a request naming one forbidden peer, or one
+//! peer too many, installs nothing.
 
 use turnpike_codec::Attribute;
 
@@ -12,11 +13,11 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         Err(code) => return req.error(out, code),
     };
     let relays = turn.allocations.get(id)?.relays;
-    let mut peers = 0;
+    let mut peers = Vec::new();
     for attr in req.message.decoded() {
         match attr {
             Ok(Attribute::XorPeerAddress(peer)) => {
-                peers += 1;
+                peers.push(peer.ip());
                 if !same_family(&relays, peer.ip()) {
                     return req.error(out, 443);
                 }
@@ -29,17 +30,13 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
             Err(_) => return req.error(out, 400),
         }
     }
-    if peers == 0 {
+    if peers.is_empty() {
         return req.error(out, 400);
     }
     let expires = req.now + req.config.permission_lifetime;
     let allocation = turn.allocations.get_mut(id)?;
-    for attr in req.message.decoded() {
-        if let Ok(Attribute::XorPeerAddress(peer)) = attr
-            && !allocation.permit(peer.ip(), expires, req.now, req.config.max_permissions)
-        {
-            return req.error(out, 508);
-        }
+    if !allocation.permit_all(&peers, expires, req.now, req.config.max_permissions) {
+        return req.error(out, 508);
     }
     turn.route_channels(req.config, id, req.now, None);
     req.success(out, |_| Ok(()))
