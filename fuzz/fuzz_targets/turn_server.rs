@@ -83,7 +83,7 @@ const SERVER_DTLS: &str = "192.0.2.10:5349";
 /// Small limits, so that the fuzzer reaches them.
 const TOTAL_QUOTA: usize = 4;
 const USER_QUOTA: u32 = 2;
-const MAX_PERMISSIONS: usize = 3;
+const MAX_PERMISSIONS: usize = 2;
 const MAX_CHANNELS: usize = 3;
 const MAX_CONNECTIONS: usize = 4;
 /// Twelve relay ports: ports run out and collide.
