@@ -224,7 +224,11 @@ enum Op {
     ClientClosed {
         client: u8,
     },
-    Advance(Advance),
+    /// The clock moves by a number of milliseconds: finer than
+    /// [`Step::wait`], for instants between its steps.
+    Advance {
+        millis: u16,
+    },
     Lookup {
         which: u8,
         verdict: Verdict,
@@ -350,23 +354,6 @@ impl Payload {
     }
 }
 
-#[derive(Arbitrary, Debug)]
-enum Advance {
-    Millis(u16),
-    Seconds(u16),
-}
-
-impl Advance {
-    fn duration(&self) -> Duration {
-        match self {
-            Advance::Millis(ms) => Duration::from_millis(u64::from(*ms)),
-            // Up to about an hour: allocation, nonce, permission and
-            // channel lifetimes all lapse.
-            Advance::Seconds(s) => Duration::from_secs(u64::from(*s % 4096)),
-        }
-    }
-}
-
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Verdict {
     /// The store's truth: the right keys for alice and bob, not found for
@@ -440,8 +427,11 @@ struct Harness {
     /// The output buffer, as large as the shell's.
     out: Vec<u8>,
     next_tid: u64,
-    /// Per client: the nonce the server last gave it, its last request.
+    /// Per client: the nonce the server last gave it, the
+    /// PASSWORD-ALGORITHMS it came with (the attribute's value), its last
+    /// request.
     nonces: [Option<String>; 5],
+    algorithms: [Option<Vec<u8>>; 5],
     last_request: [Option<Vec<u8>>; 5],
     /// CreatePermission and ChannelBind requests sent, by transaction ID:
     /// the peer IPs a success installs (a union if the fuzzer reuses an ID).
@@ -505,6 +495,7 @@ impl Harness {
             out: vec![0; turnpike_codec::framing::MAX_FRAME_LEN],
             next_tid: 0,
             nonces: Default::default(),
+            algorithms: Default::default(),
             last_request: Default::default(),
             asked: HashMap::new(),
             allocations: HashMap::new(),
@@ -622,7 +613,7 @@ impl Harness {
                     self.drain();
                 }
             }
-            Op::Advance(by) => self.advance(by.duration()),
+            Op::Advance { millis } => self.advance(Duration::from_millis(u64::from(*millis))),
             Op::Lookup {
                 which,
                 verdict,
@@ -687,7 +678,13 @@ impl Harness {
         if signing != Signing::None && self.nonces[client].is_none() {
             let tid = self.tid();
             let kind = MessageType::new(Method::ALLOCATE, Class::Request);
-            let attrs = [Attribute::RequestedTransport(protocol::UDP)];
+            // Long enough that the 401 may carry everything (the server
+            // keeps challenges within 3 times the request): the nonce that
+            // offers SHA-256, and PASSWORD-ALGORITHMS.
+            let attrs = [
+                Attribute::RequestedTransport(protocol::UDP),
+                Attribute::Software("turnpike fuzz client, asking for a nonce"),
+            ];
             let hello = encode(kind, tid, &attrs, |_| Ok(()))?;
             self.client_sends(client, hello);
         }
@@ -778,25 +775,20 @@ impl Harness {
             Signing::WrongNonce => "obviously-not-a-nonce".to_owned(),
             _ => self.nonces[client].clone().unwrap_or_default(),
         };
-        let offered = [
-            PasswordAlgorithm {
-                algorithm: password_algorithm::SHA256,
-                params: &[],
-            },
-            PasswordAlgorithm {
-                algorithm: password_algorithm::MD5,
-                params: &[],
-            },
-        ];
+        let algorithms = self.algorithms[client].clone().unwrap_or_default();
         if signing != Signing::None {
             attrs.push(Attribute::Username(name));
             attrs.push(Attribute::Realm(REALM));
             attrs.push(Attribute::Nonce(&nonce));
+            // RFC 8489 §9.2.4: echo the server's list, and pick from it.
             if signing == Signing::Sha256 {
-                attrs.push(Attribute::PasswordAlgorithms(PasswordAlgorithms::Values(
-                    &offered,
+                attrs.push(Attribute::PasswordAlgorithms(PasswordAlgorithms::Wire(
+                    &algorithms,
                 )));
-                attrs.push(Attribute::PasswordAlgorithm(offered[0]));
+                attrs.push(Attribute::PasswordAlgorithm(PasswordAlgorithm {
+                    algorithm: password_algorithm::SHA256,
+                    params: &[],
+                }));
             }
         }
         let kind = MessageType::new(method, Class::Request);
@@ -942,6 +934,9 @@ impl Harness {
         let Some(client) = self.clients.iter().position(|c| *c == tuple) else {
             return;
         };
+        if let Some(algorithms) = message.raw(AttrType::PASSWORD_ALGORITHMS) {
+            self.algorithms[client] = Some(algorithms.value.to_vec());
+        }
         for attr in message.decoded().flatten() {
             match attr {
                 Attribute::Nonce(nonce) => self.nonces[client] = Some(nonce.to_owned()),
