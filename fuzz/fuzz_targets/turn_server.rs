@@ -24,9 +24,10 @@
 //!   and the allocations the server lists are exactly those its accounting
 //!   events announced and did not end;
 //! - permissions: every datagram to a peer, every peer datagram delivered to
-//!   a client, every RFC 6062 connection opened or accepted, and every
-//!   fast-path route's lifetime is covered by a permission the harness's
-//!   own model holds. The model installs permissions from the success
+//!   a client, every RFC 6062 connection a peer opens, and every fast-path
+//!   route's lifetime is covered by a permission the harness's own model
+//!   holds (a connection the core opens needs none, RFC 6062 §5.2: it must
+//!   leave a live TCP allocation for a peer the policy allows). The model installs permissions from the success
 //!   answers to CreatePermission and ChannelBind requests it sent (for the
 //!   peers the request named, for the configured lifetime from the answer's
 //!   time) and forgets an allocation's when its end is announced. The
@@ -99,9 +100,12 @@ const MAX_OPS: usize = 64;
 /// allocation's deletion (its relays, routes, connections). Past this the
 /// queues are not bounded.
 const MAX_OUTPUTS_PER_STEP: usize = 2048;
-/// Timer firings one clock advance may cause: one sweep per second of the
-/// longest advance, plus deadlines between.
-const MAX_FIRINGS_PER_ADVANCE: usize = 4096;
+/// Timer firings one clock advance may cause. The sweep runs each second
+/// while anything lives: an allocation at most its 3600 s maximum lifetime
+/// (nothing refreshes it during an advance), lookups and connections less;
+/// deadlines fire between. Twice that is generous; a loop past it is a
+/// timer that never settles.
+const MAX_FIRINGS_PER_ADVANCE: usize = 2 * 3600;
 
 /// The 5-tuples clients use: index 1 shares index 0's address (per-source
 /// budgets), index 4 is a second TCP connection of index 2's host (a data
