@@ -33,6 +33,9 @@
 //!   time) and forgets an allocation's when its end is announced. The
 //!   model's expiry is exact, so the boundary instant is allowed and
 //!   nothing beyond;
+//! - channels: every channel the server lists was bound by a ChannelBind
+//!   it answered with success, and has not outlived that answer's
+//!   lifetime (an error answer changes no binding);
 //! - memory: allocations within the total and per-user quotas,
 //!   permissions and channels per allocation within their limits, peer
 //!   connections within theirs, a bounded number of outputs per step, and
@@ -91,6 +94,7 @@ const MAX_CONNECTIONS: usize = 4;
 const MIN_PORT: u16 = 50_000;
 const MAX_PORT: u16 = 50_011;
 const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 
 /// Operations per input: enough for an allocation's life, few enough to
 /// keep executions fast.
@@ -421,6 +425,16 @@ impl RelayBinder for Binder {
 // ---------------------------------------------------------------------------
 // The harness: a shell around the server, and a model of what it promised.
 
+/// What a CreatePermission or ChannelBind asks for, as the core reads it.
+#[derive(Debug, Default)]
+struct Asked {
+    /// Peer IPs to permit: every XOR-PEER-ADDRESS of a CreatePermission,
+    /// the first of a ChannelBind.
+    ips: Vec<IpAddr>,
+    /// A ChannelBind's first CHANNEL-NUMBER and first XOR-PEER-ADDRESS.
+    channels: Vec<(u16, SocketAddr)>,
+}
+
 struct Harness {
     server: Server,
     sockets: Binder,
@@ -438,12 +452,15 @@ struct Harness {
     algorithms: [Option<Vec<u8>>; 5],
     last_request: [Option<Vec<u8>>; 5],
     /// CreatePermission and ChannelBind requests sent, by transaction ID:
-    /// the peer IPs a success installs (a union if the fuzzer reuses an ID).
-    asked: HashMap<TransactionId, Vec<IpAddr>>,
+    /// what a success installs (a union if the fuzzer reuses an ID).
+    asked: HashMap<TransactionId, Asked>,
     /// Live allocations as the accounting events announced them.
     allocations: HashMap<u64, AllocationRecord>,
     /// The model's permissions, by allocation 5-tuple: peer IP → expiry.
     permissions: HashMap<FiveTuple, HashMap<IpAddr, Instant>>,
+    /// The model's channels, by allocation 5-tuple: (number, peer) →
+    /// expiry.
+    channels: HashMap<FiveTuple, HashMap<(u16, SocketAddr), Instant>>,
     /// Usernames the server asked the shell to look up.
     lookups: Vec<Box<str>>,
     /// RFC 6062: connections the core asked to open, connections open.
@@ -476,6 +493,7 @@ impl Harness {
         turn.max_connections = MAX_CONNECTIONS;
         turn.max_connections_per_allocation = 2;
         turn.permission_lifetime = PERMISSION_LIFETIME;
+        turn.channel_lifetime = CHANNEL_LIFETIME;
         turn.channel_routes = true;
         let config = Config {
             software: Some("fuzz".into()),
@@ -504,6 +522,7 @@ impl Harness {
             asked: HashMap::new(),
             allocations: HashMap::new(),
             permissions: HashMap::new(),
+            channels: HashMap::new(),
             lookups: Vec::new(),
             opening: Vec::new(),
             open: Vec::new(),
@@ -830,10 +849,8 @@ impl Harness {
         self.drain();
     }
 
-    /// Remembers which peers a CreatePermission or ChannelBind names, from
-    /// the bytes as sent (mutated ones included), as the core reads them:
-    /// every XOR-PEER-ADDRESS of a CreatePermission, the first of a
-    /// ChannelBind.
+    /// Remembers what a CreatePermission or ChannelBind asks for (see
+    /// [`Asked`]), from the bytes as sent, mutated ones included.
     fn note_request(&mut self, bytes: &[u8]) {
         let Ok(message) = Message::parse(bytes) else {
             return;
@@ -844,20 +861,26 @@ impl Harness {
         {
             return;
         }
-        let mut ips: Vec<IpAddr> = message
+        let peers: Vec<SocketAddr> = message
             .decoded()
             .filter_map(|a| match a {
-                Ok(Attribute::XorPeerAddress(peer)) => Some(peer.ip()),
+                Ok(Attribute::XorPeerAddress(peer)) => Some(peer),
                 _ => None,
             })
             .collect();
-        if method == Method::CHANNEL_BIND {
-            ips.truncate(1);
+        let asked = self.asked.entry(message.transaction_id()).or_default();
+        if method == Method::CREATE_PERMISSION {
+            asked.ips.extend(peers.iter().map(SocketAddr::ip));
+            return;
         }
-        self.asked
-            .entry(message.transaction_id())
-            .or_default()
-            .extend(ips);
+        let number = message.decoded().find_map(|a| match a {
+            Ok(Attribute::ChannelNumber(n)) => Some(n),
+            _ => None,
+        });
+        if let (Some(number), Some(&peer)) = (number, peers.first()) {
+            asked.ips.push(peer.ip());
+            asked.channels.push((number, peer));
+        }
     }
 
     fn peer_sends(&mut self, peer: SocketAddr, relay: SocketAddr, data: &[u8]) {
@@ -953,13 +976,18 @@ impl Harness {
         if kind.class == Class::Success
             && (kind.method == Method::CREATE_PERMISSION || kind.method == Method::CHANNEL_BIND)
         {
-            let Some(ips) = self.asked.get(&message.transaction_id()) else {
+            let Some(asked) = self.asked.get(&message.transaction_id()) else {
                 violated!("success for a request never sent: {kind:?}");
             };
             let expires = self.now + PERMISSION_LIFETIME;
             let permissions = self.permissions.entry(tuple).or_default();
-            for &ip in ips {
+            for &ip in &asked.ips {
                 permissions.insert(ip, expires);
+            }
+            let expires = self.now + CHANNEL_LIFETIME;
+            let channels = self.channels.entry(tuple).or_default();
+            for &channel in &asked.channels {
+                channels.insert(channel, expires);
             }
         }
     }
@@ -1014,8 +1042,9 @@ impl Harness {
                 if self.allocations.values().any(|a| a.client == record.client) {
                     violated!("a second allocation for {:?}", record.client);
                 }
-                // A new allocation starts without permissions.
+                // A new allocation starts without permissions or channels.
                 self.permissions.remove(&record.client);
+                self.channels.remove(&record.client);
                 self.allocations.insert(record.serial, *record);
             }
             Event::AllocationEnded { record, .. } => {
@@ -1023,6 +1052,7 @@ impl Harness {
                     violated!("end of an allocation never created: {record:?}");
                 }
                 self.permissions.remove(&record.client);
+                self.channels.remove(&record.client);
             }
         }
     }
@@ -1106,6 +1136,16 @@ impl Harness {
             }
             if a.channels().count() > MAX_CHANNELS {
                 violated!("{} channels", a.channels().count());
+            }
+            let bound = self.channels.get(a.client());
+            for channel in a.channels() {
+                let expiry = bound.and_then(|c| c.get(&channel));
+                if expiry.is_none_or(|&e| e < self.now) {
+                    violated!(
+                        "channel {channel:?} of {:?} never bound (model: {bound:?})",
+                        a.client()
+                    );
+                }
             }
         });
         let announced: HashSet<u64> = self.allocations.keys().copied().collect();
