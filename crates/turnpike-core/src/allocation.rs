@@ -119,6 +119,13 @@ impl Allocation {
         true
     }
 
+    /// Whether [`permit`](Self::permit) would install or refresh `ip`'s
+    /// permission at `now`.
+    pub(crate) fn can_permit(&self, ip: IpAddr, now: Instant, max: usize) -> bool {
+        self.permissions.iter().any(|p| p.ip == ip)
+            || self.permissions.iter().filter(|p| p.expires > now).count() < max
+    }
+
     /// Installs or refreshes a permission for each of `ips`, or, if the
     /// table has no room for the new ones, changes nothing and returns
     /// `false`: a CreatePermission succeeds whole or not at all (RFC 8656

@@ -447,6 +447,43 @@ fn a_create_permission_without_room_installs_nothing() {
     assert!(h.send_indication(addr(PEER), b"x").is_some());
 }
 
+/// A ChannelBind refused with 508 because the peer's permission does not
+/// fit binds no channel: the number stays free for another peer, and the
+/// refused peer's datagrams reach nobody. Found by the `turn_server` fuzz
+/// target.
+#[test]
+fn a_channel_bind_without_room_for_its_permission_binds_nothing() {
+    let mut h = Harness::new(|t| t.max_permissions = 1);
+    let creds = h.creds();
+    let relay = h.allocate(&creds);
+    let a = h.authed(
+        Method::CREATE_PERMISSION,
+        &[Attribute::XorPeerAddress(addr(PEER))],
+        &creds,
+    );
+    assert_eq!(a.class(), Class::Success);
+    let bind = |h: &mut Harness, peer: &str| {
+        let attrs = [
+            Attribute::ChannelNumber(0x4000),
+            Attribute::XorPeerAddress(addr(peer)),
+        ];
+        h.authed(Method::CHANNEL_BIND, &attrs, &creds)
+    };
+    let other = "93.184.216.35:6000";
+    assert_eq!(bind(&mut h, other).code(), Some(508));
+    assert!(h.peer_sends(relay, other, b"x").is_none());
+    assert_eq!(
+        bind(&mut h, PEER).class(),
+        Class::Success,
+        "the number was taken"
+    );
+    let back = h.peer_sends(relay, PEER, b"x").expect("relayed");
+    assert_eq!(
+        turnpike_codec::ChannelData::parse(&back.bytes).map(|c| c.channel),
+        Ok(0x4000)
+    );
+}
+
 #[test]
 fn send_needs_a_permission_which_expires() {
     let mut h = Harness::new(|_| {});

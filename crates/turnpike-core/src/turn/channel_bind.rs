@@ -44,6 +44,11 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         return req.error(out, 403);
     }
     let now = req.now;
+    // The binding installs the peer's permission: without room for it,
+    // 508 before anything is bound, as an error answer changes nothing.
+    if !allocation.can_permit(peer.ip(), now, config.max_permissions) {
+        return req.error(out, 508);
+    }
     let mut cooled = Vec::new();
     let bound = allocation.bind_channel(
         number,
@@ -67,6 +72,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         Err(BindError::Conflict) => return req.error(out, 400),
         Err(BindError::Full) => return req.error(out, 508),
     }
+    // Room was checked above; this refreshes or installs.
     if !allocation.permit(
         peer.ip(),
         now + config.permission_lifetime,
