@@ -10,12 +10,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use turnpike_codec::TransactionId;
 
+use crate::bandwidth::{AllocationBandwidth, UserBandwidth};
 use crate::credentials::User;
 use crate::ids::{AllocationId, ConnectionId, PeerSocket, RelayedAddress};
 use crate::output::ChannelRoute;
@@ -78,6 +79,8 @@ pub(crate) struct Allocation {
     pub(crate) created: Instant,
     /// Data relayed through the core (a fast path counts its own).
     pub(crate) traffic: Traffic,
+    /// Its bandwidth buckets and its user's.
+    pub(crate) bandwidth: AllocationBandwidth,
 }
 
 pub(crate) const fn family_index(ip: IpAddr) -> usize {
@@ -493,13 +496,43 @@ pub(crate) fn quota_name(username: &str, time_limited: bool, separator: char) ->
 }
 
 /// Allocation counts shared by all shards, for the per-user (486) and
-/// server-wide (508) quotas, and the count of TCP allocations' peer
-/// connections. Touched only when an allocation or a peer connection is
-/// created or deleted, never per packet.
+/// server-wide (508) quotas, each user's bandwidth buckets, the count of
+/// TCP allocations' peer connections and the relayed rate the shell
+/// measured (for `bps_capacity`). Touched only when an allocation or a
+/// peer connection is created or deleted, and by the shell once a
+/// second, never per packet.
 #[derive(Debug, Default)]
 pub struct Quotas {
-    counts: Mutex<(usize, FxHashMap<Arc<str>, u32>)>,
+    counts: Mutex<(usize, FxHashMap<Arc<str>, UserEntry>)>,
     connections: AtomicUsize,
+    /// Relayed payload bytes per second, all workers and paths together.
+    relayed_rate: AtomicU64,
+}
+
+/// A user with allocations: how many, and the buckets they share.
+#[derive(Debug)]
+struct UserEntry {
+    allocations: u32,
+    bandwidth: Arc<UserBandwidth>,
+}
+
+/// What a user's new allocation takes from [`Quotas`]: the name it is
+/// counted under (for [`Quotas::release`]) and the user's bandwidth.
+#[derive(Debug)]
+pub(crate) struct Quota {
+    pub(crate) name: Arc<str>,
+    pub(crate) bandwidth: Arc<UserBandwidth>,
+}
+
+/// The limits an Allocate is checked against; 0 = unlimited.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QuotaLimits {
+    /// Allocations per user (486 beyond).
+    pub(crate) per_user: u32,
+    /// Allocations server-wide (508 beyond).
+    pub(crate) total: usize,
+    /// Relayed bytes per second server-wide (508 at or beyond).
+    pub(crate) bps_capacity: u64,
 }
 
 impl Quotas {
@@ -522,31 +555,58 @@ impl Quotas {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// The relayed rate, all workers and paths together, in payload bytes
+    /// per second: the shell measures it about once a second, and a new
+    /// Allocate is refused while it is at `bps_capacity` or above.
+    pub fn set_relayed_rate(&self, bytes_per_second: u64) {
+        self.relayed_rate.store(bytes_per_second, Ordering::Relaxed);
+    }
+
     /// Takes one allocation for `user` (its quota name, see
-    /// [`quota_name`]) if both limits allow (0 = unlimited): the name as
-    /// counted, for [`Quotas::release`]. `Err(486)` or `Err(508)`
+    /// [`quota_name`]) if `limits` allow. `Err(486)` or `Err(508)`
     /// otherwise. Allocates only for a user without allocations yet (once
-    /// per Allocate at most, never per packet).
-    pub(crate) fn acquire(&self, user: &str, per_user: u32, total: usize) -> Result<Arc<str>, u16> {
+    /// per Allocate at most, never per packet); `now` starts that user's
+    /// bandwidth clock.
+    pub(crate) fn acquire(
+        &self,
+        user: &str,
+        limits: QuotaLimits,
+        now: Instant,
+    ) -> Result<Quota, u16> {
         let Ok(mut counts) = self.counts.lock() else {
             return Err(508);
         };
         let (all, by_user) = &mut *counts;
         // The user's own limit first: it tells the client something it can act on.
-        let mine = by_user.get(user).copied().unwrap_or(0);
-        if per_user != 0 && mine >= per_user {
+        let mine = by_user.get(user).map_or(0, |u| u.allocations);
+        if limits.per_user != 0 && mine >= limits.per_user {
             return Err(486);
         }
-        if total != 0 && *all >= total {
+        let full = limits.total != 0 && *all >= limits.total;
+        let busy = limits.bps_capacity != 0
+            && self.relayed_rate.load(Ordering::Relaxed) >= limits.bps_capacity;
+        if full || busy {
             return Err(508);
         }
-        let name = match by_user.get_key_value(user) {
-            Some((name, _)) => Arc::clone(name),
-            None => Arc::from(user),
+        let quota = match by_user.get_key_value(user) {
+            Some((name, entry)) => Quota {
+                name: Arc::clone(name),
+                bandwidth: Arc::clone(&entry.bandwidth),
+            },
+            None => Quota {
+                name: Arc::from(user),
+                bandwidth: Arc::new(UserBandwidth::new(now)),
+            },
         };
-        *by_user.entry(Arc::clone(&name)).or_insert(0) += 1;
+        by_user
+            .entry(Arc::clone(&quota.name))
+            .or_insert_with(|| UserEntry {
+                allocations: 0,
+                bandwidth: Arc::clone(&quota.bandwidth),
+            })
+            .allocations += 1;
         *all += 1;
-        Ok(name)
+        Ok(quota)
     }
 
     /// Gives back one allocation of `user`, as [`Quotas::acquire`] named it.
@@ -556,9 +616,9 @@ impl Quotas {
         };
         let (all, by_user) = &mut *counts;
         *all = all.saturating_sub(1);
-        if let Some(n) = by_user.get_mut(user) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(entry) = by_user.get_mut(user) {
+            entry.allocations -= 1;
+            if entry.allocations == 0 {
                 by_user.remove(user);
             }
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::allocation::Quotas;
+use crate::bandwidth::Caps;
 use crate::nonce::NonceKey;
 use crate::peer_policy::PeerPolicy;
 
@@ -60,6 +61,19 @@ pub struct TurnConfig {
     pub user_quota: u32,
     /// Allocations server-wide, 0 = unlimited (508 beyond).
     pub total_quota: usize,
+    /// Relayed payload bytes per second per allocation, each direction on
+    /// its own (coturn's `max-bps`); 0 = unlimited. See [`crate::bandwidth`].
+    pub max_bps: u64,
+    /// Relayed payload bytes per second per user (as [`Self::user_quota`]
+    /// counts users), all the user's allocations together, each direction
+    /// on its own; 0 = unlimited.
+    pub user_max_bps: u64,
+    /// Relayed payload bytes per second server-wide (coturn's
+    /// `bps-capacity`), as the shell measures it
+    /// ([`Quotas::set_relayed_rate`]): at or above it, a new Allocate is
+    /// refused as at `total_quota` (508, or 300 to an alternate); 0 =
+    /// unlimited.
+    pub bps_capacity: u64,
     /// Permissions per allocation (508 beyond).
     pub max_permissions: usize,
     /// Channels per allocation (508 beyond).
@@ -128,6 +142,9 @@ impl TurnConfig {
             channel_lifetime: Duration::from_secs(600),
             user_quota: 0,
             total_quota: 0,
+            max_bps: 0,
+            user_max_bps: 0,
+            bps_capacity: 0,
             max_permissions: 64,
             max_channels: 64,
             max_connections_per_allocation: 32,
@@ -139,6 +156,14 @@ impl TurnConfig {
             strict_expiry: false,
             wall_clock: None,
             channel_routes: false,
+        }
+    }
+
+    /// The bandwidth caps on relayed data.
+    pub(crate) fn caps(&self) -> Caps {
+        Caps {
+            allocation: self.max_bps,
+            user: self.user_max_bps,
         }
     }
 
@@ -206,7 +231,7 @@ impl Config {
     /// they run with) with everything a running shard can change taken
     /// from `new`: SOFTWARE, RESPONSE-PORT and PADDING, and for TURN the
     /// lifetimes (allocations, nonces, permissions, channels), the quotas'
-    /// limits, the per-allocation bounds, the peer policy, the challenge
+    /// limits, the bandwidth caps and capacity, the per-allocation bounds, the peer policy, the challenge
     /// rate, the REST separator and strict expiry. What sockets, relays or
     /// other shards depend on stays as it is: the NAT discovery
     /// addresses, the source prefix, whether TURN is on, the realm, the
@@ -228,6 +253,9 @@ impl Config {
             t.channel_lifetime = n.channel_lifetime;
             t.user_quota = n.user_quota;
             t.total_quota = n.total_quota;
+            t.max_bps = n.max_bps;
+            t.user_max_bps = n.user_max_bps;
+            t.bps_capacity = n.bps_capacity;
             t.max_permissions = n.max_permissions;
             t.max_channels = n.max_channels;
             t.max_connections_per_allocation = n.max_connections_per_allocation;

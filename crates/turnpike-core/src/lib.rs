@@ -14,6 +14,7 @@
 //! - [`auth`], [`nonce`], [`credentials`], [`ephemeral`]: the long-term
 //!   credential mechanism, and time-limited credentials from shared secrets.
 //! - [`allocation`]: allocations, permissions, channels, quotas.
+//! - [`bandwidth`]: bandwidth caps per allocation and per user.
 //! - [`drain`]: how a draining shard refuses new allocations.
 //! - [`connection`]: peer connections of TCP allocations (RFC 6062).
 //! - [`peer_policy`]: which peers may be relayed to (anti-SSRF).
@@ -33,6 +34,7 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod bandwidth;
 pub mod binding;
 pub mod config;
 pub mod connection;

@@ -22,6 +22,7 @@ use turnpike_codec::{Attribute, Class, DecodeError, Header, Message, Method, Tra
 
 use crate::allocation::{AllocationView, Allocations};
 use crate::auth::{self, Auth};
+use crate::bandwidth::Caps;
 use crate::binding::{self, Outcome};
 use crate::config::{Config, TurnConfig};
 use crate::connection::Connections;
@@ -316,7 +317,9 @@ impl Server {
     /// what exists stays (allocations keep the lifetime they were granted,
     /// cached keys and held lookups stay), except that permissions and
     /// channels to peers the new peer policy refuses are withdrawn at once
-    /// (and their fast-path routes). Returns `false`, changing nothing,
+    /// (and their fast-path routes), and the fast-path routes are
+    /// withdrawn when a bandwidth cap starts to apply, and put back when
+    /// none does any more. Returns `false`, changing nothing,
     /// when `config` changes what a running shard cannot
     /// ([`Config::can_replace`]).
     pub fn reconfigure(&mut self, now: Instant, config: Arc<Config>) -> bool {
@@ -331,6 +334,8 @@ impl Server {
                 .with_relay_ports(t.min_port, t.max_port)
                 .with_host_ips(&turn.host_ips);
             turn.withdraw_refused_peers(t, now);
+            let was_capped = self.config.turn.as_ref().is_some_and(|t| t.caps().any());
+            turn.reroute_for_caps(t, now, was_capped);
         }
         self.config = config;
         true
@@ -513,11 +518,13 @@ impl Server {
         match framing::classify(packet.data) {
             PacketKind::Stun => self.handle_stun(now, &packet, out),
             PacketKind::ChannelData => {
+                let caps = self.caps();
                 let Some(turn) = self.turn.as_mut() else {
                     return self.drop_packet();
                 };
                 let five_tuple = packet.five_tuple();
-                let relayed = turn::send::channel_data(turn, now, &five_tuple, packet.data, out);
+                let relayed =
+                    turn::send::channel_data(turn, (now, caps), &five_tuple, packet.data, out);
                 self.count_to_peer(relayed, &packet)
             }
             PacketKind::Dtls | PacketKind::Other => self.drop_packet(),
@@ -538,10 +545,11 @@ impl Server {
     ) {
         debug_assert!(self.answer.is_none(), "poll_output after every input");
         self.now = Some(now);
+        let caps = self.caps();
         let Some(turn) = self.turn.as_mut() else {
             return;
         };
-        self.answer = match turn::data::from_peer(turn, now, relay, peer, data, out) {
+        self.answer = match turn::data::from_peer(turn, (now, caps), relay, peer, data, out) {
             Ok(t) => {
                 self.stats.relayed.to_client(data.len());
                 Some(t)
@@ -551,6 +559,14 @@ impl Server {
                 None
             }
         };
+    }
+
+    /// The bandwidth caps on relayed data (none without TURN).
+    fn caps(&self) -> Caps {
+        self.config
+            .turn
+            .as_ref()
+            .map_or_else(Caps::default, TurnConfig::caps)
     }
 
     /// Counts relayed data that was not delivered, by reason: the core's
@@ -608,11 +624,12 @@ impl Server {
         match message.message_type().class {
             Class::Request => {}
             Class::Indication if method == Method::SEND && !message.is_rfc3489() => {
+                let caps = self.caps();
                 let Some(turn) = self.turn.as_mut() else {
                     return self.drop_packet();
                 };
                 let five_tuple = packet.five_tuple();
-                let relayed = turn::send::indication(turn, now, &five_tuple, &message, out);
+                let relayed = turn::send::indication(turn, (now, caps), &five_tuple, &message, out);
                 return self.count_to_peer(relayed, packet);
             }
             // Binding indications are keepalives: nothing to answer.

@@ -312,6 +312,9 @@ labels! {
         /// write queue, the DTLS session's output queue, or the relay
         /// socket's send buffer.
         QueueFull = "queue_full",
+        /// Over a bandwidth cap (`turn.max_bps`, `turn.user_max_bps`;
+        /// [`crate::bandwidth`]): dropped, not queued.
+        BandwidthCap = "bandwidth_cap",
     }
 }
 

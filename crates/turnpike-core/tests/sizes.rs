@@ -276,7 +276,8 @@ fn shell_drops_are_counted_with_the_cores() {
             ("too_big_for_client", 0),
             ("too_big_for_peer", 0),
             ("path_mtu", 1),
-            ("queue_full", 2)
+            ("queue_full", 2),
+            ("bandwidth_cap", 0)
         ]
     );
     assert_eq!(d.total(), 3);

@@ -9,7 +9,8 @@ use turnpike_codec::attr::protocol;
 use turnpike_codec::{AddressFamily, AttrType, Attribute, ErrorCode};
 
 use super::{Request, TurnState, granted_lifetime, lifetime_secs};
-use crate::allocation::Allocation;
+use crate::allocation::{Allocation, QuotaLimits};
+use crate::bandwidth::AllocationBandwidth;
 use crate::config::TurnConfig;
 use crate::drain::{DRAINING_REASON, Redirect};
 use crate::ids::RelayedAddress;
@@ -125,14 +126,17 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         req.user.expires.is_some(),
         config.rest_separator,
     );
-    let quota = match config
-        .quotas
-        .acquire(quota_name, config.user_quota, config.total_quota)
-    {
+    let limits = QuotaLimits {
+        per_user: config.user_quota,
+        total: config.total_quota,
+        bps_capacity: config.bps_capacity,
+    };
+    let quota = match config.quotas.acquire(quota_name, limits, req.now) {
         Ok(quota) => quota,
         Err(code) => {
-            // At capacity (508, not the user's own quota): another relay of
-            // the fleet with room, if one is known.
+            // At capacity (508: allocations or relayed bandwidth, not the
+            // user's own quota): another relay of the fleet with room, if
+            // one is known.
             if code == 508
                 && let Some(redirect) = turn.alternates.pick(&mut turn.next_alternate, req.packet)
             {
@@ -166,7 +170,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
     let first = match bound {
         Ok(addr) => addr,
         Err(code) => {
-            config.quotas.release(&quota);
+            config.quotas.release(&quota.name);
             return req.error(out, code);
         }
     };
@@ -185,7 +189,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
     turn.allocations.insert(Allocation {
         five_tuple,
         user: std::sync::Arc::clone(&req.user),
-        quota,
+        quota: quota.name,
         relays,
         protocol: relay_protocol,
         dont_fragment: asked.dont_fragment,
@@ -197,6 +201,7 @@ pub(crate) fn handle(req: &Request<'_, '_>, turn: &mut TurnState, out: &mut [u8]
         serial,
         created: req.now,
         traffic: Traffic::default(),
+        bandwidth: AllocationBandwidth::new(quota.bandwidth),
     });
     turn.stats.allocations_created += 1;
     turn.events

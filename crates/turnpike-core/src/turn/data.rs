@@ -3,7 +3,9 @@
 //! to the peer, else as a Data indication — and is dropped silently if the
 //! peer has no permission. A datagram that cannot be framed for the
 //! client's transport (one UDP datagram, one DTLS record, a STUN message's
-//! 16-bit length) is dropped with [`DropReason::TooBigForClient`].
+//! 16-bit length) is dropped with [`DropReason::TooBigForClient`]; one
+//! over a bandwidth cap ([`crate::bandwidth`]) with
+//! [`DropReason::BandwidthCap`].
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -16,6 +18,7 @@ use turnpike_codec::{
 
 use super::TurnState;
 use super::send::{REFUSED, Relayed};
+use crate::bandwidth::{Caps, Direction};
 use crate::ids::{PeerSocket, RelayedAddress};
 use crate::output::{Destination, Transmit};
 use crate::relay::RelayProtocol;
@@ -26,7 +29,7 @@ const MAX_BODY: usize = 0xFFFC;
 
 pub(crate) fn from_peer(
     turn: &mut TurnState,
-    now: Instant,
+    (now, caps): (Instant, Caps),
     relay: RelayedAddress,
     peer: PeerSocket,
     data: &[u8],
@@ -71,6 +74,12 @@ pub(crate) fn from_peer(
             msg.finish()
         }
     };
+    if !allocation
+        .bandwidth
+        .admit(Direction::ToClient, now, data.len(), caps)
+    {
+        return Err((DropReason::BandwidthCap, data.len()));
+    }
     allocation.traffic.to_client(data.len());
     Ok(Transmit {
         to: Destination::Client(five_tuple),

@@ -211,7 +211,10 @@ impl TurnState {
     }
 
     /// Announces the routes of allocation `id`'s live channels after their
-    /// lifetimes changed: all of them, or those to `peer` only.
+    /// lifetimes changed: all of them, or those to `peer` only. None while
+    /// a bandwidth cap applies: a fast path outside the core does not
+    /// enforce caps, so capped data must come through the core (see
+    /// [`crate::bandwidth`]).
     pub(crate) fn route_channels(
         &mut self,
         config: &TurnConfig,
@@ -219,7 +222,7 @@ impl TurnState {
         now: Instant,
         peer: Option<SocketAddr>,
     ) {
-        if !config.channel_routes {
+        if !config.channel_routes || config.caps().any() {
             return;
         }
         let Some(allocation) = self.allocations.get(id) else {
@@ -234,6 +237,31 @@ impl TurnState {
                 allocation.channel_relays_until(channel, now),
             ) {
                 self.events.push_back(Event::RouteChannel { route, until });
+            }
+        }
+    }
+
+    /// After a reconfiguration to `config`: withdraws every fast-path
+    /// route when a bandwidth cap starts to apply (`was_capped` is the
+    /// previous configuration's state), and announces them again when
+    /// none applies any more, so that capped data never bypasses the core.
+    pub(crate) fn reroute_for_caps(&mut self, config: &TurnConfig, now: Instant, was_capped: bool) {
+        let capped = config.caps().any();
+        if !config.channel_routes || capped == was_capped {
+            return;
+        }
+        if !capped {
+            let ids: Vec<AllocationId> = self.allocations.iter().map(|(id, _)| id).collect();
+            for id in ids {
+                self.route_channels(config, id, now, None);
+            }
+            return;
+        }
+        for (_, allocation) in self.allocations.iter() {
+            for channel in &allocation.channels {
+                if let Some(route) = allocation.route(channel) {
+                    self.events.push_back(Event::UnrouteChannel { route });
+                }
             }
         }
     }

@@ -11,6 +11,9 @@
 //! the client's packet, which a socket cannot see; the allocation's own
 //! DONT-FRAGMENT stands in for it (a client that asked for it sends with DF
 //! itself), so data of such an allocation always goes out with DF.
+//!
+//! Data within every check is last held against the bandwidth caps
+//! ([`crate::bandwidth`]), and dropped if over.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -18,6 +21,8 @@ use std::time::Instant;
 use turnpike_codec::{Attribute, ChannelData, Message};
 
 use super::TurnState;
+use crate::allocation::Allocation;
+use crate::bandwidth::{Caps, Direction};
 use crate::ids::{PeerSocket, RelayedAddress};
 use crate::output::{Destination, Transmit};
 use crate::packet::{FiveTuple, max_udp_payload};
@@ -61,7 +66,7 @@ fn to_peer(
 /// A Send indication from the client of `five_tuple`.
 pub(crate) fn indication(
     turn: &mut TurnState,
-    now: Instant,
+    (now, caps): (Instant, Caps),
     five_tuple: &FiveTuple,
     message: &Message<'_>,
     out: &mut [u8],
@@ -101,17 +106,15 @@ pub(crate) fn indication(
         return Err((DropReason::PeerRefused, data.len()));
     }
     let transmit = to_peer(out, relay, peer, data, dont_fragment)?;
-    if let Some(allocation) = turn.allocations.get_mut(id) {
-        allocation.traffic.to_peer(transmit.len);
-    }
-    Ok(transmit)
+    let allocation = turn.allocations.get_mut(id).ok_or(REFUSED)?;
+    relay_to_peer(allocation, now, caps, transmit)
 }
 
 /// ChannelData from the client of `five_tuple`. The peer passed the policy
 /// when the channel was bound, and the policy does not change at run time.
 pub(crate) fn channel_data(
     turn: &mut TurnState,
-    now: Instant,
+    (now, caps): (Instant, Caps),
     five_tuple: &FiveTuple,
     packet: &[u8],
     out: &mut [u8],
@@ -130,6 +133,23 @@ pub(crate) fn channel_data(
     }
     let relay = allocation.relay_for(peer.ip()).ok_or(REFUSED)?;
     let transmit = to_peer(out, relay, peer, message.data, allocation.dont_fragment)?;
+    relay_to_peer(allocation, now, caps, transmit)
+}
+
+/// Counts a datagram to a peer that is within the bandwidth caps, and
+/// drops it if not.
+fn relay_to_peer(
+    allocation: &mut Allocation,
+    now: Instant,
+    caps: Caps,
+    transmit: Transmit,
+) -> Relayed {
+    if !allocation
+        .bandwidth
+        .admit(Direction::ToPeer, now, transmit.len, caps)
+    {
+        return Err((DropReason::BandwidthCap, transmit.len));
+    }
     allocation.traffic.to_peer(transmit.len);
     Ok(transmit)
 }
