@@ -223,6 +223,9 @@ impl Settings {
             usize::try_from(l.max_peer_connections_per_allocation).unwrap_or(usize::MAX);
         core.max_connections = usize::try_from(l.max_peer_connections).unwrap_or(usize::MAX);
         core.total_quota = usize::try_from(t.total_quota).unwrap_or(usize::MAX);
+        core.max_bps = t.max_bps;
+        core.user_max_bps = t.user_max_bps;
+        core.bps_capacity = t.bps_capacity;
         core.challenges_per_second = t.challenges_per_second;
         core.rest_separator = t.rest_separator;
         core.strict_expiry = t.strict_expiry;

@@ -253,6 +253,27 @@ settings! {
             flag total_quota "total-quota" "N", env "TURNPIKE_TOTAL_QUOTA";
             help "allocations server-wide, 0 = unlimited";
             reload live;
+        /// Relayed payload bytes per second per allocation, each direction
+        /// on its own (coturn's `max-bps`); over it data is dropped; 0 =
+        /// unlimited.
+        max_bps: u64 = 0;
+            flag max_bps "max-bps" "BYTES", env "TURNPIKE_MAX_BPS";
+            help "relayed bytes per second per allocation and direction, 0 = unlimited";
+            reload live;
+        /// Relayed payload bytes per second per user (per user id for REST
+        /// credentials), all the user's allocations together, each direction
+        /// on its own; 0 = unlimited.
+        user_max_bps: u64 = 0;
+            flag user_max_bps "user-max-bps" "BYTES", env "TURNPIKE_USER_MAX_BPS";
+            help "relayed bytes per second per user and direction, 0 = unlimited";
+            reload live;
+        /// Relayed payload bytes per second server-wide (coturn's
+        /// `bps-capacity`): at it, new allocations are refused (508, or 300
+        /// to an alternate); 0 = unlimited.
+        bps_capacity: u64 = 0;
+            flag bps_capacity "bps-capacity" "BYTES", env "TURNPIKE_BPS_CAPACITY";
+            help "relayed bytes per second server-wide beyond which new allocations are refused, 0 = unlimited";
+            reload live;
         /// Ranges the built-in refusal of loopback/private/reserved peers does
         /// not apply to.
         #[serde(deserialize_with = "de_list")]

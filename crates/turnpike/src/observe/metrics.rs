@@ -36,7 +36,7 @@
 //! connection_closed, kicked, drained; reload `result` applied, refused;
 //! drop `reason` malformed,
 //! rate_limited, no_permission, peer_refused, too_big_for_client,
-//! too_big_for_peer, path_mtu, queue_full.
+//! too_big_for_peer, path_mtu, queue_full, bandwidth_cap.
 //!
 //! Always present:
 //!

@@ -23,6 +23,9 @@ use crate::observe::{
 };
 use crate::tls::Certificates;
 
+/// How often the relayed rate is measured for `turn.bps_capacity`.
+const RATE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The running relay, for the admin endpoint, `turnstats` and the CLI.
 #[derive(Clone)]
 pub struct RelayHandle {
@@ -153,6 +156,46 @@ impl RelayHandle {
             }
             changed.await;
         }
+    }
+
+    /// Measures what the relay relays, sockets and XDP together, every
+    /// [`RATE_INTERVAL`], and hands the rate to the shards through
+    /// `quotas` for `turn.bps_capacity` (a new Allocate is refused while
+    /// it is at the capacity). A worker that does not answer counts as
+    /// relaying nothing that round. Runs until the runtime stops.
+    pub(super) async fn measure_relayed_rate(self, quotas: Arc<Quotas>) {
+        let mut ticks = tokio::time::interval(RATE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last: Option<(tokio::time::Instant, u64)> = None;
+        loop {
+            let at = ticks.tick().await;
+            let relayed = self.relayed_bytes().await;
+            if let Some((then, before)) = last {
+                let secs = at.saturating_duration_since(then).as_secs_f64();
+                if secs > 0.0 {
+                    // Counters only grow; a silent worker makes a round
+                    // look smaller, never negative.
+                    let rate = relayed.saturating_sub(before) as f64 / secs;
+                    quotas.set_relayed_rate(rate as u64);
+                }
+            }
+            last = Some((at, relayed));
+        }
+    }
+
+    /// Payload bytes relayed so far, both ways, by every worker's core and
+    /// the XDP fast path.
+    async fn relayed_bytes(&self) -> u64 {
+        let cores: u64 = self
+            .ask_all(Query::RelayedBytes)
+            .await
+            .into_iter()
+            .flatten()
+            .sum();
+        let fast = self
+            .fast_path_stats()
+            .map_or(0, |f| f.relayed.to_peer_bytes + f.relayed.to_client_bytes);
+        cores + fast
     }
 
     /// Asks every worker ([`super::queries::ask_all`]).

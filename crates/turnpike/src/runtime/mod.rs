@@ -321,6 +321,9 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
     // then STATUS= and the watchdog's pings from the control runtime.
     crate::service::ready();
     control.spawn(crate::service::supervise(Arc::new(relay.clone())));
+    if let Some(turn) = &core.turn {
+        control.spawn(relay.clone().measure_relayed_rate(Arc::clone(&turn.quotas)));
+    }
 
     let stopping = StopRules {
         grace: Duration::from_secs(config.shutdown.grace_period.into()),

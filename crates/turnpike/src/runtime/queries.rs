@@ -63,6 +63,9 @@ pub(crate) enum Query {
     },
     /// How many live allocations it holds.
     AllocationCount(oneshot::Sender<usize>),
+    /// Payload bytes its core relayed so far, both ways (for
+    /// `turn.bps_capacity`; a copy of its counters, no walk).
+    RelayedBytes(oneshot::Sender<u64>),
     /// Run with a reloaded configuration; whether the shard took it.
     Reconfigure {
         change: Arc<WorkerChange>,
@@ -142,6 +145,10 @@ pub(super) async fn query_loop(ctx: Rc<WorkerCtx>, mut inbox: mpsc::UnboundedRec
             }
             Query::AllocationCount(reply) => {
                 let _ = reply.send(ctx.server.borrow().allocation_count());
+            }
+            Query::RelayedBytes(reply) => {
+                let relayed = ctx.server.borrow().stats().relayed;
+                let _ = reply.send(relayed.to_peer_bytes + relayed.to_client_bytes);
             }
             Query::Reconfigure { change, reply } => {
                 let _ = reply.send(reconfigure(&ctx, &change));
