@@ -12,11 +12,12 @@ mod support;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
+use support::bandwidth::run_at;
 use support::sizes::{Transport, relay_every_size};
 use support::uclient::{Run, assert_delivered};
 use support::{
-    PRIMARY_V4, PRIMARY_V6, Peer, ServerOptions, TestServer, admin_get, private_network_namespace,
-    run,
+    PRIMARY_V4, PRIMARY_V6, Peer, ServerOptions, TestServer, TurnOptions, metric,
+    private_network_namespace, run,
 };
 
 fn v4() -> IpAddr {
@@ -39,16 +40,6 @@ fn start_xdp_server() -> TestServer {
         xdp: true,
         ..ServerOptions::turn()
     })
-}
-
-/// One sample of a metric (`name` with its labels, as in the text format).
-fn metric(server: &TestServer, sample: &str) -> u64 {
-    let metrics = admin_get(server, "/metrics");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no {sample} in /metrics:\n{metrics}"))
 }
 
 /// Datagrams the program relayed: (client → peer, peer → client).
@@ -115,6 +106,31 @@ fn channel_data_is_relayed_in_the_kernel() {
         !xdp_attached_to_lo(),
         "the program is detached when the server stops"
     );
+}
+
+/// With `turn.max_bps` the XDP path does not let capped traffic through
+/// uncapped: no channel gets a route, so the cap holds as on the sockets
+/// (ChannelData at four times the cap for two seconds each way) and the
+/// program relays nothing.
+#[test]
+fn a_bandwidth_cap_holds_with_xdp_on() {
+    const CAP: u64 = 50_000;
+    private_network_namespace();
+    let server = TestServer::start(ServerOptions {
+        admin: true,
+        xdp: true,
+        ipv6: false,
+        turn: Some(TurnOptions {
+            max_bps: CAP,
+            ..TurnOptions::loopback()
+        }),
+        ..ServerOptions::default()
+    });
+    assert!(xdp_attached_to_lo(), "the program is on lo while serving");
+    let run = run_at(&server, 4 * CAP, std::time::Duration::from_secs(2));
+    run.to_peer.assert_within("client → peer", CAP);
+    run.to_client.assert_within("peer → client", CAP);
+    assert_eq!(relayed_in_kernel(&server), (0, 0), "{}", server.describe());
 }
 
 /// Client to client (`-y`): ChannelData from client A leaves relay A for

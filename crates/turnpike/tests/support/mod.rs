@@ -23,6 +23,7 @@
 
 #![allow(dead_code)]
 
+pub mod bandwidth;
 pub mod browser;
 pub mod cli;
 pub mod dtls;
@@ -208,6 +209,12 @@ pub struct TurnOptions {
     pub user_quota: u32,
     /// Allocations in total; 0 = unlimited.
     pub total_quota: u32,
+    /// `turn.max_bps`, `turn.user_max_bps`, `turn.bps_capacity`: relayed
+    /// bytes per second per allocation, per user and server-wide; 0 =
+    /// unlimited.
+    pub max_bps: u64,
+    pub user_max_bps: u64,
+    pub bps_capacity: u64,
     /// Shared secrets of time-limited credentials (`turn.secrets`).
     pub secrets: Vec<String>,
     /// `turn.strict_expiry`.
@@ -239,6 +246,9 @@ impl TurnOptions {
             max_lifetime: 3600,
             user_quota: 0,
             total_quota: 0,
+            max_bps: 0,
+            user_max_bps: 0,
+            bps_capacity: 0,
             secrets: Vec::new(),
             strict_expiry: false,
         }
@@ -949,6 +959,17 @@ pub fn admin_get(server: &TestServer, path: &str) -> String {
     body
 }
 
+/// One sample of a metric on `/metrics` (`name{labels}` as in the text
+/// format).
+pub fn metric(server: &TestServer, sample: &str) -> u64 {
+    let metrics = admin_get(server, "/metrics");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in /metrics:\n{metrics}"))
+}
+
 /// `method path` on the server's admin endpoint, with its bearer token
 /// when it has one: the status code and the body.
 pub fn admin_request(server: &TestServer, method: &str, path: &str) -> (u16, String) {
@@ -1069,6 +1090,9 @@ fn render_turn(s: &mut String, turn: &TurnOptions) {
     let _ = writeln!(s, "max_lifetime = {}", turn.max_lifetime);
     let _ = writeln!(s, "user_quota = {}", turn.user_quota);
     let _ = writeln!(s, "total_quota = {}", turn.total_quota);
+    let _ = writeln!(s, "max_bps = {}", turn.max_bps);
+    let _ = writeln!(s, "user_max_bps = {}", turn.user_max_bps);
+    let _ = writeln!(s, "bps_capacity = {}", turn.bps_capacity);
     let _ = writeln!(s, "secrets = {}", toml_list(&turn.secrets));
     let _ = writeln!(s, "strict_expiry = {}", turn.strict_expiry);
     for (user, password) in &turn.users {
