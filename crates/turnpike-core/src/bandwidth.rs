@@ -194,14 +194,19 @@ mod tests {
         total
     }
 
-    #[test]
-    fn an_allocation_gets_its_rate_and_one_burst() {
+    /// An allocation's buckets under `cap` alone.
+    fn capped(cap: u64) -> (AllocationBandwidth, Caps) {
         let user = Arc::new(UserBandwidth::new(Instant::now()));
-        let mut bandwidth = AllocationBandwidth::new(user);
         let caps = Caps {
-            allocation: 10_000,
+            allocation: cap,
             user: 0,
         };
+        (AllocationBandwidth::new(user), caps)
+    }
+
+    #[test]
+    fn an_allocation_gets_its_rate_and_one_burst() {
+        let (mut bandwidth, caps) = capped(10_000);
         // 1,000-byte datagrams at 40,000 B/s for 3 s: 10,000 of burst and
         // 30,000 of rate, give or take one datagram.
         let total = passed(
@@ -215,12 +220,7 @@ mod tests {
 
     #[test]
     fn directions_are_capped_apart() {
-        let user = Arc::new(UserBandwidth::new(Instant::now()));
-        let mut bandwidth = AllocationBandwidth::new(user);
-        let caps = Caps {
-            allocation: 1000,
-            user: 0,
-        };
+        let (mut bandwidth, caps) = capped(1000);
         let now = Instant::now();
         assert!(bandwidth.admit(Direction::ToPeer, now, 1000, caps));
         assert!(!bandwidth.admit(Direction::ToPeer, now, 1, caps));
@@ -247,10 +247,10 @@ mod tests {
 
     #[test]
     fn no_cap_admits_everything() {
-        let mut bandwidth = AllocationBandwidth::new(Arc::new(UserBandwidth::new(Instant::now())));
+        let (mut bandwidth, caps) = capped(0);
         let now = Instant::now();
         for _ in 0..1000 {
-            assert!(bandwidth.admit(Direction::ToPeer, now, 65_000, Caps::default()));
+            assert!(bandwidth.admit(Direction::ToPeer, now, 65_000, caps));
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use turnpike_codec::attr::protocol;
-use turnpike_codec::{AttrType, Attribute, ChannelData, Class, Method};
+use turnpike_codec::{AttrType, Attribute, Class, Method};
 use turnpike_core::ephemeral::Format;
 use turnpike_core::{Draining, DropReason, Event, Secrets};
 
@@ -25,17 +25,6 @@ const CAP: u64 = 10_000;
 const SECONDS: u64 = 3;
 /// One datagram every `TICK`: 40,000 B/s, four times [`CAP`].
 const TICK: Duration = Duration::from_millis(25);
-
-fn channel_data(channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; payload.len() + 4];
-    let len = ChannelData {
-        channel,
-        data: payload,
-    }
-    .encode(&mut buf, false)
-    .unwrap();
-    buf[..len].to_vec()
-}
 
 fn bandwidth_drops(h: &Harness) -> u64 {
     h.server.stats().drops.get(DropReason::BandwidthCap)
@@ -62,6 +51,17 @@ fn allocate_with_channel(h: &mut Harness, client: &str, creds: &Creds) -> std::n
     a.relayed()[0]
 }
 
+/// A harness configured by `tweak` with an allocation of the default
+/// client whose [`CHANNEL`] is bound to [`PEER`]; its relayed address.
+fn with_channel(
+    tweak: impl FnOnce(&mut turnpike_core::TurnConfig),
+) -> (Harness, std::net::SocketAddr) {
+    let mut h = Harness::new(tweak);
+    let creds = h.creds();
+    let relay = allocate_with_channel(&mut h, CLIENT, &creds);
+    (h, relay)
+}
+
 /// Sends for [`SECONDS`] at four times [`CAP`], one datagram per tick from
 /// each of `send`; returns the payload bytes each got relayed.
 fn flood<const N: usize>(
@@ -83,9 +83,7 @@ fn flood<const N: usize>(
 
 #[test]
 fn a_capped_allocation_relays_its_rate_and_burst_each_way_and_drops_the_rest() {
-    let mut h = Harness::new(|t| t.max_bps = CAP);
-    let creds = h.creds();
-    let relay = allocate_with_channel(&mut h, CLIENT, &creds);
+    let (mut h, relay) = with_channel(|t| t.max_bps = CAP);
     let payload = [7u8; SIZE];
     let [to_peer, to_client, indications] = flood(
         &mut h,
@@ -118,9 +116,7 @@ fn a_capped_allocation_relays_its_rate_and_burst_each_way_and_drops_the_rest() {
 
 #[test]
 fn without_a_cap_nothing_is_dropped() {
-    let mut h = Harness::new(|_| {});
-    let creds = h.creds();
-    let relay = allocate_with_channel(&mut h, CLIENT, &creds);
+    let (mut h, relay) = with_channel(|_| {});
     let payload = [7u8; SIZE];
     let [to_peer, to_client] = flood(
         &mut h,
@@ -169,9 +165,7 @@ fn a_users_cap_is_shared_by_the_allocations_of_one_user_id() {
 
 #[test]
 fn a_reload_reaches_the_buckets_of_existing_allocations() {
-    let mut h = Harness::new(|_| {});
-    let creds = h.creds();
-    let relay = allocate_with_channel(&mut h, CLIENT, &creds);
+    let (mut h, relay) = with_channel(|_| {});
     let payload = [7u8; SIZE];
     let next = h
         .server

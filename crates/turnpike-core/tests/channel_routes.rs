@@ -50,13 +50,6 @@ fn route(relay: SocketAddr, channel: u16, peer: &str) -> ChannelRoute {
     }
 }
 
-fn channel_data(channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut packet = channel.to_be_bytes().to_vec();
-    packet.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
-    packet.extend_from_slice(payload);
-    packet
-}
-
 /// Whether the core relays ChannelData on `channel` to the peer, and the
 /// peer's datagrams to the client as ChannelData (what a route carries; past
 /// it, a peer may still reach the client in Data indications).

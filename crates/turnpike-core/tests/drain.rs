@@ -17,13 +17,6 @@ use common::*;
 const OTHER_CLIENT: &str = "198.51.100.21:40000";
 const CHANNEL: u16 = 0x4000;
 
-fn channel_data(channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut packet = channel.to_be_bytes().to_vec();
-    packet.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
-    packet.extend_from_slice(payload);
-    packet
-}
-
 fn alternates(list: &[&str]) -> Draining {
     Draining::new(list.iter().map(|a| addr(a)).collect::<Vec<SocketAddr>>())
 }

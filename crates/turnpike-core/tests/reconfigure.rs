@@ -10,23 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use turnpike_codec::attr::protocol;
-use turnpike_codec::{Attribute, ChannelData, Class, Method};
+use turnpike_codec::{Attribute, Class, Method};
 use turnpike_core::{Event, NonceKey, PeerPolicy, nonce::NonceCheck};
 
 use common::*;
 
 const OTHER_PEER: &str = "93.184.216.35:7000";
-
-fn channel_data(channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut buf = [0u8; 256];
-    let len = ChannelData {
-        channel,
-        data: payload,
-    }
-    .encode(&mut buf, false)
-    .unwrap();
-    buf[..len].to_vec()
-}
 
 /// The configuration a reload would give: `tweak` applied to a fresh
 /// configuration (as the shell builds one from the new settings), then

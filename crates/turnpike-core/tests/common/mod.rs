@@ -32,6 +32,14 @@ pub const CLIENT: &str = "198.51.100.20:40000";
 /// message it may write (a STUN message with a 65,532-byte body).
 pub const OUT_LEN: usize = turnpike_codec::framing::MAX_FRAME_LEN;
 
+/// ChannelData on `channel` as a UDP client sends it.
+pub fn channel_data(channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut packet = channel.to_be_bytes().to_vec();
+    packet.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+    packet.extend_from_slice(payload);
+    packet
+}
+
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().expect("test address")
 }
