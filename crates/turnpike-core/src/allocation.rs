@@ -496,11 +496,13 @@ pub(crate) fn quota_name(username: &str, time_limited: bool, separator: char) ->
 }
 
 /// Allocation counts shared by all shards, for the per-user (486) and
-/// server-wide (508) quotas, each user's bandwidth buckets, the count of
-/// TCP allocations' peer connections and the relayed rate the shell
-/// measured (for `bps_capacity`). Touched only when an allocation or a
-/// peer connection is created or deleted, and by the shell once a
-/// second, never per packet.
+/// server-wide (508) quotas, the count of TCP allocations' peer
+/// connections and the relayed rate the shell measured (for
+/// `bps_capacity`). Touched only when an allocation or a peer connection
+/// is created or deleted, and by the shell once a second, never per
+/// packet. It also hands each user's bandwidth buckets to the user's
+/// allocations, which hold them from then on (see
+/// [`crate::bandwidth`]).
 #[derive(Debug, Default)]
 pub struct Quotas {
     counts: Mutex<(usize, FxHashMap<Arc<str>, UserEntry>)>,
