@@ -133,6 +133,9 @@ fn measure(
                 }
             }
         });
+        // Stops the reader however this closure ends: a failed assertion
+        // would otherwise leave the scope waiting for it forever.
+        let _stop = StopOnDrop(&stop);
         let (sent, sending_time) = send();
         let through = accounted(server, direction, before, sent);
         eventually(
@@ -140,7 +143,6 @@ fn measure(
             Duration::from_secs(5),
             || datagrams.load(Ordering::Relaxed) >= through,
         );
-        stop.store(true, Ordering::Relaxed);
         assert_eq!(datagrams.load(Ordering::Relaxed), through, "{direction}");
         Direction {
             sent,
@@ -148,6 +150,15 @@ fn measure(
             sending_time,
         }
     })
+}
+
+/// Sets its flag when dropped, unwinding included.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// An allocation of ours with [`CHANNEL`] bound to a peer socket of ours,
