@@ -43,6 +43,7 @@ mod backend;
 mod coturn;
 mod location;
 mod postgres;
+mod registry;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -51,6 +52,10 @@ use backend::{Backend, OwnedSecretRef, UserRef};
 pub use location::Location;
 pub use postgres::PostgresStore;
 pub use postgres::tls::SslMode;
+pub use registry::{
+    MAX_RELAY_NAME_LEN, MAX_VERSION_LEN, RegisteredEndpoint, RegisteredRelay, RegisteredTransport,
+    RelayRegistration,
+};
 pub use sqlite::SqliteStore;
 
 /// Longest username accepted, in bytes (coturn's `name varchar(512)`).
@@ -539,6 +544,44 @@ impl Store {
     }
 }
 
+/// The fleet's heartbeat rows ([`registry`]): written by relays with
+/// `fleet.register`, read by the ICE endpoint. Turnpike's schema only (a
+/// coturn database is read-only).
+impl Store {
+    /// Writes this relay's row: one upsert, last-seen time from the
+    /// database's clock.
+    pub async fn heartbeat(&self, registration: &RelayRegistration) -> Result<(), StoreError> {
+        writable(self.schema())?;
+        registry::validate(registration)?;
+        let r = registration.clone();
+        dispatch!(self, db => db.heartbeat(r).await)
+    }
+
+    /// The rows written within `max_age`, by id.
+    pub async fn registered_relays(
+        &self,
+        max_age: Duration,
+    ) -> Result<Vec<RegisteredRelay>, StoreError> {
+        if self.schema() == Schema::Coturn {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, db => db.registered_relays(max_age).await)
+    }
+
+    /// Deletes the rows not written for `older_than`; how many.
+    pub async fn expire_relays(&self, older_than: Duration) -> Result<u64, StoreError> {
+        writable(self.schema())?;
+        dispatch!(self, db => db.expire_relays(older_than).await)
+    }
+
+    /// Deletes one relay's row (at a clean shutdown); whether it was there.
+    pub async fn withdraw_relay(&self, id: &str) -> Result<bool, StoreError> {
+        writable(self.schema())?;
+        let id = id.to_owned();
+        dispatch!(self, db => db.withdraw_relay(id).await)
+    }
+}
+
 /// Checked input goes straight to the backend.
 impl Backend for Store {
     fn schema(&self) -> Schema {
@@ -678,6 +721,14 @@ pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Now in Unix milliseconds (0 before 1970), the heartbeat clock of SQLite.
+pub(crate) fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 

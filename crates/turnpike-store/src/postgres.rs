@@ -57,6 +57,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::backend::{Backend, OwnedSecretRef, UserRef, new_secret_index};
 use crate::location::redact_url;
+use crate::registry::{self, RegisteredRelay, RelayRegistration};
 use crate::{
     Location, Schema, Secret, StoreError, StoreOptions, StoredKeys, UserInfo, coturn, newer_schema,
     now_unix,
@@ -64,7 +65,7 @@ use crate::{
 
 /// The schema version this binary creates; `MIGRATIONS[n - 1]` brings a
 /// database from version n - 1 to n.
-const LATEST: i32 = 1;
+const LATEST: i32 = 2;
 
 /// Each entry is applied once, in order, inside the migration transaction.
 /// Never edit a released entry: add a new one.
@@ -92,6 +93,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (realm, key_index),
         UNIQUE (realm, value)
     );",
+    // 2: the fleet's heartbeat rows (crate::registry). Every heartbeat
+    // rewrites its row: with no index on a column it changes and room left
+    // in each page (fillfactor), the update is HOT (no index write, the old
+    // version pruned within the page), so the table stays a few pages.
+    "CREATE TABLE fleet_relays (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        addresses text NOT NULL,
+        endpoints text NOT NULL,
+        allocations bigint NOT NULL,
+        capacity bigint,
+        draining boolean NOT NULL,
+        version text NOT NULL,
+        last_seen_ms bigint NOT NULL
+    ) WITH (fillfactor = 50);",
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i32 == LATEST);
@@ -101,6 +117,14 @@ const _: () = assert!(MIGRATIONS.len() as i32 == LATEST);
 const MIGRATION_LOCK: i64 = 0x7475_726e_7069_6b65;
 
 pub(crate) mod tls;
+
+/// The database's clock in Unix milliseconds, as SQL: heartbeat ages never
+/// depend on the relays' clocks agreeing.
+macro_rules! db_now_ms {
+    () => {
+        "(extract(epoch FROM now()) * 1000)::bigint"
+    };
+}
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// At most this long after the database answers again, calls reach it.
@@ -363,6 +387,117 @@ impl PostgresStore {
             },
             Window::Ignore,
         )
+        .await
+    }
+
+    /// See [`crate::Store::heartbeat`]: one upsert, stamped with the
+    /// database's clock.
+    pub(crate) async fn heartbeat(&self, r: RelayRegistration) -> Result<(), StoreError> {
+        let (addresses, endpoints) = (
+            registry::encode_addresses(&r.addresses),
+            registry::encode_endpoints(&r.endpoints),
+        );
+        let (allocations, capacity) = (r.allocations as i64, r.capacity.map(|c| c as i64));
+        self.with_client(|c| {
+            let (r, addresses, endpoints) = (r.clone(), addresses.clone(), endpoints.clone());
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(concat!(
+                        "INSERT INTO fleet_relays (id, name, addresses, endpoints, allocations,
+                             capacity, draining, version, last_seen_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ",
+                        db_now_ms!(),
+                        ")
+                         ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                             addresses = excluded.addresses, endpoints = excluded.endpoints,
+                             allocations = excluded.allocations, capacity = excluded.capacity,
+                             draining = excluded.draining, version = excluded.version,
+                             last_seen_ms = excluded.last_seen_ms"
+                    ))
+                    .await?;
+                c.execute(
+                    &stmt,
+                    &[
+                        &r.id,
+                        &r.name,
+                        &addresses,
+                        &endpoints,
+                        &allocations,
+                        &capacity,
+                        &r.draining,
+                        &r.version,
+                    ],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// See [`crate::Store::registered_relays`].
+    pub(crate) async fn registered_relays(
+        &self,
+        max_age: Duration,
+    ) -> Result<Vec<RegisteredRelay>, StoreError> {
+        let max_age = registry::millis(max_age);
+        self.with_client(|c| {
+            Box::pin(async move {
+                let sql = format!(
+                    "SELECT {}, {} - last_seen_ms FROM fleet_relays
+                     WHERE last_seen_ms >= {} - $1 ORDER BY id",
+                    registry::COLUMNS,
+                    db_now_ms!(),
+                    db_now_ms!()
+                );
+                let stmt = c.prepare_cached(&sql).await?;
+                let mut relays = Vec::new();
+                for row in c.query(&stmt, &[&max_age]).await? {
+                    relays.push(registry::row(
+                        row.try_get(0)?,
+                        row.try_get(1)?,
+                        row.try_get(2)?,
+                        row.try_get(3)?,
+                        row.try_get(4)?,
+                        row.try_get(5)?,
+                        row.try_get(6)?,
+                        row.try_get(7)?,
+                        row.try_get(8)?,
+                    ));
+                }
+                Ok(relays)
+            })
+        })
+        .await
+    }
+
+    /// See [`crate::Store::expire_relays`].
+    pub(crate) async fn expire_relays(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let older_than = registry::millis(older_than);
+        self.with_client(|c| {
+            Box::pin(async move {
+                let sql = concat!(
+                    "DELETE FROM fleet_relays WHERE last_seen_ms < ",
+                    db_now_ms!(),
+                    " - $1"
+                );
+                Ok(c.execute(sql, &[&older_than]).await?)
+            })
+        })
+        .await
+    }
+
+    /// See [`crate::Store::withdraw_relay`].
+    pub(crate) async fn withdraw_relay(&self, id: String) -> Result<bool, StoreError> {
+        self.with_client(|c| {
+            let id = id.clone();
+            Box::pin(async move {
+                let deleted = c
+                    .execute("DELETE FROM fleet_relays WHERE id = $1", &[&id])
+                    .await?;
+                Ok(deleted > 0)
+            })
+        })
         .await
     }
 

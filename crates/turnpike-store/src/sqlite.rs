@@ -28,14 +28,15 @@ use rusqlite::{
 };
 
 use crate::backend::{Backend, OwnedSecretRef, UserRef, new_secret_index};
+use crate::registry::{self, RegisteredRelay, RelayRegistration};
 use crate::{
     Location, Schema, Secret, StoreError, StoreOptions, StoredKeys, UserInfo, coturn, newer_schema,
-    now_unix,
+    now_unix, now_unix_ms,
 };
 
 /// The schema version this binary creates; `MIGRATIONS[n - 1]` brings a
 /// database from version n - 1 to n.
-const LATEST: i64 = 1;
+const LATEST: i64 = 2;
 
 /// Each entry is applied once, in order, inside the migration transaction.
 /// Never edit a released entry: add a new one.
@@ -63,6 +64,20 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (realm, key_index),
         UNIQUE (realm, value)
+    ) STRICT;",
+    // 2: the fleet's heartbeat rows (crate::registry). No index on
+    // last_seen_ms: the table holds one row per relay, and every heartbeat
+    // changes that column.
+    "CREATE TABLE fleet_relays (
+        id TEXT NOT NULL PRIMARY KEY,
+        name TEXT NOT NULL,
+        addresses TEXT NOT NULL,
+        endpoints TEXT NOT NULL,
+        allocations INTEGER NOT NULL,
+        capacity INTEGER,
+        draining INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        last_seen_ms INTEGER NOT NULL
     ) STRICT;",
 ];
 
@@ -124,6 +139,94 @@ impl SqliteStore {
     /// Which schema the file holds.
     pub fn schema(&self) -> Schema {
         self.inner.schema
+    }
+
+    /// See [`crate::Store::heartbeat`]: one upsert, stamped with this
+    /// host's clock.
+    pub(crate) async fn heartbeat(&self, r: RelayRegistration) -> Result<(), StoreError> {
+        self.run(move |conn, path| {
+            conn.execute(
+                "INSERT INTO fleet_relays (id, name, addresses, endpoints, allocations, capacity,
+                     draining, version, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                     addresses = excluded.addresses, endpoints = excluded.endpoints,
+                     allocations = excluded.allocations, capacity = excluded.capacity,
+                     draining = excluded.draining, version = excluded.version,
+                     last_seen_ms = excluded.last_seen_ms",
+                params![
+                    r.id,
+                    r.name,
+                    registry::encode_addresses(&r.addresses),
+                    registry::encode_endpoints(&r.endpoints),
+                    r.allocations as i64,
+                    r.capacity.map(|c| c as i64),
+                    r.draining,
+                    r.version,
+                    now_unix_ms(),
+                ],
+            )
+            .ctx(path)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// See [`crate::Store::registered_relays`].
+    pub(crate) async fn registered_relays(
+        &self,
+        max_age: Duration,
+    ) -> Result<Vec<RegisteredRelay>, StoreError> {
+        self.run(move |conn, path| {
+            let sql = format!(
+                "SELECT {}, ?1 - last_seen_ms FROM fleet_relays
+                 WHERE last_seen_ms >= ?1 - ?2 ORDER BY id",
+                registry::COLUMNS
+            );
+            let mut stmt = conn.prepare_cached(&sql).ctx(path)?;
+            let rows = stmt
+                .query_map(params![now_unix_ms(), registry::millis(max_age)], |row| {
+                    Ok(registry::row(
+                        row.get(0)?,
+                        row.get(1)?,
+                        &row.get::<_, String>(2)?,
+                        &row.get::<_, String>(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                        row.get(7)?,
+                        row.get(8)?,
+                    ))
+                })
+                .ctx(path)?;
+            rows.collect::<Result<Vec<_>, _>>().ctx(path)
+        })
+        .await
+    }
+
+    /// See [`crate::Store::expire_relays`].
+    pub(crate) async fn expire_relays(&self, older_than: Duration) -> Result<u64, StoreError> {
+        self.run(move |conn, path| {
+            let deleted = conn
+                .execute(
+                    "DELETE FROM fleet_relays WHERE last_seen_ms < ?1 - ?2",
+                    params![now_unix_ms(), registry::millis(older_than)],
+                )
+                .ctx(path)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    /// See [`crate::Store::withdraw_relay`].
+    pub(crate) async fn withdraw_relay(&self, id: String) -> Result<bool, StoreError> {
+        self.run(move |conn, path| {
+            let deleted = conn
+                .execute("DELETE FROM fleet_relays WHERE id = ?1", [id])
+                .ctx(path)?;
+            Ok(deleted > 0)
+        })
+        .await
     }
 
     /// Runs `f` with the connection on the blocking thread pool.

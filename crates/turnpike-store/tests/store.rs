@@ -32,7 +32,7 @@ async fn migrates_from_empty_and_reopens(db: Db) {
     let store = db.open().await;
     assert_eq!(store.schema(), Schema::Turnpike);
     assert_eq!(store.location(), &db.location());
-    assert_eq!(db.schema_version(), 1);
+    assert_eq!(db.schema_version(), 2);
     assert_eq!(store.realms().await.unwrap(), Vec::<String>::new());
     store.ensure_realm(REALM).await.unwrap();
     store.ensure_realm(REALM).await.unwrap();
@@ -45,7 +45,7 @@ async fn migrates_from_empty_and_reopens(db: Db) {
 
     // Reopening migrates nothing and loses nothing.
     let again = db.open().await;
-    assert_eq!(db.schema_version(), 1);
+    assert_eq!(db.schema_version(), 2);
     assert_eq!(again.realms().await.unwrap(), vec!["b.example", REALM]);
     assert_eq!(
         again.user_keys(REALM, "alice").await.unwrap(),
@@ -76,7 +76,7 @@ async fn refuses_a_newer_schema(db: Db) {
     match err {
         StoreError::Schema(msg) => assert_eq!(
             msg,
-            "database schema version 99 is newer than this turnpike (1): upgrade turnpike"
+            "database schema version 99 is newer than this turnpike (2): upgrade turnpike"
         ),
         other => panic!("expected a schema error, got {other:?}"),
     }
@@ -844,7 +844,7 @@ async fn postgres_concurrent_first_opens_all_succeed() {
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap(), vec![REALM]);
     }
-    assert_eq!(db.schema_version(), 1);
+    assert_eq!(db.schema_version(), 2);
 }
 
 fn now() -> i64 {
