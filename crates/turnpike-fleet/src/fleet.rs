@@ -1,6 +1,7 @@
-//! [`Fleet`]: the tokio shell around discovery and probing. Two tasks (DNS
-//! rounds, probe rounds) update one state under a mutex and publish a
-//! whole [`Snapshot`] after each change; readers take it lock-free.
+//! [`Fleet`]: the tokio shell around discovery and probing. Tasks (DNS
+//! rounds, registry listings, probe rounds) update one state under a mutex
+//! and publish a whole [`Snapshot`] after each change; readers take it
+//! lock-free.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,6 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::dns::{self, DnsTracker, Outage};
 use crate::health::{HealthState, Thresholds, Transition};
+use crate::registry::{self, Registered, Registry};
 use crate::url::check_host_name;
 use crate::{
     FleetConfig, MAX_RELAYS, Relay, RelayStatus, Snapshot, Source, parse_relay_url, probe,
@@ -66,12 +68,17 @@ type Key = (Source, String);
 struct State {
     static_relays: Vec<Relay>,
     dns_relays: Vec<Relay>,
+    /// The last good listing of the registry: what each row says.
+    registered: Vec<Registered>,
     health: HashMap<Key, Tracked>,
     dns: DnsTracker,
+    registry: DnsTracker,
     probing: bool,
     /// Relays last left out for [`MAX_RELAYS`], so the warning is logged
     /// when that changes, not every round.
     dropped: usize,
+    /// The same for registered relays.
+    registered_dropped: usize,
 }
 
 #[derive(Debug, Default)]
@@ -84,11 +91,31 @@ fn key(relay: &Relay) -> Key {
     (relay.source, relay.name.clone())
 }
 
+impl State {
+    /// Every relay of every source, in snapshot order.
+    fn relays(&self) -> impl Iterator<Item = &Relay> {
+        self.static_relays
+            .iter()
+            .chain(&self.dns_relays)
+            .chain(self.registered.iter().map(|r| &r.relay))
+    }
+}
+
 impl Fleet {
     /// Checks the configuration, publishes the static relays at once, and
     /// spawns the discovery and probe tasks on `runtime`.
     pub fn start(
         config: FleetConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Fleet, FleetError> {
+        Fleet::start_with(config, None, runtime)
+    }
+
+    /// [`Fleet::start`], listing `registry` as well (every
+    /// [`FleetConfig::registry_interval`]).
+    pub fn start_with(
+        config: FleetConfig,
+        registry: Option<Arc<dyn Registry>>,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Fleet, FleetError> {
         for url in &config.static_relays {
@@ -113,7 +140,6 @@ impl Fleet {
         let state = State {
             static_relays: static_relays(&config.static_relays),
             probing: config.probe_interval.is_some(),
-            dns: DnsTracker::default(),
             ..State::default()
         };
         let shared = Arc::new(Shared {
@@ -124,11 +150,18 @@ impl Fleet {
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
         });
-        shared.publish(&mut shared.lock());
-        let tasks = vec![
+        {
+            let mut state = shared.lock();
+            state.registry.status.enabled = registry.is_some();
+            shared.publish(&mut state);
+        }
+        let mut tasks = vec![
             runtime.spawn(discovery(shared.clone())),
             runtime.spawn(probing(shared.clone())),
         ];
+        if let Some(registry) = registry {
+            tasks.push(runtime.spawn(listing(shared.clone(), registry)));
+        }
         *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(Fleet {
             _guard: Arc::new(StopOnDrop(shared.clone())),
@@ -218,19 +251,15 @@ impl Shared {
         if self.stopped.load(Ordering::Acquire) {
             return;
         }
-        let relays: Vec<&Relay> = state
-            .static_relays
-            .iter()
-            .chain(&state.dns_relays)
-            .collect();
-        let present: std::collections::HashSet<Key> = relays.iter().map(|r| key(r)).collect();
+        let present: std::collections::HashSet<Key> = state.relays().map(key).collect();
         state.health.retain(|k, _| present.contains(k));
+        let relays: Vec<&Relay> = state.relays().collect();
         let empty = Tracked::default();
         let statuses = relays
             .iter()
             .map(|relay| {
                 let t = state.health.get(&key(relay)).unwrap_or(&empty);
-                RelayStatus {
+                let mut status = RelayStatus {
                     relay: (*relay).clone(),
                     health: t.state.health,
                     draining: t.state.draining,
@@ -240,7 +269,18 @@ impl Shared {
                     capacity: t.state.capacity,
                     consecutive_failures: t.state.consecutive_failures,
                     consecutive_successes: t.state.consecutive_successes,
+                };
+                // A registered relay's own row is the fresher word on its
+                // load and drain state (it writes at once when draining
+                // starts); a /readyz probe only adds a draining it saw.
+                if relay.source == Source::Database
+                    && let Some(row) = state.registered.iter().find(|r| r.relay.name == relay.name)
+                {
+                    status.draining |= row.draining;
+                    status.allocations = Some(row.allocations);
+                    status.capacity = row.capacity;
                 }
+                status
             })
             .collect();
         let mut dns = state.dns.status.clone();
@@ -248,6 +288,7 @@ impl Shared {
         self.snapshot.store(Arc::new(Snapshot {
             relays: statuses,
             dns,
+            registry: state.registry.status.clone(),
             probing: state.probing,
         }));
         self.version.send_modify(|v| *v += 1);
@@ -456,6 +497,54 @@ fn apply_discovery(shared: &Shared, domain: &str, result: Result<dns::Discovered
     shared.publish(&mut state);
 }
 
+/// Lists the registry every [`FleetConfig::registry_interval`]. A failed
+/// listing keeps the last good relays (rows expire in the database, not
+/// here: an outage of the database is not an outage of the relays), with
+/// one log line when the failures start and one when they end.
+async fn listing(shared: Arc<Shared>, registry: Arc<dyn Registry>) {
+    let mut rx = shared.config.subscribe();
+    loop {
+        let interval = rx.borrow_and_update().registry_interval;
+        let result = registry.list().await;
+        apply_listing(&shared, result);
+        if !pause(&mut rx, Some(interval)).await {
+            return;
+        }
+    }
+}
+
+fn apply_listing(shared: &Shared, result: Result<Vec<Registered>, String>) {
+    let now = SystemTime::now();
+    let mut state = shared.lock();
+    match result {
+        Ok(rows) => {
+            if let Some(Outage::Ended { lasted }) = state.registry.success(now) {
+                tracing::info!(
+                    "registered relays listed again after {} s",
+                    lasted.as_secs()
+                );
+            }
+            let taken = state.static_relays.len() + state.dns_relays.len();
+            let (rows, dropped) = registry::select(rows, taken);
+            if dropped != state.registered_dropped {
+                if dropped > 0 {
+                    tracing::warn!(
+                        "{dropped} registered relays left out (the fullest): at most {MAX_RELAYS} relays"
+                    );
+                }
+                state.registered_dropped = dropped;
+            }
+            state.registered = rows;
+        }
+        Err(e) => {
+            if state.registry.failure(now) == Some(Outage::Started) {
+                tracing::warn!("cannot list registered relays, keeping the last listed: {e}");
+            }
+        }
+    }
+    shared.publish(&mut state);
+}
+
 async fn probing(shared: Arc<Shared>) {
     let mut rx = shared.config.subscribe();
     loop {
@@ -466,15 +555,7 @@ async fn probing(shared: Arc<Shared>) {
             }
             continue;
         };
-        let relays: Vec<Relay> = {
-            let state = shared.lock();
-            state
-                .static_relays
-                .iter()
-                .chain(&state.dns_relays)
-                .cloned()
-                .collect()
-        };
+        let relays: Vec<Relay> = shared.lock().relays().cloned().collect();
         let mut probes = JoinSet::new();
         for relay in relays {
             let (admin_port, timeout) = (config.admin_port, config.probe_timeout);
@@ -498,11 +579,7 @@ async fn probing(shared: Arc<Shared>) {
             let mut state = shared.lock();
             if state.probing {
                 for (relay, outcome) in results {
-                    let present = state
-                        .static_relays
-                        .iter()
-                        .chain(&state.dns_relays)
-                        .any(|r| key(r) == key(&relay));
+                    let present = state.relays().any(|r| key(r) == key(&relay));
                     if !present {
                         continue;
                     }

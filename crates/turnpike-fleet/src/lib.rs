@@ -1,8 +1,10 @@
 //! Turnpike's relay fleet: which TURN relays exist and which are fit to be
 //! handed to WebRTC clients, for the ICE-server configuration endpoint.
 //!
-//! - Relays come from a static list of TURN URLs ([`parse_relay_url`]) and,
-//!   with [`FleetConfig::srv_domain`], from DNS SRV discovery ([`dns`]).
+//! - Relays come from a static list of TURN URLs ([`parse_relay_url`]),
+//!   with [`FleetConfig::srv_domain`] from DNS SRV discovery ([`dns`]), and
+//!   with a [`Registry`] from the relays' own heartbeat rows in a shared
+//!   database ([`registry`]).
 //! - Each is probed ([`probe`]): a STUN Binding, and `/readyz` of its admin
 //!   endpoint when configured; [`health`] turns the outcomes into a health
 //!   with hysteresis.
@@ -19,6 +21,7 @@ pub mod dns;
 mod fleet;
 pub mod health;
 pub mod probe;
+pub mod registry;
 mod srv;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -30,7 +33,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Serialize, Serializer};
 
 pub use fleet::{Fleet, FleetError};
-pub use srv::{MAX_ADDRESSES, MAX_RELAYS, shuffle};
+pub use registry::{Registered, Registry};
+pub use srv::{MAX_ADDRESSES, MAX_RELAYS, shuffle, shuffle_weighted};
 pub use url::{MAX_URL_LEN, TURN_PORT, TURNS_PORT, parse_relay_url};
 
 /// How an endpoint is reached.
@@ -53,6 +57,8 @@ pub enum Source {
     Static,
     /// DNS SRV discovery under [`FleetConfig::srv_domain`].
     Dns,
+    /// A [`Registry`]: the relay's own heartbeat row.
+    Database,
 }
 
 /// One way to reach a relay: a URL's worth.
@@ -168,9 +174,13 @@ pub struct DnsStatus {
 /// consistent view without locking.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
-    /// Static relays in configuration order, then DNS relays by name.
+    /// Static relays in configuration order, then DNS relays by name, then
+    /// registered relays by name.
     pub relays: Vec<RelayStatus>,
     pub dns: DnsStatus,
+    /// The registry's listings, counted as DNS rounds are (`lookups` are
+    /// listings); `enabled` when the fleet has a [`Registry`].
+    pub registry: DnsStatus,
     /// Whether relays are probed ([`FleetConfig::probe_interval`]).
     pub probing: bool,
 }
@@ -214,6 +224,8 @@ pub struct FleetConfig {
     /// The relays' admin port: probe `http://<first address>:<port>/readyz`
     /// as well.
     pub admin_port: Option<u16>,
+    /// How often the [`Registry`] is listed, when the fleet has one.
+    pub registry_interval: Duration,
 }
 
 impl Default for FleetConfig {
@@ -228,6 +240,7 @@ impl Default for FleetConfig {
             unhealthy_after: 2,
             healthy_after: 2,
             admin_port: None,
+            registry_interval: Duration::from_secs(5),
         }
     }
 }

@@ -28,14 +28,29 @@ pub fn shuffle<T, R: Rng + ?Sized>(
     priority_weight: impl Fn(&T) -> (u16, u16),
     rng: &mut R,
 ) -> Vec<T> {
+    shuffle_weighted(
+        items,
+        |item| {
+            let (priority, weight) = priority_weight(item);
+            (priority, u64::from(weight))
+        },
+        rng,
+    )
+}
+
+/// [`shuffle`] with wider weights, for orders that weigh more than an SRV
+/// weight (the ICE endpoint multiplies it by a relay's spare room). The
+/// weights of one priority must not sum beyond `u64::MAX`.
+pub fn shuffle_weighted<T, R: Rng + ?Sized>(
+    items: Vec<T>,
+    priority_weight: impl Fn(&T) -> (u16, u64),
+    rng: &mut R,
+) -> Vec<T> {
     let mut groups: BTreeMap<u16, Vec<(u64, T)>> = BTreeMap::new();
     for item in items {
         let (priority, weight) = priority_weight(&item);
         if weight > 0 {
-            groups
-                .entry(priority)
-                .or_default()
-                .push((u64::from(weight), item));
+            groups.entry(priority).or_default().push((weight, item));
         }
     }
     let mut out = Vec::new();
