@@ -240,6 +240,11 @@ impl CredentialSource {
         *self.options.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The database behind the cache (the fleet's registry uses it too).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Cache and database figures for the metrics and `/readyz`.
     pub fn stats(&self) -> CredentialStats {
         let mut stats = *self.counters.lock().unwrap_or_else(PoisonError::into_inner);

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod date;
+pub mod fleet_registry;
 pub mod ice;
 pub mod logging;
 pub mod net;

@@ -164,6 +164,11 @@ fn every_key_has_a_flag() {
         "--unhealthy-after=4",
         "--healthy-after=5",
         "--probe-admin-port=9641",
+        "--discover-database",
+        "--register",
+        "--fleet-name=turn1.example.test",
+        "--heartbeat-interval=2",
+        "--expire-after=9",
     ])
     .overrides();
     let user = |name: &str, password: &str| UserEntry {
@@ -286,6 +291,11 @@ fn every_key_has_a_flag() {
             discovery_unhealthy_after: Some(4),
             discovery_healthy_after: Some(5),
             discovery_admin_port: Some(9641),
+            discovery_database: Some(true),
+            fleet_register: Some(true),
+            fleet_name: Some("turn1.example.test".into()),
+            fleet_heartbeat_interval: Some(2),
+            fleet_expire_after: Some(9),
             xdp_interfaces: Some(vec!["eth0".into(), "eth1".into()]),
             xdp_mode: Some(XdpMode::Native),
         }

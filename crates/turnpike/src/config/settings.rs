@@ -745,6 +745,49 @@ settings! {
             range(0, u16::MAX) "port", zero "STUN probes only";
             help "relays' admin port, probed at /readyz; 0 for STUN probes only";
             reload live;
+        /// Also hand out the relays registered in the database
+        /// (`[fleet] register` on each relay), seen within
+        /// `fleet.expire_after`.
+        database: bool = false;
+            flag discovery_database "discover-database" "BOOL", env "TURNPIKE_DISCOVERY_DATABASE",
+            negation false => "Do not hand out registered relays (database = false)";
+            help "also hand out the relays registered in the database (fleet.register)";
+            reload restart;
+    }
+
+    /// `[fleet]`: this relay's heartbeat row in the shared database, which
+    /// the ICE endpoints of the fleet list (`discovery.database`).
+    [fleet] FleetSettings, heading "Fleet registration", expecting "a [fleet] table" {
+        /// Write a heartbeat row (addresses, transports, allocations,
+        /// capacity, draining, version) to the database every
+        /// `heartbeat_interval`, at once when draining starts or stops, and
+        /// delete it at a clean exit.
+        register: bool = false;
+            flag fleet_register "register" "BOOL", env "TURNPIKE_FLEET_REGISTER",
+            negation false => "Do not register in the database (register = false)";
+            help "register this relay in the database for the fleet's ICE endpoints";
+            reload restart;
+        /// The host name clients are given for this relay (`turns:` URLs
+        /// need the name its certificate carries); `""`: its first public
+        /// address.
+        name: String = String::new();
+            flag fleet_name "fleet-name" "NAME", env "TURNPIKE_FLEET_NAME";
+            help "host name the ICE endpoints give clients for this relay; \"\" for its first public address";
+            reload restart;
+        /// Seconds between heartbeats (and between the ICE endpoint's
+        /// listings of the rows).
+        heartbeat_interval: u32 = 5;
+            flag fleet_heartbeat_interval "heartbeat-interval" "SECONDS", env "TURNPIKE_FLEET_HEARTBEAT_INTERVAL",
+            range(1, 300) "seconds";
+            help "seconds between heartbeats of a registered relay";
+            reload restart;
+        /// Seconds without a heartbeat after which a row is ignored and
+        /// deleted; at least twice `heartbeat_interval`.
+        expire_after: u32 = 30;
+            flag fleet_expire_after "expire-after" "SECONDS", env "TURNPIKE_FLEET_EXPIRE_AFTER",
+            range(2, 86_400) "seconds";
+            help "seconds without a heartbeat after which a registered relay is ignored";
+            reload restart;
     }
 
     nested tables {

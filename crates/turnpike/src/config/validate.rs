@@ -36,7 +36,35 @@ impl Settings {
         self.validate_admin()?;
         self.validate_drain()?;
         self.validate_ice()?;
+        self.validate_fleet()?;
         self.validate_xdp()
+    }
+
+    /// `[fleet]`: a registering relay relays (its row is what clients are
+    /// given), and a row outlives a late heartbeat or two.
+    fn validate_fleet(&self) -> Result<(), ConfigError> {
+        let fleet = &self.fleet;
+        if fleet.register && !self.turn.enabled {
+            return Err(ConfigError::invalid(
+                "fleet.register hands this relay out to clients, but turn.enabled is false; enable TURN or leave fleet.register off",
+            ));
+        }
+        if fleet.expire_after < 2 * fleet.heartbeat_interval {
+            return Err(ConfigError::invalid(format!(
+                "fleet.expire_after = {} is less than twice fleet.heartbeat_interval = {}: one late heartbeat would drop the relay; raise expire_after (default 30) or lower heartbeat_interval (default 5)",
+                fleet.expire_after, fleet.heartbeat_interval
+            )));
+        }
+        let name = fleet.name.trim();
+        if !name.is_empty()
+            && (name.len() > 253
+                || name.contains(|c: char| !(c.is_ascii_alphanumeric() || "-.:".contains(c))))
+        {
+            return Err(ConfigError::invalid(format!(
+                "fleet.name = {name:?} is not a host name; give the name clients reach this relay by, e.g. \"turn1.example.com\""
+            )));
+        }
+        Ok(())
     }
 
     /// `[server]`: a worker count that cannot be a typo for tens of

@@ -135,6 +135,7 @@ pub fn fleet_config(settings: &Settings) -> FleetConfig {
         unhealthy_after: d.unhealthy_after,
         healthy_after: d.healthy_after,
         admin_port: (d.admin_port > 0).then_some(d.admin_port),
+        registry_interval: Duration::from_secs(settings.fleet.heartbeat_interval.into()),
     }
 }
 
@@ -192,6 +193,11 @@ impl IceService {
             requests: *self.counts.lock().unwrap_or_else(PoisonError::into_inner),
             relays: relays_by_state(&snapshot),
             all_unhealthy: all_unhealthy && !snapshot.relays.is_empty(),
+            registered_relays: snapshot
+                .relays
+                .iter()
+                .filter(|r| r.relay.source == turnpike_fleet::Source::Database)
+                .count() as u64,
             dns_lookups: snapshot.dns.lookups,
             dns_failures: snapshot.dns.failures,
         }
@@ -397,6 +403,7 @@ async fn fleet_status(State(service): State<Arc<IceService>>) -> Response {
     let body = serde_json::json!({
         "relays": snapshot.relays,
         "dns": snapshot.dns,
+        "registry": snapshot.registry,
         "probing": snapshot.probing,
         "all_unhealthy": all_unhealthy && !snapshot.relays.is_empty(),
     });

@@ -41,11 +41,7 @@ pub fn run(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     let (credentials, _publish, secrets) = crate::runtime::open_credentials(&settings, &control)?;
     let config = IceConfig::from_settings(&settings).map_err(|e| anyhow!(e))?;
-    let fleet = {
-        let _entered = control.enter();
-        turnpike_fleet::Fleet::start(fleet_config(&settings), control.handle())
-            .map_err(|e| anyhow!("cannot start relay discovery: {e}"))?
-    };
+    let fleet = crate::runtime::run_fleet(&settings, &control, Some(credentials.store()))?;
     let service = IceService::new(config, fleet, Arc::clone(&credentials));
     let access = Access::from_settings(&settings.admin).map_err(|e| anyhow!("{e}"))?;
     let guarded_by = if access.token.is_some() {

@@ -90,6 +90,12 @@
 //! | `turnpike_database_lookup_duration_seconds` | histogram | | Database lookup latency. |
 //! | `turnpike_database_up` | gauge | | 1 if the last database call succeeded, else 0. |
 //!
+//! With `fleet.register`:
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `turnpike_fleet_heartbeat_failures_total` | counter | | Heartbeats the database did not take (one log line per outage). |
+//!
 //! With TLS:
 //!
 //! | name | type | labels | meaning |
@@ -116,6 +122,7 @@
 //! | `turnpike_ice_requests_total` | counter | route (ice_servers, calls_config_v2, calls_config), outcome (served, unauthorized, rate_limited, bad_request, unavailable) | ICE-server requests. |
 //! | `turnpike_fleet_relays` | gauge | state (healthy, unhealthy, unknown, draining) | Relays known to the endpoint; unknown: not probed yet. |
 //! | `turnpike_fleet_all_unhealthy` | gauge | | 1 while every relay is unhealthy, so all are handed out rather than none. |
+//! | `turnpike_fleet_registered_relays` | gauge | | Relays listed from the database (`discovery.database`), seen within `fleet.expire_after`. |
 //! | `turnpike_discovery_lookups_total` | counter | | DNS SRV discovery rounds. |
 //! | `turnpike_discovery_failures_total` | counter | | Rounds where none of the three SRV names answered (the last good set was kept). |
 
@@ -571,6 +578,14 @@ impl Collector for Exposition {
                 u64::from(credentials.database_up),
             )?;
         }
+        if let Some(failures) = s.heartbeat_failures {
+            counter(
+                out,
+                "turnpike_fleet_heartbeat_failures_total",
+                "Heartbeats of this relay (fleet.register) the database did not take.",
+                failures,
+            )?;
+        }
 
         if let Some(cert) = &self.certificate {
             gauge(
@@ -762,6 +777,12 @@ impl Collector for IceExposition {
             "turnpike_fleet_all_unhealthy",
             "1 while every relay is unhealthy, so all of them are handed out rather than none.",
             u64::from(f.all_unhealthy),
+        )?;
+        gauge(
+            out,
+            "turnpike_fleet_registered_relays",
+            "Relays listed from the database (discovery.database), seen within fleet.expire_after.",
+            f.registered_relays,
         )?;
         counter(
             out,
@@ -975,6 +996,7 @@ mod tests {
             requests: [[7, 1, 2, 3, 0], [5, 0, 0, 1, 0], [1, 0, 0, 0, 0]],
             relays: [2, 1, 0, 1],
             all_unhealthy: false,
+            registered_relays: 2,
             dns_lookups: 40,
             dns_failures: 3,
         }));

@@ -118,6 +118,8 @@ pub struct Snapshot {
     pub certificate_reloads_refused: u64,
     /// The configuration in service and its reloads.
     pub config: ConfigFacts,
+    /// Heartbeats to the database that failed, with `fleet.register`.
+    pub heartbeat_failures: Option<u64>,
 }
 
 /// The configuration in service: which file, and how its reloads went.
@@ -412,6 +414,8 @@ pub struct IceFacts {
     pub relays: [u64; 4],
     /// Every relay is unhealthy, so all are served.
     pub all_unhealthy: bool,
+    /// Registered relays listed from the database (`discovery.database`).
+    pub registered_relays: u64,
     /// DNS SRV lookup rounds.
     pub dns_lookups: u64,
     /// Those that failed (the last good set was kept).

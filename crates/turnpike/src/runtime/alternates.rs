@@ -221,6 +221,7 @@ mod tests {
                 status("192.0.2.6", "192.0.2.6", &both),
             ],
             dns: Default::default(),
+            registry: Default::default(),
             probing: true,
         };
         let alternates = fleet_alternates(&snapshot, &own);

@@ -4,7 +4,7 @@
 //! workers (the credential cache, the XDP counters, the certificates) it
 //! reads directly.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -54,6 +54,8 @@ struct Inner {
     stop_for: Duration,
     /// Reloads the configuration.
     reloader: Arc<Reloader>,
+    /// Failed heartbeats, with `fleet.register`.
+    heartbeat_failures: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for RelayHandle {
@@ -75,6 +77,8 @@ pub(super) struct Sources {
     /// Also given to the workers, which notify it when an allocation ends.
     pub(super) changed: Arc<Notify>,
     pub(super) reloader: Arc<Reloader>,
+    /// Counted by the heartbeat ([`crate::fleet_registry::Heartbeat`]).
+    pub(super) heartbeat_failures: Option<Arc<AtomicU64>>,
 }
 
 impl RelayHandle {
@@ -92,6 +96,7 @@ impl RelayHandle {
                 certs: sources.certs,
                 stop_for: sources.stop_for,
                 reloader: sources.reloader,
+                heartbeat_failures: sources.heartbeat_failures,
             }),
         }
     }
@@ -125,6 +130,18 @@ impl RelayHandle {
             reply,
         })
         .await;
+    }
+
+    /// Whether the server drains now.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    /// Resolves at the next change of draining or end of an allocation;
+    /// `enable` it before checking what it guards, as [`RelayHandle::drained`]
+    /// does.
+    pub fn changes(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.changed.notified()
     }
 
     /// Whether the server drains, and the allocations left.
@@ -264,6 +281,11 @@ impl Relay for RelayHandle {
                     .as_ref()
                     .map_or(0, |c| c.reloads_refused()),
                 config: self.inner.reloader.facts(),
+                heartbeat_failures: self
+                    .inner
+                    .heartbeat_failures
+                    .as_ref()
+                    .map(|f| f.load(Ordering::Relaxed)),
             }
         })
     }

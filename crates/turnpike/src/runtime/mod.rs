@@ -28,7 +28,7 @@ mod worker;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -127,7 +127,7 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
     };
     // The fleet view of [discovery]: the ICE-server endpoint hands it out,
     // and this relay sends clients it will not take to its relays.
-    let fleet = start_fleet(&config, &control)?;
+    let fleet = start_fleet(&config, &control, credentials.as_ref().map(|c| c.store()))?;
     // The ICE-server endpoint (validation made sure TURN, and so the
     // credentials, are on).
     let ice = match (&credentials, &fleet, config.ice.enabled) {
@@ -149,6 +149,33 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
     probe_listeners(&listeners, udp, tcp)?;
     let workers = config.worker_threads();
     let secure = start_tls(&config, &control, workers)?;
+    // This relay's heartbeat row (fleet.register; validation made sure
+    // TURN, and so the database and the host's addresses, are there).
+    let registration = match (&credentials, &host_addresses, config.fleet.register) {
+        (Some(credentials), Some(host), true) => {
+            let listening = crate::fleet_registry::Listeners {
+                stun: listeners.iter().map(|l| l.addr).collect(),
+                udp,
+                tcp,
+                tls: secure
+                    .as_ref()
+                    .map(|s| s.tls_listen.clone())
+                    .unwrap_or_default(),
+                dtls: secure
+                    .as_ref()
+                    .map(|s| s.dtls_listen.clone())
+                    .unwrap_or_default(),
+            };
+            let row = crate::fleet_registry::registration(&config, &listening, &host.borrow())
+                .map_err(|e| anyhow!(e))?;
+            Some((
+                credentials.store().clone(),
+                row,
+                Arc::new(AtomicU64::new(0)),
+            ))
+        }
+        _ => None,
+    };
     let (query_senders, mut query_inboxes): (Vec<_>, Vec<_>) = (0..workers)
         .map(|_| tokio::sync::mpsc::unbounded_channel())
         .unzip();
@@ -188,6 +215,7 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
             drain: Arc::clone(&drain),
             changed: Arc::clone(&allocation_ended),
             reloader: Arc::clone(&reloader),
+            heartbeat_failures: registration.as_ref().map(|(_, _, f)| Arc::clone(f)),
         },
     );
     let admin = crate::admin_http::AdminState {
@@ -316,6 +344,18 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
             query_senders_for_fleet,
         ));
     }
+    let timing = crate::fleet_registry::Timing::from_settings(&config);
+    let heartbeat = registration.map(|(store, row, failures)| {
+        let beat = crate::fleet_registry::Heartbeat::new(
+            store.clone(),
+            row,
+            timing,
+            relay.clone(),
+            failures,
+        );
+        let id = beat.id().to_owned();
+        (store, id, control.spawn(beat.run()))
+    });
     tracing::info!(workers, "turnpike ready");
     // systemd (crate::service): READY=1 now that every listener is bound,
     // then STATUS= and the watchdog's pings from the control runtime.
@@ -338,6 +378,14 @@ pub fn serve(loaded: Loaded, source: SettingsSource) -> anyhow::Result<()> {
         Err(err) => format!("a worker failed: {err:#}"),
     };
     tracing::info!(reason = %why, "shutting down");
+    // Out of the fleet first: ICE endpoints stop handing this relay out
+    // before its ports close.
+    if let Some((store, id, task)) = heartbeat {
+        task.abort();
+        control.block_on(crate::fleet_registry::Heartbeat::withdraw(
+            &store, &id, timing,
+        ));
+    }
     stop(handles);
     // Every worker has ended what it held (one accounting line each), closed
     // its sockets, and withdrawn its fast-path routes; the XDP program goes
@@ -433,18 +481,42 @@ fn start_ice(
 }
 
 /// The fleet of `[discovery]` (discovered and probed on `control`), when
-/// the ICE endpoint is on or `[discovery]` names relays; `None` otherwise.
+/// the ICE endpoint is on or `[discovery]` names relays or the database;
+/// `None` otherwise.
 pub(crate) fn start_fleet(
     config: &Settings,
     control: &tokio::runtime::Runtime,
+    store: Option<&Store>,
 ) -> anyhow::Result<Option<turnpike_fleet::Fleet>> {
     let d = &config.discovery;
-    if !config.ice.enabled && d.relays.is_empty() && d.srv_domain.trim().is_empty() {
+    if !config.ice.enabled && d.relays.is_empty() && d.srv_domain.trim().is_empty() && !d.database {
         return Ok(None);
     }
+    run_fleet(config, control, store).map(Some)
+}
+
+/// The fleet of `[discovery]`, with the database's registered relays when
+/// `discovery.database` is on (`store` is the database then).
+pub(crate) fn run_fleet(
+    config: &Settings,
+    control: &tokio::runtime::Runtime,
+    store: Option<&Store>,
+) -> anyhow::Result<turnpike_fleet::Fleet> {
+    let d = &config.discovery;
+    let registry = match (d.database, store) {
+        (false, _) => None,
+        (true, Some(store)) => Some(Arc::new(crate::fleet_registry::StoreRegistry::new(
+            store.clone(),
+            crate::fleet_registry::Timing::from_settings(config),
+        )) as Arc<dyn turnpike_fleet::Registry>),
+        (true, None) => {
+            return Err(anyhow!(
+                "discovery.database lists the relays registered in the database, which is opened for TURN only; set turn.enabled = true"
+            ));
+        }
+    };
     let _entered = control.enter();
-    turnpike_fleet::Fleet::start(crate::ice::fleet_config(config), control.handle())
-        .map(Some)
+    turnpike_fleet::Fleet::start_with(crate::ice::fleet_config(config), registry, control.handle())
         .map_err(|e| anyhow!("cannot start relay discovery: {e}"))
 }
 

@@ -74,6 +74,7 @@ pub fn populated() -> Snapshot {
     gauges.channels = 60;
     gauges.permissions = 90;
 
+    s.heartbeat_failures = Some(4);
     s.worker_count = 2;
     s.workers_silent = 1;
     s.fast_path = Some(FastPathStats {
