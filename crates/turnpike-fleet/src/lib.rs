@@ -35,7 +35,7 @@ use serde::{Serialize, Serializer};
 pub use fleet::{Fleet, FleetError};
 pub use registry::{Registered, Registry};
 pub use srv::{MAX_ADDRESSES, MAX_RELAYS, shuffle, shuffle_weighted};
-pub use url::{MAX_URL_LEN, TURN_PORT, TURNS_PORT, parse_relay_url};
+pub use url::{MAX_URL_LEN, TURN_PORT, TURNS_PORT, check_host_name, parse_relay_url};
 
 /// How an endpoint is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -146,7 +146,7 @@ fn parse_port(text: &str) -> Result<u16, String> {
 
 /// An IPv4 literal or a DNS name of letters, digits and hyphens (RFC 1123
 /// labels, at most 63 bytes each, 253 in all).
-pub(crate) fn check_host_name(host: &str) -> Result<(), String> {
+pub fn check_host_name(host: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("the host is missing".into());
     }

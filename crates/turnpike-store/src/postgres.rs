@@ -401,20 +401,11 @@ impl PostgresStore {
         self.with_client(|c| {
             let (r, addresses, endpoints) = (r.clone(), addresses.clone(), endpoints.clone());
             Box::pin(async move {
-                let stmt = c
-                    .prepare_cached(concat!(
-                        "INSERT INTO fleet_relays (id, name, addresses, endpoints, allocations,
-                             capacity, draining, version, last_seen_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ",
-                        db_now_ms!(),
-                        ")
-                         ON CONFLICT (id) DO UPDATE SET name = excluded.name,
-                             addresses = excluded.addresses, endpoints = excluded.endpoints,
-                             allocations = excluded.allocations, capacity = excluded.capacity,
-                             draining = excluded.draining, version = excluded.version,
-                             last_seen_ms = excluded.last_seen_ms"
-                    ))
-                    .await?;
+                let sql = registry::upsert_sql(
+                    ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8"],
+                    db_now_ms!(),
+                );
+                let stmt = c.prepare_cached(&sql).await?;
                 c.execute(
                     &stmt,
                     &[

@@ -156,6 +156,21 @@ pub(crate) fn unsigned(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
+/// The heartbeat's upsert for both backends: `params` are the eight
+/// placeholders of the written columns, in [`COLUMNS`] order, and `now` the
+/// SQL of the clock stamped as `last_seen_ms`.
+pub(crate) fn upsert_sql(params: [&str; 8], now: &str) -> String {
+    format!(
+        "INSERT INTO fleet_relays ({COLUMNS}, last_seen_ms) VALUES ({}, {now})
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+             addresses = excluded.addresses, endpoints = excluded.endpoints,
+             allocations = excluded.allocations, capacity = excluded.capacity,
+             draining = excluded.draining, version = excluded.version,
+             last_seen_ms = excluded.last_seen_ms",
+        params.join(", ")
+    )
+}
+
 /// The columns a listing reads, in order, shared by both backends' SQL.
 pub(crate) const COLUMNS: &str =
     "id, name, addresses, endpoints, allocations, capacity, draining, version";

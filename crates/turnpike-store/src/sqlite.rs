@@ -145,16 +145,10 @@ impl SqliteStore {
     /// host's clock.
     pub(crate) async fn heartbeat(&self, r: RelayRegistration) -> Result<(), StoreError> {
         self.run(move |conn, path| {
-            conn.execute(
-                "INSERT INTO fleet_relays (id, name, addresses, endpoints, allocations, capacity,
-                     draining, version, last_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name,
-                     addresses = excluded.addresses, endpoints = excluded.endpoints,
-                     allocations = excluded.allocations, capacity = excluded.capacity,
-                     draining = excluded.draining, version = excluded.version,
-                     last_seen_ms = excluded.last_seen_ms",
-                params![
+            let sql = registry::upsert_sql(["?1", "?2", "?3", "?4", "?5", "?6", "?7", "?8"], "?9");
+            conn.prepare_cached(&sql)
+                .ctx(path)?
+                .execute(params![
                     r.id,
                     r.name,
                     registry::encode_addresses(&r.addresses),
@@ -164,9 +158,8 @@ impl SqliteStore {
                     r.draining,
                     r.version,
                     now_unix_ms(),
-                ],
-            )
-            .ctx(path)?;
+                ])
+                .ctx(path)?;
             Ok(())
         })
         .await

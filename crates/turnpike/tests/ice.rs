@@ -29,17 +29,7 @@ fn relay_ip(n: u8) -> Ipv4Addr {
 /// A relay of the fleet on 127.0.0.N: TURN with the fleet's secret, its
 /// admin endpoint (for the endpoint's /readyz probes) on the same address.
 fn relay(n: u8) -> TestServer {
-    TestServer::start(ServerOptions {
-        ipv6: false,
-        host_v4: Some(relay_ip(n)),
-        admin: true,
-        turn: Some(TurnOptions {
-            relay_ips: vec![relay_ip(n).into()],
-            secrets: vec![SECRET.to_owned()],
-            ..TurnOptions::loopback()
-        }),
-        ..ServerOptions::default()
-    })
+    TestServer::start(ServerOptions::fleet_relay(n, SECRET))
 }
 
 fn name(n: u8) -> String {

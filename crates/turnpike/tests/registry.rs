@@ -39,20 +39,15 @@ fn database(pg: &TestPostgres) -> DatabaseOptions {
 
 /// A relay on 127.0.0.N registering itself, 100 allocations at most.
 fn relay(n: u8, pg: &TestPostgres) -> TestServer {
-    TestServer::start(ServerOptions {
-        ipv6: false,
-        host_v4: Some(ip(n)),
-        admin: true,
-        turn: Some(TurnOptions {
-            relay_ips: vec![ip(n).into()],
-            secrets: vec![SECRET.to_owned()],
-            total_quota: 100,
-            ..TurnOptions::loopback()
-        }),
+    let mut options = ServerOptions {
         database: database(pg),
         extra_config: format!("{FLEET}register = true\n"),
-        ..ServerOptions::default()
-    })
+        ..ServerOptions::fleet_relay(n, SECRET)
+    };
+    if let Some(turn) = options.turn.as_mut() {
+        turn.total_quota = 100;
+    }
+    TestServer::start(options)
 }
 
 /// `turnpike ice-config` handing out the registered relays, unprobed: a

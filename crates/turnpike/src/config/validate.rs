@@ -57,11 +57,10 @@ impl Settings {
         }
         let name = fleet.name.trim();
         if !name.is_empty()
-            && (name.len() > 253
-                || name.contains(|c: char| !(c.is_ascii_alphanumeric() || "-.:".contains(c))))
+            && let Err(why) = turnpike_fleet::check_host_name(name)
         {
             return Err(ConfigError::invalid(format!(
-                "fleet.name = {name:?} is not a host name; give the name clients reach this relay by, e.g. \"turn1.example.com\""
+                "fleet.name = {name:?}: {why}; give the name clients reach this relay by, e.g. \"turn1.example.com\", or \"\" for its first address"
             )));
         }
         Ok(())

@@ -140,6 +140,27 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
+    /// Relay N of a fleet on one machine: IPv4 only, listening and relaying
+    /// on 127.0.0.N (so relays share port numbers, as a fleet's hosts do),
+    /// with its admin endpoint there too (for `/readyz` probes, `/v1/drain`)
+    /// and `secret`, the fleet's shared secret. Add `database`,
+    /// `extra_config` (e.g. `[fleet] register = true`) and limits with
+    /// struct update syntax.
+    pub fn fleet_relay(n: u8, secret: &str) -> Self {
+        let ip = Ipv4Addr::new(127, 0, 0, n);
+        ServerOptions {
+            ipv6: false,
+            host_v4: Some(ip),
+            admin: true,
+            turn: Some(TurnOptions {
+                relay_ips: vec![ip.into()],
+                secrets: vec![secret.to_owned()],
+                ..TurnOptions::loopback()
+            }),
+            ..ServerOptions::default()
+        }
+    }
+
     /// The IPv4 address the server listens on.
     pub fn v4_host(&self) -> Ipv4Addr {
         self.host_v4.unwrap_or(PRIMARY_V4)
