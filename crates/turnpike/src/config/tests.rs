@@ -2303,3 +2303,29 @@ fn example_file_says_what_a_reload_applies() {
         );
     }
 }
+
+/// `[fleet]`: a relay registers only with TURN on, its rows outlive a late
+/// heartbeat, and its name is a host name.
+#[test]
+fn fleet_registration_rules() {
+    let ok = Settings::from_toml_str(
+        "[fleet]\nregister = true\nname = \"turn1.example.com\"\nheartbeat_interval = 2\nexpire_after = 4\n\n[discovery]\ndatabase = true\n",
+    )
+    .unwrap();
+    assert!(ok.fleet.register && ok.discovery.database);
+    assert_eq!((ok.fleet.heartbeat_interval, ok.fleet.expire_after), (2, 4));
+    assert!(
+        invalid("[turn]\nenabled = false\n\n[fleet]\nregister = true\n").starts_with(
+            "fleet.register hands this relay out to clients, but turn.enabled is false"
+        )
+    );
+    assert_eq!(
+        invalid("[fleet]\nheartbeat_interval = 10\nexpire_after = 15\n"),
+        "fleet.expire_after = 15 is less than twice fleet.heartbeat_interval = 10: one late heartbeat would drop the relay; raise expire_after (default 30) or lower heartbeat_interval (default 5)"
+    );
+    let bad_name = invalid("[fleet]\nname = \"turn 1\"\n");
+    assert!(
+        bad_name.starts_with("fleet.name = \"turn 1\": "),
+        "{bad_name}"
+    );
+}
