@@ -66,13 +66,6 @@ fn zone(relays: &[(u8, &TestServer)]) -> Vec<String> {
 /// second, relays out after 2 failed probes, back after 2 passed ones.
 fn endpoint(dns: &Dnsmasq, format: &str) -> TestServer {
     TestServer::start(ServerOptions {
-        ipv6: false,
-        admin: true,
-        ice_config: true,
-        turn: Some(TurnOptions {
-            secrets: vec![SECRET.to_owned()],
-            ..TurnOptions::loopback()
-        }),
         extra_config: format!(
             "[ice]\ncredential_format = \"{format}\"\nrequests_per_second = 1000\n\n\
              [discovery]\nsrv_domain = \"{DOMAIN}\"\nname_servers = [\"{}\"]\n\
@@ -80,7 +73,7 @@ fn endpoint(dns: &Dnsmasq, format: &str) -> TestServer {
              healthy_after = 2\nadmin_port = 0\n",
             dns.addr()
         ),
-        ..ServerOptions::default()
+        ..ServerOptions::ice_endpoint(SECRET)
     })
 }
 
@@ -206,19 +199,12 @@ fn draining_relays_are_left_out_through_their_readyz() {
         .map(|&(n, port)| format!("\"turn:{}:{port}?transport=udp\"", relay_ip(n)))
         .collect();
     let endpoint = TestServer::start(ServerOptions {
-        ipv6: false,
-        admin: true,
-        ice_config: true,
-        turn: Some(TurnOptions {
-            secrets: vec![SECRET.to_owned()],
-            ..TurnOptions::loopback()
-        }),
         extra_config: format!(
             "[ice]\nrequests_per_second = 1000\n\n[discovery]\nrelays = [{}]\nprobe_interval = 1\nprobe_timeout = 1\n\
              unhealthy_after = 2\nhealthy_after = 2\nadmin_port = {admin_port}\n",
             urls.join(", ")
         ),
-        ..ServerOptions::default()
+        ..ServerOptions::ice_endpoint(SECRET)
     });
     let served = || served_hosts(&endpoint);
     let ip = |n: u8| relay_ip(n).to_string();

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    DatabaseOptions, HttpAnswer, ServerOptions, TestServer, TurnOptions, admin_request, eventually,
-    http_request,
+    DatabaseOptions, HttpAnswer, ServerOptions, TestServer, admin_request, eventually, http_request,
 };
 use turnpike_store::testing::TestPostgres;
 
@@ -54,18 +53,11 @@ fn relay(n: u8, pg: &TestPostgres) -> TestServer {
 /// relay leaves its answer only through its row.
 fn endpoint(pg: &TestPostgres) -> TestServer {
     TestServer::start(ServerOptions {
-        ipv6: false,
-        admin: true,
-        ice_config: true,
-        turn: Some(TurnOptions {
-            secrets: vec![SECRET.to_owned()],
-            ..TurnOptions::loopback()
-        }),
         database: database(pg),
         extra_config: format!(
             "[ice]\nrequests_per_second = 1000\n\n[discovery]\ndatabase = true\nprobe_interval = 0\n\n{FLEET}"
         ),
-        ..ServerOptions::default()
+        ..ServerOptions::ice_endpoint(SECRET)
     })
 }
 

@@ -161,6 +161,22 @@ impl ServerOptions {
         }
     }
 
+    /// `turnpike ice-config` on 127.0.0.1 (its routes on the admin port),
+    /// minting credentials with `secret`, the fleet's shared secret. Add
+    /// its `[ice]` and `[discovery]` in `extra_config`.
+    pub fn ice_endpoint(secret: &str) -> Self {
+        ServerOptions {
+            ipv6: false,
+            admin: true,
+            ice_config: true,
+            turn: Some(TurnOptions {
+                secrets: vec![secret.to_owned()],
+                ..TurnOptions::loopback()
+            }),
+            ..ServerOptions::default()
+        }
+    }
+
     /// The IPv4 address the server listens on.
     pub fn v4_host(&self) -> Ipv4Addr {
         self.host_v4.unwrap_or(PRIMARY_V4)
