@@ -1,7 +1,9 @@
 //! A fleet on one machine, run the way an operator runs one: three relays
-//! on 127.0.0.2–4 sharing one real PostgreSQL (users and shared secrets),
-//! DNS SRV records served by dnsmasq, and the ICE-server endpoint
-//! (`turnpike ice-config`) handing clients the relays it finds there.
+//! on 127.0.0.2–4 sharing one real PostgreSQL (users, shared secrets, and
+//! each relay's heartbeat row: `fleet.register`), DNS SRV records served
+//! by dnsmasq (the relays' view of each other, for their redirects), and
+//! the ICE-server endpoint (`turnpike ice-config`) handing clients the
+//! relays registered in the database (`discovery.database`).
 //!
 //! One scenario, in order, with coturn's `turnutils_uclient` as the client:
 //! 1. a user added with `turnpike user add` on PostgreSQL authenticates on
@@ -60,13 +62,12 @@ fn zone(port: u16) -> Vec<String> {
     records
 }
 
-/// `[discovery]` of the relays (their alternates) and of the endpoint.
-fn discovery(dns: &Dnsmasq, admin_port: u16) -> String {
+/// Probes every second, out after two failures, back after two passes,
+/// `/readyz` on the relays' shared admin port.
+fn probes(admin_port: u16) -> String {
     format!(
-        "[discovery]\nsrv_domain = \"{DOMAIN}\"\nname_servers = [\"{}\"]\ninterval = 1\n\
-         probe_interval = 1\nprobe_timeout = 1\nunhealthy_after = 2\nhealthy_after = 2\n\
-         admin_port = {admin_port}\n",
-        dns.addr()
+        "probe_interval = 1\nprobe_timeout = 1\nunhealthy_after = 2\nhealthy_after = 2\n\
+         admin_port = {admin_port}\n"
     )
 }
 
@@ -101,12 +102,19 @@ impl Fleet {
                 ..TurnOptions::loopback()
             }),
             database: database(pg),
-            extra_config: discovery(dns, self.admin_port),
+            extra_config: format!(
+                "[fleet]\nregister = true\nname = \"{}\"\nheartbeat_interval = 1\n\
+                 expire_after = 3\n\n[discovery]\nsrv_domain = \"{DOMAIN}\"\n\
+                 name_servers = [\"{}\"]\ninterval = 1\n{}",
+                name(n),
+                dns.addr(),
+                probes(self.admin_port)
+            ),
             ..ServerOptions::default()
         })
     }
 
-    fn endpoint(&self, pg: &TestPostgres, dns: &Dnsmasq) -> TestServer {
+    fn endpoint(&self, pg: &TestPostgres) -> TestServer {
         TestServer::start(ServerOptions {
             ipv6: false,
             admin: true,
@@ -117,8 +125,8 @@ impl Fleet {
             }),
             database: database(pg),
             extra_config: format!(
-                "[ice]\nrequests_per_second = 1000\n\n{}",
-                discovery(dns, self.admin_port)
+                "[ice]\nrequests_per_second = 1000\n\n[discovery]\ndatabase = true\n{}",
+                probes(self.admin_port)
             ),
             ..ServerOptions::default()
         })
@@ -253,7 +261,7 @@ async fn a_fleet_drains_restarts_redirects_and_outlives_its_database() {
 
     // 2. A client asks the endpoint, and relays through relay 2 with the
     //    time-limited credentials it was given.
-    let endpoint = fleet.endpoint(&pg, &dns);
+    let endpoint = fleet.endpoint(&pg);
     eventually("the endpoint serves all three relays", FLEET_SEES, || {
         served(&endpoint) == names(&[2, 3, 4])
     });
