@@ -128,19 +128,7 @@ fn start_runs(
             if let Some(port) = port {
                 run = run.port(*port);
             }
-            let command = run.command_args();
-            (
-                *what,
-                thread::spawn(move || {
-                    let out = support::run_tool(
-                        "turnutils_uclient",
-                        &command,
-                        support::uclient::UCLIENT_TIMEOUT,
-                    );
-                    let report = UclientReport::parse(&out);
-                    (out, report)
-                }),
-            )
+            (*what, run.spawn())
         })
         .collect()
 }

@@ -27,8 +27,8 @@ use std::time::Duration;
 use serde_json::Value;
 use support::uclient::{Run, assert_delivered, assert_redirected_and_delivered};
 use support::{
-    DatabaseOptions, Peer, ServerOptions, TestServer, TurnOptions, UclientReport, admin_request,
-    allocate, allocations, eventually, free_port_on, http_request, redirected,
+    DatabaseOptions, Peer, ServerOptions, TestServer, TurnOptions, admin_request, allocate,
+    allocations, eventually, free_port_on, http_request, redirected,
 };
 use turnpike_fleet::testing::{Dnsmasq, host, srv};
 use turnpike_store::testing::TestPostgres;
@@ -266,27 +266,16 @@ async fn a_fleet_drains_restarts_redirects_and_outlives_its_database() {
         served(&endpoint) == names(&[2, 3, 4])
     });
     let (username, credential) = credentials_for(&endpoint, 2);
-    let session = {
-        // 400 messages 40 ms apart: 16 s, long enough for the drain and
-        // the redirects below to happen while it relays.
-        let command = Run::new(
-            &relays[0],
-            ip(2).into(),
-            &["-c", "-n", "400", "-z", "40", "-l", "200"],
-        )
-        .peer(&peer, IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .credentials(&username, &credential)
-        .command_args();
-        thread::spawn(move || {
-            let out = support::run_tool(
-                "turnutils_uclient",
-                &command,
-                support::uclient::UCLIENT_TIMEOUT,
-            );
-            let report = UclientReport::parse(&out);
-            (out, report)
-        })
-    };
+    // 400 messages 40 ms apart: 16 s, long enough for the drain and the
+    // redirects below to happen while it relays.
+    let session = Run::new(
+        &relays[0],
+        ip(2).into(),
+        &["-c", "-n", "400", "-z", "40", "-l", "200"],
+    )
+    .peer(&peer, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    .credentials(&username, &credential)
+    .spawn();
     eventually(
         "the session relays on relay 2",
         Duration::from_secs(30),

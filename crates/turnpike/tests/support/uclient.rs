@@ -4,6 +4,7 @@
 //! the tool does on the wire.
 
 use std::net::IpAddr;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::{Peer, TURN_PASSWORD, TURN_USER, TestServer, ToolOutput, UclientReport, run_tool};
@@ -106,11 +107,23 @@ impl Run<'_> {
     }
 
     pub fn go(&self) -> (ToolOutput, UclientReport) {
-        let out = run_tool("turnutils_uclient", &self.command_args(), UCLIENT_TIMEOUT);
-        eprintln!("[uclient] `{}` took {:?}", out.command, out.elapsed);
-        let report = UclientReport::parse(&out);
-        (out, report)
+        run_and_report(&self.command_args())
     }
+
+    /// The same run in a thread of its own, for a test that acts on the
+    /// server while uclient relays (the thread kills uclient at its
+    /// deadline).
+    pub fn spawn(&self) -> JoinHandle<(ToolOutput, UclientReport)> {
+        let args = self.command_args();
+        thread::spawn(move || run_and_report(&args))
+    }
+}
+
+fn run_and_report(args: &[String]) -> (ToolOutput, UclientReport) {
+    let out = run_tool("turnutils_uclient", args, UCLIENT_TIMEOUT);
+    eprintln!("[uclient] `{}` took {:?}", out.command, out.elapsed);
+    let report = UclientReport::parse(&out);
+    (out, report)
 }
 
 /// uclient's probe Allocate got one 300 and nothing else was refused, its
