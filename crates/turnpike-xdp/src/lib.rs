@@ -26,6 +26,17 @@
 //! [`FastPath::unroute`], which hands a route's totals back as it removes
 //! it).
 //!
+//! An allocation's bandwidth cap (`turn.max_bps`) travels with its routes
+//! and is enforced in the program, with one bucket per allocation and
+//! direction that all its channels share (`struct bucket` in the source):
+//! the program drops what is over it and counts it
+//! ([`Counters::capped`]). Those buckets are not the core's: what the
+//! allocation relays through the sockets (Send indications, what the
+//! program passes) takes from the core's own, so an allocation using both
+//! paths at once can relay up to twice its cap. The per-user cap
+//! (`turn.user_max_bps`) is not in the program: while it is set the core
+//! announces no routes.
+//!
 //! Needs `CAP_BPF` and `CAP_NET_ADMIN` (or root), and Linux 5.12 or newer.
 
 mod maps;
@@ -39,7 +50,9 @@ use aya::{Ebpf, include_bytes_aligned};
 use turnpike_core::ChannelRoute;
 
 pub use maps::Counters;
-use maps::{ClientKey, Config, Entries, EntryTraffic, PeerKey, Route};
+use maps::{
+    Bucket, BucketKey, ClientKey, Config, Direction, Entries, EntryTraffic, PeerKey, Route,
+};
 
 /// The compiled program (built by `scripts/build-bpf`).
 static PROGRAM: &[u8] = include_bytes_aligned!("../bpf/fast_path.bpf.o");
@@ -143,6 +156,7 @@ pub struct FastPath {
     v4: RouteMaps<4>,
     v6: RouteMaps<16>,
     counters: PerCpuArray<MapData, Counters>,
+    buckets: Buckets,
     /// Client-side entries of both families (one per channel), kept here so
     /// a metrics scrape does not walk the maps.
     routes: usize,
@@ -225,11 +239,16 @@ impl FastPath {
             peer: take_map(&mut ebpf, "PEER_ROUTES6")?,
         };
         let counters = take_map(&mut ebpf, "COUNTERS")?;
+        let buckets = Buckets {
+            map: take_map(&mut ebpf, "BUCKETS")?,
+            routes: std::collections::HashMap::new(),
+        };
         let mut fast_path = FastPath {
             ebpf,
             v4,
             v6,
             counters,
+            buckets,
             routes: 0,
             clock: MonotonicClock::now(),
             interfaces: Vec::new(),
@@ -269,9 +288,16 @@ impl FastPath {
             .collect()
     }
 
-    /// Installs or moves a channel's route, relayed until `until`. Routes
-    /// the program cannot carry (a client and a peer of different
-    /// families) are left to the sockets: `Ok(false)`.
+    /// Installs or moves a channel's route, relayed until `until`, its
+    /// allocation capped at `max_bps` payload bytes per second each way
+    /// (0: uncapped). Routes the program cannot carry (a client and a peer
+    /// of different families) are left to the sockets: `Ok(false)`.
+    ///
+    /// A capped route's allocation gets its buckets (full) if it has none
+    /// yet; they go with its last route, so an allocation that reuses a
+    /// 5-tuple starts with full ones. A new `max_bps` on a route that is
+    /// in (a reload) applies from its next packet, to the buckets as they
+    /// are.
     ///
     /// When the family's map is full, the routes past their `until` are
     /// removed first (the program ignores them anyway): a route whose
@@ -282,15 +308,29 @@ impl FastPath {
     /// relayed: the write replaces each entry's whole value, so the counts
     /// are read first and carried over, and only what the program adds
     /// between that read and the write (a system call's time) is lost.
-    pub fn route(&mut self, route: &ChannelRoute, until: Instant) -> Result<bool, Error> {
+    pub fn route(
+        &mut self,
+        route: &ChannelRoute,
+        until: Instant,
+        max_bps: u64,
+    ) -> Result<bool, Error> {
         let until_ns = self.clock.ns(until);
         let now_ns = self.clock.ns(Instant::now());
-        let (new, evicted) = match entries(route) {
-            None => return Ok(false),
-            Some(Family::V4(entries)) => self.v4.insert(entries, until_ns, now_ns)?,
-            Some(Family::V6(entries)) => self.v6.insert(entries, until_ns, now_ns)?,
+        let Some(family) = entries(route) else {
+            return Ok(false);
         };
-        self.routes = self.routes.saturating_sub(evicted) + usize::from(new);
+        let allocation = family.allocation();
+        let (new, evicted) = match family {
+            Family::V4(entries) => self.v4.insert(entries, until_ns, max_bps, now_ns)?,
+            Family::V6(entries) => self.v6.insert(entries, until_ns, max_bps, now_ns)?,
+        };
+        self.routes = self.routes.saturating_sub(evicted.len()) + usize::from(new);
+        for gone in evicted {
+            self.buckets.unrouted(gone);
+        }
+        // After the route: until its buckets are in, the program leaves a
+        // capped route's packets to the sockets, which hold the cap too.
+        self.buckets.routed(allocation, new, max_bps != 0)?;
         Ok(true)
     }
 
@@ -318,13 +358,15 @@ impl FastPath {
     ///   route's end before it releases the relayed port or lets the
     ///   number be bound again, so this takes events out of order.
     pub fn unroute(&mut self, route: &ChannelRoute) -> Option<RouteTraffic> {
-        let (removed, traffic) = match entries(route) {
-            None => return None,
-            Some(Family::V4(entries)) => self.v4.remove(&entries),
-            Some(Family::V6(entries)) => self.v6.remove(&entries),
+        let family = entries(route)?;
+        let allocation = family.allocation();
+        let (removed, traffic) = match family {
+            Family::V4(entries) => self.v4.remove(&entries),
+            Family::V6(entries) => self.v6.remove(&entries),
         };
         if removed {
             self.routes = self.routes.saturating_sub(1);
+            self.buckets.unrouted(allocation);
         }
         traffic
     }
@@ -337,6 +379,16 @@ impl FastPath {
         match entries(route)? {
             Family::V4(entries) => self.v4.traffic(&entries),
             Family::V6(entries) => self.v6.traffic(&entries),
+        }
+    }
+
+    /// Removes the bandwidth buckets of `route`'s allocation and leaves
+    /// its routes: what the program meets when a capped route's buckets
+    /// could not be written. For tests.
+    #[doc(hidden)]
+    pub fn remove_buckets(&mut self, route: &ChannelRoute) {
+        if let Some(family) = entries(route) {
+            self.buckets.remove(family.allocation());
         }
     }
 
@@ -355,6 +407,7 @@ impl FastPath {
                 sum.to_client_packets += c.to_client_packets;
                 sum.to_client_bytes += c.to_client_bytes;
                 sum.passed += c.passed;
+                sum.capped += c.capped;
             }
         }
         sum
@@ -418,6 +471,63 @@ where
     T::try_from(map).map_err(load_error)
 }
 
+/// The allocations' bandwidth buckets (`BUCKETS`), and how many routes
+/// (client-side entries, one per channel) each allocation has in the
+/// route maps, so that its buckets go with its last route. Allocations
+/// are known by their to-peer bucket's key (their 5-tuple).
+struct Buckets {
+    map: HashMap<MapData, BucketKey, Bucket>,
+    routes: std::collections::HashMap<BucketKey, usize>,
+}
+
+impl Buckets {
+    /// A route of `allocation` was written, `new` if its channel had no
+    /// client-side entry: counts it, and makes the allocation's buckets if
+    /// it is `capped` and has none (an existing one keeps its state).
+    fn routed(&mut self, allocation: BucketKey, new: bool, capped: bool) -> Result<(), Error> {
+        if new {
+            *self.routes.entry(allocation).or_default() += 1;
+        }
+        if !capped {
+            return Ok(());
+        }
+        for direction in Direction::BOTH {
+            let key = allocation.toward(direction);
+            match self.map.insert(key, Bucket::default(), BPF_NOEXIST) {
+                Err(err) if !map_errno(&err, libc::EEXIST) => return Err(map_error(err)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A client-side entry of `allocation`'s was removed (unrouted or
+    /// evicted): with its last, its buckets go.
+    fn unrouted(&mut self, allocation: BucketKey) {
+        let std::collections::hash_map::Entry::Occupied(mut routes) = self.routes.entry(allocation)
+        else {
+            return;
+        };
+        *routes.get_mut() -= 1;
+        if *routes.get() > 0 {
+            return;
+        }
+        routes.remove();
+        self.remove(allocation);
+    }
+
+    /// Removes `allocation`'s buckets, if it has any (an allocation that
+    /// was never capped has none).
+    fn remove(&mut self, allocation: BucketKey) {
+        for direction in Direction::BOTH {
+            let _ = self.map.remove(&allocation.toward(direction));
+        }
+    }
+}
+
+/// `BPF_NOEXIST`: a map write that only creates.
+const BPF_NOEXIST: u64 = 1;
+
 /// One family's route maps.
 struct RouteMaps<const N: usize> {
     client: HashMap<MapData, ClientKey<N>, Route<N>>,
@@ -428,29 +538,27 @@ impl<const N: usize> RouteMaps<N> {
     /// Writes a route; `true` if the channel had none. A full map first
     /// gives up the routes that lapsed (past their `until`, which the
     /// program no longer uses, but which an unroute may never come for),
-    /// then the write is tried again. Returns also how many client-side
-    /// routes went.
+    /// then the write is tried again. Returns also the allocations (see
+    /// [`Buckets`]) of the client-side entries that went, one each.
     fn insert(
         &mut self,
-        entries: Entries<N>,
+        mut entries: Entries<N>,
         until_ns: u64,
+        max_bps: u64,
         now_ns: u64,
-    ) -> Result<(bool, usize), Error> {
-        match self.write(entries, until_ns) {
-            Err(err) if map_full(&err) => {
+    ) -> Result<(bool, Vec<BucketKey>), Error> {
+        entries.2.until_ns = until_ns;
+        entries.2.max_bps = max_bps;
+        match self.write(entries) {
+            Err(err) if map_errno(&err, libc::E2BIG) => {
                 let evicted = self.evict_lapsed(now_ns);
-                Ok((self.write(entries, until_ns).map_err(map_error)?, evicted))
+                Ok((self.write(entries).map_err(map_error)?, evicted))
             }
-            result => Ok((result.map_err(map_error)?, 0)),
+            result => Ok((result.map_err(map_error)?, Vec::new())),
         }
     }
 
-    fn write(
-        &mut self,
-        (client, peer, mut route): Entries<N>,
-        until_ns: u64,
-    ) -> Result<bool, aya::maps::MapError> {
-        route.until_ns = until_ns;
+    fn write(&mut self, (client, peer, route): Entries<N>) -> Result<bool, aya::maps::MapError> {
         // The peer side first: until both are in, ChannelData cannot leave
         // through the program, so a peer cannot answer ahead of its route.
         // Each entry is read right before it is written, to keep the time
@@ -462,20 +570,20 @@ impl<const N: usize> RouteMaps<N> {
         Ok(stored.is_none())
     }
 
-    /// Removes the entries past their `until`; returns how many
-    /// client-side ones (channels) went.
-    fn evict_lapsed(&mut self, now_ns: u64) -> usize {
-        let lapsed: Vec<ClientKey<N>> = self
+    /// Removes the entries past their `until`; returns the allocations of
+    /// the client-side ones (channels) that went, one each.
+    fn evict_lapsed(&mut self, now_ns: u64) -> Vec<BucketKey> {
+        let lapsed: Vec<(ClientKey<N>, Route<N>)> = self
             .client
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, route)| route.until_ns <= now_ns)
-            .map(|(key, _)| key)
             .collect();
         let evicted = lapsed
             .iter()
-            .filter(|key| self.client.remove(key).is_ok())
-            .count();
+            .filter(|(key, _)| self.client.remove(key).is_ok())
+            .map(|(_, route)| BucketKey::of(route, Direction::ToPeer))
+            .collect();
         let lapsed: Vec<PeerKey<N>> = self
             .peer
             .iter()
@@ -539,11 +647,12 @@ fn carried<const N: usize>(mut route: Route<N>, stored: Option<Route<N>>) -> Rou
     route
 }
 
-/// Whether a map write failed because the map is full (`E2BIG`).
-fn map_full(err: &aya::maps::MapError) -> bool {
+/// Whether a map write failed with `errno` (`E2BIG`: the map is full;
+/// `EEXIST`: a `BPF_NOEXIST` write found the key).
+fn map_errno(err: &aya::maps::MapError, errno: i32) -> bool {
     matches!(
         err,
-        aya::maps::MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG)
+        aya::maps::MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(errno)
     )
 }
 
@@ -551,6 +660,16 @@ fn map_full(err: &aya::maps::MapError) -> bool {
 enum Family {
     V4(Entries<4>),
     V6(Entries<16>),
+}
+
+impl Family {
+    /// The allocation the route belongs to (see [`Buckets`]).
+    fn allocation(&self) -> BucketKey {
+        match self {
+            Family::V4((_, _, route)) => BucketKey::of(route, Direction::ToPeer),
+            Family::V6((_, _, route)) => BucketKey::of(route, Direction::ToPeer),
+        }
+    }
 }
 
 /// The map entries of a route whose four addresses are of one family (an

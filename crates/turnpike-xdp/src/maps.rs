@@ -33,7 +33,8 @@ pub(crate) struct PeerKey<const N: usize> {
 }
 
 /// `struct route`: both sides of a channel, when it lapses
-/// (`CLOCK_MONOTONIC` nanoseconds), and what the entry holding it relayed.
+/// (`CLOCK_MONOTONIC` nanoseconds), its allocation's bandwidth cap (bytes
+/// per second, 0 = none), and what the entry holding it relayed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Route<const N: usize> {
@@ -49,6 +50,7 @@ pub(crate) struct Route<const N: usize> {
     pub(crate) flags: u16,
     pub(crate) pad: u32,
     pub(crate) until_ns: u64,
+    pub(crate) max_bps: u64,
     pub(crate) traffic: EntryTraffic,
 }
 
@@ -70,7 +72,7 @@ pub(crate) type Entries<const N: usize> = (ClientKey<N>, PeerKey<N>, Route<N>);
 
 impl<const N: usize> Route<N> {
     /// Whether `other` is the same channel between the same four addresses
-    /// (whatever its lapse time and flags).
+    /// (whatever its lapse time, cap and flags).
     pub(crate) fn same_route(&self, other: &Route<N>) -> bool {
         (
             self.client_ip,
@@ -120,6 +122,7 @@ impl<const N: usize> Route<N> {
             },
             pad: 0,
             until_ns: 0,
+            max_bps: 0,
             traffic: EntryTraffic::default(),
         };
         let client = ClientKey {
@@ -138,6 +141,73 @@ impl<const N: usize> Route<N> {
         };
         (client, peer, route)
     }
+}
+
+/// `struct bucket_key`'s `direction`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Direction {
+    ToPeer = 0,
+    ToClient = 1,
+}
+
+impl Direction {
+    pub(crate) const BOTH: [Direction; 2] = [Direction::ToPeer, Direction::ToClient];
+}
+
+/// `struct bucket_key`: an allocation's bandwidth bucket in one direction,
+/// keyed by its 5-tuple (the client's side of its routes; an IPv4 address
+/// in the first 4 bytes of its 16).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct BucketKey {
+    pub(crate) client_ip: [u8; 16],
+    pub(crate) server_ip: [u8; 16],
+    pub(crate) client_port: [u8; 2],
+    pub(crate) server_port: [u8; 2],
+    pub(crate) family: u16,
+    pub(crate) direction: u16,
+}
+
+impl BucketKey {
+    /// The key of `route`'s allocation in `direction`.
+    pub(crate) fn of<const N: usize>(route: &Route<N>, direction: Direction) -> Self {
+        let widen = |ip: [u8; N]| {
+            let mut wide = [0; 16];
+            wide[..N].copy_from_slice(&ip);
+            wide
+        };
+        BucketKey {
+            client_ip: widen(route.client_ip),
+            server_ip: widen(route.server_ip),
+            client_port: route.client_port,
+            server_port: route.server_port,
+            family: if N == 4 { AF_INET } else { AF_INET6 },
+            direction: direction as u16,
+        }
+    }
+
+    /// The same allocation's key in `direction`.
+    pub(crate) fn toward(self, direction: Direction) -> Self {
+        BucketKey {
+            direction: direction as u16,
+            ..self
+        }
+    }
+}
+
+/// The families' `AF_*` numbers, as the program writes them in keys.
+const AF_INET: u16 = libc::AF_INET as u16;
+const AF_INET6: u16 = libc::AF_INET6 as u16;
+
+/// `struct bucket`: the spin lock (which the kernel leaves alone when the
+/// server writes the entry) and the GCRA drain time; written as zeros, a
+/// full bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Bucket {
+    pub(crate) lock: u32,
+    pub(crate) pad: u32,
+    pub(crate) drained_at_ns: u64,
 }
 
 /// An IPv4 address's octets, including an IPv4-mapped IPv6 one (as a
@@ -180,8 +250,12 @@ pub struct Counters {
     /// Their payload bytes.
     pub to_client_bytes: u64,
     /// Packets of a route left to the stack: route past its time, padding,
-    /// too big for the MTU, next hop unknown.
+    /// too big for the MTU, next hop unknown, a capped route without its
+    /// bandwidth bucket.
     pub passed: u64,
+    /// Packets dropped over their allocation's bandwidth cap
+    /// (`turn.max_bps`).
+    pub capped: u64,
 }
 
 // SAFETY: plain `repr(C)` structs of integers and byte arrays (and, in
@@ -197,19 +271,25 @@ unsafe impl<const N: usize> aya::Pod for Route<N> {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Config {}
 // SAFETY: as above.
+unsafe impl aya::Pod for BucketKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Bucket {}
+// SAFETY: as above.
 unsafe impl aya::Pod for Counters {}
 
 const _: () = {
     assert!(size_of::<ClientKey<4>>() == 16);
     assert!(size_of::<PeerKey<4>>() == 12);
-    assert!(size_of::<Route<4>>() == 56);
+    assert!(size_of::<Route<4>>() == 64);
     assert!(size_of::<ClientKey<16>>() == 40);
     assert!(size_of::<PeerKey<16>>() == 36);
-    assert!(size_of::<Route<16>>() == 104);
+    assert!(size_of::<Route<16>>() == 112);
     assert!(size_of::<EntryTraffic>() == 16);
     // Where the program adds to it (`struct route_traffic traffic`, last).
-    assert!(std::mem::offset_of!(Route<4>, traffic) == 40);
-    assert!(std::mem::offset_of!(Route<16>, traffic) == 88);
+    assert!(std::mem::offset_of!(Route<4>, traffic) == 48);
+    assert!(std::mem::offset_of!(Route<16>, traffic) == 96);
+    assert!(size_of::<BucketKey>() == 40);
+    assert!(size_of::<Bucket>() == 16);
     assert!(size_of::<Config>() == 8);
-    assert!(size_of::<Counters>() == 40);
+    assert!(size_of::<Counters>() == 48);
 };

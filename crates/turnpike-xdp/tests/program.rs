@@ -42,7 +42,7 @@ fn loaded() -> FastPath {
         .expect("loading the XDP program needs CAP_BPF and CAP_NET_ADMIN: run the tests as root");
     assert!(
         fast_path
-            .route(&route(), Instant::now() + Duration::from_secs(60))
+            .route(&route(), Instant::now() + Duration::from_secs(60), 0)
             .unwrap()
     );
     fast_path
@@ -210,7 +210,7 @@ fn dont_fragment_routes_set_df() {
     let mut fp = loaded();
     let mut df = route();
     df.dont_fragment = true;
-    fp.route(&df, Instant::now() + Duration::from_secs(60))
+    fp.route(&df, Instant::now() + Duration::from_secs(60), 0)
         .unwrap();
     let mut f = frame(
         addr(CLIENT),
@@ -330,7 +330,7 @@ fn routes_past_their_time_or_removed_go_to_the_stack() {
     assert_eq!(fp.test_run(&to_peer).unwrap().0, action::TX);
 
     // `until` now: the core relays no more at `until`, nor may the program.
-    fp.route(&route(), Instant::now()).unwrap();
+    fp.route(&route(), Instant::now(), 0).unwrap();
     for f in [&to_peer, &to_client] {
         let (verdict, out) = fp.test_run(f).unwrap();
         assert_eq!(verdict, action::PASS);
@@ -339,7 +339,7 @@ fn routes_past_their_time_or_removed_go_to_the_stack() {
     assert_eq!(fp.counters().passed, 2);
 
     // Moved ahead again, then removed.
-    fp.route(&route(), Instant::now() + Duration::from_secs(60))
+    fp.route(&route(), Instant::now() + Duration::from_secs(60), 0)
         .unwrap();
     assert_eq!(fp.test_run(&to_client).unwrap().0, action::TX);
     assert_eq!(fp.routes(), 1);
@@ -359,7 +359,7 @@ fn mixed_family_routes_are_left_to_the_sockets() {
     mixed.relay = RelayedAddress("[2001:db8::10]:50001".parse().unwrap());
     mixed.peer = PeerSocket("[2001:db8::7]:6000".parse().unwrap());
     let until = Instant::now() + Duration::from_secs(60);
-    assert!(!fp.route(&mixed, until).unwrap());
+    assert!(!fp.route(&mixed, until, 0).unwrap());
     assert_eq!(fp.routes(), 0);
     assert_eq!(fp.route_traffic(&mixed), None);
     assert_eq!(fp.unroute(&mixed), None);
@@ -368,7 +368,7 @@ fn mixed_family_routes_are_left_to_the_sockets() {
     let mut mapped = route();
     mapped.client.client = "[::ffff:198.51.100.20]:40000".parse().unwrap();
     mapped.client.server = "[::ffff:192.0.2.10]:3478".parse().unwrap();
-    assert!(fp.route(&mapped, until).unwrap());
+    assert!(fp.route(&mapped, until, 0).unwrap());
     let (verdict, _) = fp
         .test_run(&frame(
             addr(CLIENT),
@@ -478,7 +478,7 @@ fn check_sent6(f: &[u8], src: SocketAddrV6, dst: SocketAddrV6) -> Vec<u8> {
 fn ipv6_channels_are_relayed_both_ways() {
     let mut fp = FastPath::load((50000, 50999), 1).unwrap();
     let until = Instant::now() + Duration::from_secs(60);
-    assert!(fp.route(&route6(), until).unwrap());
+    assert!(fp.route(&route6(), until, 0).unwrap());
     for len in [0, 1, 100, 101, 1000, 1401] {
         let data = payload(len);
         let (verdict, out) = fp
@@ -564,7 +564,7 @@ fn partial6(src: SocketAddrV6, dst: SocketAddrV6, udp_len: u16) -> u16 {
 #[test]
 fn ipv6_packets_the_program_must_not_touch() {
     let mut fp = FastPath::load((50000, 50999), 1).unwrap();
-    fp.route(&route6(), Instant::now() + Duration::from_secs(60))
+    fp.route(&route6(), Instant::now() + Duration::from_secs(60), 0)
         .unwrap();
     let to_peer = frame6(
         addr6(CLIENT6),
@@ -601,9 +601,9 @@ fn ipv6_packets_the_program_must_not_touch() {
         assert_eq!(out, f, "{what}: unchanged");
     }
     // Lapsed, then removed.
-    fp.route(&route6(), Instant::now()).unwrap();
+    fp.route(&route6(), Instant::now(), 0).unwrap();
     assert_eq!(fp.test_run(&to_peer).unwrap().0, action::PASS);
-    fp.route(&route6(), Instant::now() + Duration::from_secs(60))
+    fp.route(&route6(), Instant::now() + Duration::from_secs(60), 0)
         .unwrap();
     assert_eq!(fp.test_run(&to_peer).unwrap().0, action::TX);
     assert_eq!(fp.routes(), 1);
@@ -659,7 +659,7 @@ fn off_loopback_the_next_hop_comes_from_the_routing_table() {
     ip(&["link", "set", "d0", "up"]);
     // Not on loopback (ifindex 0): every packet is routed.
     let mut fp = FastPath::load((50000, 50999), 0).unwrap();
-    fp.route(&route(), Instant::now() + Duration::from_secs(60))
+    fp.route(&route(), Instant::now() + Duration::from_secs(60), 0)
         .unwrap();
     let to_peer = frame(
         addr(CLIENT),
@@ -752,13 +752,13 @@ fn a_full_map_evicts_lapsed_routes() {
     };
     let capacity = FastPath::capacity();
     // One live route, the rest lapsed, until the map is full.
-    assert!(fast_path.route(&nth(0), live).unwrap());
+    assert!(fast_path.route(&nth(0), live, 0).unwrap());
     for i in 1..capacity {
-        assert!(fast_path.route(&nth(i), lapsed).unwrap(), "route {i}");
+        assert!(fast_path.route(&nth(i), lapsed, 0).unwrap(), "route {i}");
     }
     assert_eq!(fast_path.routes(), capacity);
     // Full: the next route evicts the lapsed ones and goes in.
-    assert!(fast_path.route(&nth(capacity), live).unwrap());
+    assert!(fast_path.route(&nth(capacity), live, 0).unwrap());
     assert_eq!(fast_path.routes(), 2, "the live route and the new one");
     // The first live route still relays.
     let payload = b"still here";
@@ -799,7 +799,7 @@ fn a_late_unroute_leaves_a_reused_ports_new_route() {
         .unwrap();
     assert_eq!(verdict, action::TX);
     assert!(
-        fp.route(&new, Instant::now() + Duration::from_secs(60))
+        fp.route(&new, Instant::now() + Duration::from_secs(60), 0)
             .unwrap()
     );
     // The new route counts from zero on the peer side it took over: it
@@ -958,7 +958,7 @@ fn a_refresh_keeps_the_counts() {
     let mut fp = loaded();
     let later = || Instant::now() + Duration::from_secs(120);
     relay(&mut fp, &route(), b"0123456789", 3, 2);
-    assert!(fp.route(&route(), later()).unwrap());
+    assert!(fp.route(&route(), later(), 0).unwrap());
     assert_eq!(fp.routes(), 1, "the same route, refreshed");
     relay(&mut fp, &route(), b"0123456789", 2, 1);
     let counted = RouteTraffic {
@@ -969,14 +969,14 @@ fn a_refresh_keeps_the_counts() {
     };
     assert_eq!(fp.route_traffic(&route()), Some(counted));
 
-    fp.route(&route(), Instant::now()).unwrap();
+    fp.route(&route(), Instant::now(), 0).unwrap();
     let (verdict, _) = fp
         .test_run(&frame(addr(PEER), addr(RELAY), b"late", true))
         .unwrap();
     assert_eq!(verdict, action::PASS);
     assert_eq!(fp.route_traffic(&route()), Some(counted));
 
-    fp.route(&route(), later()).unwrap();
+    fp.route(&route(), later(), 0).unwrap();
     relay(&mut fp, &route(), b"x", 1, 1);
     assert_eq!(
         fp.unroute(&route()),
@@ -1000,8 +1000,8 @@ fn routes_count_separately() {
     let mut second = route();
     second.channel = 0x4002;
     second.peer = PeerSocket(SocketAddr::V4(addr("203.0.113.8:6001")));
-    assert!(fp.route(&second, until).unwrap());
-    assert!(fp.route(&route6(), until).unwrap());
+    assert!(fp.route(&second, until, 0).unwrap());
+    assert!(fp.route(&route6(), until, 0).unwrap());
 
     relay(&mut fp, &first, b"first", 2, 1);
     relay(&mut fp, &second, b"the second", 3, 4);
@@ -1050,9 +1050,160 @@ fn routes_count_separately() {
     assert_eq!(fp.routes(), 0);
 }
 
+/// A cap of [`CAP`] bytes per second lets [`CAP`] bytes (one second's
+/// burst) through at once: four datagrams of [`CAP_DATA`] bytes, each
+/// 250 ms of it, so the test has that long per datagram before the bucket
+/// refills under it.
+const CAP: u64 = 1000;
+const CAP_DATA: usize = 250;
+const BURST: usize = 4;
+
+/// Sends ChannelData of [`CAP_DATA`] bytes on `route` (IPv4) and returns
+/// the program's verdict.
+fn send_capped(fp: &mut FastPath, route: &ChannelRoute) -> u32 {
+    let v4 = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => unreachable!("an IPv4 route"),
+    };
+    let data = channel_data(route.channel, &payload(CAP_DATA));
+    let f = frame(
+        v4(route.client.client),
+        v4(route.client.server),
+        &data,
+        true,
+    );
+    fp.test_run(&f).unwrap().0
+}
+
+/// A capped route relays its allocation's burst and drops what is over
+/// it, counting it as capped and not as relayed, in each direction on its
+/// own and in both families; the bucket refills at the cap.
+#[test]
+fn a_capped_route_relays_its_burst_then_drops() {
+    let mut fp = FastPath::load((50000, 50999), 1).unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    assert!(fp.route(&route(), until, CAP).unwrap());
+    assert!(fp.route(&route6(), until, CAP).unwrap());
+    let data = payload(CAP_DATA);
+    let frames = [
+        frame(
+            addr(CLIENT),
+            addr(SERVER),
+            &channel_data(CHANNEL, &data),
+            true,
+        ),
+        frame(addr(PEER), addr(RELAY), &data, true),
+        frame6(
+            addr6(CLIENT6),
+            addr6(SERVER6),
+            &channel_data(CHANNEL, &data),
+        ),
+        frame6(addr6(PEER6), addr6(RELAY6), &data),
+    ];
+    for (i, f) in frames.iter().enumerate() {
+        for n in 0..BURST {
+            assert_eq!(fp.test_run(f).unwrap().0, action::TX, "frame {i}, #{n}");
+        }
+        assert_eq!(fp.test_run(f).unwrap().0, action::DROP, "frame {i}");
+    }
+    let c = fp.counters();
+    assert_eq!(c.capped, 4);
+    assert_eq!(
+        (c.to_peer_packets, c.to_client_packets),
+        (2 * BURST as u64, 2 * BURST as u64)
+    );
+    let relayed = u64::try_from(BURST * CAP_DATA).unwrap();
+    assert_eq!(
+        fp.route_traffic(&route()),
+        Some(RouteTraffic {
+            to_peer_packets: BURST as u64,
+            to_peer_bytes: relayed,
+            to_client_packets: BURST as u64,
+            to_client_bytes: relayed,
+        }),
+        "what was dropped is not counted as relayed"
+    );
+
+    // A datagram's worth drains in 250 ms.
+    std::thread::sleep(Duration::from_millis(260));
+    assert_eq!(fp.test_run(&frames[0]).unwrap().0, action::TX);
+}
+
+/// The channels of an allocation (its 5-tuple) take from one bucket, to
+/// whichever peer; another allocation, capped or not, has its own. The
+/// bucket goes with the allocation's last route: an allocation that
+/// reuses the 5-tuple starts with a full one.
+#[test]
+fn the_channels_of_an_allocation_share_its_bucket() {
+    let mut fp = FastPath::load((50000, 50999), 1).unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let first = route();
+    let mut second = route();
+    second.channel = 0x4002;
+    second.peer = PeerSocket(SocketAddr::V4(addr("203.0.113.8:6001")));
+    let mut other = route();
+    other.client.client = SocketAddr::V4(addr("198.51.100.21:40000"));
+    other.relay = RelayedAddress(SocketAddr::V4(addr("192.0.2.10:50002")));
+    let mut uncapped = route();
+    uncapped.client.client = SocketAddr::V4(addr("198.51.100.22:40000"));
+    uncapped.relay = RelayedAddress(SocketAddr::V4(addr("192.0.2.10:50003")));
+    for r in [&first, &second, &other] {
+        assert!(fp.route(r, until, CAP).unwrap());
+    }
+    assert!(fp.route(&uncapped, until, 0).unwrap());
+
+    for r in [&first, &second, &first, &second] {
+        assert_eq!(send_capped(&mut fp, r), action::TX);
+    }
+    assert_eq!(send_capped(&mut fp, &first), action::DROP);
+    assert_eq!(send_capped(&mut fp, &second), action::DROP);
+    for n in 0..BURST {
+        assert_eq!(send_capped(&mut fp, &other), action::TX, "#{n}");
+    }
+    for n in 0..100 {
+        assert_eq!(send_capped(&mut fp, &uncapped), action::TX, "#{n}");
+    }
+    assert_eq!(fp.counters().capped, 2);
+
+    // One channel gone, the bucket stays (and stays empty).
+    fp.unroute(&first).unwrap();
+    assert_eq!(send_capped(&mut fp, &second), action::DROP);
+    fp.unroute(&second).unwrap();
+    assert!(fp.route(&first, until, CAP).unwrap());
+    for n in 0..BURST {
+        assert_eq!(send_capped(&mut fp, &first), action::TX, "#{n}");
+    }
+    assert_eq!(send_capped(&mut fp, &first), action::DROP);
+}
+
+/// A capped route whose bucket is not there is not relayed uncapped: its
+/// packets go to the stack, where the sockets hold the cap. A reload that
+/// caps a route that was not (a new `max_bps` on a route that is in)
+/// writes the bucket.
+#[test]
+fn a_capped_route_without_its_bucket_goes_to_the_stack() {
+    let mut fp = loaded();
+    let until = Instant::now() + Duration::from_secs(60);
+    assert!(fp.route(&route(), until, CAP).unwrap());
+    fp.remove_buckets(&route());
+    assert_eq!(send_capped(&mut fp, &route()), action::PASS);
+    assert_eq!(fp.counters().passed, 1);
+
+    fp.route(&route(), until, CAP).unwrap();
+    for n in 0..BURST {
+        assert_eq!(send_capped(&mut fp, &route()), action::TX, "#{n}");
+    }
+    assert_eq!(send_capped(&mut fp, &route()), action::DROP);
+    // Lifted: the same route, now uncapped, relays again.
+    fp.route(&route(), until, 0).unwrap();
+    assert_eq!(send_capped(&mut fp, &route()), action::TX);
+}
+
 /// The program's mean time per relayed packet, per-route counting
-/// included: the figure `struct route_traffic`'s comment quotes. A
-/// measurement, not a check; run it with
+/// included, uncapped and capped (a bucket taken from per packet, at a
+/// rate it never reaches): the figures `struct route_traffic`'s and
+/// `struct bucket`'s comments quote. A measurement, not a check; run it
+/// with
 /// `cargo nextest run -p turnpike-xdp --run-ignored only --no-capture relayed_packet_cost`.
 ///
 /// The kernel runs the program again and again on the frame as the last
@@ -1064,31 +1215,33 @@ fn routes_count_separately() {
 #[ignore = "a measurement: prints the time a relayed packet takes"]
 fn relayed_packet_cost() {
     const RUNS: u32 = 1_000_000;
-    let mut fp = loaded();
-    let mut back = route();
-    back.client.client = SocketAddr::V4(addr(SERVER));
-    back.client.server = SocketAddr::V4(addr(CLIENT));
-    back.relay = RelayedAddress(SocketAddr::V4(addr(PEER)));
-    back.peer = PeerSocket(SocketAddr::V4(addr(RELAY)));
-    assert!(
-        fp.route(&back, Instant::now() + Duration::from_secs(600))
-            .unwrap()
-    );
-    let f = frame(addr(PEER), addr(RELAY), &payload(200), true);
-    let best = (0..7)
-        .map(|_| {
-            let (verdict, mean) = fp.time_run(&f, RUNS).unwrap();
-            assert_eq!(verdict, action::TX);
-            mean
-        })
-        .min()
-        .unwrap();
-    let half = 7 * u64::from(RUNS / 2);
-    let traffic = |r: &ChannelRoute| fp.route_traffic(r).unwrap();
-    assert_eq!(traffic(&route()).to_client_packets, half);
-    assert_eq!(traffic(&back).to_peer_packets, half);
-    eprintln!(
-        "{} ns per relayed packet (IPv4, 200 bytes, the best of 7 × {RUNS} runs)",
-        best.as_nanos()
-    );
+    for (max_bps, what) in [(0, "uncapped"), (1 << 40, "capped")] {
+        let mut fp = FastPath::load((50000, 50999), 1).unwrap();
+        let mut back = route();
+        back.client.client = SocketAddr::V4(addr(SERVER));
+        back.client.server = SocketAddr::V4(addr(CLIENT));
+        back.relay = RelayedAddress(SocketAddr::V4(addr(PEER)));
+        back.peer = PeerSocket(SocketAddr::V4(addr(RELAY)));
+        let until = Instant::now() + Duration::from_secs(600);
+        assert!(fp.route(&route(), until, max_bps).unwrap());
+        assert!(fp.route(&back, until, max_bps).unwrap());
+        let f = frame(addr(PEER), addr(RELAY), &payload(200), true);
+        let best = (0..7)
+            .map(|_| {
+                let (verdict, mean) = fp.time_run(&f, RUNS).unwrap();
+                assert_eq!(verdict, action::TX);
+                mean
+            })
+            .min()
+            .unwrap();
+        let half = 7 * u64::from(RUNS / 2);
+        let traffic = |r: &ChannelRoute| fp.route_traffic(r).unwrap();
+        assert_eq!(traffic(&route()).to_client_packets, half);
+        assert_eq!(traffic(&back).to_peer_packets, half);
+        assert_eq!(fp.counters().capped, 0);
+        eprintln!(
+            "{} ns per relayed packet, {what} (IPv4, 200 bytes, the best of 7 × {RUNS} runs)",
+            best.as_nanos()
+        );
+    }
 }
