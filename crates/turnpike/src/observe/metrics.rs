@@ -36,7 +36,8 @@
 //! connection_closed, kicked, drained; reload `result` applied, refused;
 //! drop `reason` malformed,
 //! rate_limited, no_permission, peer_refused, too_big_for_client,
-//! too_big_for_peer, path_mtu, queue_full, bandwidth_cap.
+//! too_big_for_peer, path_mtu, queue_full, bandwidth_cap (the sockets' and
+//! the XDP program's drops together).
 //!
 //! Always present:
 //!
@@ -423,11 +424,17 @@ impl Collector for Exposition {
             "Requests and data refused because the peer policy forbids the peer.",
             core.peers_refused,
         )?;
+        // The XDP program's drops over a cap are the core's reason too: one
+        // cap, wherever it is enforced.
+        let mut drops = core.drops;
+        if let Some(fast) = &s.fast_path {
+            drops.add(DropReason::BandwidthCap, fast.capped);
+        }
         counters(
             out,
             "turnpike_dropped_packets_total",
             "Packets and relayed data dropped without an answer, by reason.",
-            tally("reason", &core.drops),
+            tally("reason", &drops),
         )?;
 
         // Allocations.
@@ -1098,11 +1105,13 @@ mod tests {
                 .record(Duration::from_secs_f64(secs));
         }
         s.workers.allocations.by_kind[TransportLabel::Tls.index()][1][1] = 3;
+        core.drops.add(DropReason::BandwidthCap, 2);
         s.fast_path = Some(crate::observe::FastPathStats {
             relayed: Traffic {
                 to_peer_bytes: 1000,
                 ..Traffic::default()
             },
+            capped: 5,
             ..Default::default()
         });
         let mut credentials = CredentialStats::default();
@@ -1138,6 +1147,8 @@ mod tests {
              turnpike_quota_rejections_total{code=\"508\"} 1\n",
             "\nturnpike_challenges_rate_limited_total 4\n",
             "\nturnpike_dropped_packets_total{reason=\"rate_limited\"} 4\n",
+            // The sockets' and the XDP program's.
+            "\nturnpike_dropped_packets_total{reason=\"bandwidth_cap\"} 7\n",
             "\nturnpike_auth_failures_total{reason=\"bad_integrity\"} 5\n",
             "\nturnpike_allocations_ended_total{reason=\"expired\"} 6\n",
             "\nturnpike_allocations{transport=\"tls\",family=\"ipv6\",relay_transport=\"tcp\"} 3\n",

@@ -184,6 +184,8 @@ pub struct FastPathStats {
     pub relayed: turnpike_core::stats::Traffic,
     /// Packets of a route it left to the sockets.
     pub passed: u64,
+    /// Packets it dropped over their allocation's bandwidth cap.
+    pub capped: u64,
     /// Routes installed now.
     pub routes: u64,
     /// Routes it can hold per address family.

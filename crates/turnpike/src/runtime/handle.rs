@@ -232,6 +232,7 @@ impl RelayHandle {
                 to_client_bytes: c.to_client_bytes,
             },
             passed: c.passed,
+            capped: c.capped,
             routes: fast_path.routes() as u64,
             capacity: FastPath::capacity() as u64,
         })

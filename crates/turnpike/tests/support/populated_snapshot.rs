@@ -85,6 +85,7 @@ pub fn populated() -> Snapshot {
             to_client_bytes: 22_000,
         },
         passed: 7,
+        capped: 3,
         routes: 4,
         capacity: 65_536,
     });
