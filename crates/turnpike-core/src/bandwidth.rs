@@ -18,6 +18,18 @@
 //! traffic counters and the accounting lines. RFC 6062 TCP relays move
 //! bytes in the shell, outside the core, and are not capped.
 //!
+//! The fast path: while only `max_bps` is set, the core announces channel
+//! routes with the cap ([`Event::RouteChannel`](crate::Event::RouteChannel)),
+//! and the fast path enforces it with buckets of its own (the XDP program
+//! keeps one per allocation and direction that all the allocation's
+//! channels share, as here). Those are not the buckets here: an allocation
+//! relaying through both at once (ChannelData in the fast path, Send
+//! indications or what the fast path passes to the sockets here) can get up
+//! to twice its cap each way. Ordinary clients use one or the other: a
+//! channel once bound carries the data. A per-user bucket cannot be shared
+//! with a fast path, so while `user_max_bps` is set no routes are announced
+//! and every relayed datagram comes through the core.
+//!
 //! A datagram larger than a cap's burst never fits it: a cap below the
 //! largest datagram a client sends (in practice ~1,200 bytes of media)
 //! relays nothing of that size, which is the cap's meaning.
@@ -47,13 +59,6 @@ pub(crate) struct Caps {
     pub(crate) allocation: u64,
     /// Per user, all the user's allocations together (`turn.user_max_bps`).
     pub(crate) user: u64,
-}
-
-impl Caps {
-    /// Whether any cap applies to relayed data.
-    pub(crate) fn any(self) -> bool {
-        self.allocation != 0 || self.user != 0
-    }
 }
 
 /// How long sending `bytes` takes at `rate` bytes per second, in

@@ -175,11 +175,21 @@ pub enum Event {
     /// [`TurnConfig::channel_routes`](crate::TurnConfig::channel_routes).
     /// Past `until` the packets must reach the core again, which decides; a
     /// later event may move `until` either way.
+    ///
+    /// The fast path must hold the allocation's data to `max_bps` itself,
+    /// in a bucket of its own that all the allocation's routes share (see
+    /// [`crate::bandwidth`]); a reload that changes the cap announces the
+    /// routes again with the new one. No route is announced while a
+    /// per-user cap (`user_max_bps`) applies.
     RouteChannel {
         /// The route.
         route: ChannelRoute,
         /// When the channel, the peer's permission or the allocation lapses.
         until: Instant,
+        /// The allocation's bandwidth cap, payload bytes per second each
+        /// way ([`TurnConfig::max_bps`](crate::TurnConfig::max_bps)); 0 =
+        /// none.
+        max_bps: u64,
     },
     /// The channel's route is gone (its allocation was deleted, or its
     /// binding ended its cool-down): forget it.

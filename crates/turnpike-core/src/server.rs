@@ -318,8 +318,9 @@ impl Server {
     /// cached keys and held lookups stay), except that permissions and
     /// channels to peers the new peer policy refuses are withdrawn at once
     /// (and their fast-path routes), and the fast-path routes are
-    /// withdrawn when a bandwidth cap starts to apply, and put back when
-    /// none does any more. Returns `false`, changing nothing,
+    /// withdrawn when a per-user bandwidth cap starts to apply, put back
+    /// when none does any more, and announced again with the new cap when
+    /// `max_bps` changes. Returns `false`, changing nothing,
     /// when `config` changes what a running shard cannot
     /// ([`Config::can_replace`]).
     pub fn reconfigure(&mut self, now: Instant, config: Arc<Config>) -> bool {
@@ -334,8 +335,13 @@ impl Server {
                 .with_relay_ports(t.min_port, t.max_port)
                 .with_host_ips(&turn.host_ips);
             turn.withdraw_refused_peers(t, now);
-            let was_capped = self.config.turn.as_ref().is_some_and(|t| t.caps().any());
-            turn.reroute_for_caps(t, now, was_capped);
+            let was = self
+                .config
+                .turn
+                .as_ref()
+                .map(|t| t.caps())
+                .unwrap_or_default();
+            turn.reroute_for_caps(t, now, was);
         }
         self.config = config;
         true

@@ -2,7 +2,8 @@
 //! `user_max_bps` per user (each direction on its own, one second of
 //! burst, drops counted as `bandwidth_cap`), `bps_capacity` server-wide
 //! (508, or 300 to an alternate), a reload reaching existing allocations,
-//! and the fast-path routes withdrawn while a cap applies.
+//! the fast-path routes carrying `max_bps`, and withdrawn while a per-user
+//! cap applies.
 
 mod common;
 
@@ -231,19 +232,31 @@ fn at_its_bandwidth_capacity_a_server_refuses_new_allocations_with_508_or_300() 
     assert_eq!(h.server.allocation_count(), 2);
 }
 
-/// A fast path outside the core does not hold the caps: while one
-/// applies, a channel gets no route, and a reload that sets a cap
-/// withdraws the routes there are (and one that lifts it puts them back).
+/// A fast path holds `max_bps` itself: the routes carry it, and a reload
+/// that changes it announces them again with the new one. The per-user
+/// cap it cannot hold: while one applies a channel gets no route, a
+/// reload that sets one withdraws the routes there are, and one that lifts
+/// it puts them back.
 #[test]
-fn no_fast_path_route_while_a_cap_applies() {
+fn routes_carry_max_bps_and_none_is_announced_under_a_user_cap() {
     let routes = |h: &mut Harness| {
         std::iter::from_fn(|| h.poll_event())
             .filter_map(|e| match e {
-                Event::RouteChannel { route, .. } => Some(("route", route.channel)),
-                Event::UnrouteChannel { route } => Some(("unroute", route.channel)),
+                Event::RouteChannel { route, max_bps, .. } => {
+                    Some(("route", route.channel, max_bps))
+                }
+                Event::UnrouteChannel { route } => Some(("unroute", route.channel, 0)),
                 _ => None,
             })
             .collect::<Vec<_>>()
+    };
+    let reload = |h: &mut Harness, max_bps: u64, user_max_bps: u64| {
+        let next = h.server.config().reconfigured(&turn_config(h.now, |t| {
+            t.channel_routes = true;
+            t.max_bps = max_bps;
+            t.user_max_bps = user_max_bps;
+        }));
+        assert!(h.server.reconfigure(h.now, Arc::new(next)));
     };
     let mut h = Harness::new(|t| {
         t.channel_routes = true;
@@ -253,17 +266,19 @@ fn no_fast_path_route_while_a_cap_applies() {
     allocate_with_channel(&mut h, CLIENT, &creds);
     assert_eq!(routes(&mut h), []);
 
-    let mut h = Harness::new(|t| t.channel_routes = true);
-    let creds = h.creds();
-    allocate_with_channel(&mut h, CLIENT, &creds);
-    assert_eq!(routes(&mut h), [("route", CHANNEL)]);
-    let capped = h.server.config().reconfigured(&turn_config(h.now, |t| {
+    let mut h = Harness::new(|t| {
         t.channel_routes = true;
         t.max_bps = CAP;
-    }));
-    assert!(h.server.reconfigure(h.now, Arc::new(capped)));
-    assert_eq!(routes(&mut h), [("unroute", CHANNEL)]);
-    // Refreshing the channel does not bring its route back.
+    });
+    let creds = h.creds();
+    allocate_with_channel(&mut h, CLIENT, &creds);
+    assert_eq!(routes(&mut h), [("route", CHANNEL, CAP)]);
+    reload(&mut h, 2 * CAP, 0);
+    assert_eq!(routes(&mut h), [("route", CHANNEL, 2 * CAP)]);
+    reload(&mut h, 2 * CAP, CAP);
+    assert_eq!(routes(&mut h), [("unroute", CHANNEL, 0)]);
+    // Refreshing the channel does not bring its route back, nor does a
+    // new max_bps.
     let bind = [
         Attribute::ChannelNumber(CHANNEL),
         Attribute::XorPeerAddress(addr(PEER)),
@@ -272,10 +287,8 @@ fn no_fast_path_route_while_a_cap_applies() {
         h.authed(Method::CHANNEL_BIND, &bind, &creds).class(),
         Class::Success
     );
+    reload(&mut h, CAP, CAP);
     assert_eq!(routes(&mut h), []);
-    let lifted = h.server.config().reconfigured(&turn_config(h.now, |t| {
-        t.channel_routes = true;
-    }));
-    assert!(h.server.reconfigure(h.now, Arc::new(lifted)));
-    assert_eq!(routes(&mut h), [("route", CHANNEL)]);
+    reload(&mut h, 0, 0);
+    assert_eq!(routes(&mut h), [("route", CHANNEL, 0)]);
 }

@@ -65,7 +65,13 @@ fn relays_both_ways(h: &mut Harness, relay: SocketAddr, channel: u16, peer: &str
 /// The relaying `until` of the only `RouteChannel` among `events`.
 fn only_route(events: &[Event], expected: ChannelRoute) -> Instant {
     match events {
-        [Event::RouteChannel { route, until }] => {
+        [
+            Event::RouteChannel {
+                route,
+                until,
+                max_bps: 0,
+            },
+        ] => {
             assert_eq!(*route, expected);
             *until
         }

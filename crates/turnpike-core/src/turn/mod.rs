@@ -36,6 +36,7 @@ use std::collections::VecDeque;
 
 use crate::allocation::Allocations;
 use crate::auth::Integrity;
+use crate::bandwidth::Caps;
 use crate::config::TurnConfig;
 use crate::connection::{Connections, Outgoing, State};
 use crate::credentials::{KeyCache, User, Waiting};
@@ -211,9 +212,11 @@ impl TurnState {
     }
 
     /// Announces the routes of allocation `id`'s live channels after their
-    /// lifetimes changed: all of them, or those to `peer` only. None while
-    /// a bandwidth cap applies: a fast path outside the core does not
-    /// enforce caps, so capped data must come through the core (see
+    /// lifetimes changed: all of them, or those to `peer` only, with the
+    /// allocation's cap (`max_bps`), which the fast path enforces. None
+    /// while a per-user cap applies: its bucket is shared by the user's
+    /// allocations on every shard, in the core's memory, where a fast path
+    /// cannot take from it, so that data must come through the core (see
     /// [`crate::bandwidth`]).
     pub(crate) fn route_channels(
         &mut self,
@@ -222,7 +225,8 @@ impl TurnState {
         now: Instant,
         peer: Option<SocketAddr>,
     ) {
-        if !config.channel_routes || config.caps().any() {
+        let caps = config.caps();
+        if !config.channel_routes || caps.user != 0 {
             return;
         }
         let Some(allocation) = self.allocations.get(id) else {
@@ -236,25 +240,34 @@ impl TurnState {
                 allocation.route(channel),
                 allocation.channel_relays_until(channel, now),
             ) {
-                self.events.push_back(Event::RouteChannel { route, until });
+                self.events.push_back(Event::RouteChannel {
+                    route,
+                    until,
+                    max_bps: caps.allocation,
+                });
             }
         }
     }
 
-    /// After a reconfiguration to `config`: withdraws every fast-path
-    /// route when a bandwidth cap starts to apply (`was_capped` is the
-    /// previous configuration's state), and announces them again when
-    /// none applies any more, so that capped data never bypasses the core.
-    pub(crate) fn reroute_for_caps(&mut self, config: &TurnConfig, now: Instant, was_capped: bool) {
-        let capped = config.caps().any();
-        if !config.channel_routes || capped == was_capped {
+    /// After a reconfiguration to `config` from caps `was`: withdraws
+    /// every fast-path route when a per-user cap starts to apply, so that
+    /// the user's data never bypasses the core, and announces them again
+    /// when none applies any more, or with the new `max_bps` when only
+    /// that changed.
+    pub(crate) fn reroute_for_caps(&mut self, config: &TurnConfig, now: Instant, was: Caps) {
+        let caps = config.caps();
+        if !config.channel_routes || caps == was {
             return;
         }
-        if !capped {
+        if caps.user == 0 {
             let ids: Vec<AllocationId> = self.allocations.iter().map(|(id, _)| id).collect();
             for id in ids {
                 self.route_channels(config, id, now, None);
             }
+            return;
+        }
+        if was.user != 0 {
+            // Withdrawn already.
             return;
         }
         for (_, allocation) in self.allocations.iter() {

@@ -350,8 +350,12 @@ impl WorkerCtx {
             }
             Event::ConnectionBound { id, client } => self.tcp.connection_bound(server, id, client),
             Event::CloseConnection { id } => self.tcp.close_connection(id),
-            Event::RouteChannel { route, until } => {
-                self.with_fast_path(|fast_path| fast_path.route(&route, until, 0).map(drop));
+            Event::RouteChannel {
+                route,
+                until,
+                max_bps,
+            } => {
+                self.with_fast_path(|fast_path| fast_path.route(&route, until, max_bps).map(drop));
             }
             Event::UnrouteChannel { route } => self.with_fast_path(|fast_path| {
                 if let Some(relayed) = fast_path.unroute(&route) {
