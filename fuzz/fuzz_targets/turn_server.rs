@@ -1024,7 +1024,16 @@ impl Harness {
                 self.open.retain(|&c| c != id);
             }
             Event::ConnectionBound { .. } => {}
-            Event::RouteChannel { route, until } => {
+            Event::RouteChannel {
+                route,
+                until,
+                max_bps,
+            } => {
+                // No bandwidth cap is configured here: a route must not
+                // carry one (the program would drop what it should relay).
+                if max_bps != 0 {
+                    violated!("route {route:?} carries a cap of {max_bps} B/s none configured");
+                }
                 let expiry = self
                     .permissions
                     .get(&route.client)
